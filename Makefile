@@ -1,0 +1,124 @@
+# infergate: build, demo, tests, fuzzers and benchmarks.
+# Every artifact lands in build/.
+
+SHELL        := /bin/bash
+PY           := /usr/bin/python3
+BUILD        := build
+NGX_SRC      := /usr/share/nginx/src
+SANITIZE     ?= 0
+FUZZ_SECONDS ?= 30
+PORT         ?= 8080
+JOBS         ?= $(shell nproc)
+
+LIB_SRCS  := $(wildcard lib/*.c)
+LIB_HDRS  := $(wildcard lib/*.h)
+NGX_SRCS  := $(wildcard ngx_module/*.c ngx_module/*.h filters/*.c)
+UNIT_SRCS := $(wildcard tests/unit/test_*.c)
+UNITS     := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZERS   := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
+LIBS      := -lyajl -lpcre2-8 -lcrypto
+
+CFLAGS    := -std=gnu99 -O2 -g -Wall -Wextra -Werror -Ilib
+NGX_CCOPT := -g -O2 -fPIC -fstack-protector-strong -Wformat \
+             -Werror=format-security -D_FORTIFY_SOURCE=2
+NGX_LDOPT := -Wl,-z,relro -Wl,-z,now -fPIC
+
+ifeq ($(SANITIZE),1)
+SAN       := -fsanitize=address,undefined -fno-omit-frame-pointer \
+             -fno-sanitize-recover=undefined
+CFLAGS    := $(filter-out -O2,$(CFLAGS)) -O1 $(SAN)
+NGX_CCOPT := $(filter-out -O2 -D_FORTIFY_SOURCE=2,$(NGX_CCOPT)) -O1 $(SAN)
+NGX_LDOPT += $(SAN)
+endif
+
+MODULE    := $(BUILD)/ngx_http_infergate_module.so
+TOOLS     := $(BUILD)/infergate-keys
+
+export IG_BUILD    := $(CURDIR)/$(BUILD)
+export IG_SANITIZE := $(SANITIZE)
+
+.PHONY: all deps build module tools unit integration test demo fuzz bench \
+        clean FORCE
+
+all: build
+
+deps:
+	@bash tools/deps.sh
+
+build: deps module tools
+
+module: $(MODULE)
+tools: $(TOOLS)
+
+# A change of flags (SANITIZE=1 or back) rebuilds everything.
+$(BUILD)/.flags: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(CFLAGS) | $(NGX_CCOPT) | $(NGX_LDOPT)' > $@.new
+	@if cmp -s $@.new $@; then rm $@.new; else \
+	    mv $@.new $@; rm -rf $(BUILD)/objs $(BUILD)/unit $(BUILD)/*.so \
+	        $(TOOLS); fi
+
+# nginx's configure writes into its own tree, so run it on a private copy.
+$(BUILD)/ngx-src/configure:
+	@mkdir -p $(BUILD)
+	rm -rf $(BUILD)/ngx-src
+	cp -r $(NGX_SRC) $(BUILD)/ngx-src
+
+$(BUILD)/objs/Makefile: config $(BUILD)/.flags $(BUILD)/ngx-src/configure
+	cd $(BUILD)/ngx-src && . ./conf_flags && ./configure --with-compat \
+	    "$${NGX_CONF_FLAGS[@]}" \
+	    --with-cc-opt='$(NGX_CCOPT)' --with-ld-opt='$(NGX_LDOPT)' \
+	    --add-dynamic-module=$(CURDIR) \
+	    --builddir=$(CURDIR)/$(BUILD)/objs > $(CURDIR)/$(BUILD)/configure.log
+
+$(MODULE): $(BUILD)/objs/Makefile $(LIB_SRCS) $(LIB_HDRS) $(NGX_SRCS)
+	$(MAKE) -s -j$(JOBS) -f $(CURDIR)/$(BUILD)/objs/Makefile \
+	    -C $(BUILD)/ngx-src modules
+	cp $(BUILD)/objs/ngx_http_infergate_module.so $@
+
+$(BUILD)/infergate-keys: tools/infergate_keys.c lib/ig_keys.c \
+                         lib/ig_gcra.c $(LIB_HDRS) $(BUILD)/.flags
+	$(CC) $(CFLAGS) -o $@ tools/infergate_keys.c lib/ig_keys.c \
+	    lib/ig_gcra.c -lcrypto
+
+$(BUILD)/unit/%: tests/unit/%.c $(LIB_SRCS) $(LIB_HDRS) $(BUILD)/.flags
+	@mkdir -p $(BUILD)/unit
+	$(CC) $(CFLAGS) -o $@ $< $(LIB_SRCS) -lcmocka $(LIBS)
+
+unit: deps $(UNITS)
+	@set -e; for t in $(UNITS); do echo "== $$t"; $$t; done
+
+integration: build
+	$(PY) -m pytest -q -p no:cacheprovider tests/integration
+
+test: build unit integration
+
+demo: build
+	@PORT=$(PORT) bash tools/demo.sh
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(LIB_HDRS)
+	@mkdir -p $(BUILD)/fuzz
+	clang -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=undefined -Ilib -o $@ $< $(LIB_SRCS) $(LIBS)
+
+# Each fuzzer runs FUZZ_SECONDS on a scratch copy of its seed corpus.
+fuzz: deps $(FUZZERS)
+	@set -e; for f in $(FUZZERS); do \
+	    n=$$(basename $$f); c=tests/fuzz/corpus/$${n#fuzz_}; \
+	    w=$(BUILD)/fuzz/work-$${n#fuzz_}; rm -rf $$w; mkdir -p $$w; \
+	    [ -d $$c ] && cp -r $$c/. $$w/; \
+	    echo "== $$n for $(FUZZ_SECONDS)s"; \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
+	        -artifact_prefix=$(BUILD)/fuzz/$$n- $$w 2>$(BUILD)/fuzz/$$n.log \
+	        || { tail -50 $(BUILD)/fuzz/$$n.log; exit 1; }; \
+	    grep -E '^#[0-9]+.*DONE' $(BUILD)/fuzz/$$n.log | tail -1; \
+	done
+
+bench: build
+	@bash tools/bench.sh
+
+clean:
+	rm -rf $(BUILD)
+
+FORCE:
