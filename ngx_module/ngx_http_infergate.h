@@ -1,0 +1,197 @@
+
+/*
+ * Copyright (C) infergate authors
+ */
+
+
+#ifndef _NGX_HTTP_INFERGATE_H_INCLUDED_
+#define _NGX_HTTP_INFERGATE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <ig_gcra.h>
+#include <ig_keys.h>
+#include <ig_schema.h>
+#include <yajl/yajl_common.h>
+
+
+#define NGX_HTTP_IG_MAX_LIMITS        8
+
+#define NGX_HTTP_IG_HEADERS_OFF       0
+#define NGX_HTTP_IG_HEADERS_DRAFT     1
+#define NGX_HTTP_IG_HEADERS_LEGACY    2
+#define NGX_HTTP_IG_HEADERS_BOTH      3
+
+#define NGX_HTTP_IG_LIMIT_NONE        0
+#define NGX_HTTP_IG_LIMIT_PASSED      1
+#define NGX_HTTP_IG_LIMIT_REJECTED    2
+#define NGX_HTTP_IG_LIMIT_DRY_RUN     3
+
+#define NGX_HTTP_IG_BODY_NONE         0
+#define NGX_HTTP_IG_BODY_READING      1
+#define NGX_HTTP_IG_BODY_DONE         2
+
+#define NGX_HTTP_IG_PROBLEM_BASE      "https://infergate.dev/problems#"
+#define NGX_HTTP_IG_QUOTA_EXCEEDED                                            \
+    "https://iana.org/assignments/http-problem-types#quota-exceeded"
+
+
+/* A tenant key as loaded from infergate_keys, in the cycle's pool. */
+typedef struct {
+    uint8_t                     digest[32];
+    ngx_str_t                   tenant;
+    ngx_uint_t                  nmodels;
+    ngx_str_t                  *models;
+    unsigned                    has_rate:1;
+    unsigned                    has_burst:1;
+    uint32_t                    quota;
+    uint32_t                    window_s;
+    uint32_t                    burst;
+} ngx_http_ig_key_t;
+
+
+typedef struct {
+    ngx_http_ig_key_t          *slots;       /* open addressing, pow2      */
+    ngx_uint_t                  mask;
+    ngx_uint_t                  nkeys;
+    ngx_str_t                   file;
+} ngx_http_ig_keys_t;
+
+
+typedef struct {
+    ngx_rbtree_t                rbtree;
+    ngx_rbtree_node_t           sentinel;
+    ngx_queue_t                 queue;
+} ngx_http_ig_limit_shctx_t;
+
+
+typedef struct {
+    ngx_http_ig_limit_shctx_t  *sh;
+    ngx_slab_pool_t            *shpool;
+} ngx_http_ig_limit_zone_t;
+
+
+typedef struct {
+    ngx_shm_zone_t             *shm_zone;
+    ngx_str_t                   name;
+    ngx_http_complex_value_t   *key;         /* NULL: tenant or address    */
+    uint32_t                    quota;
+    uint32_t                    window_s;
+    uint32_t                    burst;
+    ngx_uint_t                  dry_run;
+} ngx_http_ig_limit_conf_t;
+
+
+typedef struct {
+    ngx_http_ig_keys_t         *keys;
+    ngx_array_t                 limit_refs;  /* ngx_http_ig_limit_conf_t * */
+} ngx_http_ig_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                  auth;
+    ngx_http_complex_value_t   *model;
+    ngx_array_t                *limits;      /* ngx_http_ig_limit_conf_t   */
+    ngx_uint_t                  limit_headers;
+    ig_schema_t                *schema;
+    ngx_str_t                   schema_file;
+    ngx_uint_t                  max_depth;
+    unsigned                    schema_set:1;
+} ngx_http_ig_loc_conf_t;
+
+
+typedef struct {
+    ngx_http_ig_limit_conf_t   *conf;
+    ig_gcra_policy_t            policy;
+    ig_gcra_result_t            result;
+} ngx_http_ig_limit_state_t;
+
+
+typedef struct {
+    ngx_str_t                   name;
+    ngx_str_t                   value;
+} ngx_http_ig_member_t;
+
+
+/* Per-request state; survives internal redirects through a pool cleanup. */
+typedef struct {
+    ngx_http_ig_key_t          *key;
+    ngx_str_t                   model;
+
+    ngx_uint_t                  nlimits;
+    ngx_http_ig_limit_state_t   limits[NGX_HTTP_IG_MAX_LIMITS];
+    ngx_uint_t                  limit_status;
+    ngx_uint_t                  limit_headers;
+
+    ig_validator_t             *validator;
+    yajl_alloc_funcs            alloc;       /* yajl on the request pool   */
+    ngx_pool_t                 *pool;
+    ig_valid_rc_e               valid_rc;
+    ngx_array_t                 members;     /* ngx_http_ig_member_t       */
+    off_t                       body_bytes;
+
+    unsigned                    admitted:1;  /* auth and limit passed      */
+    unsigned                    body_state:2;
+    unsigned                    body_finished:1;
+    unsigned                    model_done:1;
+    unsigned                    headers_done:1;
+} ngx_http_ig_ctx_t;
+
+
+extern ngx_module_t  ngx_http_infergate_module;
+extern ngx_module_t  ngx_http_infergate_filter_module;
+
+
+ngx_http_ig_ctx_t *ngx_http_ig_get_ctx(ngx_http_request_t *r);
+ngx_http_ig_ctx_t *ngx_http_ig_find_ctx(ngx_http_request_t *r);
+
+/* problem+json responses: each returns what the phase handler returns */
+ngx_int_t ngx_http_ig_problem(ngx_http_request_t *r, ngx_uint_t status,
+    const char *type, const char *title, ngx_str_t *detail,
+    ngx_str_t *extra);
+ngx_int_t ngx_http_ig_problem_cstr(ngx_http_request_t *r, ngx_uint_t status,
+    const char *type, const char *title, const char *detail);
+u_char *ngx_http_ig_json_str(u_char *p, const u_char *s, size_t len);
+size_t ngx_http_ig_json_str_len(const u_char *s, size_t len);
+
+/* keys */
+char *ngx_http_ig_keys_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_http_ig_key_t *ngx_http_ig_keys_find(ngx_http_ig_keys_t *keys,
+    const u_char *key, size_t len);
+
+/* auth */
+ngx_int_t ngx_http_ig_auth(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    ngx_http_ig_loc_conf_t *lcf);
+ngx_int_t ngx_http_ig_model(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    ngx_http_ig_loc_conf_t *lcf);
+
+/* limit */
+char *ngx_http_ig_limit_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_ig_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_ig_limit_check_refs(ngx_conf_t *cf,
+    ngx_http_ig_main_conf_t *mcf);
+ngx_int_t ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    ngx_http_ig_loc_conf_t *lcf);
+ngx_int_t ngx_http_ig_limit_headers(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx);
+
+/* schema */
+char *ngx_http_ig_schema_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_ig_schema_start(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+ngx_int_t ngx_http_ig_schema_result(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+ngx_int_t ngx_http_ig_schema_init(ngx_conf_t *cf);
+
+/* variables */
+ngx_int_t ngx_http_ig_add_variables(ngx_conf_t *cf);
+
+
+#endif /* _NGX_HTTP_INFERGATE_H_INCLUDED_ */

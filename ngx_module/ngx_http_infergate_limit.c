@@ -1,0 +1,872 @@
+
+/*
+ * Copyright (C) infergate authors
+ *
+ * Per-tenant GCRA rate limits in shared memory: one TAT per key in an
+ * rbtree with LRU eviction, as limit_req keeps its state, so all workers
+ * share one limit and the state survives "nginx -s reload".
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <time.h>
+
+#include "ngx_http_infergate.h"
+
+
+typedef struct {
+    u_char                       color;
+    u_char                       dummy;
+    u_short                      len;
+    ngx_queue_t                  queue;
+    uint64_t                     tat_us;
+    u_char                       data[1];
+} ngx_http_ig_limit_node_t;
+
+
+static ngx_int_t ngx_http_ig_limit_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+static void ngx_http_ig_limit_rbtree_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+static ngx_int_t ngx_http_ig_limit_lookup(ngx_http_ig_limit_conf_t *lc,
+    ngx_str_t *key, uint64_t now, ngx_http_ig_limit_state_t *st,
+    ngx_uint_t commit, ngx_log_t *log);
+static void ngx_http_ig_limit_expire(ngx_http_ig_limit_zone_t *zone,
+    uint64_t now, ngx_uint_t force);
+static ngx_int_t ngx_http_ig_limit_key(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_limit_conf_t *lc, ngx_str_t *key);
+static ngx_int_t ngx_http_ig_limit_refuse(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, uint64_t retry_us);
+static uint64_t ngx_http_ig_now_us(void);
+
+
+char *
+ngx_http_ig_limit_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ssize_t                    size;
+    ngx_str_t                 *value;
+    ngx_shm_zone_t            *shm_zone;
+    ngx_http_ig_limit_zone_t  *zone;
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0) {
+        return "needs a zone name";
+    }
+
+    size = ngx_parse_size(&value[2]);
+
+    if (size == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_limit_zone: invalid size \"%V\"",
+                           &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (size < (ssize_t) (8 * ngx_pagesize)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_limit_zone: zone \"%V\" is too small, "
+                           "it needs at least %uzk",
+                           &value[1], 8 * ngx_pagesize / 1024);
+        return NGX_CONF_ERROR;
+    }
+
+    zone = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_limit_zone_t));
+    if (zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    shm_zone = ngx_shared_memory_add(cf, &value[1], size,
+                                     &ngx_http_infergate_module);
+    if (shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_limit_zone: duplicate zone \"%V\"",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    shm_zone->init = ngx_http_ig_limit_init_zone;
+    shm_zone->data = zone;
+
+    return NGX_CONF_OK;
+}
+
+
+char *
+ngx_http_ig_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ig_loc_conf_t *lcf = conf;
+
+    ngx_int_t                          n;
+    ngx_str_t                         *value, s;
+    ngx_uint_t                         i, have_rate;
+    const char                        *reason;
+    ngx_http_ig_main_conf_t           *mcf;
+    ngx_http_ig_limit_conf_t          *lc, **ref;
+    ngx_http_compile_complex_value_t   ccv;
+
+    value = cf->args->elts;
+
+    if (lcf->limits == NULL) {
+        lcf->limits = ngx_array_create(cf->pool, 2,
+                                       sizeof(ngx_http_ig_limit_conf_t));
+        if (lcf->limits == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (lcf->limits->nelts >= NGX_HTTP_IG_MAX_LIMITS) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_limit: at most %d limits "
+                           "per location", NGX_HTTP_IG_MAX_LIMITS);
+        return NGX_CONF_ERROR;
+    }
+
+    lc = ngx_array_push(lcf->limits);
+    if (lc == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(lc, sizeof(ngx_http_ig_limit_conf_t));
+
+    have_rate = 0;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
+            s.data = value[i].data + 5;
+            s.len = value[i].len - 5;
+
+            if (s.len == 0) {
+                goto invalid;
+            }
+
+            lc->name = s;
+            lc->shm_zone = ngx_shared_memory_add(cf, &s, 0,
+                                                 &ngx_http_infergate_module);
+            if (lc->shm_zone == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "rate=", 5) == 0) {
+            if (ig_gcra_parse_rate((char *) value[i].data + 5,
+                                   value[i].len - 5, &lc->quota,
+                                   &lc->window_s, &reason)
+                != 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "infergate_limit: invalid rate \"%V\": "
+                                   "%s", &value[i], reason);
+                return NGX_CONF_ERROR;
+            }
+
+            have_rate = 1;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "burst=", 6) == 0) {
+            n = ngx_atoi(value[i].data + 6, value[i].len - 6);
+            if (n == NGX_ERROR || n > 1000000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "infergate_limit: invalid burst \"%V\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            lc->burst = (uint32_t) n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "key=", 4) == 0) {
+            s.data = value[i].data + 4;
+            s.len = value[i].len - 4;
+
+            if (s.len == 0) {
+                goto invalid;
+            }
+
+            lc->key = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
+            if (lc->key == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
+            ccv.cf = cf;
+            ccv.value = &s;
+            ccv.complex_value = lc->key;
+
+            if (ngx_http_compile_complex_value(&ccv) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "dry_run") == 0) {
+            lc->dry_run = 1;
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (lc->shm_zone == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_limit: \"zone=\" is required");
+        return NGX_CONF_ERROR;
+    }
+
+    if (!have_rate) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_limit: \"rate=\" is required");
+        return NGX_CONF_ERROR;
+    }
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_infergate_module);
+
+    ref = ngx_array_push(&mcf->limit_refs);
+    if (ref == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *ref = lc;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "infergate_limit: invalid parameter \"%V\"",
+                       &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+/* Zones are declared at http level, so check references once all is read. */
+
+ngx_int_t
+ngx_http_ig_limit_check_refs(ngx_conf_t *cf, ngx_http_ig_main_conf_t *mcf)
+{
+    ngx_uint_t                  i;
+    ngx_http_ig_limit_conf_t  **ref;
+
+    ref = mcf->limit_refs.elts;
+
+    for (i = 0; i < mcf->limit_refs.nelts; i++) {
+        if (ref[i]->shm_zone->data == NULL) {
+            ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                          "infergate_limit: unknown zone \"%V\": declare it "
+                          "with \"infergate_limit_zone %V SIZE;\"",
+                          &ref[i]->name, &ref[i]->name);
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    ngx_http_ig_loc_conf_t *lcf)
+{
+    uint32_t                    quota, window_s, burst;
+    uint64_t                    now, retry;
+    ngx_str_t                   key;
+    ngx_uint_t                  i, n, refused, dry;
+    ngx_http_ig_limit_conf_t   *lc;
+    ngx_http_ig_limit_state_t  *st;
+
+    lc = lcf->limits->elts;
+    n = lcf->limits->nelts;
+
+    now = ngx_http_ig_now_us();
+
+    ctx->limit_headers = lcf->limit_headers;
+    ctx->nlimits = 0;
+
+    refused = 0;
+    dry = 0;
+    retry = 0;
+
+    /*
+     * One limit decides and stores under one lock.  Several limits are
+     * checked first and stored only if all admit, so that a refusal
+     * consumes nothing anywhere.
+     */
+
+    for (i = 0; i < n; i++) {
+
+        if (ngx_http_ig_limit_key(r, ctx, &lc[i], &key) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (key.len == 0) {
+            continue;
+        }
+
+        if (key.len > 65535) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "infergate_limit: key is longer than 65535 bytes, "
+                          "not limited");
+            continue;
+        }
+
+        quota = lc[i].quota;
+        window_s = lc[i].window_s;
+        burst = lc[i].burst;
+
+        if (ctx->key && ctx->key->has_rate) {
+            quota = ctx->key->quota;
+            window_s = ctx->key->window_s;
+        }
+
+        if (ctx->key && ctx->key->has_burst) {
+            burst = ctx->key->burst;
+        }
+
+        st = &ctx->limits[ctx->nlimits++];
+        st->conf = &lc[i];
+        ig_gcra_policy_init(&st->policy, quota, window_s, burst);
+
+        if (ngx_http_ig_limit_lookup(&lc[i], &key, now, st, n == 1,
+                                     r->connection->log)
+            != NGX_OK)
+        {
+            /* no memory for state: admit rather than refuse everyone */
+            ctx->nlimits--;
+            continue;
+        }
+
+        if (!st->result.allowed) {
+            if (lc[i].dry_run) {
+                dry = 1;
+
+            } else {
+                refused = 1;
+                retry = ngx_max(retry, st->result.retry_after_us);
+            }
+
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "infergate: limit \"%V\" exceeded by key \"%V\"%s",
+                          &lc[i].name, &key,
+                          lc[i].dry_run ? " (dry run)" : "");
+        }
+    }
+
+    if (refused) {
+        ctx->limit_status = NGX_HTTP_IG_LIMIT_REJECTED;
+        return ngx_http_ig_limit_refuse(r, ctx, retry);
+    }
+
+    if (n > 1) {
+        for (i = 0; i < ctx->nlimits; i++) {
+            st = &ctx->limits[i];
+
+            if (!st->result.allowed) {
+                continue;
+            }
+
+            if (ngx_http_ig_limit_key(r, ctx, st->conf, &key) != NGX_OK) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            (void) ngx_http_ig_limit_lookup(st->conf, &key, now, st, 1,
+                                            r->connection->log);
+        }
+    }
+
+    ctx->limit_status = dry ? NGX_HTTP_IG_LIMIT_DRY_RUN
+                            : NGX_HTTP_IG_LIMIT_PASSED;
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_http_ig_limit_key(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    ngx_http_ig_limit_conf_t *lc, ngx_str_t *key)
+{
+    if (lc->key) {
+        return ngx_http_complex_value(r, lc->key, key);
+    }
+
+    if (ctx->key) {
+        *key = ctx->key->tenant;
+        return NGX_OK;
+    }
+
+    *key = r->connection->addr_text;
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ig_limit_lookup(ngx_http_ig_limit_conf_t *lc, ngx_str_t *key,
+    uint64_t now, ngx_http_ig_limit_state_t *st, ngx_uint_t commit,
+    ngx_log_t *log)
+{
+    size_t                     size;
+    uint32_t                   hash;
+    ngx_int_t                  rc;
+    ngx_rbtree_node_t         *node, *sentinel;
+    ngx_http_ig_limit_zone_t  *zone;
+    ngx_http_ig_limit_node_t  *ln;
+
+    zone = lc->shm_zone->data;
+    hash = ngx_crc32_short(key->data, key->len);
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    node = zone->sh->rbtree.root;
+    sentinel = zone->sh->rbtree.sentinel;
+    ln = NULL;
+
+    while (node != sentinel) {
+
+        if (hash < node->key) {
+            node = node->left;
+            continue;
+        }
+
+        if (hash > node->key) {
+            node = node->right;
+            continue;
+        }
+
+        ln = (ngx_http_ig_limit_node_t *) &node->color;
+
+        rc = ngx_memn2cmp(key->data, ln->data, key->len, (size_t) ln->len);
+
+        if (rc == 0) {
+            ngx_queue_remove(&ln->queue);
+            ngx_queue_insert_head(&zone->sh->queue, &ln->queue);
+            break;
+        }
+
+        ln = NULL;
+        node = (rc < 0) ? node->left : node->right;
+    }
+
+    if (ln == NULL) {
+        ngx_http_ig_limit_expire(zone, now, 0);
+
+        size = offsetof(ngx_rbtree_node_t, color)
+               + offsetof(ngx_http_ig_limit_node_t, data)
+               + key->len;
+
+        node = ngx_slab_alloc_locked(zone->shpool, size);
+
+        if (node == NULL) {
+            ngx_http_ig_limit_expire(zone, now, 1);
+
+            node = ngx_slab_alloc_locked(zone->shpool, size);
+            if (node == NULL) {
+                ngx_shmtx_unlock(&zone->shpool->mutex);
+                ngx_log_error(NGX_LOG_ALERT, log, 0,
+                              "infergate_limit: zone \"%V\" is out of "
+                              "memory", &lc->name);
+                return NGX_ERROR;
+            }
+        }
+
+        node->key = hash;
+
+        ln = (ngx_http_ig_limit_node_t *) &node->color;
+        ln->len = (u_short) key->len;
+        ln->tat_us = 0;
+        ngx_memcpy(ln->data, key->data, key->len);
+
+        ngx_rbtree_insert(&zone->sh->rbtree, node);
+        ngx_queue_insert_head(&zone->sh->queue, &ln->queue);
+    }
+
+    ig_gcra_check(&st->policy, now, ln->tat_us, &st->result);
+
+    if (commit && st->result.allowed) {
+        ln->tat_us = st->result.tat_us;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+/*
+ * A key whose TAT has passed is indistinguishable from a new key, so it
+ * can go; when memory runs out the least recently used one goes anyway.
+ */
+
+static void
+ngx_http_ig_limit_expire(ngx_http_ig_limit_zone_t *zone, uint64_t now,
+    ngx_uint_t force)
+{
+    ngx_uint_t                 n;
+    ngx_queue_t               *q;
+    ngx_rbtree_node_t         *node;
+    ngx_http_ig_limit_node_t  *ln;
+
+    for (n = 0; n < 3; n++) {
+
+        if (ngx_queue_empty(&zone->sh->queue)) {
+            return;
+        }
+
+        q = ngx_queue_last(&zone->sh->queue);
+        ln = ngx_queue_data(q, ngx_http_ig_limit_node_t, queue);
+
+        if (!force && ln->tat_us > now) {
+            return;
+        }
+
+        force = 0;
+
+        ngx_queue_remove(q);
+
+        node = (ngx_rbtree_node_t *)
+                   ((u_char *) ln - offsetof(ngx_rbtree_node_t, color));
+
+        ngx_rbtree_delete(&zone->sh->rbtree, node);
+        ngx_slab_free_locked(zone->shpool, node);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_ig_limit_refuse(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    uint64_t retry_us)
+{
+    u_char                     *p;
+    size_t                      len;
+    uint64_t                    secs;
+    ngx_str_t                   detail, extra;
+    ngx_uint_t                  i;
+    ngx_table_elt_t            *h;
+    ngx_http_ig_limit_state_t  *st;
+
+    secs = ig_gcra_ceil_seconds(retry_us);
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->value.data = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+    if (h->value.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Retry-After");
+    h->value.len = ngx_sprintf(h->value.data, "%uL", secs) - h->value.data;
+
+    /* the names of the refusing policies, as the IETF draft defines */
+
+    len = sizeof(",\"violated-policies\":[]") - 1;
+
+    for (i = 0; i < ctx->nlimits; i++) {
+        st = &ctx->limits[i];
+        len += ngx_http_ig_json_str_len(st->conf->name.data,
+                                        st->conf->name.len) + 1;
+    }
+
+    p = ngx_pnalloc(r->pool, len + NGX_INT64_LEN
+                             + sizeof("rate limit exceeded, retry in "
+                                      " s") - 1);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    extra.data = p;
+    p = ngx_cpymem(p, ",\"violated-policies\":[",
+                   sizeof(",\"violated-policies\":[") - 1);
+
+    for (i = 0; i < ctx->nlimits; i++) {
+        st = &ctx->limits[i];
+
+        if (st->result.allowed || st->conf->dry_run) {
+            continue;
+        }
+
+        if (p[-1] != '[') {
+            *p++ = ',';
+        }
+
+        p = ngx_http_ig_json_str(p, st->conf->name.data, st->conf->name.len);
+    }
+
+    *p++ = ']';
+    extra.len = p - extra.data;
+
+    detail.data = p;
+    detail.len = ngx_sprintf(p, "rate limit exceeded, retry in %uL s", secs)
+                 - p;
+
+    return ngx_http_ig_problem(r, NGX_HTTP_TOO_MANY_REQUESTS,
+                               NGX_HTTP_IG_QUOTA_EXCEEDED,
+                               "Too Many Requests", &detail, &extra);
+}
+
+
+/* The RateLimit fields, added by the header filter to every response. */
+
+ngx_int_t
+ngx_http_ig_limit_headers(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
+{
+    u_char                     *pol, *rl, *pp, *rp;
+    size_t                      len;
+    uint64_t                    t;
+    uint32_t                    remaining;
+    ngx_uint_t                  i, mode;
+    ngx_table_elt_t            *h;
+    ngx_http_ig_limit_state_t  *st;
+
+    mode = ctx->limit_headers;
+
+    if (ctx->nlimits == 0 || mode == NGX_HTTP_IG_HEADERS_OFF) {
+        return NGX_OK;
+    }
+
+    if (mode & NGX_HTTP_IG_HEADERS_DRAFT) {
+        len = 0;
+
+        for (i = 0; i < ctx->nlimits; i++) {
+            len += ctx->limits[i].conf->name.len * 6 + 2
+                   + sizeof(";q=;w=, ") - 1 + 2 * NGX_INT32_LEN;
+        }
+
+        pol = ngx_pnalloc(r->pool, len);
+        rl = ngx_pnalloc(r->pool, len + ctx->nlimits * NGX_INT64_LEN);
+        if (pol == NULL || rl == NULL) {
+            return NGX_ERROR;
+        }
+
+        pp = pol;
+        rp = rl;
+
+        for (i = 0; i < ctx->nlimits; i++) {
+            st = &ctx->limits[i];
+
+            if (i) {
+                pp = ngx_cpymem(pp, ", ", 2);
+                rp = ngx_cpymem(rp, ", ", 2);
+            }
+
+            if (st->result.allowed) {
+                remaining = st->result.remaining;
+                t = ig_gcra_ceil_seconds(st->result.reset_us);
+
+            } else {
+                remaining = 0;
+                t = ig_gcra_ceil_seconds(st->result.retry_after_us);
+            }
+
+            /* zone names are nginx tokens: no quote or backslash to escape */
+
+            pp = ngx_sprintf(pp, "\"%V\";q=%uD;w=%uD", &st->conf->name,
+                             st->policy.quota, st->policy.window_s);
+            rp = ngx_sprintf(rp, "\"%V\";r=%uD;t=%uL", &st->conf->name,
+                             remaining, t);
+        }
+
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "RateLimit-Policy");
+        h->value.data = pol;
+        h->value.len = pp - pol;
+
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "RateLimit");
+        h->value.data = rl;
+        h->value.len = rp - rl;
+    }
+
+    if (mode & NGX_HTTP_IG_HEADERS_LEGACY) {
+
+        /* the most constrained limit speaks for all, as Kong does */
+
+        st = &ctx->limits[0];
+
+        for (i = 1; i < ctx->nlimits; i++) {
+            if (ctx->limits[i].result.remaining < st->result.remaining
+                || !ctx->limits[i].result.allowed)
+            {
+                st = &ctx->limits[i];
+            }
+        }
+
+        if (st->result.allowed) {
+            remaining = st->result.remaining;
+            t = ig_gcra_ceil_seconds(st->result.reset_us);
+
+        } else {
+            remaining = 0;
+            t = ig_gcra_ceil_seconds(st->result.retry_after_us);
+        }
+
+        pp = ngx_pnalloc(r->pool, 3 * NGX_INT64_LEN);
+        if (pp == NULL) {
+            return NGX_ERROR;
+        }
+
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "X-RateLimit-Limit");
+        h->value.data = pp;
+        pp = ngx_sprintf(pp, "%uD", st->policy.quota);
+        h->value.len = pp - h->value.data;
+
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "X-RateLimit-Remaining");
+        h->value.data = pp;
+        pp = ngx_sprintf(pp, "%uD", remaining);
+        h->value.len = pp - h->value.data;
+
+        h = ngx_list_push(&r->headers_out.headers);
+        if (h == NULL) {
+            return NGX_ERROR;
+        }
+
+        h->hash = 1;
+        ngx_str_set(&h->key, "X-RateLimit-Reset");
+        h->value.data = pp;
+        pp = ngx_sprintf(pp, "%uL", t);
+        h->value.len = pp - h->value.data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ig_limit_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_ig_limit_zone_t  *ozone = data;
+
+    size_t                     len;
+    ngx_http_ig_limit_zone_t  *zone;
+
+    zone = shm_zone->data;
+
+    if (ozone) {
+        /* reload: keep every tenant's state */
+        zone->sh = ozone->sh;
+        zone->shpool = ozone->shpool;
+        return NGX_OK;
+    }
+
+    zone->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        zone->sh = zone->shpool->data;
+        return NGX_OK;
+    }
+
+    zone->sh = ngx_slab_alloc(zone->shpool,
+                              sizeof(ngx_http_ig_limit_shctx_t));
+    if (zone->sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    zone->shpool->data = zone->sh;
+
+    ngx_rbtree_init(&zone->sh->rbtree, &zone->sh->sentinel,
+                    ngx_http_ig_limit_rbtree_insert_value);
+
+    ngx_queue_init(&zone->sh->queue);
+
+    len = sizeof(" in infergate_limit_zone \"\"") + shm_zone->shm.name.len;
+
+    zone->shpool->log_ctx = ngx_slab_alloc(zone->shpool, len);
+    if (zone->shpool->log_ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_sprintf(zone->shpool->log_ctx, " in infergate_limit_zone \"%V\"%Z",
+                &shm_zone->shm.name);
+
+    zone->shpool->log_nomem = 0;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ig_limit_rbtree_insert_value(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t         **p;
+    ngx_http_ig_limit_node_t   *ln, *lnt;
+
+    for ( ;; ) {
+
+        if (node->key < temp->key) {
+            p = &temp->left;
+
+        } else if (node->key > temp->key) {
+            p = &temp->right;
+
+        } else {
+            ln = (ngx_http_ig_limit_node_t *) &node->color;
+            lnt = (ngx_http_ig_limit_node_t *) &temp->color;
+
+            p = (ngx_memn2cmp(ln->data, lnt->data, ln->len, lnt->len) < 0)
+                ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+/* A fresh monotonic clock, shared by every worker and kept over reloads. */
+
+static uint64_t
+ngx_http_ig_now_us(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
+}

@@ -1,0 +1,390 @@
+
+/*
+ * Copyright (C) infergate authors
+ *
+ * Admission: one access-phase handler runs auth, then rate limits, then
+ * streaming schema validation of the body, so a refused request is never
+ * parsed.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_infergate.h"
+
+
+static ngx_int_t ngx_http_ig_access_handler(ngx_http_request_t *r);
+static void ngx_http_ig_ctx_cleanup(void *data);
+static void *ngx_http_ig_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_ig_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_ig_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_ig_max_depth(ngx_conf_t *cf, void *post, void *data);
+static ngx_int_t ngx_http_ig_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ig_postconfiguration(ngx_conf_t *cf);
+
+
+static ngx_conf_enum_t  ngx_http_ig_limit_headers_modes[] = {
+    { ngx_string("off"), NGX_HTTP_IG_HEADERS_OFF },
+    { ngx_string("draft"), NGX_HTTP_IG_HEADERS_DRAFT },
+    { ngx_string("legacy"), NGX_HTTP_IG_HEADERS_LEGACY },
+    { ngx_string("both"), NGX_HTTP_IG_HEADERS_BOTH },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_post_handler_pt  ngx_http_ig_max_depth_p =
+    ngx_http_ig_max_depth;
+
+
+static ngx_command_t  ngx_http_infergate_commands[] = {
+
+    { ngx_string("infergate_keys"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_ig_keys_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infergate_auth"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ig_loc_conf_t, auth),
+      NULL },
+
+    { ngx_string("infergate_model"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ig_loc_conf_t, model),
+      NULL },
+
+    { ngx_string("infergate_limit_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_ig_limit_zone_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infergate_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_ig_limit_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infergate_limit_headers"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ig_loc_conf_t, limit_headers),
+      &ngx_http_ig_limit_headers_modes },
+
+    { ngx_string("infergate_schema"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_ig_schema_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infergate_schema_max_depth"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ig_loc_conf_t, max_depth),
+      &ngx_http_ig_max_depth_p },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_infergate_module_ctx = {
+    ngx_http_ig_preconfiguration,          /* preconfiguration */
+    ngx_http_ig_postconfiguration,         /* postconfiguration */
+
+    ngx_http_ig_create_main_conf,          /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_ig_create_loc_conf,           /* create location configuration */
+    ngx_http_ig_merge_loc_conf             /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_infergate_module = {
+    NGX_MODULE_V1,
+    &ngx_http_infergate_module_ctx,        /* module context */
+    ngx_http_infergate_commands,           /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_int_t
+ngx_http_ig_access_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                rc;
+    ngx_http_ig_ctx_t       *ctx;
+    ngx_http_ig_loc_conf_t  *lcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
+
+    if (!lcf->auth && lcf->limits == NULL && lcf->schema == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_ig_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx->body_state == NGX_HTTP_IG_BODY_DONE) {
+        return ngx_http_ig_schema_result(r, ctx, lcf);
+    }
+
+    if (ctx->body_state == NGX_HTTP_IG_BODY_READING) {
+        return NGX_AGAIN;
+    }
+
+    /* an internal redirect must not authenticate or count a request twice */
+
+    if (!ctx->admitted) {
+
+        if (lcf->auth) {
+            rc = ngx_http_ig_auth(r, ctx, lcf);
+            if (rc != NGX_DECLINED) {
+                return rc;
+            }
+        }
+
+        if (lcf->limits) {
+            rc = ngx_http_ig_limit(r, ctx, lcf);
+            if (rc != NGX_DECLINED) {
+                return rc;
+            }
+        }
+
+        ctx->admitted = 1;
+    }
+
+    if (lcf->schema) {
+        return ngx_http_ig_schema_start(r, ctx, lcf);
+    }
+
+    return NGX_DECLINED;
+}
+
+
+ngx_http_ig_ctx_t *
+ngx_http_ig_find_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t  *cln;
+    ngx_http_ig_ctx_t   *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_infergate_module);
+    if (ctx) {
+        return ctx;
+    }
+
+    /* ngx_http_internal_redirect() zeroes r->ctx: find ours again */
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_ig_ctx_cleanup) {
+            ctx = cln->data;
+            ngx_http_set_ctx(r, ctx, ngx_http_infergate_module);
+            return ctx;
+        }
+    }
+
+    return NULL;
+}
+
+
+ngx_http_ig_ctx_t *
+ngx_http_ig_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t  *cln;
+    ngx_http_ig_ctx_t   *ctx;
+
+    ctx = ngx_http_ig_find_ctx(r);
+    if (ctx) {
+        return ctx;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_ig_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_ig_ctx_cleanup;
+    cln->data = ctx;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_infergate_module);
+
+    return ctx;
+}
+
+
+static void
+ngx_http_ig_ctx_cleanup(void *data)
+{
+    ngx_http_ig_ctx_t  *ctx = data;
+
+    if (ctx->validator) {
+        ig_validator_destroy(ctx->validator);
+        ctx->validator = NULL;
+    }
+}
+
+
+static void *
+ngx_http_ig_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_ig_main_conf_t  *mcf;
+
+    mcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_main_conf_t));
+    if (mcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&mcf->limit_refs, cf->pool, 4,
+                       sizeof(ngx_http_ig_limit_conf_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return mcf;
+}
+
+
+static void *
+ngx_http_ig_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_ig_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->model = NULL;
+     *     conf->limits = NULL;
+     *     conf->schema = NULL;
+     *     conf->schema_set = 0;
+     */
+
+    conf->auth = NGX_CONF_UNSET;
+    conf->limit_headers = NGX_CONF_UNSET_UINT;
+    conf->max_depth = NGX_CONF_UNSET_UINT;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_ig_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_ig_loc_conf_t *prev = parent;
+    ngx_http_ig_loc_conf_t *conf = child;
+
+    ngx_http_ig_main_conf_t  *mcf;
+
+    ngx_conf_merge_value(conf->auth, prev->auth, 0);
+    ngx_conf_merge_uint_value(conf->limit_headers, prev->limit_headers,
+                              NGX_HTTP_IG_HEADERS_DRAFT);
+    ngx_conf_merge_uint_value(conf->max_depth, prev->max_depth, 64);
+
+    if (conf->model == NULL) {
+        conf->model = prev->model;
+    }
+
+    if (conf->limits == NULL) {
+        conf->limits = prev->limits;
+    }
+
+    if (!conf->schema_set) {
+        conf->schema = prev->schema;
+        conf->schema_file = prev->schema_file;
+        conf->schema_set = prev->schema_set;
+    }
+
+    if (conf->auth) {
+        mcf = ngx_http_conf_get_module_main_conf(cf,
+                                                 ngx_http_infergate_module);
+        if (mcf->keys == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"infergate_auth on\" needs "
+                               "\"infergate_keys\" in the http block");
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ig_max_depth(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_uint_t  *np = data;
+
+    if (*np < 1 || *np > 4096) {
+        return "must be between 1 and 4096";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ig_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_ig_add_variables(cf);
+}
+
+
+static ngx_int_t
+ngx_http_ig_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_ig_main_conf_t    *mcf;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_infergate_module);
+
+    if (ngx_http_ig_limit_check_refs(cf, mcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_ig_access_handler;
+
+    return ngx_http_ig_schema_init(cf);
+}

@@ -1,0 +1,524 @@
+
+/*
+ * Copyright (C) infergate authors
+ *
+ * Streaming JSON-schema validation of the request body.  The access
+ * handler starts the body read; a request body filter feeds each buffer
+ * to the validator as it arrives, before nginx spools it to a temp file,
+ * so no second copy of the body is ever assembled.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_infergate.h"
+
+
+#define NGX_HTTP_IG_ALLOC_HDR  16
+
+
+static void ngx_http_ig_schema_cleanup(void *data);
+static ngx_int_t ngx_http_ig_is_json(ngx_http_request_t *r);
+static void ngx_http_ig_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ig_request_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static void ngx_http_ig_on_member(void *data, const unsigned char *name,
+    size_t name_len, const unsigned char *value, size_t value_len);
+static ngx_int_t ngx_http_ig_schema_refuse(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx);
+static void *ngx_http_ig_pool_malloc(void *ctx, size_t size);
+static void *ngx_http_ig_pool_realloc(void *ctx, void *ptr, size_t size);
+static void ngx_http_ig_pool_free(void *ctx, void *ptr);
+
+
+static ngx_http_request_body_filter_pt  ngx_http_ig_next_request_body_filter;
+
+
+char *
+ngx_http_ig_schema_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ig_loc_conf_t *lcf = conf;
+
+    char                 err[512];
+    u_char              *data;
+    size_t               size;
+    ssize_t              n;
+    ngx_fd_t             fd;
+    ngx_str_t           *value, file;
+    ngx_file_t           f;
+    ig_schema_t         *schema;
+    ngx_file_info_t      fi;
+    ngx_pool_cleanup_t  *cln;
+
+    if (lcf->schema_set) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        lcf->schema = NULL;
+        lcf->schema_set = 1;
+        return NGX_CONF_OK;
+    }
+
+    file = value[1];
+
+    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    fd = ngx_open_file(file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "infergate_schema: cannot open \"%V\"", &file);
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&f, sizeof(ngx_file_t));
+    f.fd = fd;
+    f.name = file;
+    f.log = cf->log;
+
+    data = NULL;
+    size = 0;
+
+    if (ngx_fd_info(fd, &fi) != NGX_FILE_ERROR) {
+        size = (size_t) ngx_file_size(&fi);
+
+        if (size <= 4 * 1024 * 1024) {
+            data = ngx_pnalloc(cf->temp_pool, size + 1);
+        }
+    }
+
+    if (data == NULL) {
+        ngx_close_file(fd);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_schema: \"%V\" cannot be read "
+                           "(larger than 4M?)", &file);
+        return NGX_CONF_ERROR;
+    }
+
+    n = ngx_read_file(&f, data, size, 0);
+
+    ngx_close_file(fd);
+
+    if (n == NGX_ERROR || (size_t) n != size) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "infergate_schema: cannot read \"%V\"", &file);
+        return NGX_CONF_ERROR;
+    }
+
+    schema = ig_schema_compile(data, size, err, sizeof(err));
+
+    if (schema == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_schema: \"%V\": %s", &file, err);
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ig_schema_free(schema);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_ig_schema_cleanup;
+    cln->data = schema;
+
+    lcf->schema = schema;
+    lcf->schema_file = file;
+    lcf->schema_set = 1;
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_ig_schema_cleanup(void *data)
+{
+    ig_schema_free(data);
+}
+
+
+ngx_int_t
+ngx_http_ig_schema_init(ngx_conf_t *cf)
+{
+    ngx_http_ig_next_request_body_filter = ngx_http_top_request_body_filter;
+    ngx_http_top_request_body_filter = ngx_http_ig_request_body_filter;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_ig_schema_start(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    ngx_http_ig_loc_conf_t *lcf)
+{
+    ngx_int_t  rc;
+
+    if (r->headers_in.content_length_n <= 0 && !r->headers_in.chunked) {
+        return ngx_http_ig_problem_cstr(r, NGX_HTTP_BAD_REQUEST,
+                                        NGX_HTTP_IG_PROBLEM_BASE
+                                        "body-required",
+                                        "Request body required",
+                                        "this endpoint needs a JSON "
+                                        "request body");
+    }
+
+    if (ngx_http_ig_is_json(r) != NGX_OK) {
+        return ngx_http_ig_problem_cstr(r,
+                                        NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
+                                        NGX_HTTP_IG_PROBLEM_BASE
+                                        "unsupported-media-type",
+                                        "Unsupported Media Type",
+                                        "the request body must be sent "
+                                        "as \"Content-Type: "
+                                        "application/json\"");
+    }
+
+    ctx->alloc.malloc = ngx_http_ig_pool_malloc;
+    ctx->alloc.realloc = ngx_http_ig_pool_realloc;
+    ctx->alloc.free = ngx_http_ig_pool_free;
+    ctx->alloc.ctx = r->pool;
+
+    ctx->validator = ig_validator_create(lcf->schema, &ctx->alloc,
+                                         (unsigned) lcf->max_depth,
+                                         ngx_http_ig_on_member, ctx);
+    if (ctx->validator == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->pool = r->pool;
+    ctx->body_state = NGX_HTTP_IG_BODY_READING;
+
+    rc = ngx_http_read_client_request_body(r, ngx_http_ig_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    ngx_http_finalize_request(r, NGX_DONE);
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_ig_body_handler(ngx_http_request_t *r)
+{
+    ngx_http_ig_ctx_t  *ctx;
+
+    ctx = ngx_http_ig_find_ctx(r);
+    if (ctx == NULL) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    ctx->body_state = NGX_HTTP_IG_BODY_DONE;
+
+    /* the content handler (proxy_pass) reads the same body again */
+    r->preserve_body = 1;
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+}
+
+
+static ngx_int_t
+ngx_http_ig_request_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_buf_t          *b;
+    ngx_chain_t        *cl;
+    ngx_http_ig_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_infergate_module);
+
+    if (ctx == NULL || ctx->validator == NULL || ctx->body_finished) {
+        return ngx_http_ig_next_request_body_filter(r, in);
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (ngx_buf_in_memory(b)) {
+            if (b->last > b->pos && ctx->valid_rc == IG_VALID_OK) {
+                ctx->valid_rc = ig_validator_feed(ctx->validator, b->pos,
+                                                  b->last - b->pos);
+            }
+
+            ctx->body_bytes += b->last - b->pos;
+
+        } else if (ngx_buf_size(b)) {
+            /* body filters see socket buffers; a file here is a bug */
+            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                          "infergate_schema: unexpected file buffer");
+            ctx->valid_rc = IG_VALID_NOMEM;
+        }
+
+        if (b->last_buf) {
+            if (ctx->valid_rc == IG_VALID_OK) {
+                ctx->valid_rc = ig_validator_finish(ctx->validator);
+            }
+
+            ctx->body_finished = 1;
+            break;
+        }
+    }
+
+    return ngx_http_ig_next_request_body_filter(r, in);
+}
+
+
+ngx_int_t
+ngx_http_ig_schema_result(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    ngx_http_ig_loc_conf_t *lcf)
+{
+    ngx_int_t  rc;
+
+    if (ctx->validator == NULL) {
+        /* decided before an internal redirect */
+        return (ctx->valid_rc == IG_VALID_OK) ? NGX_DECLINED
+                                              : NGX_HTTP_BAD_REQUEST;
+    }
+
+    if (!ctx->body_finished) {
+        if (ctx->valid_rc == IG_VALID_OK) {
+            ctx->valid_rc = ig_validator_finish(ctx->validator);
+        }
+
+        ctx->body_finished = 1;
+    }
+
+    if (ctx->valid_rc == IG_VALID_OK) {
+        rc = NGX_DECLINED;
+
+    } else if (ctx->valid_rc == IG_VALID_NOMEM) {
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+    } else {
+        rc = ngx_http_ig_schema_refuse(r, ctx);
+    }
+
+    ig_validator_destroy(ctx->validator);
+    ctx->validator = NULL;
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_http_ig_schema_refuse(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
+{
+    u_char             *p;
+    int                 truncated;
+    size_t              i, n, len;
+    ngx_str_t           detail, extra;
+    const char         *type, *title;
+    const ig_verror_t  *errors;
+
+    n = ig_validator_errors(ctx->validator, &errors, &truncated);
+
+    len = sizeof(",\"errors\":[],\"errors_truncated\":true") - 1
+          + NGX_SIZE_T_LEN + sizeof(" errors") + 64;
+
+    for (i = 0; i < n; i++) {
+        len += sizeof("{\"pointer\":,\"detail\":},") - 1
+               + ngx_http_ig_json_str_len((u_char *) errors[i].pointer,
+                                          ngx_strlen(errors[i].pointer))
+               + ngx_http_ig_json_str_len((u_char *) errors[i].detail,
+                                          ngx_strlen(errors[i].detail));
+    }
+
+    p = ngx_pnalloc(r->pool, len);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    extra.data = p;
+    p = ngx_cpymem(p, ",\"errors\":[", sizeof(",\"errors\":[") - 1);
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            *p++ = ',';
+        }
+
+        p = ngx_cpymem(p, "{\"pointer\":", sizeof("{\"pointer\":") - 1);
+        p = ngx_http_ig_json_str(p, (u_char *) errors[i].pointer,
+                                 ngx_strlen(errors[i].pointer));
+        p = ngx_cpymem(p, ",\"detail\":", sizeof(",\"detail\":") - 1);
+        p = ngx_http_ig_json_str(p, (u_char *) errors[i].detail,
+                                 ngx_strlen(errors[i].detail));
+        *p++ = '}';
+    }
+
+    *p++ = ']';
+
+    if (truncated) {
+        p = ngx_cpymem(p, ",\"errors_truncated\":true",
+                       sizeof(",\"errors_truncated\":true") - 1);
+    }
+
+    extra.len = p - extra.data;
+
+    switch (ctx->valid_rc) {
+
+    case IG_VALID_SYNTAX:
+        type = NGX_HTTP_IG_PROBLEM_BASE "malformed-json";
+        title = "Malformed JSON";
+        break;
+
+    case IG_VALID_DEPTH:
+        type = NGX_HTTP_IG_PROBLEM_BASE "nesting-too-deep";
+        title = "JSON nested too deeply";
+        break;
+
+    default:
+        type = NGX_HTTP_IG_PROBLEM_BASE "invalid-body";
+        title = "Request body does not match the schema";
+        break;
+    }
+
+    if (ctx->valid_rc == IG_VALID_INVALID || n == 0) {
+        detail.data = p;
+        detail.len = ngx_sprintf(p, "%uz%s error%s", n,
+                                 truncated ? " or more" : "",
+                                 n == 1 ? "" : "s")
+                     - p;
+
+    } else {
+        detail.data = (u_char *) errors[0].detail;
+        detail.len = ngx_strlen(errors[0].detail);
+    }
+
+    return ngx_http_ig_problem(r, NGX_HTTP_BAD_REQUEST, type, title,
+                               &detail, &extra);
+}
+
+
+static ngx_int_t
+ngx_http_ig_is_json(ngx_http_request_t *r)
+{
+    u_char  *p, *last;
+
+    if (r->headers_in.content_type == NULL) {
+        return NGX_DECLINED;
+    }
+
+    p = r->headers_in.content_type->value.data;
+    last = p + r->headers_in.content_type->value.len;
+
+    while (p < last && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    if ((size_t) (last - p) < sizeof("application/json") - 1
+        || ngx_strncasecmp(p, (u_char *) "application/json",
+                           sizeof("application/json") - 1) != 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    p += sizeof("application/json") - 1;
+
+    while (p < last && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    return (p == last || *p == ';') ? NGX_OK : NGX_DECLINED;
+}
+
+
+static void
+ngx_http_ig_on_member(void *data, const unsigned char *name,
+    size_t name_len, const unsigned char *value, size_t value_len)
+{
+    ngx_http_ig_ctx_t *ctx = data;
+
+    ngx_http_ig_member_t  *m;
+
+    if (ctx->members.elts == NULL
+        && ngx_array_init(&ctx->members, ctx->pool, 8,
+                          sizeof(ngx_http_ig_member_t))
+           != NGX_OK)
+    {
+        return;
+    }
+
+    m = ngx_array_push(&ctx->members);
+    if (m == NULL) {
+        return;
+    }
+
+    m->name.data = ngx_pnalloc(ctx->pool, name_len + value_len + 1);
+    if (m->name.data == NULL) {
+        ctx->members.nelts--;
+        return;
+    }
+
+    m->name.len = name_len;
+    ngx_memcpy(m->name.data, name, name_len);
+
+    m->value.data = m->name.data + name_len;
+    m->value.len = value_len;
+    ngx_memcpy(m->value.data, value, value_len);
+}
+
+
+/*
+ * yajl allocates through these: every block comes from the request pool
+ * and carries its size so that realloc can copy.
+ */
+
+static void *
+ngx_http_ig_pool_malloc(void *ctx, size_t size)
+{
+    u_char  *p;
+
+    p = ngx_palloc(ctx, size + NGX_HTTP_IG_ALLOC_HDR);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    *(size_t *) p = size;
+
+    return p + NGX_HTTP_IG_ALLOC_HDR;
+}
+
+
+static void *
+ngx_http_ig_pool_realloc(void *ctx, void *ptr, size_t size)
+{
+    u_char  *p;
+    size_t   old;
+
+    if (ptr == NULL) {
+        return ngx_http_ig_pool_malloc(ctx, size);
+    }
+
+    old = *(size_t *) ((u_char *) ptr - NGX_HTTP_IG_ALLOC_HDR);
+
+    if (size <= old) {
+        return ptr;
+    }
+
+    p = ngx_http_ig_pool_malloc(ctx, size);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(p, ptr, old);
+    ngx_http_ig_pool_free(ctx, ptr);
+
+    return p;
+}
+
+
+static void
+ngx_http_ig_pool_free(void *ctx, void *ptr)
+{
+    if (ptr) {
+        ngx_pfree(ctx, (u_char *) ptr - NGX_HTTP_IG_ALLOC_HDR);
+    }
+}

@@ -1,0 +1,194 @@
+
+/*
+ * Copyright (C) infergate authors
+ *
+ * $infergate_tenant, $infergate_model, $infergate_limit_status and the
+ * prefix family $infergate_json_<name> (top-level scalars of a validated
+ * body, for the Bloom guard and the cache key of later stages).
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_infergate.h"
+
+
+static ngx_int_t ngx_http_ig_tenant_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ig_model_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ig_limit_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ig_json_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static void ngx_http_ig_set_value(ngx_http_variable_value_t *v,
+    ngx_str_t *s);
+
+
+static ngx_http_variable_t  ngx_http_ig_variables[] = {
+
+    { ngx_string("infergate_tenant"), NULL,
+      ngx_http_ig_tenant_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("infergate_model"), NULL,
+      ngx_http_ig_model_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("infergate_limit_status"), NULL,
+      ngx_http_ig_limit_status_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("infergate_json_"), NULL,
+      ngx_http_ig_json_variable, 0,
+      NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_PREFIX, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static ngx_str_t  ngx_http_ig_limit_statuses[] = {
+    ngx_null_string,
+    ngx_string("PASSED"),
+    ngx_string("REJECTED"),
+    ngx_string("REJECTED_DRY_RUN")
+};
+
+
+ngx_int_t
+ngx_http_ig_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_ig_variables; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ig_tenant_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_ig_ctx_t  *ctx;
+
+    ctx = ngx_http_ig_find_ctx(r->main);
+
+    if (ctx == NULL || ctx->key == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    ngx_http_ig_set_value(v, &ctx->key->tenant);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ig_model_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_ig_ctx_t       *ctx;
+    ngx_http_ig_loc_conf_t  *lcf;
+
+    ctx = ngx_http_ig_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_ERROR;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
+
+    if (ngx_http_ig_model(r, ctx, lcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ctx->model.len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    ngx_http_ig_set_value(v, &ctx->model);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ig_limit_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_ig_ctx_t  *ctx;
+
+    ctx = ngx_http_ig_find_ctx(r->main);
+
+    if (ctx == NULL || ctx->limit_status == NGX_HTTP_IG_LIMIT_NONE) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    ngx_http_ig_set_value(v, &ngx_http_ig_limit_statuses[ctx->limit_status]);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ig_json_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t *name = (ngx_str_t *) data;
+
+    size_t                 len;
+    u_char                *p;
+    ngx_uint_t             i;
+    ngx_http_ig_ctx_t     *ctx;
+    ngx_http_ig_member_t  *m;
+
+    ctx = ngx_http_ig_find_ctx(r->main);
+
+    if (ctx == NULL || ctx->members.nelts == 0
+        || ctx->valid_rc != IG_VALID_OK)
+    {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = name->data + sizeof("infergate_json_") - 1;
+    len = name->len - (sizeof("infergate_json_") - 1);
+
+    /* variable names are case-insensitive; a repeated member: last wins */
+
+    m = ctx->members.elts;
+
+    for (i = ctx->members.nelts; i > 0; i--) {
+        if (m[i - 1].name.len == len
+            && ngx_strncasecmp(m[i - 1].name.data, p, len) == 0)
+        {
+            ngx_http_ig_set_value(v, &m[i - 1].value);
+            return NGX_OK;
+        }
+    }
+
+    v->not_found = 1;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ig_set_value(ngx_http_variable_value_t *v, ngx_str_t *s)
+{
+    v->len = s->len;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = s->data;
+}
