@@ -367,6 +367,7 @@ ngx_http_ig_preconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_ig_postconfiguration(ngx_conf_t *cf)
 {
+    ngx_array_t                *handlers;
     ngx_http_handler_pt        *h;
     ngx_http_ig_main_conf_t    *mcf;
     ngx_http_core_main_conf_t  *cmcf;
@@ -379,12 +380,23 @@ ngx_http_ig_postconfiguration(ngx_conf_t *cf)
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    /*
+     * Handlers of a phase run last-registered first; going to the front
+     * of the array lets allow/deny and auth_basic refuse before a key is
+     * hashed, a limit counted or a body read.
+     */
+
+    handlers = &cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers;
+
+    h = ngx_array_push(handlers);
     if (h == NULL) {
         return NGX_ERROR;
     }
 
-    *h = ngx_http_ig_access_handler;
+    h = handlers->elts;
+    ngx_memmove(&h[1], &h[0],
+                (handlers->nelts - 1) * sizeof(ngx_http_handler_pt));
+    h[0] = ngx_http_ig_access_handler;
 
     return ngx_http_ig_schema_init(cf);
 }
