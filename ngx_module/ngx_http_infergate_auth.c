@@ -17,7 +17,7 @@
 
 static ngx_int_t ngx_http_ig_auth_key(ngx_http_request_t *r,
     ngx_str_t *key);
-static void ngx_http_ig_auth_strip(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ig_auth_strip(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ig_auth_refuse(ngx_http_request_t *r,
     const char *challenge, const char *detail);
 
@@ -36,7 +36,10 @@ ngx_http_ig_auth(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     mcf = ngx_http_get_module_main_conf(r, ngx_http_infergate_module);
 
     if (ngx_http_ig_auth_key(r, &key) != NGX_OK) {
-        ngx_http_ig_auth_strip(r);
+        if (ngx_http_ig_auth_strip(r) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
         return ngx_http_ig_auth_refuse(r, "Bearer realm=\"infergate\"",
                                        "an API key is required: send "
                                        "\"Authorization: Bearer <key>\" "
@@ -45,7 +48,9 @@ ngx_http_ig_auth(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
     k = ngx_http_ig_keys_find(mcf->keys, key.data, key.len);
 
-    ngx_http_ig_auth_strip(r);
+    if (ngx_http_ig_auth_strip(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     if (k == NULL) {
         return ngx_http_ig_auth_refuse(r, "Bearer realm=\"infergate\", "
@@ -202,21 +207,32 @@ ngx_http_ig_auth_key(ngx_http_request_t *r, ngx_str_t *key)
 }
 
 
-/* Removes the credentials so that no upstream or log sees them. */
+/*
+ * Removes the credentials so that no upstream or log sees them.  Other
+ * r->headers_in fields point into the list, so no element may move: a
+ * part is trimmed or split around the removed element instead.  Header
+ * loops in nginx assume every part after the first is non-empty, and
+ * ngx_list_push() assumes the last part has nalloc slots from its elts;
+ * both invariants are restored at the end.
+ */
 
-static void
+static ngx_int_t
 ngx_http_ig_auth_strip(ngx_http_request_t *r)
 {
-    ngx_uint_t        i, j;
-    ngx_list_part_t  *part;
+    ngx_uint_t        i, removed;
+    ngx_list_t       *list;
+    ngx_list_part_t  *part, *prev, *rest;
     ngx_table_elt_t  *h;
 
-    part = &r->headers_in.headers.part;
+    list = &r->headers_in.headers;
+    part = &list->part;
+    prev = NULL;
+    removed = 0;
 
-    do {
+    while (part) {
         h = part->elts;
 
-        for (i = 0, j = 0; i < part->nelts; i++) {
+        for (i = 0; i < part->nelts; i++) {
 
             if ((h[i].key.len == sizeof("X-API-Key") - 1
                  && ngx_strncasecmp(h[i].key.data, (u_char *) "X-API-Key",
@@ -226,22 +242,67 @@ ngx_http_ig_auth_strip(ngx_http_request_t *r)
                                        (u_char *) "Authorization",
                                        sizeof("Authorization") - 1) == 0))
             {
-                continue;
+                break;
             }
-
-            if (i != j) {
-                h[j] = h[i];
-            }
-
-            j++;
         }
 
-        part->nelts = j;
-        part = part->next;
+        if (i == part->nelts) {
+            prev = part;
+            part = part->next;
+            continue;
+        }
 
-    } while (part);
+        removed = 1;
+
+        if (i == part->nelts - 1) {
+            part->nelts--;
+
+        } else if (i == 0) {
+            part->elts = &h[1];
+            part->nelts--;
+            continue;
+
+        } else {
+            rest = ngx_palloc(r->pool, sizeof(ngx_list_part_t));
+            if (rest == NULL) {
+                return NGX_ERROR;
+            }
+
+            rest->elts = &h[i + 1];
+            rest->nelts = part->nelts - i - 1;
+            rest->next = part->next;
+            part->next = rest;
+
+            if (list->last == part) {
+                list->last = rest;
+            }
+
+            part->nelts = i;
+        }
+
+        if (part->nelts == 0 && prev) {
+            prev->next = part->next;
+
+            if (list->last == part) {
+                list->last = prev;
+            }
+
+            part = part->next;
+            continue;
+        }
+
+        prev = part;
+        part = part->next;
+    }
 
     r->headers_in.authorization = NULL;
+
+    if (removed) {
+        /* the next push starts a new part rather than overrun a split one */
+        list->nalloc = ngx_max(list->last->nelts, 1);
+    }
+
+    return NGX_OK;
 }
 
 

@@ -24,6 +24,7 @@ ngx_http_ig_keys_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_ig_main_conf_t *mcf = conf;
 
+    char                 msg[256];
     u_char              *data, *p, *last, *eol;
     size_t               size, n;
     ssize_t              rd;
@@ -32,7 +33,6 @@ ngx_http_ig_keys_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_uint_t           line, i, nlines;
     ngx_file_t           f;
     ngx_file_info_t      fi;
-    const char          *reason;
     ig_key_entry_t       e;
     ngx_http_ig_key_t    key;
     ngx_http_ig_keys_t  *keys;
@@ -129,7 +129,9 @@ ngx_http_ig_keys_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             eol = last;
         }
 
-        switch (ig_keys_parse_line((char *) p, eol - p, &e, &reason)) {
+        switch (ig_keys_parse_line_msg((char *) p, eol - p, &e, NULL,
+                                       msg, sizeof(msg)))
+        {
 
         case 0:
             continue;
@@ -140,7 +142,7 @@ ngx_http_ig_keys_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         default:
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "infergate_keys: %V:%ui: %s",
-                               &file, line, reason);
+                               &file, line, msg);
             return NGX_CONF_ERROR;
         }
 
