@@ -6,15 +6,30 @@
  * unit tests and fuzzers link it alone.
  *
  * Supported keywords: type (string or list), required, properties,
- * additionalProperties (boolean), enum, const, minimum, maximum,
- * exclusiveMinimum, exclusiveMaximum, minLength, maxLength (characters,
- * i.e. Unicode code points), pattern (PCRE2, unanchored search as
- * ECMA-262 requires), items (single schema), minItems, maxItems,
- * format: date-time, date, time, uuid (asserted).  Boolean schemas
- * (true/false) are accepted anywhere a schema is.  Annotations
+ * additionalProperties (boolean, or a schema), enum, const, minimum,
+ * maximum, exclusiveMinimum, exclusiveMaximum, minLength, maxLength
+ * (characters, i.e. Unicode code points), pattern (PCRE2, unanchored
+ * search as ECMA-262 requires), items (single schema), minItems,
+ * maxItems, format: date-time, date, time, uuid (asserted).  Boolean
+ * schemas (true/false) are accepted anywhere a schema is.  Annotations
  * $schema, $id, $comment, title, description, default, examples,
  * deprecated, readOnly, writeOnly are accepted and ignored.  Any other
  * keyword is a compile error naming its JSON pointer.
+ *
+ * Semantics (2020-12): "integer" accepts numbers with a zero fraction
+ * (1.0, 1e2); numbers compare by exact decimal value at any size or
+ * precision (no rounding through double: 9007199254740993 > 2^53 and
+ * 0.30000000000000001 > 0.3); enum/const compare structurally (member
+ * order irrelevant, 1 == 1.0, false != 0).  Keywords apply only to
+ * their instance type (minimum to numbers, pattern/format/minLength to
+ * strings, items/minItems to arrays, required/properties to objects).
+ * Patterns are compiled with PCRE2_UTF|PCRE2_DOLLAR_ENDONLY|ALT_BSUX
+ * (so "$" and "\uXXXX" behave as in ECMA-262), JIT when available, a
+ * match limit, and the ECMA-262 property names PCRE2 10.42 lacks
+ * (\p{Letter}, \p{gc=Lu}, \p{Script=Greek}, ...) rewritten.  Schema
+ * text: duplicate keywords, duplicate property names and duplicate
+ * members inside enum/const values are compile errors; nesting is
+ * limited to 128 levels.
  */
 
 #ifndef _IG_SCHEMA_H_INCLUDED_
@@ -39,9 +54,14 @@ typedef struct ig_validator_s  ig_validator_t;
  * "<json pointer>: <reason>", e.g.
  *   "/properties/age/minimum: expected a number"
  *   "/properties/x: unknown keyword \"patternProperties\""
- *   "/: invalid JSON at byte 17: ..."
- * The root is written as "(root)" so messages stay readable.
- * Uses malloc; free with ig_schema_free().
+ *   "/pattern: invalid regular expression at offset 2: missing closing
+ *    parenthesis"
+ *   "(root): invalid JSON at byte 17: parse error: premature EOF"
+ * The root is written as "(root)" so messages stay readable; control
+ * characters in the pointer are shown JSON-escaped.  The text need not
+ * be NUL-terminated.  err may be NULL.  Uses malloc; free with
+ * ig_schema_free().  A compiled schema is immutable and may be shared
+ * by any number of validators (and threads).
  */
 ig_schema_t *ig_schema_compile(const unsigned char *text, size_t len,
     char *err, size_t errlen);
@@ -67,13 +87,19 @@ typedef enum {
 
 typedef struct {
     const char  *pointer;     /* JSON pointer of the instance, "" = root,
-                                 RFC 6901 escaped (~0, ~1)              */
+                                 RFC 6901 escaped (~0, ~1); the raw
+                                 member names otherwise (so JSON-escape
+                                 it for output; a name holding U+0000
+                                 ends the C string there); longer than
+                                 1024 bytes: cut, with "..." appended  */
     const char  *detail;      /* English, e.g. "expected an RFC 3339
                                  date-time, got \"03/25/2024\"",
                                  "required property \"user_id\" is
                                  missing", "expected integer, got
                                  string", "must be >= 0, got -3",
-                                 "must be one of the enumerated values"  */
+                                 "must be one of the enumerated values";
+                                 quoted values are JSON-escaped and cut
+                                 to 64 bytes with "..."                 */
 } ig_verror_t;
 
 
@@ -81,8 +107,17 @@ typedef struct {
  * Creates a validator for one document.  Every allocation (the
  * validator, yajl's buffers, error strings, captured member copies)
  * goes through af so nginx can hand it its request pool (free may be a
- * no-op).  max_depth bounds array/object nesting (root value = depth 1
- * for a container).  on_member may be NULL.
+ * no-op).  af NULL means malloc/realloc/free.  af->malloc must return
+ * memory aligned for any type (ngx_palloc, not ngx_pnalloc);
+ * af->realloc(ctx, p, n) must keep the old contents (yajl relies on it
+ * too), so a pool version has to remember block sizes.  yajl itself
+ * does not check for allocation failure.  max_depth bounds array/object
+ * nesting (root value = depth 1 for a container); the frame stack for
+ * it is allocated here (about 100 bytes a level), so no allocation
+ * happens per event beyond what yajl does, except for the pointer
+ * buffer past 256 bytes, a top-level member name past 64 bytes, an
+ * error record, and enum/const captures of containers.  on_member may
+ * be NULL.  Returns NULL when schema is NULL or memory runs out.
  */
 ig_validator_t *ig_validator_create(const ig_schema_t *schema,
     const yajl_alloc_funcs *af, unsigned max_depth,
@@ -92,7 +127,10 @@ ig_validator_t *ig_validator_create(const ig_schema_t *schema,
  * follow (schema violations are collected, not returned, so that every
  * bad field is named), or IG_VALID_SYNTAX / IG_VALID_DEPTH /
  * IG_VALID_NOMEM once the document cannot go on; later calls return the
- * same code. */
+ * same code.  Pieces may split the body anywhere (inside a UTF-8
+ * sequence, an escape, a number): the outcome, errors included, is the
+ * same as for one piece.  The bytes need not outlive the call.  Input
+ * after ig_validator_finish() is ignored. */
 ig_valid_rc_e ig_validator_feed(ig_validator_t *v, const unsigned char *buf,
     size_t len);
 
@@ -101,9 +139,14 @@ ig_valid_rc_e ig_validator_feed(ig_validator_t *v, const unsigned char *buf,
 ig_valid_rc_e ig_validator_finish(ig_validator_t *v);
 
 /* Errors collected so far (at most IG_SCHEMA_MAX_ERRORS; *truncated set
- * to 1 when more were found).  For IG_VALID_SYNTAX there is exactly one,
- * pointer "" and detail "malformed JSON at byte N: <yajl reason>"; for
- * IG_VALID_DEPTH one with detail "nesting deeper than N levels". */
+ * to 1 when more were found), in document order.  For IG_VALID_SYNTAX
+ * there is exactly one, pointer "" and detail "malformed JSON at byte N:
+ * <yajl reason>" (N counts from the start of the body across all pieces;
+ * e.g. "malformed JSON at byte 6: parse error: after key and value,
+ * inside map, I expect ',' or '}'"); for IG_VALID_DEPTH one, pointer "",
+ * detail "nesting deeper than N levels"; for IG_VALID_NOMEM one, pointer
+ * "", detail "out of memory".  errors and truncated may be NULL.  The
+ * strings live until ig_validator_destroy(). */
 size_t ig_validator_errors(ig_validator_t *v, const ig_verror_t **errors,
     int *truncated);
 
