@@ -27,7 +27,7 @@ NGX_LDOPT := -Wl,-z,relro -Wl,-z,now -fPIC
 ifeq ($(SANITIZE),1)
 SAN       := -fsanitize=address,undefined -fno-omit-frame-pointer \
              -fno-sanitize-recover=undefined
-CFLAGS    := $(filter-out -O2,$(CFLAGS)) -O1 $(SAN)
+CFLAGS    := $(filter-out -O2,$(CFLAGS)) -O1 -Wno-format-truncation $(SAN)
 NGX_CCOPT := $(filter-out -O2 -D_FORTIFY_SOURCE=2,$(NGX_CCOPT)) -O1 $(SAN)
 NGX_LDOPT += $(SAN)
 endif

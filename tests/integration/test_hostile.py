@@ -201,6 +201,52 @@ def test_client_aborts_mid_body(ngx):
     assert r.status_code == 200
 
 
+@pytest.mark.parametrize("path,body,status", [
+    ("/any", b'{"a": [1, 2, {"b": "c"}]}', 200),
+    ("/score", b'{"user_id": 1, "amount": -1}', 400),
+    ("/score", b'{"user_id": "u1", "amount": ', 400),
+    ("/spool", b'[' + b'"xxxxxxxxxx",' * 300 + b'1]', 200),
+    ("/spool", b'[' + b'"xxxxxxxxxx",' * 300 + b'1', 400),
+])
+def test_slow_client_body_in_pieces(ngx, origin, path, body, status):
+    """The body arrives after the headers, in pieces, on a keep-alive
+    connection: the body is read asynchronously and the decision is taken
+    in the body handler; then a second request on the same connection."""
+    s = socket.create_connection(("127.0.0.1", ngx.port), timeout=5)
+    f = s.makefile("rb")
+
+    def response():
+        status_line = f.readline()
+        length = 0
+        while True:
+            ln = f.readline()
+            if ln in (b"\r\n", b""):
+                break
+            if ln.lower().startswith(b"content-length:"):
+                length = int(ln.split(b":")[1])
+        return status_line, f.read(length)
+
+    try:
+        s.sendall(b"POST %s?slow HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % (path.encode(), len(body)))
+        third = len(body) // 3
+        for piece in (body[:third], body[third:2 * third], body[2 * third:]):
+            time.sleep(0.05)
+            s.sendall(piece)
+        first = response()
+        s.sendall(b"POST /any HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                  b"Content-Type: application/json\r\n\r\n{}")
+        second = response()
+    finally:
+        f.close()
+        s.close()
+    assert first[0].startswith(b"HTTP/1.1 %d " % status), first
+    assert second[0].startswith(b"HTTP/1.1 200 "), second
+    if status == 200:
+        assert origin.last(f"{path}?slow")["body"] == body
+
+
 def test_bad_chunked_encoding(ngx):
     head = (b"POST /any HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
             b"Content-Type: application/json\r\n"
