@@ -291,15 +291,17 @@ ngx_http_ig_schema_result(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
         ctx->body_finished = 1;
     }
 
-    if (ctx->valid_rc == IG_VALID_OK) {
-        rc = NGX_DECLINED;
-
-    } else if (ctx->valid_rc == IG_VALID_NOMEM) {
-        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
-
-    } else {
-        rc = ngx_http_ig_schema_refuse(r, ctx);
+    if (ctx->valid_rc != IG_VALID_OK && ctx->valid_rc != IG_VALID_NOMEM) {
+        /*
+         * The refusal may finalize the request and free its pool: neither
+         * r nor ctx may be touched after it; the pool cleanup releases the
+         * validator.
+         */
+        return ngx_http_ig_schema_refuse(r, ctx);
     }
+
+    rc = (ctx->valid_rc == IG_VALID_OK) ? NGX_DECLINED
+                                        : NGX_HTTP_INTERNAL_SERVER_ERROR;
 
     ig_validator_destroy(ctx->validator);
     ctx->validator = NULL;

@@ -207,7 +207,8 @@ def test_client_aborts_mid_body(ngx):
     ("/score", b'{"user_id": "u1", "amount": ', 400),
     ("/spool", b'[' + b'"xxxxxxxxxx",' * 300 + b'1]', 200),
     ("/spool", b'[' + b'"xxxxxxxxxx",' * 300 + b'1', 400),
-])
+], ids=["valid", "invalid", "malformed", "spooled-valid",
+        "spooled-malformed"])
 def test_slow_client_body_in_pieces(ngx, origin, path, body, status):
     """The body arrives after the headers, in pieces, on a keep-alive
     connection: the body is read asynchronously and the decision is taken
