@@ -6,6 +6,7 @@
 
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/crypto.h>
@@ -503,4 +504,66 @@ ig_keys_digest_hex(const uint8_t digest[32], char out[IG_KEYS_DIGEST_HEX + 1])
     }
 
     out[IG_KEYS_DIGEST_HEX] = '\0';
+}
+
+
+struct ig_sha256_s {
+    EVP_MD      *md;
+    EVP_MD_CTX  *ctx;
+};
+
+
+ig_sha256_t *
+ig_sha256_new(void)
+{
+    ig_sha256_t  *h;
+
+    h = calloc(1, sizeof(ig_sha256_t));
+    if (h == NULL) {
+        return NULL;
+    }
+
+    h->md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    h->ctx = EVP_MD_CTX_new();
+
+    if (h->md == NULL || h->ctx == NULL) {
+        ig_sha256_free(h);
+        return NULL;
+    }
+
+    return h;
+}
+
+
+void
+ig_sha256_free(ig_sha256_t *h)
+{
+    if (h == NULL) {
+        return;
+    }
+
+    EVP_MD_CTX_free(h->ctx);
+    EVP_MD_free(h->md);
+    free(h);
+}
+
+
+int
+ig_sha256(ig_sha256_t *h, const unsigned char *data, size_t len,
+    uint8_t out[32])
+{
+    unsigned int  n;
+
+    n = 0;
+
+    if (EVP_DigestInit_ex(h->ctx, h->md, NULL) != 1
+        || EVP_DigestUpdate(h->ctx, data, len) != 1
+        || EVP_DigestFinal_ex(h->ctx, out, &n) != 1
+        || n != 32)
+    {
+        memset(out, 0, 32);
+        return -1;
+    }
+
+    return 0;
 }

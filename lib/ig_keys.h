@@ -89,4 +89,20 @@ int ig_keys_digest_ex(const unsigned char *key, size_t len, uint8_t out[32]);
 int ig_keys_digest_eq(const uint8_t a[32], const uint8_t b[32]);
 
 
+/*
+ * A reusable SHA-256 hasher: the digest is fetched from the provider once
+ * and the context reused, which is about four times faster per key than
+ * EVP_Digest() with an implicit fetch.  Not thread-safe: one per thread
+ * (nginx workers are single-threaded; a copy per process after fork).
+ */
+typedef struct ig_sha256_s  ig_sha256_t;
+
+ig_sha256_t *ig_sha256_new(void);
+void ig_sha256_free(ig_sha256_t *h);
+
+/* Returns 0, or -1 with out zeroed (never matches a key). */
+int ig_sha256(ig_sha256_t *h, const unsigned char *data, size_t len,
+    uint8_t out[32]);
+
+
 #endif /* _IG_KEYS_H_INCLUDED_ */

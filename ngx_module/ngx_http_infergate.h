@@ -58,6 +58,7 @@ typedef struct {
     ngx_uint_t                  mask;
     ngx_uint_t                  nkeys;
     ngx_str_t                   file;
+    ig_sha256_t                *sha;         /* one per worker after fork  */
 } ngx_http_ig_keys_t;
 
 

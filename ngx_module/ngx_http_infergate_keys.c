@@ -17,6 +17,7 @@
 
 static ngx_int_t ngx_http_ig_keys_insert(ngx_http_ig_keys_t *keys,
     ngx_http_ig_key_t *key);
+static void ngx_http_ig_keys_cleanup(void *data);
 
 
 char *
@@ -36,6 +37,7 @@ ngx_http_ig_keys_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ig_key_entry_t       e;
     ngx_http_ig_key_t    key;
     ngx_http_ig_keys_t  *keys;
+    ngx_pool_cleanup_t  *cln;
 
     if (mcf->keys) {
         return "is duplicate";
@@ -118,6 +120,22 @@ ngx_http_ig_keys_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     keys->mask = n - 1;
     keys->file = file;
+
+    keys->sha = ig_sha256_new();
+    if (keys->sha == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_keys: SHA-256 is not available");
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ig_sha256_free(keys->sha);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_ig_keys_cleanup;
+    cln->data = keys->sha;
 
     line = 0;
 
@@ -208,6 +226,13 @@ failed:
 }
 
 
+static void
+ngx_http_ig_keys_cleanup(void *data)
+{
+    ig_sha256_free(data);
+}
+
+
 static ngx_int_t
 ngx_http_ig_keys_insert(ngx_http_ig_keys_t *keys, ngx_http_ig_key_t *key)
 {
@@ -245,7 +270,7 @@ ngx_http_ig_keys_find(ngx_http_ig_keys_t *keys, const u_char *key,
     uint64_t    h;
     ngx_uint_t  i;
 
-    ig_keys_digest(key, len, digest);
+    (void) ig_sha256(keys->sha, key, len, digest);
     ngx_memcpy(&h, digest, sizeof(uint64_t));
 
     for (i = h & keys->mask; keys->slots[i].tenant.len;

@@ -546,6 +546,38 @@ test_digest_roundtrip(void **state)
 }
 
 
+/* The reusable hasher agrees with the one-shot digest, call after call. */
+static void
+test_sha256_reuse(void **state)
+{
+    int           i;
+    char          key[64];
+    uint8_t       a[32], b[32];
+    ig_sha256_t  *h;
+
+    (void) state;
+
+    h = ig_sha256_new();
+    assert_non_null(h);
+
+    for (i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "igk_%d_%s", i, i % 2 ? "odd" : "even");
+        assert_int_equal(ig_sha256(h, (unsigned char *) key, strlen(key), a),
+                         0);
+        ig_keys_digest((unsigned char *) key, strlen(key), b);
+        assert_memory_equal(a, b, 32);
+    }
+
+    /* FIPS 180-2 test vector "abc" */
+    assert_int_equal(ig_sha256(h, (unsigned char *) "abc", 3, a), 0);
+    assert_int_equal(a[0], 0xba);
+    assert_int_equal(a[31], 0xad);
+
+    ig_sha256_free(h);
+    ig_sha256_free(NULL);
+}
+
+
 int
 main(void)
 {
@@ -563,6 +595,7 @@ main(void)
         cmocka_unit_test(test_messages),
         cmocka_unit_test(test_digest),
         cmocka_unit_test(test_digest_roundtrip),
+        cmocka_unit_test(test_sha256_reuse),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
