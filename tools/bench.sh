@@ -148,10 +148,21 @@ for loc in a b; do
     fi
 done
 
-run_wrk() {   # run_wrk LOC SECONDS -> "req/s p99_ms"
-    local out rps p99 non2xx
+worker_pid() {
+    pgrep -P "$(cat "$prefix/nginx.pid")" | head -1
+}
+
+cpu_ticks() {   # utime + stime of the nginx worker, in clock ticks
+    awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+run_wrk() {   # run_wrk LOC SECONDS -> "req/s p99_ms cpu_us_per_request"
+    local out rps p99 non2xx wpid t0 t1 nreq cpu
+    wpid=$(worker_pid)
+    t0=$(cpu_ticks "$wpid")
     out=$(taskset -c "$wrk_cpu" wrk -t1 -c"$conns" -d"${2}s" --latency \
         -s "$prefix/post.lua" "http://127.0.0.1:$port/$1" 2>&1)
+    t1=$(cpu_ticks "$wpid")
     echo "$out" >> "$prefix/wrk.log"
     non2xx=$(sed -n 's/^ *Non-2xx or 3xx responses: *//p' <<<"$out")
     if [ -n "$non2xx" ]; then
@@ -159,11 +170,14 @@ run_wrk() {   # run_wrk LOC SECONDS -> "req/s p99_ms"
         exit 1
     fi
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+    nreq=$(awk '/requests in/ {print $1}' <<<"$out")
     p99=$(awk '$1 == "99%" {v=$2; u=v; sub(/[a-z]+$/, "", v);
                sub(/^[0-9.]+/, "", u);
                f = (u == "us") ? 0.001 : (u == "s") ? 1000 : 1;
                printf "%.3f", v * f}' <<<"$out")
-    echo "$rps $p99"
+    cpu=$(awk -v t="$((t1 - t0))" -v n="$nreq" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN {printf "%.3f", t / hz / n * 1e6}')
+    echo "$rps $p99 $cpu"
 }
 
 echo "infergate bench: nginx 1 worker on CPU $ngx_cpu, wrk -t1 -c$conns on" \
@@ -172,22 +186,25 @@ echo "warming up (${warmup}s each)..."
 run_wrk a "$warmup" >/dev/null
 run_wrk b "$warmup" >/dev/null
 
-declare -a a_rps a_p99 b_rps b_p99
+declare -a a_rps a_p99 a_cpu b_rps b_p99 b_cpu
 for i in $(seq "$runs"); do
     if [ $((i % 2)) = 1 ]; then order="a b"; else order="b a"; fi
     for c in $order; do
-        read -r r p < <(run_wrk "$c" "$secs")
-        if [ "$c" = a ]; then a_rps+=("$r"); a_p99+=("$p")
-        else b_rps+=("$r"); b_p99+=("$p"); fi
+        read -r r p u < <(run_wrk "$c" "$secs")
+        if [ "$c" = a ]; then a_rps+=("$r"); a_p99+=("$p"); a_cpu+=("$u")
+        else b_rps+=("$r"); b_p99+=("$p"); b_cpu+=("$u"); fi
     done
-    echo "  run $i: (a) ${a_rps[-1]} req/s p99 ${a_p99[-1]} ms;" \
-         "(b) ${b_rps[-1]} req/s p99 ${b_p99[-1]} ms"
+    echo "  run $i: (a) ${a_rps[-1]} req/s p99 ${a_p99[-1]} ms" \
+         "${a_cpu[-1]} us CPU/req; (b) ${b_rps[-1]} req/s p99" \
+         "${b_p99[-1]} ms ${b_cpu[-1]} us CPU/req"
 done
 
-/usr/bin/python3 - "${a_rps[*]}" "${a_p99[*]}" "${b_rps[*]}" "${b_p99[*]}" <<'EOF'
+/usr/bin/python3 - "${a_rps[*]}" "${a_p99[*]}" "${b_rps[*]}" "${b_p99[*]}" \
+    "${a_cpu[*]}" "${b_cpu[*]}" <<'EOF'
 import statistics, sys
-a_rps, a_p99, b_rps, b_p99 = ([float(x) for x in arg.split()]
-                              for arg in sys.argv[1:5])
+a_rps, a_p99, b_rps, b_p99, a_cpu, b_cpu = (
+    [float(x) for x in arg.split()] for arg in sys.argv[1:7])
+ac, bc = statistics.median(a_cpu), statistics.median(b_cpu)
 ar, ap = statistics.median(a_rps), statistics.median(a_p99)
 br, bp = statistics.median(b_rps), statistics.median(b_p99)
 def spread(xs):
@@ -202,6 +219,10 @@ print()
 print(f"ratio b/a                   {br / ar:.3f}")
 print(f"added time per request      {(1 / br - 1 / ar) * 1e6:.2f} us "
       f"(1/b - 1/a; CPU time when the worker is the bottleneck)")
+print(f"worker CPU per request       (a) {ac:.2f} us, (b) {bc:.2f} us: "
+      f"admission adds {bc - ac:.2f} us, CPU ratio a/b {ac / bc:.3f}")
+print("(the worker serves the origin too, so each request costs it a proxy"
+      " pass and an origin answer)")
 for name, xs, m in (("a", a_rps, ar), ("b", b_rps, br)):
     if (max(xs) - min(xs)) > 0.2 * m:
         print(f"note: ({name}) varied by more than 20% between runs; "
