@@ -12,6 +12,8 @@
 
 
 static size_t ig_json_utf8_seq(const unsigned char *s, size_t len);
+static unsigned char *ig_json_copy(unsigned char *dst, const char *src,
+    size_t n);
 
 
 static const char  ig_json_hex[] = "0123456789abcdef";
@@ -77,6 +79,17 @@ ig_json_utf8_seq(const unsigned char *s, size_t len)
 }
 
 
+static unsigned char *
+ig_json_copy(unsigned char *dst, const char *src, size_t n)
+{
+    while (n--) {
+        *dst++ = (unsigned char) *src++;
+    }
+
+    return dst;
+}
+
+
 size_t
 ig_json_escape_len(const unsigned char *s, size_t len)
 {
@@ -109,9 +122,15 @@ ig_json_escape_len(const unsigned char *s, size_t len)
 
         } else if (c < 0x20) {
             switch (c) {
-            case '\n': case '\r': case '\t': case '\b': case '\f':
+
+            case '\n':
+            case '\r':
+            case '\t':
+            case '\b':
+            case '\f':
                 n += 2;
                 break;
+
             default:
                 n += 6;
             }
@@ -142,8 +161,7 @@ ig_json_escape(unsigned char *dst, const unsigned char *s, size_t len)
             k = ig_json_utf8_seq(s + i, len - i);
 
             if (k == 0) {
-                *dst++ = '\\'; *dst++ = 'u';
-                *dst++ = 'f'; *dst++ = 'f'; *dst++ = 'f'; *dst++ = 'd';
+                dst = ig_json_copy(dst, "\\ufffd", 6);
                 i++;
 
             } else {
@@ -165,13 +183,32 @@ ig_json_escape(unsigned char *dst, const unsigned char *s, size_t len)
         *dst++ = '\\';
 
         switch (c) {
-        case '"':  *dst++ = '"'; break;
-        case '\\': *dst++ = '\\'; break;
-        case '\n': *dst++ = 'n'; break;
-        case '\r': *dst++ = 'r'; break;
-        case '\t': *dst++ = 't'; break;
-        case '\b': *dst++ = 'b'; break;
-        case '\f': *dst++ = 'f'; break;
+
+        case '"':
+        case '\\':
+            *dst++ = c;
+            break;
+
+        case '\n':
+            *dst++ = 'n';
+            break;
+
+        case '\r':
+            *dst++ = 'r';
+            break;
+
+        case '\t':
+            *dst++ = 't';
+            break;
+
+        case '\b':
+            *dst++ = 'b';
+            break;
+
+        case '\f':
+            *dst++ = 'f';
+            break;
+
         default:
             *dst++ = 'u';
             *dst++ = '0';

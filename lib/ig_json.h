@@ -17,6 +17,12 @@
  * (without the quotes): '"' and '\\' become 2 bytes, control bytes
  * \u00XX (6 bytes, \n \r \t \b \f as 2), invalid UTF-8 bytes become
  * \ufffd (6 bytes) so the output is always valid UTF-8 JSON.
+ *
+ * "Invalid" is strict UTF-8 (RFC 3629): overlong forms, UTF-16
+ * surrogates (ED A0..BF xx), code points above U+10FFFF, stray
+ * continuation bytes and truncated sequences; each such byte is
+ * replaced on its own and scanning resumes at the next byte.  Hex
+ * digits are lower case; '/' and DEL are not escaped.
  */
 size_t ig_json_escape_len(const unsigned char *s, size_t len);
 

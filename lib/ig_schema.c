@@ -1535,6 +1535,26 @@ ig_cc_object(ig_cc_t *cc, const ig_jv_t *jv, const ig_node_t **out)
     ig_jv_t             *kv[IG_KW_NASSERT];
     char                 ex[IG_EXCERPT_BUF];
 
+    static const char  *num_names[4] = {
+        "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"
+    };
+
+    static const struct {
+        const char  *name;
+        int          kw;
+        unsigned     flag;
+        size_t       off;
+    } sizes[4] = {
+        { "minLength", IG_KW_MINLEN, IG_F_MINLEN,
+          offsetof(ig_node_t, min_len) },
+        { "maxLength", IG_KW_MAXLEN, IG_F_MAXLEN,
+          offsetof(ig_node_t, max_len) },
+        { "minItems", IG_KW_MINITEMS, IG_F_MINITEMS,
+          offsetof(ig_node_t, min_items) },
+        { "maxItems", IG_KW_MAXITEMS, IG_F_MAXITEMS,
+          offsetof(ig_node_t, max_items) }
+    };
+
     memset(kv, 0, sizeof(kv));
     seen = 0;
 
@@ -1658,17 +1678,13 @@ ig_cc_object(ig_cc_t *cc, const ig_jv_t *jv, const ig_node_t **out)
                       & (IG_T_OBJECT | IG_T_ARRAY);
 
     for (k = 0; k < 4; k++) {
-        static const char  *names[4] = {
-            "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"
-        };
-
         v = kv[IG_KW_MINIMUM + k];
         if (v == NULL) {
             continue;
         }
 
-        if (ig_cc_push(cc, (const unsigned char *) names[k],
-                       strlen(names[k]))
+        if (ig_cc_push(cc, (const unsigned char *) num_names[k],
+                       strlen(num_names[k]))
             != 0)
         {
             return -1;
@@ -1682,45 +1698,27 @@ ig_cc_object(ig_cc_t *cc, const ig_jv_t *jv, const ig_node_t **out)
         node->flags |= 1u << k;
     }
 
-    {
-        static const struct {
-            const char  *name;
-            int          kw;
-            unsigned     flag;
-            size_t       off;
-        } sizes[4] = {
-            { "minLength", IG_KW_MINLEN, IG_F_MINLEN,
-              offsetof(ig_node_t, min_len) },
-            { "maxLength", IG_KW_MAXLEN, IG_F_MAXLEN,
-              offsetof(ig_node_t, max_len) },
-            { "minItems", IG_KW_MINITEMS, IG_F_MINITEMS,
-              offsetof(ig_node_t, min_items) },
-            { "maxItems", IG_KW_MAXITEMS, IG_F_MAXITEMS,
-              offsetof(ig_node_t, max_items) }
-        };
-
-        for (k = 0; k < 4; k++) {
-            v = kv[sizes[k].kw];
-            if (v == NULL) {
-                continue;
-            }
-
-            if (ig_cc_push(cc, (const unsigned char *) sizes[k].name,
-                           strlen(sizes[k].name))
-                != 0)
-            {
-                return -1;
-            }
-
-            if (ig_cc_size(cc, (size_t *) ((char *) node + sizes[k].off), v)
-                != 0)
-            {
-                return -1;
-            }
-
-            cc->plen = base;
-            node->flags |= sizes[k].flag;
+    for (k = 0; k < 4; k++) {
+        v = kv[sizes[k].kw];
+        if (v == NULL) {
+            continue;
         }
+
+        if (ig_cc_push(cc, (const unsigned char *) sizes[k].name,
+                       strlen(sizes[k].name))
+            != 0)
+        {
+            return -1;
+        }
+
+        if (ig_cc_size(cc, (size_t *) ((char *) node + sizes[k].off), v)
+            != 0)
+        {
+            return -1;
+        }
+
+        cc->plen = base;
+        node->flags |= sizes[k].flag;
     }
 
     if (kv[IG_KW_PATTERN]) {

@@ -899,7 +899,8 @@ test_objects(void **state)
     BAD("{\"properties\":{\"age\":{\"type\":\"integer\"}}}",
         "{\"age\":\"x\"}", "'/age' expected integer, got string\n");
     OK("{\"properties\":{\"age\":{\"type\":\"integer\"}}}", "{\"agex\":\"x\"}");
-    OK("{\"properties\":{\"age\":{\"type\":\"integer\"}}}", "[{\"age\":\"x\"}]");
+    OK("{\"properties\":{\"age\":{\"type\":\"integer\"}}}",
+       "[{\"age\":\"x\"}]");
 
     BAD("{\"properties\":{\"a\":{}},\"additionalProperties\":false}",
         "{\"a\":1,\"b\":2,\"c\":{\"d\":[1]}}",
