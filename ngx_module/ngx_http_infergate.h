@@ -123,7 +123,7 @@ typedef struct {
     ngx_str_t                   model;
 
     ngx_uint_t                  nlimits;
-    ngx_http_ig_limit_state_t   limits[NGX_HTTP_IG_MAX_LIMITS];
+    ngx_http_ig_limit_state_t  *limits;
     ngx_uint_t                  limit_status;
     ngx_uint_t                  limit_headers;
 

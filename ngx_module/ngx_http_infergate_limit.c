@@ -296,6 +296,11 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ctx->limit_headers = lcf->limit_headers;
     ctx->nlimits = 0;
 
+    ctx->limits = ngx_palloc(r->pool, n * sizeof(ngx_http_ig_limit_state_t));
+    if (ctx->limits == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     refused = 0;
     dry = 0;
     retry = 0;
