@@ -33,7 +33,8 @@ NGX_LDOPT += $(SAN)
 endif
 
 MODULE    := $(BUILD)/ngx_http_infergate_module.so
-TOOLS     := $(BUILD)/infergate-keys
+TOOLS     := $(BUILD)/infergate-keys \
+             $(if $(wildcard tools/infergate_audit.c),$(BUILD)/infergate-audit)
 
 export IG_BUILD    := $(CURDIR)/$(BUILD)
 export IG_SANITIZE := $(SANITIZE)
@@ -81,6 +82,10 @@ $(BUILD)/infergate-keys: tools/infergate_keys.c lib/ig_keys.c \
                          lib/ig_gcra.c $(LIB_HDRS) $(BUILD)/.flags
 	$(CC) $(CFLAGS) -o $@ tools/infergate_keys.c lib/ig_keys.c \
 	    lib/ig_gcra.c -lcrypto
+
+$(BUILD)/infergate-audit: tools/infergate_audit.c $(LIB_SRCS) $(LIB_HDRS) \
+                          $(BUILD)/.flags
+	$(CC) $(CFLAGS) -o $@ tools/infergate_audit.c $(LIB_SRCS) $(LIBS)
 
 $(BUILD)/unit/%: tests/unit/%.c $(LIB_SRCS) $(LIB_HDRS) $(BUILD)/.flags
 	@mkdir -p $(BUILD)/unit
