@@ -56,7 +56,8 @@ static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_int_t
 ngx_http_ig_header_filter(ngx_http_request_t *r)
 {
-    ngx_http_ig_ctx_t  *ctx;
+    ngx_http_ig_ctx_t       *ctx;
+    ngx_http_ig_loc_conf_t  *lcf;
 
     if (r != r->main) {
         return ngx_http_next_header_filter(r);
@@ -70,6 +71,12 @@ ngx_http_ig_header_filter(ngx_http_request_t *r)
         if (ngx_http_ig_limit_headers(r, ctx) != NGX_OK) {
             return NGX_ERROR;
         }
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
+
+    if (lcf->audit && ngx_http_ig_request_id_header(r) != NGX_OK) {
+        return NGX_ERROR;
     }
 
     return ngx_http_next_header_filter(r);

@@ -25,6 +25,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 
 #define IG_AUDIT_KEY_MIN        32      /* bytes                        */
@@ -78,7 +79,11 @@ ig_audit_chain_t *ig_audit_chain_open(const ig_audit_key_t *key,
     const char *chain_id);
 void ig_audit_chain_close(ig_audit_chain_t *c);
 
-/* Fills out[IG_AUDIT_CHAIN_ID_LEN + 1] with a random hex id. */
+/*
+ * Fills out[IG_AUDIT_CHAIN_ID_LEN + 1] with a random hex id (lowercase,
+ * NUL-terminated; 16 bytes of RAND_bytes()).  Returns 0, or -1 when
+ * RAND_bytes() failed (out is then "").
+ */
 int ig_audit_chain_id(char *out);
 
 /* Sequence number the next sealed record will carry. */
@@ -93,6 +98,72 @@ uint64_t ig_audit_chain_seq(const ig_audit_chain_t *c);
  * 0 on an OpenSSL failure (nothing appended, the chain unchanged).
  */
 size_t ig_audit_seal(ig_audit_chain_t *c, unsigned char *buf, size_t len);
+
+
+/* ---- additions to the contract ---------------------------------------- */
+
+#define IG_AUDIT_MAC_LEN        32      /* bytes of HMAC-SHA256         */
+#define IG_AUDIT_MAC_HEX        64      /* hex characters               */
+#define IG_AUDIT_KEY_FILE_MAX   65536   /* bytes read of a key file     */
+
+/*
+ * Bytes at the end of a sealed line that are not covered by the mac:
+ * the 64 hex digits of the mac and "\"}}" (the newline excluded).
+ */
+#define IG_AUDIT_MAC_TAIL       (IG_AUDIT_MAC_HEX + sizeof("\"}}") - 1)
+
+
+/* 1 when s[0..len) is a valid key id: [A-Za-z0-9._-]{1,32}. */
+int ig_audit_key_id_valid(const char *s, size_t len);
+
+/*
+ * The key file rule (nginx -t and infergate-audit apply it alike): 1 when
+ * st_mode grants group and others no permission at all (0600, 0400,
+ * 0700...), else 0: a key file readable or writable (or even searchable)
+ * by group or others is refused.
+ */
+int ig_audit_key_file_mode_ok(mode_t mode);
+
+/*
+ * Reads and parses a key file: opens it, fstat()s the open descriptor,
+ * refuses anything but a regular file, a mode failing
+ * ig_audit_key_file_mode_ok() and files larger than IG_AUDIT_KEY_FILE_MAX,
+ * then ig_audit_keyring_parse().  The read buffer is cleansed.  Returns 0,
+ * or -1 with a message in err ("/path: open() failed: ...", "/path is
+ * accessible by group or others (mode 0644): chmod 600 it",
+ * "/path: line 3: bad hex"...).  Blocking I/O: configuration time only.
+ */
+int ig_audit_keyring_load(ig_audit_keyring_t *ring, const char *path,
+    char *err, size_t errlen);
+
+/* Zeroes the key material (OPENSSL_cleanse); the ring is then empty. */
+void ig_audit_keyring_cleanse(ig_audit_keyring_t *ring);
+
+/* The key new chains are signed with (the last one), or NULL if none. */
+const ig_audit_key_t *ig_audit_keyring_signing_key(
+    const ig_audit_keyring_t *ring);
+
+/* The chain's id and key id (NUL-terminated, owned by the chain). */
+const char *ig_audit_chain_get_id(const ig_audit_chain_t *c);
+const char *ig_audit_chain_key_id(const ig_audit_chain_t *c);
+
+
+/*
+ * HMAC-SHA256 with one key: EVP_MAC "HMAC" fetched once, a keyed context
+ * re-initialized per message (the key schedule is not redone).  What the
+ * chains use; the verifier keeps one per key.  Not thread-safe.
+ */
+typedef struct ig_audit_hmac_s  ig_audit_hmac_t;
+
+ig_audit_hmac_t *ig_audit_hmac_new(const unsigned char *key, size_t len);
+void ig_audit_hmac_free(ig_audit_hmac_t *h);
+
+/* Returns 0, or -1 on an OpenSSL failure (out is then zeroed). */
+int ig_audit_hmac(ig_audit_hmac_t *h, const unsigned char *data,
+    size_t len, unsigned char out[IG_AUDIT_MAC_LEN]);
+
+/* Lowercase hex of n bytes into out (2 * n characters, no NUL). */
+void ig_audit_hex(char *out, const unsigned char *in, size_t n);
 
 
 #endif /* _IG_AUDIT_H_INCLUDED_ */

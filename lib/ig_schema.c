@@ -16,7 +16,7 @@
  *   - enum and const values are stored in a canonical binary form
  *     (object members sorted, numbers normalized), compared by memcmp.
  *
- * Validation runs on yajl callbacks with an explicit frame stack,
+ * Validation runs on ig_jsonlex callbacks with an explicit frame stack,
  * preallocated to max_depth.  JSON pointers are built incrementally in
  * one buffer, and only where a schema applies.  An enum/const whose
  * candidates include containers captures the canonical form of the
@@ -37,6 +37,7 @@
 #include "ig_schema.h"
 #include "ig_datetime.h"
 #include "ig_json.h"
+#include "ig_jsonlex.h"
 
 
 /* instance and schema types */
@@ -89,6 +90,8 @@
 #define IG_PTR_INLINE      256
 #define IG_KEY_INLINE      64
 #define IG_MATCH_LIMIT     1000000
+/* member names shorter than this are found through a table by length */
+#define IG_LEN_INDEX       32
 #define IG_DEPTH_LIMIT     10000
 /* exponents saturate here: far beyond any double, no int64 overflow */
 #define IG_EXP_MAX         ((int64_t) 1 << 60)
@@ -185,6 +188,8 @@ typedef struct {
 typedef struct {
     ig_dec_t              dec;
     const char           *text;      /* as written, for messages */
+    int64_t               ival;      /* the value when small */
+    int                   small;     /* an integer of <= 18 digits */
 } ig_snum_t;
 
 struct ig_node_s {
@@ -200,9 +205,11 @@ struct ig_node_s {
     size_t                min_items;
     size_t                max_items;
     pcre2_code           *re;
+    int                   re_jit;
     const char           *re_msg;    /* quoted pattern excerpt */
     const ig_member_t    *members;
     size_t                nmembers;
+    const uint32_t       *len_idx;   /* first member of each length */
     const size_t         *required;  /* member index of bit i */
     size_t                nrequired;
     const ig_node_t      *additional;
@@ -259,6 +266,7 @@ typedef struct {
     size_t                cap_prev;
     size_t                seg_base;
     size_t                body;
+    size_t                idx_len;   /* "/N" of the last item written */
     unsigned              cap_epoch;
     unsigned              seg_epoch;
     unsigned char         is_array;
@@ -272,8 +280,19 @@ typedef struct {
     size_t                len;
 } ig_seg_t;
 
+/* an instance number: the decimal is parsed only when needed */
+
+typedef struct {
+    const unsigned char  *s;
+    size_t                len;
+    int64_t               ival;
+    int                   small;     /* a plain integer of <= 18 digits */
+    int                   parsed;
+    ig_dec_t              dec;
+} ig_num_t;
+
 struct ig_validator_s {
-    yajl_handle           yajl;
+    ig_jsonlex_t         *lx;
     const ig_schema_t    *schema;
     yajl_alloc_funcs      af;
     ig_member_pt          on_member;
@@ -288,8 +307,6 @@ struct ig_validator_s {
     ig_valid_rc_e         rc;
     int                   finished;
     int                   truncated;
-    size_t                fed;
-    size_t                last_end;
 
     unsigned char        *ptr;
     size_t                ptr_len;
@@ -333,6 +350,10 @@ static void ig_dec_parse(ig_dec_t *d, const unsigned char *s, size_t len);
 static int ig_dec_is_integer(const ig_dec_t *d);
 static int ig_dec_cmp(const ig_dec_t *a, const ig_dec_t *b);
 static size_t ig_dec_to_size(const ig_dec_t *d);
+static int ig_dec_small(const ig_dec_t *d, int64_t *out);
+static inline int ig_lit_small(const unsigned char *s, size_t len,
+    int64_t *out);
+static inline const ig_dec_t *ig_num_dec(ig_num_t *num);
 
 static size_t ig_canon_num_len(const ig_dec_t *d);
 static unsigned char *ig_canon_num_write(unsigned char *p, const ig_dec_t *d);
@@ -345,6 +366,7 @@ static int ig_canon_eq_str(const ig_canon_t *c, const unsigned char *s,
 static size_t ig_excerpt(char *buf, const unsigned char *s, size_t len);
 static size_t ig_excerpt_lit(char *buf, const unsigned char *s, size_t len);
 static size_t ig_utf8_chars(const unsigned char *s, size_t len);
+static inline int ig_hex8(const unsigned char *p);
 static int ig_uuid_check(const unsigned char *s, size_t len);
 static int ig_name_cmp(const unsigned char *a, size_t alen,
     const unsigned char *b, size_t blen);
@@ -401,18 +423,22 @@ static int ig_v_grow(ig_validator_t *v, unsigned char **buf, size_t *size,
 static int ig_v_ptr_key(ig_validator_t *v, size_t base,
     const unsigned char *s, size_t len);
 static int ig_v_ptr_index(ig_validator_t *v, size_t base, size_t index);
+static inline int ig_v_ptr_next(ig_validator_t *v, ig_frame_t *f,
+    size_t index);
+static int ig_v_ptr_first(ig_validator_t *v, ig_frame_t *f, size_t index);
 static inline int ig_v_begin(ig_validator_t *v, const ig_node_t **node);
-static void ig_v_end_value(ig_validator_t *v);
+static int ig_v_begin_item(ig_validator_t *v, ig_frame_t *f,
+    const ig_node_t **node);
 static int ig_v_check_type(ig_validator_t *v, const ig_node_t *node,
-    unsigned type, const ig_dec_t *dec);
+    unsigned type, ig_num_t *num);
 static int ig_v_check_scalar(ig_validator_t *v, const ig_node_t *node,
-    unsigned type, const unsigned char *s, size_t len, const ig_dec_t *dec);
+    unsigned type, const unsigned char *s, size_t len, ig_num_t *num);
 static int ig_v_scalar_in(const ig_canon_t *c, size_t n, unsigned type,
     const unsigned char *s, size_t len, const ig_dec_t *dec);
 static int ig_v_check_string(ig_validator_t *v, const ig_node_t *node,
     const unsigned char *s, size_t len);
 static int ig_v_check_number(ig_validator_t *v, const ig_node_t *node,
-    const unsigned char *s, size_t len, const ig_dec_t *dec);
+    ig_num_t *num);
 static int ig_v_cap_put(ig_validator_t *v, const void *p, size_t n);
 static int ig_v_cap_scalar(ig_validator_t *v, unsigned type,
     const unsigned char *s, size_t len, const ig_dec_t *dec);
@@ -429,14 +455,21 @@ static int ig_v_scalar(ig_validator_t *v, unsigned type,
     const unsigned char *s, size_t len);
 static int ig_v_null(void *ctx);
 static int ig_v_boolean(void *ctx, int b);
-static int ig_v_number(void *ctx, const char *s, size_t len);
+static int ig_v_number(void *ctx, const unsigned char *s, size_t len);
 static int ig_v_string(void *ctx, const unsigned char *s, size_t len);
 static int ig_v_start(ig_validator_t *v, int is_array);
 static int ig_v_start_map(void *ctx);
+static inline void ig_v_copy(unsigned char *dst, const unsigned char *src,
+    size_t n);
+static inline int ig_v_name_eq(const unsigned char *a,
+    const unsigned char *b, size_t len);
+static const ig_member_t *ig_v_member(const ig_node_t *node,
+    const unsigned char *s, size_t len);
 static int ig_v_map_key(void *ctx, const unsigned char *s, size_t len);
 static int ig_v_end(void *ctx);
 static int ig_v_start_array(void *ctx);
-static ig_valid_rc_e ig_v_parse_failed(ig_validator_t *v, int at_finish);
+static ig_valid_rc_e ig_v_parse_failed(ig_validator_t *v,
+    ig_jsonlex_rc_e rc);
 
 
 static const char  *ig_type_names[] = {
@@ -737,6 +770,80 @@ ig_dec_to_size(const ig_dec_t *d)
 }
 
 
+/* an integer of at most 18 digits, exactly */
+
+static int
+ig_dec_small(const ig_dec_t *d, int64_t *out)
+{
+    size_t   n, i;
+    int64_t  r;
+
+    n = d->n1 + d->n2;
+
+    if (n == 0) {
+        *out = 0;
+        return 1;
+    }
+
+    if (!ig_dec_is_integer(d) || d->exp > 18) {
+        return 0;
+    }
+
+    r = 0;
+
+    for (i = 0; i < (size_t) d->exp; i++) {
+        r = r * 10 + ((i < n) ? ig_dec_digit(d, i) - '0' : 0);
+    }
+
+    *out = d->neg ? -r : r;
+
+    return 1;
+}
+
+
+/* a valid JSON number literal that is a plain integer of <= 18 digits */
+
+static inline int
+ig_lit_small(const unsigned char *s, size_t len, int64_t *out)
+{
+    size_t   i;
+    int64_t  r;
+
+    i = (s[0] == '-');
+
+    if (len - i > 18) {
+        return 0;
+    }
+
+    r = 0;
+
+    for ( /* void */ ; i < len; i++) {
+        if (s[i] > '9' || s[i] < '0') {
+            /* '.', 'e', 'E' */
+            return 0;
+        }
+
+        r = r * 10 + (s[i] - '0');
+    }
+
+    *out = (s[0] == '-') ? -r : r;
+
+    return 1;
+}
+
+
+static inline const ig_dec_t *
+ig_num_dec(ig_num_t *num)
+{
+    if (!num->parsed) {
+        ig_dec_parse(&num->dec, num->s, num->len);
+        num->parsed = 1;
+    }
+
+    return &num->dec;
+}
+
+
 /*
  * Canonical form of JSON values, compared by memcmp:
  *   null "n", true "t", false "f",
@@ -937,36 +1044,52 @@ ig_utf8_chars(const unsigned char *s, size_t len)
 }
 
 
+/* 8 ASCII hex digits?  SWAR range checks, no byte >= 0x80 can pass */
+
+static inline int
+ig_hex8(const unsigned char *p)
+{
+    uint64_t  w, l, digit, alpha;
+
+#define IG_B(c)  (0x0101010101010101ULL * (c))
+
+    memcpy(&w, p, 8);
+
+    /* x in [lo, hi] for x < 0x80: high bit of (x + 0x80 - lo) and not
+     * of (x + 0x7f - hi); no carry crosses bytes */
+
+    l = (w & IG_B(0x7f)) | IG_B(0x20);
+
+    digit = (w & IG_B(0x7f)) + IG_B(0x80 - '0');
+    digit &= ~((w & IG_B(0x7f)) + IG_B(0x7f - '9'));
+
+    alpha = (l + IG_B(0x80 - 'a')) & ~(l + IG_B(0x7f - 'f'));
+
+    return ((digit | alpha) & ~w & IG_B(0x80)) == IG_B(0x80);
+
+#undef IG_B
+}
+
+
 static int
 ig_uuid_check(const unsigned char *s, size_t len)
 {
-    size_t         i;
-    unsigned char  c;
+    unsigned char  hex[32];
 
-    if (len != 36) {
+    if (len != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-'
+        || s[23] != '-')
+    {
         return -1;
     }
 
-    for (i = 0; i < 36; i++) {
-        c = s[i];
+    memcpy(hex, s, 8);
+    memcpy(hex + 8, s + 9, 4);
+    memcpy(hex + 12, s + 14, 4);
+    memcpy(hex + 16, s + 19, 4);
+    memcpy(hex + 20, s + 24, 12);
 
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-') {
-                return -1;
-            }
-
-            continue;
-        }
-
-        if (!((c >= '0' && c <= '9')
-              || (c >= 'a' && c <= 'f')
-              || (c >= 'A' && c <= 'F')))
-        {
-            return -1;
-        }
-    }
-
-    return 0;
+    return (ig_hex8(hex) && ig_hex8(hex + 8) && ig_hex8(hex + 16)
+            && ig_hex8(hex + 24)) ? 0 : -1;
 }
 
 
@@ -1900,6 +2023,7 @@ ig_cc_number(ig_cc_t *cc, ig_snum_t *num, const ig_jv_t *jv)
     }
 
     ig_dec_parse(&num->dec, lit, jv->len);
+    num->small = ig_dec_small(&num->dec, &num->ival);
 
     ig_excerpt_lit(buf, jv->str, jv->len);
 
@@ -1939,6 +2063,7 @@ ig_cc_members(ig_cc_t *cc, ig_node_t *node, const ig_jv_t *props,
 {
     size_t          i, j, n, np, nr, base, nreq;
     size_t         *required;
+    uint32_t       *idx;
     ig_member_t    *mem, *m;
     ig_jmember_t   *sorted;
     const ig_jv_t  *s;
@@ -2147,8 +2272,32 @@ ig_cc_members(ig_cc_t *cc, ig_node_t *node, const ig_jv_t *props,
         }
     }
 
+    if (n > UINT32_MAX) {
+        ig_cc_fail(cc, "too many properties");
+        return -1;
+    }
+
+    /* idx[k]: the first member whose name is at least k bytes long */
+
+    idx = ig_arena_alloc(cc->arena, (IG_LEN_INDEX + 1) * sizeof(uint32_t));
+    if (idx == NULL) {
+        ig_cc_fail(cc, "out of memory");
+        return -1;
+    }
+
+    j = 0;
+
+    for (i = 0; i <= IG_LEN_INDEX; i++) {
+        while (j < n && mem[j].len < i) {
+            j++;
+        }
+
+        idx[i] = (uint32_t) j;
+    }
+
     node->members = mem;
     node->nmembers = n;
+    node->len_idx = idx;
     node->required = required;
     node->nrequired = nreq;
 
@@ -2378,7 +2527,7 @@ ig_cc_pattern(ig_cc_t *cc, ig_node_t *node, const ig_jv_t *jv)
     cc->schema->res = re;
 
     /* JIT is an optimization: the interpreter is used without it */
-    (void) pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
+    node->re_jit = (pcre2_jit_compile(code, PCRE2_JIT_COMPLETE) == 0);
 
     node->re = code;
 
@@ -2781,11 +2930,9 @@ ig_pcre_free(void *p, void *data)
 }
 
 
-static const yajl_callbacks  ig_v_callbacks = {
+static const ig_jsonlex_callbacks_t  ig_v_callbacks = {
     ig_v_null,
     ig_v_boolean,
-    NULL,
-    NULL,
     ig_v_number,
     ig_v_string,
     ig_v_start_map,
@@ -2800,7 +2947,7 @@ ig_validator_t *
 ig_validator_create(const ig_schema_t *schema, const yajl_alloc_funcs *af,
     unsigned max_depth, ig_member_pt on_member, void *data)
 {
-    size_t             size, words, fsize, bsize;
+    size_t             size, words, fsize, bsize, lsize;
     ig_validator_t    *v;
     yajl_alloc_funcs   funcs;
     unsigned char     *p;
@@ -2828,8 +2975,9 @@ ig_validator_create(const ig_schema_t *schema, const yajl_alloc_funcs *af,
     size = (sizeof(ig_validator_t) + 15) & ~(size_t) 15;
     fsize = (size_t) max_depth * sizeof(ig_frame_t);
     bsize = (size_t) max_depth * words * sizeof(uint64_t);
+    lsize = ig_jsonlex_size(max_depth);
 
-    p = funcs.malloc(funcs.ctx, size + fsize + bsize);
+    p = funcs.malloc(funcs.ctx, size + fsize + bsize + lsize);
     if (p == NULL) {
         return NULL;
     }
@@ -2863,10 +3011,8 @@ ig_validator_create(const ig_schema_t *schema, const yajl_alloc_funcs *af,
         }
     }
 
-    v->yajl = yajl_alloc(&ig_v_callbacks, &v->af, v);
-    if (v->yajl == NULL) {
-        goto failed;
-    }
+    v->lx = ig_jsonlex_init(p + size + fsize + bsize, max_depth,
+                            &ig_v_callbacks, v, &v->af);
 
     return v;
 
@@ -2885,8 +3031,8 @@ ig_validator_destroy(ig_validator_t *v)
         return;
     }
 
-    if (v->yajl != NULL) {
-        yajl_free(v->yajl);
+    if (v->lx != NULL) {
+        ig_jsonlex_cleanup(v->lx);
     }
 
     ig_v_clear_errors(v);
@@ -3202,7 +3348,6 @@ ig_v_ptr_index(ig_validator_t *v, size_t base, size_t index)
 static inline int
 ig_v_begin(ig_validator_t *v, const ig_node_t **node)
 {
-    size_t       index;
     ig_frame_t  *f;
 
     if (v->depth == 0) {
@@ -3218,44 +3363,90 @@ ig_v_begin(ig_validator_t *v, const ig_node_t **node)
         return 0;
     }
 
+    return ig_v_begin_item(v, f, node);
+}
+
+
+static int
+ig_v_begin_item(ig_validator_t *v, ig_frame_t *f, const ig_node_t **node)
+{
+    size_t  index;
+
     index = f->count++;
 
     if (f->node == NULL || f->node->items == NULL || v->truncated) {
+        f->idx_len = 0;
         *node = NULL;
         return 0;
     }
 
     *node = f->node->items;
 
-    return ig_v_ptr_index(v, f->ptr_len, index);
+    return ig_v_ptr_next(v, f, index);
 }
 
 
-static void
-ig_v_end_value(ig_validator_t *v)
+/*
+ * The pointer of item index: the previous item's "/N" is still in place
+ * after the array's own pointer (deeper values write past it), so
+ * counting up in its digits is enough.
+ */
+
+static inline int
+ig_v_ptr_next(ig_validator_t *v, ig_frame_t *f, size_t index)
 {
-    size_t  n;
+    unsigned char  *first, *q;
 
-    /* remembered for the one yajl error whose offset depends on how
-     * the input was split (see ig_v_parse_failed) */
+    if (f->idx_len && index) {
+        first = v->ptr + f->ptr_len + 1;
+        q = first + f->idx_len - 2;
 
-    if (v->depth && !v->frames[v->depth - 1].is_array) {
-        n = v->fed + yajl_get_bytes_consumed(v->yajl);
-        v->last_end = n;
+        while (*q == '9') {
+            *q = '0';
+
+            if (q == first) {
+                /* 9 -> 10: one digit more */
+                goto full;
+            }
+
+            q--;
+        }
+
+        (*q)++;
+        v->ptr_len = f->ptr_len + f->idx_len;
+
+        return 0;
     }
+
+full:
+
+    return ig_v_ptr_first(v, f, index);
+}
+
+
+static int
+ig_v_ptr_first(ig_validator_t *v, ig_frame_t *f, size_t index)
+{
+    if (ig_v_ptr_index(v, f->ptr_len, index) != 0) {
+        return -1;
+    }
+
+    f->idx_len = v->ptr_len - f->ptr_len;
+
+    return 0;
 }
 
 
 static int
 ig_v_check_type(ig_validator_t *v, const ig_node_t *node, unsigned type,
-    const ig_dec_t *dec)
+    ig_num_t *num)
 {
     if (node->types & type) {
         return 0;
     }
 
     if (type == IG_T_NUMBER && (node->types & IG_T_INTEGER)
-        && ig_dec_is_integer(dec))
+        && (num->small || ig_dec_is_integer(ig_num_dec(num))))
     {
         return 0;
     }
@@ -3314,7 +3505,16 @@ ig_v_check_string(ig_validator_t *v, const ig_node_t *node,
     const char  *what;
     char         ex[IG_EXCERPT_BUF];
 
-    if (node->flags & IG_F_LENGTH) {
+    /*
+     * Instance strings are valid UTF-8 (the parser rejects anything
+     * else), so len / 4 <= characters <= len: count only when that
+     * does not settle it.
+     */
+
+    if (((node->flags & IG_F_MAXLEN) && len > node->max_len)
+        || ((node->flags & IG_F_MINLEN) && len / 4 + (len % 4 != 0)
+                                           < node->min_len))
+    {
         n = ig_utf8_chars(s, len);
 
         if ((node->flags & IG_F_MINLEN) && n < node->min_len) {
@@ -3337,7 +3537,14 @@ ig_v_check_string(ig_validator_t *v, const ig_node_t *node,
     }
 
     if (node->flags & IG_F_PATTERN) {
-        rc = pcre2_match(node->re, s, len, 0, 0, v->md, v->schema->mctx);
+        if (node->re_jit) {
+            rc = pcre2_jit_match(node->re, s, len, 0, 0, v->md,
+                                 v->schema->mctx);
+
+        } else {
+            rc = pcre2_match(node->re, s, len, 0, 0, v->md,
+                             v->schema->mctx);
+        }
 
         if (rc == PCRE2_ERROR_NOMEMORY) {
             ig_v_terminal(v, IG_VALID_NOMEM, NULL);
@@ -3406,19 +3613,25 @@ ig_v_check_string(ig_validator_t *v, const ig_node_t *node,
 
 
 static int
-ig_v_check_number(ig_validator_t *v, const ig_node_t *node,
-    const unsigned char *s, size_t len, const ig_dec_t *dec)
+ig_v_check_number(ig_validator_t *v, const ig_node_t *node, ig_num_t *num)
 {
-    int       c, bad;
-    unsigned  k;
-    char      lit[IG_EXCERPT + 4];
+    int               c, bad;
+    int64_t           lim;
+    unsigned          k;
+    char              lit[IG_EXCERPT + 4];
 
     for (k = 0; k < 4; k++) {
         if (!(node->flags & (1u << k))) {
             continue;
         }
 
-        c = ig_dec_cmp(dec, &node->num[k].dec);
+        if (num->small && node->num[k].small) {
+            lim = node->num[k].ival;
+            c = (num->ival > lim) - (num->ival < lim);
+
+        } else {
+            c = ig_dec_cmp(ig_num_dec(num), &node->num[k].dec);
+        }
 
         switch (k) {
         case 0:
@@ -3435,7 +3648,7 @@ ig_v_check_number(ig_validator_t *v, const ig_node_t *node,
         }
 
         if (bad) {
-            ig_excerpt_lit(lit, s, len);
+            ig_excerpt_lit(lit, num->s, num->len);
 
             if (ig_v_error(v, "must be %s %s, got %s", ig_num_ops[k],
                            node->num[k].text, lit)
@@ -3455,14 +3668,14 @@ ig_v_check_number(ig_validator_t *v, const ig_node_t *node,
 
 static int
 ig_v_check_scalar(ig_validator_t *v, const ig_node_t *node, unsigned type,
-    const unsigned char *s, size_t len, const ig_dec_t *dec)
+    const unsigned char *s, size_t len, ig_num_t *num)
 {
     if (node->kind == IG_NODE_FALSE) {
         return ig_v_error(v, "%s", node->false_msg);
     }
 
     if ((node->flags & IG_F_TYPE)
-        && ig_v_check_type(v, node, type, dec) != 0)
+        && ig_v_check_type(v, node, type, num) != 0)
     {
         return -1;
     }
@@ -3476,14 +3689,15 @@ ig_v_check_scalar(ig_validator_t *v, const ig_node_t *node, unsigned type,
 
     } else if (type == IG_T_NUMBER) {
         if ((node->flags & IG_F_NUMERIC)
-            && ig_v_check_number(v, node, s, len, dec) != 0)
+            && ig_v_check_number(v, node, num) != 0)
         {
             return -1;
         }
     }
 
     if ((node->flags & IG_F_ENUM)
-        && !ig_v_scalar_in(node->enums, node->nenums, type, s, len, dec))
+        && !ig_v_scalar_in(node->enums, node->nenums, type, s, len,
+                           type == IG_T_NUMBER ? ig_num_dec(num) : NULL))
     {
         if (ig_v_error(v, "must be one of the enumerated values") != 0) {
             return -1;
@@ -3491,7 +3705,8 @@ ig_v_check_scalar(ig_validator_t *v, const ig_node_t *node, unsigned type,
     }
 
     if ((node->flags & IG_F_CONST)
-        && !ig_v_scalar_in(node->konst, 1, type, s, len, dec))
+        && !ig_v_scalar_in(node->konst, 1, type, s, len,
+                           type == IG_T_NUMBER ? ig_num_dec(num) : NULL))
     {
         if (ig_v_error(v, "must equal the const value") != 0) {
             return -1;
@@ -3811,24 +4026,31 @@ static int
 ig_v_scalar(ig_validator_t *v, unsigned type, const unsigned char *s,
     size_t len)
 {
-    ig_dec_t          dec;
+    ig_num_t          num;
     const ig_node_t  *node;
 
     if (ig_v_begin(v, &node) != 0) {
         return 0;
     }
 
-    if (type == IG_T_NUMBER && (node != NULL || v->cap_active)) {
-        ig_dec_parse(&dec, s, len);
+    if (type == IG_T_NUMBER) {
+        num.s = s;
+        num.len = len;
+        num.parsed = 0;
+        num.small = ig_lit_small(s, len, &num.ival);
     }
 
     if (node != NULL
-        && ig_v_check_scalar(v, node, type, s, len, &dec) != 0)
+        && ig_v_check_scalar(v, node, type, s, len, &num) != 0)
     {
         return 0;
     }
 
-    if (v->cap_active && ig_v_cap_scalar(v, type, s, len, &dec) != 0) {
+    if (v->cap_active
+        && ig_v_cap_scalar(v, type, s, len,
+                           type == IG_T_NUMBER ? ig_num_dec(&num) : NULL)
+           != 0)
+    {
         return 0;
     }
 
@@ -3851,8 +4073,6 @@ ig_v_scalar(ig_validator_t *v, unsigned type, const unsigned char *s,
         v->on_member(v->data, v->key, v->key_len, s, len);
     }
 
-    ig_v_end_value(v);
-
     return 1;
 }
 
@@ -3873,9 +4093,9 @@ ig_v_boolean(void *ctx, int b)
 
 
 static int
-ig_v_number(void *ctx, const char *s, size_t len)
+ig_v_number(void *ctx, const unsigned char *s, size_t len)
 {
-    return ig_v_scalar(ctx, IG_T_NUMBER, (const unsigned char *) s, len);
+    return ig_v_scalar(ctx, IG_T_NUMBER, s, len);
 }
 
 
@@ -3912,6 +4132,7 @@ ig_v_start(ig_validator_t *v, int is_array)
     f->child = NULL;
     f->ptr_len = v->ptr_len;
     f->count = 0;
+    f->idx_len = 0;
     f->is_array = (unsigned char) is_array;
     f->capture = 0;
     f->in_cap = 0;
@@ -3978,13 +4199,131 @@ ig_v_start_array(void *ctx)
 }
 
 
+/* a short copy without a call: overlapping moves inside the ranges */
+
+static inline void
+ig_v_copy(unsigned char *dst, const unsigned char *src, size_t n)
+{
+    uint32_t  a4, b4;
+    uint64_t  a8, b8;
+
+    if (n >= 8 && n <= 16) {
+        memcpy(&a8, src, 8);
+        memcpy(&b8, src + n - 8, 8);
+        memcpy(dst, &a8, 8);
+        memcpy(dst + n - 8, &b8, 8);
+
+    } else if (n >= 4 && n < 8) {
+        memcpy(&a4, src, 4);
+        memcpy(&b4, src + n - 4, 4);
+        memcpy(dst, &a4, 4);
+        memcpy(dst + n - 4, &b4, 4);
+
+    } else {
+        memcpy(dst, src, n);
+    }
+}
+
+
+/* equality of short names without a call: overlapping loads, all
+ * inside [a, a + len) and [b, b + len) */
+
+static inline int
+ig_v_name_eq(const unsigned char *a, const unsigned char *b, size_t len)
+{
+    uint32_t  a4, b4, a4e, b4e;
+    uint64_t  a8, b8, a8e, b8e;
+
+    if (len >= 8) {
+        if (len > 16) {
+            return memcmp(a, b, len) == 0;
+        }
+
+        memcpy(&a8, a, 8);
+        memcpy(&b8, b, 8);
+        memcpy(&a8e, a + len - 8, 8);
+        memcpy(&b8e, b + len - 8, 8);
+
+        return ((a8 ^ b8) | (a8e ^ b8e)) == 0;
+    }
+
+    if (len >= 4) {
+        memcpy(&a4, a, 4);
+        memcpy(&b4, b, 4);
+        memcpy(&a4e, a + len - 4, 4);
+        memcpy(&b4e, b + len - 4, 4);
+
+        return ((a4 ^ b4) | (a4e ^ b4e)) == 0;
+    }
+
+    while (len) {
+        len--;
+
+        if (a[len] != b[len]) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* the member table entry for a name, or NULL */
+
+static const ig_member_t *
+ig_v_member(const ig_node_t *node, const unsigned char *s, size_t len)
+{
+    int                 c;
+    size_t              lo, hi, mid;
+    const ig_member_t  *m;
+
+    if (len < IG_LEN_INDEX) {
+        lo = node->len_idx[len];
+        hi = node->len_idx[len + 1];
+
+        if (hi - lo <= 8) {
+            for (m = node->members + lo; m < node->members + hi; m++) {
+                if (ig_v_name_eq(s, m->name, len)) {
+                    return m;
+                }
+            }
+
+            return NULL;
+        }
+
+    } else {
+        lo = node->len_idx[IG_LEN_INDEX];
+        hi = node->nmembers;
+    }
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+        m = &node->members[mid];
+
+        c = ig_name_cmp(s, len, m->name, m->len);
+
+        if (c == 0) {
+            return m;
+        }
+
+        if (c < 0) {
+            hi = mid;
+
+        } else {
+            lo = mid + 1;
+        }
+    }
+
+    return NULL;
+}
+
+
 static int
 ig_v_map_key(void *ctx, const unsigned char *s, size_t len)
 {
     ig_validator_t  *v = ctx;
 
-    int                 c, child_ptr;
-    size_t              lo, hi, mid;
+    int                 child_ptr;
     ig_seg_t           *seg;
     ig_frame_t         *f;
     const ig_node_t    *node, *child;
@@ -3999,46 +4338,29 @@ ig_v_map_key(void *ctx, const unsigned char *s, size_t len)
 
     if (node != NULL && (node->flags & IG_F_OBJECT) && !v->truncated) {
         child = node->additional;
-        lo = 0;
-        hi = node->nmembers;
+        m = node->nmembers ? ig_v_member(node, s, len) : NULL;
 
-        while (lo < hi) {
-            mid = lo + (hi - lo) / 2;
-            m = &node->members[mid];
-
-            c = ig_name_cmp(s, len, m->name, m->len);
-
-            if (c == 0) {
-                if (m->in_props) {
-                    child = m->schema;
-                }
-
-                if (m->req >= 0) {
-                    f->seen[m->req / 64] |= (uint64_t) 1 << (m->req % 64);
-                }
-
-                if (child != NULL) {
-                    if (f->ptr_len + m->seg_len > v->ptr_cap
-                        && ig_v_grow(v, &v->ptr, &v->ptr_cap,
-                                     f->ptr_len + m->seg_len, v->ptr_inline)
-                           != 0)
-                    {
-                        return 0;
-                    }
-
-                    memcpy(v->ptr + f->ptr_len, m->seg, m->seg_len);
-                    v->ptr_len = f->ptr_len + m->seg_len;
-                    child_ptr = 1;
-                }
-
-                break;
+        if (m != NULL) {
+            if (m->in_props) {
+                child = m->schema;
             }
 
-            if (c < 0) {
-                hi = mid;
+            if (m->req >= 0) {
+                f->seen[m->req / 64] |= (uint64_t) 1 << (m->req % 64);
+            }
 
-            } else {
-                lo = mid + 1;
+            if (child != NULL) {
+                if (f->ptr_len + m->seg_len > v->ptr_cap
+                    && ig_v_grow(v, &v->ptr, &v->ptr_cap,
+                                 f->ptr_len + m->seg_len, v->ptr_inline)
+                       != 0)
+                {
+                    return 0;
+                }
+
+                ig_v_copy(v->ptr + f->ptr_len, m->seg, m->seg_len);
+                v->ptr_len = f->ptr_len + m->seg_len;
+                child_ptr = 1;
             }
         }
 
@@ -4214,8 +4536,6 @@ ig_v_end(void *ctx)
 
     v->depth--;
 
-    ig_v_end_value(v);
-
     return 1;
 }
 
@@ -4223,23 +4543,17 @@ ig_v_end(void *ctx)
 ig_valid_rc_e
 ig_validator_feed(ig_validator_t *v, const unsigned char *buf, size_t len)
 {
-    yajl_status  st;
+    ig_jsonlex_rc_e  rc;
 
     if (v->rc != IG_VALID_OK || v->finished) {
         return v->rc;
     }
 
-    if (len == 0) {
-        return IG_VALID_OK;
+    rc = ig_jsonlex_feed(v->lx, buf, len);
+
+    if (rc != IG_JSONLEX_OK) {
+        return ig_v_parse_failed(v, rc);
     }
-
-    st = yajl_parse(v->yajl, buf, len);
-
-    if (st != yajl_status_ok) {
-        return ig_v_parse_failed(v, 0);
-    }
-
-    v->fed += len;
 
     return IG_VALID_OK;
 }
@@ -4248,7 +4562,7 @@ ig_validator_feed(ig_validator_t *v, const unsigned char *buf, size_t len)
 ig_valid_rc_e
 ig_validator_finish(ig_validator_t *v)
 {
-    yajl_status  st;
+    ig_jsonlex_rc_e  rc;
 
     if (v->rc != IG_VALID_OK) {
         return v->rc;
@@ -4257,10 +4571,10 @@ ig_validator_finish(ig_validator_t *v)
     if (!v->finished) {
         v->finished = 1;
 
-        st = yajl_complete_parse(v->yajl);
+        rc = ig_jsonlex_finish(v->lx);
 
-        if (st != yajl_status_ok) {
-            return ig_v_parse_failed(v, 1);
+        if (rc != IG_JSONLEX_OK) {
+            return ig_v_parse_failed(v, rc);
         }
     }
 
@@ -4269,51 +4583,27 @@ ig_validator_finish(ig_validator_t *v)
 
 
 static ig_valid_rc_e
-ig_v_parse_failed(ig_validator_t *v, int at_finish)
+ig_v_parse_failed(ig_validator_t *v, ig_jsonlex_rc_e rc)
 {
-    size_t          pos, n;
-    unsigned char  *msg;
-    char            detail[256];
-
-    static const char  map_err[] =
-        "parse error: after key and value, inside map, I expect ',' or '}'";
+    size_t       pos;
+    const char  *reason;
+    char         detail[256];
 
     if (v->rc != IG_VALID_OK) {
         /* a callback stopped the parse: depth or memory */
         return v->rc;
     }
 
-    pos = v->fed + yajl_get_bytes_consumed(v->yajl);
-
-    if (at_finish) {
-        /* yajl finishes by parsing one extra space */
-        pos = v->fed;
+    if (rc != IG_JSONLEX_ERROR) {
+        /* the scratch buffer could not grow */
+        ig_v_terminal(v, IG_VALID_NOMEM, NULL);
+        return v->rc;
     }
 
-    msg = yajl_get_error(v->yajl, 0, NULL, 0);
-
-    if (msg != NULL) {
-        n = strcspn((char *) msg, "\n");
-        msg[n] = '\0';
-
-        /*
-         * For this error yajl steps back over the offending token, and
-         * cannot when the token began in an earlier buffer; report the
-         * end of the member value instead, which does not depend on
-         * how the body was split.
-         */
-
-        if (strcmp((char *) msg, map_err) == 0) {
-            pos = v->last_end;
-        }
-    }
+    reason = ig_jsonlex_error(v->lx, &pos);
 
     snprintf(detail, sizeof(detail), "malformed JSON at byte %zu: %s", pos,
-             msg ? (char *) msg : "syntax error");
-
-    if (msg != NULL) {
-        yajl_free_error(v->yajl, msg);
-    }
+             reason);
 
     ig_v_terminal(v, IG_VALID_SYNTAX, detail);
 

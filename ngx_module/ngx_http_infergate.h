@@ -89,6 +89,7 @@ typedef struct {
 typedef struct {
     ngx_http_ig_keys_t         *keys;
     ngx_array_t                 limit_refs;  /* ngx_http_ig_limit_conf_t * */
+    ngx_array_t                 audit_logs;  /* audit log pointers         */
 } ngx_http_ig_main_conf_t;
 
 
@@ -100,6 +101,7 @@ typedef struct {
     ig_schema_t                *schema;
     ngx_str_t                   schema_file;
     ngx_uint_t                  max_depth;
+    void                       *audit;       /* an audit log, or NULL      */
     unsigned                    schema_set:1;
 } ngx_http_ig_loc_conf_t;
 
@@ -121,6 +123,7 @@ typedef struct {
 typedef struct {
     ngx_http_ig_key_t          *key;
     ngx_str_t                   model;
+    ngx_str_t                   action;      /* audit event.action         */
 
     ngx_uint_t                  nlimits;
     ngx_http_ig_limit_state_t  *limits;
@@ -190,6 +193,25 @@ ngx_int_t ngx_http_ig_schema_start(ngx_http_request_t *r,
 ngx_int_t ngx_http_ig_schema_result(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
 ngx_int_t ngx_http_ig_schema_init(ngx_conf_t *cf);
+
+/* audit */
+char *ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_ig_audit_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_ig_audit_init_process(ngx_cycle_t *cycle);
+void ngx_http_ig_audit_exit_process(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_ig_request_id_header(ngx_http_request_t *r);
+
+/* syslog delivery of audit records */
+typedef struct ngx_http_ig_syslog_s  ngx_http_ig_syslog_t;
+
+ngx_http_ig_syslog_t *ngx_http_ig_syslog_create(ngx_conf_t *cf,
+    ngx_str_t *url);
+ngx_int_t ngx_http_ig_syslog_init_process(ngx_http_ig_syslog_t *sl,
+    ngx_cycle_t *cycle);
+void ngx_http_ig_syslog_exit_process(ngx_http_ig_syslog_t *sl);
+void ngx_http_ig_syslog_send(ngx_http_ig_syslog_t *sl, u_char *json,
+    size_t len);
 
 /* variables */
 ngx_int_t ngx_http_ig_add_variables(ngx_conf_t *cf);

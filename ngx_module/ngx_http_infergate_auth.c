@@ -35,6 +35,8 @@ ngx_http_ig_auth(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_infergate_module);
 
+    ngx_str_set(&ctx->action, "unauthorized");
+
     if (ngx_http_ig_auth_key(r, &key) != NGX_OK) {
         if (ngx_http_ig_auth_strip(r) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -59,6 +61,7 @@ ngx_http_ig_auth(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     }
 
     ctx->key = k;
+    ngx_str_null(&ctx->action);
 
     if (k->nmodels == 0) {
         return NGX_DECLINED;
@@ -96,6 +99,8 @@ ngx_http_ig_auth(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "infergate: %V", &detail);
+
+    ngx_str_set(&ctx->action, "forbidden");
 
     return ngx_http_ig_problem(r, NGX_HTTP_FORBIDDEN,
                                NGX_HTTP_IG_PROBLEM_BASE "forbidden",

@@ -372,6 +372,7 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
     if (refused) {
         ctx->limit_status = NGX_HTTP_IG_LIMIT_REJECTED;
+        ngx_str_set(&ctx->action, "rate_limited");
         return ngx_http_ig_limit_refuse(r, ctx, retry);
     }
 

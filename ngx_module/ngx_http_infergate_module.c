@@ -97,6 +97,13 @@ static ngx_command_t  ngx_http_infergate_commands[] = {
       offsetof(ngx_http_ig_loc_conf_t, max_depth),
       &ngx_http_ig_max_depth_p },
 
+    { ngx_string("infergate_audit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_ig_audit_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -123,10 +130,10 @@ ngx_module_t  ngx_http_infergate_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_http_ig_audit_init_process,        /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_ig_audit_exit_process,        /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -271,6 +278,12 @@ ngx_http_ig_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    if (ngx_array_init(&mcf->audit_logs, cf->pool, 2, sizeof(void *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
     return mcf;
 }
 
@@ -297,6 +310,7 @@ ngx_http_ig_create_loc_conf(ngx_conf_t *cf)
     conf->auth = NGX_CONF_UNSET;
     conf->limit_headers = NGX_CONF_UNSET_UINT;
     conf->max_depth = NGX_CONF_UNSET_UINT;
+    conf->audit = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -314,6 +328,8 @@ ngx_http_ig_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_uint_value(conf->limit_headers, prev->limit_headers,
                               NGX_HTTP_IG_HEADERS_DRAFT);
     ngx_conf_merge_uint_value(conf->max_depth, prev->max_depth, 64);
+
+    ngx_conf_merge_ptr_value(conf->audit, prev->audit, NULL);
 
     if (conf->model == NULL) {
         conf->model = prev->model;
@@ -397,6 +413,13 @@ ngx_http_ig_postconfiguration(ngx_conf_t *cf)
     ngx_memmove(&h[1], &h[0],
                 (handlers->nelts - 1) * sizeof(ngx_http_handler_pt));
     h[0] = ngx_http_ig_access_handler;
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_ig_audit_handler;
 
     return ngx_http_ig_schema_init(cf);
 }

@@ -159,6 +159,8 @@ ngx_http_ig_schema_start(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 {
     ngx_int_t  rc;
 
+    ngx_str_set(&ctx->action, "schema_rejected");
+
     if (r->headers_in.content_length_n <= 0 && !r->headers_in.chunked) {
         return ngx_http_ig_problem_cstr(r, NGX_HTTP_BAD_REQUEST,
                                         NGX_HTTP_IG_PROBLEM_BASE
@@ -302,6 +304,10 @@ ngx_http_ig_schema_result(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
     rc = (ctx->valid_rc == IG_VALID_OK) ? NGX_DECLINED
                                         : NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+    if (rc == NGX_DECLINED) {
+        ngx_str_null(&ctx->action);
+    }
 
     ig_validator_destroy(ctx->validator);
     ctx->validator = NULL;

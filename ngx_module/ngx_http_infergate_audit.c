@@ -1,0 +1,1153 @@
+
+/*
+ * Copyright (C) infergate authors
+ *
+ * The signed audit trail: one ECS JSON line per request, sealed into a
+ * per-worker HMAC-SHA256 chain (lib/ig_audit.h), buffered per worker and
+ * written by nginx's thread pool so the event loop never waits on disk.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <ig_audit.h>
+#include <ig_json.h>
+
+#include "ngx_http_infergate.h"
+
+
+#define NGX_HTTP_IG_AUDIT_MAX_BUFS  8
+
+
+typedef struct ngx_http_ig_audit_log_s  ngx_http_ig_audit_log_t;
+
+
+/* A dup of the log file's descriptor, shared by the writes of one chain. */
+typedef struct {
+    ngx_fd_t                     fd;
+    ngx_uint_t                   refs;
+} ngx_http_ig_audit_fd_t;
+
+
+typedef struct {
+    ngx_queue_t                  queue;
+    u_char                      *data;
+    size_t                       len;
+    size_t                       size;
+    ngx_uint_t                   nrecs;
+    ngx_uint_t                   oneoff;    /* freed once written         */
+    ngx_err_t                    err;
+    ngx_http_ig_audit_fd_t      *fd;
+    ngx_http_ig_audit_log_t     *log;
+    ngx_thread_task_t           *task;
+} ngx_http_ig_audit_buf_t;
+
+
+struct ngx_http_ig_audit_log_s {
+    ngx_str_t                    path;
+    ngx_open_file_t             *file;
+    ig_audit_keyring_t          *ring;
+    const ig_audit_key_t        *key;
+    ngx_str_t                    key_id;
+    size_t                       buffer_size;
+    ngx_msec_t                   flush;
+    ngx_str_t                    pool_name;
+    ngx_thread_pool_t           *pool;
+    ngx_http_ig_syslog_t        *syslog;
+
+    /* per worker, from init_process on */
+    ig_audit_chain_t            *chain;
+    ngx_http_ig_audit_fd_t      *fd;
+    ngx_http_ig_audit_buf_t     *active;
+    ngx_queue_t                  free;
+    ngx_uint_t                   nbufs;
+    uint64_t                     records;
+    uint64_t                     lost;
+    time_t                       err_logged;
+    ngx_event_t                  timer;
+    ngx_log_t                   *log;
+};
+
+
+static ngx_int_t ngx_http_ig_audit_load_keys(ngx_conf_t *cf,
+    ngx_http_ig_audit_log_t *al, ngx_str_t *file);
+static ngx_int_t ngx_http_ig_audit_chain_start(ngx_http_ig_audit_log_t *al);
+static void ngx_http_ig_audit_chain_end(ngx_http_ig_audit_log_t *al,
+    ngx_uint_t sync);
+static u_char *ngx_http_ig_audit_reserve(ngx_http_ig_audit_log_t *al,
+    size_t len);
+static void ngx_http_ig_audit_commit(ngx_http_ig_audit_log_t *al,
+    size_t len);
+static void ngx_http_ig_audit_submit(ngx_http_ig_audit_log_t *al,
+    ngx_uint_t sync);
+static void ngx_http_ig_audit_write(void *data, ngx_log_t *log);
+static void ngx_http_ig_audit_written(ngx_event_t *ev);
+static void ngx_http_ig_audit_fd_unref(ngx_http_ig_audit_fd_t *fd);
+static void ngx_http_ig_audit_timer(ngx_event_t *ev);
+static void ngx_http_ig_audit_reopen(ngx_open_file_t *file, ngx_log_t *log);
+static u_char *ngx_http_ig_audit_timestamp(u_char *p);
+static size_t ngx_http_ig_audit_marker(ngx_http_ig_audit_log_t *al,
+    u_char *p, const char *action);
+static u_char *ngx_http_ig_audit_str(u_char *p, const char *name,
+    ngx_str_t *value);
+
+
+static ngx_int_t  ngx_http_ig_request_id_index = NGX_ERROR;
+
+
+char *
+ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ig_loc_conf_t *lcf = conf;
+
+    ssize_t                    size;
+    ngx_str_t                 *value, s, key_file, name;
+    ngx_uint_t                 i;
+    ngx_http_ig_audit_log_t   *al, **alp;
+    ngx_http_ig_main_conf_t   *mcf;
+
+    if (lcf->audit != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strcmp(value[1].data, "off") == 0) {
+        if (cf->args->nelts != 2) {
+            return "takes no parameters after \"off\"";
+        }
+
+        lcf->audit = NULL;
+        return NGX_CONF_OK;
+    }
+
+    al = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_audit_log_t));
+    if (al == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    al->path = value[1];
+    al->buffer_size = 64 * 1024;
+    al->flush = 1000;
+    ngx_str_set(&al->pool_name, "default");
+    ngx_str_null(&key_file);
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "key=", 4) == 0) {
+            key_file.data = value[i].data + 4;
+            key_file.len = value[i].len - 4;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "key_id=", 7) == 0) {
+            al->key_id.data = value[i].data + 7;
+            al->key_id.len = value[i].len - 7;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "buffer=", 7) == 0) {
+            s.data = value[i].data + 7;
+            s.len = value[i].len - 7;
+            size = ngx_parse_size(&s);
+
+            if (size < 4096 || size > 64 * 1024 * 1024) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "infergate_audit: invalid \"%V\": the "
+                                   "buffer must be 4k..64m", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            al->buffer_size = size;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "flush=", 6) == 0) {
+            s.data = value[i].data + 6;
+            s.len = value[i].len - 6;
+            al->flush = ngx_parse_time(&s, 0);
+
+            if (al->flush == (ngx_msec_t) NGX_ERROR || al->flush == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "infergate_audit: invalid \"%V\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "syslog=", 7) == 0) {
+            s.data = value[i].data + 7;
+            s.len = value[i].len - 7;
+
+            al->syslog = ngx_http_ig_syslog_create(cf, &s);
+            if (al->syslog == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "thread_pool=", 12) == 0) {
+            al->pool_name.data = value[i].data + 12;
+            al->pool_name.len = value[i].len - 12;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_audit: invalid parameter \"%V\"",
+                           &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (key_file.len == 0 || al->key_id.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_audit: \"key=\" and \"key_id=\" are "
+                           "required");
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_ig_audit_load_keys(cf, al, &key_file) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_infergate_module);
+
+    /* one chain per file per worker, however many locations share it */
+
+    alp = mcf->audit_logs.elts;
+
+    for (i = 0; i < mcf->audit_logs.nelts; i++) {
+        if (alp[i]->path.len == al->path.len
+            && ngx_strncmp(alp[i]->path.data, al->path.data, al->path.len)
+               == 0)
+        {
+            if (alp[i]->key != al->key
+                && ngx_strcmp(alp[i]->key->id, al->key->id) != 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "infergate_audit: \"%V\" is already "
+                                   "signed with key id \"%s\"",
+                                   &al->path, alp[i]->key->id);
+                return NGX_CONF_ERROR;
+            }
+
+            lcf->audit = alp[i];
+            return NGX_CONF_OK;
+        }
+    }
+
+    al->file = ngx_conf_open_file(cf->cycle, &al->path);
+    if (al->file == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    al->file->flush = ngx_http_ig_audit_reopen;
+    al->file->data = al;
+
+    al->pool = ngx_thread_pool_add(cf, &al->pool_name);
+    if (al->pool == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    alp = ngx_array_push(&mcf->audit_logs);
+    if (alp == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *alp = al;
+    lcf->audit = al;
+
+    if (ngx_http_ig_request_id_index == NGX_ERROR) {
+        ngx_str_set(&name, "request_id");
+        ngx_http_ig_request_id_index = ngx_http_get_variable_index(cf,
+                                                                   &name);
+        if (ngx_http_ig_request_id_index == NGX_ERROR) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ig_audit_load_keys(ngx_conf_t *cf, ngx_http_ig_audit_log_t *al,
+    ngx_str_t *name)
+{
+    char              err[256];
+    u_char           *data;
+    size_t            size;
+    ssize_t           n;
+    ngx_fd_t          fd;
+    ngx_str_t         file;
+    ngx_file_t        f;
+    ngx_file_info_t   fi;
+
+    file = *name;
+
+    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    fd = ngx_open_file(file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "infergate_audit: cannot open key file \"%V\"",
+                           &file);
+        return NGX_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_close_file(fd);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "infergate_audit: cannot stat \"%V\"", &file);
+        return NGX_ERROR;
+    }
+
+    /* a signing key others can read signs nothing anyone can trust */
+
+    if (fi.st_mode & (S_IRWXG | S_IRWXO)) {
+        ngx_close_file(fd);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_audit: key file \"%V\" is accessible "
+                           "by group or others (mode %03o): chmod 600 it",
+                           &file, (unsigned) (fi.st_mode & 0777));
+        return NGX_ERROR;
+    }
+
+    size = (size_t) ngx_file_size(&fi);
+
+    if (size > 64 * 1024) {
+        ngx_close_file(fd);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_audit: key file \"%V\" is too large",
+                           &file);
+        return NGX_ERROR;
+    }
+
+    data = ngx_pnalloc(cf->temp_pool, size + 1);
+    if (data == NULL) {
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&f, sizeof(ngx_file_t));
+    f.fd = fd;
+    f.name = file;
+    f.log = cf->log;
+
+    n = ngx_read_file(&f, data, size, 0);
+    ngx_close_file(fd);
+
+    if (n == NGX_ERROR || (size_t) n != size) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "infergate_audit: cannot read \"%V\"", &file);
+        return NGX_ERROR;
+    }
+
+    al->ring = ngx_palloc(cf->pool, sizeof(ig_audit_keyring_t));
+    if (al->ring == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ig_audit_keyring_parse(al->ring, (char *) data, size, err,
+                               sizeof(err))
+        != 0)
+    {
+        ngx_explicit_memzero(data, size);
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_audit: key file \"%V\": %s",
+                           &file, err);
+        return NGX_ERROR;
+    }
+
+    ngx_explicit_memzero(data, size);
+
+    al->key = ig_audit_keyring_find(al->ring, (char *) al->key_id.data,
+                                    al->key_id.len);
+    if (al->key == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_audit: key id \"%V\" is not in \"%V\"",
+                           &al->key_id, &file);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_ig_audit_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                 i;
+    ngx_http_ig_main_conf_t   *mcf;
+    ngx_http_ig_audit_log_t  **alp, *al;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                              ngx_http_infergate_module);
+    if (mcf == NULL) {
+        return NGX_OK;
+    }
+
+    alp = mcf->audit_logs.elts;
+
+    for (i = 0; i < mcf->audit_logs.nelts; i++) {
+        al = alp[i];
+
+        al->log = cycle->log;
+        ngx_queue_init(&al->free);
+
+        al->timer.handler = ngx_http_ig_audit_timer;
+        al->timer.data = al;
+        al->timer.log = cycle->log;
+        al->timer.cancelable = 1;
+
+        if (al->syslog
+            && ngx_http_ig_syslog_init_process(al->syslog, cycle) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (ngx_http_ig_audit_chain_start(al) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ngx_add_timer(&al->timer, al->flush);
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_ig_audit_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                 i;
+    ngx_http_ig_main_conf_t   *mcf;
+    ngx_http_ig_audit_log_t  **alp;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return;
+    }
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                              ngx_http_infergate_module);
+    if (mcf == NULL) {
+        return;
+    }
+
+    /* the thread pools have exited by now: write what is left ourselves */
+
+    alp = mcf->audit_logs.elts;
+
+    for (i = 0; i < mcf->audit_logs.nelts; i++) {
+        ngx_http_ig_audit_chain_end(alp[i], 1);
+
+        if (alp[i]->syslog) {
+            ngx_http_ig_syslog_exit_process(alp[i]->syslog);
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_ig_audit_chain_start(ngx_http_ig_audit_log_t *al)
+{
+    char     id[IG_AUDIT_CHAIN_ID_LEN + 1];
+    u_char  *p;
+    size_t   len;
+
+    if (ig_audit_chain_id(id) != 0) {
+        ngx_log_error(NGX_LOG_ALERT, al->log, 0,
+                      "infergate_audit: no random chain id");
+        return NGX_ERROR;
+    }
+
+    al->chain = ig_audit_chain_open(al->key, id);
+    if (al->chain == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, al->log, 0,
+                      "infergate_audit: cannot open a chain");
+        return NGX_ERROR;
+    }
+
+    al->fd = ngx_calloc(sizeof(ngx_http_ig_audit_fd_t), al->log);
+    if (al->fd == NULL) {
+        return NGX_ERROR;
+    }
+
+    al->fd->fd = dup(al->file->fd);
+    al->fd->refs = 1;
+
+    if (al->fd->fd == NGX_INVALID_FILE) {
+        ngx_log_error(NGX_LOG_ALERT, al->log, ngx_errno,
+                      "infergate_audit: dup() of \"%V\" failed", &al->path);
+        return NGX_ERROR;
+    }
+
+    al->records = 0;
+
+    p = ngx_http_ig_audit_reserve(al, 512);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    len = ngx_http_ig_audit_marker(al, p, "chain_start");
+    if (len == 0) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_ig_audit_commit(al, len);
+
+    return NGX_OK;
+}
+
+
+/* Closes the chain with an end record that states what was lost. */
+
+static void
+ngx_http_ig_audit_chain_end(ngx_http_ig_audit_log_t *al, ngx_uint_t sync)
+{
+    u_char  *p;
+    size_t   len;
+
+    if (al->chain == NULL) {
+        return;
+    }
+
+    p = ngx_http_ig_audit_reserve(al, 512);
+
+    if (p) {
+        len = ngx_http_ig_audit_marker(al, p, "chain_end");
+        if (len) {
+            ngx_http_ig_audit_commit(al, len);
+        }
+    }
+
+    ngx_http_ig_audit_submit(al, sync);
+
+    ig_audit_chain_close(al->chain);
+    al->chain = NULL;
+
+    ngx_http_ig_audit_fd_unref(al->fd);
+    al->fd = NULL;
+}
+
+
+static size_t
+ngx_http_ig_audit_marker(ngx_http_ig_audit_log_t *al, u_char *p,
+    const char *action)
+{
+    u_char  *start;
+
+    start = p;
+
+    p = ngx_cpymem(p, "{\"@timestamp\":\"", sizeof("{\"@timestamp\":\"") - 1);
+    p = ngx_http_ig_audit_timestamp(p);
+    p = ngx_sprintf(p, "\",\"event\":{\"kind\":\"event\",\"category\":"
+                    "[\"api\"],\"action\":\"%s\",\"outcome\":\"success\"},"
+                    "\"infergate\":{\"pid\":%P,\"records\":%uL,"
+                    "\"lost\":%uL,",
+                    action, ngx_pid, al->records, al->lost);
+
+    return ig_audit_seal(al->chain, start, p - start);
+}
+
+
+/*
+ * A pointer to len + trailer bytes of room in the active buffer.  A record
+ * larger than a buffer (hostile URIs escape to six times their size) gets
+ * a buffer of its own.  NULL when every buffer is on its way to a slow
+ * disk: the caller counts the record lost, unsealed, so the chain stays
+ * whole.
+ */
+
+static u_char *
+ngx_http_ig_audit_reserve(ngx_http_ig_audit_log_t *al, size_t len)
+{
+    size_t                    size;
+    ngx_queue_t              *q;
+    ngx_http_ig_audit_buf_t  *b;
+
+    len += IG_AUDIT_TRAILER_MAX;
+
+    b = al->active;
+
+    if (b && b->len + len <= b->size) {
+        return b->data + b->len;
+    }
+
+    if (b && b->len) {
+        ngx_http_ig_audit_submit(al, 0);
+    }
+
+    b = al->active;
+
+    if (b && len <= b->size) {
+        return b->data + b->len;
+    }
+
+    size = al->buffer_size;
+
+    if (len > size) {
+        size = len;
+        b = NULL;
+
+    } else if (!ngx_queue_empty(&al->free)) {
+        q = ngx_queue_head(&al->free);
+        ngx_queue_remove(q);
+        b = ngx_queue_data(q, ngx_http_ig_audit_buf_t, queue);
+
+    } else if (al->nbufs >= NGX_HTTP_IG_AUDIT_MAX_BUFS) {
+        return NULL;
+    }
+
+    if (b == NULL) {
+        b = ngx_calloc(sizeof(ngx_http_ig_audit_buf_t), al->log);
+        if (b == NULL) {
+            return NULL;
+        }
+
+        b->data = ngx_alloc(size, al->log);
+        b->task = ngx_calloc(sizeof(ngx_thread_task_t), al->log);
+
+        if (b->data == NULL || b->task == NULL) {
+            ngx_free(b->data);
+            ngx_free(b->task);
+            ngx_free(b);
+            return NULL;
+        }
+
+        b->size = size;
+        b->oneoff = (size != al->buffer_size);
+        b->task->ctx = b;
+        b->task->handler = ngx_http_ig_audit_write;
+        b->task->event.handler = ngx_http_ig_audit_written;
+        b->task->event.data = b;
+        b->task->event.log = al->log;
+        b->log = al;
+
+        if (!b->oneoff) {
+            al->nbufs++;
+        }
+    }
+
+    b->len = 0;
+    b->nrecs = 0;
+    b->err = 0;
+    al->active = b;
+
+    return b->data;
+}
+
+
+static void
+ngx_http_ig_audit_commit(ngx_http_ig_audit_log_t *al, size_t len)
+{
+    if (al->syslog) {
+        /* the same signed bytes, without the newline */
+        ngx_http_ig_syslog_send(al->syslog, al->active->data
+                                            + al->active->len, len - 1);
+    }
+
+    al->active->len += len;
+    al->active->nrecs++;
+    al->records++;
+}
+
+
+static void
+ngx_http_ig_audit_submit(ngx_http_ig_audit_log_t *al, ngx_uint_t sync)
+{
+    ngx_http_ig_audit_buf_t  *b;
+
+    b = al->active;
+
+    if (b == NULL || b->len == 0) {
+        return;
+    }
+
+    al->active = NULL;
+
+    b->fd = al->fd;
+    b->fd->refs++;
+
+    if (!sync && ngx_thread_task_post(al->pool, b->task) == NGX_OK) {
+        return;
+    }
+
+    ngx_http_ig_audit_write(b, al->log);
+    ngx_http_ig_audit_written(&b->task->event);
+}
+
+
+/* Runs in a pool thread: no nginx event structures are touched. */
+
+static void
+ngx_http_ig_audit_write(void *data, ngx_log_t *log)
+{
+    ngx_http_ig_audit_buf_t *b = data;
+
+    u_char   *p;
+    size_t    left;
+    ssize_t   n;
+
+    p = b->data;
+    left = b->len;
+    b->err = 0;
+
+    while (left) {
+        n = write(b->fd->fd, p, left);
+
+        if (n == -1) {
+            if (ngx_errno == NGX_EINTR) {
+                continue;
+            }
+
+            b->err = ngx_errno;
+            return;
+        }
+
+        p += n;
+        left -= n;
+    }
+}
+
+
+static void
+ngx_http_ig_audit_written(ngx_event_t *ev)
+{
+    ngx_http_ig_audit_buf_t *b = ev->data;
+
+    ngx_http_ig_audit_log_t  *al;
+
+    al = b->log;
+
+    if (b->err) {
+        al->lost += b->nrecs;
+
+        /* a full disk must not flood the error log: once a second */
+
+        if (ngx_time() != al->err_logged) {
+            al->err_logged = ngx_time();
+            ngx_log_error(NGX_LOG_ERR, al->log, b->err,
+                          "infergate_audit: write to \"%V\" failed, "
+                          "%uL records lost so far", &al->path, al->lost);
+        }
+    }
+
+    ngx_http_ig_audit_fd_unref(b->fd);
+    b->fd = NULL;
+    b->len = 0;
+    b->nrecs = 0;
+
+    if (b->oneoff) {
+        ngx_free(b->data);
+        ngx_free(b->task);
+        ngx_free(b);
+        return;
+    }
+
+    ngx_queue_insert_tail(&al->free, &b->queue);
+}
+
+
+static void
+ngx_http_ig_audit_fd_unref(ngx_http_ig_audit_fd_t *fd)
+{
+    if (fd == NULL || --fd->refs) {
+        return;
+    }
+
+    if (fd->fd != NGX_INVALID_FILE) {
+        (void) close(fd->fd);
+    }
+
+    ngx_free(fd);
+}
+
+
+static void
+ngx_http_ig_audit_timer(ngx_event_t *ev)
+{
+    ngx_http_ig_audit_log_t *al = ev->data;
+
+    ngx_http_ig_audit_submit(al, 0);
+
+    if (!ngx_exiting && !ngx_terminate && !ngx_quit) {
+        ngx_add_timer(ev, al->flush);
+    }
+}
+
+
+/*
+ * nginx calls this on "nginx -s reopen" just before it reopens the file:
+ * the chain ends in the old file and a new one starts in the new file.
+ */
+
+static void
+ngx_http_ig_audit_reopen(ngx_open_file_t *file, ngx_log_t *log)
+{
+    ngx_http_ig_audit_log_t *al = file->data;
+
+    if (al->chain == NULL || ngx_exiting || ngx_quit || ngx_terminate) {
+        return;
+    }
+
+    ngx_http_ig_audit_chain_end(al, 0);
+
+    /* the new file is open once this returns; start on the next record */
+    al->records = 0;
+}
+
+
+/* The log phase: one sealed record per request. */
+
+ngx_int_t
+ngx_http_ig_audit_handler(ngx_http_request_t *r)
+{
+    u_char                     *p, *start;
+    size_t                      len, n;
+    off_t                       req_bytes, resp_bytes;
+    ngx_msec_int_t              ms;
+    ngx_str_t                   method, path, query, ua, tenant, trace;
+    ngx_str_t                   reqid, action, addr, limit, model;
+    ngx_uint_t                  i, status, nerr;
+    ngx_time_t                 *tp;
+    ngx_table_elt_t            *h;
+    ngx_list_part_t            *part;
+    const ig_verror_t          *errors;
+    ngx_http_ig_ctx_t          *ctx;
+    ngx_http_ig_loc_conf_t     *lcf;
+    ngx_http_ig_audit_log_t    *al;
+    ngx_http_variable_value_t  *vv;
+    int                         truncated;
+
+    static ngx_str_t  limit_names[] = {
+        ngx_null_string,
+        ngx_string("PASSED"),
+        ngx_string("REJECTED"),
+        ngx_string("REJECTED_DRY_RUN")
+    };
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
+    al = lcf->audit;
+
+    if (al == NULL || al == NGX_CONF_UNSET_PTR || al->chain == NULL) {
+        if (al && al != NGX_CONF_UNSET_PTR && al->chain == NULL
+            && !ngx_exiting && !ngx_quit && !ngx_terminate)
+        {
+            /* the first record after a reopen starts the new chain */
+            if (ngx_http_ig_audit_chain_start(al) != NGX_OK) {
+                return NGX_OK;
+            }
+
+        } else {
+            return NGX_OK;
+        }
+    }
+
+    ctx = ngx_http_ig_find_ctx(r);
+
+    status = r->err_status ? r->err_status : r->headers_out.status;
+
+    ngx_str_null(&reqid);
+    vv = ngx_http_get_indexed_variable(r, ngx_http_ig_request_id_index);
+    if (vv && !vv->not_found) {
+        reqid.data = vv->data;
+        reqid.len = vv->len;
+    }
+
+    method = r->method_name;
+    path = r->uri;
+    query = r->args;
+    addr = r->connection->addr_text;
+
+    ngx_str_null(&ua);
+    if (r->headers_in.user_agent) {
+        ua = r->headers_in.user_agent->value;
+    }
+
+    /* W3C traceparent: 00-<32 hex trace id>-<16 hex>-<2 hex> */
+
+    ngx_str_null(&trace);
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+
+            if (part->nelts == 0) {
+                break;
+            }
+        }
+
+        if (h[i].key.len == sizeof("traceparent") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "traceparent",
+                               sizeof("traceparent") - 1) == 0
+            && h[i].value.len >= 55 && h[i].value.data[2] == '-')
+        {
+            trace.data = h[i].value.data + 3;
+            trace.len = 32;
+
+            for (n = 0; n < 32; n++) {
+                if (!((trace.data[n] >= '0' && trace.data[n] <= '9')
+                      || (trace.data[n] >= 'a' && trace.data[n] <= 'f')))
+                {
+                    ngx_str_null(&trace);
+                    break;
+                }
+            }
+
+            break;
+        }
+    }
+
+    ngx_str_null(&tenant);
+    ngx_str_null(&limit);
+    ngx_str_null(&model);
+    ngx_str_null(&action);
+    nerr = 0;
+    errors = NULL;
+    truncated = 0;
+    req_bytes = r->headers_in.content_length_n > 0
+                ? r->headers_in.content_length_n : 0;
+
+    if (ctx) {
+        if (ctx->key) {
+            tenant = ctx->key->tenant;
+        }
+
+        if (ctx->limit_status) {
+            limit = limit_names[ctx->limit_status];
+        }
+
+        model = ctx->model;
+        action = ctx->action;
+
+        if (ctx->body_finished) {
+            req_bytes = ctx->body_bytes;
+        }
+
+        if (ctx->validator && ctx->valid_rc != IG_VALID_OK) {
+            nerr = ig_validator_errors(ctx->validator, &errors, &truncated);
+        }
+    }
+
+    if (action.len == 0) {
+        ngx_str_set(&action, "request");
+    }
+
+    resp_bytes = r->connection->sent - (off_t) r->header_size;
+    if (resp_bytes < 0) {
+        resp_bytes = 0;
+    }
+
+    tp = ngx_timeofday();
+    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                           + (tp->msec - r->start_msec));
+    ms = ngx_max(ms, 0);
+
+    /* sizes after escaping: hostile bytes may grow sixfold */
+
+    len = 1024
+          + ig_json_escape_len(reqid.data, reqid.len)
+          + ig_json_escape_len(method.data, method.len)
+          + ig_json_escape_len(path.data, path.len)
+          + ig_json_escape_len(query.data, query.len)
+          + ig_json_escape_len(addr.data, addr.len)
+          + ig_json_escape_len(ua.data, ua.len)
+          + ig_json_escape_len(tenant.data, tenant.len)
+          + ig_json_escape_len(model.data, model.len)
+          + trace.len + action.len + limit.len;
+
+    for (i = 0; i < nerr; i++) {
+        len += 3 + ig_json_escape_len((u_char *) errors[i].pointer,
+                                      ngx_strlen(errors[i].pointer));
+    }
+
+    p = ngx_http_ig_audit_reserve(al, len);
+    if (p == NULL) {
+        al->lost++;
+        return NGX_OK;
+    }
+
+    start = p;
+
+    p = ngx_cpymem(p, "{\"@timestamp\":\"", sizeof("{\"@timestamp\":\"") - 1);
+    p = ngx_http_ig_audit_timestamp(p);
+    p = ngx_cpymem(p, "\",\"event\":{", sizeof("\",\"event\":{") - 1);
+
+    if (reqid.len) {
+        p = ngx_http_ig_audit_str(p, "id", &reqid);
+        *p++ = ',';
+    }
+
+    p = ngx_sprintf(p, "\"kind\":\"event\",\"category\":[\"api\"],"
+                    "\"action\":\"%V\",\"outcome\":\"%s\","
+                    "\"duration\":%uL},",
+                    &action, status < 400 ? "success" : "failure",
+                    (uint64_t) ms * 1000000);
+
+    p = ngx_cpymem(p, "\"http\":{\"request\":{",
+                   sizeof("\"http\":{\"request\":{") - 1);
+    p = ngx_http_ig_audit_str(p, "method", &method);
+    p = ngx_sprintf(p, ",\"body\":{\"bytes\":%O}},\"response\":"
+                    "{\"status_code\":%ui,\"body\":{\"bytes\":%O}}},",
+                    req_bytes, status, resp_bytes);
+
+    p = ngx_cpymem(p, "\"url\":{", sizeof("\"url\":{") - 1);
+    p = ngx_http_ig_audit_str(p, "path", &path);
+
+    if (query.len) {
+        *p++ = ',';
+        p = ngx_http_ig_audit_str(p, "query", &query);
+    }
+
+    p = ngx_cpymem(p, "},\"source\":{", sizeof("},\"source\":{") - 1);
+    p = ngx_http_ig_audit_str(p, "ip", &addr);
+    *p++ = '}';
+
+    if (ua.len) {
+        p = ngx_cpymem(p, ",\"user_agent\":{",
+                       sizeof(",\"user_agent\":{") - 1);
+        p = ngx_http_ig_audit_str(p, "original", &ua);
+        *p++ = '}';
+    }
+
+    if (tenant.len) {
+        p = ngx_cpymem(p, ",\"organization\":{",
+                       sizeof(",\"organization\":{") - 1);
+        p = ngx_http_ig_audit_str(p, "id", &tenant);
+        *p++ = '}';
+    }
+
+    if (trace.len) {
+        p = ngx_cpymem(p, ",\"trace\":{", sizeof(",\"trace\":{") - 1);
+        p = ngx_http_ig_audit_str(p, "id", &trace);
+        *p++ = '}';
+    }
+
+    p = ngx_cpymem(p, ",\"infergate\":{", sizeof(",\"infergate\":{") - 1);
+
+    if (limit.len) {
+        p = ngx_http_ig_audit_str(p, "limit", &limit);
+        *p++ = ',';
+    }
+
+    if (model.len) {
+        p = ngx_http_ig_audit_str(p, "model", &model);
+        *p++ = ',';
+    }
+
+    if (nerr) {
+        p = ngx_cpymem(p, "\"schema_errors\":[",
+                       sizeof("\"schema_errors\":[") - 1);
+
+        for (i = 0; i < nerr; i++) {
+            if (i) {
+                *p++ = ',';
+            }
+
+            *p++ = '"';
+            p = ig_json_escape(p, (u_char *) errors[i].pointer,
+                               ngx_strlen(errors[i].pointer));
+            *p++ = '"';
+        }
+
+        p = ngx_cpymem(p, "],", 2);
+    }
+
+    p = ngx_sprintf(p, "\"pid\":%P,", ngx_pid);
+
+    n = ig_audit_seal(al->chain, start, p - start);
+    if (n == 0) {
+        al->lost++;
+        return NGX_OK;
+    }
+
+    ngx_http_ig_audit_commit(al, n);
+
+    return NGX_OK;
+}
+
+
+static u_char *
+ngx_http_ig_audit_str(u_char *p, const char *name, ngx_str_t *value)
+{
+    *p++ = '"';
+    p = ngx_cpymem(p, name, ngx_strlen(name));
+    p = ngx_cpymem(p, "\":\"", 3);
+    p = ig_json_escape(p, value->data, value->len);
+    *p++ = '"';
+
+    return p;
+}
+
+
+/* RFC 3339, UTC, milliseconds. */
+
+static u_char *
+ngx_http_ig_audit_timestamp(u_char *p)
+{
+    ngx_tm_t     tm;
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+    ngx_gmtime(tp->sec, &tm);
+
+    return ngx_sprintf(p, "%4d-%02d-%02dT%02d:%02d:%02d.%03MZ",
+                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
+                       tp->msec);
+}
+
+
+/* The record's event.id goes back to the client, so either side can cite it. */
+
+ngx_int_t
+ngx_http_ig_request_id_header(ngx_http_request_t *r)
+{
+    ngx_table_elt_t            *h;
+    ngx_http_variable_value_t  *vv;
+
+    if (ngx_http_ig_request_id_index == NGX_ERROR) {
+        return NGX_OK;
+    }
+
+    vv = ngx_http_get_indexed_variable(r, ngx_http_ig_request_id_index);
+    if (vv == NULL || vv->not_found) {
+        return NGX_OK;
+    }
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "X-Request-ID");
+    h->value.data = vv->data;
+    h->value.len = vv->len;
+
+    return NGX_OK;
+}

@@ -1,0 +1,899 @@
+/*
+ * Copyright (C) infergate authors
+ *
+ * infergate-audit: audit key generation and verification of signed audit
+ * logs, with the very record parser and MAC code the module uses.
+ *
+ *   infergate-audit keygen ID
+ *   infergate-audit verify --key FILE [--live] PATH...
+ *   infergate-audit sign --key FILE --pid N [--key-id ID] [--chain-id HEX]
+ *       [--raw] < records                                 (testing aid)
+ *
+ * Exit status: 0 verified (or done), 1 problems found, 2 usage, an
+ * unreadable or unsafe key file, an unreadable log, or a runtime failure.
+ */
+
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <yajl/yajl_parse.h>
+
+#include "ig_audit.h"
+#include "ig_audit_verify.h"
+#include "ig_json.h"
+
+
+#define IG_TOOL               "infergate-audit"
+#define IG_READ_SIZE          (256 * 1024)
+#define IG_ERR_LEN            512
+#define IG_KEYGEN_BYTES       32
+#define IG_TS_LEN             sizeof("1970-01-01T00:00:00.000Z")
+
+
+typedef struct {
+    const char     *key_file;
+    const char     *key_id;
+    const char     *chain_id;
+    int64_t         pid;
+    unsigned        live:1;
+    unsigned        raw:1;
+} ig_tool_opts_t;
+
+
+typedef struct {
+    unsigned char  *data;
+    size_t          len;
+    size_t          cap;
+} ig_tool_buf_t;
+
+
+static void ig_tool_usage(FILE *f);
+static int ig_tool_keygen(int argc, char **argv);
+static int ig_tool_verify(int argc, char **argv);
+static int ig_tool_sign(int argc, char **argv);
+static int ig_tool_options(int argc, char **argv, ig_tool_opts_t *o,
+    int sign, int *first);
+static int ig_tool_option_value(int argc, char **argv, int *i,
+    const char *name, const char **value);
+static int ig_tool_load_ring(const char *file, ig_audit_keyring_t *ring);
+static int ig_tool_read_file(ig_audit_verify_t *v, const char *path);
+static void ig_tool_print_problem(void *data, const ig_audit_problem_t *p);
+static void ig_tool_summary(ig_audit_verify_t *v);
+static int ig_tool_buf_reserve(ig_tool_buf_t *b, size_t n);
+static int ig_tool_buf_add(ig_tool_buf_t *b, const void *data, size_t n);
+static int ig_tool_seal_write(ig_audit_chain_t *chain, ig_tool_buf_t *b);
+static void ig_tool_timestamp(char *out);
+static int ig_tool_json_valid(const unsigned char *s, size_t len);
+static int ig_tool_parse_pid(const char *s, int64_t *pid);
+
+
+int
+main(int argc, char **argv)
+{
+    int  i;
+
+    if (argc < 2) {
+        ig_tool_usage(stderr);
+        return 2;
+    }
+
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) {
+            break;
+        }
+
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            ig_tool_usage(stdout);
+            return 0;
+        }
+    }
+
+    if (strcmp(argv[1], "keygen") == 0) {
+        return ig_tool_keygen(argc - 2, argv + 2);
+    }
+
+    if (strcmp(argv[1], "verify") == 0) {
+        return ig_tool_verify(argc - 2, argv + 2);
+    }
+
+    if (strcmp(argv[1], "sign") == 0) {
+        return ig_tool_sign(argc - 2, argv + 2);
+    }
+
+    fprintf(stderr, IG_TOOL ": unknown command \"%s\"\n", argv[1]);
+    ig_tool_usage(stderr);
+
+    return 2;
+}
+
+
+static void
+ig_tool_usage(FILE *f)
+{
+    fprintf(f,
+        "usage:\n"
+        "  " IG_TOOL " keygen ID\n"
+        "      print a key file line \"ID:<64 hex>\" (32 random bytes); ID is\n"
+        "      1 to %d of A-Z a-z 0-9 . _ -.  Append it to the key file\n"
+        "      with umask 077: the key file must not be readable or\n"
+        "      writable by group or others.  The last key of the file\n"
+        "      signs new chains; keep retired keys to verify old logs.\n"
+        "\n"
+        "  " IG_TOOL " verify --key FILE [--live] PATH...\n"
+        "      verify audit logs; several PATHs are one log in order\n"
+        "      (rotated files, oldest first), \"-\" is stdin.  Prints one\n"
+        "      line \"PATH:LINE: problem\" per problem, then a summary.\n"
+        "      --live: the newest chain of each writer (nginx worker pid)\n"
+        "      may lack its chain_end record (the log is still written).\n"
+        "      Exit status 0: everything verified, 1: problems found,\n"
+        "      2: usage, unreadable or unsafe key file, unreadable log.\n"
+        "\n"
+        "  " IG_TOOL " sign --key FILE --pid N [--key-id ID] [--chain-id HEX]"
+        " [--raw]\n"
+        "      testing aid: writes one chain to stdout, a chain_start\n"
+        "      record, one record per stdin line and a chain_end record,\n"
+        "      as the module would.  Each stdin line is a JSON object\n"
+        "      whose last member is \"infergate\":{...}; its final \"}}\" is\n"
+        "      replaced by the chain members and the mac.  --raw: each\n"
+        "      stdin line is instead raw bytes, escaped into url.original\n"
+        "      of a generated record.  The key is the last of FILE unless\n"
+        "      --key-id names another; the chain id is random unless given\n"
+        "      (32 lowercase hex digits).\n",
+        IG_AUDIT_KEY_ID_MAX);
+}
+
+
+/* ---- keygen ------------------------------------------------------------ */
+
+
+static int
+ig_tool_keygen(int argc, char **argv)
+{
+    int            rc;
+    char           hex[2 * IG_KEYGEN_BYTES + 1];
+    unsigned char  key[IG_KEYGEN_BYTES];
+
+    if (argc != 1) {
+        ig_tool_usage(stderr);
+        return 2;
+    }
+
+    if (!ig_audit_key_id_valid(argv[0], strlen(argv[0]))) {
+        fprintf(stderr, IG_TOOL ": bad key id \"%s\": expected 1 to %d of "
+                "A-Z a-z 0-9 . _ -\n", argv[0], IG_AUDIT_KEY_ID_MAX);
+        return 2;
+    }
+
+    if (RAND_bytes(key, sizeof(key)) != 1) {
+        fprintf(stderr, IG_TOOL ": RAND_bytes() failed\n");
+        return 2;
+    }
+
+    ig_audit_hex(hex, key, sizeof(key));
+    hex[2 * IG_KEYGEN_BYTES] = '\0';
+    OPENSSL_cleanse(key, sizeof(key));
+
+    rc = 0;
+
+    if (printf("%s:%s\n", argv[0], hex) < 0 || fflush(stdout) != 0) {
+        fprintf(stderr, IG_TOOL ": writing to stdout: %s\n", strerror(errno));
+        rc = 2;
+    }
+
+    OPENSSL_cleanse(hex, sizeof(hex));
+
+    return rc;
+}
+
+
+/* ---- options ----------------------------------------------------------- */
+
+
+/*
+ * Parses the options of verify (--key, --live) or sign (--key, --pid,
+ * --key-id, --chain-id, --raw); *first is the index of the first operand.
+ * Returns 0, or 2 after a message.
+ */
+
+static int
+ig_tool_options(int argc, char **argv, ig_tool_opts_t *o, int sign,
+    int *first)
+{
+    int          i, rc;
+    const char  *val;
+
+    memset(o, 0, sizeof(ig_tool_opts_t));
+    o->pid = -1;
+
+    for (i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--") == 0) {
+            i++;
+            break;
+        }
+
+        if (argv[i][0] != '-' || strcmp(argv[i], "-") == 0) {
+            break;
+        }
+
+        rc = ig_tool_option_value(argc, argv, &i, "--key", &val);
+
+        if (rc == 1) {
+            o->key_file = val;
+            continue;
+        }
+
+        if (rc == 0 && !sign && strcmp(argv[i], "--live") == 0) {
+            o->live = 1;
+            continue;
+        }
+
+        if (rc == 0 && sign) {
+            if (strcmp(argv[i], "--raw") == 0) {
+                o->raw = 1;
+                continue;
+            }
+
+            rc = ig_tool_option_value(argc, argv, &i, "--key-id", &val);
+            if (rc == 1) {
+                o->key_id = val;
+                continue;
+            }
+
+            if (rc == 0) {
+                rc = ig_tool_option_value(argc, argv, &i, "--chain-id", &val);
+                if (rc == 1) {
+                    o->chain_id = val;
+                    continue;
+                }
+            }
+
+            if (rc == 0) {
+                rc = ig_tool_option_value(argc, argv, &i, "--pid", &val);
+                if (rc == 1) {
+                    if (ig_tool_parse_pid(val, &o->pid) != 0) {
+                        fprintf(stderr, IG_TOOL ": bad --pid \"%s\"\n", val);
+                        return 2;
+                    }
+
+                    continue;
+                }
+            }
+        }
+
+        if (rc == 0) {
+            fprintf(stderr, IG_TOOL ": unknown option \"%s\"\n", argv[i]);
+        }
+
+        ig_tool_usage(stderr);
+        return 2;
+    }
+
+    if (o->key_file == NULL) {
+        fprintf(stderr, IG_TOOL ": --key FILE is required\n");
+        return 2;
+    }
+
+    *first = i;
+
+    return 0;
+}
+
+
+/*
+ * "--name VALUE" or "--name=VALUE" at argv[*i]: 1 with *value (and *i
+ * past VALUE), 0 when argv[*i] is another option, -1 (after a message)
+ * when VALUE is missing.
+ */
+
+static int
+ig_tool_option_value(int argc, char **argv, int *i, const char *name,
+    const char **value)
+{
+    size_t  n;
+
+    n = strlen(name);
+
+    if (strncmp(argv[*i], name, n) != 0) {
+        return 0;
+    }
+
+    if (argv[*i][n] == '=') {
+        *value = argv[*i] + n + 1;
+        return 1;
+    }
+
+    if (argv[*i][n] != '\0') {
+        return 0;
+    }
+
+    if (*i + 1 >= argc) {
+        fprintf(stderr, IG_TOOL ": %s needs a value\n", name);
+        return -1;
+    }
+
+    (*i)++;
+    *value = argv[*i];
+
+    return 1;
+}
+
+
+static int
+ig_tool_parse_pid(const char *s, int64_t *pid)
+{
+    char       *end;
+    long long   n;
+
+    if (*s < '0' || *s > '9') {
+        return -1;
+    }
+
+    errno = 0;
+    n = strtoll(s, &end, 10);
+
+    if (errno || *end != '\0' || n < 0) {
+        return -1;
+    }
+
+    *pid = n;
+
+    return 0;
+}
+
+
+static int
+ig_tool_load_ring(const char *file, ig_audit_keyring_t *ring)
+{
+    char  err[IG_ERR_LEN];
+
+    if (ig_audit_keyring_load(ring, file, err, sizeof(err)) != 0) {
+        fprintf(stderr, IG_TOOL ": key file %s\n", err);
+        return 2;
+    }
+
+    return 0;
+}
+
+
+/* ---- verify ------------------------------------------------------------ */
+
+
+static int
+ig_tool_verify(int argc, char **argv)
+{
+    int                  i, first, rc;
+    ig_tool_opts_t       o;
+    ig_audit_verify_t   *v;
+    ig_audit_keyring_t  *ring;
+
+    rc = ig_tool_options(argc, argv, &o, 0, &first);
+    if (rc != 0) {
+        return rc;
+    }
+
+    if (first >= argc) {
+        fprintf(stderr, IG_TOOL ": verify: no PATH given\n");
+        ig_tool_usage(stderr);
+        return 2;
+    }
+
+    ring = malloc(sizeof(ig_audit_keyring_t));
+    if (ring == NULL) {
+        fprintf(stderr, IG_TOOL ": out of memory\n");
+        return 2;
+    }
+
+    if (ig_tool_load_ring(o.key_file, ring) != 0) {
+        free(ring);
+        return 2;
+    }
+
+    v = ig_audit_verify_new(ring, o.live ? IG_AUDIT_VERIFY_LIVE : 0);
+    if (v == NULL) {
+        fprintf(stderr, IG_TOOL ": out of memory\n");
+        ig_audit_keyring_cleanse(ring);
+        free(ring);
+        return 2;
+    }
+
+    ig_audit_verify_handler(v, ig_tool_print_problem, NULL);
+
+    rc = 0;
+
+    for (i = first; i < argc; i++) {
+        if (ig_tool_read_file(v, argv[i]) != 0) {
+            rc = 2;
+            break;
+        }
+    }
+
+    if (rc == 0) {
+        ig_audit_verify_finish(v);
+        ig_tool_summary(v);
+        rc = ig_audit_verify_nproblems(v) ? 1 : 0;
+    }
+
+    if (fflush(stdout) != 0) {
+        fprintf(stderr, IG_TOOL ": writing to stdout: %s\n", strerror(errno));
+        rc = 2;
+    }
+
+    ig_audit_verify_free(v);
+    ig_audit_keyring_cleanse(ring);
+    free(ring);
+
+    return rc;
+}
+
+
+static int
+ig_tool_read_file(ig_audit_verify_t *v, const char *path)
+{
+    int             fd, rc;
+    ssize_t         n;
+    unsigned char  *buf;
+
+    if (strcmp(path, "-") == 0) {
+        fd = STDIN_FILENO;
+
+    } else {
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd == -1) {
+            fprintf(stderr, IG_TOOL ": %s: %s\n", path, strerror(errno));
+            return -1;
+        }
+    }
+
+    buf = malloc(IG_READ_SIZE);
+
+    if (buf == NULL || ig_audit_verify_file(v, path) != 0) {
+        fprintf(stderr, IG_TOOL ": out of memory\n");
+        rc = -1;
+        goto done;
+    }
+
+    rc = 0;
+
+    for ( ;; ) {
+        n = read(fd, buf, IG_READ_SIZE);
+
+        if (n == -1) {
+            if (errno == EINTR) {
+                continue;
+            }
+
+            fprintf(stderr, IG_TOOL ": %s: %s\n", path, strerror(errno));
+            rc = -1;
+            break;
+        }
+
+        if (n == 0) {
+            break;
+        }
+
+        if (ig_audit_verify_feed(v, buf, (size_t) n) != 0) {
+            fprintf(stderr, IG_TOOL ": %s: out of memory or OpenSSL "
+                    "failure\n", path);
+            rc = -1;
+            break;
+        }
+    }
+
+    if (rc == 0 && ig_audit_verify_file_end(v) != 0) {
+        fprintf(stderr, IG_TOOL ": %s: out of memory or OpenSSL failure\n",
+                path);
+        rc = -1;
+    }
+
+done:
+
+    free(buf);
+
+    if (fd != STDIN_FILENO) {
+        close(fd);
+    }
+
+    return rc;
+}
+
+
+static void
+ig_tool_print_problem(void *data, const ig_audit_problem_t *p)
+{
+    (void) data;
+
+    printf("%s:%llu: %s\n", p->path, (unsigned long long) p->line, p->text);
+}
+
+
+static void
+ig_tool_summary(ig_audit_verify_t *v)
+{
+    char                   pid[24];
+    size_t                 i, n;
+    uint64_t               np;
+    ig_audit_chain_info_t  c;
+
+    n = ig_audit_verify_nchains(v);
+    np = ig_audit_verify_nproblems(v);
+
+    if (np == 0) {
+        printf("OK: %llu records in %zu chains verified\n",
+               (unsigned long long) ig_audit_verify_nverified(v), n);
+
+    } else {
+        printf("FAILED: %llu problem%s in %llu lines (%llu records, %llu "
+               "verified, %zu chains)\n", (unsigned long long) np,
+               np == 1 ? "" : "s",
+               (unsigned long long) ig_audit_verify_nlines(v),
+               (unsigned long long) ig_audit_verify_nrecords(v),
+               (unsigned long long) ig_audit_verify_nverified(v), n);
+    }
+
+    for (i = 0; i < n; i++) {
+        if (ig_audit_verify_chain(v, i, &c) != 0) {
+            break;
+        }
+
+        if (c.pid >= 0) {
+            snprintf(pid, sizeof(pid), "%lld", (long long) c.pid);
+
+        } else {
+            memcpy(pid, "?", 2);
+        }
+
+        printf("chain %s: %llu..%llu (%llu records, pid %s, key %s)%s\n",
+               c.chain, (unsigned long long) c.first,
+               (unsigned long long) c.last,
+               (unsigned long long) c.nrecords, pid,
+               c.key_id[0] ? c.key_id : "?",
+               c.live ? " open (--live)" : "");
+    }
+}
+
+
+/* ---- sign (testing aid) ------------------------------------------------ */
+
+
+static int
+ig_tool_sign(int argc, char **argv)
+{
+    int                    first, rc, bad;
+    char                  *line, head[256], chain_id[IG_AUDIT_CHAIN_ID_LEN + 1];
+    char                   ts[IG_TS_LEN];
+    size_t                 size, n, raw, lineno;
+    ssize_t                len;
+    uint64_t               records;
+    ig_tool_opts_t         o;
+    ig_tool_buf_t          b;
+    ig_audit_chain_t      *chain;
+    ig_audit_keyring_t    *ring;
+    const ig_audit_key_t  *key;
+
+    rc = ig_tool_options(argc, argv, &o, 1, &first);
+    if (rc != 0) {
+        return rc;
+    }
+
+    if (first != argc || o.pid < 0) {
+        fprintf(stderr, IG_TOOL ": sign: --pid N is required, records come "
+                "from stdin\n");
+        return 2;
+    }
+
+    ring = malloc(sizeof(ig_audit_keyring_t));
+    if (ring == NULL) {
+        fprintf(stderr, IG_TOOL ": out of memory\n");
+        return 2;
+    }
+
+    if (ig_tool_load_ring(o.key_file, ring) != 0) {
+        free(ring);
+        return 2;
+    }
+
+    chain = NULL;
+    line = NULL;
+    memset(&b, 0, sizeof(ig_tool_buf_t));
+    rc = 2;
+
+    if (o.key_id) {
+        key = ig_audit_keyring_find(ring, o.key_id, strlen(o.key_id));
+        if (key == NULL) {
+            fprintf(stderr, IG_TOOL ": no key \"%s\" in %s\n", o.key_id,
+                    o.key_file);
+            goto done;
+        }
+
+    } else {
+        key = ig_audit_keyring_signing_key(ring);
+    }
+
+    if (o.chain_id) {
+        if (strlen(o.chain_id) != IG_AUDIT_CHAIN_ID_LEN) {
+            fprintf(stderr, IG_TOOL ": bad --chain-id\n");
+            goto done;
+        }
+
+        memcpy(chain_id, o.chain_id, sizeof(chain_id));
+
+    } else if (ig_audit_chain_id(chain_id) != 0) {
+        fprintf(stderr, IG_TOOL ": RAND_bytes() failed\n");
+        goto done;
+    }
+
+    chain = ig_audit_chain_open(key, chain_id);
+    if (chain == NULL) {
+        fprintf(stderr, IG_TOOL ": cannot open a chain (bad --chain-id, or "
+                "OpenSSL failure)\n");
+        goto done;
+    }
+
+    /* chain_start */
+
+    ig_tool_timestamp(ts);
+    n = (size_t) snprintf(head, sizeof(head),
+                          "{\"@timestamp\":\"%s\",\"event\":{\"kind\":"
+                          "\"event\",\"action\":\"chain_start\",\"dataset\":"
+                          "\"infergate.audit\"},\"infergate\":{\"pid\":%lld,",
+                          ts, (long long) o.pid);
+
+    b.len = 0;
+
+    if (ig_tool_buf_add(&b, head, n) != 0 || ig_tool_seal_write(chain, &b))
+    {
+        goto done;
+    }
+
+    size = 0;
+    lineno = 0;
+    records = 0;
+    bad = 0;
+
+    for ( ;; ) {
+        errno = 0;
+        len = getline(&line, &size, stdin);
+
+        if (len < 0) {
+            if (ferror(stdin)) {
+                fprintf(stderr, IG_TOOL ": stdin: %s\n",
+                        strerror(errno ? errno : EIO));
+                goto done;
+            }
+
+            break;
+        }
+
+        lineno++;
+        n = (size_t) len;
+
+        if (n && line[n - 1] == '\n') {
+            n--;
+        }
+
+        b.len = 0;
+
+        if (o.raw) {
+            raw = n;
+
+            ig_tool_timestamp(ts);
+            n = (size_t) snprintf(head, sizeof(head),
+                                  "{\"@timestamp\":\"%s\",\"event\":{\"kind\":"
+                                  "\"event\",\"action\":\"request\","
+                                  "\"dataset\":\"infergate.audit\"},"
+                                  "\"url\":{\"original\":\"", ts);
+
+            if (ig_tool_buf_add(&b, head, n) != 0
+                || ig_tool_buf_reserve(&b, ig_json_escape_len(
+                                           (unsigned char *) line, raw))
+                   != 0)
+            {
+                goto done;
+            }
+
+            b.len = (size_t) (ig_json_escape(b.data + b.len,
+                                             (unsigned char *) line, raw)
+                              - b.data);
+
+            n = (size_t) snprintf(head, sizeof(head),
+                                  "\"},\"infergate\":{\"pid\":%lld,",
+                                  (long long) o.pid);
+
+            if (ig_tool_buf_add(&b, head, n) != 0) {
+                goto done;
+            }
+
+        } else {
+            while (n && (line[n - 1] == '\r' || line[n - 1] == ' '
+                         || line[n - 1] == '\t'))
+            {
+                n--;
+            }
+
+            if (n == 0) {
+                continue;
+            }
+
+            if (n < 2 || line[n - 1] != '}' || line[n - 2] != '}'
+                || !ig_tool_json_valid((unsigned char *) line, n))
+            {
+                fprintf(stderr, IG_TOOL ": stdin:%zu: not a JSON object "
+                        "ending in \"}}\"\n", lineno);
+                bad = 1;
+                continue;
+            }
+
+            n -= 2;
+
+            if (ig_tool_buf_add(&b, line, n) != 0
+                || (line[n - 1] != '{' && ig_tool_buf_add(&b, ",", 1) != 0))
+            {
+                goto done;
+            }
+        }
+
+        if (ig_tool_seal_write(chain, &b) != 0) {
+            goto done;
+        }
+
+        records++;
+    }
+
+    /* chain_end */
+
+    ig_tool_timestamp(ts);
+    n = (size_t) snprintf(head, sizeof(head),
+                          "{\"@timestamp\":\"%s\",\"event\":{\"kind\":"
+                          "\"event\",\"action\":\"chain_end\",\"dataset\":"
+                          "\"infergate.audit\"},\"infergate\":{\"pid\":%lld,"
+                          "\"records\":%llu,", ts, (long long) o.pid,
+                          (unsigned long long) records);
+
+    b.len = 0;
+
+    if (ig_tool_buf_add(&b, head, n) != 0 || ig_tool_seal_write(chain, &b))
+    {
+        goto done;
+    }
+
+    if (fflush(stdout) != 0) {
+        fprintf(stderr, IG_TOOL ": writing to stdout: %s\n", strerror(errno));
+        goto done;
+    }
+
+    rc = bad ? 1 : 0;
+
+done:
+
+    free(line);
+    free(b.data);
+    ig_audit_chain_close(chain);
+    ig_audit_keyring_cleanse(ring);
+    free(ring);
+
+    return rc;
+}
+
+
+static int
+ig_tool_buf_reserve(ig_tool_buf_t *b, size_t n)
+{
+    size_t          cap;
+    unsigned char  *p;
+
+    if (b->cap - b->len >= n) {
+        return 0;
+    }
+
+    cap = b->cap ? b->cap : 1024;
+
+    while (cap - b->len < n) {
+        cap *= 2;
+    }
+
+    p = realloc(b->data, cap);
+    if (p == NULL) {
+        fprintf(stderr, IG_TOOL ": out of memory\n");
+        return -1;
+    }
+
+    b->data = p;
+    b->cap = cap;
+
+    return 0;
+}
+
+
+static int
+ig_tool_buf_add(ig_tool_buf_t *b, const void *data, size_t n)
+{
+    if (ig_tool_buf_reserve(b, n) != 0) {
+        return -1;
+    }
+
+    memcpy(b->data + b->len, data, n);
+    b->len += n;
+
+    return 0;
+}
+
+
+/* Seals the record in b, checks its layout, writes it to stdout. */
+
+static int
+ig_tool_seal_write(ig_audit_chain_t *chain, ig_tool_buf_t *b)
+{
+    size_t              n;
+    const char         *reason;
+    ig_audit_record_t   rec;
+
+    if (ig_tool_buf_reserve(b, IG_AUDIT_TRAILER_MAX) != 0) {
+        return -1;
+    }
+
+    n = ig_audit_seal(chain, b->data, b->len);
+    if (n == 0) {
+        fprintf(stderr, IG_TOOL ": sealing failed (OpenSSL)\n");
+        return -1;
+    }
+
+    if (ig_audit_record_parse(b->data, n - 1, &rec, &reason) != 0) {
+        fprintf(stderr, IG_TOOL ": record %llu would not verify: %s\n",
+                (unsigned long long) ig_audit_chain_seq(chain) - 1, reason);
+        return -1;
+    }
+
+    if (fwrite(b->data, 1, n, stdout) != n) {
+        fprintf(stderr, IG_TOOL ": writing to stdout: %s\n", strerror(errno));
+        return -1;
+    }
+
+    return 0;
+}
+
+
+static void
+ig_tool_timestamp(char *out)
+{
+    struct tm        tm;
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+
+    if (strftime(out, IG_TS_LEN, "%Y-%m-%dT%H:%M:%S", &tm) != 19) {
+        memcpy(out, "1970-01-01T00:00:00", 19);
+    }
+
+    snprintf(out + 19, IG_TS_LEN - 19, ".%03uZ",
+             (unsigned) (ts.tv_nsec / 1000000) % 1000);
+}
+
+
+static int
+ig_tool_json_valid(const unsigned char *s, size_t len)
+{
+    int          ok;
+    yajl_handle  h;
+
+    h = yajl_alloc(NULL, NULL, NULL);
+    if (h == NULL) {
+        return 0;
+    }
+
+    ok = s[0] == '{'
+         && yajl_parse(h, s, len) == yajl_status_ok
+         && yajl_complete_parse(h) == yajl_status_ok;
+
+    yajl_free(h);
+
+    return ok;
+}
