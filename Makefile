@@ -76,7 +76,8 @@ $(BUILD)/objs/Makefile: config $(BUILD)/.flags $(BUILD)/ngx-src/configure
 $(MODULE): $(BUILD)/objs/Makefile $(LIB_SRCS) $(LIB_HDRS) $(NGX_SRCS)
 	$(MAKE) -s -j$(JOBS) -f $(CURDIR)/$(BUILD)/objs/Makefile \
 	    -C $(BUILD)/ngx-src modules
-	cp $(BUILD)/objs/ngx_http_infergate_module.so $@
+	# a new inode: a running nginx keeps the old file mapped
+	cp $(BUILD)/objs/ngx_http_infergate_module.so $@.tmp && mv -f $@.tmp $@
 
 $(BUILD)/infergate-keys: tools/infergate_keys.c lib/ig_keys.c \
                          lib/ig_gcra.c $(LIB_HDRS) $(BUILD)/.flags

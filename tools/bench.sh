@@ -51,6 +51,7 @@ cp "$root/conf/schemas/score.json" "$prefix/score.json"
 out=$("$keys_tool" new bench)
 key=$(sed -n 's/^key: //p' <<<"$out")
 sed -n 's/^line: //p' <<<"$out" > "$prefix/keys.txt"
+(umask 077; "$build/infergate-audit" keygen bench > "$prefix/audit.key")
 
 user_line=""
 [ "$(id -u)" = 0 ] && user_line="user root;"
@@ -101,6 +102,15 @@ http {
             infergate_schema score.json;
             proxy_pass http://origin;
         }
+
+        location /c {
+            infergate_auth on;
+            infergate_limit zone=bench rate=1000000r/s burst=1000000;
+            infergate_schema score.json;
+            infergate_audit $prefix/audit.log key=$prefix/audit.key
+                            key_id=bench;
+            proxy_pass http://origin;
+        }
     }
 
     server {
@@ -137,7 +147,7 @@ for _ in $(seq 100); do
 done
 
 # Both locations must answer 200 with this exact request.
-for loc in a b; do
+for loc in a b c; do
     code=$(curl -s -o "$prefix/check-$loc.out" -w '%{http_code}' \
         "http://127.0.0.1:$port/$loc" -H 'Content-Type: application/json' \
         -H "Authorization: Bearer $key" --data-binary "$body")
@@ -183,48 +193,59 @@ run_wrk() {   # run_wrk LOC SECONDS -> "req/s p99_ms cpu_us_per_request"
 echo "infergate bench: nginx 1 worker on CPU $ngx_cpu, wrk -t1 -c$conns on" \
      "CPU $wrk_cpu, ${#body}-byte POST, $runs x ${secs}s per config"
 echo "warming up (${warmup}s each)..."
-run_wrk a "$warmup" >/dev/null
-run_wrk b "$warmup" >/dev/null
+for c in a b c; do run_wrk "$c" "$warmup" >/dev/null; done
 
-declare -a a_rps a_p99 a_cpu b_rps b_p99 b_cpu
+results=$prefix/results.txt
+: > "$results"
 for i in $(seq "$runs"); do
-    if [ $((i % 2)) = 1 ]; then order="a b"; else order="b a"; fi
+    # rotate the order so that drift in the machine hits every config
+    case $((i % 3)) in
+        1) order="a b c" ;; 2) order="b c a" ;; 0) order="c a b" ;;
+    esac
+    line="  run $i:"
     for c in $order; do
         read -r r p u < <(run_wrk "$c" "$secs")
-        if [ "$c" = a ]; then a_rps+=("$r"); a_p99+=("$p"); a_cpu+=("$u")
-        else b_rps+=("$r"); b_p99+=("$p"); b_cpu+=("$u"); fi
+        echo "$c $r $p $u" >> "$results"
+        line="$line ($c) $r req/s p99 $p ms $u us CPU/req;"
     done
-    echo "  run $i: (a) ${a_rps[-1]} req/s p99 ${a_p99[-1]} ms" \
-         "${a_cpu[-1]} us CPU/req; (b) ${b_rps[-1]} req/s p99" \
-         "${b_p99[-1]} ms ${b_cpu[-1]} us CPU/req"
+    echo "$line"
 done
 
-/usr/bin/python3 - "${a_rps[*]}" "${a_p99[*]}" "${b_rps[*]}" "${b_p99[*]}" \
-    "${a_cpu[*]}" "${b_cpu[*]}" <<'EOF'
+/usr/bin/python3 - "$results" <<'EOF'
 import statistics, sys
-a_rps, a_p99, b_rps, b_p99, a_cpu, b_cpu = (
-    [float(x) for x in arg.split()] for arg in sys.argv[1:7])
-ac, bc = statistics.median(a_cpu), statistics.median(b_cpu)
-ar, ap = statistics.median(a_rps), statistics.median(a_p99)
-br, bp = statistics.median(b_rps), statistics.median(b_p99)
-def spread(xs):
-    return f"{min(xs):.0f}-{max(xs):.0f}"
+runs = {}
+for line in open(sys.argv[1]):
+    c, r, p, u = line.split()
+    runs.setdefault(c, []).append((float(r), float(p), float(u)))
+med = {c: [statistics.median(x[i] for x in v) for i in range(3)]
+       for c, v in runs.items()}
+names = {"a": "(a) plain proxy",
+         "b": "(b) auth + limit + schema + proxy",
+         "c": "(c) (b) + signed audit record"}
 print()
-print(f"{'config (medians)':<36} {'req/s':>9} {'range':>13} {'p99 ms':>8}")
-print(f"{'-' * 36} {'-' * 9} {'-' * 13} {'-' * 8}")
-print(f"{'(a) plain proxy':<36} {ar:>9.0f} {spread(a_rps):>13} {ap:>8.3f}")
-print(f"{'(b) auth + limit + schema + proxy':<36} {br:>9.0f} "
-      f"{spread(b_rps):>13} {bp:>8.3f}")
+print(f"{'config (medians)':<36} {'req/s':>9} {'range':>13} {'p99 ms':>8} "
+      f"{'CPU us/req':>10}")
+print(f"{'-' * 36} {'-' * 9} {'-' * 13} {'-' * 8} {'-' * 10}")
+for c in "abc":
+    rs = [x[0] for x in runs[c]]
+    print(f"{names[c]:<36} {med[c][0]:>9.0f} "
+          f"{min(rs):>6.0f}-{max(rs):<6.0f} {med[c][1]:>8.3f} "
+          f"{med[c][2]:>10.2f}")
 print()
-print(f"ratio b/a                   {br / ar:.3f}")
-print(f"added time per request      {(1 / br - 1 / ar) * 1e6:.2f} us "
-      f"(1/b - 1/a; CPU time when the worker is the bottleneck)")
-print(f"worker CPU per request       (a) {ac:.2f} us, (b) {bc:.2f} us: "
-      f"admission adds {bc - ac:.2f} us, CPU ratio a/b {ac / bc:.3f}")
-print("(the worker serves the origin too, so each request costs it a proxy"
-      " pass and an origin answer)")
-for name, xs, m in (("a", a_rps, ar), ("b", b_rps, br)):
-    if (max(xs) - min(xs)) > 0.2 * m:
-        print(f"note: ({name}) varied by more than 20% between runs; "
-              f"the machine is noisy, compare medians with care")
+for label, x, y in (("admission (b vs a)", "b", "a"),
+                    ("audit (c vs b)", "c", "b")):
+    rr = med[x][0] / med[y][0]
+    added = (1 / med[x][0] - 1 / med[y][0]) * 1e6
+    cpu_ratio = med[y][2] / med[x][2]
+    cpu_added = med[x][2] - med[y][2]
+    print(f"{label:<20} req/s ratio {rr:.3f} (1/{x} - 1/{y} = {added:+.2f} us)"
+          f"; CPU ratio {cpu_ratio:.3f} (adds {cpu_added:+.2f} us CPU/req)")
+print("CPU us/req is the nginx worker's own time (utime+stime) per request;"
+      " the worker also serves the origin, so each request costs it a proxy"
+      " pass and an origin answer.")
+for c in "abc":
+    rs = [x[0] for x in runs[c]]
+    if max(rs) - min(rs) > 0.2 * med[c][0]:
+        print(f"note: ({c}) req/s varied by more than 20% between runs; "
+              f"trust the CPU figures over req/s on this machine")
 EOF
