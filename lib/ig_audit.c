@@ -108,7 +108,7 @@ ig_audit_keyring_parse(ig_audit_keyring_t *ring, const char *text,
     size_t       lineno;
     const char  *p, *end, *nl, *reason;
 
-    if (errlen) {
+    if (err != NULL && errlen) {
         err[0] = '\0';
     }
 

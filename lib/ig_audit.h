@@ -102,6 +102,17 @@ size_t ig_audit_seal(ig_audit_chain_t *c, unsigned char *buf, size_t len);
 
 /* ---- additions to the contract ---------------------------------------- */
 
+/*
+ * Notes on the functions above, as implemented.  ig_audit_keyring_parse()
+ * cleanses the ring on error; key ids are case-sensitive; '#' starts a
+ * comment anywhere on a line; blanks around the id, the ':' and the hex,
+ * and a final '\r', are ignored; hex digits may be upper or lower case.
+ * ig_audit_chain_open() also returns NULL for a key outside 32..128 bytes
+ * or with a bad id, and for a chain id that is not 32 lowercase hex
+ * digits.  ig_audit_seal() may have written past len even when it
+ * returns 0.
+ */
+
 #define IG_AUDIT_MAC_LEN        32      /* bytes of HMAC-SHA256         */
 #define IG_AUDIT_MAC_HEX        64      /* hex characters               */
 #define IG_AUDIT_KEY_FILE_MAX   65536   /* bytes read of a key file     */

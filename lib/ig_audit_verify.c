@@ -709,8 +709,9 @@ ig_av_layout(ig_av_parse_t *p, const unsigned char *line, size_t len,
     }
 
     n = (size_t) snprintf(tail, sizeof(tail),
-                          "\"chain\":\"%.32s\",\"seq\":%.*s,\"key_id\":\"%.*s\","
-                          "\"prev\":\"%.64s\",\"mac\":\"%.64s\"}}",
+                          "\"chain\":\"%.32s\",\"seq\":%.*s,"
+                          "\"key_id\":\"%.*s\",\"prev\":\"%.64s\","
+                          "\"mac\":\"%.64s\"}}",
                           p->chain, (int) p->seq_len, p->seq,
                           (int) p->key_id_len, p->key_id, p->prev, p->mac);
 
