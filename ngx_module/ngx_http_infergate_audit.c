@@ -61,6 +61,11 @@ struct ngx_http_ig_audit_log_s {
     ig_audit_chain_t            *chain;
     ngx_http_ig_audit_fd_t      *fd;
     ngx_http_ig_audit_buf_t     *active;
+    ngx_queue_t                  pending;   /* filled, in record order    */
+    ngx_uint_t                   writing;   /* one write in flight, so    */
+                                            /* pool threads keep order    */
+    ngx_uint_t                   exiting;   /* the pool is gone: write    */
+                                            /* on this thread             */
     ngx_queue_t                  free;
     ngx_uint_t                   nbufs;
     uint64_t                     records;
@@ -84,6 +89,8 @@ static void ngx_http_ig_audit_submit(ngx_http_ig_audit_log_t *al,
     ngx_uint_t sync);
 static void ngx_http_ig_audit_write(void *data, ngx_log_t *log);
 static void ngx_http_ig_audit_written(ngx_event_t *ev);
+static void ngx_http_ig_audit_release(ngx_http_ig_audit_log_t *al,
+    ngx_http_ig_audit_buf_t *b);
 static void ngx_http_ig_audit_fd_unref(ngx_http_ig_audit_fd_t *fd);
 static void ngx_http_ig_audit_timer(ngx_event_t *ev);
 static void ngx_http_ig_audit_reopen(ngx_open_file_t *file, ngx_log_t *log);
@@ -406,6 +413,7 @@ ngx_http_ig_audit_init_process(ngx_cycle_t *cycle)
 
         al->log = cycle->log;
         ngx_queue_init(&al->free);
+        ngx_queue_init(&al->pending);
 
         al->timer.handler = ngx_http_ig_audit_timer;
         al->timer.data = al;
@@ -453,6 +461,7 @@ ngx_http_ig_audit_exit_process(ngx_cycle_t *cycle)
     alp = mcf->audit_logs.elts;
 
     for (i = 0; i < mcf->audit_logs.nelts; i++) {
+        alp[i]->exiting = 1;
         ngx_http_ig_audit_chain_end(alp[i], 1);
 
         if (alp[i]->syslog) {
@@ -667,28 +676,60 @@ ngx_http_ig_audit_commit(ngx_http_ig_audit_log_t *al, size_t len)
 }
 
 
+/*
+ * Queues the active buffer behind those already filled.  Pool threads
+ * would write concurrent buffers in any order, so only the oldest is ever
+ * in the pool; sync writes them all here (worker exit, when the pool's
+ * threads are gone).
+ */
+
 static void
 ngx_http_ig_audit_submit(ngx_http_ig_audit_log_t *al, ngx_uint_t sync)
 {
+    ngx_queue_t              *q;
     ngx_http_ig_audit_buf_t  *b;
 
     b = al->active;
 
-    if (b == NULL || b->len == 0) {
+    if (b && b->len) {
+        al->active = NULL;
+
+        b->fd = al->fd;
+        b->fd->refs++;
+
+        ngx_queue_insert_tail(&al->pending, &b->queue);
+    }
+
+    if (sync || al->exiting) {
+        al->writing = 0;
+
+        while (!ngx_queue_empty(&al->pending)) {
+            q = ngx_queue_head(&al->pending);
+            ngx_queue_remove(q);
+            b = ngx_queue_data(q, ngx_http_ig_audit_buf_t, queue);
+
+            ngx_http_ig_audit_write(b, al->log);
+            ngx_http_ig_audit_release(al, b);
+        }
+
         return;
     }
 
-    al->active = NULL;
-
-    b->fd = al->fd;
-    b->fd->refs++;
-
-    if (!sync && ngx_thread_task_post(al->pool, b->task) == NGX_OK) {
+    if (al->writing || ngx_queue_empty(&al->pending)) {
         return;
     }
 
-    ngx_http_ig_audit_write(b, al->log);
-    ngx_http_ig_audit_written(&b->task->event);
+    q = ngx_queue_head(&al->pending);
+    ngx_queue_remove(q);
+    b = ngx_queue_data(q, ngx_http_ig_audit_buf_t, queue);
+
+    al->writing = 1;
+
+    if (ngx_thread_task_post(al->pool, b->task) != NGX_OK) {
+        /* the pool's queue is full: better late on this thread than lost */
+        ngx_http_ig_audit_write(b, al->log);
+        ngx_http_ig_audit_written(&b->task->event);
+    }
 }
 
 
@@ -716,6 +757,12 @@ ngx_http_ig_audit_write(void *data, ngx_log_t *log)
             }
 
             b->err = ngx_errno;
+
+            if (left != b->len && write(b->fd->fd, "\n", 1) != 1) {
+                /* the half line stays: the verifier names it malformed */
+                return;
+            }
+
             return;
         }
 
@@ -733,7 +780,19 @@ ngx_http_ig_audit_written(ngx_event_t *ev)
     ngx_http_ig_audit_log_t  *al;
 
     al = b->log;
+    al->writing = 0;
 
+    ngx_http_ig_audit_release(al, b);
+
+    /* the next buffer in line, if any */
+    ngx_http_ig_audit_submit(al, 0);
+}
+
+
+static void
+ngx_http_ig_audit_release(ngx_http_ig_audit_log_t *al,
+    ngx_http_ig_audit_buf_t *b)
+{
     if (b->err) {
         al->lost += b->nrecs;
 
