@@ -88,6 +88,7 @@ static void ngx_http_ig_audit_commit(ngx_http_ig_audit_log_t *al,
 static void ngx_http_ig_audit_submit(ngx_http_ig_audit_log_t *al,
     ngx_uint_t sync);
 static void ngx_http_ig_audit_write(void *data, ngx_log_t *log);
+static void ngx_http_ig_audit_kick(ngx_http_ig_audit_log_t *al);
 static void ngx_http_ig_audit_written(ngx_event_t *ev);
 static void ngx_http_ig_audit_release(ngx_http_ig_audit_log_t *al,
     ngx_http_ig_audit_buf_t *b);
@@ -715,6 +716,18 @@ ngx_http_ig_audit_submit(ngx_http_ig_audit_log_t *al, ngx_uint_t sync)
         return;
     }
 
+    ngx_http_ig_audit_kick(al);
+}
+
+
+/* Hands the oldest filled buffer to the pool unless one is being written. */
+
+static void
+ngx_http_ig_audit_kick(ngx_http_ig_audit_log_t *al)
+{
+    ngx_queue_t              *q;
+    ngx_http_ig_audit_buf_t  *b;
+
     if (al->writing || ngx_queue_empty(&al->pending)) {
         return;
     }
@@ -784,8 +797,8 @@ ngx_http_ig_audit_written(ngx_event_t *ev)
 
     ngx_http_ig_audit_release(al, b);
 
-    /* the next buffer in line, if any */
-    ngx_http_ig_audit_submit(al, 0);
+    /* the next filled buffer in line, if any; never the one being filled */
+    ngx_http_ig_audit_kick(al);
 }
 
 
