@@ -15,7 +15,7 @@ nginx=/usr/sbin/nginx
 port=${PORT:-8080}
 prefix=$build/demo
 
-for f in "$module" "$keys_tool"; do
+for f in "$module" "$keys_tool" "$build/infergate-audit"; do
     [ -e "$f" ] || { echo "demo: $f is missing; run make build" >&2; exit 1; }
 done
 
@@ -55,6 +55,9 @@ mint() {    # mint VAR TENANT OPTS... -> sets VAR to the key, appends line
 mint acme_key acme rate=5r/s burst=10
 mint globex_key globex rate=1r/s burst=1 models=credit-risk
 
+# -- the audit signing key (mode 0600, or nginx -t refuses it) ---------------
+(umask 077; "$build/infergate-audit" keygen demo > "$prefix/audit.key")
+
 # -- nginx.conf: conf/infergate.conf with the demo's ports -------------------
 sed -e "s/127\.0\.0\.1:8080/127.0.0.1:$port/g" \
     -e "s/127\.0\.0\.1:8081/127.0.0.1:$origin_port/g" \
@@ -81,6 +84,9 @@ http {
     fastcgi_temp_path $prefix/fastcgi_temp;
     uwsgi_temp_path $prefix/uwsgi_temp;
     scgi_temp_path $prefix/scgi_temp;
+
+    infergate_audit $prefix/logs/audit.log key=$prefix/audit.key key_id=demo
+                    flush=200ms;
 
     include infergate.conf;
 }
@@ -127,6 +133,11 @@ $curl_nokey
 4. Rate limit (globex: 1r/s, burst=1): 200 200, then 429 with Retry-After
 
 $curl_loop
+
+5. The signed audit trail: one ECS JSON line per request above, verified
+
+tail -n 3 $prefix/logs/audit.log
+$build/infergate-audit verify --live --key $prefix/audit.key $prefix/logs/audit.log
 
 Ctrl-C stops nginx.
 EOF
@@ -185,6 +196,10 @@ if [ "${DEMO_CHECK:-0}" = 1 ]; then
     out=$(eval "$curl_loop" | tr '\n' ' ')
     expect "loop 200 200 then 429s" '^200 200 429 429 429' "$out"
     echo "demo check: loop printed: $out"
+    sleep 0.5
+    out=$("$build/infergate-audit" verify --live --key "$prefix/audit.key" \
+          "$prefix/logs/audit.log" 2>&1 || true)
+    expect "audit trail verifies" '^OK' "$out"
     exit $fail
 fi
 
