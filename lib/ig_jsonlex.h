@@ -40,7 +40,10 @@
  *     (dropping the next character) for a lone high one, and combines
  *     a high surrogate with any following \uXXXX.  RFC 8259 leaves the
  *     meaning of such strings unpredictable; rejecting them means every
- *     string handed to a callback is valid UTF-8.
+ *     string handed to a callback is valid UTF-8;
+ *   - a string opened after the top-level value and never closed
+ *     ("{} \"abc") is trailing garbage; yajl accepts it, since its lexer
+ *     waits for more input and yajl_complete_parse() only adds a space.
  *
  * Error reasons (static strings) and where the offset points (bytes
  * from the start of the document, across all buffers):

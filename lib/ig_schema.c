@@ -423,12 +423,8 @@ static int ig_v_grow(ig_validator_t *v, unsigned char **buf, size_t *size,
 static int ig_v_ptr_key(ig_validator_t *v, size_t base,
     const unsigned char *s, size_t len);
 static int ig_v_ptr_index(ig_validator_t *v, size_t base, size_t index);
-static inline int ig_v_ptr_next(ig_validator_t *v, ig_frame_t *f,
-    size_t index);
 static int ig_v_ptr_first(ig_validator_t *v, ig_frame_t *f, size_t index);
 static inline int ig_v_begin(ig_validator_t *v, const ig_node_t **node);
-static int ig_v_begin_item(ig_validator_t *v, ig_frame_t *f,
-    const ig_node_t **node);
 static int ig_v_check_type(ig_validator_t *v, const ig_node_t *node,
     unsigned type, ig_num_t *num);
 static int ig_v_check_scalar(ig_validator_t *v, const ig_node_t *node,
@@ -3348,7 +3344,9 @@ ig_v_ptr_index(ig_validator_t *v, size_t base, size_t index)
 static inline int
 ig_v_begin(ig_validator_t *v, const ig_node_t **node)
 {
-    ig_frame_t  *f;
+    size_t          index;
+    ig_frame_t     *f;
+    unsigned char  *q;
 
     if (v->depth == 0) {
         v->ptr_len = 0;
@@ -3363,15 +3361,6 @@ ig_v_begin(ig_validator_t *v, const ig_node_t **node)
         return 0;
     }
 
-    return ig_v_begin_item(v, f, node);
-}
-
-
-static int
-ig_v_begin_item(ig_validator_t *v, ig_frame_t *f, const ig_node_t **node)
-{
-    size_t  index;
-
     index = f->count++;
 
     if (f->node == NULL || f->node->items == NULL || v->truncated) {
@@ -3382,47 +3371,27 @@ ig_v_begin_item(ig_validator_t *v, ig_frame_t *f, const ig_node_t **node)
 
     *node = f->node->items;
 
-    return ig_v_ptr_next(v, f, index);
-}
-
-
-/*
- * The pointer of item index: the previous item's "/N" is still in place
- * after the array's own pointer (deeper values write past it), so
- * counting up in its digits is enough.
- */
-
-static inline int
-ig_v_ptr_next(ig_validator_t *v, ig_frame_t *f, size_t index)
-{
-    unsigned char  *first, *q;
+    /*
+     * The previous item's "/N" is still in place after the array's own
+     * pointer (deeper values write past it): mostly, counting up its
+     * last digit is enough.
+     */
 
     if (f->idx_len && index) {
-        first = v->ptr + f->ptr_len + 1;
-        q = first + f->idx_len - 2;
+        q = v->ptr + f->ptr_len + f->idx_len - 1;
 
-        while (*q == '9') {
-            *q = '0';
-
-            if (q == first) {
-                /* 9 -> 10: one digit more */
-                goto full;
-            }
-
-            q--;
+        if (*q != '9') {
+            (*q)++;
+            v->ptr_len = f->ptr_len + f->idx_len;
+            return 0;
         }
-
-        (*q)++;
-        v->ptr_len = f->ptr_len + f->idx_len;
-
-        return 0;
     }
-
-full:
 
     return ig_v_ptr_first(v, f, index);
 }
 
+
+/* the item pointer written in full: the first item, or a carry */
 
 static int
 ig_v_ptr_first(ig_validator_t *v, ig_frame_t *f, size_t index)

@@ -93,6 +93,11 @@ http {
 EOF
 
 ngx=("$nginx" -p "$prefix/" -c nginx.conf -e "$prefix/logs/error.log")
+if [ "${IG_SANITIZE:-0}" = 1 ]; then
+    # Debian's nginx is not instrumented: the ASan runtime must come first
+    asan=$(realpath "$(gcc -print-file-name=libasan.so)")
+    ngx=(env "LD_PRELOAD=$asan" "ASAN_OPTIONS=detect_leaks=0" "${ngx[@]}")
+fi
 if ! out=$("${ngx[@]}" -t 2>&1); then
     echo "$out" >&2
     exit 1
