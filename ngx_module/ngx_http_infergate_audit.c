@@ -18,7 +18,7 @@
 #include "ngx_http_infergate.h"
 
 
-#define NGX_HTTP_IG_AUDIT_MAX_BUFS  8
+#define NGX_HTTP_IG_AUDIT_MAX_BUFS  64
 
 
 typedef struct ngx_http_ig_audit_log_s  ngx_http_ig_audit_log_t;
