@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from conftest import BUILD, JSON_CT, bearer, make_key
+from conftest import BUILD, JSON_CT, bearer, make_key, nginx_env
 
 
 AUDIT_TOOL = BUILD / "infergate-audit"
@@ -231,7 +231,7 @@ def test_reload_reopen_and_quit_under_load_lose_nothing(start_nginx,
     time.sleep(0.5)
     os.rename(ngx.prefix / "audit.log", ngx.prefix / "audit.log.1")
     subprocess.run(ngx._cmd("-s", "reopen"), check=True,
-                   env=os.environ.copy(), capture_output=True)
+                   env=nginx_env(ngx.prefix), capture_output=True)
     time.sleep(0.8)
     ngx.reload()
     time.sleep(0.5)
