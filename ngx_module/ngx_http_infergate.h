@@ -124,6 +124,7 @@ typedef struct {
     ngx_http_ig_key_t          *key;
     ngx_str_t                   model;
     ngx_str_t                   action;      /* audit event.action         */
+    ngx_str_t                   request_id;  /* X-Request-ID, event.id     */
 
     ngx_uint_t                  nlimits;
     ngx_http_ig_limit_state_t  *limits;
@@ -201,6 +202,7 @@ ngx_int_t ngx_http_ig_audit_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_ig_audit_init_process(ngx_cycle_t *cycle);
 void ngx_http_ig_audit_exit_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_ig_request_id_header(ngx_http_request_t *r);
+ngx_int_t ngx_http_ig_request_id(ngx_http_request_t *r, ngx_str_t *id);
 
 /* syslog delivery of audit records */
 typedef struct ngx_http_ig_syslog_s  ngx_http_ig_syslog_t;

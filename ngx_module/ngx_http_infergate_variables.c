@@ -21,6 +21,8 @@ static ngx_int_t ngx_http_ig_model_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_ig_limit_status_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ig_request_id_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_ig_json_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static void ngx_http_ig_set_value(ngx_http_variable_value_t *v,
@@ -37,6 +39,9 @@ static ngx_http_variable_t  ngx_http_ig_variables[] = {
 
     { ngx_string("infergate_limit_status"), NULL,
       ngx_http_ig_limit_status_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("infergate_request_id"), NULL,
+      ngx_http_ig_request_id_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("infergate_json_"), NULL,
       ngx_http_ig_json_variable, 0,
@@ -135,6 +140,22 @@ ngx_http_ig_limit_status_variable(ngx_http_request_t *r,
     }
 
     ngx_http_ig_set_value(v, &ngx_http_ig_limit_statuses[ctx->limit_status]);
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ig_request_id_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t  id;
+
+    if (ngx_http_ig_request_id(r, &id) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_ig_set_value(v, &id);
 
     return NGX_OK;
 }
