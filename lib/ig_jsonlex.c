@@ -78,7 +78,7 @@ struct ig_jsonlex_s {
     unsigned                       tok;
     unsigned                       sub;       /* state inside tok */
     unsigned                       nhex;
-    uint32_t                       cp;
+    uint32_t                       cp;        /* \u digits, or the literal */
     uint32_t                       high;      /* pending high surrogate */
     unsigned                       need;
     unsigned char                  lo;        /* range of the next */
