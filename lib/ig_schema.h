@@ -2,7 +2,8 @@
  * Copyright (C) infergate authors
  *
  * A JSON Schema (2020-12) subset compiled once at configuration time and
- * a streaming validator fed buffer by buffer through yajl.  nginx-free:
+ * a streaming validator fed buffer by buffer through ig_jsonlex (a
+ * resumable JSON parser; yajl parses schemas only).  nginx-free:
  * unit tests and fuzzers link it alone.
  *
  * Supported keywords: type (string or list), required, properties,
@@ -105,16 +106,15 @@ typedef struct {
 
 /*
  * Creates a validator for one document.  Every allocation (the
- * validator, yajl's buffers, error strings, captured member copies)
- * goes through af so nginx can hand it its request pool (free may be a
- * no-op).  af NULL means malloc/realloc/free.  af->malloc must return
- * memory aligned for any type (ngx_palloc, not ngx_pnalloc);
- * af->realloc(ctx, p, n) must keep the old contents (yajl relies on it
- * too), so a pool version has to remember block sizes.  yajl itself
- * does not check for allocation failure.  max_depth bounds array/object
- * nesting (root value = depth 1 for a container); the frame stack for
- * it is allocated here (about 100 bytes a level), so no allocation
- * happens per event beyond what yajl does, except for the pointer
+ * validator, the parser's scratch buffer, error strings, captured member
+ * copies) goes through af (the yajl_alloc_funcs layout) so nginx can
+ * hand it its request pool (free may be a no-op).  af NULL means
+ * malloc/realloc/free.  af->malloc must return memory aligned for any
+ * type (ngx_palloc, not ngx_pnalloc); af->realloc(ctx, p, n) must keep
+ * the old contents, so a pool version has to remember block sizes.
+ * max_depth bounds array/object nesting (root value = depth 1 for a
+ * container); the frame stack for it is allocated here (about 100 bytes
+ * a level), so no allocation happens per event, except for the pointer
  * buffer past 256 bytes, a top-level member name past 64 bytes, an
  * error record, and enum/const captures of containers.  on_member may
  * be NULL.  Returns NULL when schema is NULL or memory runs out.
@@ -141,16 +141,16 @@ ig_valid_rc_e ig_validator_finish(ig_validator_t *v);
 /* Errors collected so far (at most IG_SCHEMA_MAX_ERRORS; *truncated set
  * to 1 when more were found), in document order.  For IG_VALID_SYNTAX
  * there is exactly one, pointer "" and detail "malformed JSON at byte N:
- * <yajl reason>" (N counts from the start of the body across all pieces;
- * e.g. "malformed JSON at byte 6: parse error: after key and value,
- * inside map, I expect ',' or '}'"); for IG_VALID_DEPTH one, pointer "",
+ * <reason>" (N is the offset of the offending byte from the start of the
+ * body across all pieces; e.g. "malformed JSON at byte 6: expected ','
+ * or '}'"); for IG_VALID_DEPTH one, pointer "",
  * detail "nesting deeper than N levels"; for IG_VALID_NOMEM one, pointer
  * "", detail "out of memory".  errors and truncated may be NULL.  The
  * strings live until ig_validator_destroy(). */
 size_t ig_validator_errors(ig_validator_t *v, const ig_verror_t **errors,
     int *truncated);
 
-/* Releases yajl's handle; memory from af is freed through af->free. */
+/* Releases the validator; memory from af is freed through af->free. */
 void ig_validator_destroy(ig_validator_t *v);
 
 
