@@ -152,6 +152,10 @@ extern ngx_module_t  ngx_http_infergate_filter_module;
 
 ngx_http_ig_ctx_t *ngx_http_ig_get_ctx(ngx_http_request_t *r);
 ngx_http_ig_ctx_t *ngx_http_ig_find_ctx(ngx_http_request_t *r);
+ngx_int_t ngx_http_ig_read_conf_file(ngx_conf_t *cf, const char *directive,
+    ngx_str_t *name, size_t max, ngx_str_t *out, ngx_file_info_t *fi);
+ngx_int_t ngx_http_ig_add_header(ngx_http_request_t *r, const char *key,
+    u_char *value, size_t len);
 
 /* problem+json responses: each returns what the phase handler returns */
 ngx_int_t ngx_http_ig_problem(ngx_http_request_t *r, ngx_uint_t status,

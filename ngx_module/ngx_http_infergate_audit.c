@@ -286,74 +286,32 @@ static ngx_int_t
 ngx_http_ig_audit_load_keys(ngx_conf_t *cf, ngx_http_ig_audit_log_t *al,
     ngx_str_t *name)
 {
-    char              err[256];
-    u_char           *data;
-    size_t            size;
-    ssize_t           n;
-    ngx_fd_t          fd;
-    ngx_str_t         file;
-    ngx_file_t        f;
-    ngx_file_info_t   fi;
+    char             err[256];
+    u_char          *data;
+    size_t           size;
+    ngx_str_t        file, text;
+    ngx_file_info_t  fi;
 
     file = *name;
 
-    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
+    if (ngx_http_ig_read_conf_file(cf, "infergate_audit", &file, 64 * 1024,
+                                   &text, &fi)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    fd = ngx_open_file(file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "infergate_audit: cannot open key file \"%V\"",
-                           &file);
-        return NGX_ERROR;
-    }
-
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
-        ngx_close_file(fd);
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "infergate_audit: cannot stat \"%V\"", &file);
-        return NGX_ERROR;
-    }
+    data = text.data;
+    size = text.len;
 
     /* a signing key others can read signs nothing anyone can trust */
 
-    if (fi.st_mode & (S_IRWXG | S_IRWXO)) {
-        ngx_close_file(fd);
+    if (!ig_audit_key_file_mode_ok(fi.st_mode)) {
+        ngx_explicit_memzero(data, size);
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "infergate_audit: key file \"%V\" is accessible "
                            "by group or others (mode %03o): chmod 600 it",
                            &file, (unsigned) (fi.st_mode & 0777));
-        return NGX_ERROR;
-    }
-
-    size = (size_t) ngx_file_size(&fi);
-
-    if (size > 64 * 1024) {
-        ngx_close_file(fd);
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "infergate_audit: key file \"%V\" is too large",
-                           &file);
-        return NGX_ERROR;
-    }
-
-    data = ngx_pnalloc(cf->temp_pool, size + 1);
-    if (data == NULL) {
-        ngx_close_file(fd);
-        return NGX_ERROR;
-    }
-
-    ngx_memzero(&f, sizeof(ngx_file_t));
-    f.fd = fd;
-    f.name = file;
-    f.log = cf->log;
-
-    n = ngx_read_file(&f, data, size, 0);
-    ngx_close_file(fd);
-
-    if (n == NGX_ERROR || (size_t) n != size) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "infergate_audit: cannot read \"%V\"", &file);
         return NGX_ERROR;
     }
 
@@ -1195,23 +1153,13 @@ ngx_http_ig_audit_timestamp(u_char *p)
 ngx_int_t
 ngx_http_ig_request_id_header(ngx_http_request_t *r)
 {
-    ngx_str_t         id;
-    ngx_table_elt_t  *h;
+    ngx_str_t  id;
 
     if (ngx_http_ig_request_id(r, &id) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "X-Request-ID");
-    h->value = id;
-
-    return NGX_OK;
+    return ngx_http_ig_add_header(r, "X-Request-ID", id.data, id.len);
 }
 
 

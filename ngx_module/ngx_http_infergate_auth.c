@@ -315,17 +315,12 @@ static ngx_int_t
 ngx_http_ig_auth_refuse(ngx_http_request_t *r, const char *challenge,
     const char *detail)
 {
-    ngx_table_elt_t  *h;
-
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    if (ngx_http_ig_add_header(r, "WWW-Authenticate", (u_char *) challenge,
+                               ngx_strlen(challenge))
+        != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "WWW-Authenticate");
-    h->value.data = (u_char *) challenge;
-    h->value.len = ngx_strlen(challenge);
 
     return ngx_http_ig_problem_cstr(r, NGX_HTTP_UNAUTHORIZED,
                                     NGX_HTTP_IG_PROBLEM_BASE "unauthorized",

@@ -28,12 +28,8 @@ ngx_http_ig_keys_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     char                 msg[256];
     u_char              *data, *p, *last, *eol;
     size_t               size, n;
-    ssize_t              rd;
-    ngx_fd_t             fd;
-    ngx_str_t           *value, file;
+    ngx_str_t           *value, file, text;
     ngx_uint_t           line, i, nlines;
-    ngx_file_t           f;
-    ngx_file_info_t      fi;
     ig_key_entry_t       e;
     ngx_http_ig_key_t    key;
     ngx_http_ig_keys_t  *keys;
@@ -46,52 +42,15 @@ ngx_http_ig_keys_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     value = cf->args->elts;
     file = value[1];
 
-    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
+    if (ngx_http_ig_read_conf_file(cf, "infergate_keys", &file,
+                                   64 * 1024 * 1024, &text, NULL)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
-    fd = ngx_open_file(file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "infergate_keys: cannot open \"%V\"", &file);
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memzero(&f, sizeof(ngx_file_t));
-    f.fd = fd;
-    f.name = file;
-    f.log = cf->log;
-
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "infergate_keys: cannot stat \"%V\"", &file);
-        goto failed;
-    }
-
-    size = (size_t) ngx_file_size(&fi);
-
-    if (size > 64 * 1024 * 1024) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "infergate_keys: \"%V\" is larger than 64M",
-                           &file);
-        goto failed;
-    }
-
-    data = ngx_pnalloc(cf->temp_pool, size + 1);
-    if (data == NULL) {
-        goto failed;
-    }
-
-    rd = ngx_read_file(&f, data, size, 0);
-    if (rd == NGX_ERROR || (size_t) rd != size) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "infergate_keys: cannot read \"%V\"", &file);
-        goto failed;
-    }
-
-    ngx_close_file(fd);
-    fd = NGX_INVALID_FILE;
-
+    data = text.data;
+    size = text.len;
     last = data + size;
 
     nlines = 0;
@@ -215,14 +174,6 @@ ngx_http_ig_keys_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     mcf->keys = keys;
 
     return NGX_CONF_OK;
-
-failed:
-
-    if (fd != NGX_INVALID_FILE) {
-        ngx_close_file(fd);
-    }
-
-    return NGX_CONF_ERROR;
 }
 
 

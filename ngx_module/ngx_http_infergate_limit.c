@@ -559,24 +559,18 @@ ngx_http_ig_limit_refuse(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     uint64_t                    secs;
     ngx_str_t                   detail, extra;
     ngx_uint_t                  i;
-    ngx_table_elt_t            *h;
     ngx_http_ig_limit_state_t  *st;
 
     secs = ig_gcra_ceil_seconds(retry_us);
 
-    h = ngx_list_push(&r->headers_out.headers);
-    if (h == NULL) {
+    p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+    if (p == NULL
+        || ngx_http_ig_add_header(r, "Retry-After", p,
+                                  ngx_sprintf(p, "%uL", secs) - p)
+           != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    h->value.data = ngx_pnalloc(r->pool, NGX_INT64_LEN);
-    if (h->value.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    h->hash = 1;
-    ngx_str_set(&h->key, "Retry-After");
-    h->value.len = ngx_sprintf(h->value.data, "%uL", secs) - h->value.data;
 
     /* the names of the refusing policies, as the IETF draft defines */
 
@@ -636,7 +630,6 @@ ngx_http_ig_limit_headers(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
     uint64_t                    t;
     uint32_t                    remaining;
     ngx_uint_t                  i, mode;
-    ngx_table_elt_t            *h;
     ngx_http_ig_limit_state_t  *st;
 
     mode = ctx->limit_headers;
@@ -687,25 +680,12 @@ ngx_http_ig_limit_headers(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
                              remaining, t);
         }
 
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
+        if (ngx_http_ig_add_header(r, "RateLimit-Policy", pol, pp - pol)
+            != NGX_OK
+            || ngx_http_ig_add_header(r, "RateLimit", rl, rp - rl) != NGX_OK)
+        {
             return NGX_ERROR;
         }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "RateLimit-Policy");
-        h->value.data = pol;
-        h->value.len = pp - pol;
-
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_ERROR;
-        }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "RateLimit");
-        h->value.data = rl;
-        h->value.len = rp - rl;
     }
 
     if (mode & NGX_HTTP_IG_HEADERS_LEGACY) {
@@ -736,38 +716,20 @@ ngx_http_ig_limit_headers(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
             return NGX_ERROR;
         }
 
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
+        rp = ngx_sprintf(pp, "%uD", st->policy.quota);
+        pol = ngx_sprintf(rp, "%uD", remaining);
+        rl = ngx_sprintf(pol, "%uL", t);
+
+        if (ngx_http_ig_add_header(r, "X-RateLimit-Limit", pp, rp - pp)
+            != NGX_OK
+            || ngx_http_ig_add_header(r, "X-RateLimit-Remaining", rp,
+                                      pol - rp)
+               != NGX_OK
+            || ngx_http_ig_add_header(r, "X-RateLimit-Reset", pol, rl - pol)
+               != NGX_OK)
+        {
             return NGX_ERROR;
         }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "X-RateLimit-Limit");
-        h->value.data = pp;
-        pp = ngx_sprintf(pp, "%uD", st->policy.quota);
-        h->value.len = pp - h->value.data;
-
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_ERROR;
-        }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "X-RateLimit-Remaining");
-        h->value.data = pp;
-        pp = ngx_sprintf(pp, "%uD", remaining);
-        h->value.len = pp - h->value.data;
-
-        h = ngx_list_push(&r->headers_out.headers);
-        if (h == NULL) {
-            return NGX_ERROR;
-        }
-
-        h->hash = 1;
-        ngx_str_set(&h->key, "X-RateLimit-Reset");
-        h->value.data = pp;
-        pp = ngx_sprintf(pp, "%uL", t);
-        h->value.len = pp - h->value.data;
     }
 
     return NGX_OK;

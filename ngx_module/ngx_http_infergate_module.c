@@ -423,3 +423,104 @@ ngx_http_ig_postconfiguration(ngx_conf_t *cf)
 
     return ngx_http_ig_schema_init(cf);
 }
+
+
+/*
+ * Reads a whole configuration file (keys, schema, audit key) into the
+ * temp pool, NUL-terminated; *name is resolved against the configuration
+ * prefix.  Errors name the directive and the file.  fi, when given,
+ * receives the file's status (the audit key's mode is checked on it).
+ */
+
+ngx_int_t
+ngx_http_ig_read_conf_file(ngx_conf_t *cf, const char *directive,
+    ngx_str_t *name, size_t max, ngx_str_t *out, ngx_file_info_t *fi)
+{
+    size_t           size;
+    ssize_t          n;
+    ngx_fd_t         fd;
+    ngx_file_t       f;
+    ngx_file_info_t  info;
+
+    if (ngx_conf_full_name(cf->cycle, name, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    fd = ngx_open_file(name->data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "%s: cannot open \"%V\"", directive, name);
+        return NGX_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &info) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "%s: cannot stat \"%V\"", directive, name);
+        goto failed;
+    }
+
+    size = (size_t) ngx_file_size(&info);
+
+    if (size > max) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%s: \"%V\" is larger than %uzk",
+                           directive, name, max / 1024);
+        goto failed;
+    }
+
+    out->data = ngx_pnalloc(cf->temp_pool, size + 1);
+    if (out->data == NULL) {
+        goto failed;
+    }
+
+    ngx_memzero(&f, sizeof(ngx_file_t));
+    f.fd = fd;
+    f.name = *name;
+    f.log = cf->log;
+
+    n = ngx_read_file(&f, out->data, size, 0);
+    if (n == NGX_ERROR || (size_t) n != size) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "%s: cannot read \"%V\"", directive, name);
+        goto failed;
+    }
+
+    ngx_close_file(fd);
+
+    out->data[size] = '\0';
+    out->len = size;
+
+    if (fi) {
+        *fi = info;
+    }
+
+    return NGX_OK;
+
+failed:
+
+    ngx_close_file(fd);
+    return NGX_ERROR;
+}
+
+
+/* Adds an output header whose key and value outlive the request. */
+
+ngx_int_t
+ngx_http_ig_add_header(ngx_http_request_t *r, const char *key,
+    u_char *value, size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) key;
+    h->key.len = ngx_strlen(key);
+    h->value.data = value;
+    h->value.len = len;
+
+    return NGX_OK;
+}

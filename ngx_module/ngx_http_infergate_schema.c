@@ -42,14 +42,8 @@ ngx_http_ig_schema_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_ig_loc_conf_t *lcf = conf;
 
     char                 err[512];
-    u_char              *data;
-    size_t               size;
-    ssize_t              n;
-    ngx_fd_t             fd;
-    ngx_str_t           *value, file;
-    ngx_file_t           f;
+    ngx_str_t           *value, file, text;
     ig_schema_t         *schema;
-    ngx_file_info_t      fi;
     ngx_pool_cleanup_t  *cln;
 
     if (lcf->schema_set) {
@@ -66,52 +60,14 @@ ngx_http_ig_schema_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     file = value[1];
 
-    if (ngx_conf_full_name(cf->cycle, &file, 1) != NGX_OK) {
+    if (ngx_http_ig_read_conf_file(cf, "infergate_schema", &file,
+                                   4 * 1024 * 1024, &text, NULL)
+        != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
-    fd = ngx_open_file(file.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
-    if (fd == NGX_INVALID_FILE) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "infergate_schema: cannot open \"%V\"", &file);
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memzero(&f, sizeof(ngx_file_t));
-    f.fd = fd;
-    f.name = file;
-    f.log = cf->log;
-
-    data = NULL;
-    size = 0;
-
-    if (ngx_fd_info(fd, &fi) != NGX_FILE_ERROR) {
-        size = (size_t) ngx_file_size(&fi);
-
-        if (size <= 4 * 1024 * 1024) {
-            data = ngx_pnalloc(cf->temp_pool, size + 1);
-        }
-    }
-
-    if (data == NULL) {
-        ngx_close_file(fd);
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "infergate_schema: \"%V\" cannot be read "
-                           "(larger than 4M?)", &file);
-        return NGX_CONF_ERROR;
-    }
-
-    n = ngx_read_file(&f, data, size, 0);
-
-    ngx_close_file(fd);
-
-    if (n == NGX_ERROR || (size_t) n != size) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
-                           "infergate_schema: cannot read \"%V\"", &file);
-        return NGX_CONF_ERROR;
-    }
-
-    schema = ig_schema_compile(data, size, err, sizeof(err));
+    schema = ig_schema_compile(text.data, text.len, err, sizeof(err));
 
     if (schema == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
