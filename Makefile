@@ -17,7 +17,38 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNITS     := $(patsubst tests/unit/%.c,$(BUILD)/unit/%,$(UNIT_SRCS))
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZERS   := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
-LIBS      := -lyajl -lpcre2-8 -lcrypto
+LIBS      := -lyajl -lpcre2-8 -lcrypto -lxxhash -lm
+
+# The backend: backend/*.c and backend/*.cu (nvcc) go into one archive
+# that the daemon (backend/main.c), tools and tests link.  Without nvcc
+# the CUDA files are left out and IG_NO_CUDA is defined.
+CUDA_HOME    ?= /usr/local/cuda
+NVCC         ?= $(firstword $(wildcard $(CUDA_HOME)/bin/nvcc) \
+                            $(shell command -v nvcc 2>/dev/null))
+BACKEND_MAIN := backend/main.c
+BACKEND_C    := $(filter-out $(BACKEND_MAIN),$(wildcard backend/*.c))
+BACKEND_H    := $(wildcard backend/*.h)
+BACKEND_GEN  :=
+BACKEND_CFLAGS = $(CFLAGS) -Ibackend -I$(BUILD)/backend/gen -fopenmp \
+                 -pthread
+BACKEND_LIBS := -lopenblas -lprotobuf-c -fopenmp -pthread -lrt
+ifneq ($(NVCC),)
+BACKEND_CU   := $(wildcard backend/*.cu)
+BACKEND_CFLAGS += -I$(CUDA_HOME)/include
+BACKEND_LIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 \
+                -lcublas -lcudart -lstdc++
+NVCC_FLAGS   := -O2 -g -std=c++17 -Ibackend -Ilib --compiler-options \
+                -fPIC,-Wall -gencode arch=compute_80,code=sm_80 \
+                -gencode arch=compute_90,code=sm_90 \
+                -gencode arch=compute_90,code=compute_90
+else
+BACKEND_CU   :=
+BACKEND_CFLAGS += -DIG_NO_CUDA
+endif
+BACKEND_OBJS  = $(patsubst backend/%.c,$(BUILD)/backend/%.o,$(BACKEND_C)) \
+                $(patsubst backend/%.cu,$(BUILD)/backend/%.cu.o,$(BACKEND_CU)) \
+                $(BACKEND_GEN)
+BACKEND_AR   := $(BUILD)/libigbackend.a
 
 CFLAGS    := -std=gnu99 -O2 -g -Wall -Wextra -Werror -Ilib
 NGX_CCOPT := -g -O2 -fPIC -fstack-protector-strong -Wformat \
@@ -58,6 +89,7 @@ $(BUILD)/.flags: FORCE
 	@echo '$(CFLAGS) | $(NGX_CCOPT) | $(NGX_LDOPT)' > $@.new
 	@if cmp -s $@.new $@; then rm $@.new; else \
 	    mv $@.new $@; rm -rf $(BUILD)/objs $(BUILD)/unit $(BUILD)/*.so \
+	        $(BUILD)/backend $(BUILD)/*.a \
 	        $(TOOLS); fi
 
 # nginx's configure writes into its own tree, so run it on a private copy.
@@ -66,7 +98,14 @@ $(BUILD)/ngx-src/configure:
 	rm -rf $(BUILD)/ngx-src
 	cp -r $(NGX_SRC) $(BUILD)/ngx-src
 
-$(BUILD)/objs/Makefile: config $(BUILD)/.flags $(BUILD)/ngx-src/configure
+# config lists sources by wildcard: a file added or removed reconfigures.
+$(BUILD)/.srclist: FORCE
+	@mkdir -p $(BUILD)
+	@ls lib/*.[ch] ngx_module/*.[ch] filters/*.c > $@.new
+	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
+
+$(BUILD)/objs/Makefile: config $(BUILD)/.flags $(BUILD)/.srclist \
+                        $(BUILD)/ngx-src/configure
 	cd $(BUILD)/ngx-src && . ./conf_flags && ./configure --with-compat \
 	    "$${NGX_CONF_FLAGS[@]}" \
 	    --with-cc-opt='$(NGX_CCOPT)' --with-ld-opt='$(NGX_LDOPT)' \
@@ -87,6 +126,18 @@ $(BUILD)/infergate-keys: tools/infergate_keys.c lib/ig_keys.c \
 $(BUILD)/infergate-audit: tools/infergate_audit.c $(LIB_SRCS) $(LIB_HDRS) \
                           $(BUILD)/.flags
 	$(CC) $(CFLAGS) -o $@ tools/infergate_audit.c $(LIB_SRCS) $(LIBS)
+
+$(BUILD)/backend/%.o: backend/%.c $(BACKEND_H) $(LIB_HDRS) $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(CC) $(BACKEND_CFLAGS) -c -o $@ $<
+
+$(BUILD)/backend/%.cu.o: backend/%.cu $(BACKEND_H) $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCC_FLAGS) -c -o $@ $<
+
+$(BACKEND_AR): $(BACKEND_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/unit/%: tests/unit/%.c $(LIB_SRCS) $(LIB_HDRS) $(BUILD)/.flags
 	@mkdir -p $(BUILD)/unit
