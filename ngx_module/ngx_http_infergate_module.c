@@ -16,6 +16,10 @@
 
 
 static ngx_int_t ngx_http_ig_access_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ig_access_after_body(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+static ngx_int_t ngx_http_ig_init_process(ngx_cycle_t *cycle);
+static void ngx_http_ig_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_ig_ctx_cleanup(void *data);
 static void *ngx_http_ig_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_ig_create_loc_conf(ngx_conf_t *cf);
@@ -130,10 +134,10 @@ ngx_module_t  ngx_http_infergate_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    ngx_http_ig_audit_init_process,        /* init process */
+    ngx_http_ig_init_process,              /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    ngx_http_ig_audit_exit_process,        /* exit process */
+    ngx_http_ig_exit_process,              /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -158,7 +162,12 @@ ngx_http_ig_access_handler(ngx_http_request_t *r)
     }
 
     if (ctx->body_state == NGX_HTTP_IG_BODY_DONE) {
-        return ngx_http_ig_schema_result(r, ctx, lcf);
+        rc = ngx_http_ig_schema_result(r, ctx, lcf);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+
+        return ngx_http_ig_access_after_body(r, ctx, lcf);
     }
 
     if (ctx->body_state == NGX_HTTP_IG_BODY_READING) {
@@ -190,7 +199,37 @@ ngx_http_ig_access_handler(ngx_http_request_t *r)
         return ngx_http_ig_schema_start(r, ctx, lcf);
     }
 
+    return ngx_http_ig_access_after_body(r, ctx, lcf);
+}
+
+
+/*
+ * Steps after admission and the body check.  The phase engine re-enters
+ * the access handler after every asynchronous step (body read, Redis
+ * reply), so each step keeps its state in ctx and is a no-op once done.
+ */
+
+static ngx_int_t
+ngx_http_ig_access_after_body(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    ngx_http_ig_loc_conf_t *lcf)
+{
+    /* the Bloom guard goes here, then the response cache lookup */
+
     return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_http_ig_init_process(ngx_cycle_t *cycle)
+{
+    return ngx_http_ig_audit_init_process(cycle);
+}
+
+
+static void
+ngx_http_ig_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_ig_audit_exit_process(cycle);
 }
 
 
