@@ -65,7 +65,8 @@ endif
 
 MODULE    := $(BUILD)/ngx_http_infergate_module.so
 TOOLS     := $(BUILD)/infergate-keys \
-             $(if $(wildcard tools/infergate_audit.c),$(BUILD)/infergate-audit)
+             $(if $(wildcard tools/infergate_audit.c),$(BUILD)/infergate-audit) \
+             $(BUILD)/infergate-predict
 
 export IG_BUILD    := $(CURDIR)/$(BUILD)
 export IG_SANITIZE := $(SANITIZE)
@@ -138,6 +139,11 @@ $(BUILD)/backend/%.cu.o: backend/%.cu $(BACKEND_H) $(BUILD)/.flags
 $(BACKEND_AR): $(BACKEND_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/infergate-predict: tools/infergate_predict.c $(BACKEND_AR) \
+                            $(BACKEND_H)
+	$(CC) $(BACKEND_CFLAGS) -o $@ tools/infergate_predict.c $(BACKEND_AR) \
+	    $(BACKEND_LIBS) $(LIBS)
 
 $(BUILD)/unit/%: tests/unit/%.c $(LIB_SRCS) $(LIB_HDRS) $(BUILD)/.flags
 	@mkdir -p $(BUILD)/unit
