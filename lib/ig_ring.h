@@ -1,0 +1,285 @@
+
+/*
+ * Copyright (C) infergate authors
+ */
+
+/*
+ * The ring protocol between nginx workers and infergate-backend: the one
+ * header both sides build from.  nginx-free and CUDA-free.
+ *
+ * Control channel.  The backend listens on a unix SOCK_SEQPACKET socket.
+ * A worker connects at init_process and receives IG_CTL_HELLO carrying,
+ * as SCM_RIGHTS, three fds: the shared region (0600), its submission
+ * doorbell and its completion doorbell (eventfds).  Then IG_CTL_MODELS
+ * lists the models; it is sent again after every model reload.  The
+ * socket is the liveness channel: EOF on either side means the peer is
+ * gone.  The backend then reclaims the worker's slots; the worker fails
+ * its in-flight requests and reconnects with backoff.  A restarted
+ * backend has a new generation, so stale slots are never confused.
+ *
+ * Region.  One ig_ring_region_t header, then for each client (worker)
+ * index an area at client_off + index * client_stride holding its queue
+ * pair and its slots:
+ *
+ *     ig_ring_queue_t sq   (worker produces slot indexes, backend consumes)
+ *     ig_ring_queue_t cq   (backend produces slot indexes, worker consumes)
+ *     slots[nslots]        (slot_bytes each: ig_ring_slot_t + data)
+ *
+ * Each queue has one producer and one consumer (io_uring ordering): the
+ * producer writes the entry, then publishes tail with a release store;
+ * the consumer reads tail with an acquire load, reads entries, then
+ * publishes head with a release store.  A slot belongs to the worker
+ * until its index is pushed on sq, then to the backend until its index
+ * comes back on cq.  After a push the producer writes 1 to the matching
+ * eventfd; the consumer drains the queue fully after each wake-up.
+ *
+ * The backend trusts nothing in the region: it copies a slot's header
+ * before checking it, and checks every index, count and model id.
+ */
+
+#ifndef _IG_RING_H_INCLUDED_
+#define _IG_RING_H_INCLUDED_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../backend/ig_model.h"
+
+
+#define IG_RING_MAGIC          0x31474e4952474955ULL   /* "UIGRING1" */
+#define IG_RING_VERSION        1
+#define IG_RING_CACHELINE      64
+
+#define IG_RING_MAX_CLIENTS    256
+#define IG_RING_MAX_SLOTS      4096                    /* per client, pow2 */
+#define IG_RING_MAX_MODELS     64
+#define IG_RING_VERSION_MAX    16
+
+
+/* slot status, written by the backend before the slot goes on cq */
+typedef enum {
+    IG_RING_OK = 0,
+    IG_RING_EBADREQ,          /* header failed a check: bad ids, counts  */
+    IG_RING_ENOMODEL,         /* model id unknown or unloaded            */
+    IG_RING_EQUEUE_FULL,      /* load shedding: 503                      */
+    IG_RING_EQUEUE_TIMEOUT,   /* older than --queue-timeout-us: 503      */
+    IG_RING_EMODEL,           /* the model failed: 500                   */
+    IG_RING_ESHUTDOWN         /* draining for exit: 503                  */
+} ig_ring_status_e;
+
+
+typedef struct {
+    uint32_t                    head;
+    uint8_t                     pad0[IG_RING_CACHELINE - 4];
+    uint32_t                    tail;
+    uint8_t                     pad1[IG_RING_CACHELINE - 4];
+    uint32_t                    entries[];   /* nslots, mask = nslots - 1 */
+} ig_ring_queue_t;
+
+
+typedef struct {
+    /* written by the worker before the push on sq */
+    uint64_t                    tag;         /* worker's request number   */
+    uint32_t                    model_id;    /* index in IG_CTL_MODELS    */
+    uint32_t                    rows;
+    uint32_t                    in_floats;   /* rows * nfeatures          */
+    uint32_t                    reserved0;
+    uint64_t                    submit_ns;   /* CLOCK_MONOTONIC           */
+
+    /* written by the backend before the push on cq */
+    uint32_t                    status;      /* ig_ring_status_e          */
+    uint32_t                    out_floats;  /* rows * noutputs           */
+    uint32_t                    batch_rows;  /* rows in the batch it ran  */
+    uint32_t                    queue_us;    /* waited before the batch   */
+    uint32_t                    run_us;      /* the batch's model time    */
+    uint32_t                    reserved1;
+
+    /*
+     * data: in_floats input floats; the backend writes out_floats output
+     * floats over them, from the start of data.
+     */
+    float                       data[];
+} ig_ring_slot_t;
+
+
+typedef struct {
+    uint64_t                    magic;       /* IG_RING_MAGIC             */
+    uint32_t                    version;     /* IG_RING_VERSION           */
+    uint32_t                    header_bytes;
+    uint64_t                    generation;  /* new at every backend start */
+    uint64_t                    region_bytes;
+    uint32_t                    nclients;
+    uint32_t                    nslots;      /* per client, power of two  */
+    uint64_t                    slot_bytes;  /* header + data, 64-aligned */
+    uint64_t                    client_off;
+    uint64_t                    client_stride;
+    uint64_t                    sq_off;      /* within a client's area    */
+    uint64_t                    cq_off;
+    uint64_t                    slots_off;
+} ig_ring_region_t;
+
+
+/* control messages; the socket is SOCK_SEQPACKET, one message per send */
+
+typedef enum {
+    IG_CTL_HELLO = 1,         /* backend → worker, with 3 fds             */
+    IG_CTL_MODELS,            /* backend → worker                         */
+    IG_CTL_STATS_REQ,         /* worker → backend (metrics)               */
+    IG_CTL_STATS              /* backend → worker                         */
+} ig_ctl_type_e;
+
+
+typedef struct {
+    uint32_t                    type;        /* IG_CTL_HELLO              */
+    uint32_t                    version;     /* IG_RING_VERSION           */
+    uint64_t                    generation;
+    uint32_t                    client;      /* this worker's index       */
+    uint32_t                    pid;         /* backend pid, for logs     */
+    ig_ring_region_t            region;      /* copy; mapped one wins     */
+} ig_ctl_hello_t;
+
+
+typedef struct {
+    uint32_t                    id;          /* model_id in slots         */
+    uint32_t                    ready;
+    char                        name[IG_MODEL_NAME_MAX];
+    char                        version[IG_RING_VERSION_MAX];
+    ig_model_meta_t             meta;
+} ig_ctl_model_t;
+
+
+typedef struct {
+    uint32_t                    type;        /* IG_CTL_MODELS             */
+    uint32_t                    nmodels;     /* ≤ IG_RING_MAX_MODELS      */
+    uint32_t                    max_batch;
+    uint32_t                    reserved;
+    char                        device[128]; /* ig_exec_t name            */
+    ig_ctl_model_t              models[];
+} ig_ctl_models_t;
+
+
+/* queue operations; n is the queue's slot count (a power of two) */
+
+static inline int
+ig_ring_push(ig_ring_queue_t *q, uint32_t n, uint32_t v)
+{
+    uint32_t  head, tail;
+
+    tail = q->tail;                                    /* ours */
+    head = __atomic_load_n(&q->head, __ATOMIC_ACQUIRE);
+
+    if (tail - head >= n) {
+        return -1;                                     /* full */
+    }
+
+    q->entries[tail & (n - 1)] = v;
+    __atomic_store_n(&q->tail, tail + 1, __ATOMIC_RELEASE);
+
+    return 0;
+}
+
+
+static inline int
+ig_ring_pop(ig_ring_queue_t *q, uint32_t n, uint32_t *v)
+{
+    uint32_t  head, tail;
+
+    head = q->head;                                    /* ours */
+    tail = __atomic_load_n(&q->tail, __ATOMIC_ACQUIRE);
+
+    if (head == tail) {
+        return -1;                                     /* empty */
+    }
+
+    if (tail - head > n) {
+        return -2;                                     /* corrupt */
+    }
+
+    *v = __atomic_load_n(&q->entries[head & (n - 1)], __ATOMIC_RELAXED);
+    __atomic_store_n(&q->head, head + 1, __ATOMIC_RELEASE);
+
+    return 0;
+}
+
+
+static inline ig_ring_queue_t *
+ig_ring_sq(void *base, const ig_ring_region_t *rg, uint32_t client)
+{
+    return (ig_ring_queue_t *) ((char *) base + rg->client_off
+                                + client * rg->client_stride + rg->sq_off);
+}
+
+
+static inline ig_ring_queue_t *
+ig_ring_cq(void *base, const ig_ring_region_t *rg, uint32_t client)
+{
+    return (ig_ring_queue_t *) ((char *) base + rg->client_off
+                                + client * rg->client_stride + rg->cq_off);
+}
+
+
+static inline ig_ring_slot_t *
+ig_ring_slot(void *base, const ig_ring_region_t *rg, uint32_t client,
+    uint32_t slot)
+{
+    return (ig_ring_slot_t *) ((char *) base + rg->client_off
+                               + client * rg->client_stride + rg->slots_off
+                               + slot * rg->slot_bytes);
+}
+
+
+/* floats a slot's data holds */
+static inline uint64_t
+ig_ring_slot_floats(const ig_ring_region_t *rg)
+{
+    return (rg->slot_bytes - sizeof(ig_ring_slot_t)) / sizeof(float);
+}
+
+
+/*
+ * Lays out a region for nclients × nslots slots of slot_bytes (rounded
+ * up to the cache line); fills rg and returns the region's size, or 0
+ * when the numbers are out of range.
+ */
+static inline uint64_t
+ig_ring_layout(ig_ring_region_t *rg, uint32_t nclients, uint32_t nslots,
+    uint64_t slot_bytes, uint64_t generation)
+{
+    uint64_t  qbytes;
+
+    if (nclients == 0 || nclients > IG_RING_MAX_CLIENTS
+        || nslots == 0 || nslots > IG_RING_MAX_SLOTS
+        || (nslots & (nslots - 1)) != 0
+        || slot_bytes < sizeof(ig_ring_slot_t) + sizeof(float)
+        || slot_bytes > (64u << 20))
+    {
+        return 0;
+    }
+
+    slot_bytes = (slot_bytes + IG_RING_CACHELINE - 1)
+                 & ~(uint64_t) (IG_RING_CACHELINE - 1);
+
+    qbytes = sizeof(ig_ring_queue_t) + nslots * sizeof(uint32_t);
+    qbytes = (qbytes + IG_RING_CACHELINE - 1)
+             & ~(uint64_t) (IG_RING_CACHELINE - 1);
+
+    rg->magic = IG_RING_MAGIC;
+    rg->version = IG_RING_VERSION;
+    rg->header_bytes = sizeof(ig_ring_region_t);
+    rg->generation = generation;
+    rg->nclients = nclients;
+    rg->nslots = nslots;
+    rg->slot_bytes = slot_bytes;
+    rg->client_off = 4096;
+    rg->sq_off = 0;
+    rg->cq_off = qbytes;
+    rg->slots_off = 2 * qbytes;
+    rg->client_stride = (2 * qbytes + nslots * slot_bytes + 4095)
+                        & ~(uint64_t) 4095;
+    rg->region_bytes = rg->client_off + nclients * rg->client_stride;
+
+    return rg->region_bytes;
+}
+
+
+#endif /* _IG_RING_H_INCLUDED_ */
