@@ -29,6 +29,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -92,6 +93,24 @@ typedef struct {
 
     int                  draining;
 } ig_rs_t;
+
+
+static pid_t  ig_rs_main_tid;
+
+
+/*
+ * Libraries start threads before main (OpenBLAS does in a constructor),
+ * with these signals unblocked; one caught there is sent on to the
+ * epoll thread, which blocks it, so that it waits for its signalfd.
+ */
+static void
+ig_rs_forward(int signo)
+{
+    int  saved = errno;
+
+    syscall(SYS_tgkill, getpid(), ig_rs_main_tid, signo);
+    errno = saved;
+}
 
 
 static uint64_t
@@ -878,6 +897,7 @@ ig_rs_run(ig_rs_conf_t *conf)
     gid_t                gid;
     uint32_t             i, type, idx;
     sigset_t             sigs;
+    struct sigaction     sa;
     ig_rs_t              srv, *s = &srv;
     struct epoll_event   evs[64];
     char                 err[512], q[600];
@@ -898,6 +918,16 @@ ig_rs_run(ig_rs_conf_t *conf)
     signal(SIGPIPE, SIG_IGN);
 
     s->sigfd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
+    s->base = MAP_FAILED;
+
+    ig_rs_main_tid = (pid_t) syscall(SYS_gettid);
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = ig_rs_forward;
+    sa.sa_flags = SA_RESTART;
+    sigfillset(&sa.sa_mask);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     s->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (s->sigfd < 0 || s->epfd < 0) {
         ig_blog("error", "start_failed", "errno=%d", errno);
@@ -905,7 +935,7 @@ ig_rs_run(ig_rs_conf_t *conf)
     }
 
     if (ig_rs_user(conf->user, &uid, &gid) != 0) {
-        return 1;
+        goto failed;
     }
 
     if (ig_reg_scan(conf->reg, conf->ex, 1, ig_rs_model_event, s, err,
@@ -914,28 +944,28 @@ ig_rs_run(ig_rs_conf_t *conf)
     {
         ig_blog("error", "model_refused", "err=%s",
                 ig_blogq(q, sizeof(q), err));
-        return 1;
+        goto failed;
     }
 
     if (ig_rs_region(s, uid, gid) != 0) {
-        return 1;
+        goto failed;
     }
 
     s->clients = calloc(s->rg.nclients, sizeof(ig_rs_client_t));
     if (s->clients == NULL) {
-        return 1;
+        goto failed;
     }
 
     for (i = 0; i < s->rg.nclients; i++) {
         s->clients[i].owned = calloc(s->rg.nslots, 1);
         s->clients[i].sock = -1;
         if (s->clients[i].owned == NULL) {
-            return 1;
+            goto failed;
         }
     }
 
     if (ig_rs_listen(s, uid, gid) != 0) {
-        return 1;
+        goto failed;
     }
 
     if (uid != (uid_t) -1
@@ -943,15 +973,13 @@ ig_rs_run(ig_rs_conf_t *conf)
             || setuid(uid) != 0))
     {
         ig_blog("error", "user_failed", "errno=%d", errno);
-        ig_rs_unlink_socket(s);
-        return 1;
+        goto failed;
     }
 
     if (ig_rs_epoll_add(s, s->lfd, EPOLLIN, IG_RS_EV_LISTEN, 0) != 0
         || ig_rs_epoll_add(s, s->sigfd, EPOLLIN, IG_RS_EV_SIGNAL, 0) != 0)
     {
-        ig_rs_unlink_socket(s);
-        return 1;
+        goto failed;
     }
 
     ig_blog("info", "ready", "socket=%s models=%u max_batch=%u "
@@ -1009,10 +1037,16 @@ ig_rs_run(ig_rs_conf_t *conf)
         }
     }
 
+    if (0) {
+failed:
+        rc = 1;
+    }
+
 done:
 
     if (s->lfd >= 0) {
         ig_rs_unlink_socket(s);
+        close(s->lfd);
     }
 
     for (i = 0; i < s->nmodels; i++) {
@@ -1032,7 +1066,7 @@ done:
         ig_batcher_destroy(s->batchers[i]);
     }
 
-    for (i = 0; i < s->rg.nclients; i++) {
+    for (i = 0; s->clients && i < s->rg.nclients; i++) {
         if (s->clients[i].state == IG_RS_LIVE) {
             close(s->clients[i].sock);
             close(s->clients[i].sq_efd);
@@ -1043,8 +1077,15 @@ done:
     }
 
     free(s->clients);
-    munmap(s->base, s->rg.region_bytes);
-    close(s->memfd);
+
+    if (s->base != MAP_FAILED) {
+        munmap(s->base, s->rg.region_bytes);
+    }
+
+    if (s->memfd >= 0) {
+        close(s->memfd);
+    }
+
     close(s->sigfd);
     close(s->epfd);
 
