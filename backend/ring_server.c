@@ -203,12 +203,18 @@ ig_rs_done(void *data, const ig_breq_t *r, uint32_t status,
 
 static int
 ig_rs_epoll_add(ig_rs_t *s, int fd, uint32_t events, uint32_t type,
-    uint32_t idx)
+    uint32_t idx, uint32_t gen)
 {
     struct epoll_event  ev;
 
     ev.events = events;
-    ev.data.u64 = (uint64_t) type << 32 | idx;
+
+    /*
+     * The client's generation rides along: an event still in the array
+     * after its client was dropped and its index reused is ignored.
+     */
+    ev.data.u64 = (uint64_t) type << 56
+                  | (uint64_t) (gen & 0xffffff) << 32 | idx;
 
     return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev);
 }
@@ -372,9 +378,10 @@ ig_rs_accept(ig_rs_t *s)
         pthread_mutex_unlock(&s->lock);
 
         if (ig_rs_send_hello(s, i) != 0 || ig_rs_send_models(s, fd) != 0
-            || ig_rs_epoll_add(s, fd, EPOLLIN | EPOLLRDHUP, IG_RS_EV_CTL, i)
-               != 0
-            || ig_rs_epoll_add(s, c->sq_efd, EPOLLIN, IG_RS_EV_SQ, i) != 0)
+            || ig_rs_epoll_add(s, fd, EPOLLIN | EPOLLRDHUP, IG_RS_EV_CTL, i,
+                               c->gen) != 0
+            || ig_rs_epoll_add(s, c->sq_efd, EPOLLIN, IG_RS_EV_SQ, i, c->gen)
+               != 0)
         {
             ig_blog("warn", "client_refused", "client=%u pid=%d "
                     "reason=\"hello failed\" errno=%d", i, (int) cred.pid,
@@ -895,7 +902,7 @@ ig_rs_run(ig_rs_conf_t *conf)
     int                  n, k, rc;
     uid_t                uid;
     gid_t                gid;
-    uint32_t             i, type, idx;
+    uint32_t             i, type, idx, egen;
     sigset_t             sigs;
     struct sigaction     sa;
     ig_rs_t              srv, *s = &srv;
@@ -976,8 +983,9 @@ ig_rs_run(ig_rs_conf_t *conf)
         goto failed;
     }
 
-    if (ig_rs_epoll_add(s, s->lfd, EPOLLIN, IG_RS_EV_LISTEN, 0) != 0
-        || ig_rs_epoll_add(s, s->sigfd, EPOLLIN, IG_RS_EV_SIGNAL, 0) != 0)
+    if (ig_rs_epoll_add(s, s->lfd, EPOLLIN, IG_RS_EV_LISTEN, 0, 0) != 0
+        || ig_rs_epoll_add(s, s->sigfd, EPOLLIN, IG_RS_EV_SIGNAL, 0, 0)
+           != 0)
     {
         goto failed;
     }
@@ -1008,8 +1016,16 @@ ig_rs_run(ig_rs_conf_t *conf)
         }
 
         for (k = 0; k < n; k++) {
-            type = (uint32_t) (evs[k].data.u64 >> 32);
+            type = (uint32_t) (evs[k].data.u64 >> 56);
+            egen = (uint32_t) (evs[k].data.u64 >> 32) & 0xffffff;
             idx = (uint32_t) evs[k].data.u64;
+
+            if ((type == IG_RS_EV_SQ || type == IG_RS_EV_CTL)
+                && (s->clients[idx].state != IG_RS_LIVE
+                    || (s->clients[idx].gen & 0xffffff) != egen))
+            {
+                continue;
+            }
 
             switch (type) {
 
@@ -1025,9 +1041,7 @@ ig_rs_run(ig_rs_conf_t *conf)
                 break;
 
             case IG_RS_EV_SQ:
-                if (s->clients[idx].state == IG_RS_LIVE) {
-                    ig_rs_intake(s, idx);
-                }
+                ig_rs_intake(s, idx);
                 break;
 
             case IG_RS_EV_CTL:

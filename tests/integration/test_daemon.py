@@ -490,3 +490,34 @@ def test_corrupt_queue_drops_that_client_only(start_backend):
         good.submit(0, 0, 1, [4.0])
         assert good.collect(1)[0]["data"] == [4.0]
     assert b.proc.poll() is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="--user needs root")
+def test_user_drops_privileges(tmp_path, start_backend):
+    import pwd
+    nobody = pwd.getpwnam("nobody")
+    os.chmod(tmp_path, 0o755)
+    b = start_backend("id=builtin:identity:1", args=["--user", "nobody"])
+    st = os.stat(b.sock)
+    assert (st.st_uid, st.st_gid) == (nobody.pw_uid, nobody.pw_gid)
+    status = open(f"/proc/{b.pid}/status").read()
+    uids = [l for l in status.splitlines() if l.startswith("Uid:")][0]
+    assert uids.split()[1:] == [str(nobody.pw_uid)] * 4
+    with RingClient(b.sock) as c:
+        c.submit(0, 0, 1, [3.0])
+        assert c.collect(1)[0]["data"] == [3.0]
+    # the region fd is 0600 and owned by the user too
+    fds = os.listdir(f"/proc/{b.pid}/fd")
+    memfds = [os.stat(f"/proc/{b.pid}/fd/{fd}") for fd in fds
+              if "memfd:infergate-ring" in
+              os.readlink(f"/proc/{b.pid}/fd/{fd}")]
+    assert memfds and all(stat.S_IMODE(m.st_mode) == 0o600
+                          and m.st_uid == nobody.pw_uid for m in memfds)
+
+
+def test_user_needs_root_or_exists(start_backend):
+    b = start_backend("id=builtin:identity:1",
+                      args=["--user", "no-such-user-ig"], ready=False)
+    b.expect_rc = 1
+    assert b.proc.wait(30) == 1
+    assert "event=user_failed" in b.stderr()
