@@ -45,6 +45,7 @@
 #define IG_RS_EV_SIGNAL   2
 #define IG_RS_EV_CTL      3
 #define IG_RS_EV_SQ       4
+#define IG_RS_EV_RELOAD   5
 
 #define IG_RS_REGION_MAX  (16ULL << 30)
 
@@ -87,6 +88,14 @@ typedef struct {
     ig_ring_region_t     rg;
     ig_rs_client_t      *clients;
 
+    pthread_t            reload_tid;
+    int                  reload_efd;
+    int                  reloading;
+    int                  reload_again;
+    ig_reg_result_t     *results;     /* the reload thread's            */
+    uint32_t             nresults;
+    uint32_t             cap_results;
+
     ig_batcher_t        *batchers[IG_RING_MAX_MODELS];
     ig_rq_model_t        models[IG_RING_MAX_MODELS];
     uint32_t             nmodels;
@@ -95,7 +104,10 @@ typedef struct {
 } ig_rs_t;
 
 
-static pid_t  ig_rs_main_tid;
+static pid_t    ig_rs_main_tid;
+
+/* static: an abandoned reload thread may still look at it at exit */
+static ig_rs_t  ig_rs_server;
 
 
 /*
@@ -548,75 +560,191 @@ ig_rs_ctl(ig_rs_t *s, uint32_t i, uint32_t events)
 }
 
 
-/* the registry's events: new ids get a batcher, reloads swap models */
+/* a scan's result, on the epoll thread: new ids get a batcher */
 static void
-ig_rs_model_event(void *data, ig_reg_event_e ev, ig_reg_entry_t *e,
-    ig_model_t *m, const char *err)
+ig_rs_apply(ig_rs_t *s, ig_reg_result_t *res)
 {
-    ig_rs_t          *s = data;
     char              label[96], q[600];
+    ig_model_t       *m = res->model;
+    ig_reg_entry_t   *e;
     ig_batch_conf_t   bc;
 
-    snprintf(label, sizeof(label), "%s:%s", e->name, e->version);
+    snprintf(label, sizeof(label), "%s:%s",
+             s->conf->reg->specs[res->spec].name, res->version);
 
-    switch (ev) {
+    if (res->ev == IG_REG_REFUSED) {
+        ig_blog("error", "model_refused", "model=%s err=%s kept=%s", label,
+                ig_blogq(q, sizeof(q), res->err),
+                res->id == UINT32_MAX ? "no" : "yes");
+        return;
+    }
 
-    case IG_REG_ADDED:
-        bc.max_batch = s->conf->max_batch;
-        bc.max_delay_us = s->conf->max_delay_us;
-        bc.queue_timeout_us = s->conf->queue_timeout_us;
-        bc.queue_max = s->conf->queue_max;
-        bc.done = ig_rs_done;
-        bc.data = s;
+    e = ig_reg_apply(s->conf->reg, res);
+    if (e == NULL) {
+        ig_blog("error", "model_refused", "model=%s err=\"registry full\"",
+                label);
+        ig_model_free(m);
+        return;
+    }
 
-        s->batchers[e->id] = ig_batcher_create(m, s->conf->ex, label, &bc);
-
-        if (s->batchers[e->id] == NULL) {
-            ig_blog("error", "model_refused", "id=%u model=%s "
-                    "err=\"no runner thread\"", e->id, label);
-            ig_model_free(m);
-            s->models[e->id].ready = 0;
-
-        } else {
-            s->models[e->id].ready = 1;
-            ig_blog("info", "model_loaded", "id=%u model=%s platform=%s "
-                    "features=%u outputs=%u path=%s", e->id, label,
-                    m->meta.platform, m->meta.nfeatures, m->meta.noutputs,
-                    ig_blogq(q, sizeof(q), e->path));
-        }
-
-        s->models[e->id].nfeatures = e->meta.nfeatures;
-        s->models[e->id].noutputs = e->meta.noutputs;
-        s->nmodels = e->id + 1;
-        break;
-
-    case IG_REG_RELOADED:
+    if (res->ev == IG_REG_RELOADED) {
         ig_batcher_swap(s->batchers[e->id], m);
         ig_blog("info", "model_reloaded", "id=%u model=%s path=%s", e->id,
                 label, ig_blogq(q, sizeof(q), e->path));
-        break;
-
-    case IG_REG_REFUSED:
-        ig_blog("error", "model_refused", "model=%s err=%s kept=%s", label,
-                ig_blogq(q, sizeof(q), err),
-                e->id == UINT32_MAX ? "no" : "yes");
-        break;
+        return;
     }
+
+    bc.max_batch = s->conf->max_batch;
+    bc.max_delay_us = s->conf->max_delay_us;
+    bc.queue_timeout_us = s->conf->queue_timeout_us;
+    bc.queue_max = s->conf->queue_max;
+    bc.done = ig_rs_done;
+    bc.data = s;
+
+    s->batchers[e->id] = ig_batcher_create(m, s->conf->ex, label, &bc);
+
+    if (s->batchers[e->id] == NULL) {
+        ig_blog("error", "model_refused", "id=%u model=%s "
+                "err=\"no runner thread\"", e->id, label);
+        ig_model_free(m);
+        s->models[e->id].ready = 0;
+
+    } else {
+        s->models[e->id].ready = 1;
+        ig_blog("info", "model_loaded", "id=%u model=%s platform=%s "
+                "features=%u outputs=%u path=%s", e->id, label,
+                e->meta.platform, e->meta.nfeatures, e->meta.noutputs,
+                ig_blogq(q, sizeof(q), e->path));
+    }
+
+    s->models[e->id].nfeatures = e->meta.nfeatures;
+    s->models[e->id].noutputs = e->meta.noutputs;
+    s->nmodels = e->id + 1;
+}
+
+
+static void
+ig_rs_apply_now(void *data, ig_reg_result_t *res)
+{
+    ig_rs_apply(data, res);
+}
+
+
+/* the reload thread keeps the results for the epoll thread */
+static void
+ig_rs_keep(void *data, ig_reg_result_t *res)
+{
+    ig_rs_t          *s = data;
+    ig_reg_result_t  *a;
+
+    if (s->nresults == s->cap_results) {
+        a = realloc(s->results, (s->cap_results * 2 + 8)
+                                * sizeof(ig_reg_result_t));
+        if (a == NULL) {
+            ig_model_free(res->model);
+            ig_blog("error", "model_refused", "err=\"out of memory\"");
+            return;
+        }
+
+        s->results = a;
+        s->cap_results = s->cap_results * 2 + 8;
+    }
+
+    s->results[s->nresults++] = *res;
+}
+
+
+/*
+ * Loading may take long (a big model, a slow disk): it runs on this
+ * thread so the ring keeps serving.  Reading the registry here is safe:
+ * only the epoll thread changes it, and only after this thread ended.
+ */
+static void *
+ig_rs_reload_thread(void *arg)
+{
+    ig_rs_t   *s = arg;
+    uint64_t   one = 1;
+    char       err[512];
+
+    ig_reg_scan(s->conf->reg, s->conf->ex, 0, ig_rs_keep, s, err,
+                sizeof(err));
+
+    if (write(s->reload_efd, &one, sizeof(one)) < 0) {
+        ig_blog("error", "reload_failed", "errno=%d", errno);
+    }
+
+    return NULL;
 }
 
 
 static void
 ig_rs_reload(ig_rs_t *s)
 {
+    if (s->reloading) {
+        s->reload_again = 1;          /* once this one is done */
+        return;
+    }
+
+    ig_blog("info", "reload", "models=%u", s->nmodels);
+
+    s->nresults = 0;
+    s->reloading = 1;
+
+    if (pthread_create(&s->reload_tid, NULL, ig_rs_reload_thread, s) != 0) {
+        ig_blog("error", "reload_failed", "reason=\"no thread\"");
+        s->reloading = 0;
+    }
+}
+
+
+static void
+ig_rs_reload_end(ig_rs_t *s, int apply)
+{
     uint32_t  i, before;
-    char      err[512];
+    uint64_t  v;
+
+    if (!s->reloading) {
+        return;
+    }
+
+    if (apply) {
+        pthread_join(s->reload_tid, NULL);
+
+    } else {
+        struct timespec  ts;
+
+        /* exiting: a load stuck on a dead disk must not hold us */
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 2;
+
+        if (pthread_timedjoin_np(s->reload_tid, NULL, &ts) != 0) {
+            ig_blog("warn", "reload_abandoned", "reason=\"a load is still running\"");
+            return;
+        }
+    }
+
+    s->reloading = 0;
+
+    if (read(s->reload_efd, &v, sizeof(v)) < 0) {
+        /* already read */
+    }
 
     before = s->nmodels;
 
-    ig_blog("info", "reload", "models=%u", before);
+    for (i = 0; i < s->nresults; i++) {
+        if (apply) {
+            ig_rs_apply(s, &s->results[i]);
 
-    ig_reg_scan(s->conf->reg, s->conf->ex, 0, ig_rs_model_event, s, err,
-                sizeof(err));
+        } else {
+            ig_model_free(s->results[i].model);
+        }
+    }
+
+    s->nresults = 0;
+
+    if (!apply) {
+        return;
+    }
 
     for (i = 0; i < s->rg.nclients; i++) {
         if (s->clients[i].state == IG_RS_LIVE
@@ -628,6 +756,11 @@ ig_rs_reload(ig_rs_t *s)
 
     ig_blog("info", "reload_done", "models=%u added=%u", s->nmodels,
             s->nmodels - before);
+
+    if (s->reload_again) {
+        s->reload_again = 0;
+        ig_rs_reload(s);
+    }
 }
 
 
@@ -905,11 +1038,12 @@ ig_rs_run(ig_rs_conf_t *conf)
     uint32_t             i, type, idx, egen;
     sigset_t             sigs;
     struct sigaction     sa;
-    ig_rs_t              srv, *s = &srv;
+    ig_rs_t             *s;
     struct epoll_event   evs[64];
     char                 err[512], q[600];
     ig_batch_stats_t     st;
 
+    s = &ig_rs_server;
     memset(s, 0, sizeof(*s));
     s->conf = conf;
     s->lfd = -1;
@@ -925,6 +1059,7 @@ ig_rs_run(ig_rs_conf_t *conf)
     signal(SIGPIPE, SIG_IGN);
 
     s->sigfd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
+    s->reload_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     s->base = MAP_FAILED;
 
     ig_rs_main_tid = (pid_t) syscall(SYS_gettid);
@@ -936,7 +1071,7 @@ ig_rs_run(ig_rs_conf_t *conf)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     s->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (s->sigfd < 0 || s->epfd < 0) {
+    if (s->sigfd < 0 || s->epfd < 0 || s->reload_efd < 0) {
         ig_blog("error", "start_failed", "errno=%d", errno);
         return 1;
     }
@@ -945,7 +1080,7 @@ ig_rs_run(ig_rs_conf_t *conf)
         goto failed;
     }
 
-    if (ig_reg_scan(conf->reg, conf->ex, 1, ig_rs_model_event, s, err,
+    if (ig_reg_scan(conf->reg, conf->ex, 1, ig_rs_apply_now, s, err,
                     sizeof(err))
         != 0)
     {
@@ -985,6 +1120,8 @@ ig_rs_run(ig_rs_conf_t *conf)
 
     if (ig_rs_epoll_add(s, s->lfd, EPOLLIN, IG_RS_EV_LISTEN, 0, 0) != 0
         || ig_rs_epoll_add(s, s->sigfd, EPOLLIN, IG_RS_EV_SIGNAL, 0, 0)
+           != 0
+        || ig_rs_epoll_add(s, s->reload_efd, EPOLLIN, IG_RS_EV_RELOAD, 0, 0)
            != 0)
     {
         goto failed;
@@ -1044,6 +1181,10 @@ ig_rs_run(ig_rs_conf_t *conf)
                 ig_rs_intake(s, idx);
                 break;
 
+            case IG_RS_EV_RELOAD:
+                ig_rs_reload_end(s, 1);
+                break;
+
             case IG_RS_EV_CTL:
                 ig_rs_ctl(s, idx, evs[k].events);
                 break;
@@ -1057,6 +1198,12 @@ failed:
     }
 
 done:
+
+    ig_rs_reload_end(s, 0);
+
+    if (!s->reloading) {
+        free(s->results);
+    }
 
     if (s->lfd >= 0) {
         ig_rs_unlink_socket(s);
@@ -1101,6 +1248,7 @@ done:
     }
 
     close(s->sigfd);
+    close(s->reload_efd);
     close(s->epfd);
 
     ig_blog("info", "exit", "code=%d", rc);
