@@ -50,6 +50,7 @@ typedef struct {
     uint32_t                    quota;
     uint32_t                    window_s;
     uint32_t                    burst;
+    ngx_uint_t                  metrics_slot; /* tenant label, per worker */
 } ngx_http_ig_key_t;
 
 

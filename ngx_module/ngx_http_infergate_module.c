@@ -13,6 +13,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_infergate.h"
+#include "ngx_http_infergate_metrics.h"
 
 
 static ngx_int_t ngx_http_ig_access_handler(ngx_http_request_t *r);
@@ -105,6 +106,20 @@ static ngx_command_t  ngx_http_infergate_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_ig_audit_directive,
       NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infergate_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_ig_metrics_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infergate_metrics_tenants"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_ig_metrics_tenants_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
 
@@ -459,6 +474,17 @@ ngx_http_ig_postconfiguration(ngx_conf_t *cf)
     }
 
     *h = ngx_http_ig_audit_handler;
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_ig_metrics_log;
+
+    if (ngx_http_ig_metrics_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     return ngx_http_ig_schema_init(cf);
 }
