@@ -71,7 +71,8 @@ TOOLS     := $(BUILD)/infergate-keys \
 export IG_BUILD    := $(CURDIR)/$(BUILD)
 export IG_SANITIZE := $(SANITIZE)
 
-.PHONY: all deps build module tools unit integration test demo fuzz bench \
+.PHONY: all deps build module tools unit integration chaos test demo fuzz \
+        bench \
         clean FORCE
 
 all: build
@@ -153,7 +154,12 @@ unit: deps $(UNITS)
 	@set -e; for t in $(UNITS); do echo "== $$t"; $$t; done
 
 integration: build
-	$(PY) -m pytest -q -p no:cacheprovider tests/integration
+	$(PY) -m pytest -q -p no:cacheprovider -m "not chaos" tests/integration
+
+# Things break on purpose under load: reloads, a full disk, slow clients,
+# Redis and the backend killed and restarted.
+chaos: build
+	$(PY) -m pytest -q -p no:cacheprovider -m chaos tests/integration
 
 test: build unit integration
 
