@@ -181,7 +181,8 @@ ngx_http_ig_access_handler(ngx_http_request_t *r)
 
     if (!ctx->admitted) {
 
-        if (lcf->auth) {
+        /* a Redis limit re-enters here: the key was already taken */
+        if (lcf->auth && ctx->key == NULL) {
             rc = ngx_http_ig_auth(r, ctx, lcf);
             if (rc != NGX_DECLINED) {
                 return rc;
