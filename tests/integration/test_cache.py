@@ -389,3 +389,59 @@ def test_noscript_falls_back_to_eval(start_nginx, redis_server,
     assert r.headers["X-Cache-Status"] == "HIT"
     stats = redis_server.commandstats()
     assert stats.get("eval") == 1 and stats.get("evalsha") == 1, stats
+
+
+def test_large_entry(start_nginx, redis_server, store_origin):
+    """A reply far above hiredis's 16 KiB read: level-triggered events
+    keep reading until the whole value is in."""
+    store_origin.values["/large"] = "L" * 600000
+    http, server = conf(redis_server, store_origin)
+    ngx = start_nginx(http=http, server=server, workers=1)
+    warm(ngx)
+    r1 = requests.get(ngx.url("/large"))
+    assert r1.headers["X-Cache-Status"] == "MISS"
+    for _ in range(3):
+        r2 = requests.get(ngx.url("/large"), timeout=5)
+        assert r2.headers["X-Cache-Status"] == "HIT"
+        assert r2.content == r1.content
+    assert store_origin.count("GET", "/large") == 1
+
+
+def test_post_after_schema_and_user_tag(start_nginx, redis_server,
+                                        store_origin):
+    """The body read by infergate_schema is hashed as is, and a member of
+    the validated body can tag the entry; a write for that user purges
+    it."""
+    from conftest import SCORE_SCHEMA
+    store_origin.post_echo = True
+    http = f"infergate_redis r {redis_server.address} timeout=200ms;\n"
+    server = f"""
+    location /score {{
+        infergate_schema score.json;
+        infergate_cache redis=r ttl=60s methods=POST
+                        tag=user:$infergate_json_user_id;
+        {store_origin.proxy}
+    }}
+    location /users/ {{
+        infergate_cache_purge redis=r tag=user:$arg_user;
+        {store_origin.proxy}
+    }}"""
+    ngx = start_nginx(http=http, server=server, workers=1,
+                      files={"score.json": SCORE_SCHEMA.read_text()})
+    warm(ngx, "/users/warm", want=("BYPASS", None))
+    body = {"user_id": "u42", "amount": 10,
+            "login_time": "2024-01-01T10:00:00Z"}
+    deadline = time.time() + 5
+    while True:
+        r = requests.post(ngx.url("/score"), json=body)
+        if r.headers.get("X-Cache-Status") == "HIT" or time.time() > deadline:
+            break
+        time.sleep(0.05)
+    assert r.headers["X-Cache-Status"] == "HIT"
+    assert json.loads(r.json()["echo"]) == body
+    bad = requests.post(ngx.url("/score"), json={"user_id": "x"})
+    assert bad.status_code == 400
+    assert "X-Cache-Status" not in bad.headers
+    requests.put(ngx.url("/users/u42?user=u42"), data="changed")
+    r = requests.post(ngx.url("/score"), json=body)
+    assert r.headers["X-Cache-Status"] == "MISS"
