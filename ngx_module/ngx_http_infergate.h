@@ -29,6 +29,7 @@
 #define NGX_HTTP_IG_LIMIT_PASSED      1
 #define NGX_HTTP_IG_LIMIT_REJECTED    2
 #define NGX_HTTP_IG_LIMIT_DRY_RUN     3
+#define NGX_HTTP_IG_LIMIT_FAIL_OPEN   4
 
 #define NGX_HTTP_IG_BODY_NONE         0
 #define NGX_HTTP_IG_BODY_READING      1
@@ -84,6 +85,8 @@ typedef struct {
     uint32_t                    window_s;
     uint32_t                    burst;
     ngx_uint_t                  dry_run;
+    void                       *redis;       /* cluster-wide: a server     */
+    ngx_uint_t                  fail_closed;
 } ngx_http_ig_limit_conf_t;
 
 
@@ -131,6 +134,7 @@ typedef struct {
     ngx_http_ig_limit_state_t  *limits;
     ngx_uint_t                  limit_status;
     ngx_uint_t                  limit_headers;
+    void                       *limit_redis; /* Redis limits in flight     */
 
     ig_validator_t             *validator;
     yajl_alloc_funcs            alloc;       /* yajl on the request pool   */
@@ -190,6 +194,17 @@ ngx_int_t ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf);
 ngx_int_t ngx_http_ig_limit_headers(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx);
+
+/* cluster-wide limits (infergate_limit ... redis=NAME) */
+ngx_int_t ngx_http_ig_limit_redis_add(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_uint_t index, ngx_str_t *key);
+ngx_int_t ngx_http_ig_limit_redis_send(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_uint_t dry);
+ngx_int_t ngx_http_ig_limit_redis_finish(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx);
+void *ngx_http_ig_limit_redis_conf(ngx_conf_t *cf, ngx_str_t *name);
+ngx_int_t ngx_http_ig_limit_refuse(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, uint64_t retry_us);
 
 /* schema */
 char *ngx_http_ig_schema_directive(ngx_conf_t *cf, ngx_command_t *cmd,

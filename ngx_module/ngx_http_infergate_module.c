@@ -14,6 +14,7 @@
 
 #include "ngx_http_infergate.h"
 #include "ngx_http_infergate_metrics.h"
+#include "ngx_http_infergate_cache.h"
 
 
 static ngx_int_t ngx_http_ig_access_handler(ngx_http_request_t *r);
@@ -167,7 +168,9 @@ ngx_http_ig_access_handler(ngx_http_request_t *r)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
 
-    if (!lcf->auth && lcf->limits == NULL && lcf->schema == NULL) {
+    if (!lcf->auth && lcf->limits == NULL && lcf->schema == NULL
+        && !ngx_http_ig_cache_on(r))
+    {
         return NGX_DECLINED;
     }
 
@@ -193,7 +196,8 @@ ngx_http_ig_access_handler(ngx_http_request_t *r)
 
     if (!ctx->admitted) {
 
-        if (lcf->auth) {
+        /* a Redis limit re-enters here: the key was already taken */
+        if (lcf->auth && ctx->key == NULL) {
             rc = ngx_http_ig_auth(r, ctx, lcf);
             if (rc != NGX_DECLINED) {
                 return rc;
@@ -230,6 +234,10 @@ ngx_http_ig_access_after_body(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 {
     /* the Bloom guard goes here, then the response cache lookup */
 
+    if (ngx_http_ig_cache_on(r)) {
+        return ngx_http_ig_cache_access(r, ctx);
+    }
+
     return NGX_DECLINED;
 }
 
@@ -237,6 +245,10 @@ ngx_http_ig_access_after_body(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 static ngx_int_t
 ngx_http_ig_init_process(ngx_cycle_t *cycle)
 {
+    if (ngx_http_ig_redis_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_ig_audit_init_process(cycle);
 }
 
@@ -245,6 +257,7 @@ static void
 ngx_http_ig_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_ig_audit_exit_process(cycle);
+    ngx_http_ig_redis_exit_process(cycle);
 }
 
 

@@ -55,7 +55,8 @@ static ngx_str_t  ngx_http_ig_limit_statuses[] = {
     ngx_null_string,
     ngx_string("PASSED"),
     ngx_string("REJECTED"),
-    ngx_string("REJECTED_DRY_RUN")
+    ngx_string("REJECTED_DRY_RUN"),
+    ngx_string("FAIL_OPEN")
 };
 
 
