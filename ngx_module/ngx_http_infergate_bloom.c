@@ -17,10 +17,23 @@
 
 #include <ig_bloom.h>
 
+#if (NGX_THREADS)
+#include <pthread.h>
+#include <signal.h>
+#endif
+
 #include "ngx_http_infergate.h"
 
 
 #define NGX_HTTP_IG_BLOOM_MAX_STATUS  8
+
+
+typedef struct {
+    int                         rc;
+    int                         done;        /* atomic: the thread ended  */
+    uint64_t                    count;       /* the count saved           */
+    char                        err[512];
+} ngx_http_ig_bloom_job_t;
 
 
 typedef struct {
@@ -32,6 +45,11 @@ typedef struct {
     time_t                      save_every;  /* seconds, 0: only on exit  */
     ngx_event_t                 save_ev;
     ngx_log_t                  *log;
+    ngx_http_ig_bloom_job_t     job;
+#if (NGX_THREADS)
+    pthread_t                   thread;
+#endif
+    unsigned                    saving:1;    /* a save thread runs        */
 } ngx_http_ig_bloom_zone_t;
 
 
@@ -48,8 +66,12 @@ struct ngx_http_ig_bloom_conf_s {
 static ngx_int_t ngx_http_ig_bloom_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static void ngx_http_ig_bloom_save_handler(ngx_event_t *ev);
-static void ngx_http_ig_bloom_save(ngx_http_ig_bloom_zone_t *zone,
+static ngx_int_t ngx_http_ig_bloom_save_lock(ngx_http_ig_bloom_zone_t *zone,
     ngx_uint_t exiting);
+static void ngx_http_ig_bloom_save_done(ngx_http_ig_bloom_zone_t *zone);
+#if (NGX_THREADS)
+static void *ngx_http_ig_bloom_save_thread(void *data);
+#endif
 static ngx_int_t ngx_http_ig_bloom_add_status(ngx_conf_t *cf,
     ngx_http_ig_bloom_conf_t *bc, u_char *p, size_t len);
 
@@ -683,8 +705,16 @@ ngx_http_ig_bloom_variable(ngx_http_request_t *r,
 }
 
 
-/* Saving: every worker runs a timer; the zone's saved_at and lock make
- * one of them, the first whose timer fires after the period, do it. */
+/*
+ * Saving.  Every worker runs a timer; the zone's saved_at and lock make
+ * one of them, the first whose timer fires after the period, do it.  The
+ * lock (the saver's pid in the zone) also orders savers, so an older
+ * snapshot never renames over a newer one.
+ *
+ * A periodic save writes and fsyncs the whole filter: that runs on a
+ * short-lived thread so the event loop never waits for the disk; the
+ * timer polls for its end.  At exit the worker saves itself, waiting.
+ */
 
 ngx_int_t
 ngx_http_ig_bloom_init_process(ngx_cycle_t *cycle)
@@ -766,9 +796,25 @@ ngx_http_ig_bloom_exit_process(ngx_cycle_t *cycle)
 
         zone = shm_zone[i].data;
 
-        if (zone->file.len && zone->bloom) {
-            zone->log = cycle->log;
-            ngx_http_ig_bloom_save(zone, 1);
+        if (zone->file.len == 0 || zone->bloom == NULL) {
+            continue;
+        }
+
+        zone->log = cycle->log;
+
+#if (NGX_THREADS)
+        if (zone->saving) {
+            (void) pthread_join(zone->thread, NULL);
+            ngx_http_ig_bloom_save_done(zone);
+        }
+#endif
+
+        if (ngx_http_ig_bloom_save_lock(zone, 1) == NGX_OK) {
+            zone->job.rc = ig_bloom_save(zone->bloom,
+                                         (char *) zone->file.data,
+                                         &zone->job.count, zone->job.err,
+                                         sizeof(zone->job.err));
+            ngx_http_ig_bloom_save_done(zone);
         }
     }
 }
@@ -779,46 +825,113 @@ ngx_http_ig_bloom_save_handler(ngx_event_t *ev)
 {
     ngx_http_ig_bloom_zone_t  *zone = ev->data;
 
+#if (NGX_THREADS)
+    sigset_t  all, old;
+
+    if (zone->saving) {
+        if (!__atomic_load_n(&zone->job.done, __ATOMIC_ACQUIRE)) {
+            ngx_add_timer(ev, 100);
+            return;
+        }
+
+        (void) pthread_join(zone->thread, NULL);
+        ngx_http_ig_bloom_save_done(zone);
+    }
+#endif
+
     if (ngx_exiting || ngx_quit || ngx_terminate) {
         return;                          /* exit_process saves */
     }
 
-    ngx_http_ig_bloom_save(zone, 0);
+    if (ngx_http_ig_bloom_save_lock(zone, 0) != NGX_OK) {
+        ngx_add_timer(ev, (ngx_msec_t) zone->save_every * 1000);
+        return;
+    }
+
+#if (NGX_THREADS)
+
+    /* signals are for the event loop, not for the saver */
+
+    sigfillset(&all);
+    (void) pthread_sigmask(SIG_SETMASK, &all, &old);
+
+    zone->job.done = 0;
+
+    if (pthread_create(&zone->thread, NULL, ngx_http_ig_bloom_save_thread,
+                       zone)
+        == 0)
+    {
+        (void) pthread_sigmask(SIG_SETMASK, &old, NULL);
+        zone->saving = 1;
+        ngx_add_timer(ev, 100);
+        return;
+    }
+
+    (void) pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+    ngx_log_error(NGX_LOG_WARN, zone->log, 0,
+                  "infergate_bloom_zone \"%V\": no save thread, saving "
+                  "in the worker", &zone->name);
+#endif
+
+    zone->job.rc = ig_bloom_save(zone->bloom, (char *) zone->file.data,
+                                 &zone->job.count, zone->job.err,
+                                 sizeof(zone->job.err));
+    ngx_http_ig_bloom_save_done(zone);
 
     ngx_add_timer(ev, (ngx_msec_t) zone->save_every * 1000);
 }
 
 
+#if (NGX_THREADS)
+
+/* Touches only the filter, the file and the job: no nginx calls. */
+
+static void *
+ngx_http_ig_bloom_save_thread(void *data)
+{
+    ngx_http_ig_bloom_zone_t  *zone = data;
+
+    zone->job.rc = ig_bloom_save(zone->bloom, (char *) zone->file.data,
+                                 &zone->job.count, zone->job.err,
+                                 sizeof(zone->job.err));
+
+    __atomic_store_n(&zone->job.done, 1, __ATOMIC_RELEASE);
+
+    return NULL;
+}
+
+#endif
+
+
 /*
- * Writes the file when ids were added since the last save.  The lock (the
- * saver's pid in the zone) orders savers, so an older snapshot never
- * renames over a newer one.  A periodic save that finds it taken leaves
- * the work to its holder; an exiting worker waits, up to 2 s, since its
- * adds may be the last.
+ * Takes the zone's save lock when ids were added since the last save.  A
+ * periodic save that finds it taken, or a save done lately by another
+ * worker, leaves the work to them; an exiting worker waits for the lock,
+ * up to 2 s, since its adds may be the last.
  */
 
-static void
-ngx_http_ig_bloom_save(ngx_http_ig_bloom_zone_t *zone, ngx_uint_t exiting)
+static ngx_int_t
+ngx_http_ig_bloom_save_lock(ngx_http_ig_bloom_zone_t *zone,
+    ngx_uint_t exiting)
 {
-    char         err[512];
-    uint64_t     count, saved, at, holder, me;
+    uint64_t     at, holder, me;
     ngx_uint_t   i;
     ig_bloom_t  *b;
 
     b = zone->bloom;
 
-    count = __atomic_load_n(&b->count, __ATOMIC_RELAXED);
-    saved = __atomic_load_n(&b->saved, __ATOMIC_RELAXED);
-
-    if (count == saved) {
-        return;
+    if (__atomic_load_n(&b->count, __ATOMIC_RELAXED)
+        == __atomic_load_n(&b->saved, __ATOMIC_RELAXED))
+    {
+        return NGX_DECLINED;
     }
 
     if (!exiting) {
         at = __atomic_load_n(&b->saved_at, __ATOMIC_RELAXED);
 
         if ((uint64_t) ngx_time() < at + (uint64_t) zone->save_every) {
-            return;                      /* another worker saved lately */
+            return NGX_DECLINED;
         }
     }
 
@@ -835,24 +948,23 @@ ngx_http_ig_bloom_save(ngx_http_ig_bloom_zone_t *zone, ngx_uint_t exiting)
 
         /* a holder that died (killed mid-save) does not hold it forever */
 
-        if (kill((pid_t) holder, 0) == -1 && ngx_errno == NGX_ESRCH) {
-            if (__atomic_compare_exchange_n(&b->lock, &holder, me, 0,
-                                            __ATOMIC_ACQUIRE,
-                                            __ATOMIC_RELAXED))
-            {
-                break;
-            }
+        if (kill((pid_t) holder, 0) == -1 && ngx_errno == NGX_ESRCH
+            && __atomic_compare_exchange_n(&b->lock, &holder, me, 0,
+                                           __ATOMIC_ACQUIRE,
+                                           __ATOMIC_RELAXED))
+        {
+            break;
         }
 
-        if (!exiting || i == 200) {
-            if (exiting) {
-                ngx_log_error(NGX_LOG_WARN, zone->log, 0,
-                              "infergate_bloom_zone \"%V\": the save lock "
-                              "is held by %uL, not saving",
-                              &zone->name, holder);
-            }
+        if (!exiting) {
+            return NGX_DECLINED;
+        }
 
-            return;
+        if (i == 200) {
+            ngx_log_error(NGX_LOG_WARN, zone->log, 0,
+                          "infergate_bloom_zone \"%V\": the save lock is "
+                          "held by %uL, not saving", &zone->name, holder);
+            return NGX_DECLINED;
         }
 
         ngx_msleep(10);
@@ -861,30 +973,38 @@ ngx_http_ig_bloom_save(ngx_http_ig_bloom_zone_t *zone, ngx_uint_t exiting)
     if (__atomic_load_n(&b->count, __ATOMIC_RELAXED)
         == __atomic_load_n(&b->saved, __ATOMIC_RELAXED))
     {
-        goto unlock;                     /* the previous holder saved it */
+        /* the previous holder saved it */
+        __atomic_store_n(&b->lock, 0, __ATOMIC_RELEASE);
+        return NGX_DECLINED;
     }
 
-    if (ig_bloom_save(b, (char *) zone->file.data, &count, err, sizeof(err))
-        != 0)
-    {
+    return NGX_OK;
+}
+
+
+/* The result of a save, in the worker; releases the lock. */
+
+static void
+ngx_http_ig_bloom_save_done(ngx_http_ig_bloom_zone_t *zone)
+{
+    ig_bloom_t  *b = zone->bloom;
+
+    zone->saving = 0;
+
+    if (zone->job.rc != 0) {
         ngx_log_error(NGX_LOG_ALERT, zone->log, 0,
                       "infergate_bloom_zone \"%V\": save failed: %s",
-                      &zone->name, err);
+                      &zone->name, zone->job.err);
 
-        /* retry at the next period, not at every timer of every worker */
-        __atomic_store_n(&b->saved_at, (uint64_t) ngx_time(),
-                         __ATOMIC_RELAXED);
-        goto unlock;
+    } else {
+        __atomic_store_n(&b->saved, zone->job.count, __ATOMIC_RELAXED);
+
+        ngx_log_error(NGX_LOG_INFO, zone->log, 0,
+                      "infergate_bloom_zone \"%V\": saved %uL ids to "
+                      "\"%V\"", &zone->name, zone->job.count, &zone->file);
     }
 
-    __atomic_store_n(&b->saved, count, __ATOMIC_RELAXED);
+    /* a failure retries at the next period, not at every worker's timer */
     __atomic_store_n(&b->saved_at, (uint64_t) ngx_time(), __ATOMIC_RELAXED);
-
-    ngx_log_error(NGX_LOG_INFO, zone->log, 0,
-                  "infergate_bloom_zone \"%V\": saved %uL ids to \"%V\"",
-                  &zone->name, count, &zone->file);
-
-unlock:
-
     __atomic_store_n(&b->lock, 0, __ATOMIC_RELEASE);
 }
