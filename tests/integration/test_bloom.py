@@ -375,3 +375,35 @@ def test_nginx_t_bad_directives(nginx_t):
                       server="location / { infergate_bloom zone=lz "
                              "key=$uri; }")
     assert rc != 0 and "unknown zone \"lz\"" in out
+
+
+def test_audit_records_unknown_id(start_nginx, known_filter, tmp_path):
+    audit_tool = BUILD / "infergate-audit"
+    if not audit_tool.exists():
+        pytest.skip("build/infergate-audit not built")
+    out = subprocess.run([str(audit_tool), "keygen", "k1"],
+                         capture_output=True, text=True, check=True)
+    key = tmp_path / "audit.key"
+    key.write_text(out.stdout.strip() + "\n")
+    os.chmod(key, 0o600)
+
+    ngx = start_nginx(http=ZONE.format(extra="") + f"""
+        infergate_audit @PREFIX@/audit.log key={key} key_id=k1
+                        buffer=4k flush=100ms;
+    """, server=SERVER, files=files(known_filter))
+
+    assert requests.get(ngx.url("/users/u9")).status_code == 200
+    absent = [f"zz{i}" for i in range(20)]
+    verdict = tool_test(ngx.prefix / "users.bloom", *absent)
+    uid = next(a for a in absent if not verdict[a])
+    assert_problem(requests.get(ngx.url(f"/users/{uid}")), 404, UNKNOWN)
+
+    ngx.stop()
+    recs = [json.loads(ln) for ln in
+            (ngx.prefix / "audit.log").read_text().splitlines()]
+    by_path = {r["url"]["path"]: r for r in recs if "url" in r}
+    assert by_path["/users/u9"]["event"]["action"] == "request"
+    miss = by_path[f"/users/{uid}"]
+    assert miss["event"]["action"] == "unknown_id"
+    assert miss["event"]["outcome"] == "failure"
+    assert miss["http"]["response"]["status_code"] == 404
