@@ -65,6 +65,8 @@ struct ngx_http_ig_bloom_conf_s {
 
 static ngx_int_t ngx_http_ig_bloom_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static ngx_int_t ngx_http_ig_bloom_inherit(ngx_shm_zone_t *shm_zone,
+    ngx_http_ig_bloom_zone_t *zone);
 static void ngx_http_ig_bloom_save_handler(ngx_event_t *ev);
 static ngx_int_t ngx_http_ig_bloom_save_lock(ngx_http_ig_bloom_zone_t *zone,
     ngx_uint_t exiting);
@@ -335,6 +337,13 @@ ngx_http_ig_bloom_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_sprintf(shpool->log_ctx, " in infergate_bloom_zone \"%V\"%Z",
                 &shm_zone->shm.name);
 
+    /* a reload that resized the zone: take the ids of the old one, which
+     * holds the adds since the last save */
+
+    if (ngx_http_ig_bloom_inherit(shm_zone, zone) == NGX_OK) {
+        return NGX_OK;
+    }
+
     if (zone->file.len == 0
         || (ngx_file_info(zone->file.data, &fi) == NGX_FILE_ERROR
             && ngx_errno == NGX_ENOENT))
@@ -360,6 +369,81 @@ ngx_http_ig_bloom_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                   &shm_zone->shm.name, h.count, &zone->file);
 
     return NGX_OK;
+}
+
+
+/*
+ * During a reload ngx_cycle is still the old cycle: a Bloom zone of the
+ * same name and geometry there is copied, word by word as readers see it.
+ */
+
+static ngx_int_t
+ngx_http_ig_bloom_inherit(ngx_shm_zone_t *shm_zone,
+    ngx_http_ig_bloom_zone_t *zone)
+{
+    uint64_t                  *src, *dst, i, n;
+    ngx_uint_t                 j;
+    ngx_shm_zone_t            *oshm;
+    ngx_list_part_t           *part;
+    ngx_http_ig_bloom_zone_t  *ozone;
+
+    if (ngx_cycle == NULL || ngx_cycle->shared_memory.part.elts == NULL) {
+        return NGX_DECLINED;
+    }
+
+    part = (ngx_list_part_t *) &ngx_cycle->shared_memory.part;
+    oshm = part->elts;
+
+    for (j = 0; /* void */; j++) {
+
+        if (j >= part->nelts) {
+            if (part->next == NULL) {
+                return NGX_DECLINED;
+            }
+
+            part = part->next;
+            oshm = part->elts;
+            j = 0;
+        }
+
+        if (oshm[j].init != ngx_http_ig_bloom_init_zone
+            || &oshm[j] == shm_zone
+            || oshm[j].shm.name.len != shm_zone->shm.name.len
+            || ngx_strncmp(oshm[j].shm.name.data, shm_zone->shm.name.data,
+                           shm_zone->shm.name.len) != 0)
+        {
+            continue;
+        }
+
+        ozone = oshm[j].data;
+
+        if (ozone == NULL || ozone->bloom == NULL
+            || !ig_bloom_same_geometry(ozone->bloom, &zone->geom))
+        {
+            return NGX_DECLINED;
+        }
+
+        src = (uint64_t *) (ozone->bloom + 1);
+        dst = (uint64_t *) (zone->bloom + 1);
+        n = zone->geom.nblocks * (IG_BLOOM_BLOCK / 8);
+
+        for (i = 0; i < n; i++) {
+            dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
+        }
+
+        zone->bloom->count = __atomic_load_n(&ozone->bloom->count,
+                                             __ATOMIC_RELAXED);
+        zone->bloom->saved = __atomic_load_n(&ozone->bloom->saved,
+                                             __ATOMIC_RELAXED);
+        zone->bloom->saved_at = __atomic_load_n(&ozone->bloom->saved_at,
+                                                __ATOMIC_RELAXED);
+
+        ngx_log_error(NGX_LOG_NOTICE, shm_zone->shm.log, 0,
+                      "infergate_bloom_zone \"%V\": resized, %uL ids taken "
+                      "from the old zone", &shm_zone->shm.name,
+                      zone->bloom->count);
+        return NGX_OK;
+    }
 }
 
 

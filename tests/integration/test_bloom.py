@@ -407,3 +407,32 @@ def test_audit_records_unknown_id(start_nginx, known_filter, tmp_path):
     assert miss["event"]["action"] == "unknown_id"
     assert miss["event"]["outcome"] == "failure"
     assert miss["http"]["response"]["status_code"] == 404
+
+
+def test_resize_on_reload_keeps_unsaved_adds(start_nginx, known_filter):
+    http, server = create_conf(extra=" save_every=3600s")
+    ngx = start_nginx(http=http, server=server, files=files(known_filter))
+    assert requests.put(ngx.url("/create/s1")).status_code == 201
+    assert tool_test(ngx.prefix / "users.bloom", "s1") == {"s1": False}
+
+    # a new SIZE is a new zone: it takes the old zone's ids, not the file's
+    conf = ngx.prefix / "nginx.conf"
+    conf.write_text(conf.read_text().replace("infergate_bloom_zone users 1m",
+                                             "infergate_bloom_zone users 2m"))
+    ngx.reload()
+    assert "resized, 501 ids taken from the old zone" in ngx.error_log
+    assert requests.get(ngx.url("/users/s1")).status_code == 200
+    assert requests.get(ngx.url("/users/u17")).status_code == 200
+    assert_problem(requests.get(ngx.url("/users/s2")), 404, UNKNOWN)
+
+
+def test_reload_geometry_change_refused(start_nginx, known_filter):
+    http, server = create_conf()
+    ngx = start_nginx(http=http, server=server, files=files(known_filter))
+    conf = ngx.prefix / "nginx.conf"
+    conf.write_text(conf.read_text().replace("capacity=1000 ",
+                                             "capacity=3000 "))
+    new = ngx.reload_expect_failure()
+    assert "mismatched geometry" in new
+    # the running filter is untouched
+    assert requests.get(ngx.url("/users/u17")).status_code == 200
