@@ -64,7 +64,7 @@ NGX_LDOPT += $(SAN)
 endif
 
 MODULE    := $(BUILD)/ngx_http_infergate_module.so
-TOOLS     := $(BUILD)/infergate-keys \
+TOOLS     := $(BUILD)/infergate-keys $(BUILD)/infergate-bloom \
              $(if $(wildcard tools/infergate_audit.c),$(BUILD)/infergate-audit) \
              $(BUILD)/infergate-predict
 
@@ -129,6 +129,11 @@ $(BUILD)/infergate-audit: tools/infergate_audit.c $(LIB_SRCS) $(LIB_HDRS) \
                           $(BUILD)/.flags
 	$(CC) $(CFLAGS) -o $@ tools/infergate_audit.c $(LIB_SRCS) $(LIBS)
 
+$(BUILD)/infergate-bloom: tools/infergate_bloom.c lib/ig_bloom.c \
+                          lib/ig_bloom.h $(BUILD)/.flags
+	$(CC) $(CFLAGS) -o $@ tools/infergate_bloom.c lib/ig_bloom.c \
+	    -lxxhash -lm
+
 $(BUILD)/backend/%.o: backend/%.c $(BACKEND_H) $(LIB_HDRS) $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	$(CC) $(BACKEND_CFLAGS) -c -o $@ $<
@@ -185,6 +190,7 @@ fuzz: deps $(FUZZERS)
 	done
 
 bench: build
+	@$(BUILD)/infergate-bloom bench
 	@bash tools/bench.sh
 
 clean:

@@ -35,9 +35,15 @@
 #define NGX_HTTP_IG_BODY_READING      1
 #define NGX_HTTP_IG_BODY_DONE         2
 
+#define NGX_HTTP_IG_BLOOM_HIT         1
+#define NGX_HTTP_IG_BLOOM_MISS        2
+
 #define NGX_HTTP_IG_PROBLEM_BASE      "https://infergate.dev/problems#"
 #define NGX_HTTP_IG_QUOTA_EXCEEDED                                            \
     "https://iana.org/assignments/http-problem-types#quota-exceeded"
+
+
+typedef struct ngx_http_ig_bloom_conf_s  ngx_http_ig_bloom_conf_t;
 
 
 /* A tenant key as loaded from infergate_keys, in the cycle's pool. */
@@ -106,6 +112,7 @@ typedef struct {
     ngx_str_t                   schema_file;
     ngx_uint_t                  max_depth;
     void                       *audit;       /* an audit log, or NULL      */
+    ngx_http_ig_bloom_conf_t   *bloom;       /* infergate_bloom, or NULL   */
     unsigned                    schema_set:1;
 } ngx_http_ig_loc_conf_t;
 
@@ -148,6 +155,9 @@ typedef struct {
     unsigned                    body_finished:1;
     unsigned                    model_done:1;
     unsigned                    headers_done:1;
+    unsigned                    bloom:2;     /* NGX_HTTP_IG_BLOOM_*        */
+    unsigned                    bloom_done:1;
+    unsigned                    bloom_added:1;
 } ngx_http_ig_ctx_t;
 
 
@@ -234,6 +244,21 @@ ngx_int_t ngx_http_ig_syslog_init_process(ngx_http_ig_syslog_t *sl,
 void ngx_http_ig_syslog_exit_process(ngx_http_ig_syslog_t *sl);
 void ngx_http_ig_syslog_send(ngx_http_ig_syslog_t *sl, u_char *json,
     size_t len);
+
+/* bloom */
+char *ngx_http_ig_bloom_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_ig_bloom_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_ig_bloom_merge(ngx_conf_t *cf, ngx_http_ig_loc_conf_t *prev,
+    ngx_http_ig_loc_conf_t *conf);
+ngx_int_t ngx_http_ig_bloom_check(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+void ngx_http_ig_bloom_header_filter(ngx_http_request_t *r);
+ngx_int_t ngx_http_ig_bloom_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+ngx_int_t ngx_http_ig_bloom_init_process(ngx_cycle_t *cycle);
+void ngx_http_ig_bloom_exit_process(ngx_cycle_t *cycle);
 
 /* variables */
 ngx_int_t ngx_http_ig_add_variables(ngx_conf_t *cf);

@@ -103,6 +103,20 @@ static ngx_command_t  ngx_http_infergate_commands[] = {
       offsetof(ngx_http_ig_loc_conf_t, max_depth),
       &ngx_http_ig_max_depth_p },
 
+    { ngx_string("infergate_bloom_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_ig_bloom_zone_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infergate_bloom"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_ig_bloom_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("infergate_audit"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_ig_audit_directive,
@@ -169,7 +183,7 @@ ngx_http_ig_access_handler(ngx_http_request_t *r)
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
 
     if (!lcf->auth && lcf->limits == NULL && lcf->schema == NULL
-        && !ngx_http_ig_cache_on(r))
+        && lcf->bloom == NULL && !ngx_http_ig_cache_on(r))
     {
         return NGX_DECLINED;
     }
@@ -232,7 +246,16 @@ static ngx_int_t
 ngx_http_ig_access_after_body(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf)
 {
-    /* the Bloom guard goes here, then the response cache lookup */
+    ngx_int_t  rc;
+
+    if (lcf->bloom) {
+        rc = ngx_http_ig_bloom_check(r, ctx, lcf);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
+    /* then the response cache lookup */
 
     if (ngx_http_ig_cache_on(r)) {
         return ngx_http_ig_cache_access(r, ctx);
@@ -249,6 +272,10 @@ ngx_http_ig_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    if (ngx_http_ig_bloom_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_ig_audit_init_process(cycle);
 }
 
@@ -256,6 +283,7 @@ ngx_http_ig_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_ig_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_ig_bloom_exit_process(cycle);
     ngx_http_ig_audit_exit_process(cycle);
     ngx_http_ig_redis_exit_process(cycle);
 }
@@ -410,6 +438,10 @@ ngx_http_ig_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->schema = prev->schema;
         conf->schema_file = prev->schema_file;
         conf->schema_set = prev->schema_set;
+    }
+
+    if (ngx_http_ig_bloom_merge(cf, prev, conf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
     }
 
     if (conf->auth) {
