@@ -66,7 +66,8 @@ endif
 MODULE    := $(BUILD)/ngx_http_infergate_module.so
 TOOLS     := $(BUILD)/infergate-keys \
              $(if $(wildcard tools/infergate_audit.c),$(BUILD)/infergate-audit) \
-             $(BUILD)/infergate-predict
+             $(BUILD)/infergate-predict \
+             $(BUILD)/infergate-backend $(BUILD)/infergate-ringbench
 
 export IG_BUILD    := $(CURDIR)/$(BUILD)
 export IG_SANITIZE := $(SANITIZE)
@@ -144,6 +145,23 @@ $(BUILD)/infergate-predict: tools/infergate_predict.c $(BACKEND_AR) \
                             $(BACKEND_H)
 	$(CC) $(BACKEND_CFLAGS) -o $@ tools/infergate_predict.c $(BACKEND_AR) \
 	    $(BACKEND_LIBS) $(LIBS)
+
+$(BUILD)/infergate-backend: $(BACKEND_MAIN) $(BACKEND_AR) $(BACKEND_H) \
+                            $(LIB_HDRS)
+	$(CC) $(BACKEND_CFLAGS) -o $@ $(BACKEND_MAIN) $(BACKEND_AR) \
+	    $(BACKEND_LIBS) $(LIBS)
+
+$(BUILD)/infergate-ringbench: tools/infergate_ringbench.c $(LIB_HDRS) \
+                              $(BUILD)/.flags
+	$(CC) $(CFLAGS) -Ibackend -o $@ tools/infergate_ringbench.c -lm
+
+# the ring fuzzer links only the backend's consumer, built by clang
+$(BUILD)/fuzz/fuzz_ring: tests/fuzz/fuzz_ring.c backend/ring_queue.c \
+                         backend/ring_queue.h $(LIB_HDRS)
+	@mkdir -p $(BUILD)/fuzz
+	clang -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=undefined -DIG_NO_CUDA -Ilib -Ibackend \
+	    -o $@ $< backend/ring_queue.c
 
 $(BUILD)/unit/%: tests/unit/%.c $(LIB_SRCS) $(LIB_HDRS) $(BUILD)/.flags
 	@mkdir -p $(BUILD)/unit

@@ -1,0 +1,88 @@
+
+/*
+ * Copyright (C) infergate authors
+ */
+
+/*
+ * Dynamic batching for one model, with Triton's semantics: a batch runs
+ * as soon as max_batch rows wait, else when the oldest request has
+ * waited max_delay; a request older than queue_timeout is failed, not
+ * run; a full queue refuses at once (load shedding).  One runner thread
+ * per model executes it, so a model is called by one thread at a time
+ * and never on the ring server's epoll thread.
+ */
+
+#ifndef _IG_BATCHER_H_INCLUDED_
+#define _IG_BATCHER_H_INCLUDED_
+
+#include <stdint.h>
+
+#include "ig_model.h"
+
+
+typedef struct ig_batcher_s  ig_batcher_t;
+
+
+typedef struct {
+    float               *data;        /* slot data: rows in, rows out   */
+    const uint32_t      *alive;       /* the client's generation now    */
+    uint64_t             enq_ns;      /* CLOCK_MONOTONIC at intake      */
+    uint32_t             gen;         /* the client's generation then   */
+    uint32_t             client;
+    uint32_t             slot;
+    uint32_t             rows;
+    uint32_t             out_floats;
+} ig_breq_t;
+
+
+/*
+ * Called from the runner thread without the batcher's lock, once per
+ * request; status is an ig_ring_status_e.
+ */
+typedef void (*ig_batch_done_pt)(void *data, const ig_breq_t *r,
+    uint32_t status, uint32_t batch_rows, uint32_t queue_us,
+    uint32_t run_us);
+
+
+typedef struct {
+    uint32_t             max_batch;        /* rows                      */
+    uint32_t             max_delay_us;
+    uint32_t             queue_timeout_us; /* 0: none                   */
+    uint32_t             queue_max;        /* requests                  */
+    ig_batch_done_pt     done;
+    void                *data;
+} ig_batch_conf_t;
+
+
+typedef struct {
+    uint64_t             batches;
+    uint64_t             rows;
+    uint64_t             timeouts;
+    uint64_t             full;
+    uint64_t             failed;
+} ig_batch_stats_t;
+
+
+/* takes ownership of model; label names it in logs */
+ig_batcher_t *ig_batcher_create(ig_model_t *model, ig_exec_t *ex,
+    const char *label, const ig_batch_conf_t *conf);
+
+/* 0 queued, -1 queue full (the caller answers IG_RING_EQUEUE_FULL) */
+int ig_batcher_submit(ig_batcher_t *b, const ig_breq_t *r);
+
+/* a reloaded model with the same row sizes; the old one is freed once
+ * no batch uses it */
+void ig_batcher_swap(ig_batcher_t *b, ig_model_t *model);
+
+/* from now on run what waits without waiting for more */
+void ig_batcher_drain(ig_batcher_t *b);
+
+/* requests queued or running */
+uint32_t ig_batcher_pending(ig_batcher_t *b);
+
+void ig_batcher_stats(ig_batcher_t *b, ig_batch_stats_t *st);
+
+/* stops the runner (what is queued is dropped) and frees the model */
+void ig_batcher_destroy(ig_batcher_t *b);
+
+#endif /* _IG_BATCHER_H_INCLUDED_ */

@@ -1,0 +1,333 @@
+
+/*
+ * Copyright (C) infergate authors
+ *
+ * infergate-backend: serves models to nginx workers over the shared
+ * memory ring (see lib/ig_ring.h, backend/ring_server.h).
+ *
+ *   infergate-backend --socket PATH --model NAME[:VERSION]=PATH[#sha256=HEX]
+ *       ... [--max-batch 64] [--max-delay-us 200]
+ *       [--queue-timeout-us 100000] [--queue-max 1024]
+ *       [--device auto|cpu|cuda:N] [--threads N] [--slots 64]
+ *       [--slot-bytes 65536] [--clients 64] [--user U]
+ *   infergate-backend [--device D] --check PATH[#sha256=HEX]
+ */
+
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "blog.h"
+#include "ig_model.h"
+#include "ig_ring.h"
+#include "registry.h"
+#include "ring_server.h"
+
+
+static void
+usage(FILE *f)
+{
+    fprintf(f,
+        "usage: infergate-backend --socket PATH "
+        "--model NAME[:VERSION]=PATH[#sha256=HEX] ...\n"
+        "         [--max-batch 64] [--max-delay-us 200] "
+        "[--queue-timeout-us 100000]\n"
+        "         [--queue-max 1024] [--device auto|cpu|cuda:N] "
+        "[--threads 0]\n"
+        "         [--slots 64] [--slot-bytes 65536] [--clients 64] "
+        "[--user USER]\n"
+        "       infergate-backend [--device D] [--threads N] "
+        "--check PATH[#sha256=HEX]\n"
+        "PATH is a model file (XGBoost JSON, ONNX), a directory of "
+        "version\nsubdirectories (1/, 2/ ...), or builtin:identity:N, "
+        "builtin:sleep:N:US,\nbuiltin:fail:N.\n");
+}
+
+
+static int
+num(const char *opt, const char *v, unsigned long long min,
+    unsigned long long max, unsigned long long *out)
+{
+    char                *end;
+    unsigned long long   n;
+
+    errno = 0;
+    n = strtoull(v, &end, 10);
+
+    if (v[0] < '0' || v[0] > '9' || errno || *end || n < min || n > max) {
+        fprintf(stderr, "infergate-backend: %s \"%s\": expected an integer "
+                "%llu..%llu\n", opt, v, min, max);
+        return -1;
+    }
+
+    *out = n;
+
+    return 0;
+}
+
+
+static void
+print_tensor(const char *key, const ig_tensor_desc_t *t)
+{
+    uint32_t  i;
+    static const char  *dt[] = { "?", "BOOL", "INT32", "INT64", "FP32",
+                                 "FP64" };
+
+    printf("\"%s\":{\"name\":\"%s\",\"datatype\":\"%s\",\"shape\":[", key,
+           t->name, t->dtype <= IG_DT_FP64 ? dt[t->dtype] : "?");
+
+    for (i = 0; i < t->ndims && i < IG_MODEL_MAX_DIMS; i++) {
+        printf("%s%lld", i ? "," : "", (long long) t->dims[i]);
+    }
+
+    printf("]}");
+}
+
+
+static int
+check(const char *arg, ig_exec_t *ex)
+{
+    char            path[IG_REG_PATH_MAX], err[512];
+    const char     *hash;
+    ig_model_t     *m;
+    ig_registry_t  *r;
+
+    /* the same parser as --model, for the sha256 suffix */
+    r = calloc(1, sizeof(ig_registry_t));
+    if (r == NULL) {
+        return 1;
+    }
+
+    hash = strstr(arg, "#sha256=");
+    if (snprintf(path, sizeof(path), "check=%s", arg) >= (int) sizeof(path)
+        || ig_reg_parse(r, path, err, sizeof(err)) != 0)
+    {
+        fprintf(stderr, "infergate-backend: --check %s: %s\n", arg,
+                hash ? "bad #sha256=HEX" : "bad path");
+        free(r);
+        return 1;
+    }
+
+    m = ig_reg_load(r->specs[0].path, r->specs[0].has_sha ? r->specs[0].sha
+                                                          : NULL,
+                    ex, err, sizeof(err));
+    free(r);
+
+    if (m == NULL) {
+        fprintf(stderr, "infergate-backend: --check %s: %s\n", arg, err);
+        return 1;
+    }
+
+    printf("{\"platform\":\"%s\",", m->meta.platform);
+    print_tensor("input", &m->meta.input);
+    printf(",");
+    print_tensor("output", &m->meta.output);
+    printf(",\"nfeatures\":%u,\"noutputs\":%u,\"device\":\"%s\"}\n",
+           m->meta.nfeatures, m->meta.noutputs, ex->name);
+
+    ig_model_free(m);
+
+    return 0;
+}
+
+
+int
+main(int argc, char **argv)
+{
+    int                  c, rc, threads;
+    const char          *device, *check_path;
+    ig_exec_t           *ex;
+    ig_rs_conf_t         conf;
+    ig_registry_t       *reg;
+    unsigned long long   v;
+    char                 err[512], q[600];
+
+    enum {
+        O_SOCKET = 256, O_MODEL, O_MAX_BATCH, O_MAX_DELAY, O_QTIMEOUT,
+        O_QMAX, O_DEVICE, O_THREADS, O_SLOTS, O_SLOT_BYTES, O_CLIENTS,
+        O_USER, O_CHECK, O_HELP
+    };
+
+    static const struct option  opts[] = {
+        { "socket",           required_argument, NULL, O_SOCKET },
+        { "model",            required_argument, NULL, O_MODEL },
+        { "max-batch",        required_argument, NULL, O_MAX_BATCH },
+        { "max-delay-us",     required_argument, NULL, O_MAX_DELAY },
+        { "queue-timeout-us", required_argument, NULL, O_QTIMEOUT },
+        { "queue-max",        required_argument, NULL, O_QMAX },
+        { "device",           required_argument, NULL, O_DEVICE },
+        { "threads",          required_argument, NULL, O_THREADS },
+        { "slots",            required_argument, NULL, O_SLOTS },
+        { "slot-bytes",       required_argument, NULL, O_SLOT_BYTES },
+        { "clients",          required_argument, NULL, O_CLIENTS },
+        { "user",             required_argument, NULL, O_USER },
+        { "check",            required_argument, NULL, O_CHECK },
+        { "help",             no_argument,       NULL, O_HELP },
+        { NULL, 0, NULL, 0 }
+    };
+
+    reg = calloc(1, sizeof(ig_registry_t));
+    if (reg == NULL) {
+        return 1;
+    }
+
+    memset(&conf, 0, sizeof(conf));
+    conf.clients = 64;
+    conf.slots = 64;
+    conf.slot_bytes = 65536;
+    conf.max_batch = 64;
+    conf.max_delay_us = 200;
+    conf.queue_timeout_us = 100000;
+    conf.queue_max = 1024;
+    device = "auto";
+    check_path = NULL;
+    v = 0;
+    threads = 0;
+
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+
+        case O_SOCKET:
+            conf.socket_path = optarg;
+            break;
+
+        case O_MODEL:
+            if (ig_reg_parse(reg, optarg, err, sizeof(err)) != 0) {
+                fprintf(stderr, "infergate-backend: %s\n", err);
+                return 2;
+            }
+            break;
+
+        case O_MAX_BATCH:
+            if (num("--max-batch", optarg, 1, 65536, &v)) {
+                return 2;
+            }
+            conf.max_batch = (uint32_t) v;
+            break;
+
+        case O_MAX_DELAY:
+            if (num("--max-delay-us", optarg, 0, 1000000, &v)) {
+                return 2;
+            }
+            conf.max_delay_us = (uint32_t) v;
+            break;
+
+        case O_QTIMEOUT:
+            if (num("--queue-timeout-us", optarg, 0, 60000000, &v)) {
+                return 2;
+            }
+            conf.queue_timeout_us = (uint32_t) v;
+            break;
+
+        case O_QMAX:
+            if (num("--queue-max", optarg, 1, 1 << 20, &v)) {
+                return 2;
+            }
+            conf.queue_max = (uint32_t) v;
+            break;
+
+        case O_DEVICE:
+            device = optarg;
+            break;
+
+        case O_THREADS:
+            if (num("--threads", optarg, 0, 1024, &v)) {
+                return 2;
+            }
+            threads = (int) v;
+            break;
+
+        case O_SLOTS:
+            if (num("--slots", optarg, 1, IG_RING_MAX_SLOTS, &v)) {
+                return 2;
+            }
+            if (v & (v - 1)) {
+                fprintf(stderr, "infergate-backend: --slots \"%s\": must "
+                        "be a power of two\n", optarg);
+                return 2;
+            }
+            conf.slots = (uint32_t) v;
+            break;
+
+        case O_SLOT_BYTES:
+            if (num("--slot-bytes", optarg, sizeof(ig_ring_slot_t) + 64,
+                    64ULL << 20, &v))
+            {
+                return 2;
+            }
+            conf.slot_bytes = v;
+            break;
+
+        case O_CLIENTS:
+            if (num("--clients", optarg, 1, IG_RING_MAX_CLIENTS, &v)) {
+                return 2;
+            }
+            conf.clients = (uint32_t) v;
+            break;
+
+        case O_USER:
+            conf.user = optarg;
+            break;
+
+        case O_CHECK:
+            check_path = optarg;
+            break;
+
+        case O_HELP:
+            usage(stdout);
+            return 0;
+
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+
+    if (optind != argc) {
+        fprintf(stderr, "infergate-backend: unexpected argument \"%s\"\n",
+                argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+
+    if (check_path == NULL) {
+        if (conf.socket_path == NULL || reg->nspecs == 0) {
+            fprintf(stderr, "infergate-backend: --socket and at least one "
+                    "--model are required\n");
+            usage(stderr);
+            return 2;
+        }
+    }
+
+    ex = ig_exec_create(device, threads, err, sizeof(err));
+    if (ex == NULL) {
+        fprintf(stderr, "infergate-backend: %s\n", err);
+        return 2;
+    }
+
+    if (check_path) {
+        rc = check(check_path, ex);
+        ig_exec_destroy(ex);
+        free(reg);
+        return rc;
+    }
+
+    ig_blog("info", "start", "pid=%d socket=%s models=%u", (int) getpid(),
+            ig_blogq(q, sizeof(q), conf.socket_path), reg->nspecs);
+    ig_blog("info", "device", "requested=%s name=%s threads=%d", device,
+            ig_blogq(q, sizeof(q), ex->name), ex->threads);
+
+    conf.ex = ex;
+    conf.reg = reg;
+
+    rc = ig_rs_run(&conf);
+
+    ig_exec_destroy(ex);
+    free(reg);
+
+    return rc;
+}

@@ -1,0 +1,1054 @@
+
+/*
+ * Copyright (C) infergate authors
+ *
+ * The ring server (see ring_server.h and lib/ig_ring.h).
+ *
+ * The region is a memfd, not a named POSIX shm object: it has no name
+ * another process could open or a crash could leave behind, it reaches
+ * workers only as an SCM_RIGHTS fd, and it is sealed against shrinking,
+ * so a hostile worker cannot truncate it under us (SIGBUS).
+ */
+
+
+#define _GNU_SOURCE
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "batcher.h"
+#include "blog.h"
+#include "ig_ring.h"
+#include "ring_queue.h"
+#include "ring_server.h"
+
+
+#define IG_RS_EV_LISTEN   1
+#define IG_RS_EV_SIGNAL   2
+#define IG_RS_EV_CTL      3
+#define IG_RS_EV_SQ       4
+
+#define IG_RS_REGION_MAX  (16ULL << 30)
+
+
+typedef enum {
+    IG_RS_FREE = 0,
+    IG_RS_LIVE,
+    IG_RS_GONE                /* socket closed, requests still running */
+} ig_rs_state_e;
+
+
+typedef struct {
+    uint32_t             gen;         /* atomic: batchers read it       */
+    ig_rs_state_e        state;
+    int                  sock;
+    int                  sq_efd;
+    int                  cq_efd;
+    pid_t                pid;
+    ig_rq_cursor_t       cur;
+    uint8_t             *owned;
+    uint32_t             inflight;
+    uint32_t             dropped;
+    uint64_t             served;
+    uint64_t             skipped;
+} ig_rs_client_t;
+
+
+typedef struct {
+    ig_rs_conf_t        *conf;
+    pthread_mutex_t      lock;        /* clients' state and cq pushes  */
+
+    int                  epfd;
+    int                  lfd;
+    int                  sigfd;
+    int                  memfd;
+    dev_t                sock_dev;
+    ino_t                sock_ino;
+
+    void                *base;
+    ig_ring_region_t     rg;
+    ig_rs_client_t      *clients;
+
+    ig_batcher_t        *batchers[IG_RING_MAX_MODELS];
+    ig_rq_model_t        models[IG_RING_MAX_MODELS];
+    uint32_t             nmodels;
+
+    int                  draining;
+} ig_rs_t;
+
+
+static uint64_t
+ig_rs_now_ns(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+
+static void
+ig_rs_ring(int efd)
+{
+    uint64_t  one = 1;
+
+    /* EAGAIN: the counter is saturated, the reader wakes anyway */
+    if (write(efd, &one, sizeof(one)) < 0) {
+        /* nothing to do */
+    }
+}
+
+
+/* answers a slot; the lock is held */
+static void
+ig_rs_answer_locked(ig_rs_t *s, uint32_t i, uint32_t slot, uint32_t status,
+    uint32_t out_floats, uint32_t batch_rows, uint32_t queue_us,
+    uint32_t run_us)
+{
+    ig_rs_client_t  *c = &s->clients[i];
+
+    c->inflight--;
+
+    if (ig_rq_complete(&c->cur, s->base, &s->rg, i, c->owned, slot, status,
+                       out_floats, batch_rows, queue_us, run_us)
+        == -1)
+    {
+        /* the epoll thread sees the hang-up and drops the client */
+        ig_blog("warn", "client_corrupt", "client=%u pid=%d queue=cq", i,
+                (int) c->pid);
+        shutdown(c->sock, SHUT_RDWR);
+        return;
+    }
+
+    c->served++;
+}
+
+
+/* a request whose client is gone: its slot comes back to the pool */
+static void
+ig_rs_drop_locked(ig_rs_t *s, uint32_t i, uint32_t slot)
+{
+    ig_rs_client_t  *c = &s->clients[i];
+
+    c->owned[slot] = 0;
+    c->inflight--;
+    c->dropped++;
+
+    if (c->state == IG_RS_GONE && c->inflight == 0) {
+        c->state = IG_RS_FREE;
+        ig_blog("info", "client_reclaimed", "client=%u dropped=%u", i,
+                c->dropped);
+    }
+}
+
+
+/* the batchers' completion callback (runner threads) */
+static void
+ig_rs_done(void *data, const ig_breq_t *r, uint32_t status,
+    uint32_t batch_rows, uint32_t queue_us, uint32_t run_us)
+{
+    ig_rs_t         *s = data;
+    ig_rs_client_t  *c = &s->clients[r->client];
+
+    pthread_mutex_lock(&s->lock);
+
+    if (c->gen != r->gen) {
+        ig_rs_drop_locked(s, r->client, r->slot);
+
+    } else {
+        ig_rs_answer_locked(s, r->client, r->slot, status, r->out_floats,
+                            batch_rows, queue_us, run_us);
+        ig_rs_ring(c->cq_efd);
+    }
+
+    pthread_mutex_unlock(&s->lock);
+}
+
+
+static int
+ig_rs_epoll_add(ig_rs_t *s, int fd, uint32_t events, uint32_t type,
+    uint32_t idx)
+{
+    struct epoll_event  ev;
+
+    ev.events = events;
+    ev.data.u64 = (uint64_t) type << 32 | idx;
+
+    return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+
+/* IG_CTL_MODELS for one client; the message is built per send */
+static int
+ig_rs_send_models(ig_rs_t *s, int fd)
+{
+    size_t             len;
+    ssize_t            n;
+    uint32_t           i;
+    ig_reg_entry_t    *e;
+    ig_ctl_models_t   *msg;
+    ig_ctl_model_t    *cm;
+
+    len = sizeof(ig_ctl_models_t) + s->nmodels * sizeof(ig_ctl_model_t);
+
+    msg = calloc(1, len);
+    if (msg == NULL) {
+        return -1;
+    }
+
+    msg->type = IG_CTL_MODELS;
+    msg->nmodels = s->nmodels;
+    msg->max_batch = s->conf->max_batch;
+    snprintf(msg->device, sizeof(msg->device), "%s", s->conf->ex->name);
+
+    for (i = 0; i < s->nmodels; i++) {
+        e = &s->conf->reg->entries[i];
+        cm = &msg->models[i];
+        cm->id = i;
+        cm->ready = s->models[i].ready;
+        snprintf(cm->name, sizeof(cm->name), "%s", e->name);
+        snprintf(cm->version, sizeof(cm->version), "%s", e->version);
+        cm->meta = e->meta;
+    }
+
+    n = send(fd, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    free(msg);
+
+    return (n == (ssize_t) len) ? 0 : -1;
+}
+
+
+static int
+ig_rs_send_hello(ig_rs_t *s, uint32_t i)
+{
+    int              *fds;
+    ssize_t           n;
+    struct iovec      iov;
+    struct msghdr     mh;
+    struct cmsghdr   *cm;
+    ig_ctl_hello_t    hello;
+    ig_rs_client_t   *c = &s->clients[i];
+    union {
+        char            buf[CMSG_SPACE(3 * sizeof(int))];
+        struct cmsghdr  align;
+    } ctl;
+
+    memset(&hello, 0, sizeof(hello));
+    hello.type = IG_CTL_HELLO;
+    hello.version = IG_RING_VERSION;
+    hello.generation = s->rg.generation;
+    hello.client = i;
+    hello.pid = (uint32_t) getpid();
+    hello.region = s->rg;
+
+    memset(&mh, 0, sizeof(mh));
+    memset(&ctl, 0, sizeof(ctl));
+    iov.iov_base = &hello;
+    iov.iov_len = sizeof(hello);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = ctl.buf;
+    mh.msg_controllen = sizeof(ctl.buf);
+
+    cm = CMSG_FIRSTHDR(&mh);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(3 * sizeof(int));
+    fds = (int *) CMSG_DATA(cm);
+    fds[0] = s->memfd;
+    fds[1] = c->sq_efd;
+    fds[2] = c->cq_efd;
+
+    n = sendmsg(c->sock, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+    return (n == (ssize_t) sizeof(hello)) ? 0 : -1;
+}
+
+
+static void
+ig_rs_accept(ig_rs_t *s)
+{
+    int              fd;
+    uint32_t         i;
+    socklen_t        len;
+    struct ucred     cred;
+    ig_rs_client_t  *c;
+
+    for ( ;; ) {
+        fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EINTR) {
+                ig_blog("error", "accept_failed", "errno=%d", errno);
+            }
+            return;
+        }
+
+        memset(&cred, 0, sizeof(cred));
+        len = sizeof(cred);
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
+
+        pthread_mutex_lock(&s->lock);
+
+        c = NULL;
+        for (i = 0; i < s->rg.nclients; i++) {
+            if (s->clients[i].state == IG_RS_FREE) {
+                c = &s->clients[i];
+                break;
+            }
+        }
+
+        if (c == NULL) {
+            pthread_mutex_unlock(&s->lock);
+            ig_blog("warn", "client_refused", "pid=%d reason=\"no free "
+                    "client index (--clients %u)\"", (int) cred.pid,
+                    s->rg.nclients);
+            close(fd);
+            continue;
+        }
+
+        c->sq_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        c->cq_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+
+        if (c->sq_efd < 0 || c->cq_efd < 0) {
+            if (c->sq_efd >= 0) {
+                close(c->sq_efd);
+            }
+            if (c->cq_efd >= 0) {
+                close(c->cq_efd);
+            }
+            pthread_mutex_unlock(&s->lock);
+            ig_blog("error", "client_refused", "pid=%d reason=eventfd "
+                    "errno=%d", (int) cred.pid, errno);
+            close(fd);
+            continue;
+        }
+
+        c->sock = fd;
+        c->pid = cred.pid;
+        c->inflight = 0;
+        c->dropped = 0;
+        c->served = 0;
+        c->skipped = 0;
+        memset(c->owned, 0, s->rg.nslots);
+        ig_rq_reset(&c->cur, s->base, &s->rg, i);
+        c->state = IG_RS_LIVE;
+
+        pthread_mutex_unlock(&s->lock);
+
+        if (ig_rs_send_hello(s, i) != 0 || ig_rs_send_models(s, fd) != 0
+            || ig_rs_epoll_add(s, fd, EPOLLIN | EPOLLRDHUP, IG_RS_EV_CTL, i)
+               != 0
+            || ig_rs_epoll_add(s, c->sq_efd, EPOLLIN, IG_RS_EV_SQ, i) != 0)
+        {
+            ig_blog("warn", "client_refused", "client=%u pid=%d "
+                    "reason=\"hello failed\" errno=%d", i, (int) cred.pid,
+                    errno);
+            epoll_ctl(s->epfd, EPOLL_CTL_DEL, fd, NULL);
+            pthread_mutex_lock(&s->lock);
+            close(c->sq_efd);
+            close(c->cq_efd);
+            close(fd);
+            __atomic_add_fetch(&c->gen, 1, __ATOMIC_RELEASE);
+            c->state = IG_RS_FREE;
+            pthread_mutex_unlock(&s->lock);
+            continue;
+        }
+
+        ig_blog("info", "client_connected", "client=%u pid=%d uid=%u", i,
+                (int) cred.pid, (unsigned) cred.uid);
+    }
+}
+
+
+static void
+ig_rs_disconnect(ig_rs_t *s, uint32_t i, const char *why)
+{
+    uint32_t         inflight;
+    ig_rs_client_t  *c = &s->clients[i];
+
+    if (c->state != IG_RS_LIVE) {
+        return;
+    }
+
+    epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->sock, NULL);
+    epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->sq_efd, NULL);
+
+    pthread_mutex_lock(&s->lock);
+
+    close(c->sock);
+    close(c->sq_efd);
+    close(c->cq_efd);
+    c->sock = c->sq_efd = c->cq_efd = -1;
+
+    /* requests still queued or running for it are dropped, not answered */
+    __atomic_add_fetch(&c->gen, 1, __ATOMIC_RELEASE);
+    inflight = c->inflight;
+    c->state = inflight ? IG_RS_GONE : IG_RS_FREE;
+
+    pthread_mutex_unlock(&s->lock);
+
+    ig_blog("info", "client_gone", "client=%u pid=%d reason=%s served=%llu "
+            "inflight=%u", i, (int) c->pid, why,
+            (unsigned long long) c->served, inflight);
+}
+
+
+/* drains one client's submission queue after a doorbell */
+static void
+ig_rs_intake(ig_rs_t *s, uint32_t i)
+{
+    int              rc;
+    uint32_t         k, status, budget;
+    uint64_t         v, now;
+    ig_breq_t        br;
+    ig_rq_req_t      req;
+    ig_rs_client_t  *c = &s->clients[i];
+
+    if (read(c->sq_efd, &v, sizeof(v)) < 0) {
+        /* EAGAIN: a spurious wake-up, the queue is drained anyway */
+    }
+
+    now = ig_rs_now_ns();
+    budget = 2 * s->rg.nslots;        /* one client cannot hold the loop */
+    rc = IG_RQ_EMPTY;
+
+    pthread_mutex_lock(&s->lock);
+
+    for (k = 0; k < budget; k++) {
+        rc = ig_rq_take(&c->cur, s->base, &s->rg, i, c->owned, s->models,
+                        s->nmodels, &req, &status);
+
+        if (rc == IG_RQ_EMPTY || rc == IG_RQ_CORRUPT) {
+            break;
+        }
+
+        if (rc == IG_RQ_SKIPPED) {
+            if (c->skipped++ == 0) {
+                ig_blog("warn", "bad_entry", "client=%u pid=%d "
+                        "reason=\"slot index out of range or in use\"",
+                        i, (int) c->pid);
+            }
+            continue;
+        }
+
+        c->inflight++;
+
+        if (status == IG_RING_OK && s->draining) {
+            status = IG_RING_ESHUTDOWN;
+        }
+
+        if (status == IG_RING_OK) {
+            br.data = ig_ring_slot(s->base, &s->rg, i, req.slot)->data;
+            br.alive = &c->gen;
+            br.enq_ns = now;
+            br.gen = c->gen;
+            br.client = i;
+            br.slot = req.slot;
+            br.rows = req.rows;
+            br.out_floats = req.out_floats;
+
+            if (ig_batcher_submit(s->batchers[req.model_id], &br) == 0) {
+                continue;
+            }
+
+            status = IG_RING_EQUEUE_FULL;
+        }
+
+        ig_rs_answer_locked(s, i, req.slot, status, 0, 0, 0, 0);
+        ig_rs_ring(c->cq_efd);
+    }
+
+    pthread_mutex_unlock(&s->lock);
+
+    if (rc == IG_RQ_CORRUPT) {
+        ig_blog("warn", "client_corrupt", "client=%u pid=%d queue=sq", i,
+                (int) c->pid);
+        ig_rs_disconnect(s, i, "corrupt");
+        return;
+    }
+
+    if (k == budget) {
+        ig_rs_ring(c->sq_efd);        /* the rest after the others */
+    }
+}
+
+
+static void
+ig_rs_ctl(ig_rs_t *s, uint32_t i, uint32_t events)
+{
+    ssize_t  n;
+    char     buf[512];
+
+    if (s->clients[i].state != IG_RS_LIVE) {
+        return;
+    }
+
+    for ( ;; ) {
+        n = recv(s->clients[i].sock, buf, sizeof(buf), MSG_DONTWAIT);
+
+        if (n > 0) {
+            /* IG_CTL_STATS_REQ and anything else: nothing to answer yet */
+            continue;
+        }
+
+        if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            if (events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)) {
+                break;
+            }
+            return;
+        }
+
+        break;
+    }
+
+    ig_rs_disconnect(s, i, "eof");
+}
+
+
+/* the registry's events: new ids get a batcher, reloads swap models */
+static void
+ig_rs_model_event(void *data, ig_reg_event_e ev, ig_reg_entry_t *e,
+    ig_model_t *m, const char *err)
+{
+    ig_rs_t          *s = data;
+    char              label[96], q[600];
+    ig_batch_conf_t   bc;
+
+    snprintf(label, sizeof(label), "%s:%s", e->name, e->version);
+
+    switch (ev) {
+
+    case IG_REG_ADDED:
+        bc.max_batch = s->conf->max_batch;
+        bc.max_delay_us = s->conf->max_delay_us;
+        bc.queue_timeout_us = s->conf->queue_timeout_us;
+        bc.queue_max = s->conf->queue_max;
+        bc.done = ig_rs_done;
+        bc.data = s;
+
+        s->batchers[e->id] = ig_batcher_create(m, s->conf->ex, label, &bc);
+
+        if (s->batchers[e->id] == NULL) {
+            ig_blog("error", "model_refused", "id=%u model=%s "
+                    "err=\"no runner thread\"", e->id, label);
+            ig_model_free(m);
+            s->models[e->id].ready = 0;
+
+        } else {
+            s->models[e->id].ready = 1;
+            ig_blog("info", "model_loaded", "id=%u model=%s platform=%s "
+                    "features=%u outputs=%u path=%s", e->id, label,
+                    m->meta.platform, m->meta.nfeatures, m->meta.noutputs,
+                    ig_blogq(q, sizeof(q), e->path));
+        }
+
+        s->models[e->id].nfeatures = e->meta.nfeatures;
+        s->models[e->id].noutputs = e->meta.noutputs;
+        s->nmodels = e->id + 1;
+        break;
+
+    case IG_REG_RELOADED:
+        ig_batcher_swap(s->batchers[e->id], m);
+        ig_blog("info", "model_reloaded", "id=%u model=%s path=%s", e->id,
+                label, ig_blogq(q, sizeof(q), e->path));
+        break;
+
+    case IG_REG_REFUSED:
+        ig_blog("error", "model_refused", "model=%s err=%s kept=%s", label,
+                ig_blogq(q, sizeof(q), err),
+                e->id == UINT32_MAX ? "no" : "yes");
+        break;
+    }
+}
+
+
+static void
+ig_rs_reload(ig_rs_t *s)
+{
+    uint32_t  i, before;
+    char      err[512];
+
+    before = s->nmodels;
+
+    ig_blog("info", "reload", "models=%u", before);
+
+    ig_reg_scan(s->conf->reg, s->conf->ex, 0, ig_rs_model_event, s, err,
+                sizeof(err));
+
+    for (i = 0; i < s->rg.nclients; i++) {
+        if (s->clients[i].state == IG_RS_LIVE
+            && ig_rs_send_models(s, s->clients[i].sock) != 0)
+        {
+            ig_rs_disconnect(s, i, "models_send_failed");
+        }
+    }
+
+    ig_blog("info", "reload_done", "models=%u added=%u", s->nmodels,
+            s->nmodels - before);
+}
+
+
+static void
+ig_rs_unlink_socket(ig_rs_t *s)
+{
+    struct stat  st;
+
+    /* only our own socket: another backend may have taken the path */
+    if (lstat(s->conf->socket_path, &st) == 0 && st.st_dev == s->sock_dev
+        && st.st_ino == s->sock_ino)
+    {
+        unlink(s->conf->socket_path);
+    }
+}
+
+
+static void
+ig_rs_drain(ig_rs_t *s)
+{
+    uint32_t  i;
+
+    s->draining = 1;
+
+    epoll_ctl(s->epfd, EPOLL_CTL_DEL, s->lfd, NULL);
+    close(s->lfd);
+    s->lfd = -1;
+    ig_rs_unlink_socket(s);
+
+    for (i = 0; i < s->nmodels; i++) {
+        if (s->batchers[i]) {
+            ig_batcher_drain(s->batchers[i]);
+        }
+    }
+
+    ig_blog("info", "drain", "models=%u", s->nmodels);
+}
+
+
+/* 1 when nothing is queued, running or held by the backend */
+static int
+ig_rs_drained(ig_rs_t *s)
+{
+    uint32_t  i, n;
+
+    n = 0;
+
+    for (i = 0; i < s->nmodels; i++) {
+        if (s->batchers[i]) {
+            n += ig_batcher_pending(s->batchers[i]);
+        }
+    }
+
+    pthread_mutex_lock(&s->lock);
+    for (i = 0; i < s->rg.nclients; i++) {
+        n += s->clients[i].inflight;
+    }
+    pthread_mutex_unlock(&s->lock);
+
+    return n == 0;
+}
+
+
+static int
+ig_rs_signal(ig_rs_t *s)
+{
+    struct signalfd_siginfo  si;
+
+    while (read(s->sigfd, &si, sizeof(si)) == (ssize_t) sizeof(si)) {
+
+        switch (si.ssi_signo) {
+
+        case SIGHUP:
+            ig_rs_reload(s);
+            break;
+
+        case SIGTERM:
+        case SIGINT:
+            if (s->draining) {
+                ig_blog("warn", "drain_abort", "signal=%u", si.ssi_signo);
+                return -1;
+            }
+
+            ig_rs_drain(s);
+            break;
+
+        default:
+            break;
+        }
+    }
+
+    return 0;
+}
+
+
+static int
+ig_rs_region(ig_rs_t *s, uid_t uid, gid_t gid)
+{
+    uint64_t  gen, size;
+
+    if (getrandom(&gen, sizeof(gen), 0) != sizeof(gen)) {
+        gen = ig_rs_now_ns() ^ ((uint64_t) getpid() << 32);
+    }
+
+    gen |= 1;                         /* never 0: "no backend yet" */
+
+    size = ig_ring_layout(&s->rg, s->conf->clients, s->conf->slots,
+                          s->conf->slot_bytes, gen);
+    if (size == 0 || size > IG_RS_REGION_MAX) {
+        ig_blog("error", "region_failed", "reason=\"--clients, --slots or "
+                "--slot-bytes out of range\" bytes=%llu",
+                (unsigned long long) size);
+        return -1;
+    }
+
+    s->memfd = memfd_create("infergate-ring", MFD_CLOEXEC
+                                              | MFD_ALLOW_SEALING);
+    if (s->memfd < 0
+        || ftruncate(s->memfd, (off_t) size) != 0
+        || fchmod(s->memfd, 0600) != 0
+        || (uid != (uid_t) -1 && fchown(s->memfd, uid, gid) != 0)
+        || fcntl(s->memfd, F_ADD_SEALS,
+                 F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
+    {
+        ig_blog("error", "region_failed", "errno=%d", errno);
+        return -1;
+    }
+
+    s->base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED,
+                   s->memfd, 0);
+    if (s->base == MAP_FAILED) {
+        ig_blog("error", "region_failed", "reason=mmap errno=%d", errno);
+        return -1;
+    }
+
+    memcpy(s->base, &s->rg, sizeof(s->rg));
+
+    ig_blog("info", "region", "bytes=%llu clients=%u slots=%u "
+            "slot_bytes=%llu generation=%016llx", (unsigned long long) size,
+            s->rg.nclients, s->rg.nslots,
+            (unsigned long long) s->rg.slot_bytes,
+            (unsigned long long) s->rg.generation);
+
+    return 0;
+}
+
+
+static int
+ig_rs_listen(ig_rs_t *s, uid_t uid, gid_t gid)
+{
+    int                 fd, probe;
+    mode_t              um;
+    struct stat         st;
+    struct sockaddr_un  sa;
+    char                q[600];
+    const char         *path = s->conf->socket_path;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        ig_blog("error", "listen_failed", "reason=\"--socket path longer "
+                "than %zu bytes\"", sizeof(sa.sun_path) - 1);
+        return -1;
+    }
+
+    memcpy(sa.sun_path, path, strlen(path));
+
+    /* a stale socket goes; a live one or any other file stays */
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            ig_blog("error", "listen_failed", "reason=\"--socket path "
+                    "exists and is not a socket\"");
+            return -1;
+        }
+
+        probe = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        if (probe >= 0 && connect(probe, (struct sockaddr *) &sa,
+                                  sizeof(sa)) == 0)
+        {
+            close(probe);
+            ig_blog("error", "listen_failed", "reason=\"another backend "
+                    "listens on --socket\"");
+            return -1;
+        }
+
+        if (probe >= 0) {
+            close(probe);
+        }
+
+        if (errno != ECONNREFUSED) {
+            ig_blog("error", "listen_failed", "reason=\"--socket exists, "
+                    "probe failed\" errno=%d", errno);
+            return -1;
+        }
+
+        if (unlink(path) != 0) {
+            ig_blog("error", "listen_failed", "reason=\"cannot remove "
+                    "stale socket\" errno=%d", errno);
+            return -1;
+        }
+
+        ig_blog("info", "stale_socket_removed", "socket=%s",
+                ig_blogq(q, sizeof(q), path));
+    }
+
+    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -1;
+    }
+
+    /* 0660 from the start: no window with a wider mode */
+    um = umask(0117);
+    if (bind(fd, (struct sockaddr *) &sa, sizeof(sa)) != 0) {
+        umask(um);
+        ig_blog("error", "listen_failed", "reason=bind errno=%d", errno);
+        close(fd);
+        return -1;
+    }
+    umask(um);
+
+    if ((uid != (uid_t) -1 && chown(path, uid, gid) != 0)
+        || listen(fd, 128) != 0 || lstat(path, &st) != 0)
+    {
+        ig_blog("error", "listen_failed", "errno=%d", errno);
+        unlink(path);
+        close(fd);
+        return -1;
+    }
+
+    s->sock_dev = st.st_dev;
+    s->sock_ino = st.st_ino;
+    s->lfd = fd;
+
+    return 0;
+}
+
+
+static int
+ig_rs_user(const char *user, uid_t *uid, gid_t *gid)
+{
+    struct passwd  *pw;
+
+    *uid = (uid_t) -1;
+    *gid = (gid_t) -1;
+
+    if (user == NULL) {
+        return 0;
+    }
+
+    if (geteuid() != 0) {
+        ig_blog("error", "user_failed", "reason=\"--user needs root\"");
+        return -1;
+    }
+
+    pw = getpwnam(user);
+    if (pw == NULL) {
+        ig_blog("error", "user_failed", "reason=\"no such user\"");
+        return -1;
+    }
+
+    *uid = pw->pw_uid;
+    *gid = pw->pw_gid;
+
+    return 0;
+}
+
+
+int
+ig_rs_run(ig_rs_conf_t *conf)
+{
+    int                  n, k, rc;
+    uid_t                uid;
+    gid_t                gid;
+    uint32_t             i, type, idx;
+    sigset_t             sigs;
+    ig_rs_t              srv, *s = &srv;
+    struct epoll_event   evs[64];
+    char                 err[512], q[600];
+    ig_batch_stats_t     st;
+
+    memset(s, 0, sizeof(*s));
+    s->conf = conf;
+    s->lfd = -1;
+    s->memfd = -1;
+    pthread_mutex_init(&s->lock, NULL);
+
+    /* before any thread starts: they all inherit the mask */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    s->sigfd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
+    s->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (s->sigfd < 0 || s->epfd < 0) {
+        ig_blog("error", "start_failed", "errno=%d", errno);
+        return 1;
+    }
+
+    if (ig_rs_user(conf->user, &uid, &gid) != 0) {
+        return 1;
+    }
+
+    if (ig_reg_scan(conf->reg, conf->ex, 1, ig_rs_model_event, s, err,
+                    sizeof(err))
+        != 0)
+    {
+        ig_blog("error", "model_refused", "err=%s",
+                ig_blogq(q, sizeof(q), err));
+        return 1;
+    }
+
+    if (ig_rs_region(s, uid, gid) != 0) {
+        return 1;
+    }
+
+    s->clients = calloc(s->rg.nclients, sizeof(ig_rs_client_t));
+    if (s->clients == NULL) {
+        return 1;
+    }
+
+    for (i = 0; i < s->rg.nclients; i++) {
+        s->clients[i].owned = calloc(s->rg.nslots, 1);
+        s->clients[i].sock = -1;
+        if (s->clients[i].owned == NULL) {
+            return 1;
+        }
+    }
+
+    if (ig_rs_listen(s, uid, gid) != 0) {
+        return 1;
+    }
+
+    if (uid != (uid_t) -1
+        && (setgroups(0, NULL) != 0 || setgid(gid) != 0
+            || setuid(uid) != 0))
+    {
+        ig_blog("error", "user_failed", "errno=%d", errno);
+        ig_rs_unlink_socket(s);
+        return 1;
+    }
+
+    if (ig_rs_epoll_add(s, s->lfd, EPOLLIN, IG_RS_EV_LISTEN, 0) != 0
+        || ig_rs_epoll_add(s, s->sigfd, EPOLLIN, IG_RS_EV_SIGNAL, 0) != 0)
+    {
+        ig_rs_unlink_socket(s);
+        return 1;
+    }
+
+    ig_blog("info", "ready", "socket=%s models=%u max_batch=%u "
+            "max_delay_us=%u queue_timeout_us=%u queue_max=%u",
+            ig_blogq(q, sizeof(q), conf->socket_path), s->nmodels,
+            conf->max_batch, conf->max_delay_us, conf->queue_timeout_us,
+            conf->queue_max);
+
+    rc = 0;
+
+    for ( ;; ) {
+        if (s->draining && ig_rs_drained(s)) {
+            break;
+        }
+
+        n = epoll_wait(s->epfd, evs, 64, s->draining ? 2 : -1);
+
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+
+            ig_blog("error", "epoll_failed", "errno=%d", errno);
+            rc = 1;
+            break;
+        }
+
+        for (k = 0; k < n; k++) {
+            type = (uint32_t) (evs[k].data.u64 >> 32);
+            idx = (uint32_t) evs[k].data.u64;
+
+            switch (type) {
+
+            case IG_RS_EV_LISTEN:
+                ig_rs_accept(s);
+                break;
+
+            case IG_RS_EV_SIGNAL:
+                if (ig_rs_signal(s) != 0) {
+                    rc = 1;
+                    goto done;
+                }
+                break;
+
+            case IG_RS_EV_SQ:
+                if (s->clients[idx].state == IG_RS_LIVE) {
+                    ig_rs_intake(s, idx);
+                }
+                break;
+
+            case IG_RS_EV_CTL:
+                ig_rs_ctl(s, idx, evs[k].events);
+                break;
+            }
+        }
+    }
+
+done:
+
+    if (s->lfd >= 0) {
+        ig_rs_unlink_socket(s);
+    }
+
+    for (i = 0; i < s->nmodels; i++) {
+        if (s->batchers[i] == NULL) {
+            continue;
+        }
+
+        ig_batcher_stats(s->batchers[i], &st);
+        ig_blog("info", "model_stats", "id=%u batches=%llu rows=%llu "
+                "timeouts=%llu full=%llu failed=%llu", i,
+                (unsigned long long) st.batches,
+                (unsigned long long) st.rows,
+                (unsigned long long) st.timeouts,
+                (unsigned long long) st.full,
+                (unsigned long long) st.failed);
+
+        ig_batcher_destroy(s->batchers[i]);
+    }
+
+    for (i = 0; i < s->rg.nclients; i++) {
+        if (s->clients[i].state == IG_RS_LIVE) {
+            close(s->clients[i].sock);
+            close(s->clients[i].sq_efd);
+            close(s->clients[i].cq_efd);
+        }
+
+        free(s->clients[i].owned);
+    }
+
+    free(s->clients);
+    munmap(s->base, s->rg.region_bytes);
+    close(s->memfd);
+    close(s->sigfd);
+    close(s->epfd);
+
+    ig_blog("info", "exit", "code=%d", rc);
+
+    return rc;
+}

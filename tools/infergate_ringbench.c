@@ -1,0 +1,362 @@
+
+/*
+ * Copyright (C) infergate authors
+ *
+ * infergate-ringbench: a ring client like an nginx worker.  It connects
+ * to infergate-backend, keeps --concurrency requests in flight on a
+ * model and measures each one's submit → complete round trip.
+ *
+ *   infergate-ringbench --socket PATH --model-id N [--requests 100000]
+ *       [--concurrency 1] [--rows 1] [--spin] [--timeout-ms 5000]
+ *
+ * Prints one JSON line: percentiles in µs, req/s, status counts, the
+ * largest batch seen and how many identity outputs differed from their
+ * input (for the identity model; --no-verify for others).
+ */
+
+
+#define _GNU_SOURCE
+
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ig_ring.h"
+
+
+#define IG_RB_STATUSES  8
+
+
+static uint64_t
+now_ns(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+
+static void
+die(const char *what)
+{
+    fprintf(stderr, "infergate-ringbench: %s: %s\n", what,
+            errno ? strerror(errno) : "failed");
+    exit(1);
+}
+
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+    uint64_t  x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+
+    return x < y ? -1 : x > y;
+}
+
+
+static void
+usage(void)
+{
+    fprintf(stderr, "usage: infergate-ringbench --socket PATH --model-id N "
+            "[--requests N] [--concurrency C] [--rows R] [--spin] "
+            "[--no-verify] [--timeout-ms MS]\n");
+    exit(2);
+}
+
+
+int
+main(int argc, char **argv)
+{
+    int                  c, fd, nfds, *fdp, spin, verify, timeout_ms;
+    int                  region_fd, sq_efd, cq_efd;
+    void                *base;
+    char                 buf[65536];
+    ssize_t              n;
+    uint64_t             one, v, *lat, t0, t1, nlat, submitted, done;
+    uint64_t            *sent, counts[IG_RB_STATUSES], mismatches;
+    uint32_t             model_id, concurrency, rows, i, slot, nf, no;
+    uint32_t             max_batch_seen, j;
+    struct pollfd        pfd;
+    struct iovec         iov;
+    struct msghdr        mh;
+    struct cmsghdr      *cm;
+    struct sockaddr_un   sa;
+    ig_ring_region_t     rg;
+    ig_ctl_hello_t       hello;
+    ig_ctl_models_t     *models;
+    ig_ring_slot_t      *s;
+    ig_ring_queue_t     *sq, *cq;
+    const char          *path;
+    unsigned long        requests;
+    union {
+        char             b[CMSG_SPACE(3 * sizeof(int))];
+        struct cmsghdr   align;
+    } ctl;
+
+    static const struct option  opts[] = {
+        { "socket",      required_argument, NULL, 's' },
+        { "model-id",    required_argument, NULL, 'm' },
+        { "requests",    required_argument, NULL, 'n' },
+        { "concurrency", required_argument, NULL, 'c' },
+        { "rows",        required_argument, NULL, 'r' },
+        { "spin",        no_argument,       NULL, 'S' },
+        { "no-verify",   no_argument,       NULL, 'V' },
+        { "timeout-ms",  required_argument, NULL, 't' },
+        { NULL, 0, NULL, 0 }
+    };
+
+    path = NULL;
+    model_id = 0;
+    requests = 100000;
+    concurrency = 1;
+    rows = 1;
+    spin = 0;
+    verify = 1;
+    timeout_ms = 5000;
+
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': path = optarg; break;
+        case 'm': model_id = (uint32_t) strtoul(optarg, NULL, 10); break;
+        case 'n': requests = strtoul(optarg, NULL, 10); break;
+        case 'c': concurrency = (uint32_t) strtoul(optarg, NULL, 10); break;
+        case 'r': rows = (uint32_t) strtoul(optarg, NULL, 10); break;
+        case 'S': spin = 1; break;
+        case 'V': verify = 0; break;
+        case 't': timeout_ms = atoi(optarg); break;
+        default: usage();
+        }
+    }
+
+    if (path == NULL || requests == 0 || concurrency == 0 || rows == 0) {
+        usage();
+    }
+
+    fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+
+    if (fd < 0 || connect(fd, (struct sockaddr *) &sa, sizeof(sa)) != 0) {
+        die("connect");
+    }
+
+    /* HELLO with the region and the doorbells */
+    memset(&mh, 0, sizeof(mh));
+    iov.iov_base = &hello;
+    iov.iov_len = sizeof(hello);
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = ctl.b;
+    mh.msg_controllen = sizeof(ctl.b);
+
+    n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+    cm = CMSG_FIRSTHDR(&mh);
+
+    if (n != (ssize_t) sizeof(hello) || hello.type != IG_CTL_HELLO
+        || hello.version != IG_RING_VERSION || cm == NULL
+        || cm->cmsg_type != SCM_RIGHTS)
+    {
+        errno = 0;
+        die("bad HELLO");
+    }
+
+    nfds = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    if (nfds != 3) {
+        errno = 0;
+        die("HELLO without 3 fds");
+    }
+
+    fdp = (int *) CMSG_DATA(cm);
+    region_fd = fdp[0];
+    sq_efd = fdp[1];
+    cq_efd = fdp[2];
+
+    n = recv(fd, buf, sizeof(buf), 0);
+    models = (ig_ctl_models_t *) buf;
+
+    if (n < (ssize_t) sizeof(ig_ctl_models_t) || models->type != IG_CTL_MODELS
+        || (size_t) n < sizeof(ig_ctl_models_t)
+                        + models->nmodels * sizeof(ig_ctl_model_t))
+    {
+        errno = 0;
+        die("bad MODELS");
+    }
+
+    if (model_id >= models->nmodels) {
+        fprintf(stderr, "infergate-ringbench: model id %u of %u\n", model_id,
+                models->nmodels);
+        return 1;
+    }
+
+    nf = models->models[model_id].meta.nfeatures;
+    no = models->models[model_id].meta.noutputs;
+
+    base = mmap(NULL, hello.region.region_bytes, PROT_READ | PROT_WRITE,
+                MAP_SHARED, region_fd, 0);
+    if (base == MAP_FAILED) {
+        die("mmap");
+    }
+
+    memcpy(&rg, base, sizeof(rg));   /* the mapped header wins */
+
+    if (rg.magic != IG_RING_MAGIC || rg.generation != hello.generation) {
+        errno = 0;
+        die("region header");
+    }
+
+    if (concurrency > rg.nslots) {
+        concurrency = rg.nslots;
+    }
+
+    if ((uint64_t) rows * (nf > no ? nf : no) > ig_ring_slot_floats(&rg)) {
+        fprintf(stderr, "infergate-ringbench: %u rows do not fit a slot\n",
+                rows);
+        return 1;
+    }
+
+    sq = ig_ring_sq(base, &rg, hello.client);
+    cq = ig_ring_cq(base, &rg, hello.client);
+
+    lat = calloc(requests, sizeof(uint64_t));
+    sent = calloc(rg.nslots, sizeof(uint64_t));
+    if (lat == NULL || sent == NULL) {
+        die("calloc");
+    }
+
+    memset(counts, 0, sizeof(counts));
+    nlat = 0;
+    submitted = 0;
+    done = 0;
+    mismatches = 0;
+    max_batch_seen = 0;
+    one = 1;
+
+    t0 = now_ns();
+
+    /* the first window: slots 0 .. concurrency-1 */
+    for (i = 0; i < concurrency && submitted < requests; i++) {
+        s = ig_ring_slot(base, &rg, hello.client, i);
+        s->tag = submitted;
+        s->model_id = model_id;
+        s->rows = rows;
+        s->in_floats = rows * nf;
+        for (j = 0; j < rows * nf; j++) {
+            s->data[j] = (float) (submitted + j);
+        }
+        sent[i] = now_ns();
+        s->submit_ns = sent[i];
+        ig_ring_push(sq, rg.nslots, i);
+        submitted++;
+    }
+
+    if (write(sq_efd, &one, sizeof(one)) < 0) {
+        die("doorbell");
+    }
+
+    pfd.fd = cq_efd;
+    pfd.events = POLLIN;
+
+    while (done < submitted) {
+        if (!spin) {
+            c = poll(&pfd, 1, timeout_ms);
+            if (c == 0) {
+                fprintf(stderr, "infergate-ringbench: no answer in %d ms "
+                        "(%llu of %llu done)\n", timeout_ms,
+                        (unsigned long long) done,
+                        (unsigned long long) submitted);
+                return 1;
+            }
+
+            if (c < 0 && errno != EINTR) {
+                die("poll");
+            }
+
+            if (read(cq_efd, &v, sizeof(v)) < 0 && errno != EAGAIN) {
+                die("read cq");
+            }
+        }
+
+        c = 0;
+
+        while (ig_ring_pop(cq, rg.nslots, &slot) == 0) {
+            t1 = now_ns();
+
+            if (slot >= rg.nslots) {
+                errno = 0;
+                die("cq slot out of range");
+            }
+
+            s = ig_ring_slot(base, &rg, hello.client, slot);
+            lat[nlat++] = t1 - sent[slot];
+            counts[s->status < IG_RB_STATUSES ? s->status : 7]++;
+            done++;
+
+            if (s->batch_rows > max_batch_seen) {
+                max_batch_seen = s->batch_rows;
+            }
+
+            if (verify && s->status == IG_RING_OK) {
+                for (j = 0; j < rows * no; j++) {
+                    if (s->data[j] != (float) (s->tag + j)) {
+                        mismatches++;
+                        break;
+                    }
+                }
+            }
+
+            if (submitted < requests) {
+                s->tag = submitted;
+                s->model_id = model_id;
+                s->rows = rows;
+                s->in_floats = rows * nf;
+                for (j = 0; j < rows * nf; j++) {
+                    s->data[j] = (float) (submitted + j);
+                }
+                sent[slot] = now_ns();
+                s->submit_ns = sent[slot];
+                ig_ring_push(sq, rg.nslots, slot);
+                submitted++;
+                c = 1;
+            }
+        }
+
+        if (c && write(sq_efd, &one, sizeof(one)) < 0) {
+            die("doorbell");
+        }
+    }
+
+    t1 = now_ns();
+
+    qsort(lat, nlat, sizeof(uint64_t), cmp_u64);
+
+    printf("{\"requests\":%llu,\"concurrency\":%u,\"rows\":%u,"
+           "\"p50_us\":%.2f,\"p90_us\":%.2f,\"p99_us\":%.2f,"
+           "\"max_us\":%.2f,\"req_s\":%.0f,\"ok\":%llu,\"errors\":{",
+           (unsigned long long) nlat, concurrency, rows,
+           lat[nlat / 2] / 1e3, lat[nlat * 9 / 10] / 1e3,
+           lat[nlat * 99 / 100] / 1e3, lat[nlat - 1] / 1e3,
+           nlat * 1e9 / (double) (t1 - t0),
+           (unsigned long long) counts[IG_RING_OK]);
+
+    for (i = 1, c = 0; i < IG_RB_STATUSES; i++) {
+        if (counts[i]) {
+            printf("%s\"%u\":%llu", c++ ? "," : "", i,
+                   (unsigned long long) counts[i]);
+        }
+    }
+
+    printf("},\"max_batch_rows\":%u,\"mismatches\":%llu,\"client\":%u}\n",
+           max_batch_seen, (unsigned long long) mismatches, hello.client);
+
+    return mismatches ? 3 : 0;
+}
