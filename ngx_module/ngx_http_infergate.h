@@ -100,6 +100,7 @@ typedef struct {
     ngx_http_ig_keys_t         *keys;
     ngx_array_t                 limit_refs;  /* ngx_http_ig_limit_conf_t * */
     ngx_array_t                 audit_logs;  /* audit log pointers         */
+    ngx_array_t                *backends;    /* ngx_http_ig_backend_t *    */
 } ngx_http_ig_main_conf_t;
 
 
@@ -113,6 +114,7 @@ typedef struct {
     ngx_uint_t                  max_depth;
     void                       *audit;       /* an audit log, or NULL      */
     ngx_http_ig_bloom_conf_t   *bloom;       /* infergate_bloom, or NULL   */
+    void                       *infer;       /* infergate_infer's backend  */
     unsigned                    schema_set:1;
 } ngx_http_ig_loc_conf_t;
 
@@ -149,6 +151,9 @@ typedef struct {
     ig_valid_rc_e               valid_rc;
     ngx_array_t                 members;     /* ngx_http_ig_member_t       */
     off_t                       body_bytes;
+
+    ngx_uint_t                  batch_rows;  /* rows in the backend batch  */
+    ngx_uint_t                  backend_us;  /* submit to completion       */
 
     unsigned                    admitted:1;  /* auth and limit passed      */
     unsigned                    body_state:2;
@@ -259,6 +264,13 @@ ngx_int_t ngx_http_ig_bloom_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 ngx_int_t ngx_http_ig_bloom_init_process(ngx_cycle_t *cycle);
 void ngx_http_ig_bloom_exit_process(ngx_cycle_t *cycle);
+/* inference: ngx_http_infergate_backend.c, ngx_http_infergate_infer.c */
+char *ngx_http_ig_backend_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_ig_infer_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_http_ig_backend_init_process(ngx_cycle_t *cycle);
+void ngx_http_ig_backend_exit_process(ngx_cycle_t *cycle);
 
 /* variables */
 ngx_int_t ngx_http_ig_add_variables(ngx_conf_t *cf);

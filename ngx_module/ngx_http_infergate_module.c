@@ -138,6 +138,20 @@ static ngx_command_t  ngx_http_infergate_commands[] = {
       0,
       NULL },
 
+    { ngx_string("infergate_backend"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_ig_backend_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infergate_infer"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_ig_infer_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -276,6 +290,10 @@ ngx_http_ig_init_process(ngx_cycle_t *cycle)
         return NGX_ERROR;
     }
 
+    if (ngx_http_ig_backend_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_ig_audit_init_process(cycle);
 }
 
@@ -284,6 +302,7 @@ static void
 ngx_http_ig_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_ig_bloom_exit_process(cycle);
+    ngx_http_ig_backend_exit_process(cycle);
     ngx_http_ig_audit_exit_process(cycle);
     ngx_http_ig_redis_exit_process(cycle);
 }
