@@ -158,7 +158,12 @@ unit: deps $(UNITS)
 integration: build
 	$(PY) -m pytest -q -p no:cacheprovider tests/integration
 
-test: build unit integration
+# python3 reference implementations (xgboost, torch) against the backend
+.PHONY: oracle
+oracle: build
+	$(PY) -m pytest -q -p no:cacheprovider tests/oracle
+
+test: build unit integration oracle
 
 demo: build
 	@PORT=$(PORT) bash tools/demo.sh

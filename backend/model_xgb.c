@@ -166,11 +166,14 @@ ig_xgb_array(yajl_val obj, const char *key, size_t len)
 
 
 /*
- * yajl's tree API recurses on nesting: refuse absurd nesting before it
- * parses, so "[[[[..." cannot exhaust the stack.
+ * Before yajl sees the text: refuse absurd nesting (yajl's tree API
+ * recurses on it, so "[[[[..." could exhaust the stack), and rewrite
+ * the non-JSON tokens XGBoost's writer emits (NaN in categorical split
+ * conditions, +-Infinity) into strings of the same length, which
+ * ig_xgb_float() reads as NaN (refused) or infinities.
  */
 static int
-ig_xgb_nesting_ok(const char *s, size_t len)
+ig_xgb_prescan(char *s, size_t len)
 {
     int     depth, in_str;
     size_t  i;
@@ -195,17 +198,35 @@ ig_xgb_nesting_ok(const char *s, size_t len)
         case '{':
         case '[':
             if (++depth > IG_XGB_MAX_NESTING) {
-                return 0;
+                return -1;
             }
             break;
         case '}':
         case ']':
             depth--;
             break;
+        case 'N':
+            if (len - i >= 3 && memcmp(s + i, "NaN", 3) == 0) {
+                memcpy(s + i, "\"N\"", 3);
+                i += 2;
+            }
+            break;
+        case 'I':
+            if (len - i >= 8 && memcmp(s + i, "Infinity", 8) == 0) {
+                memcpy(s + i, "\"inf\"   ", 8);
+                i += 7;
+            }
+            break;
+        case '-':
+            if (len - i >= 9 && memcmp(s + i, "-Infinity", 9) == 0) {
+                memcpy(s + i, "\"-inf\"   ", 9);
+                i += 8;
+            }
+            break;
         }
     }
 
-    return 1;
+    return 0;
 }
 
 
@@ -618,9 +639,8 @@ ig_xgb_load(const uint8_t *data, size_t len, ig_exec_t *ex, char *err,
     root = NULL;
     scratch = NULL;
 
-    if (len == 0 || !ig_xgb_nesting_ok((const char *) data, len)) {
-        snprintf(err, errlen, "XGBoost JSON: %s", len ? "nested deeper than "
-                 "any XGBoost model" : "empty");
+    if (len == 0) {
+        snprintf(err, errlen, "XGBoost JSON: empty");
         return NULL;
     }
 
@@ -633,8 +653,10 @@ ig_xgb_load(const uint8_t *data, size_t len, ig_exec_t *ex, char *err,
     memcpy(text, data, len);
     text[len] = '\0';
 
-    if (strlen(text) != len) {
-        snprintf(err, errlen, "XGBoost JSON: NUL byte in the file");
+    if (strlen(text) != len || ig_xgb_prescan(text, len) != 0) {
+        snprintf(err, errlen, "XGBoost JSON: %s", strlen(text) != len
+                 ? "NUL byte in the file" : "nested deeper than any "
+                 "XGBoost model");
         free(text);
         return NULL;
     }
