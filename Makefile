@@ -49,6 +49,9 @@ BACKEND_OBJS  = $(patsubst backend/%.c,$(BUILD)/backend/%.o,$(BACKEND_C)) \
                 $(patsubst backend/%.cu,$(BUILD)/backend/%.cu.o,$(BACKEND_CU)) \
                 $(BACKEND_GEN)
 BACKEND_AR   := $(BUILD)/libigbackend.a
+# whole archive: the loaders override ig_model.c's weak stubs, which an
+# archive member would otherwise never be pulled in for
+BACKEND_LINK := -Wl,--whole-archive $(BACKEND_AR) -Wl,--no-whole-archive
 
 CFLAGS    := -std=gnu99 -O2 -g -Wall -Wextra -Werror -Ilib
 NGX_CCOPT := -g -O2 -fPIC -fstack-protector-strong -Wformat \
@@ -149,7 +152,7 @@ $(BACKEND_AR): $(BACKEND_OBJS)
 
 $(BUILD)/infergate-predict: tools/infergate_predict.c $(BACKEND_AR) \
                             $(BACKEND_H)
-	$(CC) $(BACKEND_CFLAGS) -o $@ tools/infergate_predict.c $(BACKEND_AR) \
+	$(CC) $(BACKEND_CFLAGS) -o $@ tools/infergate_predict.c $(BACKEND_LINK) \
 	    $(BACKEND_LIBS) $(LIBS)
 
 $(BUILD)/infergate-backend: $(BACKEND_MAIN) $(BACKEND_AR) $(BACKEND_H) \
@@ -184,7 +187,12 @@ integration: build
 chaos: build
 	$(PY) -m pytest -q -p no:cacheprovider -m chaos tests/integration
 
-test: build unit integration
+# python3 reference implementations (xgboost, torch) against the backend
+.PHONY: oracle
+oracle: build
+	$(PY) -m pytest -q -p no:cacheprovider tests/oracle
+
+test: build unit integration oracle
 
 demo: build
 	@PORT=$(PORT) bash tools/demo.sh
