@@ -49,8 +49,8 @@ BACKEND_OBJS  = $(patsubst backend/%.c,$(BUILD)/backend/%.o,$(BACKEND_C)) \
                 $(patsubst backend/%.cu,$(BUILD)/backend/%.cu.o,$(BACKEND_CU)) \
                 $(BACKEND_GEN)
 BACKEND_AR   := $(BUILD)/libigbackend.a
-# whole archive: nothing references a loader's object, and the weak
-# stubs in ig_model.c would otherwise satisfy the linker without it
+# whole archive: the loaders override ig_model.c's weak stubs, which an
+# archive member would otherwise never be pulled in for
 BACKEND_LINK := -Wl,--whole-archive $(BACKEND_AR) -Wl,--no-whole-archive
 
 CFLAGS    := -std=gnu99 -O2 -g -Wall -Wextra -Werror -Ilib
