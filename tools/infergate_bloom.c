@@ -292,6 +292,10 @@ cmd_bench(int argc, char **argv)
 
     b = ig_new(capacity, error, &g);
 
+    if (nq > capacity) {
+        nq = (size_t) capacity;         /* every present key is added */
+    }
+
     keys = malloc(nq * 16);
     if (keys == NULL) {
         return 2;
