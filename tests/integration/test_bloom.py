@@ -193,6 +193,10 @@ def create_conf(extra="", workers=2):
         infergate_bloom zone=users key=$1 check=off;
         proxy_pass http://127.0.0.1:{p2};
     }}
+    location ~ ^/weird/(\\w+)$ {{
+        infergate_bloom zone=users key=$1 add_on=404;
+        @PROXY@
+    }}
     location ~ ^/either/(\\w+)$ {{
         infergate_bloom zone=users key=$1 check=off add_on=200 201;
         return 200 "ok\\n";
@@ -234,6 +238,10 @@ def test_add_on_visible_to_all_workers(start_nginx, origin, known_filter):
             pids.add(pid)
     assert len(pids) == 2, f"served by {pids}"
     assert len(origin.find("/users/new1")) == 60
+
+    # the guard's own 404 never adds the id it refused
+    assert_problem(requests.get(ngx.url("/weird/new3")), 404, UNKNOWN)
+    assert_problem(requests.get(ngx.url("/weird/new3")), 404, UNKNOWN)
 
     # add_on takes a list
     r = requests.get(ngx.url("/either/new2"))
@@ -369,6 +377,10 @@ def test_nginx_t_bad_directives(nginx_t):
         rc, out = nginx_t(http=zone,
                           server=f"location / {{ infergate_bloom {bad}; }}")
         assert rc != 0 and msg in out, (bad, out)
+
+    # set at http level and inherited: checked too
+    rc, out = nginx_t(http="infergate_bloom zone=nope key=$uri;")
+    assert rc != 0 and "unknown zone \"nope\"" in out
 
     # a limit zone of that name is not a Bloom zone
     rc, out = nginx_t(http="infergate_limit_zone lz 1m;",
