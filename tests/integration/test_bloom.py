@@ -448,3 +448,25 @@ def test_reload_geometry_change_refused(start_nginx, known_filter):
     assert "mismatched geometry" in new
     # the running filter is untouched
     assert requests.get(ngx.url("/users/u17")).status_code == 200
+
+
+def test_save_failure_keeps_serving(start_nginx):
+    http, server = create_conf(extra=" save_every=1s")
+    http = http.replace("file=@PREFIX@/users.bloom",
+                        "file=@PREFIX@/no-such-dir/users.bloom")
+    ngx = start_nginx(http=http, server=server, files=files(None))
+    ngx.allowed_log.append(r".*\[alert\].*infergate_bloom_zone \"users\": "
+                           r"save failed: cannot create .*no-such-dir.*")
+    assert requests.put(ngx.url("/create/f1")).status_code == 201
+
+    deadline = time.time() + 8
+    while "save failed" not in ngx.error_log and time.time() < deadline:
+        time.sleep(0.2)
+    assert "save failed: cannot create" in ngx.error_log
+    assert "No such file or directory" in ngx.error_log
+    # the filter in memory is unaffected
+    assert requests.get(ngx.url("/users/f1")).status_code == 200
+    assert_problem(requests.get(ngx.url("/users/f2")), 404, UNKNOWN)
+    # retried at the period, not at every timer: at most ~1 a second
+    time.sleep(2)
+    assert ngx.error_log.count("save failed") <= 4
