@@ -170,6 +170,10 @@ def test_empty_key_passes(start_nginx, origin, known_filter):
     assert len(origin.find("/opt")) == 1
     r = requests.get(ngx.url("/opt?id=u7"))
     assert r.status_code == 200
+    time.sleep(0.2)
+    log = bloom_log(ngx)
+    assert log[0].endswith(" 200 /opt -")          # no check: empty
+    assert log[1].endswith(" 200 /opt?id=u7 hit")
     r = requests.get(ngx.url("/opt?id=nobody-has-this"))
     assert_problem(r, 404, UNKNOWN)
     assert origin.find("/opt?id=nobody-has-this") == []
@@ -470,3 +474,41 @@ def test_save_failure_keeps_serving(start_nginx):
     # retried at the period, not at every timer: at most ~1 a second
     time.sleep(2)
     assert ngx.error_log.count("save failed") <= 4
+
+
+def test_adds_during_saves_all_kept(start_nginx):
+    """Creates from many connections (both workers) while the filter is
+    saved every second: every file written is sound, and the last one
+    holds every id."""
+    import concurrent.futures
+
+    http, server = create_conf(extra=" save_every=1s")
+    ngx = start_nginx(http=http, server=server, workers=2,
+                      listen="reuseport", files=files(None))
+    path = ngx.prefix / "users.bloom"
+    ids = [f"c{i}" for i in range(300)]
+
+    def create(uid):
+        r = requests.put(ngx.url(f"/create/{uid}"),
+                         headers={"Connection": "close"})
+        return r.status_code
+
+    seen_files = 0
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futs = []
+        for n, uid in enumerate(ids):
+            futs.append(pool.submit(create, uid))
+            if n % 50 == 0:
+                time.sleep(0.4)
+                if path.exists():
+                    # whatever moment we look, the file is whole
+                    r = subprocess.run([str(BLOOM_TOOL), "info", str(path)],
+                                       capture_output=True, text=True)
+                    assert r.returncode == 0, r.stderr
+                    seen_files += 1
+        assert all(f.result() == 201 for f in futs)
+
+    assert seen_files >= 1
+    ngx.stop()
+    verdict = tool_test(path, *ids)
+    assert all(verdict.values()), [k for k, v in verdict.items() if not v]
