@@ -231,6 +231,7 @@ fuzz: deps $(FUZZERS)
 bench: build
 	@$(BUILD)/infergate-bloom bench
 	@bash tools/bench.sh
+	@bash tools/bench_bloom.sh
 
 clean:
 	rm -rf $(BUILD)

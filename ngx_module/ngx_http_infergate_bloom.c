@@ -633,7 +633,7 @@ ngx_http_ig_bloom_merge(ngx_conf_t *cf, ngx_http_ig_loc_conf_t *prev,
 
     bc = conf->bloom;
 
-    if (bc == NULL || bc == prev->bloom) {
+    if (bc == NULL) {
         return NGX_CONF_OK;
     }
 
@@ -737,7 +737,9 @@ ngx_http_ig_bloom_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_http_ig_find_ctx(r);
 
-    if (ctx && ctx->bloom_added) {
+    /* once per request; and never the id this guard just refused */
+
+    if (ctx && (ctx->bloom_added || ctx->bloom == NGX_HTTP_IG_BLOOM_MISS)) {
         return;
     }
 
@@ -808,6 +810,14 @@ ngx_http_ig_bloom_init_process(ngx_cycle_t *cycle)
     ngx_shm_zone_t            *shm_zone;
     ngx_list_part_t           *part;
     ngx_http_ig_bloom_zone_t  *zone;
+
+    /* workers save; the cache manager and loader leave it to them */
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
 
     part = &cycle->shared_memory.part;
     shm_zone = part->elts;
@@ -880,7 +890,10 @@ ngx_http_ig_bloom_exit_process(ngx_cycle_t *cycle)
 
         zone = shm_zone[i].data;
 
-        if (zone->file.len == 0 || zone->bloom == NULL) {
+        if (zone->file.len == 0 || zone->bloom == NULL
+            || (ngx_process != NGX_PROCESS_WORKER
+                && ngx_process != NGX_PROCESS_SINGLE))
+        {
             continue;
         }
 

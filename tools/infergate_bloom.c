@@ -292,6 +292,10 @@ cmd_bench(int argc, char **argv)
 
     b = ig_new(capacity, error, &g);
 
+    if (nq > capacity) {
+        nq = (size_t) capacity;         /* every present key is added */
+    }
+
     keys = malloc(nq * 16);
     if (keys == NULL) {
         return 2;
@@ -331,8 +335,8 @@ cmd_bench(int argc, char **argv)
     }
     t_miss = (ig_now() - t0) / nq * 1e9;
 
-    printf("bloom: capacity=%llu error=%g k=%u %.1f MiB: add+format %.1f ns/op, "
-           "lookup present %.1f ns/op, lookup absent %.1f ns/op, "
+    printf("bloom: capacity=%llu error=%g k=%u %.1f MiB: "
+           "add+format %.1f ns/op, lookup present %.1f ns/op, lookup absent %.1f ns/op, "
            "measured fpr %.4f\n", (unsigned long long) capacity, error, g.k,
            g.nblocks * 64.0 / 1048576, t_add, t_hit, t_miss,
            (double) (hits - nq) / nq);

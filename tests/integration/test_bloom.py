@@ -170,6 +170,10 @@ def test_empty_key_passes(start_nginx, origin, known_filter):
     assert len(origin.find("/opt")) == 1
     r = requests.get(ngx.url("/opt?id=u7"))
     assert r.status_code == 200
+    time.sleep(0.2)
+    log = bloom_log(ngx)
+    assert log[0].endswith(" 200 /opt -")          # no check: empty
+    assert log[1].endswith(" 200 /opt?id=u7 hit")
     r = requests.get(ngx.url("/opt?id=nobody-has-this"))
     assert_problem(r, 404, UNKNOWN)
     assert origin.find("/opt?id=nobody-has-this") == []
@@ -192,6 +196,10 @@ def create_conf(extra="", workers=2):
     location ~ ^/conflict/(\\w+)$ {{
         infergate_bloom zone=users key=$1 check=off;
         proxy_pass http://127.0.0.1:{p2};
+    }}
+    location ~ ^/weird/(\\w+)$ {{
+        infergate_bloom zone=users key=$1 add_on=404;
+        @PROXY@
     }}
     location ~ ^/either/(\\w+)$ {{
         infergate_bloom zone=users key=$1 check=off add_on=200 201;
@@ -234,6 +242,10 @@ def test_add_on_visible_to_all_workers(start_nginx, origin, known_filter):
             pids.add(pid)
     assert len(pids) == 2, f"served by {pids}"
     assert len(origin.find("/users/new1")) == 60
+
+    # the guard's own 404 never adds the id it refused
+    assert_problem(requests.get(ngx.url("/weird/new3")), 404, UNKNOWN)
+    assert_problem(requests.get(ngx.url("/weird/new3")), 404, UNKNOWN)
 
     # add_on takes a list
     r = requests.get(ngx.url("/either/new2"))
@@ -370,6 +382,10 @@ def test_nginx_t_bad_directives(nginx_t):
                           server=f"location / {{ infergate_bloom {bad}; }}")
         assert rc != 0 and msg in out, (bad, out)
 
+    # set at http level and inherited: checked too
+    rc, out = nginx_t(http="infergate_bloom zone=nope key=$uri;")
+    assert rc != 0 and "unknown zone \"nope\"" in out
+
     # a limit zone of that name is not a Bloom zone
     rc, out = nginx_t(http="infergate_limit_zone lz 1m;",
                       server="location / { infergate_bloom zone=lz "
@@ -436,3 +452,63 @@ def test_reload_geometry_change_refused(start_nginx, known_filter):
     assert "mismatched geometry" in new
     # the running filter is untouched
     assert requests.get(ngx.url("/users/u17")).status_code == 200
+
+
+def test_save_failure_keeps_serving(start_nginx):
+    http, server = create_conf(extra=" save_every=1s")
+    http = http.replace("file=@PREFIX@/users.bloom",
+                        "file=@PREFIX@/no-such-dir/users.bloom")
+    ngx = start_nginx(http=http, server=server, files=files(None))
+    ngx.allowed_log.append(r".*\[alert\].*infergate_bloom_zone \"users\": "
+                           r"save failed: cannot create .*no-such-dir.*")
+    assert requests.put(ngx.url("/create/f1")).status_code == 201
+
+    deadline = time.time() + 8
+    while "save failed" not in ngx.error_log and time.time() < deadline:
+        time.sleep(0.2)
+    assert "save failed: cannot create" in ngx.error_log
+    assert "No such file or directory" in ngx.error_log
+    # the filter in memory is unaffected
+    assert requests.get(ngx.url("/users/f1")).status_code == 200
+    assert_problem(requests.get(ngx.url("/users/f2")), 404, UNKNOWN)
+    # retried at the period, not at every timer: at most ~1 a second
+    time.sleep(2)
+    assert ngx.error_log.count("save failed") <= 4
+
+
+def test_adds_during_saves_all_kept(start_nginx):
+    """Creates from many connections (both workers) while the filter is
+    saved every second: every file written is sound, and the last one
+    holds every id."""
+    import concurrent.futures
+
+    http, server = create_conf(extra=" save_every=1s")
+    ngx = start_nginx(http=http, server=server, workers=2,
+                      listen="reuseport", files=files(None))
+    path = ngx.prefix / "users.bloom"
+    ids = [f"c{i}" for i in range(300)]
+
+    def create(uid):
+        r = requests.put(ngx.url(f"/create/{uid}"),
+                         headers={"Connection": "close"})
+        return r.status_code
+
+    seen_files = 0
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futs = []
+        for n, uid in enumerate(ids):
+            futs.append(pool.submit(create, uid))
+            if n % 50 == 0:
+                time.sleep(0.4)
+                if path.exists():
+                    # whatever moment we look, the file is whole
+                    r = subprocess.run([str(BLOOM_TOOL), "info", str(path)],
+                                       capture_output=True, text=True)
+                    assert r.returncode == 0, r.stderr
+                    seen_files += 1
+        assert all(f.result() == 201 for f in futs)
+
+    assert seen_files >= 1
+    ngx.stop()
+    verdict = tool_test(path, *ids)
+    assert all(verdict.values()), [k for k, v in verdict.items() if not v]

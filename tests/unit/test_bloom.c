@@ -17,7 +17,9 @@
 #include <math.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <cmocka.h>
 #include <xxhash.h>
 
@@ -136,6 +138,61 @@ test_add_test(void **state)
     }
 
     free(b);
+}
+
+
+/* Four processes add into one shared mapping at once, as nginx workers
+ * do: no add is lost to a racing OR on the same word. */
+
+static void
+test_shared_concurrent_adds(void **state)
+{
+    int               p, i, n, st;
+    char              key[32];
+    void             *mem;
+    pid_t             pids[4];
+    ig_bloom_t       *b;
+    ig_bloom_geom_t   g;
+    const char       *reason;
+
+    (void) state;
+
+    /* 80,000 adds racing over 1.2 MiB: the processes overlap in time */
+    assert_int_equal(ig_bloom_geometry(80000, 0.01, &g, &reason), 0);
+    mem = mmap(NULL, ig_bloom_mem_size(&g), PROT_READ | PROT_WRITE,
+               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    assert_true(mem != MAP_FAILED);
+    b = ig_bloom_init(mem, &g);
+
+    for (p = 0; p < 4; p++) {
+        pids[p] = fork();
+        assert_true(pids[p] >= 0);
+
+        if (pids[p] == 0) {
+            for (i = 0; i < 20000; i++) {
+                n = snprintf(key, sizeof(key), "p%d-%d", p, i);
+                ig_bloom_add(b, key, (size_t) n);
+            }
+            _exit(0);
+        }
+    }
+
+    for (p = 0; p < 4; p++) {
+        assert_int_equal(waitpid(pids[p], &st, 0), pids[p]);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    }
+
+    for (p = 0; p < 4; p++) {
+        for (i = 0; i < 20000; i++) {
+            n = snprintf(key, sizeof(key), "p%d-%d", p, i);
+            assert_int_equal(ig_bloom_test(b, key, (size_t) n), 1);
+        }
+    }
+
+    /* count: adds that set a new bit; a few find theirs all set */
+    assert_true(b->count <= 80000 && b->count > 79000);
+
+    munmap(mem, ig_bloom_mem_size(&g));
 }
 
 
@@ -502,6 +559,7 @@ main(void)
     const struct CMUnitTest  tests[] = {
         cmocka_unit_test(test_geometry),
         cmocka_unit_test(test_add_test),
+        cmocka_unit_test(test_shared_concurrent_adds),
         cmocka_unit_test(test_fpr_1pct),
         cmocka_unit_test(test_fpr_01pct),
         cmocka_unit_test(test_round_trip),
