@@ -228,10 +228,10 @@ fuzz: deps $(FUZZERS)
 	    grep -E '^#[0-9]+.*DONE' $(BUILD)/fuzz/$$n.log | tail -1; \
 	done
 
+# infergate against plain nginx and an OpenResty Lua gateway, the backend
+# against libxgboost and torch; prints tables, writes build/bench/.
 bench: build
-	@$(BUILD)/infergate-bloom bench
-	@bash tools/bench.sh
-	@bash tools/bench_bloom.sh
+	@$(PY) tools/bench.py | tee $(BUILD)/bench.md
 
 clean:
 	rm -rf $(BUILD)
