@@ -1,0 +1,1172 @@
+
+/*
+ * Copyright (C) infergate authors
+ *
+ * Open Inference Protocol codec.  The request is parsed in one pass by
+ * ig_jsonlex with a small container stack; tensor values are converted
+ * and written to the rows buffer as they are seen, whatever the order of
+ * the input's members ("data" may come before "datatype" and "shape"):
+ * per-value facts (boolean, fraction, integer range) are collected and
+ * checked against the datatype when the input object closes.
+ *
+ * Choices where the protocol is silent:
+ *   - unknown members are refused, "parameters" (any value that is an
+ *     object) is skipped;
+ *   - null in FP32/FP64 data is a missing value (NaN, as XGBoost reads
+ *     it); output NaN and infinities are written as null;
+ *   - nesting of "data" is flattened, only the element count is checked;
+ *   - integers must be written without fraction or exponent.
+ */
+
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ig_json.h"
+#include "ig_jsonlex.h"
+#include "ig_oip.h"
+
+
+#define OIP_DEPTH       64
+#define OIP_NUM_MAX     128
+#define OIP_SHAPE_MAX   (IG_MODEL_MAX_DIMS + 1)
+#define OIP_DIM_MAX     (1ULL << 40)
+
+
+typedef enum {
+    C_TOP = 1,
+    C_INPUTS,
+    C_INPUT,
+    C_SHAPE,
+    C_DATA,
+    C_OUTPUTS,
+    C_OUTPUT,
+    C_SKIP
+} oip_cont_e;
+
+
+typedef enum {
+    K_NONE = 0,
+    K_ID,
+    K_PARAMS,
+    K_INPUTS,
+    K_OUTPUTS,
+    K_NAME,
+    K_SHAPE,
+    K_DTYPE,
+    K_DATA
+} oip_key_e;
+
+
+typedef enum {
+    V_NULL,
+    V_BOOL,
+    V_NUM,
+    V_STR,
+    V_MAP,
+    V_ARR
+} oip_val_e;
+
+
+typedef struct {
+    const ig_model_meta_t  *meta;
+    float                  *out;
+    size_t                  max;
+    ig_oip_request_t       *req;
+    char                   *err;
+    size_t                  errlen;
+    int                     failed;
+
+    uint8_t                 stack[OIP_DEPTH + 1];
+    unsigned                depth;
+    oip_key_e               key;
+    unsigned                seen;        /* keys of the current object */
+    unsigned                seen_top;    /* kept while inside children */
+
+    size_t                  ninputs;
+    uint32_t                dtype;
+    size_t                  ndims;
+    uint64_t                shape[OIP_SHAPE_MAX];
+    int                     shape_long;
+
+    uint64_t                count;
+    unsigned                has_bool:1;
+    unsigned                has_num:1;
+    unsigned                has_null:1;
+    unsigned                has_frac:1;
+    unsigned                out32:1;
+    unsigned                out64:1;
+    unsigned                inf64:1;     /* beyond FP64                */
+    unsigned                inf32:1;     /* beyond FP32                */
+} oip_dec_t;
+
+
+static const char *oip_dtypes[] = {
+    NULL, "BOOL", "INT32", "INT64", "FP32", "FP64"
+};
+
+
+static int
+oip_fail(oip_dec_t *d, const char *fmt, ...)
+{
+    va_list  ap;
+
+    if (!d->failed) {
+        d->failed = 1;
+
+        va_start(ap, fmt);
+        vsnprintf(d->err, d->errlen, fmt, ap);
+        va_end(ap);
+    }
+
+    return 0;
+}
+
+
+/* a printable excerpt of a client string for messages */
+
+static const char *
+oip_excerpt(char *buf, size_t size, const unsigned char *s, size_t len)
+{
+    size_t  i, n;
+
+    n = 0;
+
+    for (i = 0; i < len && n + 4 < size; i++) {
+        buf[n++] = (s[i] >= 0x20 && s[i] < 0x7f && s[i] != '"') ? s[i] : '?';
+    }
+
+    if (i < len) {
+        buf[n++] = '.';
+        buf[n++] = '.';
+        buf[n++] = '.';
+    }
+
+    buf[n] = '\0';
+
+    return buf;
+}
+
+
+static int
+oip_streq(const unsigned char *s, size_t len, const char *lit)
+{
+    return strlen(lit) == len && memcmp(s, lit, len) == 0;
+}
+
+
+static int
+oip_push(oip_dec_t *d, oip_cont_e c)
+{
+    if (d->depth >= OIP_DEPTH) {
+        return oip_fail(d, "the request nests too deep");
+    }
+
+    d->stack[++d->depth] = (uint8_t) c;
+
+    if (c == C_TOP) {
+        d->seen = 0;
+
+    } else if (c == C_INPUT || c == C_OUTPUT) {
+        d->seen_top = d->seen;
+        d->seen = 0;
+    }
+
+    d->key = K_NONE;
+
+    return 1;
+}
+
+
+static void
+oip_input_reset(oip_dec_t *d)
+{
+    d->dtype = 0;
+    d->ndims = 0;
+    d->shape_long = 0;
+    d->count = 0;
+    d->has_bool = d->has_num = d->has_null = d->has_frac = 0;
+    d->out32 = d->out64 = d->inf64 = d->inf32 = 0;
+}
+
+
+static void
+oip_element(oip_dec_t *d, float v)
+{
+    if (d->count < d->max) {
+        d->out[d->count] = v;
+    }
+
+    d->count++;
+}
+
+
+/*
+ * A number in "data": its FP32 value, and the facts the datatype check
+ * needs.  Integers in int64 range convert exactly from their integer
+ * value; everything else through strtod.
+ */
+
+static int
+oip_number(oip_dec_t *d, const unsigned char *s, size_t len)
+{
+    char      buf[OIP_NUM_MAX];
+    int       neg, integer;
+    size_t    i;
+    double    v;
+    uint64_t  mag, lim;
+
+    if (len >= sizeof(buf)) {
+        return oip_fail(d, "a number in \"data\" is longer than %d "
+                        "characters", OIP_NUM_MAX - 1);
+    }
+
+    d->has_num = 1;
+
+    integer = 1;
+
+    for (i = 0; i < len; i++) {
+        if (s[i] == '.' || s[i] == 'e' || s[i] == 'E') {
+            integer = 0;
+            break;
+        }
+    }
+
+    if (integer) {
+        neg = (s[0] == '-');
+        mag = 0;
+        lim = neg ? (1ULL << 63) : (1ULL << 63) - 1;
+
+        for (i = neg; i < len; i++) {
+            if (mag > (lim - (s[i] - '0')) / 10) {
+                break;
+            }
+
+            mag = mag * 10 + (s[i] - '0');
+        }
+
+        if (i == len) {
+            if (mag > (neg ? (1ULL << 31) : (1ULL << 31) - 1)) {
+                d->out32 = 1;
+            }
+
+            if (neg) {
+                /* -2^63 has no positive counterpart in int64_t */
+                oip_element(d, mag == (1ULL << 63)
+                               ? -9223372036854775808.0f
+                               : (float) -(int64_t) mag);
+
+            } else {
+                oip_element(d, (float) (int64_t) mag);
+            }
+
+            return 1;
+        }
+
+        d->out32 = 1;
+        d->out64 = 1;
+
+    } else {
+        d->has_frac = 1;
+    }
+
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+
+    v = strtod(buf, NULL);
+
+    if (isinf(v)) {
+        d->inf64 = 1;
+        d->inf32 = 1;
+        oip_element(d, 0.0f);
+        return 1;
+    }
+
+    if (fabs(v) > FLT_MAX) {
+        /* rounds to FLT_MAX only below FLT_MAX + half an ulp: keep simple */
+        d->inf32 = 1;
+        oip_element(d, 0.0f);
+        return 1;
+    }
+
+    oip_element(d, (float) v);
+
+    return 1;
+}
+
+
+static int
+oip_shape_dim(oip_dec_t *d, const unsigned char *s, size_t len)
+{
+    size_t    i;
+    uint64_t  v;
+
+    v = 0;
+
+    for (i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return oip_fail(d, "\"shape\" must hold non-negative integers");
+        }
+
+        v = v * 10 + (s[i] - '0');
+
+        if (v > OIP_DIM_MAX) {
+            return oip_fail(d, "a dimension in \"shape\" is too large");
+        }
+    }
+
+    if (d->ndims == OIP_SHAPE_MAX) {
+        d->shape_long = 1;
+        return 1;
+    }
+
+    d->shape[d->ndims++] = v;
+
+    return 1;
+}
+
+
+static int
+oip_value(oip_dec_t *d, oip_val_e t, const unsigned char *s, size_t len)
+{
+    char       x[72];
+    uint32_t   i;
+    oip_key_e  key;
+
+    if (d->depth == 0) {
+        if (t != V_MAP) {
+            return oip_fail(d, "the request body must be a JSON object");
+        }
+
+        return oip_push(d, C_TOP);
+    }
+
+    key = d->key;
+    d->key = K_NONE;
+
+    switch (d->stack[d->depth]) {
+
+    case C_SKIP:
+        return (t == V_MAP || t == V_ARR) ? oip_push(d, C_SKIP) : 1;
+
+    case C_TOP:
+        switch (key) {
+
+        case K_ID:
+            if (t != V_STR) {
+                return oip_fail(d, "\"id\" must be a string");
+            }
+
+            if (len >= IG_OIP_ID_MAX) {
+                return oip_fail(d, "\"id\" is longer than %d bytes",
+                                IG_OIP_ID_MAX - 1);
+            }
+
+            memcpy(d->req->id, s, len);
+            d->req->id[len] = '\0';
+            d->req->id_len = len;
+            d->req->has_id = 1;
+            return 1;
+
+        case K_PARAMS:
+            if (t != V_MAP) {
+                return oip_fail(d, "\"parameters\" must be an object");
+            }
+
+            return oip_push(d, C_SKIP);
+
+        case K_INPUTS:
+            if (t != V_ARR) {
+                return oip_fail(d, "\"inputs\" must be an array");
+            }
+
+            return oip_push(d, C_INPUTS);
+
+        case K_OUTPUTS:
+            if (t != V_ARR) {
+                return oip_fail(d, "\"outputs\" must be an array");
+            }
+
+            return oip_push(d, C_OUTPUTS);
+
+        default:
+            return oip_fail(d, "malformed request");
+        }
+
+    case C_INPUTS:
+        if (t != V_MAP) {
+            return oip_fail(d, "each element of \"inputs\" must be an "
+                            "object");
+        }
+
+        if (++d->ninputs > 1) {
+            return oip_fail(d, "the model takes one input tensor, \"%s\"",
+                            d->meta->input.name);
+        }
+
+        oip_input_reset(d);
+
+        return oip_push(d, C_INPUT);
+
+    case C_INPUT:
+        switch (key) {
+
+        case K_NAME:
+            if (t != V_STR) {
+                return oip_fail(d, "the input's \"name\" must be a string");
+            }
+
+            if (!oip_streq(s, len, d->meta->input.name)) {
+                return oip_fail(d, "unknown input \"%s\": the model's input "
+                                "is \"%s\"",
+                                oip_excerpt(x, sizeof(x), s, len),
+                                d->meta->input.name);
+            }
+
+            return 1;
+
+        case K_DTYPE:
+            if (t != V_STR) {
+                return oip_fail(d, "\"datatype\" must be a string");
+            }
+
+            for (i = IG_DT_BOOL; i <= IG_DT_FP64; i++) {
+                if (oip_streq(s, len, oip_dtypes[i])) {
+                    d->dtype = i;
+                    return 1;
+                }
+            }
+
+            return oip_fail(d, "unsupported datatype \"%s\": use BOOL, "
+                            "INT32, INT64, FP32 or FP64",
+                            oip_excerpt(x, sizeof(x), s, len));
+
+        case K_SHAPE:
+            if (t != V_ARR) {
+                return oip_fail(d, "\"shape\" must be an array");
+            }
+
+            return oip_push(d, C_SHAPE);
+
+        case K_DATA:
+            if (t != V_ARR) {
+                return oip_fail(d, "\"data\" must be an array");
+            }
+
+            return oip_push(d, C_DATA);
+
+        case K_PARAMS:
+            if (t != V_MAP) {
+                return oip_fail(d, "\"parameters\" must be an object");
+            }
+
+            return oip_push(d, C_SKIP);
+
+        default:
+            return oip_fail(d, "malformed request");
+        }
+
+    case C_SHAPE:
+        if (t != V_NUM) {
+            return oip_fail(d, "\"shape\" must hold non-negative integers");
+        }
+
+        return oip_shape_dim(d, s, len);
+
+    case C_DATA:
+        switch (t) {
+
+        case V_NUM:
+            return oip_number(d, s, len);
+
+        case V_BOOL:
+            d->has_bool = 1;
+            oip_element(d, len ? 1.0f : 0.0f);
+            return 1;
+
+        case V_NULL:
+            d->has_null = 1;
+            oip_element(d, NAN);
+            return 1;
+
+        case V_ARR:
+            return oip_push(d, C_DATA);
+
+        default:
+            return oip_fail(d, "\"data\" must hold numbers or booleans");
+        }
+
+    case C_OUTPUTS:
+        if (t != V_MAP) {
+            return oip_fail(d, "each element of \"outputs\" must be an "
+                            "object");
+        }
+
+        return oip_push(d, C_OUTPUT);
+
+    case C_OUTPUT:
+        switch (key) {
+
+        case K_NAME:
+            if (t != V_STR) {
+                return oip_fail(d, "the output's \"name\" must be a string");
+            }
+
+            if (!oip_streq(s, len, d->meta->output.name)) {
+                return oip_fail(d, "unknown output \"%s\": the model's "
+                                "output is \"%s\"",
+                                oip_excerpt(x, sizeof(x), s, len),
+                                d->meta->output.name);
+            }
+
+            return 1;
+
+        case K_PARAMS:
+            if (t != V_MAP) {
+                return oip_fail(d, "\"parameters\" must be an object");
+            }
+
+            return oip_push(d, C_SKIP);
+
+        default:
+            return oip_fail(d, "malformed request");
+        }
+    }
+
+    return oip_fail(d, "malformed request");
+}
+
+
+static int
+oip_map_key(void *ctx, const unsigned char *s, size_t len)
+{
+    oip_dec_t  *d = ctx;
+
+    char             x[72];
+    unsigned         i;
+    oip_key_e        key;
+    const char      *where;
+    static const struct {
+        const char  *name;
+        oip_key_e    key;
+    } top[] = {
+        { "id", K_ID }, { "parameters", K_PARAMS }, { "inputs", K_INPUTS },
+        { "outputs", K_OUTPUTS }, { NULL, K_NONE }
+    }, input[] = {
+        { "name", K_NAME }, { "shape", K_SHAPE }, { "datatype", K_DTYPE },
+        { "data", K_DATA }, { "parameters", K_PARAMS }, { NULL, K_NONE }
+    }, output[] = {
+        { "name", K_NAME }, { "parameters", K_PARAMS }, { NULL, K_NONE }
+    }, *table;
+
+    switch (d->stack[d->depth]) {
+
+    case C_SKIP:
+        return 1;
+
+    case C_TOP:
+        table = top;
+        where = "the request";
+        break;
+
+    case C_INPUT:
+        table = input;
+        where = "an input";
+        break;
+
+    default: /* C_OUTPUT */
+        table = output;
+        where = "an output";
+        break;
+    }
+
+    key = K_NONE;
+
+    for (i = 0; table[i].name; i++) {
+        if (oip_streq(s, len, table[i].name)) {
+            key = table[i].key;
+            break;
+        }
+    }
+
+    if (key == K_NONE) {
+        return oip_fail(d, "unknown member \"%s\" in %s",
+                        oip_excerpt(x, sizeof(x), s, len), where);
+    }
+
+    if (d->seen & (1u << key)) {
+        return oip_fail(d, "duplicate member \"%s\" in %s",
+                        table[i].name, where);
+    }
+
+    d->seen |= 1u << key;
+    d->key = key;
+
+    return 1;
+}
+
+
+/* the input object is complete: check it against the model */
+
+static int
+oip_input_done(oip_dec_t *d)
+{
+    size_t                   i;
+    uint64_t                 n;
+    const char              *dt;
+    const ig_tensor_desc_t  *in;
+
+    static const char  *need[] = { "name", "shape", "datatype", "data" };
+    static const oip_key_e  keys[] = { K_NAME, K_SHAPE, K_DTYPE, K_DATA };
+
+    for (i = 0; i < 4; i++) {
+        if (!(d->seen & (1u << keys[i]))) {
+            return oip_fail(d, "the input lacks \"%s\"", need[i]);
+        }
+    }
+
+    dt = oip_dtypes[d->dtype];
+
+    switch (d->dtype) {
+
+    case IG_DT_BOOL:
+        if (d->has_num || d->has_null) {
+            return oip_fail(d, "BOOL data must be true or false");
+        }
+
+        break;
+
+    case IG_DT_INT32:
+    case IG_DT_INT64:
+        if (d->has_bool || d->has_null || d->has_frac) {
+            return oip_fail(d, "%s data must be integers", dt);
+        }
+
+        if (d->dtype == IG_DT_INT32 ? d->out32 : d->out64) {
+            return oip_fail(d, "a value is out of range for %s", dt);
+        }
+
+        break;
+
+    default: /* FP32, FP64 */
+        if (d->has_bool) {
+            return oip_fail(d, "%s data must be numbers", dt);
+        }
+
+        if (d->dtype == IG_DT_FP64 && d->inf64) {
+            return oip_fail(d, "a value is out of range for FP64");
+        }
+
+        if (d->inf32) {
+            return oip_fail(d, "a value is out of range for FP32, the "
+                            "model's input type");
+        }
+
+        break;
+    }
+
+    in = &d->meta->input;
+
+    if (d->shape_long || d->ndims != in->ndims) {
+        return oip_fail(d, "\"shape\" must have %u dimensions",
+                        (unsigned) in->ndims);
+    }
+
+    n = 1;
+
+    for (i = 0; i < d->ndims; i++) {
+        if (in->dims[i] >= 0 && d->shape[i] != (uint64_t) in->dims[i]) {
+            return oip_fail(d, "shape[%u] is %llu, the model needs %lld",
+                            (unsigned) i, (unsigned long long) d->shape[i],
+                            (long long) in->dims[i]);
+        }
+
+        if (d->shape[i] != 0 && n > UINT64_MAX / d->shape[i]) {
+            return oip_fail(d, "\"shape\" is too large");
+        }
+
+        n *= d->shape[i];
+    }
+
+    if (d->ndims == 0 || d->shape[0] == 0) {
+        return oip_fail(d, "the batch (shape[0]) must not be empty");
+    }
+
+    if (n != d->count) {
+        return oip_fail(d, "\"data\" holds %llu values, \"shape\" needs "
+                        "%llu", (unsigned long long) d->count,
+                        (unsigned long long) n);
+    }
+
+    if (n != d->shape[0] * (uint64_t) d->meta->nfeatures) {
+        return oip_fail(d, "the model's metadata is inconsistent");
+    }
+
+    d->req->rows = d->shape[0];
+
+    return 1;
+}
+
+
+static int
+oip_end(void *ctx)
+{
+    oip_dec_t  *d = ctx;
+
+    oip_cont_e  c;
+
+    c = d->stack[d->depth--];
+
+    switch (c) {
+
+    case C_INPUT:
+        if (!oip_input_done(d)) {
+            return 0;
+        }
+
+        d->seen = d->seen_top;
+        break;
+
+    case C_OUTPUT:
+        if (!(d->seen & (1u << K_NAME))) {
+            return oip_fail(d, "an output lacks \"name\"");
+        }
+
+        d->seen = d->seen_top;
+        break;
+
+    case C_TOP:
+        if (!(d->seen & (1u << K_INPUTS)) || d->ninputs == 0) {
+            return oip_fail(d, "the request has no input tensor");
+        }
+
+        break;
+
+    default:
+        break;
+    }
+
+    return 1;
+}
+
+
+static int
+oip_null(void *ctx)
+{
+    return oip_value(ctx, V_NULL, NULL, 0);
+}
+
+
+static int
+oip_boolean(void *ctx, int v)
+{
+    return oip_value(ctx, V_BOOL, NULL, v ? 1 : 0);
+}
+
+
+static int
+oip_num(void *ctx, const unsigned char *s, size_t len)
+{
+    return oip_value(ctx, V_NUM, s, len);
+}
+
+
+static int
+oip_string(void *ctx, const unsigned char *s, size_t len)
+{
+    return oip_value(ctx, V_STR, s, len);
+}
+
+
+static int
+oip_start_map(void *ctx)
+{
+    return oip_value(ctx, V_MAP, NULL, 0);
+}
+
+
+static int
+oip_start_array(void *ctx)
+{
+    return oip_value(ctx, V_ARR, NULL, 0);
+}
+
+
+static const ig_jsonlex_callbacks_t  oip_callbacks = {
+    oip_null, oip_boolean, oip_num, oip_string, oip_start_map, oip_map_key,
+    oip_end, oip_start_array, oip_end
+};
+
+
+int
+ig_oip_decode_infer(const uint8_t *body, size_t len,
+    const ig_model_meta_t *meta, float *rows_out, size_t max_floats,
+    ig_oip_request_t *req, char *err, size_t errlen)
+{
+    size_t            off;
+    const char       *reason;
+    ig_jsonlex_t     *lx;
+    oip_dec_t         d;
+    ig_jsonlex_rc_e   rc;
+    int               heap;
+    char              err0[1];
+
+    /* the parser's state: a few hundred bytes at this depth */
+    union {
+        long double   align;
+        void         *p;
+        char          mem[1024];
+    } lxmem;
+
+    if (err == NULL || errlen == 0) {
+        err = err0;
+        errlen = sizeof(err0);
+    }
+
+    err[0] = '\0';
+
+    memset(req, 0, sizeof(ig_oip_request_t));
+    memset(&d, 0, sizeof(oip_dec_t));
+
+    d.meta = meta;
+    d.out = rows_out;
+    d.max = rows_out ? max_floats : 0;
+    d.req = req;
+    d.err = err;
+    d.errlen = errlen;
+
+    heap = ig_jsonlex_size(OIP_DEPTH + 1) > sizeof(lxmem.mem);
+
+    if (heap) {
+        lx = ig_jsonlex_create(OIP_DEPTH + 1, &oip_callbacks, &d, NULL);
+        if (lx == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+
+    } else {
+        lx = ig_jsonlex_init(lxmem.mem, OIP_DEPTH + 1, &oip_callbacks, &d,
+                             NULL);
+    }
+
+    if (len == 0) {
+        rc = IG_JSONLEX_ERROR;
+        snprintf(err, errlen, "the request body is empty");
+        d.failed = 1;
+
+    } else {
+        rc = ig_jsonlex_feed(lx, body, len);
+
+        if (rc == IG_JSONLEX_OK) {
+            rc = ig_jsonlex_finish(lx);
+        }
+
+        if (rc == IG_JSONLEX_ERROR) {
+            reason = ig_jsonlex_error(lx, &off);
+            snprintf(err, errlen, "malformed JSON at byte %zu: %s", off,
+                     reason ? reason : "syntax error");
+            d.failed = 1;
+
+        } else if (rc == IG_JSONLEX_NOMEM && !d.failed) {
+            snprintf(err, errlen, "out of memory");
+            d.failed = 1;
+        }
+    }
+
+    if (heap) {
+        ig_jsonlex_destroy(lx);
+
+    } else {
+        ig_jsonlex_cleanup(lx);
+    }
+
+    if (d.failed) {
+        memset(req, 0, sizeof(ig_oip_request_t));
+        return -1;
+    }
+
+    if (d.count > d.max) {
+        return -2;
+    }
+
+    return 0;
+}
+
+
+/* encoders */
+
+const char *
+ig_oip_dtype_name(uint32_t dtype)
+{
+    if (dtype < IG_DT_BOOL || dtype > IG_DT_FP64) {
+        return NULL;
+    }
+
+    return oip_dtypes[dtype];
+}
+
+
+static size_t
+oip_str_len(const char *s, size_t len)
+{
+    return ig_json_escape_len((const unsigned char *) s, len) + 2;
+}
+
+
+static uint8_t *
+oip_str(uint8_t *p, const char *s, size_t len)
+{
+    *p++ = '"';
+    p = ig_json_escape(p, (const unsigned char *) s, len);
+    *p++ = '"';
+
+    return p;
+}
+
+
+static uint8_t *
+oip_cpy(uint8_t *p, const char *s)
+{
+    size_t  n;
+
+    n = strlen(s);
+    memcpy(p, s, n);
+
+    return p + n;
+}
+
+
+/* "%.9g" round-trips every float; NaN and infinities become null */
+
+#define OIP_FLOAT_LEN  24
+
+static uint8_t *
+oip_float(uint8_t *p, float v)
+{
+    int  n;
+
+    if (!isfinite(v)) {
+        return oip_cpy(p, "null");
+    }
+
+    if (fabsf(v) < 16777216.0f && v == (float) (int32_t) v) {
+        n = snprintf((char *) p, OIP_FLOAT_LEN, "%d", (int) v);
+
+        if (v == 0.0f && signbit(v)) {
+            n = snprintf((char *) p, OIP_FLOAT_LEN, "-0");
+        }
+
+    } else {
+        n = snprintf((char *) p, OIP_FLOAT_LEN, "%.9g", (double) v);
+    }
+
+    return p + n;
+}
+
+
+#define OIP_DIM_LEN  24
+
+static size_t
+oip_tensor_len(const ig_tensor_desc_t *t)
+{
+    return sizeof("{\"name\":,\"datatype\":\"BOOL\",\"shape\":[]}") + 8
+           + oip_str_len(t->name, strnlen(t->name, IG_MODEL_NAME_MAX))
+           + IG_MODEL_MAX_DIMS * OIP_DIM_LEN;
+}
+
+
+static uint8_t *
+oip_shape(uint8_t *p, const ig_tensor_desc_t *t, int64_t batch)
+{
+    uint32_t  i, n;
+    int64_t   v;
+
+    n = t->ndims > IG_MODEL_MAX_DIMS ? IG_MODEL_MAX_DIMS : t->ndims;
+
+    *p++ = '[';
+
+    for (i = 0; i < n; i++) {
+        v = t->dims[i];
+
+        if (i == 0 && batch >= 0 && v < 0) {
+            v = batch;
+        }
+
+        p += snprintf((char *) p, OIP_DIM_LEN, "%s%lld", i ? "," : "",
+                      (long long) v);
+    }
+
+    *p++ = ']';
+
+    return p;
+}
+
+
+static uint8_t *
+oip_tensor(uint8_t *p, const ig_tensor_desc_t *t)
+{
+    const char  *dt;
+
+    dt = ig_oip_dtype_name(t->dtype);
+
+    p = oip_cpy(p, "{\"name\":");
+    p = oip_str(p, t->name, strnlen(t->name, IG_MODEL_NAME_MAX));
+    p = oip_cpy(p, ",\"datatype\":\"");
+    p = oip_cpy(p, dt ? dt : "FP32");
+    p = oip_cpy(p, "\",\"shape\":");
+    p = oip_shape(p, t, -1);
+    *p++ = '}';
+
+    return p;
+}
+
+
+size_t
+ig_oip_encode_infer_len(const char *model, const char *version,
+    const ig_oip_request_t *req, const ig_model_meta_t *meta, size_t rows)
+{
+    size_t  len;
+
+    len = sizeof("{\"model_name\":,\"model_version\":,\"id\":,\"outputs\":"
+                 "[{\"name\":,\"datatype\":\"FP32\",\"shape\":[],"
+                 "\"data\":[]}]}")
+          + oip_str_len(model, strlen(model))
+          + oip_str_len(meta->output.name,
+                        strnlen(meta->output.name, IG_MODEL_NAME_MAX))
+          + IG_MODEL_MAX_DIMS * OIP_DIM_LEN
+          + rows * meta->noutputs * (OIP_FLOAT_LEN + 1);
+
+    if (version) {
+        len += oip_str_len(version, strlen(version));
+    }
+
+    if (req && req->has_id) {
+        len += oip_str_len(req->id, req->id_len);
+    }
+
+    return len;
+}
+
+
+uint8_t *
+ig_oip_encode_infer(uint8_t *p, const char *model, const char *version,
+    const ig_oip_request_t *req, const ig_model_meta_t *meta,
+    const float *out, size_t rows)
+{
+    size_t  i, n;
+
+    p = oip_cpy(p, "{\"model_name\":");
+    p = oip_str(p, model, strlen(model));
+
+    if (version && version[0]) {
+        p = oip_cpy(p, ",\"model_version\":");
+        p = oip_str(p, version, strlen(version));
+    }
+
+    if (req && req->has_id) {
+        p = oip_cpy(p, ",\"id\":");
+        p = oip_str(p, req->id, req->id_len);
+    }
+
+    p = oip_cpy(p, ",\"outputs\":[{\"name\":");
+    p = oip_str(p, meta->output.name,
+                strnlen(meta->output.name, IG_MODEL_NAME_MAX));
+    p = oip_cpy(p, ",\"datatype\":\"FP32\",\"shape\":");
+
+    if (meta->output.ndims == 0) {
+        p += sprintf((char *) p, "[%zu,%u]", rows, meta->noutputs);
+
+    } else {
+        p = oip_shape(p, &meta->output, (int64_t) rows);
+    }
+
+    p = oip_cpy(p, ",\"data\":[");
+
+    n = rows * meta->noutputs;
+
+    for (i = 0; i < n; i++) {
+        if (i) {
+            *p++ = ',';
+        }
+
+        p = oip_float(p, out[i]);
+    }
+
+    p = oip_cpy(p, "]}]}");
+
+    return p;
+}
+
+
+size_t
+ig_oip_encode_metadata_len(const char *model, const char **versions,
+    size_t nversions, const ig_model_meta_t *meta)
+{
+    size_t  i, len;
+
+    len = sizeof("{\"name\":,\"versions\":[],\"platform\":,\"inputs\":[],"
+                 "\"outputs\":[]}")
+          + oip_str_len(model, strlen(model))
+          + oip_str_len(meta->platform,
+                        strnlen(meta->platform, sizeof(meta->platform)))
+          + oip_tensor_len(&meta->input) + oip_tensor_len(&meta->output);
+
+    for (i = 0; i < nversions; i++) {
+        len += oip_str_len(versions[i], strlen(versions[i])) + 1;
+    }
+
+    return len;
+}
+
+
+uint8_t *
+ig_oip_encode_metadata(uint8_t *p, const char *model, const char **versions,
+    size_t nversions, const ig_model_meta_t *meta)
+{
+    size_t  i;
+
+    p = oip_cpy(p, "{\"name\":");
+    p = oip_str(p, model, strlen(model));
+    p = oip_cpy(p, ",\"versions\":[");
+
+    for (i = 0; i < nversions; i++) {
+        if (i) {
+            *p++ = ',';
+        }
+
+        p = oip_str(p, versions[i], strlen(versions[i]));
+    }
+
+    p = oip_cpy(p, "],\"platform\":");
+    p = oip_str(p, meta->platform,
+                strnlen(meta->platform, sizeof(meta->platform)));
+    p = oip_cpy(p, ",\"inputs\":[");
+    p = oip_tensor(p, &meta->input);
+    p = oip_cpy(p, "],\"outputs\":[");
+    p = oip_tensor(p, &meta->output);
+    p = oip_cpy(p, "]}");
+
+    return p;
+}
+
+
+size_t
+ig_oip_encode_error_len(const char *msg)
+{
+    return sizeof("{\"error\":}") + oip_str_len(msg, strlen(msg));
+}
+
+
+uint8_t *
+ig_oip_encode_error(uint8_t *p, const char *msg)
+{
+    p = oip_cpy(p, "{\"error\":");
+    p = oip_str(p, msg, strlen(msg));
+    *p++ = '}';
+
+    return p;
+}

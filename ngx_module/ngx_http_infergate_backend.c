@@ -1,0 +1,1129 @@
+
+/*
+ * Copyright (C) infergate authors
+ *
+ * The ring client: each worker connects to infergate-backend's control
+ * socket, maps the shared region it is handed (SCM_RIGHTS), submits
+ * requests through its own submission queue and takes completions from
+ * its completion queue, woken by an eventfd registered in the event
+ * loop.  The control socket is the liveness channel: when it closes,
+ * every in-flight request fails at once and the worker reconnects with
+ * backoff, picking up a restarted backend (a new region and generation)
+ * without a reload.  See lib/ig_ring.h for the protocol.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <sys/mman.h>
+#include <sys/un.h>
+#include <time.h>
+
+#include "ngx_http_infergate.h"
+#include "ngx_http_infergate_backend.h"
+
+
+#define NGX_HTTP_IG_SLOT_FREE       0
+#define NGX_HTTP_IG_SLOT_RESERVED   1
+#define NGX_HTTP_IG_SLOT_SUBMITTED  2
+
+#define NGX_HTTP_IG_BACKOFF_MIN     20
+#define NGX_HTTP_IG_BACKOFF_MAX     1000
+
+#define NGX_HTTP_IG_MODELS_MAX                                                \
+    (sizeof(ig_ctl_models_t) + IG_RING_MAX_MODELS * sizeof(ig_ctl_model_t))
+
+
+struct ngx_http_ig_backend_s {
+    ngx_str_t                    name;
+    ngx_str_t                    path;
+    struct sockaddr_un           sun;
+    socklen_t                    sun_len;
+    ngx_msec_t                   timeout;
+    ngx_uint_t                   max_inflight;   /* 0: the slot count    */
+
+    /* per worker, from init_process on */
+    ngx_log_t                   *log;
+    ngx_connection_t            *ctl;
+    ngx_connection_t            *cqc;            /* completion doorbell  */
+    ngx_fd_t                     sq_fd;          /* submission doorbell  */
+    void                        *base;
+    size_t                       map_len;
+    ig_ring_region_t             rg;
+    uint32_t                     client;
+    ig_ring_queue_t             *sq;
+    ig_ring_queue_t             *cq;
+    uint64_t                     slot_floats;
+
+    ngx_http_ig_backend_req_t  **waiters;        /* by slot              */
+    uint64_t                    *tags;
+    uint8_t                     *state;
+    uint32_t                    *free;
+    ngx_uint_t                   nfree;
+    ngx_uint_t                   limit;
+    uint64_t                     next_tag;
+
+    u_char                      *msg;            /* receive buffer       */
+    ig_ctl_models_t             *models;
+    ngx_uint_t                   have_models;
+
+    ngx_event_t                  reconnect;
+    ngx_msec_t                   backoff;
+    ngx_uint_t                   failures;
+    ngx_uint_t                   exiting;
+
+    unsigned                     mapped:1;
+};
+
+
+static ngx_int_t ngx_http_ig_backend_connect(ngx_http_ig_backend_t *be);
+static void ngx_http_ig_backend_retry(ngx_http_ig_backend_t *be);
+static void ngx_http_ig_backend_reconnect_handler(ngx_event_t *ev);
+static void ngx_http_ig_backend_ctl_handler(ngx_event_t *ev);
+static ngx_int_t ngx_http_ig_backend_hello(ngx_http_ig_backend_t *be,
+    u_char *msg, size_t len, int *fds, ngx_uint_t nfds);
+static ngx_int_t ngx_http_ig_backend_models_msg(ngx_http_ig_backend_t *be,
+    u_char *msg, size_t len);
+static void ngx_http_ig_backend_cq_handler(ngx_event_t *ev);
+static void ngx_http_ig_backend_down(ngx_http_ig_backend_t *be,
+    const char *why, ngx_err_t err);
+static void ngx_http_ig_backend_timeout(ngx_event_t *ev);
+static void ngx_http_ig_backend_req_cleanup(void *data);
+static void ngx_http_ig_backend_finish(ngx_http_ig_backend_req_t *br,
+    ngx_uint_t how);
+static void ngx_http_ig_backend_dummy(ngx_event_t *ev);
+static uint64_t ngx_http_ig_now_ns(void);
+
+
+/* infergate_backend NAME unix:/path [timeout=2s] [max_inflight=N]; */
+
+char *
+ngx_http_ig_backend_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_ig_main_conf_t *mcf = conf;
+
+    ngx_int_t               n;
+    ngx_str_t              *value, s;
+    ngx_uint_t              i;
+    ngx_http_ig_backend_t  *be, **bep;
+
+    value = cf->args->elts;
+
+    if (mcf->backends == NULL) {
+        mcf->backends = ngx_array_create(cf->pool, 2,
+                                         sizeof(ngx_http_ig_backend_t *));
+        if (mcf->backends == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (ngx_http_ig_backend_find(cf, &value[1])) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_backend: \"%V\" is duplicate",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    be = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_backend_t));
+    if (be == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    be->name = value[1];
+    be->timeout = 2000;
+    be->sq_fd = NGX_INVALID_FILE;
+
+    if (value[2].len <= 5
+        || ngx_strncmp(value[2].data, "unix:", 5) != 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_backend: \"%V\": the address must be "
+                           "\"unix:/path/to/backend.sock\"", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    be->path.data = value[2].data + 5;
+    be->path.len = value[2].len - 5;
+
+    if (be->path.len >= sizeof(be->sun.sun_path)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_backend: the socket path \"%V\" is "
+                           "too long", &be->path);
+        return NGX_CONF_ERROR;
+    }
+
+    be->sun.sun_family = AF_UNIX;
+    ngx_memcpy(be->sun.sun_path, be->path.data, be->path.len);
+    be->sun_len = offsetof(struct sockaddr_un, sun_path) + be->path.len + 1;
+
+    for (i = 3; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
+            s.data = value[i].data + 8;
+            s.len = value[i].len - 8;
+
+            n = ngx_parse_time(&s, 0);
+            if (n == NGX_ERROR || n == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "infergate_backend: invalid timeout "
+                                   "\"%V\"", &s);
+                return NGX_CONF_ERROR;
+            }
+
+            be->timeout = (ngx_msec_t) n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "max_inflight=", 13) == 0) {
+            n = ngx_atoi(value[i].data + 13, value[i].len - 13);
+            if (n == NGX_ERROR || n < 1 || n > IG_RING_MAX_SLOTS) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "infergate_backend: max_inflight must "
+                                   "be between 1 and %d, not \"%V\"",
+                                   IG_RING_MAX_SLOTS, &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            be->max_inflight = (ngx_uint_t) n;
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_backend: unknown parameter \"%V\"",
+                           &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    bep = ngx_array_push(mcf->backends);
+    if (bep == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *bep = be;
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_http_ig_backend_t *
+ngx_http_ig_backend_find(ngx_conf_t *cf, ngx_str_t *name)
+{
+    ngx_uint_t                i;
+    ngx_http_ig_backend_t   **bep;
+    ngx_http_ig_main_conf_t  *mcf;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_infergate_module);
+
+    if (mcf->backends == NULL) {
+        return NULL;
+    }
+
+    bep = mcf->backends->elts;
+
+    for (i = 0; i < mcf->backends->nelts; i++) {
+        if (bep[i]->name.len == name->len
+            && ngx_strncmp(bep[i]->name.data, name->data, name->len) == 0)
+        {
+            return bep[i];
+        }
+    }
+
+    return NULL;
+}
+
+
+ngx_int_t
+ngx_http_ig_backend_init_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                i;
+    ngx_http_ig_backend_t   **bep, *be;
+    ngx_http_ig_main_conf_t  *mcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER
+        && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                              ngx_http_infergate_module);
+    if (mcf == NULL || mcf->backends == NULL) {
+        return NGX_OK;
+    }
+
+    bep = mcf->backends->elts;
+
+    for (i = 0; i < mcf->backends->nelts; i++) {
+        be = bep[i];
+
+        be->log = cycle->log;
+
+        be->msg = ngx_palloc(cycle->pool, NGX_HTTP_IG_MODELS_MAX + 64);
+        be->models = ngx_palloc(cycle->pool, NGX_HTTP_IG_MODELS_MAX);
+        be->waiters = ngx_pcalloc(cycle->pool, IG_RING_MAX_SLOTS
+                                  * sizeof(ngx_http_ig_backend_req_t *));
+        be->tags = ngx_pcalloc(cycle->pool,
+                               IG_RING_MAX_SLOTS * sizeof(uint64_t));
+        be->state = ngx_pcalloc(cycle->pool, IG_RING_MAX_SLOTS);
+        be->free = ngx_palloc(cycle->pool,
+                              IG_RING_MAX_SLOTS * sizeof(uint32_t));
+
+        if (be->msg == NULL || be->models == NULL || be->waiters == NULL
+            || be->tags == NULL || be->state == NULL || be->free == NULL)
+        {
+            return NGX_ERROR;
+        }
+
+        be->reconnect.handler = ngx_http_ig_backend_reconnect_handler;
+        be->reconnect.data = be;
+        be->reconnect.log = cycle->log;
+        be->reconnect.cancelable = 1;
+
+        be->backoff = NGX_HTTP_IG_BACKOFF_MIN;
+
+        if (ngx_http_ig_backend_connect(be) != NGX_OK) {
+            ngx_http_ig_backend_retry(be);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_ig_backend_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                i;
+    ngx_http_ig_backend_t   **bep, *be;
+    ngx_http_ig_main_conf_t  *mcf;
+
+    mcf = ngx_http_cycle_get_module_main_conf(cycle,
+                                              ngx_http_infergate_module);
+    if (mcf == NULL || mcf->backends == NULL) {
+        return;
+    }
+
+    bep = mcf->backends->elts;
+
+    for (i = 0; i < mcf->backends->nelts; i++) {
+        be = bep[i];
+
+        if (be->log == NULL) {
+            continue;
+        }
+
+        be->exiting = 1;
+
+        if (be->reconnect.timer_set) {
+            ngx_del_timer(&be->reconnect);
+        }
+
+        ngx_http_ig_backend_down(be, NULL, 0);
+    }
+}
+
+
+static uint64_t
+ngx_http_ig_now_ns(void)
+{
+    struct timespec  ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+
+static ngx_int_t
+ngx_http_ig_backend_connect(ngx_http_ig_backend_t *be)
+{
+    ngx_int_t          event;
+    ngx_socket_t       s;
+    ngx_connection_t  *c;
+
+    s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s == (ngx_socket_t) -1) {
+        ngx_log_error(NGX_LOG_ERR, be->log, ngx_socket_errno,
+                      "infergate_backend \"%V\": socket() failed",
+                      &be->name);
+        return NGX_ERROR;
+    }
+
+    /* a unix socket connects at once or not at all */
+
+    if (connect(s, (struct sockaddr *) &be->sun, be->sun_len) == -1) {
+        if (be->failures++ == 0) {
+            ngx_log_error(NGX_LOG_WARN, be->log, ngx_socket_errno,
+                          "infergate_backend \"%V\": connect() to \"%V\" "
+                          "failed, retrying", &be->name, &be->path);
+        }
+
+        close(s);
+        return NGX_ERROR;
+    }
+
+    c = ngx_get_connection(s, be->log);
+    if (c == NULL) {
+        close(s);
+        return NGX_ERROR;
+    }
+
+    c->data = be;
+    c->read->handler = ngx_http_ig_backend_ctl_handler;
+    c->write->handler = ngx_http_ig_backend_dummy;
+    c->read->log = be->log;
+    c->write->log = be->log;
+
+    event = (ngx_event_flags & NGX_USE_CLEAR_EVENT) ? NGX_CLEAR_EVENT
+                                                    : NGX_LEVEL_EVENT;
+
+    if (ngx_add_event(c->read, NGX_READ_EVENT, event) != NGX_OK) {
+        ngx_close_connection(c);
+        return NGX_ERROR;
+    }
+
+    be->ctl = c;
+
+    /* HELLO may be waiting already */
+    ngx_http_ig_backend_ctl_handler(c->read);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ig_backend_retry(ngx_http_ig_backend_t *be)
+{
+    if (be->exiting || ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    if (!be->reconnect.timer_set) {
+        ngx_add_timer(&be->reconnect, be->backoff);
+    }
+
+    be->backoff = ngx_min(be->backoff * 2, NGX_HTTP_IG_BACKOFF_MAX);
+}
+
+
+static void
+ngx_http_ig_backend_reconnect_handler(ngx_event_t *ev)
+{
+    ngx_http_ig_backend_t  *be = ev->data;
+
+    if (be->ctl) {
+        return;
+    }
+
+    if (ngx_http_ig_backend_connect(be) != NGX_OK) {
+        ngx_http_ig_backend_retry(be);
+    }
+}
+
+
+static void
+ngx_http_ig_backend_dummy(ngx_event_t *ev)
+{
+}
+
+
+static void
+ngx_http_ig_backend_ctl_handler(ngx_event_t *ev)
+{
+    ssize_t                 n;
+    uint32_t                type;
+    ngx_err_t               err;
+    ngx_uint_t              i, nfds;
+    struct iovec            iov;
+    struct msghdr           mh;
+    struct cmsghdr         *cm;
+    ngx_connection_t       *c;
+    ngx_http_ig_backend_t  *be;
+    int                     fds[4];
+
+    union {
+        struct cmsghdr      cm;
+        char                space[CMSG_SPACE(4 * sizeof(int))];
+    } cmsg;
+
+    c = ev->data;
+    be = c->data;
+
+    for ( ;; ) {
+
+        iov.iov_base = be->msg;
+        iov.iov_len = NGX_HTTP_IG_MODELS_MAX + 64;
+
+        ngx_memzero(&mh, sizeof(struct msghdr));
+        mh.msg_iov = &iov;
+        mh.msg_iovlen = 1;
+        mh.msg_control = &cmsg;
+        mh.msg_controllen = sizeof(cmsg);
+
+        n = recvmsg(c->fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+
+        if (n == -1) {
+            err = ngx_socket_errno;
+
+            if (err == NGX_EAGAIN || err == NGX_EINTR) {
+                return;
+            }
+
+            ngx_http_ig_backend_down(be, "recvmsg() failed", err);
+            return;
+        }
+
+        nfds = 0;
+
+        for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+            if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+                for (i = 0;
+                     i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                     i++)
+                {
+                    if (nfds < 4) {
+                        ngx_memcpy(&fds[nfds], CMSG_DATA(cm) + i * sizeof(int),
+                                   sizeof(int));
+                        nfds++;
+                    }
+                }
+            }
+        }
+
+        if (n == 0) {
+            for (i = 0; i < nfds; i++) {
+                close(fds[i]);
+            }
+
+            ngx_http_ig_backend_down(be, "the backend closed the control "
+                                     "socket", 0);
+            return;
+        }
+
+        if ((mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))
+            || (size_t) n < sizeof(uint32_t))
+        {
+            for (i = 0; i < nfds; i++) {
+                close(fds[i]);
+            }
+
+            ngx_http_ig_backend_down(be, "malformed control message", 0);
+            return;
+        }
+
+        ngx_memcpy(&type, be->msg, sizeof(uint32_t));
+
+        if (type == IG_CTL_HELLO) {
+            if (ngx_http_ig_backend_hello(be, be->msg, n, fds, nfds)
+                != NGX_OK)
+            {
+                ngx_http_ig_backend_down(be, "bad HELLO", 0);
+                return;
+            }
+
+            continue;
+        }
+
+        for (i = 0; i < nfds; i++) {
+            close(fds[i]);
+        }
+
+        if (type == IG_CTL_MODELS) {
+            if (ngx_http_ig_backend_models_msg(be, be->msg, n) != NGX_OK) {
+                ngx_http_ig_backend_down(be, "bad model list", 0);
+                return;
+            }
+
+            continue;
+        }
+
+        /* IG_CTL_STATS and anything newer: not used here */
+    }
+}
+
+
+static ngx_int_t
+ngx_http_ig_backend_hello(ngx_http_ig_backend_t *be, u_char *msg,
+    size_t len, int *fds, ngx_uint_t nfds)
+{
+    void              *base;
+    uint32_t           i;
+    ngx_int_t          event;
+    ngx_file_info_t    fi;
+    ig_ctl_hello_t     hello;
+    ig_ring_region_t   rg, want;
+    ngx_connection_t  *c;
+
+    if (be->mapped || len != sizeof(ig_ctl_hello_t) || nfds != 3) {
+        ngx_log_error(NGX_LOG_ERR, be->log, 0,
+                      "infergate_backend \"%V\": unexpected HELLO (%uz "
+                      "bytes, %ui fds)", &be->name, len, nfds);
+        goto failed;
+    }
+
+    ngx_memcpy(&hello, msg, sizeof(ig_ctl_hello_t));
+
+    if (hello.version != IG_RING_VERSION
+        || hello.region.region_bytes < sizeof(ig_ring_region_t)
+        || hello.region.region_bytes > ((uint64_t) 1 << 40))
+    {
+        ngx_log_error(NGX_LOG_ERR, be->log, 0,
+                      "infergate_backend \"%V\": HELLO version %uD or "
+                      "region size not supported", &be->name,
+                      hello.version);
+        goto failed;
+    }
+
+    if (ngx_fd_info(fds[0], &fi) == NGX_FILE_ERROR
+        || (uint64_t) ngx_file_size(&fi) < hello.region.region_bytes)
+    {
+        ngx_log_error(NGX_LOG_ERR, be->log, ngx_errno,
+                      "infergate_backend \"%V\": the region is smaller "
+                      "than announced", &be->name);
+        goto failed;
+    }
+
+    base = mmap(NULL, hello.region.region_bytes, PROT_READ | PROT_WRITE,
+                MAP_SHARED, fds[0], 0);
+    if (base == MAP_FAILED) {
+        ngx_log_error(NGX_LOG_ERR, be->log, ngx_errno,
+                      "infergate_backend \"%V\": mmap() failed", &be->name);
+        goto failed;
+    }
+
+    close(fds[0]);
+    fds[0] = -1;
+
+    be->base = base;
+    be->map_len = hello.region.region_bytes;
+    be->mapped = 1;
+
+    /* the mapped header wins; it must be the layout its numbers give */
+
+    ngx_memcpy(&rg, base, sizeof(ig_ring_region_t));
+
+    if (rg.magic != IG_RING_MAGIC
+        || rg.version != IG_RING_VERSION
+        || rg.header_bytes != sizeof(ig_ring_region_t)
+        || rg.generation != hello.generation
+        || rg.region_bytes != hello.region.region_bytes
+        || hello.client >= rg.nclients
+        || ig_ring_layout(&want, rg.nclients, rg.nslots, rg.slot_bytes,
+                          rg.generation) == 0
+        || ngx_memcmp(&want, &rg, sizeof(ig_ring_region_t)) != 0)
+    {
+        ngx_log_error(NGX_LOG_ERR, be->log, 0,
+                      "infergate_backend \"%V\": the shared region's header "
+                      "does not match HELLO", &be->name);
+        goto failed;
+    }
+
+    be->rg = rg;
+    be->client = hello.client;
+    be->sq = ig_ring_sq(base, &be->rg, be->client);
+    be->cq = ig_ring_cq(base, &be->rg, be->client);
+    be->slot_floats = ig_ring_slot_floats(&be->rg);
+
+    be->nfree = 0;
+
+    for (i = rg.nslots; i > 0; i--) {
+        be->state[i - 1] = NGX_HTTP_IG_SLOT_FREE;
+        be->waiters[i - 1] = NULL;
+        be->free[be->nfree++] = i - 1;
+    }
+
+    be->limit = be->max_inflight ? ngx_min(be->max_inflight, rg.nslots)
+                                 : rg.nslots;
+
+    be->sq_fd = fds[1];
+    fds[1] = -1;
+
+    c = ngx_get_connection(fds[2], be->log);
+    if (c == NULL) {
+        goto failed;
+    }
+
+    fds[2] = -1;
+
+    c->data = be;
+    c->read->handler = ngx_http_ig_backend_cq_handler;
+    c->write->handler = ngx_http_ig_backend_dummy;
+    c->read->log = be->log;
+    c->write->log = be->log;
+
+    be->cqc = c;
+
+    if (ngx_nonblocking(c->fd) == -1) {
+        goto failed;
+    }
+
+    event = (ngx_event_flags & NGX_USE_CLEAR_EVENT) ? NGX_CLEAR_EVENT
+                                                    : NGX_LEVEL_EVENT;
+
+    if (ngx_add_event(c->read, NGX_READ_EVENT, event) != NGX_OK) {
+        goto failed;
+    }
+
+    be->failures = 0;
+    be->backoff = NGX_HTTP_IG_BACKOFF_MIN;
+
+    ngx_log_error(NGX_LOG_NOTICE, be->log, 0,
+                  "infergate_backend \"%V\": connected to pid %uD, "
+                  "generation %uL, client %uD, %uD slots of %uL bytes",
+                  &be->name, hello.pid, rg.generation, be->client,
+                  rg.nslots, rg.slot_bytes);
+
+    return NGX_OK;
+
+failed:
+
+    for (i = 0; i < nfds; i++) {
+        if (fds[i] != -1) {
+            close(fds[i]);
+        }
+    }
+
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_ig_backend_models_msg(ngx_http_ig_backend_t *be, u_char *msg,
+    size_t len)
+{
+    uint32_t          i;
+    ig_ctl_model_t   *m;
+    ig_ctl_models_t   hdr;
+
+    if (len < sizeof(ig_ctl_models_t)) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(&hdr, msg, sizeof(ig_ctl_models_t));
+
+    if (hdr.nmodels > IG_RING_MAX_MODELS
+        || len != sizeof(ig_ctl_models_t)
+                  + hdr.nmodels * sizeof(ig_ctl_model_t))
+    {
+        ngx_log_error(NGX_LOG_ERR, be->log, 0,
+                      "infergate_backend \"%V\": model list of %uz bytes "
+                      "for %uD models", &be->name, len, hdr.nmodels);
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(be->models, msg, len);
+
+    /* terminate every string and check what the codec relies on */
+
+    be->models->device[sizeof(be->models->device) - 1] = '\0';
+
+    for (i = 0; i < be->models->nmodels; i++) {
+        m = &be->models->models[i];
+
+        m->name[IG_MODEL_NAME_MAX - 1] = '\0';
+        m->version[IG_RING_VERSION_MAX - 1] = '\0';
+        m->meta.platform[sizeof(m->meta.platform) - 1] = '\0';
+        m->meta.input.name[IG_MODEL_NAME_MAX - 1] = '\0';
+        m->meta.output.name[IG_MODEL_NAME_MAX - 1] = '\0';
+
+        if (m->meta.input.ndims > IG_MODEL_MAX_DIMS
+            || m->meta.output.ndims > IG_MODEL_MAX_DIMS
+            || m->meta.nfeatures == 0 || m->meta.noutputs == 0)
+        {
+            ngx_log_error(NGX_LOG_WARN, be->log, 0,
+                          "infergate_backend \"%V\": model \"%s\" has bad "
+                          "metadata, ignored", &be->name, m->name);
+            m->ready = 0;
+            m->name[0] = '\0';
+        }
+    }
+
+    be->have_models = 1;
+
+    ngx_log_error(NGX_LOG_INFO, be->log, 0,
+                  "infergate_backend \"%V\": %uD models on %s", &be->name,
+                  be->models->nmodels, be->models->device);
+
+    return NGX_OK;
+}
+
+
+ngx_uint_t
+ngx_http_ig_backend_ready(ngx_http_ig_backend_t *be)
+{
+    return be->ctl != NULL && be->mapped && be->have_models;
+}
+
+
+const ig_ctl_models_t *
+ngx_http_ig_backend_models(ngx_http_ig_backend_t *be)
+{
+    return ngx_http_ig_backend_ready(be) ? be->models : NULL;
+}
+
+
+const ig_ctl_model_t *
+ngx_http_ig_backend_model(ngx_http_ig_backend_t *be, ngx_str_t *name,
+    ngx_str_t *version)
+{
+    uint32_t         i;
+    ngx_int_t        v, best_v;
+    ig_ctl_model_t  *m, *best;
+
+    if (!ngx_http_ig_backend_ready(be)) {
+        return NULL;
+    }
+
+    best = NULL;
+    best_v = -1;
+
+    for (i = 0; i < be->models->nmodels; i++) {
+        m = &be->models->models[i];
+
+        if (ngx_strlen(m->name) != name->len
+            || ngx_strncmp(m->name, name->data, name->len) != 0)
+        {
+            continue;
+        }
+
+        if (version && version->len) {
+            if (ngx_strlen(m->version) == version->len
+                && ngx_strncmp(m->version, version->data, version->len) == 0)
+            {
+                return m;
+            }
+
+            continue;
+        }
+
+        v = ngx_atoi((u_char *) m->version, ngx_strlen(m->version));
+
+        if (best == NULL || v >= best_v) {
+            best = m;
+            best_v = v;
+        }
+    }
+
+    return best;
+}
+
+
+size_t
+ngx_http_ig_backend_slot_floats(ngx_http_ig_backend_t *be)
+{
+    return be->mapped ? (size_t) be->slot_floats : 0;
+}
+
+
+ngx_int_t
+ngx_http_ig_backend_reserve(ngx_http_ig_backend_t *be,
+    ngx_http_ig_backend_req_t *br, ngx_http_request_t *r)
+{
+    uint32_t             index;
+    ngx_pool_cleanup_t  *cln;
+
+    if (!ngx_http_ig_backend_ready(be)) {
+        return NGX_DECLINED;
+    }
+
+    if (be->nfree == 0 || be->rg.nslots - be->nfree >= be->limit) {
+        return NGX_BUSY;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    index = be->free[--be->nfree];
+
+    be->state[index] = NGX_HTTP_IG_SLOT_RESERVED;
+    be->waiters[index] = br;
+
+    br->request = r;
+    br->backend = be;
+    br->index = index;
+    br->slot = ig_ring_slot(be->base, &be->rg, be->client, index);
+    br->reserved = 1;
+    br->waiting = 0;
+
+    cln->handler = ngx_http_ig_backend_req_cleanup;
+    cln->data = br;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_ig_backend_release(ngx_http_ig_backend_req_t *br)
+{
+    ngx_http_ig_backend_t  *be = br->backend;
+
+    if (!br->reserved || br->waiting) {
+        return;
+    }
+
+    br->reserved = 0;
+
+    be->state[br->index] = NGX_HTTP_IG_SLOT_FREE;
+    be->waiters[br->index] = NULL;
+    be->free[be->nfree++] = br->index;
+}
+
+
+ngx_int_t
+ngx_http_ig_backend_submit(ngx_http_ig_backend_req_t *br,
+    uint32_t model_id, uint32_t rows, uint32_t in_floats)
+{
+    uint64_t                one;
+    ig_ring_slot_t         *slot;
+    ngx_http_ig_backend_t  *be = br->backend;
+
+    slot = br->slot;
+
+    br->tag = ++be->next_tag;
+    br->submit_ns = ngx_http_ig_now_ns();
+
+    slot->tag = br->tag;
+    slot->model_id = model_id;
+    slot->rows = rows;
+    slot->in_floats = in_floats;
+    slot->reserved0 = 0;
+    slot->submit_ns = br->submit_ns;
+    slot->status = 0;
+    slot->out_floats = 0;
+    slot->batch_rows = 0;
+    slot->queue_us = 0;
+    slot->run_us = 0;
+
+    if (ig_ring_push(be->sq, be->rg.nslots, br->index) != 0) {
+        /* cannot happen: a slot is on the queue at most once */
+        ngx_log_error(NGX_LOG_ALERT, be->log, 0,
+                      "infergate_backend \"%V\": submission queue full",
+                      &be->name);
+        ngx_http_ig_backend_release(br);
+        return NGX_ERROR;
+    }
+
+    be->tags[br->index] = br->tag;
+    be->state[br->index] = NGX_HTTP_IG_SLOT_SUBMITTED;
+    br->waiting = 1;
+
+    one = 1;
+
+    if (write(be->sq_fd, &one, sizeof(uint64_t)) != sizeof(uint64_t)
+        && ngx_errno != NGX_EAGAIN)
+    {
+        ngx_log_error(NGX_LOG_ERR, be->log, ngx_errno,
+                      "infergate_backend \"%V\": doorbell write() failed",
+                      &be->name);
+    }
+
+    br->timer.handler = ngx_http_ig_backend_timeout;
+    br->timer.data = br;
+    br->timer.log = br->request->connection->log;
+
+    ngx_add_timer(&br->timer, be->timeout);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ig_backend_cq_handler(ngx_event_t *ev)
+{
+    ssize_t                     n;
+    uint32_t                    index;
+    uint64_t                    count;
+    ngx_int_t                   rc;
+    ngx_connection_t           *c;
+    ngx_http_ig_backend_t      *be;
+    ngx_http_ig_backend_req_t  *br;
+
+    c = ev->data;
+    be = c->data;
+
+    /* reset the counter first: a push after the drain rings again */
+
+    do {
+        n = read(c->fd, &count, sizeof(uint64_t));
+    } while (n == -1 && ngx_errno == NGX_EINTR);
+
+    for ( ;; ) {
+
+        if (!be->mapped) {
+            return;
+        }
+
+        rc = ig_ring_pop(be->cq, be->rg.nslots, &index);
+
+        if (rc == -1) {
+            return;
+        }
+
+        if (rc == -2 || index >= be->rg.nslots
+            || be->state[index] != NGX_HTTP_IG_SLOT_SUBMITTED)
+        {
+            ngx_http_ig_backend_down(be, "corrupt completion queue", 0);
+            return;
+        }
+
+        br = be->waiters[index];
+
+        if (br && ig_ring_slot(be->base, &be->rg, be->client, index)->tag
+                  != be->tags[index])
+        {
+            ngx_log_error(NGX_LOG_ERR, be->log, 0,
+                          "infergate_backend \"%V\": slot %uD came back "
+                          "with a wrong tag", &be->name, index);
+            ngx_http_ig_backend_down(be, "corrupt completion", 0);
+            return;
+        }
+
+        be->waiters[index] = NULL;
+
+        if (br) {
+            br->done_ns = ngx_http_ig_now_ns();
+            ngx_http_ig_backend_finish(br, NGX_HTTP_IG_BE_DONE);
+        }
+
+        /* the handler has read the output: the slot is free again */
+
+        if (be->mapped && be->state[index] == NGX_HTTP_IG_SLOT_SUBMITTED) {
+            be->state[index] = NGX_HTTP_IG_SLOT_FREE;
+            be->free[be->nfree++] = index;
+        }
+    }
+}
+
+
+/* detaches br from its slot and runs its handler once */
+
+static void
+ngx_http_ig_backend_finish(ngx_http_ig_backend_req_t *br, ngx_uint_t how)
+{
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    br->waiting = 0;
+    br->reserved = 0;
+
+    if (br->timer.timer_set) {
+        ngx_del_timer(&br->timer);
+    }
+
+    r = br->request;
+    c = r->connection;
+
+    br->handler(br, how);
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_http_ig_backend_timeout(ngx_event_t *ev)
+{
+    ngx_http_ig_backend_req_t  *br = ev->data;
+
+    /* the slot stays with the backend until it comes back on cq */
+
+    if (br->waiting && br->backend->waiters[br->index] == br) {
+        br->backend->waiters[br->index] = NULL;
+    }
+
+    ngx_http_ig_backend_finish(br, NGX_HTTP_IG_BE_TIMEOUT);
+}
+
+
+static void
+ngx_http_ig_backend_req_cleanup(void *data)
+{
+    ngx_http_ig_backend_req_t  *br = data;
+
+    ngx_http_ig_backend_t  *be = br->backend;
+
+    if (br->timer.timer_set) {
+        ngx_del_timer(&br->timer);
+    }
+
+    if (br->waiting) {
+        /* finalized early: a late completion must only free the slot */
+        if (be->waiters[br->index] == br) {
+            be->waiters[br->index] = NULL;
+        }
+
+        br->waiting = 0;
+        br->reserved = 0;
+        return;
+    }
+
+    if (br->reserved) {
+        ngx_http_ig_backend_release(br);
+    }
+}
+
+
+/*
+ * The control socket is gone (or the worker exits): every in-flight
+ * request fails at once, the region is unmapped, and a reconnect is
+ * scheduled.  why == NULL: a quiet close at exit.
+ */
+
+static void
+ngx_http_ig_backend_down(ngx_http_ig_backend_t *be, const char *why,
+    ngx_err_t err)
+{
+    uint32_t                    i, n;
+    ngx_http_ig_backend_req_t  *br;
+
+    if (why) {
+        ngx_log_error(NGX_LOG_ERR, be->log, err,
+                      "infergate_backend \"%V\": %s; failing in-flight "
+                      "requests and reconnecting", &be->name, why);
+    }
+
+    if (be->ctl) {
+        ngx_close_connection(be->ctl);
+        be->ctl = NULL;
+    }
+
+    if (be->cqc) {
+        ngx_close_connection(be->cqc);
+        be->cqc = NULL;
+    }
+
+    if (be->sq_fd != NGX_INVALID_FILE) {
+        close(be->sq_fd);
+        be->sq_fd = NGX_INVALID_FILE;
+    }
+
+    n = be->mapped ? be->rg.nslots : 0;
+
+    be->have_models = 0;
+
+    /* requests first, while their slots are still mapped */
+
+    for (i = 0; i < n; i++) {
+        br = be->waiters[i];
+        be->waiters[i] = NULL;
+        be->state[i] = NGX_HTTP_IG_SLOT_FREE;
+
+        if (br && br->waiting) {
+            ngx_http_ig_backend_finish(br, NGX_HTTP_IG_BE_DOWN);
+        }
+    }
+
+    if (be->mapped) {
+        munmap(be->base, be->map_len);
+        be->base = NULL;
+        be->mapped = 0;
+        be->nfree = 0;
+    }
+
+    if (why) {
+        ngx_http_ig_backend_retry(be);
+    }
+}
