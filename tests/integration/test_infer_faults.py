@@ -217,3 +217,44 @@ def test_client_gone_before_answer(start_nginx, backend_proc):
         r = post(ngx, "id")
         assert r.status_code == 200, r.text
     assert ngx.alive()
+
+
+def test_backend_reload_adds_version(start_nginx, backend_proc, tmp_path):
+    """SIGHUP to the backend: the model list comes again and a new
+    version is served without touching nginx."""
+    mdir = tmp_path / "m"
+    (mdir / "1").mkdir(parents=True)
+    (mdir / "1" / "model").write_text("builtin:identity:2\n")
+    be = backend_proc(f"m={mdir}")
+    ngx = start_nginx(http=infer_http(be), server=LOC, workers=2)
+    wait_connected(ngx, 2)
+    r = requests.get(ngx.url("/v2/models/m"))
+    assert r.json()["versions"] == ["1"], r.text
+
+    (mdir / "2").mkdir()
+    (mdir / "2" / "model").write_text("builtin:identity:2\n")
+    since = len(ngx.error_log)
+    be.proc.send_signal(signal.SIGHUP)
+    wait_connected(ngx, 2, since=since)
+
+    for _ in range(4):      # both workers
+        r = requests.get(ngx.url("/v2/models/m"))
+        assert sorted(r.json()["versions"]) == ["1", "2"], r.text
+        r = post(ngx, "m")
+        assert r.status_code == 200 and r.json()["model_version"] == "2"
+        r = requests.post(ngx.url("/v2/models/m/versions/1/infer"),
+                          json=body())
+        assert r.status_code == 200 and r.json()["model_version"] == "1"
+
+
+def test_nginx_reload_reconnects(start_nginx, backend_proc):
+    be = backend_proc("id=builtin:identity:2")
+    ngx = start_nginx(http=infer_http(be), server=LOC, workers=2)
+    wait_connected(ngx, 2)
+    since = len(ngx.error_log)
+    ngx.reload()
+    wait_connected(ngx, 2, since=since)
+    for _ in range(6):
+        assert post(ngx, "id").status_code == 200
+    # the old workers' client areas were given back
+    wait_until(lambda: be.log.count("client_gone") >= 2, 10, "client_gone")
