@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 
 #include "batcher.h"
@@ -190,6 +191,9 @@ ig_batcher_thread(void *arg)
     delay_ns = (uint64_t) b->conf.max_delay_us * 1000;
     tmo_ns = (uint64_t) b->conf.queue_timeout_us * 1000;
 
+    /* max-delay is µs; the default 50 µs timer slack would add to it */
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+
     pthread_mutex_lock(&b->lock);
 
     while (!b->stop) {
@@ -215,6 +219,10 @@ ig_batcher_thread(void *arg)
                 break;
             }
 
+            if (__atomic_load_n(r->alive, __ATOMIC_ACQUIRE) == r->gen) {
+                b->stats.timeouts++;
+            }
+
             b->batch[nexp++] = *r;
             b->head = (b->head + 1) % b->conf.queue_max;
             b->n--;
@@ -222,7 +230,6 @@ ig_batcher_thread(void *arg)
         }
 
         if (nexp) {
-            b->stats.timeouts += nexp;
             b->busy = nexp;
             pthread_mutex_unlock(&b->lock);
 

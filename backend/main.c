@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,10 @@
 #include "ig_ring.h"
 #include "registry.h"
 #include "ring_server.h"
+
+
+/* static: error exits need not free it */
+static ig_registry_t  ig_registry;
 
 
 static void
@@ -142,6 +147,7 @@ main(int argc, char **argv)
     const char          *device, *check_path;
     ig_exec_t           *ex;
     ig_rs_conf_t         conf;
+    sigset_t             sigs;
     ig_registry_t       *reg;
     unsigned long long   v;
     char                 err[512], q[600];
@@ -170,10 +176,18 @@ main(int argc, char **argv)
         { NULL, 0, NULL, 0 }
     };
 
-    reg = calloc(1, sizeof(ig_registry_t));
-    if (reg == NULL) {
-        return 1;
-    }
+    /*
+     * Before anything can start a thread (the CUDA runtime, OpenMP, the
+     * sanitizers): every thread inherits the mask, so the signals reach
+     * only the ring server's signalfd.
+     */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigprocmask(SIG_BLOCK, &sigs, NULL);
+
+    reg = &ig_registry;
 
     memset(&conf, 0, sizeof(conf));
     conf.clients = 64;
@@ -312,7 +326,6 @@ main(int argc, char **argv)
     if (check_path) {
         rc = check(check_path, ex);
         ig_exec_destroy(ex);
-        free(reg);
         return rc;
     }
 
@@ -327,7 +340,6 @@ main(int argc, char **argv)
     rc = ig_rs_run(&conf);
 
     ig_exec_destroy(ex);
-    free(reg);
 
     return rc;
 }

@@ -456,17 +456,41 @@ ig_reg_versions(ig_reg_spec_t *s, ig_reg_ver_t *v, char *err, size_t errlen)
 }
 
 
+static void
+ig_reg_result(ig_reg_result_t *res, ig_reg_event_e ev, uint32_t spec,
+    uint32_t id, const ig_reg_ver_t *v, ig_model_t *m, const char *err)
+{
+    memset(res, 0, sizeof(*res));
+    res->ev = ev;
+    res->spec = spec;
+    res->id = id;
+    res->model = m;
+
+    if (v) {
+        ig_reg_cpy(res->version, sizeof(res->version), v->version);
+        ig_reg_cpy(res->path, sizeof(res->path), v->path);
+    }
+
+    if (err) {
+        ig_reg_cpy(res->err, sizeof(res->err), err);
+    }
+}
+
+
 int
 ig_reg_scan(ig_registry_t *r, ig_exec_t *ex, int initial,
-    ig_reg_event_pt cb, void *data, char *err, size_t errlen)
+    ig_reg_result_pt cb, void *data, char *err, size_t errlen)
 {
-    int              n, k;
-    uint32_t         i, j;
-    ig_model_t      *m;
-    ig_reg_entry_t  *e;
-    ig_reg_spec_t   *s;
-    char             lerr[512];
-    ig_reg_ver_t     v[IG_REG_DIR_VERSIONS_MAX];
+    int               n, k;
+    uint32_t          i, j, added;
+    ig_model_t       *m;
+    ig_reg_entry_t   *e;
+    ig_reg_spec_t    *s;
+    ig_reg_result_t   res;
+    char              lerr[512];
+    ig_reg_ver_t      v[IG_REG_DIR_VERSIONS_MAX];
+
+    added = 0;
 
     for (i = 0; i < r->nspecs; i++) {
         s = &r->specs[i];
@@ -482,7 +506,11 @@ ig_reg_scan(ig_registry_t *r, ig_exec_t *ex, int initial,
 
             for (j = 0; j < r->nentries; j++) {
                 if (r->entries[j].spec == i) {
-                    cb(data, IG_REG_REFUSED, &r->entries[j], NULL, lerr);
+                    ig_reg_result(&res, IG_REG_REFUSED, i, j, NULL, NULL,
+                                  lerr);
+                    ig_reg_cpy(res.version, sizeof(res.version),
+                               r->entries[j].version);
+                    cb(data, &res);
                 }
             }
 
@@ -501,14 +529,17 @@ ig_reg_scan(ig_registry_t *r, ig_exec_t *ex, int initial,
                 }
             }
 
-            if (e == NULL && r->nentries == IG_RING_MAX_MODELS) {
-                snprintf(lerr, sizeof(lerr), "%.64s:%.16s: more than %d models",
-                         s->name, v[k].version, IG_RING_MAX_MODELS);
+            if (e == NULL && r->nentries + added == IG_RING_MAX_MODELS) {
+                snprintf(lerr, sizeof(lerr), "%.64s:%.16s: more than %d "
+                         "models", s->name, v[k].version, IG_RING_MAX_MODELS);
                 if (initial) {
                     snprintf(err, errlen, "%s", lerr);
                     return -1;
                 }
 
+                ig_reg_result(&res, IG_REG_REFUSED, i, UINT32_MAX, &v[k],
+                              NULL, lerr);
+                cb(data, &res);
                 continue;
             }
 
@@ -535,44 +566,64 @@ ig_reg_scan(ig_registry_t *r, ig_exec_t *ex, int initial,
                     return -1;
                 }
 
-                if (e) {
-                    cb(data, IG_REG_REFUSED, e, NULL, lerr);
-
-                } else {
-                    ig_reg_entry_t  tmp;
-
-                    memset(&tmp, 0, sizeof(tmp));
-                    tmp.id = UINT32_MAX;
-                    tmp.spec = i;
-                    ig_reg_cpy(tmp.name, sizeof(tmp.name), s->name);
-                    ig_reg_cpy(tmp.version, sizeof(tmp.version),
-                               v[k].version);
-                    ig_reg_cpy(tmp.path, sizeof(tmp.path), v[k].path);
-                    cb(data, IG_REG_REFUSED, &tmp, NULL, lerr);
-                }
-
+                ig_reg_result(&res, IG_REG_REFUSED, i,
+                              e ? e->id : UINT32_MAX, &v[k], NULL, lerr);
+                cb(data, &res);
                 continue;
             }
 
             if (e) {
-                e->meta = m->meta;
-                ig_reg_cpy(e->path, sizeof(e->path), v[k].path);
-                cb(data, IG_REG_RELOADED, e, m, NULL);
-                continue;
+                ig_reg_result(&res, IG_REG_RELOADED, i, e->id, &v[k], m,
+                              NULL);
+
+            } else {
+                ig_reg_result(&res, IG_REG_ADDED, i, UINT32_MAX, &v[k], m,
+                              NULL);
+                added++;
             }
 
-            e = &r->entries[r->nentries];
-            memset(e, 0, sizeof(*e));
-            e->id = r->nentries++;
-            e->spec = i;
-            ig_reg_cpy(e->name, sizeof(e->name), s->name);
-            ig_reg_cpy(e->version, sizeof(e->version), v[k].version);
-            ig_reg_cpy(e->path, sizeof(e->path), v[k].path);
-            e->meta = m->meta;
-
-            cb(data, IG_REG_ADDED, e, m, NULL);
+            cb(data, &res);
         }
     }
 
     return 0;
+}
+
+
+ig_reg_entry_t *
+ig_reg_apply(ig_registry_t *r, const ig_reg_result_t *res)
+{
+    ig_reg_entry_t  *e;
+
+    switch (res->ev) {
+
+    case IG_REG_RELOADED:
+        if (res->id >= r->nentries) {
+            return NULL;
+        }
+
+        e = &r->entries[res->id];
+        break;
+
+    case IG_REG_ADDED:
+        if (r->nentries == IG_RING_MAX_MODELS) {
+            return NULL;
+        }
+
+        e = &r->entries[r->nentries];
+        memset(e, 0, sizeof(*e));
+        e->id = r->nentries++;
+        e->spec = res->spec;
+        ig_reg_cpy(e->name, sizeof(e->name), r->specs[res->spec].name);
+        ig_reg_cpy(e->version, sizeof(e->version), res->version);
+        break;
+
+    default:
+        return NULL;
+    }
+
+    ig_reg_cpy(e->path, sizeof(e->path), res->path);
+    e->meta = res->model->meta;
+
+    return e;
 }

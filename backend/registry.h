@@ -50,15 +50,25 @@ typedef struct {
 
 
 typedef enum {
-    IG_REG_ADDED = 1,         /* model handed over: a new id            */
-    IG_REG_RELOADED,          /* model handed over: replaces the id's   */
-    IG_REG_REFUSED            /* model NULL, err says why               */
+    IG_REG_ADDED = 1,         /* a new (name, version): a new id        */
+    IG_REG_RELOADED,          /* a new model for the id                 */
+    IG_REG_REFUSED            /* no model; err says why                 */
 } ig_reg_event_e;
 
 
-/* takes ownership of model (ADDED, RELOADED) */
-typedef void (*ig_reg_event_pt)(void *data, ig_reg_event_e ev,
-    ig_reg_entry_t *e, ig_model_t *model, const char *err);
+/* one outcome of a scan; model belongs to whoever takes the result */
+typedef struct {
+    ig_reg_event_e       ev;
+    uint32_t             spec;
+    uint32_t             id;          /* RELOADED, REFUSED: or UINT32_MAX */
+    char                 version[IG_RING_VERSION_MAX];
+    char                 path[IG_REG_PATH_MAX];
+    ig_model_t          *model;
+    char                 err[512];
+} ig_reg_result_t;
+
+
+typedef void (*ig_reg_result_pt)(void *data, ig_reg_result_t *res);
 
 
 typedef struct {
@@ -74,13 +84,22 @@ int ig_reg_parse(ig_registry_t *r, const char *arg, char *err,
     size_t errlen);
 
 /*
- * Loads (initial) or reloads every spec.  initial: any failure stops
- * the scan and returns -1 with err.  Reload: failures are reported
- * through cb as REFUSED and the id keeps its model; a reload that would
- * change an id's row sizes is refused.
+ * Loads every spec and reports each outcome through cb, in order; it
+ * reads the registry but never changes it, so a reload can run on its
+ * own thread while the ring server keeps serving, and the server
+ * applies the results (ig_reg_apply) on its thread afterwards.
+ * initial: the first failure stops the scan and returns -1 with err.
+ * Reload: failures come as REFUSED and the id keeps its model; a
+ * reload that would change an id's row sizes is refused.
  */
 int ig_reg_scan(ig_registry_t *r, ig_exec_t *ex, int initial,
-    ig_reg_event_pt cb, void *data, char *err, size_t errlen);
+    ig_reg_result_pt cb, void *data, char *err, size_t errlen);
+
+/*
+ * Records an ADDED (a new entry, its id the next one) or RELOADED
+ * result; returns the entry, or NULL for REFUSED or a full registry.
+ */
+ig_reg_entry_t *ig_reg_apply(ig_registry_t *r, const ig_reg_result_t *res);
 
 /* loads one file or builtin spec; sha (32 bytes) may be NULL */
 ig_model_t *ig_reg_load(const char *path, const uint8_t *sha,

@@ -29,6 +29,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,6 +45,7 @@
 #define IG_RS_EV_SIGNAL   2
 #define IG_RS_EV_CTL      3
 #define IG_RS_EV_SQ       4
+#define IG_RS_EV_RELOAD   5
 
 #define IG_RS_REGION_MAX  (16ULL << 30)
 
@@ -86,12 +88,41 @@ typedef struct {
     ig_ring_region_t     rg;
     ig_rs_client_t      *clients;
 
+    pthread_t            reload_tid;
+    int                  reload_efd;
+    int                  reloading;
+    int                  reload_again;
+    ig_reg_result_t     *results;     /* the reload thread's            */
+    uint32_t             nresults;
+    uint32_t             cap_results;
+
     ig_batcher_t        *batchers[IG_RING_MAX_MODELS];
     ig_rq_model_t        models[IG_RING_MAX_MODELS];
     uint32_t             nmodels;
 
     int                  draining;
 } ig_rs_t;
+
+
+static pid_t    ig_rs_main_tid;
+
+/* static: an abandoned reload thread may still look at it at exit */
+static ig_rs_t  ig_rs_server;
+
+
+/*
+ * Libraries start threads before main (OpenBLAS does in a constructor),
+ * with these signals unblocked; one caught there is sent on to the
+ * epoll thread, which blocks it, so that it waits for its signalfd.
+ */
+static void
+ig_rs_forward(int signo)
+{
+    int  saved = errno;
+
+    syscall(SYS_tgkill, getpid(), ig_rs_main_tid, signo);
+    errno = saved;
+}
 
 
 static uint64_t
@@ -184,12 +215,18 @@ ig_rs_done(void *data, const ig_breq_t *r, uint32_t status,
 
 static int
 ig_rs_epoll_add(ig_rs_t *s, int fd, uint32_t events, uint32_t type,
-    uint32_t idx)
+    uint32_t idx, uint32_t gen)
 {
     struct epoll_event  ev;
 
     ev.events = events;
-    ev.data.u64 = (uint64_t) type << 32 | idx;
+
+    /*
+     * The client's generation rides along: an event still in the array
+     * after its client was dropped and its index reused is ignored.
+     */
+    ev.data.u64 = (uint64_t) type << 56
+                  | (uint64_t) (gen & 0xffffff) << 32 | idx;
 
     return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev);
 }
@@ -353,9 +390,10 @@ ig_rs_accept(ig_rs_t *s)
         pthread_mutex_unlock(&s->lock);
 
         if (ig_rs_send_hello(s, i) != 0 || ig_rs_send_models(s, fd) != 0
-            || ig_rs_epoll_add(s, fd, EPOLLIN | EPOLLRDHUP, IG_RS_EV_CTL, i)
-               != 0
-            || ig_rs_epoll_add(s, c->sq_efd, EPOLLIN, IG_RS_EV_SQ, i) != 0)
+            || ig_rs_epoll_add(s, fd, EPOLLIN | EPOLLRDHUP, IG_RS_EV_CTL, i,
+                               c->gen) != 0
+            || ig_rs_epoll_add(s, c->sq_efd, EPOLLIN, IG_RS_EV_SQ, i, c->gen)
+               != 0)
         {
             ig_blog("warn", "client_refused", "client=%u pid=%d "
                     "reason=\"hello failed\" errno=%d", i, (int) cred.pid,
@@ -522,75 +560,191 @@ ig_rs_ctl(ig_rs_t *s, uint32_t i, uint32_t events)
 }
 
 
-/* the registry's events: new ids get a batcher, reloads swap models */
+/* a scan's result, on the epoll thread: new ids get a batcher */
 static void
-ig_rs_model_event(void *data, ig_reg_event_e ev, ig_reg_entry_t *e,
-    ig_model_t *m, const char *err)
+ig_rs_apply(ig_rs_t *s, ig_reg_result_t *res)
 {
-    ig_rs_t          *s = data;
     char              label[96], q[600];
+    ig_model_t       *m = res->model;
+    ig_reg_entry_t   *e;
     ig_batch_conf_t   bc;
 
-    snprintf(label, sizeof(label), "%s:%s", e->name, e->version);
+    snprintf(label, sizeof(label), "%s:%s",
+             s->conf->reg->specs[res->spec].name, res->version);
 
-    switch (ev) {
+    if (res->ev == IG_REG_REFUSED) {
+        ig_blog("error", "model_refused", "model=%s err=%s kept=%s", label,
+                ig_blogq(q, sizeof(q), res->err),
+                res->id == UINT32_MAX ? "no" : "yes");
+        return;
+    }
 
-    case IG_REG_ADDED:
-        bc.max_batch = s->conf->max_batch;
-        bc.max_delay_us = s->conf->max_delay_us;
-        bc.queue_timeout_us = s->conf->queue_timeout_us;
-        bc.queue_max = s->conf->queue_max;
-        bc.done = ig_rs_done;
-        bc.data = s;
+    e = ig_reg_apply(s->conf->reg, res);
+    if (e == NULL) {
+        ig_blog("error", "model_refused", "model=%s err=\"registry full\"",
+                label);
+        ig_model_free(m);
+        return;
+    }
 
-        s->batchers[e->id] = ig_batcher_create(m, s->conf->ex, label, &bc);
-
-        if (s->batchers[e->id] == NULL) {
-            ig_blog("error", "model_refused", "id=%u model=%s "
-                    "err=\"no runner thread\"", e->id, label);
-            ig_model_free(m);
-            s->models[e->id].ready = 0;
-
-        } else {
-            s->models[e->id].ready = 1;
-            ig_blog("info", "model_loaded", "id=%u model=%s platform=%s "
-                    "features=%u outputs=%u path=%s", e->id, label,
-                    m->meta.platform, m->meta.nfeatures, m->meta.noutputs,
-                    ig_blogq(q, sizeof(q), e->path));
-        }
-
-        s->models[e->id].nfeatures = e->meta.nfeatures;
-        s->models[e->id].noutputs = e->meta.noutputs;
-        s->nmodels = e->id + 1;
-        break;
-
-    case IG_REG_RELOADED:
+    if (res->ev == IG_REG_RELOADED) {
         ig_batcher_swap(s->batchers[e->id], m);
         ig_blog("info", "model_reloaded", "id=%u model=%s path=%s", e->id,
                 label, ig_blogq(q, sizeof(q), e->path));
-        break;
-
-    case IG_REG_REFUSED:
-        ig_blog("error", "model_refused", "model=%s err=%s kept=%s", label,
-                ig_blogq(q, sizeof(q), err),
-                e->id == UINT32_MAX ? "no" : "yes");
-        break;
+        return;
     }
+
+    bc.max_batch = s->conf->max_batch;
+    bc.max_delay_us = s->conf->max_delay_us;
+    bc.queue_timeout_us = s->conf->queue_timeout_us;
+    bc.queue_max = s->conf->queue_max;
+    bc.done = ig_rs_done;
+    bc.data = s;
+
+    s->batchers[e->id] = ig_batcher_create(m, s->conf->ex, label, &bc);
+
+    if (s->batchers[e->id] == NULL) {
+        ig_blog("error", "model_refused", "id=%u model=%s "
+                "err=\"no runner thread\"", e->id, label);
+        ig_model_free(m);
+        s->models[e->id].ready = 0;
+
+    } else {
+        s->models[e->id].ready = 1;
+        ig_blog("info", "model_loaded", "id=%u model=%s platform=%s "
+                "features=%u outputs=%u path=%s", e->id, label,
+                e->meta.platform, e->meta.nfeatures, e->meta.noutputs,
+                ig_blogq(q, sizeof(q), e->path));
+    }
+
+    s->models[e->id].nfeatures = e->meta.nfeatures;
+    s->models[e->id].noutputs = e->meta.noutputs;
+    s->nmodels = e->id + 1;
+}
+
+
+static void
+ig_rs_apply_now(void *data, ig_reg_result_t *res)
+{
+    ig_rs_apply(data, res);
+}
+
+
+/* the reload thread keeps the results for the epoll thread */
+static void
+ig_rs_keep(void *data, ig_reg_result_t *res)
+{
+    ig_rs_t          *s = data;
+    ig_reg_result_t  *a;
+
+    if (s->nresults == s->cap_results) {
+        a = realloc(s->results, (s->cap_results * 2 + 8)
+                                * sizeof(ig_reg_result_t));
+        if (a == NULL) {
+            ig_model_free(res->model);
+            ig_blog("error", "model_refused", "err=\"out of memory\"");
+            return;
+        }
+
+        s->results = a;
+        s->cap_results = s->cap_results * 2 + 8;
+    }
+
+    s->results[s->nresults++] = *res;
+}
+
+
+/*
+ * Loading may take long (a big model, a slow disk): it runs on this
+ * thread so the ring keeps serving.  Reading the registry here is safe:
+ * only the epoll thread changes it, and only after this thread ended.
+ */
+static void *
+ig_rs_reload_thread(void *arg)
+{
+    ig_rs_t   *s = arg;
+    uint64_t   one = 1;
+    char       err[512];
+
+    ig_reg_scan(s->conf->reg, s->conf->ex, 0, ig_rs_keep, s, err,
+                sizeof(err));
+
+    if (write(s->reload_efd, &one, sizeof(one)) < 0) {
+        ig_blog("error", "reload_failed", "errno=%d", errno);
+    }
+
+    return NULL;
 }
 
 
 static void
 ig_rs_reload(ig_rs_t *s)
 {
+    if (s->reloading) {
+        s->reload_again = 1;          /* once this one is done */
+        return;
+    }
+
+    ig_blog("info", "reload", "models=%u", s->nmodels);
+
+    s->nresults = 0;
+    s->reloading = 1;
+
+    if (pthread_create(&s->reload_tid, NULL, ig_rs_reload_thread, s) != 0) {
+        ig_blog("error", "reload_failed", "reason=\"no thread\"");
+        s->reloading = 0;
+    }
+}
+
+
+static void
+ig_rs_reload_end(ig_rs_t *s, int apply)
+{
     uint32_t  i, before;
-    char      err[512];
+    uint64_t  v;
+
+    if (!s->reloading) {
+        return;
+    }
+
+    if (apply) {
+        pthread_join(s->reload_tid, NULL);
+
+    } else {
+        struct timespec  ts;
+
+        /* exiting: a load stuck on a dead disk must not hold us */
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 2;
+
+        if (pthread_timedjoin_np(s->reload_tid, NULL, &ts) != 0) {
+            ig_blog("warn", "reload_abandoned", "reason=\"a load is still running\"");
+            return;
+        }
+    }
+
+    s->reloading = 0;
+
+    if (read(s->reload_efd, &v, sizeof(v)) < 0) {
+        /* already read */
+    }
 
     before = s->nmodels;
 
-    ig_blog("info", "reload", "models=%u", before);
+    for (i = 0; i < s->nresults; i++) {
+        if (apply) {
+            ig_rs_apply(s, &s->results[i]);
 
-    ig_reg_scan(s->conf->reg, s->conf->ex, 0, ig_rs_model_event, s, err,
-                sizeof(err));
+        } else {
+            ig_model_free(s->results[i].model);
+        }
+    }
+
+    s->nresults = 0;
+
+    if (!apply) {
+        return;
+    }
 
     for (i = 0; i < s->rg.nclients; i++) {
         if (s->clients[i].state == IG_RS_LIVE
@@ -602,6 +756,11 @@ ig_rs_reload(ig_rs_t *s)
 
     ig_blog("info", "reload_done", "models=%u added=%u", s->nmodels,
             s->nmodels - before);
+
+    if (s->reload_again) {
+        s->reload_again = 0;
+        ig_rs_reload(s);
+    }
 }
 
 
@@ -876,13 +1035,15 @@ ig_rs_run(ig_rs_conf_t *conf)
     int                  n, k, rc;
     uid_t                uid;
     gid_t                gid;
-    uint32_t             i, type, idx;
+    uint32_t             i, type, idx, egen;
     sigset_t             sigs;
-    ig_rs_t              srv, *s = &srv;
+    struct sigaction     sa;
+    ig_rs_t             *s;
     struct epoll_event   evs[64];
     char                 err[512], q[600];
     ig_batch_stats_t     st;
 
+    s = &ig_rs_server;
     memset(s, 0, sizeof(*s));
     s->conf = conf;
     s->lfd = -1;
@@ -898,44 +1059,55 @@ ig_rs_run(ig_rs_conf_t *conf)
     signal(SIGPIPE, SIG_IGN);
 
     s->sigfd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
+    s->reload_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    s->base = MAP_FAILED;
+
+    ig_rs_main_tid = (pid_t) syscall(SYS_gettid);
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = ig_rs_forward;
+    sa.sa_flags = SA_RESTART;
+    sigfillset(&sa.sa_mask);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     s->epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (s->sigfd < 0 || s->epfd < 0) {
+    if (s->sigfd < 0 || s->epfd < 0 || s->reload_efd < 0) {
         ig_blog("error", "start_failed", "errno=%d", errno);
         return 1;
     }
 
     if (ig_rs_user(conf->user, &uid, &gid) != 0) {
-        return 1;
+        goto failed;
     }
 
-    if (ig_reg_scan(conf->reg, conf->ex, 1, ig_rs_model_event, s, err,
+    if (ig_reg_scan(conf->reg, conf->ex, 1, ig_rs_apply_now, s, err,
                     sizeof(err))
         != 0)
     {
         ig_blog("error", "model_refused", "err=%s",
                 ig_blogq(q, sizeof(q), err));
-        return 1;
+        goto failed;
     }
 
     if (ig_rs_region(s, uid, gid) != 0) {
-        return 1;
+        goto failed;
     }
 
     s->clients = calloc(s->rg.nclients, sizeof(ig_rs_client_t));
     if (s->clients == NULL) {
-        return 1;
+        goto failed;
     }
 
     for (i = 0; i < s->rg.nclients; i++) {
         s->clients[i].owned = calloc(s->rg.nslots, 1);
         s->clients[i].sock = -1;
         if (s->clients[i].owned == NULL) {
-            return 1;
+            goto failed;
         }
     }
 
     if (ig_rs_listen(s, uid, gid) != 0) {
-        return 1;
+        goto failed;
     }
 
     if (uid != (uid_t) -1
@@ -943,15 +1115,16 @@ ig_rs_run(ig_rs_conf_t *conf)
             || setuid(uid) != 0))
     {
         ig_blog("error", "user_failed", "errno=%d", errno);
-        ig_rs_unlink_socket(s);
-        return 1;
+        goto failed;
     }
 
-    if (ig_rs_epoll_add(s, s->lfd, EPOLLIN, IG_RS_EV_LISTEN, 0) != 0
-        || ig_rs_epoll_add(s, s->sigfd, EPOLLIN, IG_RS_EV_SIGNAL, 0) != 0)
+    if (ig_rs_epoll_add(s, s->lfd, EPOLLIN, IG_RS_EV_LISTEN, 0, 0) != 0
+        || ig_rs_epoll_add(s, s->sigfd, EPOLLIN, IG_RS_EV_SIGNAL, 0, 0)
+           != 0
+        || ig_rs_epoll_add(s, s->reload_efd, EPOLLIN, IG_RS_EV_RELOAD, 0, 0)
+           != 0)
     {
-        ig_rs_unlink_socket(s);
-        return 1;
+        goto failed;
     }
 
     ig_blog("info", "ready", "socket=%s models=%u max_batch=%u "
@@ -980,8 +1153,16 @@ ig_rs_run(ig_rs_conf_t *conf)
         }
 
         for (k = 0; k < n; k++) {
-            type = (uint32_t) (evs[k].data.u64 >> 32);
+            type = (uint32_t) (evs[k].data.u64 >> 56);
+            egen = (uint32_t) (evs[k].data.u64 >> 32) & 0xffffff;
             idx = (uint32_t) evs[k].data.u64;
+
+            if ((type == IG_RS_EV_SQ || type == IG_RS_EV_CTL)
+                && (s->clients[idx].state != IG_RS_LIVE
+                    || (s->clients[idx].gen & 0xffffff) != egen))
+            {
+                continue;
+            }
 
             switch (type) {
 
@@ -997,9 +1178,11 @@ ig_rs_run(ig_rs_conf_t *conf)
                 break;
 
             case IG_RS_EV_SQ:
-                if (s->clients[idx].state == IG_RS_LIVE) {
-                    ig_rs_intake(s, idx);
-                }
+                ig_rs_intake(s, idx);
+                break;
+
+            case IG_RS_EV_RELOAD:
+                ig_rs_reload_end(s, 1);
                 break;
 
             case IG_RS_EV_CTL:
@@ -1009,10 +1192,22 @@ ig_rs_run(ig_rs_conf_t *conf)
         }
     }
 
+    if (0) {
+failed:
+        rc = 1;
+    }
+
 done:
+
+    ig_rs_reload_end(s, 0);
+
+    if (!s->reloading) {
+        free(s->results);
+    }
 
     if (s->lfd >= 0) {
         ig_rs_unlink_socket(s);
+        close(s->lfd);
     }
 
     for (i = 0; i < s->nmodels; i++) {
@@ -1032,7 +1227,7 @@ done:
         ig_batcher_destroy(s->batchers[i]);
     }
 
-    for (i = 0; i < s->rg.nclients; i++) {
+    for (i = 0; s->clients && i < s->rg.nclients; i++) {
         if (s->clients[i].state == IG_RS_LIVE) {
             close(s->clients[i].sock);
             close(s->clients[i].sq_efd);
@@ -1043,9 +1238,17 @@ done:
     }
 
     free(s->clients);
-    munmap(s->base, s->rg.region_bytes);
-    close(s->memfd);
+
+    if (s->base != MAP_FAILED) {
+        munmap(s->base, s->rg.region_bytes);
+    }
+
+    if (s->memfd >= 0) {
+        close(s->memfd);
+    }
+
     close(s->sigfd);
+    close(s->reload_efd);
     close(s->epfd);
 
     ig_blog("info", "exit", "code=%d", rc);

@@ -358,5 +358,10 @@ main(int argc, char **argv)
     printf("},\"max_batch_rows\":%u,\"mismatches\":%llu,\"client\":%u}\n",
            max_batch_seen, (unsigned long long) mismatches, hello.client);
 
+    free(lat);
+    free(sent);
+    munmap(base, hello.region.region_bytes);
+    close(fd);
+
     return mismatches ? 3 : 0;
 }
