@@ -105,6 +105,13 @@ typedef struct {
 } oip_dec_t;
 
 
+/* exact doubles */
+static const double  oip_pow10[] = {
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22
+};
+
+
 static const char *oip_dtypes[] = {
     NULL, "BOOL", "INT32", "INT64", "FP32", "FP64"
 };
@@ -206,6 +213,97 @@ oip_element(oip_dec_t *d, float v)
 
 
 /*
+ * Clinger's fast path: a JSON number whose significant digits fit 2^53
+ * and whose decimal exponent is within 22 is one correctly rounded
+ * multiplication or division of two exact doubles, the same value
+ * strtod() gives.  Returns -1 for strtod() to do it.
+ */
+
+static int
+oip_fast_double(const unsigned char *s, size_t len, double *v)
+{
+    int             neg, exp, eneg, e, digits;
+    size_t          i;
+    uint64_t        m;
+
+    i = 0;
+    neg = (s[0] == '-');
+    i += neg;
+
+    m = 0;
+    exp = 0;
+    digits = 0;
+
+    for ( /* void */ ; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
+        if (m || s[i] != '0') {
+            if (++digits > 19) {
+                return -1;
+            }
+        }
+
+        m = m * 10 + (s[i] - '0');
+    }
+
+    if (i < len && s[i] == '.') {
+        for (i++; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
+            if (m || s[i] != '0') {
+                if (++digits > 19) {
+                    return -1;
+                }
+            }
+
+            m = m * 10 + (s[i] - '0');
+            exp--;
+        }
+    }
+
+    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        eneg = 0;
+
+        if (i < len && (s[i] == '-' || s[i] == '+')) {
+            eneg = (s[i] == '-');
+            i++;
+        }
+
+        e = 0;
+
+        for ( /* void */ ; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
+            if (e > 10000) {
+                return -1;
+            }
+
+            e = e * 10 + (s[i] - '0');
+        }
+
+        exp += eneg ? -e : e;
+    }
+
+    if (i != len) {
+        return -1;
+    }
+
+    if (m == 0) {
+        *v = neg ? -0.0 : 0.0;
+        return 0;
+    }
+
+    if (m > (1ULL << 53) || exp < -22 || exp > 22) {
+        return -1;
+    }
+
+    *v = (exp >= 0) ? (double) m * oip_pow10[exp]
+                    : (double) m / oip_pow10[-exp];
+
+    if (neg) {
+        *v = -*v;
+    }
+
+    return 0;
+}
+
+
+/*
  * A number in "data": its FP32 value, and the facts the datatype check
  * needs.  Integers in int64 range convert exactly from their integer
  * value; everything else through strtod.
@@ -274,10 +372,12 @@ oip_number(oip_dec_t *d, const unsigned char *s, size_t len)
         d->has_frac = 1;
     }
 
-    memcpy(buf, s, len);
-    buf[len] = '\0';
+    if (oip_fast_double(s, len, &v) != 0) {
+        memcpy(buf, s, len);
+        buf[len] = '\0';
 
-    v = strtod(buf, NULL);
+        v = strtod(buf, NULL);
+    }
 
     if (isinf(v)) {
         d->inf64 = 1;
@@ -940,31 +1040,149 @@ oip_cpy(uint8_t *p, const char *s)
 }
 
 
-/* "%.9g" round-trips every float; NaN and infinities become null */
+/*
+ * Floats as 9 significant digits (what "%.9g" gives, so every float reads
+ * back bit for bit) with trailing zeros dropped, without printf: the
+ * digits come from one correctly rounded scaling by an exact power of
+ * ten, and are checked by reading them back the same way; anything
+ * outside that range or failing the check goes through snprintf().
+ * NaN and infinities become null.
+ */
 
 #define OIP_FLOAT_LEN  24
 
 static uint8_t *
+oip_uint(uint8_t *p, uint64_t n)
+{
+    uint8_t  buf[20], *q;
+
+    q = buf + sizeof(buf);
+
+    do {
+        *--q = (uint8_t) ('0' + n % 10);
+        n /= 10;
+    } while (n);
+
+    memcpy(p, q, buf + sizeof(buf) - q);
+
+    return p + (buf + sizeof(buf) - q);
+}
+
+
+static uint8_t *
 oip_float(uint8_t *p, float v)
 {
-    int  n;
+    int       e10, k, nd, i, tries;
+    double    d, back;
+    uint64_t  n;
+    uint8_t   dig[10] = { 0 };
 
     if (!isfinite(v)) {
         return oip_cpy(p, "null");
     }
 
-    if (fabsf(v) < 16777216.0f && v == (float) (int32_t) v) {
-        n = snprintf((char *) p, OIP_FLOAT_LEN, "%d", (int) v);
-
-        if (v == 0.0f && signbit(v)) {
-            n = snprintf((char *) p, OIP_FLOAT_LEN, "-0");
-        }
-
-    } else {
-        n = snprintf((char *) p, OIP_FLOAT_LEN, "%.9g", (double) v);
+    if (signbit(v)) {
+        *p++ = '-';
+        v = -v;
     }
 
-    return p + n;
+    if (v < 16777216.0f && v == (float) (int32_t) v) {
+        return oip_uint(p, (uint64_t) v);
+    }
+
+    d = (double) v;
+    e10 = (int) floor(log10(d));
+
+    for (tries = 0; tries < 3; tries++) {
+        k = 8 - e10;
+
+        if (k < -22 || k > 22) {
+            goto slow;
+        }
+
+        n = (uint64_t) llrint(k >= 0 ? d * oip_pow10[k] : d / oip_pow10[-k]);
+
+        if (n >= 1000000000) {
+            e10++;
+            continue;
+        }
+
+        if (n < 100000000) {
+            e10--;
+            continue;
+        }
+
+        break;
+    }
+
+    if (tries == 3) {
+        goto slow;
+    }
+
+    back = (k >= 0) ? (double) n / oip_pow10[k] : (double) n * oip_pow10[-k];
+
+    if ((float) back != v) {
+        goto slow;
+    }
+
+    for (nd = 9; n % 10 == 0; nd--) {
+        n /= 10;
+    }
+
+    for (i = nd; i > 0; i--) {
+        dig[i - 1] = (uint8_t) ('0' + n % 10);
+        n /= 10;
+    }
+
+    /* the value is dig[0].dig[1..] x 10^e10 */
+
+    if (e10 >= 0 && e10 < 9) {
+        for (i = 0; i <= e10; i++) {
+            *p++ = (i < nd) ? dig[i] : '0';
+        }
+
+        if (nd > e10 + 1) {
+            *p++ = '.';
+            memcpy(p, dig + e10 + 1, nd - e10 - 1);
+            p += nd - e10 - 1;
+        }
+
+        return p;
+    }
+
+    if (e10 < 0 && e10 >= -5) {
+        *p++ = '0';
+        *p++ = '.';
+
+        for (i = -1; i > e10; i--) {
+            *p++ = '0';
+        }
+
+        memcpy(p, dig, nd);
+
+        return p + nd;
+    }
+
+    *p++ = dig[0];
+
+    if (nd > 1) {
+        *p++ = '.';
+        memcpy(p, dig + 1, nd - 1);
+        p += nd - 1;
+    }
+
+    *p++ = 'e';
+
+    if (e10 < 0) {
+        *p++ = '-';
+        e10 = -e10;
+    }
+
+    return oip_uint(p, (uint64_t) e10);
+
+slow:
+
+    return p + snprintf((char *) p, OIP_FLOAT_LEN, "%.9g", (double) v);
 }
 
 

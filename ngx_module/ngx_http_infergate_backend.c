@@ -1111,9 +1111,23 @@ ngx_http_ig_backend_down(ngx_http_ig_backend_t *be, const char *why,
         be->waiters[i] = NULL;
         be->state[i] = NGX_HTTP_IG_SLOT_FREE;
 
-        if (br && br->waiting) {
-            ngx_http_ig_backend_finish(br, NGX_HTTP_IG_BE_DOWN);
+        if (br == NULL || !br->waiting) {
+            continue;
         }
+
+        if (why == NULL) {
+            /* the worker exits: no request is answered any more */
+            br->waiting = 0;
+            br->reserved = 0;
+
+            if (br->timer.timer_set) {
+                ngx_del_timer(&br->timer);
+            }
+
+            continue;
+        }
+
+        ngx_http_ig_backend_finish(br, NGX_HTTP_IG_BE_DOWN);
     }
 
     if (be->mapped) {

@@ -461,6 +461,9 @@ ngx_http_ig_infer_start(ngx_http_request_t *r, ngx_http_ig_backend_t *be,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* a client that leaves ends the request now; the slot comes back later */
+    r->read_event_handler = ngx_http_test_reading;
+
     return NGX_DONE;
 }
 

@@ -8,15 +8,82 @@
  * return 0, -1 or -2, write nothing past the room (the buffer is its own
  * allocation, so ASan catches it), give a one-line message on -1, and
  * on success a row count whose floats fit; the response encoded from the
- * decoded request must fit its announced length.
+ * decoded request must fit its announced length.  The input's bytes, read
+ * as floats, are encoded too, and each must read back bit for bit (NaN
+ * and infinities as null).
  */
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ig_oip.h"
+
+
+static void
+check_floats(const uint8_t *data, size_t size)
+{
+    char             *p, *q;
+    float            *v, back;
+    size_t            n, i, len;
+    uint8_t          *buf, *end;
+    ig_model_meta_t   meta;
+
+    n = size / sizeof(float);
+    if (n == 0) {
+        return;
+    }
+
+    if (n > 256) {
+        n = 256;
+    }
+
+    memset(&meta, 0, sizeof(meta));
+    strcpy(meta.output.name, "o");
+    meta.output.ndims = 2;
+    meta.output.dims[0] = -1;
+    meta.output.dims[1] = (int64_t) n;
+    meta.noutputs = (uint32_t) n;
+
+    v = malloc(n * sizeof(float));
+    memcpy(v, data, n * sizeof(float));
+
+    len = ig_oip_encode_infer_len("m", NULL, NULL, &meta, 1);
+    buf = malloc(len + 1);
+    end = ig_oip_encode_infer(buf, "m", NULL, NULL, &meta, v, 1);
+    if ((size_t) (end - buf) >= len) {
+        abort();
+    }
+    *end = '\0';
+
+    p = strstr((char *) buf, "\"data\":[") + 8;
+
+    for (i = 0; i < n; i++) {
+        q = strpbrk(p, ",]");
+        if (q == NULL) {
+            abort();
+        }
+
+        if (!isfinite(v[i])) {
+            if (strncmp(p, "null", 4) != 0) {
+                abort();
+            }
+
+        } else {
+            back = strtof(p, NULL);
+            if (memcmp(&back, &v[i], sizeof(float)) != 0) {
+                abort();
+            }
+        }
+
+        p = q + 1;
+    }
+
+    free(buf);
+    free(v);
+}
 
 
 int
@@ -105,6 +172,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     free(rows);
     free(body);
+
+    check_floats(data, size);
 
     return 0;
 }

@@ -91,9 +91,16 @@ def backend_proc():
         return be
 
     yield start
+    bad = []
     for be in made:
         be.stop()
+        for ln in be.log.splitlines():
+            if "Sanitizer" in ln or "runtime error:" in ln:
+                bad.append(ln)
         shutil.rmtree(be.dir, ignore_errors=True)
+    if bad:
+        pytest.fail("backend sanitizer reports:\n" + "\n".join(bad[:20]),
+                    pytrace=False)
 
 
 def infer_http(be, opts=""):

@@ -342,3 +342,42 @@ def test_auth_limit_schema_models(start_nginx, backend_proc):
              .status_code for _ in range(8)]
     assert 429 in codes, codes
     assert codes[0] == 200, codes
+
+
+@pytest.mark.parametrize("http,server,message", [
+    ("infergate_backend be tcp:127.0.0.1:1;", "",
+     "infergate_backend: \"tcp:127.0.0.1:1\": the address must be"),
+    ("infergate_backend be unix:/x timeout=abc;", "",
+     "infergate_backend: invalid timeout \"abc\""),
+    ("infergate_backend be unix:/x timeout=0;", "",
+     "infergate_backend: invalid timeout"),
+    ("infergate_backend be unix:/x max_inflight=0;", "",
+     "infergate_backend: max_inflight must be between 1 and 4096"),
+    ("infergate_backend be unix:/x max_inflight=99999;", "",
+     "infergate_backend: max_inflight must be between"),
+    ("infergate_backend be unix:/x colour=red;", "",
+     "infergate_backend: unknown parameter \"colour=red\""),
+    ("infergate_backend be unix:/x; infergate_backend be unix:/y;", "",
+     "infergate_backend: \"be\" is duplicate"),
+    ("infergate_backend be unix:/" + "x" * 120 + ";", "",
+     "is too long"),
+    ("", "location /v2 { infergate_infer backend=nope; }",
+     "infergate_infer: unknown backend \"nope\""),
+    ("infergate_backend be unix:/x;",
+     "location /v2 { infergate_infer be; }",
+     "infergate_infer: expected \"backend=NAME\""),
+    ("infergate_backend be unix:/x;",
+     "location /v2 { infergate_infer backend=be; infergate_infer "
+     "backend=be; }", "\"infergate_infer\" directive is duplicate"),
+])
+def test_config_errors(nginx_t, http, server, message):
+    rc, out = nginx_t(http=http, server=server)
+    assert rc != 0, out
+    assert message in out, out
+
+
+def test_config_ok(nginx_t):
+    rc, out = nginx_t(http="infergate_backend be unix:/nonexistent.sock "
+                           "timeout=250ms max_inflight=8;",
+                      server="location /v2 { infergate_infer backend=be; }")
+    assert rc == 0, out

@@ -373,6 +373,131 @@ test_encode(void **state)
 }
 
 
+/* every float reads back bit for bit, from ours and through strtod */
+
+static void
+test_float_roundtrip(void **state)
+{
+    int              i, j, k;
+    char            *p, *q;
+    float           *vals, back;
+    size_t           len;
+    uint8_t         *buf, *end;
+    uint32_t         bits;
+    ig_model_meta_t  wide;
+
+    (void) state;
+
+    wide = meta;
+    wide.noutputs = 1000;
+    wide.output.dims[1] = 1000;
+
+    vals = malloc(1000 * sizeof(float));
+    len = ig_oip_encode_infer_len("m", NULL, NULL, &wide, 1);
+    buf = malloc(len);
+
+    srandom(11);
+
+    for (k = 0; k < 600; k++) {
+        for (i = 0; i < 1000; i++) {
+            do {
+                bits = ((uint32_t) random() << 1) ^ (uint32_t) random();
+                if (k % 3 == 1) {
+                    /* the usual range of scores and features */
+                    bits = (bits & 0x807fffff) | ((uint32_t) (100 + random()
+                                                              % 60) << 23);
+                }
+                memcpy(&vals[i], &bits, sizeof(float));
+            } while (!isfinite(vals[i]));
+
+            if (k % 3 == 2 && i % 2) {
+                vals[i] = (float) (random() % 2000000) / 1000.0f;
+            }
+        }
+
+        end = ig_oip_encode_infer(buf, "m", NULL, NULL, &wide, vals, 1);
+        assert_true((size_t) (end - buf) < len);
+        *end = '\0';
+
+        p = strstr((char *) buf, "\"data\":[") + 8;
+
+        for (i = 0; i < 1000; i++) {
+            q = strpbrk(p, ",]");
+            assert_non_null(q);
+            assert_true(q - p <= 16);
+
+            for (j = 0; p + j < q; j++) {
+                assert_non_null(strchr("-+0123456789.e", p[j]));
+            }
+
+            back = strtof(p, NULL);
+            if (memcmp(&back, &vals[i], sizeof(float)) != 0) {
+                print_error("%.9g encoded as %.*s\n", (double) vals[i],
+                            (int) (q - p), p);
+                fail();
+            }
+
+            back = (float) strtod(p, NULL);
+            assert_memory_equal(&back, &vals[i], sizeof(float));
+
+            p = q + 1;
+        }
+    }
+
+    free(buf);
+    free(vals);
+}
+
+
+/* decoded numbers are (float) strtod() of the literal, whatever its form */
+
+static void
+test_number_parse(void **state)
+{
+    int     i, j, n;
+    char    lit[3][64], body[512];
+    float   want;
+
+    (void) state;
+
+    srandom(5);
+
+    for (i = 0; i < 100000; i++) {
+        for (j = 0; j < 3; j++) {
+            n = 0;
+            if (random() % 2) {
+                lit[j][n++] = '-';
+            }
+            n += sprintf(lit[j] + n, "%ld", random() % (j ? 100000 : 10));
+            lit[j][n++] = '.';
+            n += sprintf(lit[j] + n, "%ld%ld", random(), random() % 1000);
+            if (random() % 2) {
+                n += sprintf(lit[j] + n, "e%ld", random() % 80 - 40);
+            }
+            lit[j][n] = '\0';
+        }
+
+        snprintf(body, sizeof(body), IN("FP64", "[1,3]", "[%s,%s,%s]"),
+                 lit[0], lit[1], lit[2]);
+
+        if (decode(body) != 0) {
+            /* beyond FP32: must say so */
+            assert_non_null(strstr(err, "out of range"));
+            continue;
+        }
+
+        for (j = 0; j < 3; j++) {
+            want = (float) strtod(lit[j], NULL);
+            if (memcmp(&want, &rows[j], sizeof(float)) != 0) {
+                print_error("%s decoded as %.9g, not %.9g\n", lit[j],
+                            (double) rows[j], (double) want);
+                fail();
+            }
+        }
+    }
+}
+
+
 /* random mutations of a valid body must never crash or write past max */
 
 static void
@@ -417,6 +542,8 @@ main(void)
         cmocka_unit_test_setup(test_id, setup),
         cmocka_unit_test_setup(test_encode, setup),
         cmocka_unit_test_setup(test_random, setup),
+        cmocka_unit_test_setup(test_float_roundtrip, setup),
+        cmocka_unit_test_setup(test_number_parse, setup),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
