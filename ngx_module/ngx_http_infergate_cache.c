@@ -1322,6 +1322,9 @@ ngx_http_ig_cache_purge(ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
         return;
     }
 
+    /* before the write's response reaches the client and its next read */
+    ngx_http_ig_redis_flush(redis);
+
     if (cc) {
         cc->purge_done = 1;
     }

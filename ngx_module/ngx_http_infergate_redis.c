@@ -939,6 +939,25 @@ ngx_http_ig_redis_eval(ngx_http_ig_redis_t *srv,
 
 
 void
+ngx_http_ig_redis_flush(ngx_http_ig_redis_t *srv)
+{
+    ngx_uint_t                 i;
+    ngx_http_ig_redis_conn_t  *rc;
+
+    for (i = 0; srv->conns && i < srv->nconns; i++) {
+        rc = &srv->conns[i];
+
+        /* an error here fails the pending commands: handlers only post */
+        if (rc->ac && rc->c && rc->c->write->active
+            && rc->state >= NGX_HTTP_IG_REDIS_AUTHING)
+        {
+            redisAsyncHandleWrite(rc->ac);
+        }
+    }
+}
+
+
+void
 ngx_http_ig_redis_cancel(ngx_http_ig_redis_cmd_t *cmd)
 {
     cmd->handler = NULL;
