@@ -445,3 +445,62 @@ def test_post_after_schema_and_user_tag(start_nginx, redis_server,
     requests.put(ngx.url("/users/u42?user=u42"), data="changed")
     r = requests.post(ngx.url("/score"), json=body)
     assert r.headers["X-Cache-Status"] == "MISS"
+
+
+def test_audit_records_cache_hit(start_nginx, redis_server, store_origin,
+                                 tmp_path):
+    from test_audit import keyfile, records, requests_only
+    key = keyfile(tmp_path)
+    http, server = conf(
+        redis_server, store_origin,
+        http_extra=f"infergate_audit @PREFIX@/audit.log key={key} "
+                   f"key_id=k1 flush=100ms;\n")
+    ngx = start_nginx(http=http, server=server, workers=1)
+    warm(ngx)
+    requests.get(ngx.url("/aud"))
+    assert requests.get(ngx.url("/aud")).headers["X-Cache-Status"] == "HIT"
+    ngx.stop()
+    recs = [r for r in requests_only(records(ngx.prefix / "audit.log"))
+            if r["url"]["path"] == "/aud"]
+    assert [r["event"]["action"] for r in recs][-1] == "cache_hit", recs
+    assert len(recs) == 2
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("line,msg", [
+    ("infergate_cache ttl=1s;", "needs redis=NAME"),
+    ("infergate_cache redis=r;", "needs ttl=TIME"),
+    ("infergate_cache redis=r ttl=0;", "invalid parameter"),
+    ("infergate_cache redis=r ttl=1s ttl_jitter=80%;",
+     "ttl_jitter must be between 0% and 50%"),
+    ("infergate_cache redis=r ttl=1s ttl_jitter=5;", "invalid parameter"),
+    ("infergate_cache redis=r ttl=1s methods=GET PUT;",
+     'method "PUT" cannot be cached'),
+    ("infergate_cache redis=r ttl=1s statuses=200 500;",
+     'status "500" cannot be cached'),
+    ("infergate_cache redis=r ttl=1s max_size=huge;", "invalid parameter"),
+    ("infergate_cache redis=r ttl=1s lock_timeout=x;", "invalid parameter"),
+    ("infergate_cache redis=r ttl=1s bogus=1;", "invalid parameter"),
+    ("infergate_cache redis=r ttl=1s; infergate_cache redis=r ttl=2s;",
+     "is duplicate"),
+    ("infergate_cache_purge tag=x;", "needs redis=NAME"),
+    ("infergate_cache_purge redis=r nope;", "invalid parameter"),
+])
+def test_cache_config_errors(nginx_t, line, msg):
+    rc, out = nginx_t(http="infergate_redis r 127.0.0.1:6379;",
+                      server=f"location / {{ {line} }}")
+    assert rc != 0, out
+    assert "infergate_cache" in out and msg in out, out
+
+
+def test_cache_config_ok(nginx_t):
+    rc, out = nginx_t(
+        http="infergate_redis r 127.0.0.1:6379;",
+        server="location / { infergate_cache redis=r ttl=5m "
+               "methods=GET HEAD POST statuses=200 301 tag=a:$arg_a "
+               "tag=b key=$uri max_size=64k ttl_jitter=0% "
+               "lock_timeout=500ms; infergate_cache_purge key=$uri "
+               "tag=a:$arg_a; }")
+    assert rc == 0, out
