@@ -373,9 +373,15 @@ def test_commands_per_hit(start_nginx, redis_server, store_origin):
     for _ in range(20):
         assert requests.get(ngx.url("/c")).headers["X-Cache-Status"] == "HIT"
     stats = redis_server.commandstats()
-    # one EVALSHA per hit (INFO itself is counted after the reset)
-    assert stats.get("evalsha") == 20, stats
-    assert stats.get("eval", 0) == 0, stats
+    # one GET per hit and nothing else (INFO itself comes after the reset)
+    assert stats.get("get") == 20, stats
+    assert set(stats) <= {"get", "config|resetstat", "info"}, stats
+    # a miss: GET, the lease script, then the fill script
+    redis_server.reset_stats()
+    assert requests.get(ngx.url("/c2")).headers["X-Cache-Status"] == "MISS"
+    time.sleep(0.2)
+    stats = redis_server.commandstats()
+    assert stats.get("evalsha") == 2, stats
 
 
 def test_noscript_falls_back_to_eval(start_nginx, redis_server,
@@ -385,10 +391,17 @@ def test_noscript_falls_back_to_eval(start_nginx, redis_server,
     warm(ngx, "/n", want=("HIT",))
     redis_server.client().script_flush()
     redis_server.reset_stats()
-    r = requests.get(ngx.url("/n"))
-    assert r.headers["X-Cache-Status"] == "HIT"
+    assert requests.get(ngx.url("/n2")).headers["X-Cache-Status"] == "MISS"
+    assert requests.get(ngx.url("/n2")).headers["X-Cache-Status"] == "HIT"
     stats = redis_server.commandstats()
-    assert stats.get("eval") == 1 and stats.get("evalsha") == 1, stats
+    # the lease script and the fill script: each EVALSHA got NOSCRIPT and
+    # was sent again as EVAL, which loads it for the next time
+    assert stats.get("eval") == 2, stats
+    assert stats.get("evalsha") == 2, stats
+    requests.get(ngx.url("/n3"))
+    time.sleep(0.2)
+    stats = redis_server.commandstats()
+    assert stats.get("eval") == 2 and stats.get("evalsha") == 4, stats
 
 
 def test_large_entry(start_nginx, redis_server, store_origin):
