@@ -456,10 +456,15 @@ ngx_http_ig_redis_init_process(ngx_cycle_t *cycle)
             rc->reconnect.log = cycle->log;
             rc->reconnect.cancelable = 1;
 
+            /*
+             * Not cancelable: a request waiting on a reply has no timer
+             * of its own, and a graceful quit must not exit under it.
+             * Armed only while commands are pending, it holds a quit up
+             * for at most the command timeout.
+             */
             rc->timer.handler = ngx_http_ig_redis_timer_handler;
             rc->timer.data = rc;
             rc->timer.log = cycle->log;
-            rc->timer.cancelable = 1;
 
             ngx_http_ig_redis_connect(rc);
         }

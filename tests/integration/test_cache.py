@@ -517,3 +517,27 @@ def test_cache_config_ok(nginx_t):
                "lock_timeout=500ms; infergate_cache_purge key=$uri "
                "tag=a:$arg_a; }")
     assert rc == 0, out
+
+
+def test_stampede_across_two_instances(start_nginx, redis_server,
+                                       store_origin):
+    store_origin.slow("/cold2", 0.5)
+    http, server = conf(redis_server, store_origin,
+                        cache="ttl=60s lock_timeout=5s")
+    a = start_nginx(http=http, server=server, workers=2)
+    b = start_nginx(http=http, server=server, workers=2)
+    for ngx in (a, b):
+        warm(ngx)
+        warm(ngx, "/warm2")
+    barrier = threading.Barrier(40)
+
+    def one(i):
+        s = requests.Session()
+        barrier.wait()
+        return s.get((a if i % 2 else b).url("/cold2"), timeout=20)
+
+    with concurrent.futures.ThreadPoolExecutor(40) as ex:
+        rs = list(ex.map(one, range(40)))
+    assert all(r.status_code == 200 for r in rs)
+    assert [r.headers["X-Cache-Status"] for r in rs].count("MISS") == 1
+    assert store_origin.count("GET", "/cold2") == 1
