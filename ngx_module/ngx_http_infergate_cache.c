@@ -345,10 +345,11 @@ ngx_http_ig_cache_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
             for ( ;; ) {
                 n = ngx_atoi(s.data, s.len);
-                if (n < 200 || n > 399) {
+                /* only the status, type and body are stored: no 3xx */
+                if (n < 200 || n > 299) {
                     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                        "infergate_cache: status \"%V\" "
-                                       "cannot be cached (200 to 399)", &s);
+                                       "cannot be cached (200 to 299)", &s);
                     return NGX_CONF_ERROR;
                 }
 
@@ -910,7 +911,7 @@ ngx_http_ig_cache_hit(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
     ctlen = ngx_atoi(p, last - p);
     p = last + 1;
 
-    if (status < 200 || status > 399 || stored == NGX_ERROR
+    if (status < 200 || status > 299 || stored == NGX_ERROR
         || ctlen == NGX_ERROR
         || ctlen > cc->value.data + cc->value.len - p)
     {

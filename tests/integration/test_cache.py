@@ -493,6 +493,8 @@ import pytest  # noqa: E402
      'method "PUT" cannot be cached'),
     ("infergate_cache redis=r ttl=1s statuses=200 500;",
      'status "500" cannot be cached'),
+    ("infergate_cache redis=r ttl=1s statuses=301;",
+     'status "301" cannot be cached (200 to 299)'),
     ("infergate_cache redis=r ttl=1s max_size=huge;", "invalid parameter"),
     ("infergate_cache redis=r ttl=1s lock_timeout=x;", "invalid parameter"),
     ("infergate_cache redis=r ttl=1s bogus=1;", "invalid parameter"),
@@ -512,7 +514,7 @@ def test_cache_config_ok(nginx_t):
     rc, out = nginx_t(
         http="infergate_redis r 127.0.0.1:6379;",
         server="location / { infergate_cache redis=r ttl=5m "
-               "methods=GET HEAD POST statuses=200 301 tag=a:$arg_a "
+               "methods=GET HEAD POST statuses=200 203 tag=a:$arg_a "
                "tag=b key=$uri max_size=64k ttl_jitter=0% "
                "lock_timeout=500ms; infergate_cache_purge key=$uri "
                "tag=a:$arg_a; }")
@@ -541,3 +543,16 @@ def test_stampede_across_two_instances(start_nginx, redis_server,
     assert all(r.status_code == 200 for r in rs)
     assert [r.headers["X-Cache-Status"] for r in rs].count("MISS") == 1
     assert store_origin.count("GET", "/cold2") == 1
+
+
+def test_stored_status_is_replayed(start_nginx, redis_server, store_origin):
+    store_origin.statuses["/created"] = 203
+    http, server = conf(redis_server, store_origin,
+                        cache="ttl=60s statuses=200 203")
+    ngx = start_nginx(http=http, server=server, workers=1)
+    warm(ngx)
+    assert requests.get(ngx.url("/created")).status_code == 203
+    r = requests.get(ngx.url("/created"))
+    assert r.headers["X-Cache-Status"] == "HIT"
+    assert r.status_code == 203
+    assert store_origin.count("GET", "/created") == 1
