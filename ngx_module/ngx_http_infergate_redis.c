@@ -658,7 +658,12 @@ ngx_http_ig_redis_connected(const redisAsyncContext *cac, int status)
 
 failed:
 
-    ngx_http_ig_redis_lost(rc, "cannot send AUTH/SELECT");
+    /*
+     * Not freed here: hiredis goes on using the context after onConnect
+     * returns.  The reconnect timer drops it from outside.
+     */
+    rc->state = NGX_HTTP_IG_REDIS_DOWN;
+    ngx_add_timer(&rc->reconnect, 1);
 }
 
 
@@ -772,9 +777,9 @@ ngx_http_ig_redis_reconnect_handler(ngx_event_t *ev)
     }
 
     if (rc->ac) {
-        /* the connect timeout */
-        if (rc->state == NGX_HTTP_IG_REDIS_CONNECTING) {
-            ngx_http_ig_redis_lost(rc, "connect timed out");
+        /* the connect timeout, or a handshake that could not be sent */
+        if (rc->state < NGX_HTTP_IG_REDIS_AUTHING) {
+            ngx_http_ig_redis_lost(rc, "connect timed out or failed");
         }
 
         return;

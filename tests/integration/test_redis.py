@@ -246,3 +246,41 @@ def _swallow(fn):
         fn()
     except requests.RequestException:
         pass
+
+
+def test_connect_timeout(start_nginx, store_origin):
+    """A server that never completes the handshake (its accept queue is
+    full, so SYNs are dropped): connect_timeout drops the attempt and the
+    cache bypasses without waiting."""
+    import socket
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(0)
+    port = ls.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        fillers.append(s)
+    time.sleep(0.2)
+
+    class Addr:
+        address = f"127.0.0.1:{port}"
+
+    http, server = cache_conf(Addr, store_origin, "connect_timeout=100ms")
+    try:
+        ngx = start_nginx(http=http, server=server, workers=1)
+        time.sleep(0.5)
+        for _ in range(3):
+            t = time.time()
+            r = requests.get(ngx.url("/ct"), timeout=5)
+            assert r.status_code == 200
+            assert r.headers["X-Cache-Status"] == "BYPASS"
+            assert time.time() - t < 0.5
+        ngx.stop()
+        assert "connect timed out" in ngx.error_log, ngx.error_log[-2000:]
+    finally:
+        for s in fillers:
+            s.close()
+        ls.close()
