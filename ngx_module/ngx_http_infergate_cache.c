@@ -1255,7 +1255,11 @@ ngx_http_ig_cache_store(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc)
     {
         ngx_http_ig_redis_warn(cc->conf->redis, r->connection->log,
                                "store not sent");
+        return;
     }
+
+    /* the response has been passed on; a next request should see it */
+    ngx_http_ig_redis_flush(cc->conf->redis);
 }
 
 
