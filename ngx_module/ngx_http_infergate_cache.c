@@ -33,6 +33,10 @@ static ngx_int_t ngx_http_ig_cache_lookup(ngx_http_request_t *r,
     ngx_http_ig_cache_ctx_t *cc);
 static ngx_int_t ngx_http_ig_cache_digest(ngx_http_request_t *r,
     ngx_http_ig_cache_ctx_t *cc, u_char *digest);
+static ngx_int_t ngx_http_ig_cache_lease(ngx_http_ig_cache_ctx_t *cc);
+static void ngx_http_ig_cache_get_done(redisReply *reply, void *data);
+static ngx_int_t ngx_http_ig_cache_keep(ngx_http_ig_cache_ctx_t *cc,
+    redisReply *e);
 static void ngx_http_ig_cache_lookup_done(redisReply *reply, void *data);
 static ngx_int_t ngx_http_ig_cache_hit(ngx_http_request_t *r,
     ngx_http_ig_cache_ctx_t *cc, ngx_http_ig_ctx_t *ctx);
@@ -44,14 +48,13 @@ static ngx_int_t ngx_http_ig_cache_sha256(ngx_http_request_t *r,
 
 
 /*
- * KEYS: entry, lease; ARGV: token, lease ms (0: no lease).
- * {1, value} hit, {2} lease taken, {3} lease busy, {0} miss.
+ * After a GET found nothing.  KEYS: entry, lease; ARGV: token, lease ms.
+ * {1, value} hit (filled meanwhile), {2} lease taken, {3} lease busy.
  */
 static ngx_http_ig_redis_script_t  ngx_http_ig_cache_lookup_lua;
 static const char  ngx_http_ig_cache_lookup_text[] =
     "local v = redis.call('GET', KEYS[1])\n"
     "if v then return {1, v} end\n"
-    "if ARGV[2] == '0' then return {0} end\n"
     "if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
     "  return {2}\n"
     "end\n"
@@ -342,10 +345,11 @@ ngx_http_ig_cache_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
             for ( ;; ) {
                 n = ngx_atoi(s.data, s.len);
-                if (n < 200 || n > 399) {
+                /* only the status, type and body are stored: no 3xx */
+                if (n < 200 || n > 299) {
                     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                        "infergate_cache: status \"%V\" "
-                                       "cannot be cached (200 to 399)", &s);
+                                       "cannot be cached (200 to 299)", &s);
                     return NGX_CONF_ERROR;
                 }
 
@@ -663,9 +667,9 @@ ngx_http_ig_cache_body_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_ig_cache_lookup(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc)
 {
-    u_char       digest[32], lease_ms[NGX_INT_T_LEN];
-    const char  *argv[7];
-    size_t       argvlen[7];
+    u_char       digest[32];
+    const char  *argv[2];
+    size_t       argvlen[2];
 
     if (cc->token[0] == '\0') {
         if (ngx_http_ig_cache_digest(r, cc, digest) != NGX_OK) {
@@ -683,30 +687,15 @@ ngx_http_ig_cache_lookup(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc)
                     (uint32_t) ngx_pid, (uint32_t) ngx_current_msec);
     }
 
-    argv[2] = "2";
-    argvlen[2] = 1;
-    argv[3] = (char *) cc->entry;
-    argvlen[3] = NGX_HTTP_IG_CACHE_KEYLEN;
-    argv[4] = (char *) cc->lease;
-    argvlen[4] = NGX_HTTP_IG_CACHE_KEYLEN;
-    argv[5] = (char *) cc->token;
-    argvlen[5] = sizeof(cc->token);
-    argv[6] = (char *) lease_ms;
+    /* a plain GET first: a hit costs Redis no script run */
 
-    if (r->method & NGX_HTTP_HEAD) {
-        /* a HEAD response has no body to fill the entry with */
-        argvlen[6] = 1;
-        lease_ms[0] = '0';
+    argv[0] = "GET";
+    argvlen[0] = 3;
+    argv[1] = (char *) cc->entry;
+    argvlen[1] = NGX_HTTP_IG_CACHE_KEYLEN;
 
-    } else {
-        argvlen[6] = ngx_sprintf(lease_ms, "%M", cc->conf->lock_timeout)
-                     - lease_ms;
-    }
-
-    cc->cmd = ngx_http_ig_redis_eval(cc->conf->redis,
-                                     &ngx_http_ig_cache_lookup_lua, 7, argv,
-                                     argvlen, ngx_http_ig_cache_lookup_done,
-                                     cc);
+    cc->cmd = ngx_http_ig_redis_command(cc->conf->redis, 2, argv, argvlen,
+                                        ngx_http_ig_cache_get_done, cc);
     if (cc->cmd == NULL) {
         cc->status = NGX_HTTP_IG_CST_BYPASS;
         cc->state = NGX_HTTP_IG_CACHE_DONE;
@@ -716,6 +705,102 @@ ngx_http_ig_cache_lookup(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc)
     cc->state = NGX_HTTP_IG_CACHE_LOOKUP;
 
     return NGX_AGAIN;
+}
+
+
+/* a miss: the script looks again and takes the lease atomically */
+
+static ngx_int_t
+ngx_http_ig_cache_lease(ngx_http_ig_cache_ctx_t *cc)
+{
+    u_char       lease_ms[NGX_INT_T_LEN];
+    const char  *argv[7];
+    size_t       argvlen[7];
+
+    argv[2] = "2";
+    argvlen[2] = 1;
+    argv[3] = (char *) cc->entry;
+    argvlen[3] = NGX_HTTP_IG_CACHE_KEYLEN;
+    argv[4] = (char *) cc->lease;
+    argvlen[4] = NGX_HTTP_IG_CACHE_KEYLEN;
+    argv[5] = (char *) cc->token;
+    argvlen[5] = sizeof(cc->token);
+    argv[6] = (char *) lease_ms;
+    argvlen[6] = ngx_sprintf(lease_ms, "%M", cc->conf->lock_timeout)
+                 - lease_ms;
+
+    cc->cmd = ngx_http_ig_redis_eval(cc->conf->redis,
+                                     &ngx_http_ig_cache_lookup_lua, 7, argv,
+                                     argvlen, ngx_http_ig_cache_lookup_done,
+                                     cc);
+
+    return cc->cmd ? NGX_OK : NGX_ERROR;
+}
+
+
+static void
+ngx_http_ig_cache_get_done(redisReply *reply, void *data)
+{
+    ngx_http_ig_cache_ctx_t  *cc = data;
+
+    cc->cmd = NULL;
+    cc->state = NGX_HTTP_IG_CACHE_REPLIED;
+    cc->result = NGX_HTTP_IG_LOOKUP_ERROR;
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_ig_redis_warn(cc->conf->redis, cc->request->connection->log,
+                               reply ? reply->str
+                                     : "lookup failed, cache bypassed");
+        goto wake;
+    }
+
+    if (reply->type == REDIS_REPLY_STRING) {
+        if (ngx_http_ig_cache_keep(cc, reply) == NGX_OK) {
+            cc->result = NGX_HTTP_IG_LOOKUP_HIT;
+        }
+
+        goto wake;
+    }
+
+    if (reply->type != REDIS_REPLY_NIL) {
+        goto wake;
+    }
+
+    if (cc->request->method & NGX_HTTP_HEAD) {
+        /* a HEAD response has no body to fill the entry with */
+        cc->result = NGX_HTTP_IG_LOOKUP_MISS;
+        goto wake;
+    }
+
+    cc->state = NGX_HTTP_IG_CACHE_LOOKUP;
+
+    if (ngx_http_ig_cache_lease(cc) == NGX_OK) {
+        return;
+    }
+
+    cc->state = NGX_HTTP_IG_CACHE_REPLIED;
+
+wake:
+
+    /* out of hiredis's stack: the request runs from the posted queue */
+    ngx_post_event(&cc->wake, &ngx_posted_events);
+}
+
+
+/* the reply is freed when the handler returns: copy the value */
+
+static ngx_int_t
+ngx_http_ig_cache_keep(ngx_http_ig_cache_ctx_t *cc, redisReply *e)
+{
+    cc->value.data = ngx_pnalloc(cc->request->pool, e->len);
+    if (cc->value.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(cc->value.data, e->str, e->len);
+    cc->value.len = e->len;
+
+    return NGX_OK;
 }
 
 
@@ -755,17 +840,11 @@ ngx_http_ig_cache_lookup_done(redisReply *reply, void *data)
             goto wake;
         }
 
-        /* the reply is freed when this returns */
-
         e = reply->element[1];
-        cc->value.data = ngx_pnalloc(cc->request->pool, e->len);
-        if (cc->value.data == NULL) {
-            cc->result = NGX_HTTP_IG_LOOKUP_ERROR;
-            goto wake;
-        }
 
-        ngx_memcpy(cc->value.data, e->str, e->len);
-        cc->value.len = e->len;
+        if (ngx_http_ig_cache_keep(cc, e) != NGX_OK) {
+            cc->result = NGX_HTTP_IG_LOOKUP_ERROR;
+        }
     }
 
 wake:
@@ -832,7 +911,7 @@ ngx_http_ig_cache_hit(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
     ctlen = ngx_atoi(p, last - p);
     p = last + 1;
 
-    if (status < 200 || status > 399 || stored == NGX_ERROR
+    if (status < 200 || status > 299 || stored == NGX_ERROR
         || ctlen == NGX_ERROR
         || ctlen > cc->value.data + cc->value.len - p)
     {
@@ -1176,7 +1255,11 @@ ngx_http_ig_cache_store(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc)
     {
         ngx_http_ig_redis_warn(cc->conf->redis, r->connection->log,
                                "store not sent");
+        return;
     }
+
+    /* the response has been passed on; a next request should see it */
+    ngx_http_ig_redis_flush(cc->conf->redis);
 }
 
 
@@ -1321,6 +1404,9 @@ ngx_http_ig_cache_purge(ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
                                "purge not sent, entries stay until expiry");
         return;
     }
+
+    /* before the write's response reaches the client and its next read */
+    ngx_http_ig_redis_flush(redis);
 
     if (cc) {
         cc->purge_done = 1;

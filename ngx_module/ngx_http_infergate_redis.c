@@ -456,10 +456,15 @@ ngx_http_ig_redis_init_process(ngx_cycle_t *cycle)
             rc->reconnect.log = cycle->log;
             rc->reconnect.cancelable = 1;
 
+            /*
+             * Not cancelable: a request waiting on a reply has no timer
+             * of its own, and a graceful quit must not exit under it.
+             * Armed only while commands are pending, it holds a quit up
+             * for at most the command timeout.
+             */
             rc->timer.handler = ngx_http_ig_redis_timer_handler;
             rc->timer.data = rc;
             rc->timer.log = cycle->log;
-            rc->timer.cancelable = 1;
 
             ngx_http_ig_redis_connect(rc);
         }
@@ -653,7 +658,12 @@ ngx_http_ig_redis_connected(const redisAsyncContext *cac, int status)
 
 failed:
 
-    ngx_http_ig_redis_lost(rc, "cannot send AUTH/SELECT");
+    /*
+     * Not freed here: hiredis goes on using the context after onConnect
+     * returns.  The reconnect timer drops it from outside.
+     */
+    rc->state = NGX_HTTP_IG_REDIS_DOWN;
+    ngx_add_timer(&rc->reconnect, 1);
 }
 
 
@@ -767,9 +777,9 @@ ngx_http_ig_redis_reconnect_handler(ngx_event_t *ev)
     }
 
     if (rc->ac) {
-        /* the connect timeout */
-        if (rc->state == NGX_HTTP_IG_REDIS_CONNECTING) {
-            ngx_http_ig_redis_lost(rc, "connect timed out");
+        /* the connect timeout, or a handshake that could not be sent */
+        if (rc->state < NGX_HTTP_IG_REDIS_AUTHING) {
+            ngx_http_ig_redis_lost(rc, "connect timed out or failed");
         }
 
         return;
@@ -935,6 +945,25 @@ ngx_http_ig_redis_eval(ngx_http_ig_redis_t *srv,
     }
 
     return cmd;
+}
+
+
+void
+ngx_http_ig_redis_flush(ngx_http_ig_redis_t *srv)
+{
+    ngx_uint_t                 i;
+    ngx_http_ig_redis_conn_t  *rc;
+
+    for (i = 0; srv->conns && i < srv->nconns; i++) {
+        rc = &srv->conns[i];
+
+        /* an error here fails the pending commands: handlers only post */
+        if (rc->ac && rc->c && rc->c->write->active
+            && rc->state >= NGX_HTTP_IG_REDIS_AUTHING)
+        {
+            redisAsyncHandleWrite(rc->ac);
+        }
+    }
 }
 
 

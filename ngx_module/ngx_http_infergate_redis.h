@@ -97,6 +97,9 @@ ngx_http_ig_redis_cmd_t *ngx_http_ig_redis_eval(ngx_http_ig_redis_t *srv,
     ngx_http_ig_redis_script_t *script, int argc, const char **argv,
     size_t *argvlen, ngx_http_ig_redis_handler_pt handler, void *data);
 
+/* writes buffered commands now rather than on the next loop iteration */
+void ngx_http_ig_redis_flush(ngx_http_ig_redis_t *srv);
+
 /* the handler will not be called; the reply, if any, is dropped */
 void ngx_http_ig_redis_cancel(ngx_http_ig_redis_cmd_t *cmd);
 

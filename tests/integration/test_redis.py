@@ -3,6 +3,8 @@ AUTH with an ACL user over a unix socket, SELECT, reconnect with backoff,
 per-command timeouts, clean worker exit, configuration errors."""
 
 import os
+import signal
+import threading
 import time
 
 import pytest
@@ -190,3 +192,95 @@ def test_undefined_server(nginx_t):
                              "ttl=1s; }")
     assert rc != 0
     assert 'redis server "nope"' in out and "not defined" in out, out
+
+
+def test_graceful_quit_with_a_command_in_flight(start_nginx, redis_server,
+                                                store_origin):
+    """A request waiting on a paused Redis during a graceful quit gets its
+    timeout, is served (BYPASS), and the worker then exits cleanly."""
+    http, server = cache_conf(redis_server, store_origin, "timeout=400ms")
+    ngx = start_nginx(http=http, server=server, workers=1)
+    wait_status(ngx, "/g", ("HIT",))
+    out = {}
+    redis_server.pause()
+    try:
+        t = threading.Thread(target=lambda: out.update(
+            r=requests.get(ngx.url("/g-inflight"), timeout=10)))
+        t.start()
+        time.sleep(0.1)
+        ngx.stop()
+        t.join()
+    finally:
+        redis_server.resume()
+    assert out["r"].status_code == 200
+    assert out["r"].headers["X-Cache-Status"] == "BYPASS"
+    assert "open socket" not in ngx.error_log
+
+
+def test_fast_shutdown_with_a_command_in_flight(start_nginx, redis_server,
+                                                store_origin):
+    """SIGTERM while a request waits on Redis: the pending callback must
+    not reach the request (sanitizer builds report any use after free)."""
+    http, server = cache_conf(redis_server, store_origin, "timeout=5s")
+    ngx = start_nginx(http=http, server=server, workers=1)
+    wait_status(ngx, "/f", ("HIT",))
+    redis_server.pause()
+    try:
+        t = threading.Thread(target=lambda: _swallow(
+            lambda: requests.get(ngx.url("/f-inflight"), timeout=10)))
+        t.start()
+        time.sleep(0.2)
+        os.kill(ngx.master, signal.SIGTERM)
+        deadline = time.time() + 10
+        while ngx.alive() and time.time() < deadline:
+            time.sleep(0.05)
+        t.join()
+    finally:
+        redis_server.resume()
+    assert not ngx.alive()
+    assert "exited on signal" not in ngx.error_log
+
+
+def _swallow(fn):
+    try:
+        fn()
+    except requests.RequestException:
+        pass
+
+
+def test_connect_timeout(start_nginx, store_origin):
+    """A server that never completes the handshake (its accept queue is
+    full, so SYNs are dropped): connect_timeout drops the attempt and the
+    cache bypasses without waiting."""
+    import socket
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(0)
+    port = ls.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        fillers.append(s)
+    time.sleep(0.2)
+
+    class Addr:
+        address = f"127.0.0.1:{port}"
+
+    http, server = cache_conf(Addr, store_origin, "connect_timeout=100ms")
+    try:
+        ngx = start_nginx(http=http, server=server, workers=1)
+        time.sleep(0.5)
+        for _ in range(3):
+            t = time.time()
+            r = requests.get(ngx.url("/ct"), timeout=5)
+            assert r.status_code == 200
+            assert r.headers["X-Cache-Status"] == "BYPASS"
+            assert time.time() - t < 0.5
+        ngx.stop()
+        assert "connect timed out" in ngx.error_log, ngx.error_log[-2000:]
+    finally:
+        for s in fillers:
+            s.close()
+        ls.close()
