@@ -148,6 +148,20 @@ $(BUILD)/infergate-predict: tools/infergate_predict.c $(BACKEND_AR) \
 	$(CC) $(BACKEND_CFLAGS) -o $@ tools/infergate_predict.c $(BACKEND_LINK) \
 	    $(BACKEND_LIBS) $(LIBS)
 
+# XGBoost predictor vs libxgboost (libxgboost-dev) on a 500-tree depth-8
+# model made once by a fixed-seed script: `make bench-xgb`
+$(BUILD)/bench-xgb: tools/bench_xgb.c $(BACKEND_AR) $(BACKEND_H)
+	$(CC) $(BACKEND_CFLAGS) -o $@ tools/bench_xgb.c $(BACKEND_LINK) \
+	    $(BACKEND_LIBS) $(LIBS) -lxgboost
+
+$(BUILD)/bench-xgb-model.json: tools/bench_xgb_model.py
+	@mkdir -p $(BUILD)
+	$(PY) tools/bench_xgb_model.py $@
+
+.PHONY: bench-xgb
+bench-xgb: $(BUILD)/bench-xgb $(BUILD)/bench-xgb-model.json
+	$(BUILD)/bench-xgb --threads $(JOBS) $(BUILD)/bench-xgb-model.json
+
 $(BUILD)/unit/%: tests/unit/%.c $(LIB_SRCS) $(LIB_HDRS) $(BUILD)/.flags
 	@mkdir -p $(BUILD)/unit
 	$(CC) $(CFLAGS) -o $@ $< $(LIB_SRCS) -lcmocka $(LIBS)
