@@ -8,8 +8,9 @@
  * per-tree step that both call, so the split rule lives in one place.
  *
  * The loader renumbers each tree breadth-first (a child's index is
- * always larger than its parent's) and turns every leaf into a node
- * whose children are itself.  A row therefore reaches its leaf after
+ * always larger than its parent's), stores child indices into the
+ * model's one node array, and turns every leaf into a node whose
+ * children are itself.  A row therefore reaches its leaf after
  * exactly `depth` steps with no "is it a leaf" branch, which lets the
  * CPU walk several rows (or trees) in lockstep and lets GPU threads of
  * one warp run the same instruction stream.
@@ -44,7 +45,7 @@
 typedef struct {
     uint32_t  fidx;        /* feature, + nfeatures if NaN goes right    */
     float     value;       /* split threshold, or the leaf value        */
-    uint32_t  child[2];    /* left, right: indices within the same tree */
+    uint32_t  child[2];    /* left, right: indices in the model's array */
 } ig_tree_node_t;
 
 
@@ -87,27 +88,28 @@ ig_tree_expand_row(const float *row, uint32_t nf, float *xrow)
  * of many rows would mispredict half their steps.
  */
 IG_HD uint32_t
-ig_tree_step(const ig_tree_node_t *tree, uint32_t n, const float *xrow)
+ig_tree_step(const ig_tree_node_t *nodes, uint32_t n, const float *xrow)
 {
-    const ig_tree_node_t  *nd = &tree[n];
+    const ig_tree_node_t  *nd = &nodes[n];
 
     return nd->child[xrow[nd->fidx] >= nd->value];
 }
 
 
-/* The leaf value one tree gives one row. */
+/* The leaf value one tree (root node and depth) gives one row. */
 IG_HD float
-ig_tree_eval(const ig_tree_node_t *tree, uint32_t depth, const float *xrow)
+ig_tree_eval(const ig_tree_node_t *nodes, uint32_t root, uint32_t depth,
+    const float *xrow)
 {
     uint32_t  d, n;
 
-    n = 0;
+    n = root;
 
     for (d = 0; d < depth; d++) {
-        n = ig_tree_step(tree, n, xrow);
+        n = ig_tree_step(nodes, n, xrow);
     }
 
-    return tree[n].value;
+    return nodes[n].value;
 }
 
 

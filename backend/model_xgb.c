@@ -34,7 +34,9 @@
 #define IG_XGB_MAX_GROUPS    65536u
 #define IG_XGB_MAX_NODES     (1u << 27)  /* 2 GiB of nodes             */
 #define IG_XGB_BLOCK         64          /* rows per block and thread  */
-#define IG_XGB_LANES         8           /* rows or trees in lockstep  */
+#define IG_XGB_LANES         16          /* rows in lockstep           */
+#define IG_XGB_TREE_LANES    16          /* trees in lockstep (1 row)  */
+#define IG_XGB_MAX_LANES     16
 
 
 typedef struct {
@@ -328,8 +330,8 @@ ig_xgb_load_tree(ig_xgb_t *x, yajl_val t, uint32_t ti, uint32_t *scratch,
             }
 
             nd->fidx = 0;
-            nd->child[0] = newid[o];
-            nd->child[1] = newid[o];
+            nd->child[0] = base + newid[o];
+            nd->child[1] = base + newid[o];
             continue;
         }
 
@@ -392,8 +394,8 @@ ig_xgb_load_tree(ig_xgb_t *x, yajl_val t, uint32_t ti, uint32_t *scratch,
         dep[r] = dep[o] + 1;
         order[tail++] = (uint32_t) r;
 
-        nd->child[0] = newid[l];
-        nd->child[1] = newid[r];
+        nd->child[0] = base + newid[l];
+        nd->child[1] = base + newid[r];
 
         if (dep[o] + 1 > depth) {
             depth = dep[o] + 1;
@@ -859,9 +861,9 @@ ig_xgb_block(const ig_xgb_t *x, const float *in, size_t n, float *mg,
     float *xin)
 {
     size_t                 r, j, nf, ng;
-    uint32_t               t, d, depth, k, nt, idx[IG_XGB_LANES];
+    uint32_t               t, d, depth, k, nt, root, idx[IG_XGB_MAX_LANES];
     const float           *row, *rp[IG_XGB_LANES];
-    const ig_tree_node_t  *tree, *tr[IG_XGB_LANES];
+    const ig_tree_node_t  *nodes = x->nodes;
 
     nf = x->nfeatures;
     ng = x->ngroups;
@@ -879,29 +881,26 @@ ig_xgb_block(const ig_xgb_t *x, const float *in, size_t n, float *mg,
 
     /* full lanes of rows, tree by tree */
     for (t = 0; t < x->ntrees && n >= IG_XGB_LANES; t++) {
-        tree = x->nodes + x->trees[t].offset;
+        root = x->trees[t].offset;
         depth = x->trees[t].depth;
         k = x->trees[t].group;
 
         for (r = 0; r + IG_XGB_LANES <= n; r += IG_XGB_LANES) {
             for (j = 0; j < IG_XGB_LANES; j++) {
-                idx[j] = 0;
-            }
-
-            for (j = 0; j < IG_XGB_LANES; j++) {
+                idx[j] = root;
                 rp[j] = in + (r + j) * nf;
             }
 
             /* unrolled so the lanes live in registers */
             for (d = 0; d < depth; d++) {
-#pragma GCC unroll 8
+#pragma GCC unroll 16
                 for (j = 0; j < IG_XGB_LANES; j++) {
-                    idx[j] = ig_tree_step(tree, idx[j], rp[j]);
+                    idx[j] = ig_tree_step(nodes, idx[j], rp[j]);
                 }
             }
 
             for (j = 0; j < IG_XGB_LANES; j++) {
-                mg[(r + j) * ng + k] += tree[idx[j]].value;
+                mg[(r + j) * ng + k] += nodes[idx[j]].value;
             }
         }
     }
@@ -912,34 +911,34 @@ ig_xgb_block(const ig_xgb_t *x, const float *in, size_t n, float *mg,
 
         for (t = 0; t < x->ntrees; t += nt) {
             nt = x->ntrees - t;
-            nt = (nt < IG_XGB_LANES) ? nt : IG_XGB_LANES;
+            nt = (nt < IG_XGB_TREE_LANES) ? nt : IG_XGB_TREE_LANES;
 
-            if (nt < IG_XGB_LANES) {
+            if (nt < IG_XGB_TREE_LANES) {
                 for (j = 0; j < nt; j++) {
-                    tree = x->nodes + x->trees[t + j].offset;
                     mg[r * ng + x->trees[t + j].group] +=
-                        ig_tree_eval(tree, x->trees[t + j].depth, row);
+                        ig_tree_eval(nodes, x->trees[t + j].offset,
+                                     x->trees[t + j].depth, row);
                 }
                 continue;
             }
 
             depth = 0;
-            for (j = 0; j < IG_XGB_LANES; j++) {
-                tr[j] = x->nodes + x->trees[t + j].offset;
-                idx[j] = 0;
+            for (j = 0; j < IG_XGB_TREE_LANES; j++) {
+                idx[j] = x->trees[t + j].offset;
                 depth = (x->trees[t + j].depth > depth)
                         ? x->trees[t + j].depth : depth;
             }
 
             for (d = 0; d < depth; d++) {
-#pragma GCC unroll 8
-                for (j = 0; j < IG_XGB_LANES; j++) {
-                    idx[j] = ig_tree_step(tr[j], idx[j], row);
+#pragma GCC unroll 16
+                for (j = 0; j < IG_XGB_TREE_LANES; j++) {
+                    idx[j] = ig_tree_step(nodes, idx[j], row);
                 }
             }
 
-            for (j = 0; j < IG_XGB_LANES; j++) {
-                mg[r * ng + x->trees[t + j].group] += tr[j][idx[j]].value;
+            /* added in tree order: the same float sums as XGBoost */
+            for (j = 0; j < IG_XGB_TREE_LANES; j++) {
+                mg[r * ng + x->trees[t + j].group] += nodes[idx[j]].value;
             }
         }
     }
