@@ -170,7 +170,7 @@ $(BUILD)/infergate-predict: tools/infergate_predict.c $(BACKEND_AR) \
 
 $(BUILD)/infergate-backend: $(BACKEND_MAIN) $(BACKEND_AR) $(BACKEND_H) \
                             $(LIB_HDRS)
-	$(CC) $(BACKEND_CFLAGS) -o $@ $(BACKEND_MAIN) $(BACKEND_AR) \
+	$(CC) $(BACKEND_CFLAGS) -o $@ $(BACKEND_MAIN) $(BACKEND_LINK) \
 	    $(BACKEND_LIBS) $(LIBS)
 
 $(BUILD)/infergate-ringbench: tools/infergate_ringbench.c $(LIB_HDRS) \
@@ -184,6 +184,20 @@ $(BUILD)/fuzz/fuzz_ring: tests/fuzz/fuzz_ring.c backend/ring_queue.c \
 	clang -g -O1 -fsanitize=fuzzer,address,undefined \
 	    -fno-sanitize-recover=undefined -DIG_NO_CUDA -Ilib -Ibackend \
 	    -o $@ $< backend/ring_queue.c
+
+# XGBoost predictor vs libxgboost (libxgboost-dev) on a 500-tree depth-8
+# model made once by a fixed-seed script: `make bench-xgb`
+$(BUILD)/bench-xgb: tools/bench_xgb.c $(BACKEND_AR) $(BACKEND_H)
+	$(CC) $(BACKEND_CFLAGS) -o $@ tools/bench_xgb.c $(BACKEND_LINK) \
+	    $(BACKEND_LIBS) $(LIBS) -lxgboost
+
+$(BUILD)/bench-xgb-model.json: tools/bench_xgb_model.py
+	@mkdir -p $(BUILD)
+	$(PY) tools/bench_xgb_model.py $@
+
+.PHONY: bench-xgb
+bench-xgb: $(BUILD)/bench-xgb $(BUILD)/bench-xgb-model.json
+	$(BUILD)/bench-xgb --threads $(JOBS) $(BUILD)/bench-xgb-model.json
 
 $(BUILD)/unit/%: tests/unit/%.c $(LIB_SRCS) $(LIB_HDRS) $(BUILD)/.flags
 	@mkdir -p $(BUILD)/unit

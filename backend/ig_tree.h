@@ -8,8 +8,9 @@
  * per-tree step that both call, so the split rule lives in one place.
  *
  * The loader renumbers each tree breadth-first (a child's index is
- * always larger than its parent's) and turns every leaf into a node
- * whose children are itself.  A row therefore reaches its leaf after
+ * always larger than its parent's), stores child indices into the
+ * model's one node array, and turns every leaf into a node whose
+ * children are itself.  A row therefore reaches its leaf after
  * exactly `depth` steps with no "is it a leaf" branch, which lets the
  * CPU walk several rows (or trees) in lockstep and lets GPU threads of
  * one warp run the same instruction stream.
@@ -28,17 +29,23 @@
 #endif
 
 
-#define IG_TREE_DEFAULT_LEFT  0x80000000u     /* in fidx: NaN goes left */
-#define IG_TREE_FEATURE_MASK  0x7fffffffu
 #define IG_TREE_MAX_DEPTH     256
 
 
-/* 16 bytes; a leaf has left == right == itself and value = leaf value */
+/*
+ * Missing values without a test per step: a row is first expanded to
+ * 2 * nfeatures floats, NaN read as -inf in the first half and as +inf
+ * in the second.  A node whose NaN goes left reads the first half (NaN
+ * then fails "x >= cond"), one whose NaN goes right the second.  The
+ * loader refuses the one case this cannot express: cond == -inf with
+ * default_left (XGBoost never writes infinite split values).
+ */
+
+/* 16 bytes; a leaf's children are itself and value is the leaf value */
 typedef struct {
-    uint32_t  fidx;        /* feature | IG_TREE_DEFAULT_LEFT; leaf: 0   */
+    uint32_t  fidx;        /* feature, + nfeatures if NaN goes right    */
     float     value;       /* split threshold, or the leaf value        */
-    uint32_t  left;        /* node indices within the same tree         */
-    uint32_t  right;
+    uint32_t  child[2];    /* left, right: indices in the model's array */
 } ig_tree_node_t;
 
 
@@ -59,39 +66,50 @@ typedef enum {
 } ig_xgb_transform_e;
 
 
-/*
- * One step down a tree for one row: XGBoost's numerical split, "go left
- * iff x < cond" on float32 values, a missing value (NaN) going where
- * default_left says.  Branch-free so that lockstep walks stay cheap.
- */
-IG_HD uint32_t
-ig_tree_step(const ig_tree_node_t *tree, uint32_t n, const float *row)
+/* The 2 * nf floats the steps read for one input row (see above). */
+IG_HD void
+ig_tree_expand_row(const float *row, uint32_t nf, float *xrow)
 {
-    const ig_tree_node_t  *nd = &tree[n];
-    float                  x = row[nd->fidx & IG_TREE_FEATURE_MASK];
-    uint32_t               right;
+    uint32_t  f;
+    float     x;
 
-    /* NaN fails both comparisons: then right iff not default_left */
-    right = (uint32_t) (x >= nd->value)
-            | ((uint32_t) (x != x) & ((nd->fidx >> 31) ^ 1u));
-
-    return right ? nd->right : nd->left;
+    for (f = 0; f < nf; f++) {
+        x = row[f];
+        xrow[f] = (x != x) ? -INFINITY : x;
+        xrow[nf + f] = (x != x) ? INFINITY : x;
+    }
 }
 
 
-/* The leaf value one tree gives one row. */
+/*
+ * One step down a tree for one (expanded) row: XGBoost's numerical
+ * split, "go left iff x < cond" on float32, a missing value going where
+ * default_left says.  An indexed load, not a branch: lockstep walks
+ * of many rows would mispredict half their steps.
+ */
+IG_HD uint32_t
+ig_tree_step(const ig_tree_node_t *nodes, uint32_t n, const float *xrow)
+{
+    const ig_tree_node_t  *nd = &nodes[n];
+
+    return nd->child[xrow[nd->fidx] >= nd->value];
+}
+
+
+/* The leaf value one tree (root node and depth) gives one row. */
 IG_HD float
-ig_tree_eval(const ig_tree_node_t *tree, uint32_t depth, const float *row)
+ig_tree_eval(const ig_tree_node_t *nodes, uint32_t root, uint32_t depth,
+    const float *xrow)
 {
     uint32_t  d, n;
 
-    n = 0;
+    n = root;
 
     for (d = 0; d < depth; d++) {
-        n = ig_tree_step(tree, n, row);
+        n = ig_tree_step(nodes, n, xrow);
     }
 
-    return tree[n].value;
+    return nodes[n].value;
 }
 
 

@@ -34,7 +34,9 @@
 #define IG_XGB_MAX_GROUPS    65536u
 #define IG_XGB_MAX_NODES     (1u << 27)  /* 2 GiB of nodes             */
 #define IG_XGB_BLOCK         64          /* rows per block and thread  */
-#define IG_XGB_LANES         8           /* rows or trees in lockstep  */
+#define IG_XGB_LANES         16          /* rows in lockstep           */
+#define IG_XGB_TREE_LANES    16          /* trees in lockstep (1 row)  */
+#define IG_XGB_MAX_LANES     16
 
 
 typedef struct {
@@ -328,8 +330,8 @@ ig_xgb_load_tree(ig_xgb_t *x, yajl_val t, uint32_t ti, uint32_t *scratch,
             }
 
             nd->fidx = 0;
-            nd->left = newid[o];
-            nd->right = newid[o];
+            nd->child[0] = base + newid[o];
+            nd->child[1] = base + newid[o];
             continue;
         }
 
@@ -376,7 +378,14 @@ ig_xgb_load_tree(ig_xgb_t *x, yajl_val t, uint32_t ti, uint32_t *scratch,
             return -1;
         }
 
-        nd->fidx = (uint32_t) f | (dl ? IG_TREE_DEFAULT_LEFT : 0);
+        if (dl && nd->value == -INFINITY) {
+            snprintf(err, errlen, "tree %u node %u: split condition -inf "
+                     "with default_left is not supported", ti, o);
+            return -1;
+        }
+
+        /* NaN goes left: read the half where NaN is -inf (ig_tree.h) */
+        nd->fidx = (uint32_t) f + (dl ? 0 : x->nfeatures);
 
         newid[l] = (uint32_t) tail;
         dep[l] = dep[o] + 1;
@@ -385,8 +394,8 @@ ig_xgb_load_tree(ig_xgb_t *x, yajl_val t, uint32_t ti, uint32_t *scratch,
         dep[r] = dep[o] + 1;
         order[tail++] = (uint32_t) r;
 
-        nd->left = newid[l];
-        nd->right = newid[r];
+        nd->child[0] = base + newid[l];
+        nd->child[1] = base + newid[r];
 
         if (dep[o] + 1 > depth) {
             depth = dep[o] + 1;
@@ -840,49 +849,58 @@ failed:
 
 
 /*
- * Margins of rows [0, n) of a block: base, then every tree in file
+ * Margins of rows [0, n) of a block (expanded into xin, n * 2 * nf
+ * floats, first): base, then every tree in file
  * order, summed in float32 as XGBoost's CPU predictor does (so results
  * match it bit for bit before the transform).  Rows go through one tree
  * IG_XGB_LANES at a time in lockstep, so their independent node loads
  * overlap; fewer rows than that walk IG_XGB_LANES trees in lockstep.
  */
 static void
-ig_xgb_block(const ig_xgb_t *x, const float *in, size_t n, float *mg)
+ig_xgb_block(const ig_xgb_t *x, const float *in, size_t n, float *mg,
+    float *xin)
 {
     size_t                 r, j, nf, ng;
-    uint32_t               t, d, depth, k, nt, idx[IG_XGB_LANES];
-    const float           *row;
-    const ig_tree_node_t  *tree, *tr[IG_XGB_LANES];
+    uint32_t               t, d, depth, k, nt, root, idx[IG_XGB_MAX_LANES];
+    const float           *row, *rp[IG_XGB_LANES];
+    const ig_tree_node_t  *nodes = x->nodes;
 
     nf = x->nfeatures;
     ng = x->ngroups;
 
     for (r = 0; r < n; r++) {
+        ig_tree_expand_row(in + r * nf, (uint32_t) nf, xin + r * 2 * nf);
+
         for (j = 0; j < ng; j++) {
             mg[r * ng + j] = x->base[j];
         }
     }
 
+    in = xin;
+    nf *= 2;
+
     /* full lanes of rows, tree by tree */
     for (t = 0; t < x->ntrees && n >= IG_XGB_LANES; t++) {
-        tree = x->nodes + x->trees[t].offset;
+        root = x->trees[t].offset;
         depth = x->trees[t].depth;
         k = x->trees[t].group;
 
         for (r = 0; r + IG_XGB_LANES <= n; r += IG_XGB_LANES) {
             for (j = 0; j < IG_XGB_LANES; j++) {
-                idx[j] = 0;
+                idx[j] = root;
+                rp[j] = in + (r + j) * nf;
             }
 
+            /* unrolled so the lanes live in registers */
             for (d = 0; d < depth; d++) {
+#pragma GCC unroll 16
                 for (j = 0; j < IG_XGB_LANES; j++) {
-                    idx[j] = ig_tree_step(tree, idx[j],
-                                          in + (r + j) * nf);
+                    idx[j] = ig_tree_step(nodes, idx[j], rp[j]);
                 }
             }
 
             for (j = 0; j < IG_XGB_LANES; j++) {
-                mg[(r + j) * ng + k] += tree[idx[j]].value;
+                mg[(r + j) * ng + k] += nodes[idx[j]].value;
             }
         }
     }
@@ -893,33 +911,34 @@ ig_xgb_block(const ig_xgb_t *x, const float *in, size_t n, float *mg)
 
         for (t = 0; t < x->ntrees; t += nt) {
             nt = x->ntrees - t;
-            nt = (nt < IG_XGB_LANES) ? nt : IG_XGB_LANES;
+            nt = (nt < IG_XGB_TREE_LANES) ? nt : IG_XGB_TREE_LANES;
 
-            if (nt < IG_XGB_LANES) {
+            if (nt < IG_XGB_TREE_LANES) {
                 for (j = 0; j < nt; j++) {
-                    tree = x->nodes + x->trees[t + j].offset;
                     mg[r * ng + x->trees[t + j].group] +=
-                        ig_tree_eval(tree, x->trees[t + j].depth, row);
+                        ig_tree_eval(nodes, x->trees[t + j].offset,
+                                     x->trees[t + j].depth, row);
                 }
                 continue;
             }
 
             depth = 0;
-            for (j = 0; j < IG_XGB_LANES; j++) {
-                tr[j] = x->nodes + x->trees[t + j].offset;
-                idx[j] = 0;
+            for (j = 0; j < IG_XGB_TREE_LANES; j++) {
+                idx[j] = x->trees[t + j].offset;
                 depth = (x->trees[t + j].depth > depth)
                         ? x->trees[t + j].depth : depth;
             }
 
             for (d = 0; d < depth; d++) {
-                for (j = 0; j < IG_XGB_LANES; j++) {
-                    idx[j] = ig_tree_step(tr[j], idx[j], row);
+#pragma GCC unroll 16
+                for (j = 0; j < IG_XGB_TREE_LANES; j++) {
+                    idx[j] = ig_tree_step(nodes, idx[j], row);
                 }
             }
 
-            for (j = 0; j < IG_XGB_LANES; j++) {
-                mg[r * ng + x->trees[t + j].group] += tr[j][idx[j]].value;
+            /* added in tree order: the same float sums as XGBoost */
+            for (j = 0; j < IG_XGB_TREE_LANES; j++) {
+                mg[r * ng + x->trees[t + j].group] += nodes[idx[j]].value;
             }
         }
     }
@@ -930,8 +949,8 @@ static int
 ig_xgb_predict(ig_model_t *m, ig_exec_t *ex, const float *in, size_t rows,
     float *out, char *err, size_t errlen)
 {
-    int        threads;
-    long       b, nblocks;
+    int        threads, failed;
+    long       nblocks;
     float     *mg;
     size_t     ng;
     ig_xgb_t  *x = (ig_xgb_t *) m;
@@ -967,18 +986,48 @@ ig_xgb_predict(ig_model_t *m, ig_exec_t *ex, const float *in, size_t rows,
               ? ex->threads : 1;
     threads = (threads > nblocks) ? (int) nblocks : threads;
 
-#pragma omp parallel for num_threads(threads) schedule(static) if(threads > 1)
-    for (b = 0; b < nblocks; b++) {
+    failed = 0;
+
+#pragma omp parallel num_threads(threads) if(threads > 1)
+    {
+        long    bb;
         size_t  r0, n, r;
+        float  *xin;
 
-        r0 = (size_t) b * IG_XGB_BLOCK;
-        n = (rows - r0 < IG_XGB_BLOCK) ? rows - r0 : IG_XGB_BLOCK;
+        /* this thread's expanded rows (ig_tree.h) */
+        xin = malloc(IG_XGB_BLOCK * 2 * (size_t) x->nfeatures
+                     * sizeof(float));
 
-        ig_xgb_block(x, in + r0 * x->nfeatures, n, mg + r0 * ng);
-
-        for (r = r0; r < r0 + n; r++) {
-            ig_xgb_transform(x->transform, mg + r * ng, (uint32_t) ng);
+        if (xin == NULL) {
+#pragma omp atomic write
+            failed = 1;
         }
+
+#pragma omp for schedule(static)
+        for (bb = 0; bb < nblocks; bb++) {
+            if (xin == NULL) {
+                continue;
+            }
+
+            r0 = (size_t) bb * IG_XGB_BLOCK;
+            n = (rows - r0 < IG_XGB_BLOCK) ? rows - r0 : IG_XGB_BLOCK;
+
+            ig_xgb_block(x, in + r0 * x->nfeatures, n, mg + r0 * ng, xin);
+
+            for (r = r0; r < r0 + n; r++) {
+                ig_xgb_transform(x->transform, mg + r * ng, (uint32_t) ng);
+            }
+        }
+
+        free(xin);
+    }
+
+    if (failed) {
+        snprintf(err, errlen, "out of memory");
+        if (mg != out) {
+            free(mg);
+        }
+        return -1;
     }
 
     if (mg != out) {

@@ -1,9 +1,9 @@
 /*
  * Copyright (C) infergate authors
  *
- * XGBoost trees on a CUDA device: one thread per row walks every tree
- * in file order with the same ig_tree_step()/ig_tree_eval() the CPU
- * predictor uses, sums margins in float32 in the same order, and
+ * XGBoost trees on a CUDA device: one thread per row expands its row
+ * and walks every tree in file order with the same ig_tree_expand_row()
+ * and ig_tree_step()/ig_tree_eval() the CPU predictor uses, sums margins in float32 in the same order, and
  * applies the same output transform.  The trees are copied to the
  * device once at load; row buffers (device and pinned host staging)
  * are allocated at load for IG_CUDA_ROWS rows and only grow.
@@ -38,6 +38,7 @@ struct ig_tree_cuda_s {
 
     size_t             cap;          /* rows the buffers below hold     */
     float             *d_in;         /* cap * nfeatures                 */
+    float             *d_xin;        /* cap * 2 * nfeatures, expanded   */
     float             *d_margin;     /* cap * ngroups                   */
     float             *d_out;        /* cap * noutputs                  */
     float             *h_in;         /* pinned staging                  */
@@ -58,21 +59,23 @@ struct ig_tree_cuda_s {
 __global__ void
 ig_tree_kernel(const ig_tree_node_t *nodes, const ig_tree_info_t *trees,
     uint32_t ntrees, const float *base, uint32_t ngroups, uint32_t nfeatures,
-    int transform, const float *in, size_t rows, float *margin, float *out,
-    uint32_t noutputs)
+    int transform, const float *in, float *xin, size_t rows, float *margin,
+    float *out, uint32_t noutputs)
 {
-    size_t        r, k;
-    uint32_t      t;
-    float        *m;
-    const float  *row;
+    size_t   r, k;
+    float   *m, *xrow;
+    uint32_t t;
 
     r = (size_t) blockIdx.x * blockDim.x + threadIdx.x;
     if (r >= rows) {
         return;
     }
 
-    row = in + r * nfeatures;
+    xrow = xin + r * 2 * nfeatures;
     m = margin + r * ngroups;
+
+    /* NaN as -inf / +inf for the two default directions (ig_tree.h) */
+    ig_tree_expand_row(in + r * nfeatures, nfeatures, xrow);
 
     for (k = 0; k < ngroups; k++) {
         m[k] = base[k];
@@ -80,8 +83,8 @@ ig_tree_kernel(const ig_tree_node_t *nodes, const ig_tree_info_t *trees,
 
     /* file order, float32: the same sums as the CPU and as XGBoost */
     for (t = 0; t < ntrees; t++) {
-        m[trees[t].group] += ig_tree_eval(nodes + trees[t].offset,
-                                          trees[t].depth, row);
+        m[trees[t].group] += ig_tree_eval(nodes, trees[t].offset,
+                                          trees[t].depth, xrow);
     }
 
     ig_xgb_transform(transform, m, ngroups);
@@ -96,12 +99,14 @@ static void
 ig_tree_cuda_release_rows(ig_tree_cuda_t *c)
 {
     cudaFree(c->d_in);
+    cudaFree(c->d_xin);
     cudaFree(c->d_margin);
     cudaFree(c->d_out);
     cudaFreeHost(c->h_in);
     cudaFreeHost(c->h_out);
 
     c->d_in = NULL;
+    c->d_xin = NULL;
     c->d_margin = NULL;
     c->d_out = NULL;
     c->h_in = NULL;
@@ -123,6 +128,9 @@ ig_tree_cuda_reserve(ig_tree_cuda_t *c, size_t rows, char *err,
     IG_CUDA_TRY(cudaMalloc((void **) &c->d_in,
                            rows * c->nfeatures * sizeof(float)),
                 "cudaMalloc input");
+    IG_CUDA_TRY(cudaMalloc((void **) &c->d_xin,
+                           rows * 2 * c->nfeatures * sizeof(float)),
+                "cudaMalloc expanded input");
     IG_CUDA_TRY(cudaMalloc((void **) &c->d_margin,
                            rows * c->ngroups * sizeof(float)),
                 "cudaMalloc margins");
@@ -230,8 +238,8 @@ ig_tree_cuda_predict(ig_tree_cuda_t *c, const float *in, size_t rows,
 
     ig_tree_kernel<<<blocks, IG_CUDA_THREADS, 0, c->stream>>>(
         c->d_nodes, c->d_trees, c->ntrees, c->d_base, c->ngroups,
-        c->nfeatures, c->transform, c->d_in, rows, c->d_margin, c->d_out,
-        c->noutputs);
+        c->nfeatures, c->transform, c->d_in, c->d_xin, rows, c->d_margin,
+        c->d_out, c->noutputs);
 
     IG_CUDA_TRY(cudaGetLastError(), "tree kernel launch");
     IG_CUDA_TRY(cudaMemcpyAsync(c->h_out, c->d_out, out_bytes,
