@@ -96,8 +96,9 @@ static const ig_model_ops_t  ig_onnx_ops;
 static int
 ig_onnx_fail(ig_onnx_ctx_t *c, const char *fmt, ...)
 {
-    va_list  ap;
-    int      n;
+    int             n;
+    va_list         ap;
+    unsigned char  *p;
 
     n = snprintf(c->err, c->errlen, "onnx: ");
     if (n < 0 || (size_t) n >= c->errlen) {
@@ -107,6 +108,13 @@ ig_onnx_fail(ig_onnx_ctx_t *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(c->err + n, c->errlen - n, fmt, ap);
     va_end(ap);
+
+    /* names come from the file: keep the message printable for logs */
+    for (p = (unsigned char *) c->err; *p; p++) {
+        if (*p < 0x20 || *p >= 0x7f) {
+            *p = '?';
+        }
+    }
 
     return -1;
 }
