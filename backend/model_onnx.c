@@ -36,6 +36,8 @@
 #define IG_ONNX_MAX_CONST    (1u << 28)     /* floats in one initializer */
 #define IG_ONNX_CHUNK        4096           /* rows per pass, at most   */
 #define IG_ONNX_SLOT_MAX     (1u << 24)     /* floats per slot and pass */
+#define IG_ONNX_ARENA_MAX    (1u << 26)     /* floats of buffers a pass */
+#define IG_ONNX_EXPAND_MAX   (1u << 26)     /* floats of bias rows      */
 #define IG_ONNX_PAR_MIN      32768          /* elements worth threads   */
 
 
@@ -85,6 +87,7 @@ typedef struct {
     uint32_t           *hash;        /* value index + 1, 0 = empty */
     size_t              hash_size;
     int64_t             opset;
+    size_t              expanded;    /* floats of bias rows */
     char               *err;
     size_t              errlen;
 } ig_onnx_ctx_t;
@@ -338,11 +341,7 @@ ig_onnx_const_load(ig_onnx_ctx_t *c, ig_onnx_val_t *v)
 
     v->rank = (int) t->n_dims;
 
-    v->data = ig_onnx_own(c, count * sizeof(float));
-    if (v->data == NULL) {
-        return ig_onnx_fail(c, "out of memory");
-    }
-
+    /* sizes checked against what the file holds before allocating */
     if (t->has_raw_data && t->raw_data.len > 0) {
         if (t->raw_data.len != count * sizeof(float)) {
             return ig_onnx_fail(c, "initializer \"%s\": %zu bytes of raw "
@@ -350,17 +349,22 @@ ig_onnx_const_load(ig_onnx_ctx_t *c, ig_onnx_val_t *v)
                                 t->raw_data.len, count);
         }
 
+    } else if (t->n_float_data != count) {
+        return ig_onnx_fail(c, "initializer \"%s\": %zu values for %zu "
+                            "elements", v->name, t->n_float_data, count);
+    }
+
+    v->data = ig_onnx_own(c, count * sizeof(float));
+    if (v->data == NULL) {
+        return ig_onnx_fail(c, "out of memory");
+    }
+
+    if (t->has_raw_data && t->raw_data.len > 0) {
         /* little-endian in the file as on every host this builds for */
         memcpy(v->data, t->raw_data.data, t->raw_data.len);
 
-    } else if (t->n_float_data == count) {
-        if (count) {
-            memcpy(v->data, t->float_data, count * sizeof(float));
-        }
-
-    } else {
-        return ig_onnx_fail(c, "initializer \"%s\": %zu values for %zu "
-                            "elements", v->name, t->n_float_data, count);
+    } else if (count) {
+        memcpy(v->data, t->float_data, count * sizeof(float));
     }
 
     v->count = count;
@@ -571,6 +575,14 @@ ig_onnx_bias_row(ig_onnx_ctx_t *c, const ig_onnx_val_t *a,
 
     if (k->count == 0) {
         ig_onnx_fail(c, "%s: constant \"%s\" is empty", what, k->name);
+        return NULL;
+    }
+
+    /* expansions are not bounded by the file size: cap their total */
+    c->expanded += a->row;
+    if (c->expanded > IG_ONNX_EXPAND_MAX) {
+        ig_onnx_fail(c, "bias rows need more than %u floats",
+                     IG_ONNX_EXPAND_MAX);
         return NULL;
     }
 
@@ -1777,24 +1789,34 @@ ig_onnx_load(const uint8_t *data, size_t len, ig_exec_t *ex, char *err,
 
     if (rc == 0) {
         /* a pass keeps every buffer under IG_ONNX_SLOT_MAX floats, so
-         * BLAS sizes fit an int */
-        size_t  i, maxrow = 1;
+         * BLAS sizes fit an int, and all of them under ARENA_MAX */
+        size_t  i, maxrow = 1, sum = 1;
 
         for (i = 0; i < m->plan.nslots; i++) {
             if (m->plan.slot_row[i] > maxrow) {
                 maxrow = m->plan.slot_row[i];
             }
+
+            sum += m->plan.slot_row[i];     /* each <= IG_ONNX_MAX_ROW */
         }
 
         m->chunk = IG_ONNX_SLOT_MAX / maxrow;
+        if (IG_ONNX_ARENA_MAX / sum < m->chunk) {
+            m->chunk = IG_ONNX_ARENA_MAX / sum;
+        }
+
         if (m->chunk > IG_ONNX_CHUNK) {
             m->chunk = IG_ONNX_CHUNK;
         }
 
         if (m->chunk == 0) {
-            m->chunk = 1;
+            snprintf(err, errlen, "onnx: the graph needs more than %u "
+                     "floats of buffers per row", IG_ONNX_ARENA_MAX);
+            rc = -1;
         }
+    }
 
+    if (rc == 0) {
         m->ptr = calloc(m->plan.nslots, sizeof(float *));
         m->slot_off = calloc(m->plan.nslots, sizeof(size_t));
         if (m->ptr == NULL || m->slot_off == NULL
