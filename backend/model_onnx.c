@@ -38,7 +38,7 @@
 #define IG_ONNX_SLOT_MAX     (1u << 24)     /* floats per slot and pass */
 #define IG_ONNX_ARENA_MAX    (1u << 26)     /* floats of buffers a pass */
 #define IG_ONNX_EXPAND_MAX   (1u << 26)     /* floats of bias rows      */
-#define IG_ONNX_PAR_MIN      32768          /* elements worth threads   */
+#define IG_ONNX_PAR_MIN      (1u << 20)     /* softmax worth threads    */
 
 
 typedef enum {
@@ -1632,31 +1632,26 @@ ig_onnx_ew(float *y, const float *x, const float *x2, const float *bias,
 }
 
 
+/*
+ * Elementwise work after a GEMM is memory-bound and small next to it:
+ * it stays on the calling thread.  An OpenMP team here would spin on the
+ * cores OpenBLAS's own threads need next (measured: 2 threads at batch
+ * 256 fell from 450k to 21k rows/s on a busy 2-core machine).
+ */
 static void
 ig_onnx_epilogue(float *y, const float *x, const float *x2,
-    const float *bias, size_t rows, size_t row, int act, float alpha, int nt)
+    const float *bias, size_t rows, size_t row, int act, float alpha)
 {
-    ptrdiff_t  i;
+    size_t  i;
 
-    if (rows * row < IG_ONNX_PAR_MIN || nt == 1) {
-        if (bias == NULL) {
-            /* one span: the whole pass */
-            ig_onnx_ew(y, x, x2, NULL, rows * row, act, alpha);
-            return;
-        }
-
-        for (i = 0; i < (ptrdiff_t) rows; i++) {
-            ig_onnx_ew(y + i * row, x + i * row, NULL, bias, row, act,
-                       alpha);
-        }
-
+    if (bias == NULL) {
+        /* one span: the whole pass */
+        ig_onnx_ew(y, x, x2, NULL, rows * row, act, alpha);
         return;
     }
 
-    #pragma omp parallel for num_threads(nt) schedule(static)
-    for (i = 0; i < (ptrdiff_t) rows; i++) {
-        ig_onnx_ew(y + i * row, x + i * row, x2 ? x2 + i * row : NULL,
-                   bias, row, act, alpha);
+    for (i = 0; i < rows; i++) {
+        ig_onnx_ew(y + i * row, x + i * row, NULL, bias, row, act, alpha);
     }
 }
 
@@ -1708,24 +1703,24 @@ ig_onnx_run(ig_onnx_model_t *m, int nt, const float *in, size_t rows,
 
             if (s->bias || s->act != IG_ACT_NONE) {
                 ig_onnx_epilogue(p[s->out], p[s->out], NULL, s->bias, rows,
-                                 s->row_out, s->act, s->act_alpha, nt);
+                                 s->row_out, s->act, s->act_alpha);
             }
 
             break;
 
         case IG_MLP_ADD_ROW:
             ig_onnx_epilogue(p[s->out], p[s->in], NULL, s->bias, rows,
-                             s->row_out, s->act, s->act_alpha, nt);
+                             s->row_out, s->act, s->act_alpha);
             break;
 
         case IG_MLP_ADD:
             ig_onnx_epilogue(p[s->out], p[s->in], p[s->in2], NULL, rows,
-                             s->row_out, s->act, s->act_alpha, nt);
+                             s->row_out, s->act, s->act_alpha);
             break;
 
         case IG_MLP_ACT:
             ig_onnx_epilogue(p[s->out], p[s->in], NULL, NULL, rows,
-                             s->row_out, s->act, s->act_alpha, nt);
+                             s->row_out, s->act, s->act_alpha);
             break;
 
         case IG_MLP_SOFTMAX:
