@@ -1768,10 +1768,11 @@ ig_onnx_predict(ig_model_t *model, ig_exec_t *ex, const float *in,
     }
 #endif
 
+    /* OpenBLAS's thread count is process-wide; set it when it changes */
     nt = ex->threads > 0 ? ex->threads : 1;
-    if (blas_threads != nt) {
+    if (__atomic_load_n(&blas_threads, __ATOMIC_RELAXED) != nt) {
         openblas_set_num_threads(nt);
-        blas_threads = nt;
+        __atomic_store_n(&blas_threads, nt, __ATOMIC_RELAXED);
     }
 
     nf = m->model.meta.nfeatures;
