@@ -1239,7 +1239,7 @@ ig_onnx_build(ig_onnx_ctx_t *c, const Onnx__ModelProto *mp)
         }
 
         v = ig_onnx_value(c, t->name, 1);
-        if (v->kind != V_UNDEF) {
+        if (v == NULL || v->kind != V_UNDEF) {
             free(done);
             return ig_onnx_fail(c, "initializer \"%s\" defined twice",
                                 t->name);
@@ -1260,6 +1260,11 @@ ig_onnx_build(ig_onnx_ctx_t *c, const Onnx__ModelProto *mp)
         }
 
         v = ig_onnx_value(c, vi->name, 1);
+        if (v == NULL) {
+            free(done);
+            return ig_onnx_fail(c, "too many names");
+        }
+
         if (v->kind == V_CONST) {
             continue;
         }
