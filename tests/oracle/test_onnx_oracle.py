@@ -250,6 +250,39 @@ def test_gemm_attributes_and_identity(tmp_path):
         assert np.abs(got - want).max() <= TOL, batch
 
 
+def test_gemm_activation_c_and_vector_matmul(tmp_path):
+    """Gemm's C as an activation (scaled by beta), one value read by
+    three nodes, and MatMul by a 1-D weight giving a [batch] output."""
+    rng = np.random.default_rng(11)
+    w1 = rng.standard_normal((6, 4)).astype(np.float32)
+    w2 = rng.standard_normal((4, 6)).astype(np.float32)
+    v = rng.standard_normal((4,)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gemm", ["x", "w1"], ["h"]),
+        helper.make_node("Tanh", ["h"], ["t"]),
+        helper.make_node("Gemm", ["x", "w2", "t"], ["g"], beta=0.5,
+                         transB=1),
+        helper.make_node("Add", ["g", "h"], ["s"]),
+        helper.make_node("MatMul", ["s", "v"], ["y"]),
+    ]
+    graph = helper.make_graph(nodes, "g", [vinfo("x", ["n", 6])],
+                              [vinfo("y", ["n"])],
+                              [init("w1", w1), init("w2", w2), init("v", v)])
+    path = tmp_path / "cact.onnx"
+    save(graph, path)
+
+    m = meta(path)
+    assert m["output"]["shape"] == [-1] and m["noutputs"] == 1
+
+    x = rng.standard_normal((ROWS, 6)).astype(np.float32)
+    xd = x.astype(np.float64)
+    h = xd @ w1
+    want = (xd @ w2.T + 0.5 * np.tanh(h) + h) @ v
+    for batch in BATCHES:
+        got = predict(path, x, batch, tmp_path)
+        assert np.abs(got - want).max() <= TOL, batch
+
+
 def softmax_np(a, axis):
     e = np.exp(a - a.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
