@@ -159,6 +159,14 @@ $(BUILD)/backend/gen/onnx.pb-c.o: $(BUILD)/backend/gen/onnx.pb-c.c
 
 $(BUILD)/backend/model_onnx.o: $(BUILD)/backend/gen/onnx.pb-c.h
 
+# the ONNX fuzzer includes the loader and the generated code
+$(BUILD)/fuzz/fuzz_onnx: tests/fuzz/fuzz_onnx.c backend/model_onnx.c \
+                         $(BACKEND_H) $(BUILD)/backend/gen/onnx.pb-c.c
+	@mkdir -p $(BUILD)/fuzz
+	clang -g -O1 -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=undefined -Ilib -I$(BUILD)/backend/gen \
+	    -o $@ $< -lprotobuf-c -lopenblas -lm
+
 $(BACKEND_AR): $(BACKEND_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^

@@ -145,6 +145,7 @@ main(int argc, char **argv)
     m = ig_model_load(args[0], ex, err, sizeof(err));
     if (m == NULL) {
         fprintf(stderr, "infergate-predict: %s\n", err);
+        ig_exec_destroy(ex);        /* leak-free for sanitizer runs */
         return 1;
     }
 
