@@ -10,8 +10,11 @@
  * checked against the datatype when the input object closes.
  *
  * Choices where the protocol is silent:
- *   - unknown members are refused, "parameters" (any value that is an
- *     object) is skipped;
+ *   - unknown members of inputs and outputs are refused; unknown members
+ *     of the request object are skipped, as Triton does, so a gateway
+ *     schema may ask for the caller's own fields (user_id, login_time)
+ *     beside the protocol's; "parameters" (any value that is an object)
+ *     is skipped;
  *   - null in FP32/FP64 data is a missing value (NaN, as XGBoost reads
  *     it); output NaN and infinities are written as null;
  *   - nesting of "data" is flattened, only the element count is checked;
@@ -58,7 +61,8 @@ typedef enum {
     K_NAME,
     K_SHAPE,
     K_DTYPE,
-    K_DATA
+    K_DATA,
+    K_EXTRA                  /* a request member the protocol lacks */
 } oip_key_e;
 
 
@@ -479,6 +483,9 @@ oip_value(oip_dec_t *d, oip_val_e t, const unsigned char *s, size_t len)
 
             return oip_push(d, C_SKIP);
 
+        case K_EXTRA:
+            return (t == V_MAP || t == V_ARR) ? oip_push(d, C_SKIP) : 1;
+
         case K_INPUTS:
             if (t != V_ARR) {
                 return oip_fail(d, "\"inputs\" must be an array");
@@ -691,6 +698,11 @@ oip_map_key(void *ctx, const unsigned char *s, size_t len)
             key = table[i].key;
             break;
         }
+    }
+
+    if (key == K_NONE && table == top) {
+        d->key = K_EXTRA;
+        return 1;
     }
 
     if (key == K_NONE) {

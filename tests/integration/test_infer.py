@@ -183,7 +183,7 @@ def test_id_echo_and_members(served):
     (b"[1]", "JSON object"),
     (b'{"inputs":[]}', "no input tensor"),
     (b'{"inputs":[{"name":"input","shape":[1,3],"datatype":"FP32",'
-     b'"data":[1,2,3]}],"bogus":1}', "unknown member \"bogus\""),
+     b'"data":[1,2,3],"bogus":1}]}', "unknown member \"bogus\""),
     (b'{"inputs":[{"name":"input","shape":[1,3],"datatype":"FP32",'
      b'"data":[1,2,3],"data":[1,2,3]}]}', "duplicate"),
     (b'{"inputs":[{"name":"x","shape":[1,3],"datatype":"FP32",'

@@ -117,6 +117,14 @@ test_fp32_flat_nested(void **state)
     assert_int_equal(req.rows, 2);
     assert_true(rows[5] == 6.0f);
 
+    /* the caller's own members beside the protocol's are skipped */
+    assert_int_equal(decode("{\"user_id\":\"u42\",\"login_time\":"
+                            "\"2026-11-22T03:12:00Z\",\"tags\":[[1],{}],"
+                            INM("FP32", "[1,3]", "[4,5,6]") ","
+                            "\"meta\":{\"inputs\":7}}"), 0);
+    assert_int_equal(req.rows, 1);
+    assert_true(rows[0] == 4.0f && rows[2] == 6.0f);
+
     /* data before shape and datatype, members in any order */
     assert_int_equal(decode("{\"outputs\":[{\"name\":\"output\"}],"
                             "\"inputs\":[{\"data\":[[7,8,9]],\"shape\":"
@@ -246,7 +254,14 @@ test_malformed(void **state)
     expect_error("{\"inputs\":[{\"name\":7}]}", "must be a string");
     expect_error("{\"id\":5," INM("FP32", "[1,3]", "[1,2,3]") "}",
                  "\"id\" must be a string");
-    expect_error("{\"extra\":1}", "unknown member \"extra\"");
+    /* the request's own unknown members are skipped, whatever they hold */
+    expect_error("{\"extra\":1}", "no input tensor");
+    expect_error("{\"user_id\":\"u1\",\"x\":{\"a\":[1,{\"inputs\":5}]},"
+                 "\"y\":[[]]}", "no input tensor");
+    expect_error("{\"x\":[1,{\"y\":2}]," INM("FP32", "[1,3]", "[1,2,3")
+                 "}", "malformed JSON");
+    expect_error("{\"outputs\":[{\"name\":\"output\",\"nam\":1}]}",
+                 "unknown member \"nam\"");
     expect_error("{\"inputs\":[{\"nam\":1}]}", "unknown member \"nam\"");
     expect_error("{\"inputs\":[],\"inputs\":[]}", "duplicate member");
     expect_error("{\"parameters\":[]}", "\"parameters\" must be an object");
