@@ -40,6 +40,8 @@ static ngx_str_t  ngx_http_ig_m_actions[] = {
     (sizeof(ngx_http_ig_m_actions) / sizeof(ngx_str_t))
 
 #define IG_M_ACTION_REQUEST          0
+#define IG_M_ACTION_INFER            1
+#define IG_M_ACTION_BACKEND_UNAVAILABLE  8
 #define IG_M_ACTION_RATE_LIMITED     5
 #define IG_M_ACTION_SCHEMA_REJECTED  6
 #define IG_M_ACTION_UNKNOWN_ID       7
@@ -168,6 +170,7 @@ static u_char *ngx_http_ig_metrics_label(u_char *p, u_char *s, size_t len);
 static ngx_http_ig_m_zone_t  *ngx_http_ig_m_zone;
 static ngx_uint_t             ngx_http_ig_m_used;
 static ngx_uint_t             ngx_http_ig_m_max_tenants = 64;
+static ngx_int_t              ngx_http_ig_m_cache_var = NGX_ERROR;
 
 
 /* tenant slots: 0 no tenant, 1..max named, max + 1 "other" */
@@ -224,6 +227,7 @@ ngx_http_ig_metrics_init(ngx_conf_t *cf)
 {
     size_t                 size, nreq;
     ngx_str_t              name = ngx_string(IG_M_ZONE_NAME);
+    ngx_str_t              cache_var = ngx_string("infergate_cache_status");
     ngx_shm_zone_t        *shm_zone;
     ngx_http_ig_m_zone_t  *z;
 
@@ -262,6 +266,11 @@ ngx_http_ig_metrics_init(ngx_conf_t *cf)
 
     shm_zone->init = ngx_http_ig_metrics_init_zone;
     shm_zone->data = z;
+
+    ngx_http_ig_m_cache_var = ngx_http_get_variable_index(cf, &cache_var);
+    if (ngx_http_ig_m_cache_var == NGX_ERROR) {
+        return NGX_ERROR;
+    }
 
     ngx_http_ig_m_zone = z;
 
@@ -422,10 +431,11 @@ ngx_http_ig_metrics_tenant(ngx_http_ig_key_t *key)
 ngx_int_t
 ngx_http_ig_metrics_log(ngx_http_request_t *r)
 {
-    ngx_uint_t          a, s, status, slot;
-    ngx_msec_int_t      ms;
-    ngx_time_t         *tp;
-    ngx_http_ig_ctx_t  *ctx;
+    ngx_uint_t                  a, s, status, slot;
+    ngx_msec_int_t              ms;
+    ngx_time_t                 *tp;
+    ngx_http_ig_ctx_t          *ctx;
+    ngx_http_variable_value_t  *vv;
 
     if (ngx_http_ig_m_zone == NULL || ngx_http_ig_m_zone->sh == NULL) {
         return NGX_OK;
@@ -475,6 +485,40 @@ ngx_http_ig_metrics_log(ngx_http_request_t *r)
     case IG_M_ACTION_UNKNOWN_ID:
         ngx_http_ig_metrics_add(IG_MC_BLOOM_REJECT, 1);
         break;
+    }
+
+    if (ngx_http_ig_m_cache_var != NGX_ERROR) {
+        vv = ngx_http_get_indexed_variable(r, ngx_http_ig_m_cache_var);
+
+        if (vv && !vv->not_found && vv->len) {
+            switch (vv->data[0]) {
+            case 'H':
+                ngx_http_ig_metrics_add(IG_MC_CACHE_HIT, 1);
+                break;
+            case 'M':
+                ngx_http_ig_metrics_add(IG_MC_CACHE_MISS, 1);
+                break;
+            case 'B':
+                ngx_http_ig_metrics_add(IG_MC_CACHE_BYPASS, 1);
+                break;
+            }
+        }
+    }
+
+    /* inference: what the backend said, as the ring brought it back */
+
+    if (ctx->batch_rows) {
+        ngx_http_ig_metrics_observe(IG_MH_BATCH_SIZE, ctx->batch_rows);
+        ngx_http_ig_metrics_observe(IG_MH_BACKEND_SECONDS, ctx->backend_us);
+    }
+
+    if (a == IG_M_ACTION_INFER && status < 300) {
+        ngx_http_ig_metrics_add(IG_MC_BACKEND_OK, 1);
+
+    } else if (a == IG_M_ACTION_BACKEND_UNAVAILABLE) {
+        ngx_http_ig_metrics_add(status == NGX_HTTP_GATEWAY_TIME_OUT
+                                ? IG_MC_BACKEND_TIMEOUT
+                                : IG_MC_BACKEND_UNAVAILABLE, 1);
     }
 
     tp = ngx_timeofday();

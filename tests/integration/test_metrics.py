@@ -206,3 +206,71 @@ def test_method_not_allowed(start_nginx, tmp_path):
     ngx, _ = start(start_nginx, tmp_path, workers=1)
     assert requests.post(ngx.url("/metrics"), data="x").status_code == 405
     assert requests.head(ngx.url("/metrics")).status_code == 200
+
+
+# -- cache and inference figures ---------------------------------------------
+
+from infer_fixtures import backend_proc, infer_http, wait_connected  # noqa
+from redis_fixtures import redis_factory, redis_server  # noqa
+
+
+def test_cache_and_backend_figures(start_nginx, backend_proc, redis_server):
+    be = backend_proc("id=builtin:identity:3")
+    k, line = make_key("acme")
+    ngx = start_nginx(workers=1, http=f"""
+        infergate_keys @PREFIX@/keys.txt;
+        infergate_redis r {redis_server.address} timeout=200ms;
+        {infer_http(be)}
+    """, server="""
+        location /v2 {
+            infergate_auth on;
+            infergate_cache redis=r ttl=60s methods=POST;
+            infergate_infer backend=be;
+        }
+        location = /metrics { infergate_metrics; }
+    """, files={"keys.txt": line + "\n"})
+    wait_connected(ngx, 1)
+
+    def infer(i):
+        body = ('{"inputs":[{"name":"input","shape":[1,3],'
+                f'"datatype":"FP32","data":[{i},2,3]}}]}}')
+        return requests.post(ngx.url("/v2/models/id/infer"), data=body,
+                             headers={**JSON_CT, **bearer(k)})
+
+    import time
+    for i in range(3):
+        r = infer(i)
+        assert r.status_code == 200, r.text
+        assert r.headers["X-Cache-Status"] == "MISS"
+    time.sleep(0.3)                 # fills land after the responses
+    for i in range(2):
+        r = infer(i)
+        assert r.headers["X-Cache-Status"] == "HIT", r.headers
+
+    fams, _ = scrape(ngx)
+    assert value(fams, "infergate_cache_requests",
+                 "infergate_cache_requests_total", result="miss") == 3
+    assert value(fams, "infergate_cache_requests",
+                 "infergate_cache_requests_total", result="hit") == 2
+    assert value(fams, "infergate_requests", "infergate_requests_total",
+                 tenant="acme", action="infer", status="200") == 3
+    assert value(fams, "infergate_requests", "infergate_requests_total",
+                 tenant="acme", action="cache_hit", status="200") == 2
+    assert value(fams, "infergate_backend_requests",
+                 "infergate_backend_requests_total", result="ok") == 3
+    assert value(fams, "infergate_backend_batch_size",
+                 "infergate_backend_batch_size_count") == 3
+    assert value(fams, "infergate_backend_batch_size",
+                 "infergate_backend_batch_size_bucket", le="1") == 3
+    assert value(fams, "infergate_backend_duration_seconds",
+                 "infergate_backend_duration_seconds_count") == 3
+
+    # backend gone: answered 503, counted as unavailable
+    be.stop()
+    time.sleep(0.3)
+    r = infer(9)
+    assert r.status_code == 503
+    fams, _ = scrape(ngx)
+    assert value(fams, "infergate_backend_requests",
+                 "infergate_backend_requests_total",
+                 result="unavailable") == 1
