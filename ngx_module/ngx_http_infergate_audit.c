@@ -110,6 +110,9 @@ static u_char *ngx_http_ig_audit_str(u_char *p, const char *name,
  * counter scrambled by a bijection under a random key: unique, unguessable
  * enough for correlation, and a few nanoseconds.
  */
+/* $infergate_cache_status, read for the record's infergate.cache */
+static ngx_int_t  ngx_http_ig_audit_cache_var = NGX_ERROR;
+
 static uint64_t  ngx_http_ig_reqid_prefix;
 static uint64_t  ngx_http_ig_reqid_key;
 static uint64_t  ngx_http_ig_reqid_next;
@@ -143,6 +146,14 @@ ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     al = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_audit_log_t));
     if (al == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    s.len = sizeof("infergate_cache_status") - 1;
+    s.data = (u_char *) "infergate_cache_status";
+
+    ngx_http_ig_audit_cache_var = ngx_http_get_variable_index(cf, &s);
+    if (ngx_http_ig_audit_cache_var == NGX_ERROR) {
         return NGX_CONF_ERROR;
     }
 
@@ -862,7 +873,7 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
     off_t                       req_bytes, resp_bytes;
     ngx_msec_int_t              ms;
     ngx_str_t                   method, path, query, ua, tenant, trace;
-    ngx_str_t                   reqid, action, addr, limit, model;
+    ngx_str_t                   reqid, action, addr, limit, model, cache;
     ngx_uint_t                  i, status, nerr;
     ngx_time_t                 *tp;
     ngx_table_elt_t            *h;
@@ -871,6 +882,7 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
     ngx_http_ig_ctx_t          *ctx;
     ngx_http_ig_loc_conf_t     *lcf;
     ngx_http_ig_audit_log_t    *al;
+    ngx_http_variable_value_t  *vv;
     int                         truncated;
 
     static ngx_str_t  limit_names[] = {
@@ -962,6 +974,16 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
     ngx_str_null(&limit);
     ngx_str_null(&model);
     ngx_str_null(&action);
+    ngx_str_null(&cache);
+
+    if (ngx_http_ig_audit_cache_var != NGX_ERROR) {
+        vv = ngx_http_get_indexed_variable(r, ngx_http_ig_audit_cache_var);
+
+        if (vv && !vv->not_found && vv->len) {
+            cache.data = vv->data;
+            cache.len = vv->len;
+        }
+    }
     nerr = 0;
     errors = NULL;
     truncated = 0;
@@ -1014,7 +1036,8 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
           + ig_json_escape_len(ua.data, ua.len)
           + ig_json_escape_len(tenant.data, tenant.len)
           + ig_json_escape_len(model.data, model.len)
-          + trace.len + action.len + limit.len;
+          + trace.len + action.len + limit.len
+          + ig_json_escape_len(cache.data, cache.len);
 
     for (i = 0; i < nerr; i++) {
         len += 3 + ig_json_escape_len((u_char *) errors[i].pointer,
@@ -1094,6 +1117,21 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
     if (model.len) {
         p = ngx_http_ig_audit_str(p, "model", &model);
         *p++ = ',';
+    }
+
+    if (cache.len) {
+        p = ngx_http_ig_audit_str(p, "cache", &cache);
+        *p++ = ',';
+    }
+
+    if (ctx && ctx->bloom) {
+        p = ngx_sprintf(p, "\"bloom\":\"%s\",",
+                        ctx->bloom == NGX_HTTP_IG_BLOOM_HIT ? "hit" : "miss");
+    }
+
+    if (ctx && ctx->batch_rows) {
+        p = ngx_sprintf(p, "\"batch_size\":%ui,\"backend_us\":%ui,",
+                        ctx->batch_rows, ctx->backend_us);
     }
 
     if (nerr) {

@@ -316,6 +316,11 @@ if [ "${DEMO_CHECK:-0}" = 1 ]; then
     out=$("$build/infergate-audit" verify --live --key "$prefix/audit.key" \
           "$prefix/logs/audit.log" 2>&1 || true)
     expect "audit trail verifies" '^OK' "$out"
+    out=$(cat "$prefix/logs/audit.log")
+    expect "audit: inference fields" \
+        '"action":"infer".*"cache":"MISS","bloom":"hit","batch_size":1' "$out"
+    expect "audit: cache hit" '"action":"cache_hit".*"cache":"HIT"' "$out"
+    expect "audit: unknown id" '"action":"unknown_id".*"bloom":"miss"' "$out"
     exit $fail
 fi
 
