@@ -210,3 +210,125 @@ def test_slow_clients_trickling_bodies(start_nginx, tmp_path):
     assert sum(1 for r in recs
                if r.get("http", {}).get("response", {})
                    .get("status_code") == 408) >= 1
+
+
+# -- Redis and the backend killed and restarted -------------------------------
+
+from infer_fixtures import backend_proc, infer_http, wait_connected  # noqa
+from redis_fixtures import redis_factory, redis_server  # noqa
+
+
+def test_redis_killed_and_restarted_under_load(start_nginx, tmp_path,
+                                               redis_server):
+    """The cache fails open (BYPASS, the origin answers), cluster limits
+    with fail=open admit; nothing 5xx, nothing slower than the Redis
+    timeout plus the origin; the connection comes back by itself."""
+    key = audit_key(tmp_path)
+    k, line = make_key("acme")
+    ngx = start_nginx(workers=2, http=f"""
+        infergate_keys @PREFIX@/keys.txt;
+        infergate_limit_zone z 1m;
+        infergate_redis r {redis_server.address} timeout=100ms
+                        connect_timeout=100ms;
+        infergate_audit @PREFIX@/audit.log key={key} key_id=k1
+                        flush=100ms;
+    """, server="""
+        location /score {
+            infergate_auth on;
+            infergate_limit zone=z rate=100000r/s burst=100000
+                            redis=r fail=open;
+            infergate_schema @PREFIX@/s.json;
+            infergate_cache redis=r ttl=60s methods=POST;
+            @PROXY@
+        }
+    """, files={"keys.txt": line + "\n", "s.json": SCHEMA})
+    ngx.allowed_log.append(r".*infergate_redis.*")
+
+    cache_states = {}
+
+    def issue(s, timeout):
+        r = s.post(ngx.url("/score"), data=BODY,
+                   headers={**JSON_CT, **bearer(k)}, timeout=timeout)
+        st = r.headers.get("X-Cache-Status", "-")
+        cache_states[st] = cache_states.get(st, 0) + 1
+        return r
+
+    with Load(issue, threads=3, timeout=5) as load:
+        time.sleep(1.0)
+        redis_server.stop()
+        time.sleep(1.5)
+        redis_server.start()
+        time.sleep(3.0)
+        hits_before = cache_states.get("HIT", 0)
+        time.sleep(1.0)
+        hits_after = cache_states.get("HIT", 0)
+
+    ngx.stop()
+
+    st = load.statuses()
+    assert set(st) == {200}, (st, load.errors()[:5])
+    # no request waited much longer than the Redis timeout plus the origin
+    assert load.max_latency() < 1.0, load.max_latency()
+    assert cache_states.get("BYPASS", 0) > 0, cache_states
+    # back by itself: hits again after the restart
+    assert hits_after > hits_before, cache_states
+    assert_audited(ngx, key, load)
+
+
+def test_backend_killed_and_restarted_under_load(start_nginx, tmp_path,
+                                                 backend_proc):
+    """kill -9 of the backend: in-flight and new requests get a fast 503
+    with Retry-After, none hangs; a restarted backend is picked up without
+    an nginx reload."""
+    be = backend_proc("id=builtin:identity:3")
+    key = audit_key(tmp_path)
+    k, line = make_key("acme")
+    ngx = start_nginx(workers=2, http=f"""
+        infergate_keys @PREFIX@/keys.txt;
+        infergate_audit @PREFIX@/audit.log key={key} key_id=k1
+                        flush=100ms;
+        {infer_http(be, "timeout=2s")}
+    """, server="""
+        location /v2 {
+            infergate_auth on;
+            infergate_infer backend=be;
+        }
+    """, files={"keys.txt": line + "\n"})
+    wait_connected(ngx, 2)
+
+    body = ('{"inputs":[{"name":"input","shape":[1,3],"datatype":"FP32",'
+            '"data":[1,2,3]}]}')
+    retry_after = []
+
+    def issue(s, timeout):
+        r = s.post(ngx.url("/v2/models/id/infer"), data=body,
+                   headers={**JSON_CT, **bearer(k)}, timeout=timeout)
+        if r.status_code == 503:
+            retry_after.append(r.headers.get("Retry-After"))
+        return r
+
+    with Load(issue, threads=4, timeout=5) as load:
+        time.sleep(1.0)
+        be.kill9()
+        t_kill = time.monotonic()
+        time.sleep(1.0)
+        be.start()
+        t_back = time.monotonic()
+        time.sleep(2.5)
+
+    ngx.stop()
+
+    st = load.statuses()
+    assert set(st) <= {200, 503}, (st, load.errors()[:5])
+    assert st.get(503, 0) > 0 and st.get(200, 0) > 0, st
+    assert all(v for v in retry_after), "503 without Retry-After"
+    # every 503 was fast: failed at once, never after a timeout
+    slow = [o for o in load.outcomes if o.status == 503 and o.latency > 0.1]
+    assert not slow, [o.latency for o in slow][:5]
+    # traffic resumed after the restart, without a reload
+    after = [o for o in load.outcomes if o.t > t_back + 1.0]
+    assert after and all(o.status == 200 for o in after), \
+        {o.status for o in after}
+    assert max(o.latency for o in load.outcomes) < 2.5
+    assert_audited(ngx, key, load)
+    assert t_back - t_kill >= 1.0
