@@ -42,7 +42,9 @@ def test_example_conf_accepted(nginx_t):
     conf = (REPO / "conf" / "infergate.conf").read_text()
     rc, out = nginx_t(http=conf, files={
         "keys.txt": line + "\n",
-        "schemas/score.json": SCORE_SCHEMA.read_text()})
+        "schemas/score.json": SCORE_SCHEMA.read_text(),
+        "schemas/infer.json":
+            (REPO / "conf" / "schemas" / "infer.json").read_text()})
     assert rc == 0, out
 
 
