@@ -1683,6 +1683,46 @@ test_verify_escaped(void **state)
 }
 
 
+/* the precomputed-pad HMAC equals OpenSSL's HMAC() for every key length
+ * a key file allows (32..128 bytes: longer than a block is hashed) */
+
+static void
+test_hmac_matches_openssl(void **state)
+{
+    size_t            klen, dlen, i;
+    unsigned int      mdlen;
+    unsigned char     key[128], data[1000], got[32], want[32];
+    ig_audit_hmac_t  *h;
+
+    static const size_t  klens[] = { 32, 63, 64, 65, 100, 128 };
+    static const size_t  dlens[] = { 0, 1, 55, 56, 64, 119, 450, 1000 };
+
+    (void) state;
+
+    for (i = 0; i < sizeof(key); i++) {
+        key[i] = (unsigned char) (i * 37 + 11);
+    }
+
+    for (i = 0; i < sizeof(data); i++) {
+        data[i] = (unsigned char) (i * 13 + 5);
+    }
+
+    for (klen = 0; klen < sizeof(klens) / sizeof(klens[0]); klen++) {
+        h = ig_audit_hmac_new(key, klens[klen]);
+        assert_non_null(h);
+
+        for (dlen = 0; dlen < sizeof(dlens) / sizeof(dlens[0]); dlen++) {
+            assert_int_equal(ig_audit_hmac(h, data, dlens[dlen], got), 0);
+            assert_non_null(HMAC(EVP_sha256(), key, (int) klens[klen], data,
+                                 dlens[dlen], want, &mdlen));
+            assert_memory_equal(got, want, 32);
+        }
+
+        ig_audit_hmac_free(h);
+    }
+}
+
+
 /* chain_end's counts are cross-checked: records held, records lost */
 
 static void
@@ -1834,6 +1874,7 @@ main(void)
         cmocka_unit_test(test_verify_inserted),
         cmocka_unit_test(test_verify_start_end),
         cmocka_unit_test(test_verify_keys),
+        cmocka_unit_test(test_hmac_matches_openssl),
         cmocka_unit_test(test_verify_end_counts),
         cmocka_unit_test(test_verify_lines),
         cmocka_unit_test(test_verify_escaped),
