@@ -101,6 +101,8 @@ def test_kill9_under_load_then_restart(start_nginx, backend_proc):
     assert before and all(c == 200 for _, _, c in before), before[:5]
     assert len(inflight) >= 4, inflight
     limit = 0.3 if SANITIZE else 0.1
+    print(f"{len(inflight)} in flight at the kill, answered after at most "
+          f"{max(t1 - kill_at for _, t1, _ in inflight) * 1000:.1f} ms")
     for t0, t1, code in inflight:
         assert code == 503, (code, inflight)
         assert t1 - kill_at < limit, \
