@@ -170,7 +170,7 @@ $(BUILD)/infergate-predict: tools/infergate_predict.c $(BACKEND_AR) \
 
 $(BUILD)/infergate-backend: $(BACKEND_MAIN) $(BACKEND_AR) $(BACKEND_H) \
                             $(LIB_HDRS)
-	$(CC) $(BACKEND_CFLAGS) -o $@ $(BACKEND_MAIN) $(BACKEND_AR) \
+	$(CC) $(BACKEND_CFLAGS) -o $@ $(BACKEND_MAIN) $(BACKEND_LINK) \
 	    $(BACKEND_LIBS) $(LIBS)
 
 $(BUILD)/infergate-ringbench: tools/infergate_ringbench.c $(LIB_HDRS) \
