@@ -75,6 +75,10 @@ ngx_http_ig_header_filter(ngx_http_request_t *r)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
 
+    if (lcf->bloom) {
+        ngx_http_ig_bloom_header_filter(r);
+    }
+
     if (lcf->audit && ngx_http_ig_request_id_header(r) != NGX_OK) {
         return NGX_ERROR;
     }

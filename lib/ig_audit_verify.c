@@ -29,7 +29,7 @@
 #include "ig_audit_verify.h"
 
 
-#define IG_AV_NTYPES          (IG_AUDIT_P_TRUNCATED + 1)
+#define IG_AV_NTYPES          (IG_AUDIT_P_LOST + 1)
 #define IG_AV_ID_BYTES        (IG_AUDIT_CHAIN_ID_LEN / 2)
 
 /* the chain members, in the order the sealer writes them */
@@ -42,6 +42,8 @@
 #define IG_AV_M_PID           6
 #define IG_AV_M_BAD           7       /* a chain member of a wrong type */
 #define IG_AV_M_ACTION        8       /* "action" inside "event"        */
+#define IG_AV_M_RECORDS       9       /* chain_end's counts             */
+#define IG_AV_M_LOST          10
 
 /* the member being read at depth 1 */
 #define IG_AV_K_OTHER         0
@@ -156,10 +158,12 @@ typedef struct {
     unsigned            last_is_ig;
     unsigned            tail[5];
     unsigned            ntail;
-    unsigned            seen[IG_AV_M_PID + 1];
+    unsigned            seen[IG_AV_M_LOST + 1];
     unsigned            nactions;
     ig_audit_action_e   action;
     int64_t             pid;
+    int64_t             records;
+    int64_t             lost;
     const char         *reason;
 
     char                chain[IG_AUDIT_CHAIN_ID_LEN];
@@ -252,7 +256,9 @@ static const char  *ig_av_names[IG_AV_NTYPES] = {
     "inserted or forged record",
     "no chain_start record",
     "key id changed within a chain",
-    "chain has no end record"
+    "chain has no end record",
+    "record count mismatch",
+    "records lost"
 };
 
 
@@ -289,6 +295,8 @@ ig_audit_record_parse(const unsigned char *line, size_t len,
 
     memset(&p, 0, sizeof(ig_av_parse_t));
     p.pid = -1;
+    p.records = -1;
+    p.lost = -1;
 
     h = yajl_alloc(&ig_av_callbacks, NULL, &p);
     if (h == NULL) {
@@ -373,6 +381,8 @@ ig_av_start_map(void *ctx)
             p->seq_len = 0;
             p->key_id_len = 0;
             p->pid = -1;
+            p->records = -1;
+            p->lost = -1;
 
         } else if (p->top_key == IG_AV_K_EVENT) {
             p->d2 = IG_AV_D2_EVENT;
@@ -505,13 +515,19 @@ ig_av_map_key(void *ctx, const unsigned char *s, size_t len)
     } else if (ig_av_key_is(s, len, "pid")) {
         p->d2_key = IG_AV_M_PID;
 
+    } else if (ig_av_key_is(s, len, "records")) {
+        p->d2_key = IG_AV_M_RECORDS;
+
+    } else if (ig_av_key_is(s, len, "lost")) {
+        p->d2_key = IG_AV_M_LOST;
+
     } else {
         return 1;
     }
 
     if (++p->seen[p->d2_key] > 1) {
-        p->reason = (p->d2_key == IG_AV_M_PID)
-                    ? "infergate.pid given twice"
+        p->reason = (p->d2_key >= IG_AV_M_PID)
+                    ? "an infergate member given twice"
                     : "a chain member given twice";
         return 0;
     }
@@ -640,6 +656,24 @@ ig_av_value(ig_av_parse_t *p, int type, const unsigned char *s, size_t len)
         m = IG_AV_M_OTHER;
         break;
 
+    case IG_AV_M_RECORDS:
+    case IG_AV_M_LOST:
+        if (type != IG_AV_T_NUMBER || ig_av_u64((const char *) s, len, &pid)
+            != 0 || pid > INT64_MAX)
+        {
+            p->reason = "infergate.records or .lost is not an integer";
+            return 0;
+        }
+
+        if (m == IG_AV_M_RECORDS) {
+            p->records = (int64_t) pid;
+        } else {
+            p->lost = (int64_t) pid;
+        }
+
+        m = IG_AV_M_OTHER;
+        break;
+
     default:
         m = IG_AV_M_OTHER;
     }
@@ -732,6 +766,8 @@ ig_av_layout(ig_av_parse_t *p, const unsigned char *line, size_t len,
     rec->signed_len = len - IG_AUDIT_MAC_TAIL;
     rec->action = p->action;
     rec->pid = p->pid;
+    rec->records = p->records;
+    rec->lost = p->lost;
 
     return 0;
 }
@@ -1249,6 +1285,8 @@ ig_av_resolve(ig_audit_verify_t *v, ig_av_chain_t *c, int claimed)
     memset(&rec, 0, sizeof(ig_audit_record_t));
     rec.seq = slot;
     rec.pid = p->pid;
+    rec.records = -1;
+    rec.lost = -1;
     rec.action = p->action;
 
     ig_av_action(v, c, &rec, 0);
@@ -1399,6 +1437,27 @@ ig_av_action(ig_audit_verify_t *v, ig_av_chain_t *c,
 
     if (rec->action == IG_AUDIT_ACTION_END) {
         c->ended = 1;
+
+        if (!trusted) {
+            return;
+        }
+
+        /* the end record counts the records sealed before it */
+
+        if (rec->records >= 0 && (uint64_t) rec->records != rec->seq) {
+            ig_av_problem(v, IG_AUDIT_P_COUNT, v->path, v->line,
+                          "chain %s: its chain_end record states %lld "
+                          "records before it, the chain holds %llu", id,
+                          (long long) rec->records,
+                          (unsigned long long) rec->seq);
+        }
+
+        if (rec->lost > 0) {
+            ig_av_problem(v, IG_AUDIT_P_LOST, v->path, v->line,
+                          "chain %s: its chain_end record states %lld "
+                          "records lost (not written)", id,
+                          (long long) rec->lost);
+        }
     }
 }
 

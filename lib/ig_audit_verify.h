@@ -73,7 +73,9 @@ typedef enum {
     IG_AUDIT_P_INSERTED,          /* forged, duplicate, after chain_end   */
     IG_AUDIT_P_NO_START,          /* seq 0 is not a chain_start record    */
     IG_AUDIT_P_KEY_CHANGED,       /* another key id within one chain      */
-    IG_AUDIT_P_TRUNCATED          /* chain without chain_end record       */
+    IG_AUDIT_P_TRUNCATED,         /* chain without chain_end record       */
+    IG_AUDIT_P_COUNT,             /* chain_end's records ≠ what it holds  */
+    IG_AUDIT_P_LOST               /* chain_end states records were lost   */
 } ig_audit_problem_type_e;
 
 
@@ -107,6 +109,8 @@ typedef struct {
     size_t             signed_len;    /* bytes covered by the mac        */
     ig_audit_action_e  action;        /* event.action                    */
     int64_t            pid;           /* infergate.pid, -1 when absent   */
+    int64_t            records;       /* chain_end's counts, -1: absent  */
+    int64_t            lost;
 } ig_audit_record_t;
 
 

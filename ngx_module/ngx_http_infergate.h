@@ -29,14 +29,21 @@
 #define NGX_HTTP_IG_LIMIT_PASSED      1
 #define NGX_HTTP_IG_LIMIT_REJECTED    2
 #define NGX_HTTP_IG_LIMIT_DRY_RUN     3
+#define NGX_HTTP_IG_LIMIT_FAIL_OPEN   4
 
 #define NGX_HTTP_IG_BODY_NONE         0
 #define NGX_HTTP_IG_BODY_READING      1
 #define NGX_HTTP_IG_BODY_DONE         2
 
+#define NGX_HTTP_IG_BLOOM_HIT         1
+#define NGX_HTTP_IG_BLOOM_MISS        2
+
 #define NGX_HTTP_IG_PROBLEM_BASE      "https://infergate.dev/problems#"
 #define NGX_HTTP_IG_QUOTA_EXCEEDED                                            \
     "https://iana.org/assignments/http-problem-types#quota-exceeded"
+
+
+typedef struct ngx_http_ig_bloom_conf_s  ngx_http_ig_bloom_conf_t;
 
 
 /* A tenant key as loaded from infergate_keys, in the cycle's pool. */
@@ -50,6 +57,7 @@ typedef struct {
     uint32_t                    quota;
     uint32_t                    window_s;
     uint32_t                    burst;
+    ngx_uint_t                  metrics_slot; /* tenant label, per worker */
 } ngx_http_ig_key_t;
 
 
@@ -83,6 +91,8 @@ typedef struct {
     uint32_t                    window_s;
     uint32_t                    burst;
     ngx_uint_t                  dry_run;
+    void                       *redis;       /* cluster-wide: a server     */
+    ngx_uint_t                  fail_closed;
 } ngx_http_ig_limit_conf_t;
 
 
@@ -103,6 +113,7 @@ typedef struct {
     ngx_str_t                   schema_file;
     ngx_uint_t                  max_depth;
     void                       *audit;       /* an audit log, or NULL      */
+    ngx_http_ig_bloom_conf_t   *bloom;       /* infergate_bloom, or NULL   */
     void                       *infer;       /* infergate_infer's backend  */
     unsigned                    schema_set:1;
 } ngx_http_ig_loc_conf_t;
@@ -132,6 +143,7 @@ typedef struct {
     ngx_http_ig_limit_state_t  *limits;
     ngx_uint_t                  limit_status;
     ngx_uint_t                  limit_headers;
+    void                       *limit_redis; /* Redis limits in flight     */
 
     ig_validator_t             *validator;
     yajl_alloc_funcs            alloc;       /* yajl on the request pool   */
@@ -148,6 +160,9 @@ typedef struct {
     unsigned                    body_finished:1;
     unsigned                    model_done:1;
     unsigned                    headers_done:1;
+    unsigned                    bloom:2;     /* NGX_HTTP_IG_BLOOM_*        */
+    unsigned                    bloom_done:1;
+    unsigned                    bloom_added:1;
 } ngx_http_ig_ctx_t;
 
 
@@ -195,6 +210,17 @@ ngx_int_t ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 ngx_int_t ngx_http_ig_limit_headers(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx);
 
+/* cluster-wide limits (infergate_limit ... redis=NAME) */
+ngx_int_t ngx_http_ig_limit_redis_add(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_uint_t index, ngx_str_t *key);
+ngx_int_t ngx_http_ig_limit_redis_send(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_uint_t dry);
+ngx_int_t ngx_http_ig_limit_redis_finish(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx);
+void *ngx_http_ig_limit_redis_conf(ngx_conf_t *cf, ngx_str_t *name);
+ngx_int_t ngx_http_ig_limit_refuse(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, uint64_t retry_us);
+
 /* schema */
 char *ngx_http_ig_schema_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -224,6 +250,20 @@ void ngx_http_ig_syslog_exit_process(ngx_http_ig_syslog_t *sl);
 void ngx_http_ig_syslog_send(ngx_http_ig_syslog_t *sl, u_char *json,
     size_t len);
 
+/* bloom */
+char *ngx_http_ig_bloom_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_ig_bloom_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_ig_bloom_merge(ngx_conf_t *cf, ngx_http_ig_loc_conf_t *prev,
+    ngx_http_ig_loc_conf_t *conf);
+ngx_int_t ngx_http_ig_bloom_check(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+void ngx_http_ig_bloom_header_filter(ngx_http_request_t *r);
+ngx_int_t ngx_http_ig_bloom_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+ngx_int_t ngx_http_ig_bloom_init_process(ngx_cycle_t *cycle);
+void ngx_http_ig_bloom_exit_process(ngx_cycle_t *cycle);
 /* inference: ngx_http_infergate_backend.c, ngx_http_infergate_infer.c */
 char *ngx_http_ig_backend_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);

@@ -17,6 +17,7 @@
 #include <ig_json.h>
 
 #include "ngx_http_infergate.h"
+#include "ngx_http_infergate_metrics.h"
 
 
 #define NGX_HTTP_IG_AUDIT_MAX_BUFS  64
@@ -766,6 +767,15 @@ ngx_http_ig_audit_release(ngx_http_ig_audit_log_t *al,
 {
     if (b->err) {
         al->lost += b->nrecs;
+        ngx_http_ig_metrics_add(IG_MC_AUDIT_FLUSH_ERRORS, 1);
+        ngx_http_ig_metrics_add(IG_MC_AUDIT_LOST, b->nrecs);
+
+    } else {
+        ngx_http_ig_metrics_add(IG_MC_AUDIT_RECORDS, b->nrecs);
+        ngx_http_ig_metrics_add(IG_MC_AUDIT_BYTES, b->len);
+    }
+
+    if (b->err) {
 
         /* a full disk must not flood the error log: once a second */
 
@@ -1014,6 +1024,7 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
     p = ngx_http_ig_audit_reserve(al, len);
     if (p == NULL) {
         al->lost++;
+        ngx_http_ig_metrics_add(IG_MC_AUDIT_LOST, 1);
         return NGX_OK;
     }
 
@@ -1108,6 +1119,7 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
     n = ig_audit_seal(al->chain, start, p - start);
     if (n == 0) {
         al->lost++;
+        ngx_http_ig_metrics_add(IG_MC_AUDIT_LOST, 1);
         return NGX_OK;
     }
 

@@ -38,8 +38,6 @@ static void ngx_http_ig_limit_expire(ngx_http_ig_limit_zone_t *zone,
     uint64_t now, ngx_uint_t force);
 static ngx_int_t ngx_http_ig_limit_key(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, ngx_http_ig_limit_conf_t *lc, ngx_str_t *key);
-static ngx_int_t ngx_http_ig_limit_refuse(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx, uint64_t retry_us);
 static uint64_t ngx_http_ig_now_us(void);
 
 
@@ -150,12 +148,32 @@ ngx_http_ig_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             lc->name = s;
-            lc->shm_zone = ngx_shared_memory_add(cf, &s, 0,
-                                                 &ngx_http_infergate_module);
-            if (lc->shm_zone == NULL) {
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "redis=", 6) == 0) {
+            s.data = value[i].data + 6;
+            s.len = value[i].len - 6;
+
+            if (s.len == 0) {
+                goto invalid;
+            }
+
+            lc->redis = ngx_http_ig_limit_redis_conf(cf, &s);
+            if (lc->redis == NULL) {
                 return NGX_CONF_ERROR;
             }
 
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "fail=open") == 0) {
+            lc->fail_closed = 0;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "fail=closed") == 0) {
+            lc->fail_closed = 1;
             continue;
         }
 
@@ -221,15 +239,32 @@ ngx_http_ig_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         goto invalid;
     }
 
-    if (lc->shm_zone == NULL) {
+    if (lc->name.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "infergate_limit: \"zone=\" is required");
+        return NGX_CONF_ERROR;
+    }
+
+    if (lc->redis == NULL && lc->fail_closed) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_limit: \"fail=\" needs \"redis=\"");
         return NGX_CONF_ERROR;
     }
 
     if (!have_rate) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "infergate_limit: \"rate=\" is required");
+        return NGX_CONF_ERROR;
+    }
+
+    if (lc->redis) {
+        /* zone= only names the limit in Redis: no shared memory */
+        return NGX_CONF_OK;
+    }
+
+    lc->shm_zone = ngx_shared_memory_add(cf, &lc->name, 0,
+                                         &ngx_http_infergate_module);
+    if (lc->shm_zone == NULL) {
         return NGX_CONF_ERROR;
     }
 
@@ -288,6 +323,11 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_limit_conf_t   *lc;
     ngx_http_ig_limit_state_t  *st;
 
+    if (ctx->limit_redis) {
+        /* re-entered after the Redis replies */
+        return ngx_http_ig_limit_redis_finish(r, ctx);
+    }
+
     lc = lcf->limits->elts;
     n = lcf->limits->nelts;
 
@@ -345,6 +385,19 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
         st->conf = &lc[i];
         ig_gcra_policy_init(&st->policy, quota, window_s, burst);
 
+        if (lc[i].redis) {
+            /* decided by Redis once the local limits have passed */
+            st->result.allowed = 1;
+
+            if (ngx_http_ig_limit_redis_add(r, ctx, ctx->nlimits - 1, &key)
+                != NGX_OK)
+            {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            continue;
+        }
+
         if (ngx_http_ig_limit_lookup(&lc[i], &key, now, st, n == 1,
                                      r->connection->log)
             != NGX_OK)
@@ -380,7 +433,7 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
         for (i = 0; i < ctx->nlimits; i++) {
             st = &ctx->limits[i];
 
-            if (!st->result.allowed) {
+            if (!st->result.allowed || st->conf->redis) {
                 continue;
             }
 
@@ -391,6 +444,10 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
             (void) ngx_http_ig_limit_lookup(st->conf, &key, now, st, 1,
                                             r->connection->log);
         }
+    }
+
+    if (ctx->limit_redis) {
+        return ngx_http_ig_limit_redis_send(r, ctx, dry);
     }
 
     ctx->limit_status = dry ? NGX_HTTP_IG_LIMIT_DRY_RUN
@@ -550,7 +607,7 @@ ngx_http_ig_limit_expire(ngx_http_ig_limit_zone_t *zone, uint64_t now,
 }
 
 
-static ngx_int_t
+ngx_int_t
 ngx_http_ig_limit_refuse(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     uint64_t retry_us)
 {

@@ -13,6 +13,8 @@
 #include <ngx_http.h>
 
 #include "ngx_http_infergate.h"
+#include "ngx_http_infergate_metrics.h"
+#include "ngx_http_infergate_cache.h"
 
 
 static ngx_int_t ngx_http_ig_access_handler(ngx_http_request_t *r);
@@ -101,10 +103,38 @@ static ngx_command_t  ngx_http_infergate_commands[] = {
       offsetof(ngx_http_ig_loc_conf_t, max_depth),
       &ngx_http_ig_max_depth_p },
 
+    { ngx_string("infergate_bloom_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_ig_bloom_zone_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infergate_bloom"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_ig_bloom_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("infergate_audit"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_ig_audit_directive,
       NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infergate_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_ig_metrics_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infergate_metrics_tenants"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_ig_metrics_tenants_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
       0,
       NULL },
 
@@ -166,7 +196,9 @@ ngx_http_ig_access_handler(ngx_http_request_t *r)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
 
-    if (!lcf->auth && lcf->limits == NULL && lcf->schema == NULL) {
+    if (!lcf->auth && lcf->limits == NULL && lcf->schema == NULL
+        && lcf->bloom == NULL && !ngx_http_ig_cache_on(r))
+    {
         return NGX_DECLINED;
     }
 
@@ -192,7 +224,8 @@ ngx_http_ig_access_handler(ngx_http_request_t *r)
 
     if (!ctx->admitted) {
 
-        if (lcf->auth) {
+        /* a Redis limit re-enters here: the key was already taken */
+        if (lcf->auth && ctx->key == NULL) {
             rc = ngx_http_ig_auth(r, ctx, lcf);
             if (rc != NGX_DECLINED) {
                 return rc;
@@ -227,7 +260,20 @@ static ngx_int_t
 ngx_http_ig_access_after_body(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf)
 {
-    /* the Bloom guard goes here, then the response cache lookup */
+    ngx_int_t  rc;
+
+    if (lcf->bloom) {
+        rc = ngx_http_ig_bloom_check(r, ctx, lcf);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
+    /* then the response cache lookup */
+
+    if (ngx_http_ig_cache_on(r)) {
+        return ngx_http_ig_cache_access(r, ctx);
+    }
 
     return NGX_DECLINED;
 }
@@ -236,6 +282,14 @@ ngx_http_ig_access_after_body(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 static ngx_int_t
 ngx_http_ig_init_process(ngx_cycle_t *cycle)
 {
+    if (ngx_http_ig_redis_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_ig_bloom_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (ngx_http_ig_backend_init_process(cycle) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -247,8 +301,10 @@ ngx_http_ig_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_ig_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_ig_bloom_exit_process(cycle);
     ngx_http_ig_backend_exit_process(cycle);
     ngx_http_ig_audit_exit_process(cycle);
+    ngx_http_ig_redis_exit_process(cycle);
 }
 
 
@@ -403,6 +459,10 @@ ngx_http_ig_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->schema_set = prev->schema_set;
     }
 
+    if (ngx_http_ig_bloom_merge(cf, prev, conf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     if (conf->auth) {
         mcf = ngx_http_conf_get_module_main_conf(cf,
                                                  ngx_http_infergate_module);
@@ -478,6 +538,17 @@ ngx_http_ig_postconfiguration(ngx_conf_t *cf)
     }
 
     *h = ngx_http_ig_audit_handler;
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_ig_metrics_log;
+
+    if (ngx_http_ig_metrics_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     return ngx_http_ig_schema_init(cf);
 }

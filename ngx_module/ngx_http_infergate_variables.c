@@ -43,6 +43,9 @@ static ngx_http_variable_t  ngx_http_ig_variables[] = {
     { ngx_string("infergate_request_id"), NULL,
       ngx_http_ig_request_id_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("infergate_bloom"), NULL,
+      ngx_http_ig_bloom_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
     { ngx_string("infergate_json_"), NULL,
       ngx_http_ig_json_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_PREFIX, 0 },
@@ -55,7 +58,8 @@ static ngx_str_t  ngx_http_ig_limit_statuses[] = {
     ngx_null_string,
     ngx_string("PASSED"),
     ngx_string("REJECTED"),
-    ngx_string("REJECTED_DRY_RUN")
+    ngx_string("REJECTED_DRY_RUN"),
+    ngx_string("FAIL_OPEN")
 };
 
 

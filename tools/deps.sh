@@ -11,6 +11,8 @@ pkgs=(
     libopenblas-dev libonnx-dev libprotobuf-c-dev protobuf-c-compiler
     libxgboost-dev python3-xgboost python3-torch python3-onnx python3-numpy
     python3-prometheus-client
+    libnginx-mod-http-lua lua-nginx-redis lua-nginx-string lua-cjson
+    python3-matplotlib
 )
 
 missing=()

@@ -655,7 +655,7 @@ ig_tool_sign(int argc, char **argv)
 
     size = 0;
     lineno = 0;
-    records = 0;
+    records = 1;                        /* chain_start, as nginx counts */
     bad = 0;
 
     for ( ;; ) {

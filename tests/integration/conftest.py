@@ -64,6 +64,12 @@ except Exception:  # pragma: no cover
     pass
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "chaos: the chaos suite (make chaos), left out of "
+        "make integration")
+
+
 # --------------------------------------------------------------------------
 # small helpers (importable: `from conftest import ...`)
 

@@ -192,7 +192,7 @@ ig_t_chain(ig_t_log_t *log, const ig_audit_keyring_t *ring, const char *kid,
     if (end) {
         snprintf(prefix, sizeof(prefix), "{" TS "\"event\":{\"action\":"
                  "\"chain_end\"},\"infergate\":{\"pid\":%d,\"records\":%u,",
-                 pid, nreq);
+                 pid, nreq + 1);
         ig_t_seal(log, c, prefix);
     }
 
@@ -962,7 +962,7 @@ test_record_parse(void **state)
                     ZERO64 "\"}}", NULL);
     ig_t_bad_record("{\"infergate\":{" TAIL("0", "k1") " }", NULL);
     ig_t_bad_record("{\"infergate\":{\"pid\":1,\"pid\":2," TAIL("0", "k1"),
-                    "infergate.pid given twice");
+                    "an infergate member given twice");
     ig_t_bad_record("{\"infergate\":{\"pid\":-1," TAIL("0", "k1"),
                     "infergate.pid is not an integer");
     ig_t_bad_record("{\"infergate\":{\"pid\":\"1\"," TAIL("0", "k1"),
@@ -1101,8 +1101,8 @@ test_verify_modified(void **state)
     /* the last record (chain_end) altered: it still ends the chain */
 
     ig_t_chain(&log, &ring, "k1", CHAIN_A, 1, 3, 1);
-    p = strstr(log.line[4], "\"records\":3");
-    p[10] = '4';
+    p = strstr(log.line[4], "\"records\":4");
+    p[10] = '5';
 
     v = ig_t_verify(&ring, 0, &log, 0);
     ig_t_expect(v, IG_AUDIT_P_MODIFIED, 1, "seq 4");
@@ -1683,6 +1683,74 @@ test_verify_escaped(void **state)
 }
 
 
+/* chain_end's counts are cross-checked: records held, records lost */
+
+static void
+test_verify_end_counts(void **state)
+{
+    char                   prefix[256];
+    ig_t_log_t             log = { { 0 }, { 0 }, 0 };
+    ig_audit_chain_t      *c;
+    ig_audit_verify_t     *v;
+    ig_audit_keyring_t     ring;
+    const ig_audit_key_t  *key;
+
+    (void) state;
+
+    ig_t_ring(&ring, ig_t_ring_text);
+    key = ig_audit_keyring_find(&ring, "k1", 2);
+    assert_non_null(key);
+
+    /* an end record that claims 5 records where the chain holds 2 */
+
+    c = ig_audit_chain_open(key, CHAIN_A);
+    assert_non_null(c);
+    ig_t_seal(&log, c, "{" TS "\"event\":{\"action\":\"chain_start\"},"
+              "\"infergate\":{\"pid\":7,");
+    ig_t_seal(&log, c, "{" TS "\"event\":{\"action\":\"infer\"},"
+              "\"infergate\":{");
+    ig_t_seal(&log, c, "{" TS "\"event\":{\"action\":\"infer\"},"
+              "\"infergate\":{");
+    snprintf(prefix, sizeof(prefix), "{" TS "\"event\":{\"action\":"
+             "\"chain_end\"},\"infergate\":{\"pid\":7,\"records\":5,"
+             "\"lost\":0,");
+    ig_t_seal(&log, c, prefix);
+    ig_audit_chain_close(c);
+
+    v = ig_t_verify(&ring, 0, &log, 0);
+    ig_t_expect(v, IG_AUDIT_P_COUNT, 1, "chain " CHAIN_A ": its chain_end "
+                "record states 5 records before it, the chain holds 3");
+    ig_audit_verify_free(v);
+    ig_t_free(&log);
+
+    /* a whole chain whose end record states 3 records lost */
+
+    c = ig_audit_chain_open(key, CHAIN_B);
+    assert_non_null(c);
+    ig_t_seal(&log, c, "{" TS "\"event\":{\"action\":\"chain_start\"},"
+              "\"infergate\":{\"pid\":7,");
+    ig_t_seal(&log, c, "{" TS "\"event\":{\"action\":\"chain_end\"},"
+              "\"infergate\":{\"pid\":7,\"records\":1,\"lost\":3,");
+    ig_audit_chain_close(c);
+
+    v = ig_t_verify(&ring, 0, &log, 0);
+    ig_t_expect(v, IG_AUDIT_P_LOST, 1, "chain " CHAIN_B ": its chain_end "
+                "record states 3 records lost");
+    ig_audit_verify_free(v);
+    ig_t_free(&log);
+
+    /* a whole chain that counts right verifies */
+
+    ig_t_chain(&log, &ring, "k1", CHAIN_A, 7, 4, 1);
+    v = ig_t_verify(&ring, 0, &log, 0);
+    assert_int_equal(ig_audit_verify_nproblems(v), 0);
+    ig_audit_verify_free(v);
+    ig_t_free(&log);
+
+    ig_audit_keyring_cleanse(&ring);
+}
+
+
 static void
 ig_t_count(void *data, const ig_audit_problem_t *p)
 {
@@ -1766,6 +1834,7 @@ main(void)
         cmocka_unit_test(test_verify_inserted),
         cmocka_unit_test(test_verify_start_end),
         cmocka_unit_test(test_verify_keys),
+        cmocka_unit_test(test_verify_end_counts),
         cmocka_unit_test(test_verify_lines),
         cmocka_unit_test(test_verify_escaped),
         cmocka_unit_test(test_verify_handler_count),

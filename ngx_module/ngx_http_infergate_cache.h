@@ -1,0 +1,133 @@
+
+/*
+ * Copyright (C) infergate authors
+ *
+ * The Redis response cache: shared between the access step
+ * (ngx_http_infergate_cache.c) and the capture filters
+ * (filters/ngx_http_infergate_cache_filter.c).
+ */
+
+
+#ifndef _NGX_HTTP_INFERGATE_CACHE_H_INCLUDED_
+#define _NGX_HTTP_INFERGATE_CACHE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_infergate.h"
+#include "ngx_http_infergate_redis.h"
+
+
+/* Redis key layout: "igc:" T ":" D, "igl:" T ":" D, "igt:" T ":" D */
+#define NGX_HTTP_IG_CACHE_TLEN      16       /* hex of sha256(tenant)     */
+#define NGX_HTTP_IG_CACHE_KEYLEN    (4 + NGX_HTTP_IG_CACHE_TLEN + 1 + 64)
+
+#define NGX_HTTP_IG_CACHE_NONE      0
+#define NGX_HTTP_IG_CACHE_BODY      1        /* reading the request body  */
+#define NGX_HTTP_IG_CACHE_BODY_DONE 2
+#define NGX_HTTP_IG_CACHE_LOOKUP    3        /* lookup sent               */
+#define NGX_HTTP_IG_CACHE_REPLIED   4
+#define NGX_HTTP_IG_CACHE_WAITING   5        /* another request fills     */
+#define NGX_HTTP_IG_CACHE_DONE      6
+
+#define NGX_HTTP_IG_CST_NONE        0
+#define NGX_HTTP_IG_CST_MISS        1
+#define NGX_HTTP_IG_CST_HIT         2
+#define NGX_HTTP_IG_CST_BYPASS      3
+
+#define NGX_HTTP_IG_LOOKUP_ERROR    (-1)
+#define NGX_HTTP_IG_LOOKUP_MISS     0        /* no lease wanted (HEAD)    */
+#define NGX_HTTP_IG_LOOKUP_HIT      1
+#define NGX_HTTP_IG_LOOKUP_LEASED   2
+#define NGX_HTTP_IG_LOOKUP_BUSY     3
+
+
+typedef struct {
+    ngx_http_ig_redis_t        *redis;
+    ngx_msec_t                  ttl;
+    ngx_uint_t                  jitter;      /* percent                    */
+    ngx_http_complex_value_t   *key;
+    ngx_array_t                *tags;        /* ngx_http_complex_value_t   */
+    ngx_uint_t                  methods;     /* NGX_HTTP_GET|...           */
+    ngx_array_t                *statuses;    /* ngx_uint_t                 */
+    size_t                      max_size;
+    ngx_msec_t                  lock_timeout;
+} ngx_http_ig_cache_conf_t;
+
+
+typedef struct {
+    ngx_http_ig_redis_t        *redis;       /* NULL: the cache's          */
+    ngx_array_t                *keys;        /* ngx_http_complex_value_t   */
+    ngx_array_t                *tags;        /* ngx_http_complex_value_t   */
+} ngx_http_ig_purge_conf_t;
+
+
+typedef struct {
+    ngx_http_ig_cache_conf_t   *cache;       /* NULL: off                  */
+    ngx_http_ig_purge_conf_t   *purge;       /* NULL: off                  */
+    unsigned                    cache_set:1;
+    unsigned                    purge_set:1;
+} ngx_http_ig_cache_loc_conf_t;
+
+
+typedef struct {
+    ngx_http_request_t         *request;
+    ngx_http_ig_cache_conf_t   *conf;
+    ngx_uint_t                  state;
+    ngx_uint_t                  status;      /* NGX_HTTP_IG_CST_*          */
+    ngx_http_ig_redis_cmd_t    *cmd;         /* in flight                  */
+
+    u_char                      entry[NGX_HTTP_IG_CACHE_KEYLEN];
+    u_char                      lease[NGX_HTTP_IG_CACHE_KEYLEN];
+    u_char                      token[32];
+    u_char                      tenant[NGX_HTTP_IG_CACHE_TLEN];
+
+    ngx_int_t                   result;      /* NGX_HTTP_IG_LOOKUP_*       */
+    ngx_str_t                   value;       /* a hit's stored value       */
+    ngx_msec_t                  started;     /* first lookup, for waiting  */
+    ngx_event_t                 wake;        /* posted after a reply       */
+    ngx_event_t                 retry;       /* polls a busy lease         */
+
+    /* capture of a miss */
+    ngx_uint_t                  resp_status;
+    ngx_str_t                   resp_type;
+    ngx_chain_t                *body;
+    ngx_chain_t               **last;
+    size_t                      size;
+
+    unsigned                    leased:1;    /* we hold the fill lease     */
+    unsigned                    capture:1;
+    unsigned                    header_done:1;
+    unsigned                    purge_done:1;
+} ngx_http_ig_cache_ctx_t;
+
+
+ngx_int_t ngx_http_ig_cache_on(ngx_http_request_t *r);
+ngx_int_t ngx_http_ig_cache_access(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx);
+
+char *ngx_http_ig_cache_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_ig_cache_purge_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+/* a digest key "igX:T:D" of the request's tenant */
+void ngx_http_ig_cache_tenant(ngx_http_request_t *r, u_char *out);
+void ngx_http_ig_cache_make_key(u_char *out, char kind, u_char *tenant,
+    u_char *digest);
+
+void ngx_http_ig_cache_store(ngx_http_request_t *r,
+    ngx_http_ig_cache_ctx_t *cc);
+void ngx_http_ig_cache_release(ngx_http_ig_cache_ctx_t *cc);
+void ngx_http_ig_cache_purge(ngx_http_request_t *r,
+    ngx_http_ig_purge_conf_t *pcf, ngx_http_ig_cache_conf_t *ccf);
+
+ngx_int_t ngx_http_ig_cache_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+ngx_int_t ngx_http_ig_cache_init_scripts(void);
+
+
+#endif /* _NGX_HTTP_INFERGATE_CACHE_H_INCLUDED_ */

@@ -1,0 +1,114 @@
+
+/*
+ * Copyright (C) infergate authors
+ *
+ * Redis connections for the response cache and cluster-wide limits:
+ * hiredis's async API driven by the worker's event loop.
+ */
+
+
+#ifndef _NGX_HTTP_INFERGATE_REDIS_H_INCLUDED_
+#define _NGX_HTTP_INFERGATE_REDIS_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+
+
+#define NGX_HTTP_IG_REDIS_DOWN        0
+#define NGX_HTTP_IG_REDIS_CONNECTING  1
+#define NGX_HTTP_IG_REDIS_AUTHING     2    /* AUTH/SELECT sent, pipelined */
+#define NGX_HTTP_IG_REDIS_READY       3
+
+
+typedef struct ngx_http_ig_redis_s       ngx_http_ig_redis_t;
+typedef struct ngx_http_ig_redis_conn_s  ngx_http_ig_redis_conn_t;
+typedef struct ngx_http_ig_redis_cmd_s   ngx_http_ig_redis_cmd_t;
+
+/*
+ * reply is NULL on error, timeout or a lost connection; it is freed when
+ * the handler returns.
+ */
+typedef void (*ngx_http_ig_redis_handler_pt)(redisReply *reply, void *data);
+
+
+/* A Lua script: its text and its SHA1, for EVALSHA with EVAL fallback. */
+typedef struct {
+    const char                 *text;
+    u_char                      sha1[41];
+} ngx_http_ig_redis_script_t;
+
+
+struct ngx_http_ig_redis_s {
+    ngx_str_t                   name;
+    ngx_str_t                   address;     /* as written, for logs       */
+    ngx_str_t                   host;        /* IP literal, NUL-terminated */
+    ngx_int_t                   port;        /* 0: unix socket in host     */
+    ngx_str_t                   user;
+    ngx_str_t                   password;
+    ngx_int_t                   db;
+    ngx_msec_t                  connect_timeout;
+    ngx_msec_t                  timeout;
+    ngx_uint_t                  nconns;
+
+    /* per worker */
+    ngx_http_ig_redis_conn_t   *conns;
+    ngx_uint_t                  next;
+    time_t                      last_warn;
+
+    ngx_uint_t                  line;        /* first use, for errors      */
+    u_char                     *file;
+    unsigned                    defined:1;
+};
+
+
+typedef struct {
+    ngx_array_t                 servers;     /* ngx_http_ig_redis_t *      */
+} ngx_http_ig_redis_main_conf_t;
+
+
+ngx_http_ig_redis_t *ngx_http_ig_redis_add(ngx_conf_t *cf, ngx_str_t *name);
+char *ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_ig_redis_check(ngx_conf_t *cf,
+    ngx_http_ig_redis_main_conf_t *rmcf);
+
+ngx_int_t ngx_http_ig_redis_init_process(ngx_cycle_t *cycle);
+void ngx_http_ig_redis_exit_process(ngx_cycle_t *cycle);
+
+/* 1 when a command issued now would be sent */
+ngx_uint_t ngx_http_ig_redis_available(ngx_http_ig_redis_t *srv);
+
+/*
+ * Issues a command.  NULL: not sent, the handler is never called.
+ * Otherwise the handler is called exactly once unless the command is
+ * cancelled first.
+ */
+ngx_http_ig_redis_cmd_t *ngx_http_ig_redis_command(ngx_http_ig_redis_t *srv,
+    int argc, const char **argv, const size_t *argvlen,
+    ngx_http_ig_redis_handler_pt handler, void *data);
+
+/* EVALSHA argv[...] (argv[0..2] are filled in), EVAL on NOSCRIPT */
+ngx_http_ig_redis_cmd_t *ngx_http_ig_redis_eval(ngx_http_ig_redis_t *srv,
+    ngx_http_ig_redis_script_t *script, int argc, const char **argv,
+    size_t *argvlen, ngx_http_ig_redis_handler_pt handler, void *data);
+
+/* the handler will not be called; the reply, if any, is dropped */
+void ngx_http_ig_redis_cancel(ngx_http_ig_redis_cmd_t *cmd);
+
+void ngx_http_ig_redis_script_init(ngx_http_ig_redis_script_t *script,
+    const char *text);
+
+/* logs at most once a second per server */
+void ngx_http_ig_redis_warn(ngx_http_ig_redis_t *srv, ngx_log_t *log,
+    const char *what);
+
+
+extern ngx_module_t  ngx_http_infergate_cache_module;
+
+
+#endif /* _NGX_HTTP_INFERGATE_REDIS_H_INCLUDED_ */

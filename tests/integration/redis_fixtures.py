@@ -1,0 +1,230 @@
+"""
+Fixtures for the Redis layer: a real redis-server on a random port (or a
+unix socket with an ACL user), and a small stateful origin whose values
+change on writes and whose reads can be made slow.
+
+  redis_server    function: RedisServer (started; stopped at teardown)
+  redis_factory   function: make(unix=False, acl_user=None, password=None)
+  store_origin    function: StoreOrigin (GET returns the stored value,
+                  PUT/POST/DELETE set it; slow(path, seconds))
+"""
+
+import http.server
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from conftest import free_port
+
+
+class RedisServer:
+    def __init__(self, base, unix=False, acl_user=None, password=None):
+        self.dir = Path(base)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.unix = str(self.dir / "redis.sock") if unix else None
+        self.acl_user = acl_user
+        self.password = password
+        self.proc = None
+
+    @property
+    def address(self):
+        return f"unix:{self.unix}" if self.unix else f"127.0.0.1:{self.port}"
+
+    def start(self):
+        args = ["redis-server", "--port", "0" if self.unix else str(self.port),
+                "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", str(self.dir), "--daemonize", "no",
+                "--loglevel", "warning",
+                "--logfile", str(self.dir / "redis.log")]
+        if self.unix:
+            args += ["--unixsocket", self.unix, "--unixsocketperm", "777"]
+        if self.acl_user:
+            # the default user is switched off: only the ACL user gets in
+            args += ["--user", "default", "off",
+                     "--user", self.acl_user, "on", f">{self.password}",
+                     "~*", "&*", "+@all"]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                self.client().ping()
+                return self
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start: " +
+                           (self.dir / "redis.log").read_text()[-2000:])
+
+    def client(self, db=0):
+        kw = {"db": db, "socket_timeout": 5}
+        if self.acl_user:
+            kw.update(username=self.acl_user, password=self.password)
+        if self.unix:
+            return redis.Redis(unix_socket_path=self.unix, **kw)
+        return redis.Redis(host="127.0.0.1", port=self.port, **kw)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def pause(self):
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def commandstats(self):
+        """{command: calls} from INFO commandstats."""
+        info = self.client().info("commandstats")
+        return {k.replace("cmdstat_", ""): v["calls"] for k, v in info.items()}
+
+    def reset_stats(self):
+        self.client().config_resetstat()
+
+
+@pytest.fixture
+def redis_factory(tmp_path):
+    servers = []
+
+    def make(unix=False, acl_user=None, password=None):
+        s = RedisServer(tmp_path / f"redis{len(servers)}", unix, acl_user,
+                        password)
+        servers.append(s)
+        return s.start()
+
+    yield make
+    for s in servers:
+        s.stop()
+
+
+@pytest.fixture
+def redis_server(redis_factory):
+    return redis_factory()
+
+
+# --------------------------------------------------------------------------
+# a stateful origin
+
+class _StoreHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _body(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(n) if n else b""
+
+    def _reply(self, status, payload, extra=()):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for k, v in extra:
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def do_GET(self):
+        o = self.server.owner
+        path = self.path.split("?")[0]
+        with o.lock:
+            o.hits.append((self.command, self.path, time.time()))
+            value = o.values.get(path, "initial")
+            delay = o.delays.get(path, 0)
+            status = o.statuses.get(path, 200)
+            extra = o.headers.get(path, ())
+        # the value is read before the delay: a slow read returns what
+        # was current when it started
+        if delay:
+            time.sleep(delay)
+        payload = json.dumps({"path": path, "value": value,
+                              "query": self.path}).encode()
+        self._reply(status, payload, extra)
+
+    do_HEAD = do_GET
+
+    def _write(self):
+        o = self.server.owner
+        body = self._body()
+        path = self.path.split("?")[0]
+        with o.lock:
+            o.hits.append((self.command, self.path, time.time()))
+            if self.command == "DELETE":
+                o.values.pop(path, None)
+            else:
+                o.values[path] = body.decode() or "empty"
+        self._reply(200, b'{"written":true}')
+
+    def do_POST(self):
+        o = self.server.owner
+        if o.post_echo:
+            body = self._body()
+            with o.lock:
+                o.hits.append((self.command, self.path, time.time()))
+            self._reply(200, json.dumps({"echo": body.decode()}).encode())
+            return
+        self._write()
+
+    do_PUT = do_PATCH = do_DELETE = _write
+
+    def log_message(self, *args):
+        pass
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512
+
+
+class StoreOrigin:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.values = {}
+        self.delays = {}
+        self.statuses = {}
+        self.headers = {}
+        self.hits = []
+        self.post_echo = False
+        self.server = _Server(("127.0.0.1", 0), _StoreHandler)
+        self.server.owner = self
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.1},
+                                       daemon=True)
+        self.thread.start()
+
+    @property
+    def proxy(self):
+        return (f"proxy_pass http://127.0.0.1:{self.port}; "
+                f"proxy_http_version 1.1; proxy_set_header Connection \"\";")
+
+    def count(self, method=None, path=None):
+        with self.lock:
+            return sum(1 for m, p, _ in self.hits
+                       if (method is None or m == method)
+                       and (path is None or p == path))
+
+    def slow(self, path, seconds):
+        with self.lock:
+            self.delays[path] = seconds
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def store_origin():
+    o = StoreOrigin()
+    yield o
+    o.close()

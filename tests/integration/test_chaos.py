@@ -1,0 +1,212 @@
+"""
+The chaos suite (`make chaos`; CI runs it): under steady load from local
+client threads, with bounded duration, things break on purpose.  Each case
+asserts no worker crash (the harness fails any test whose error.log has
+"exited on signal", an alert or a sanitizer report), no hung request
+(every request answered within its client timeout), only the expected
+statuses, and one verifiable audit record for every answered request.
+"""
+
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from chaos_load import Load
+from conftest import BUILD, JSON_CT, bearer, make_key, nginx_env
+
+pytestmark = pytest.mark.chaos
+
+AUDIT_TOOL = BUILD / "infergate-audit"
+
+SCHEMA = '{"type":"object","required":["user_id"],' \
+         '"properties":{"user_id":{"type":"string"}}}'
+BODY = '{"user_id":"u1"}'
+
+
+def audit_key(tmp_path):
+    out = subprocess.run([str(AUDIT_TOOL), "keygen", "k1"],
+                         capture_output=True, text=True, check=True)
+    path = tmp_path / "audit.key"
+    path.write_text(out.stdout)
+    os.chmod(path, 0o600)
+    return path
+
+
+def audit_records(*paths):
+    import json
+    out = []
+    for p in paths:
+        if p.exists():
+            for line in p.read_text().splitlines():
+                out.append(json.loads(line))
+    return out
+
+
+def verify(key, *paths):
+    r = subprocess.run([str(AUDIT_TOOL), "verify", "--key", str(key),
+                        *[str(p) for p in paths]],
+                       capture_output=True, text=True, timeout=120)
+    return r.returncode, r.stdout + r.stderr
+
+
+def start(start_nginx, tmp_path, extra_server="", body_timeout="60s"):
+    key = audit_key(tmp_path)
+    k, line = make_key("acme")
+    ngx = start_nginx(workers=2, http=f"""
+        infergate_keys @PREFIX@/keys.txt;
+        infergate_limit_zone z 1m;
+        infergate_audit @PREFIX@/audit.log key={key} key_id=k1
+                        flush=100ms;
+        client_body_timeout {body_timeout};
+    """, server=f"""
+        location /score {{
+            infergate_auth on;
+            infergate_limit zone=z rate=100000r/s burst=100000;
+            infergate_schema @PREFIX@/s.json;
+            @PROXY@
+        }}
+        {extra_server}
+    """, files={"keys.txt": line + "\n", "s.json": SCHEMA})
+    return ngx, k, key
+
+
+def post_score(ngx, k):
+    headers = {**JSON_CT, **bearer(k)}
+
+    def issue(s, timeout):
+        return s.post(ngx.url("/score"), data=BODY, headers=headers,
+                      timeout=timeout)
+    return issue
+
+
+def assert_audited(ngx, key, load, files=None, lost_ok=False):
+    """Every answered request has exactly one record, and the files
+    verify (records stated lost allowed when lost_ok)."""
+    files = files or [ngx.prefix / "audit.log"]
+    recs = audit_records(*files)
+    ids = {}
+    for r in recs:
+        eid = r.get("event", {}).get("id")
+        if eid:
+            ids[eid] = ids.get(eid, 0) + 1
+    answered = load.answered_ids()
+    missing = [i for i in answered if i not in ids]
+    dup = [i for i, n in ids.items() if n > 1]
+    assert not dup, dup[:5]
+    rc, out = verify(key, *files)
+    if not lost_ok:
+        assert not missing, (len(missing), len(answered))
+        assert rc == 0, out
+    return missing, out
+
+
+def test_reload_every_second_under_load(start_nginx, tmp_path):
+    ngx, k, key = start(start_nginx, tmp_path)
+
+    with Load(post_score(ngx, k), threads=4, timeout=5) as load:
+        for _ in range(5):
+            time.sleep(1)
+            ngx.reload()
+        time.sleep(0.5)
+
+    ngx.stop()
+
+    st = load.statuses()
+    assert set(st) == {200}, (st, load.errors()[:5])
+    assert load.max_latency() < 5
+    assert sum(st.values()) > 100
+    assert_audited(ngx, key, load)
+
+
+def test_audit_disk_unwritable_keeps_serving(start_nginx, tmp_path):
+    ngx, k, key = start(start_nginx, tmp_path)
+    log = ngx.prefix / "audit.log"
+    ngx.allowed_log.append(r".*infergate_audit: write to .* failed.*")
+
+    with Load(post_score(ngx, k), threads=3, timeout=5) as load:
+        time.sleep(0.8)
+        # the disk "fills": the path now leads to /dev/full, every write
+        # fails with ENOSPC after the reopen
+        os.rename(log, ngx.prefix / "audit.log.1")
+        os.symlink("/dev/full", log)
+        subprocess.run(ngx._cmd("-s", "reopen"), check=True,
+                       env=nginx_env(ngx.prefix), capture_output=True)
+        time.sleep(1.5)
+        # and recovers
+        os.unlink(log)
+        subprocess.run(ngx._cmd("-s", "reopen"), check=True,
+                       env=nginx_env(ngx.prefix), capture_output=True)
+        time.sleep(1.0)
+
+    ngx.stop()
+
+    st = load.statuses()
+    assert set(st) == {200}, (st, load.errors()[:5])
+    assert load.max_latency() < 5
+
+    errors = [ln for ln in ngx.error_log.splitlines()
+              if "infergate_audit: write to" in ln]
+    assert errors, "the write failure was not logged"
+    # logged at most once a second (the outage lasted about 1.5 s)
+    assert len(errors) <= 4, errors
+
+    files = [ngx.prefix / "audit.log.1", log]
+    missing, out = assert_audited(ngx, key, load, files, lost_ok=True)
+    # what is missing is exactly what the end records say was lost
+    recs = audit_records(*files)
+    lost = sum(r["infergate"].get("lost", 0) for r in recs
+               if r["event"]["action"] == "chain_end")
+    assert lost >= len(missing) > 0, (lost, len(missing))
+    assert "records lost" in out
+
+
+def test_slow_clients_trickling_bodies(start_nginx, tmp_path):
+    ngx, k, key = start(start_nginx, tmp_path, body_timeout="1s")
+
+    def trickle():
+        s = socket.create_connection(("127.0.0.1", ngx.port))
+        s.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\n"
+                  b"Authorization: Bearer " + k.encode() + b"\r\n"
+                  b"Content-Type: application/json\r\n"
+                  b"Content-Length: 1000\r\n\r\n{\"user_id\":")
+        return s
+
+    slow = [trickle() for _ in range(20)]
+    t0 = time.monotonic()
+
+    with Load(post_score(ngx, k), threads=3, timeout=5) as load:
+        # a byte every 0.3 s: each read resets nothing past the timeout
+        # of 1 s between reads, so they stay open until they stop
+        for _ in range(4):
+            for s in slow:
+                s.sendall(b" ")
+            time.sleep(0.3)
+        time.sleep(2.0)
+
+    # the trickling clients were cut off by client_body_timeout, with an
+    # answer or a close, and not later than a few seconds
+    for s in slow:
+        s.settimeout(5)
+        try:
+            data = s.recv(4096)
+        except OSError:
+            data = b""
+        assert data == b"" or data.startswith(b"HTTP/1.1 408"), data[:80]
+        s.close()
+    assert time.monotonic() - t0 < 15
+
+    ngx.stop()
+
+    st = load.statuses()
+    assert set(st) == {200}, (st, load.errors()[:5])
+    assert load.max_latency() < 2
+    assert_audited(ngx, key, load)
+
+    # the cut-off requests are in the trail too
+    recs = audit_records(ngx.prefix / "audit.log")
+    assert sum(1 for r in recs
+               if r.get("http", {}).get("response", {})
+                   .get("status_code") == 408) >= 1

@@ -1,0 +1,192 @@
+"""Redis connections: hiredis on the nginx event loop (infergate_redis):
+AUTH with an ACL user over a unix socket, SELECT, reconnect with backoff,
+per-command timeouts, clean worker exit, configuration errors."""
+
+import os
+import time
+
+import pytest
+import requests
+
+from redis_fixtures import (redis_factory, redis_server,  # noqa: F401
+                            store_origin)
+
+
+def cache_conf(redis, origin, params="", cache="ttl=60s"):
+    http = f"infergate_redis r {redis.address} {params};\n"
+    server = f"""
+    location / {{
+        infergate_cache redis=r {cache};
+        add_header X-Status-Var $infergate_cache_status always;
+        {origin.proxy}
+    }}"""
+    return http, server
+
+
+def wait_status(ngx, path, want, timeout=10):
+    """Requests path until X-Cache-Status is one of want; returns the
+    last response."""
+    deadline = time.time() + timeout
+    while True:
+        r = requests.get(ngx.url(path), timeout=5)
+        if r.headers.get("X-Cache-Status") in want or time.time() > deadline:
+            return r
+        time.sleep(0.05)
+
+
+def test_tcp_miss_then_hit(start_nginx, redis_server, store_origin):
+    http, server = cache_conf(redis_server, store_origin)
+    ngx = start_nginx(http=http, server=server, workers=1)
+    r = wait_status(ngx, "/warm", ("MISS", "HIT"))
+    assert r.headers["X-Cache-Status"] == "MISS"
+    r1 = requests.get(ngx.url("/a"))
+    r2 = requests.get(ngx.url("/a"))
+    assert r1.headers["X-Cache-Status"] == "MISS"
+    assert r1.headers["X-Status-Var"] == "MISS"
+    assert r2.headers["X-Cache-Status"] == "HIT", r2.headers
+    assert r2.content == r1.content
+    assert store_origin.count("GET", "/a") == 1
+    stats = redis_server.commandstats()
+    assert stats.get("evalsha", 0) + stats.get("eval", 0) >= 3, stats
+
+
+def test_unix_acl_password_file_and_db(start_nginx, redis_factory,
+                                       store_origin):
+    srv = redis_factory(unix=True, acl_user="igw", password="s3cr3t-pw")
+    http, server = cache_conf(
+        srv, store_origin,
+        "user=igw password_file=redis.pw db=3 timeout=200ms")
+    ngx = start_nginx(http=http, server=server, workers=2,
+                      files={"redis.pw": "s3cr3t-pw\n"})
+    conf = (ngx.prefix / "nginx.conf").read_text()
+    assert "s3cr3t-pw" not in conf
+    wait_status(ngx, "/warm", ("MISS", "HIT"))
+    requests.get(ngx.url("/u"))
+    r = requests.get(ngx.url("/u"))
+    assert r.headers["X-Cache-Status"] == "HIT"
+    # the entries are in db 3 and nowhere else
+    assert srv.client(db=3).keys("igc:*")
+    assert not srv.client(db=0).keys("igc:*")
+    assert all(len(k) == 4 + 16 + 1 + 64 for k in srv.client(db=3).keys("*"))
+
+
+def test_password_env(start_nginx, redis_factory, store_origin, monkeypatch):
+    srv = redis_factory(acl_user="envuser", password="from-env-1")
+    monkeypatch.setenv("IG_TEST_REDIS_PW", "from-env-1")
+    http, server = cache_conf(srv, store_origin,
+                              "user=envuser password_env=IG_TEST_REDIS_PW")
+    ngx = start_nginx(http=http, server=server, workers=1)
+    r = wait_status(ngx, "/e", ("HIT",))
+    assert r.headers["X-Cache-Status"] == "HIT"
+
+
+def test_wrong_password_bypasses(start_nginx, redis_factory, store_origin):
+    srv = redis_factory(acl_user="igw", password="right")
+    http, server = cache_conf(srv, store_origin,
+                              "user=igw password_file=pw")
+    ngx = start_nginx(http=http, server=server, workers=1,
+                      files={"pw": "wrong\n"})
+    for _ in range(5):
+        r = requests.get(ngx.url("/w"))
+        assert r.status_code == 200
+        assert r.headers["X-Cache-Status"] in ("BYPASS", "MISS")
+        time.sleep(0.1)
+    assert store_origin.count("GET", "/w") == 5
+    assert not srv.client().keys("ig*")
+    assert "AUTH failed" in ngx.error_log
+
+
+def test_reconnect_after_restart(start_nginx, redis_server, store_origin):
+    http, server = cache_conf(redis_server, store_origin)
+    ngx = start_nginx(http=http, server=server, workers=1)
+    wait_status(ngx, "/r", ("HIT",))
+    redis_server.stop()
+    t = time.time()
+    r = requests.get(ngx.url("/r"), timeout=5)
+    assert r.status_code == 200
+    assert r.headers["X-Cache-Status"] == "BYPASS"
+    assert time.time() - t < 1
+    redis_server.start()
+    # backoff: 100 ms doubling, so a few seconds at most
+    r = wait_status(ngx, "/r2", ("MISS", "HIT"), timeout=8)
+    assert r.headers["X-Cache-Status"] in ("MISS", "HIT")
+    r = wait_status(ngx, "/r2", ("HIT",), timeout=3)
+    assert r.headers["X-Cache-Status"] == "HIT"
+    # warnings are rate limited to one a second
+    warns = [ln for ln in ngx.error_log.splitlines() if "[warn]" in ln
+             and "infergate_redis" in ln]
+    assert warns and len(warns) < 40, warns
+
+
+def test_command_timeout(start_nginx, redis_server, store_origin):
+    http, server = cache_conf(redis_server, store_origin, "timeout=100ms")
+    ngx = start_nginx(http=http, server=server, workers=1)
+    wait_status(ngx, "/t", ("HIT",))
+    redis_server.pause()
+    try:
+        for i in range(3):
+            t = time.time()
+            r = requests.get(ngx.url(f"/t{i}"), timeout=5)
+            took = time.time() - t
+            assert r.status_code == 200
+            assert r.headers["X-Cache-Status"] == "BYPASS"
+            assert took < 1.0, took
+    finally:
+        redis_server.resume()
+    r = wait_status(ngx, "/t9", ("HIT",), timeout=10)
+    assert r.headers["X-Cache-Status"] == "HIT"
+    assert "command timed out" in ngx.error_log
+
+
+def test_quit_while_redis_down_is_prompt(start_nginx, redis_server,
+                                         store_origin):
+    http, server = cache_conf(redis_server, store_origin)
+    ngx = start_nginx(http=http, server=server, workers=2)
+    wait_status(ngx, "/q", ("HIT",))
+    redis_server.stop()
+    requests.get(ngx.url("/q"))
+    time.sleep(0.5)
+    t = time.time()
+    ngx.stop()
+    # reconnect timers are cancelable: graceful quit does not wait on them
+    assert time.time() - t < 3
+    assert "open socket" not in ngx.error_log
+
+
+def test_reload_keeps_serving(start_nginx, redis_server, store_origin):
+    http, server = cache_conf(redis_server, store_origin)
+    ngx = start_nginx(http=http, server=server, workers=2)
+    wait_status(ngx, "/rl", ("HIT",))
+    ngx.reload()
+    r = wait_status(ngx, "/rl", ("HIT",), timeout=5)
+    assert r.headers["X-Cache-Status"] == "HIT"
+    assert "open socket" not in ngx.error_log
+
+
+@pytest.mark.parametrize("line,msg", [
+    ("infergate_redis r localhost:6379;", "invalid address"),
+    ("infergate_redis r 127.0.0.1;", "invalid address"),
+    ("infergate_redis r 127.0.0.1:70000;", "invalid address"),
+    ("infergate_redis r 127.0.0.1:6379 connections=0;",
+     "connections must be between 1 and 64"),
+    ("infergate_redis r 127.0.0.1:6379 timeout=abc;", "invalid parameter"),
+    ("infergate_redis r 127.0.0.1:6379 db=x;", "invalid parameter"),
+    ("infergate_redis r 127.0.0.1:6379 password_env=IG_NOPE_UNSET;",
+     "is not set"),
+    ("infergate_redis r 127.0.0.1:6379 password_file=missing.pw;",
+     "cannot open"),
+    ("infergate_redis r 127.0.0.1:6379 user=u;", "without password"),
+    ("infergate_redis r 127.0.0.1:6379; infergate_redis r 127.0.0.1:1;",
+     "duplicate"),
+])
+def test_config_errors(nginx_t, line, msg):
+    rc, out = nginx_t(http=line)
+    assert rc != 0
+    assert "infergate_redis" in out and msg in out, out
+
+
+def test_undefined_server(nginx_t):
+    rc, out = nginx_t(server="location / { infergate_cache redis=nope "
+                             "ttl=1s; }")
+    assert rc != 0
+    assert 'redis server "nope"' in out and "not defined" in out, out

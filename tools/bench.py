@@ -1,0 +1,725 @@
+#!/usr/bin/python3
+"""
+infergate benchmark (make bench): infergate against what users would
+otherwise run, measured in one run on this machine.
+
+Gateways, each one nginx worker pinned to one CPU (wrk, the origin, Redis
+and the backend share the other):
+  plain   stock nginx proxying to the origin (or returning the same body)
+  lua     the same admission and cache chain in OpenResty Lua
+          (tools/bench/lua/gateway.lua: key lookup, GCRA in a shared
+          dict, JSON validation of score.json, Redis cache)
+  ig      infergate (auth, limit, schema; cache; Bloom; inference)
+
+Scenarios (wrk, keep-alive, the same ~300-byte JSON POST):
+  admission       plain proxy | lua admission | ig admission | ig+audit
+  cache-hit       plain proxy | lua cache hit | ig cache hit
+  bloom-reject    ig refusing unknown ids (no Redis, no origin)
+  infer           plain `return 200` of the same body | ig → backend
+  batching        ig → backend at concurrency 1, 16, 64, batching on/off
+
+For each: req/s, p50, p99 (medians of RUNS interleaved runs), the worker's
+CPU per request (from /proc), and the CPU the gateway adds over plain
+nginx, 1/gateway - 1/plain in µs (the issue's formula).  Then the
+backend's own benches (libxgboost vs ours, ring round trip, Bloom lookup,
+ONNX vs torch) when their tools are built.  Results go to
+build/bench/results.json and a plot to build/bench/bench.png.
+
+Env: RUNS (3), SECONDS (5), CONNS (32), SKIP (comma list of scenario
+names to skip), NGINX_CPU / LOAD_CPU.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = Path(os.environ.get("IG_BUILD") or ROOT / "build")
+OUT = BUILD / "bench"
+NGINX = "/usr/sbin/nginx"
+MODULE = BUILD / "ngx_http_infergate_module.so"
+LUA_MODULES = ["/usr/lib/nginx/modules/ndk_http_module.so",
+               "/usr/lib/nginx/modules/ngx_http_lua_module.so"]
+
+RUNS = int(os.environ.get("RUNS", "3"))
+SECONDS = int(os.environ.get("SECONDS", "5"))
+CONNS = int(os.environ.get("CONNS", "32"))
+SKIP = set(filter(None, os.environ.get("SKIP", "").split(",")))
+
+BODY = ('{"user_id":"u1234567","amount":125.5,"currency":"EUR",'
+        '"login_time":"2024-03-25T09:30:00Z","login_hour":9,'
+        '"account_age_days":420,'
+        '"device_id":"2eb8aa08-aa98-11ea-b4aa-73b441d16380",'
+        '"tags":["web","mobile","returning","eu-west","card-present",'
+        '"loyalty-gold","low-risk"]}')
+ANSWER = '{"score": 0.12, "model": "credit-risk"}\n'
+
+procs = []
+ORIGIN_PORT = [0]
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def cpus():
+    c = sorted(os.sched_getaffinity(0))
+    if len(c) < 2:
+        sys.exit("bench: needs 2 CPUs")
+    return (int(os.environ.get("NGINX_CPU", c[-1])),
+            int(os.environ.get("LOAD_CPU", c[-2])))
+
+
+NGINX_CPU, LOAD_CPU = cpus()
+
+
+def wait_port(port, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Nginx:
+    def __init__(self, name, http, modules=(), cpu=None, workers=1):
+        self.prefix = OUT / name
+        shutil.rmtree(self.prefix, ignore_errors=True)
+        self.prefix.mkdir(parents=True)
+        user = "user root;" if os.getuid() == 0 else ""
+        aff = ""
+        if cpu is not None:
+            aff = f"worker_cpu_affinity {1 << cpu:b};"
+        loads = "".join(f"load_module {m};\n" for m in modules)
+        p = self.prefix
+        (p / "nginx.conf").write_text(f"""{user}
+{loads}
+worker_processes {workers};
+{aff}
+daemon on;
+master_process on;
+pid {p}/nginx.pid;
+error_log {p}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {p}/cbt;
+    proxy_temp_path {p}/pt;
+    fastcgi_temp_path {p}/ft;
+    uwsgi_temp_path {p}/ut;
+    scgi_temp_path {p}/st;
+    keepalive_requests 1000000;
+    {http}
+}}
+""")
+        subprocess.run([NGINX, "-p", f"{p}/", "-c", "nginx.conf",
+                        "-e", f"{p}/error.log"], check=True)
+        self.master = int((p / "nginx.pid").read_text())
+        deadline = time.time() + 10
+        while not children(self.master) and time.time() < deadline:
+            time.sleep(0.05)
+        self.worker = children(self.master)[0]
+        procs.append(self)
+
+    def stop(self):
+        try:
+            os.kill(self.master, signal.SIGQUIT)
+        except ProcessLookupError:
+            pass
+
+
+class Proc:
+    def __init__(self, argv, cpu=None, **kw):
+        if cpu is not None:
+            argv = ["taskset", "-c", str(cpu)] + argv
+        self.p = subprocess.Popen(argv, **kw)
+        procs.append(self)
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+
+
+def wrk_script(name, method="POST", body=BODY, headers=None):
+    headers = headers or {}
+    lines = [f'wrk.method = "{method}"',
+             f"wrk.body = [[{body}]]" if body else ""]
+    for k, v in headers.items():
+        lines.append(f'wrk.headers["{k}"] = "{v}"')
+    path = OUT / f"{name}.lua"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def wrk(url, script, conns, secs):
+    out = subprocess.run(
+        ["taskset", "-c", str(LOAD_CPU), "wrk", "-t1", f"-c{conns}",
+         f"-d{secs}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True).stdout
+
+    def lat(label):
+        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            return None
+        v = float(m.group(1))
+        return v * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)]
+
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out)
+                         .group(1)),
+            "p50_us": lat("50"), "p99_us": lat("99"), "requests": reqs,
+            "non2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def measure(worker, url, script, conns=CONNS, secs=SECONDS):
+    c0 = cpu_seconds(worker)
+    r = wrk(url, script, conns, secs)
+    r["cpu_us"] = (cpu_seconds(worker) - c0) * 1e6 / max(r["requests"], 1)
+    return r
+
+
+def median_runs(cases):
+    """cases: name -> (worker, url, script, conns).  RUNS interleaved runs
+    (order rotated), a short warm-up first; medians per case."""
+    names = list(cases)
+    for n in names:
+        w, url, script, conns = cases[n]
+        wrk(url, script, conns, 1)
+    res = {n: [] for n in names}
+    for i in range(RUNS):
+        order = names[i % len(names):] + names[:i % len(names)]
+        for n in order:
+            w, url, script, conns = cases[n]
+            res[n].append(measure(w, url, script, conns))
+    out = {}
+    for n, runs in res.items():
+        m = {}
+        for k in ("rps", "p50_us", "p99_us", "cpu_us"):
+            vals = [r[k] for r in runs if r[k] is not None]
+            m[k] = statistics.median(vals) if vals else None
+        m["rps_min"] = min(r["rps"] for r in runs)
+        m["rps_max"] = max(r["rps"] for r in runs)
+        m["non2xx"] = sum(r["non2xx"] for r in runs)
+        out[n] = m
+    return out
+
+
+def keys():
+    out = subprocess.run([str(BUILD / "infergate-keys"), "new", "bench"],
+                         capture_output=True, text=True, check=True).stdout
+    key = re.search(r"^key: (\S+)", out, re.M).group(1)
+    line = re.search(r"^line: (.+)$", out, re.M).group(1)
+    return key, line
+
+
+def start_redis():
+    port = free_port()
+    d = OUT / "redis"
+    d.mkdir(parents=True, exist_ok=True)
+    Proc(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+          "--save", "", "--appendonly", "no", "--dir", str(d)],
+         cpu=LOAD_CPU, stdout=subprocess.DEVNULL)
+    wait_port(port)
+    return port
+
+
+def table(title, rows, base="plain"):
+    print(f"\n## {title}\n")
+    print(f"| {'case':<22} | {'req/s':>9} | {'spread':>15} | {'p50 µs':>8} "
+          f"| {'p99 µs':>8} | {'CPU µs/req':>10} | {'vs ' + base:>8} "
+          f"| {'adds µs':>8} | {'adds CPU':>8} |")
+    print("|" + "|".join("-" * w for w in (24, 11, 17, 10, 10, 12, 10,
+                                             10, 10)) + "|")
+    b = rows.get(base)
+    for n, m in rows.items():
+        ratio = adds = cadds = ""
+        if b and m["rps"]:
+            ratio = f"{m['rps'] / b['rps']:.3f}"
+            adds = f"{(1 / m['rps'] - 1 / b['rps']) * 1e6:+.2f}"
+            m["adds_us"] = (1 / m["rps"] - 1 / b["rps"]) * 1e6
+            m["ratio"] = m["rps"] / b["rps"]
+        if b and m["cpu_us"] is not None and b["cpu_us"] is not None:
+            m["adds_cpu_us"] = m["cpu_us"] - b["cpu_us"]
+            cadds = f"{m['adds_cpu_us']:+.2f}"
+        f = (lambda v, fmt="{:.0f}": fmt.format(v) if v is not None
+             else "-")
+        print(f"| {n:<22} | {f(m['rps']):>9} | "
+              f"{f(m['rps_min']) + '-' + f(m['rps_max']):>15} | "
+              f"{f(m['p50_us']):>8} | {f(m['p99_us']):>8} | "
+              f"{f(m['cpu_us'], '{:.2f}'):>10} | {ratio:>8} | {adds:>8} "
+              f"| {cadds:>8} |")
+        if m["non2xx"]:
+            print(f"|   (!) {m['non2xx']} non-2xx answers in {n}")
+    sys.stdout.flush()
+
+
+def run_tool(title, argv):
+    tool = next(a for a in argv if a.startswith("/"))
+    if not Path(tool).exists():
+        print(f"\n## {title}\n\n(skipped: {tool} not built)")
+        return None
+    print(f"\n## {title}\n")
+    sys.stdout.flush()
+    r = subprocess.run(argv, capture_output=True, text=True)
+    print("```")
+    print((r.stdout + r.stderr).rstrip())
+    print("```")
+    sys.stdout.flush()
+    return r.stdout + r.stderr
+
+
+def main():
+    shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir(parents=True)
+    results = {"runs": RUNS, "seconds": SECONDS, "conns": CONNS}
+
+    print(f"# infergate benchmark: {RUNS} runs x {SECONDS}s, {CONNS} "
+          f"connections, gateway worker on CPU {NGINX_CPU}, load on CPU "
+          f"{LOAD_CPU}")
+
+    key, line = keys()
+    (OUT / "keys.txt").write_text(line + "\n")
+    shutil.copy(ROOT / "conf/schemas/score.json", OUT / "score.json")
+    akey = subprocess.run([str(BUILD / "infergate-audit"), "keygen", "b"],
+                          capture_output=True, text=True,
+                          check=True).stdout
+    (OUT / "audit.key").write_text(akey)
+    os.chmod(OUT / "audit.key", 0o600)
+
+    rport = start_redis()
+
+    # the origin: its own nginx on the load CPU
+    oport = free_port()
+    ORIGIN_PORT[0] = oport
+    Nginx("origin", f"""
+    server {{
+        listen 127.0.0.1:{oport};
+        location / {{
+            default_type application/json;
+            return 200 '{ANSWER.strip()}\\n';
+        }}
+    }}""", cpu=LOAD_CPU)
+
+    upstream = f"""
+    upstream origin {{ server 127.0.0.1:{oport}; keepalive 64; }}
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    client_body_buffer_size 64k;"""
+
+    # plain nginx: the baseline
+    pport = free_port()
+    plain = Nginx("plain", f"""{upstream}
+    server {{
+        listen 127.0.0.1:{pport};
+        location / {{ proxy_pass http://origin; }}
+        location /static {{
+            default_type application/json;
+            return 200 '{ANSWER.strip()}\\n';
+        }}
+    }}""", cpu=NGINX_CPU)
+
+    # the Lua gateway
+    lport = free_port()
+    lua = Nginx("lua", f"""{upstream}
+    lua_package_path "{ROOT}/tools/bench/lua/?.lua;;";
+    lua_shared_dict gcra 10m;
+    init_by_lua_block {{
+        require("gateway").init("{OUT}/keys.txt", {rport})
+    }}
+    server {{
+        listen 127.0.0.1:{lport};
+        location /admission {{
+            access_by_lua_block {{ require("gateway").access({{}}) }}
+            proxy_pass http://origin;
+        }}
+        location /cache {{
+            access_by_lua_block {{
+                require("gateway").access({{cache = true}})
+            }}
+            body_filter_by_lua_block {{ require("gateway").body_filter() }}
+            proxy_pass http://origin;
+        }}
+    }}""", modules=LUA_MODULES, cpu=NGINX_CPU)
+
+    # infergate
+    iport = free_port()
+    ig = Nginx("ig", f"""{upstream}
+    infergate_keys {OUT}/keys.txt;
+    infergate_limit_zone bench 10m;
+    infergate_redis cache 127.0.0.1:{rport} timeout=200ms;
+    server {{
+        listen 127.0.0.1:{iport};
+        infergate_limit_headers draft;
+        location /admission {{
+            infergate_auth on;
+            infergate_limit zone=bench rate=1000000r/s burst=1000000;
+            infergate_schema {OUT}/score.json;
+            proxy_pass http://origin;
+        }}
+        location /audit {{
+            infergate_auth on;
+            infergate_limit zone=bench rate=1000000r/s burst=1000000;
+            infergate_schema {OUT}/score.json;
+            infergate_audit {OUT}/audit.log key={OUT}/audit.key key_id=b;
+            proxy_pass http://origin;
+        }}
+        location /cache {{
+            infergate_auth on;
+            infergate_limit zone=bench rate=1000000r/s burst=1000000;
+            infergate_schema {OUT}/score.json;
+            infergate_cache redis=cache ttl=600s methods=POST;
+            proxy_pass http://origin;
+        }}
+    }}""", modules=[MODULE], cpu=NGINX_CPU)
+
+    for port in (oport, pport, lport, iport):
+        wait_port(port)
+
+    hdrs = {"Content-Type": "application/json",
+            "Authorization": f"Bearer {key}"}
+    post = wrk_script("post", headers=hdrs)
+
+    def url(port, path):
+        return f"http://127.0.0.1:{port}{path}"
+
+    if "admission" not in SKIP:
+        rows = median_runs({
+            "plain": (plain.worker, url(pport, "/score"), post, CONNS),
+            "lua": (lua.worker, url(lport, "/admission"), post, CONNS),
+            "infergate": (ig.worker, url(iport, "/admission"), post, CONNS),
+            "infergate+audit": (ig.worker, url(iport, "/audit"), post,
+                                CONNS),
+        })
+        table("admission: auth + limit + JSON schema, then the origin",
+              rows)
+        results["admission"] = rows
+
+    if "cache" not in SKIP:
+        # fill both caches, then every request is a hit
+        for u in (url(lport, "/cache"), url(iport, "/cache")):
+            for _ in range(3):
+                subprocess.run(["curl", "-s", "-o", "/dev/null", u, "-d",
+                                BODY, "-H", "Content-Type: application/json",
+                                "-H", f"Authorization: Bearer {key}"],
+                               check=True)
+                time.sleep(0.2)
+        rows = median_runs({
+            "plain": (plain.worker, url(pport, "/score"), post, CONNS),
+            "lua cache hit": (lua.worker, url(lport, "/cache"), post,
+                              CONNS),
+            "infergate cache hit": (ig.worker, url(iport, "/cache"), post,
+                                    CONNS),
+        })
+        table("cache hit (auth + limit + schema on, answer from Redis)",
+              rows)
+        results["cache"] = rows
+        info = subprocess.run(["redis-cli", "-p", str(rport), "info",
+                               "commandstats"], capture_output=True,
+                              text=True).stdout
+        calls = sum(int(m) for m in re.findall(r"calls=(\d+)", info))
+        print(f"\nRedis commands over the whole run: {calls}")
+
+    if "bloom" not in SKIP:
+        bloom_bench(results, plain, pport, key)
+
+    if "infer" not in SKIP:
+        infer_bench(results, key, upstream)
+
+    for p in procs:
+        p.stop()
+    del procs[:]
+
+    tools_bench(results)
+
+    targets(results)
+
+    json.dump(results, open(OUT / "results.json", "w"), indent=1)
+    plot(results)
+
+
+def bloom_bench(results, plain, pport, key):
+    ids = OUT / "ids.txt"
+    ids.write_text("".join(f"u{i}\n" for i in range(100000)))
+    bloom = OUT / "users.bloom"
+    subprocess.run([str(BUILD / "infergate-bloom"), "build", "--capacity",
+                    "1000000", "--error", "0.01", str(ids), "-o",
+                    str(bloom)], check=True, capture_output=True)
+    bport = free_port()
+    ng = Nginx("bloom", f"""
+    upstream origin {{ server 127.0.0.1:{ORIGIN_PORT[0]}; keepalive 64; }}
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    infergate_bloom_zone users 2m capacity=1000000 error=0.01
+                         file={bloom} save_every=off;
+    server {{
+        listen 127.0.0.1:{bport};
+        location ~ ^/users/(\\w+)$ {{
+            infergate_bloom zone=users key=$1;
+            proxy_pass http://origin;
+        }}
+    }}""", modules=[MODULE], cpu=NGINX_CPU)
+    wait_port(bport)
+    get = wrk_script("get", method="GET", body=None)
+    rows = median_runs({
+        "plain": (plain.worker, f"http://127.0.0.1:{pport}/users/u42", get,
+                  CONNS),
+        "bloom hit → origin": (ng.worker,
+                               f"http://127.0.0.1:{bport}/users/u42", get,
+                               CONNS),
+        "bloom reject (404)": (ng.worker,
+                               f"http://127.0.0.1:{bport}/users/x999999",
+                               get, CONNS),
+    })
+    for n in ("bloom reject (404)",):
+        rows[n]["non2xx"] = 0          # 404 is the answer measured
+    table("Bloom guard: known id proxied, unknown id refused", rows)
+    results["bloom"] = rows
+    ng.stop()
+
+
+def infer_bench(results, key, upstream):
+    model = OUT / "credit_risk.json"
+    feats = OUT / "features.json"
+    script = ROOT / "tools/demo_model.py"
+    if not script.exists() or not (BUILD / "infergate-backend").exists():
+        print("\n## inference\n\n(skipped: tools/demo_model.py or the "
+              "backend is missing)")
+        return
+    subprocess.run([sys.executable, str(script), str(model), str(feats)],
+                   check=True, capture_output=True)
+    nf = len(json.loads(feats.read_text())["features"]) \
+        if feats.read_text().lstrip().startswith("{") \
+        else len(json.loads(feats.read_text()))
+
+    socks = {}
+    for name, batch in (("on", 64), ("off", 1)):
+        sock = OUT / f"backend-{name}.sock"
+        Proc([str(BUILD / "infergate-backend"), "--socket", str(sock),
+              "--model", f"credit-risk:1={model}", "--max-batch",
+              str(batch), "--max-delay-us", "200", "--threads", "1",
+              "--device", "cpu"], cpu=LOAD_CPU,
+             stderr=open(OUT / f"backend-{name}.log", "w"))
+        socks[name] = sock
+    deadline = time.time() + 20
+    while not all(p.exists() for p in socks.values()):
+        if time.time() > deadline:
+            raise RuntimeError("backend did not start")
+        time.sleep(0.05)
+
+    ports = {"on": free_port(), "off": free_port()}
+    servers = "".join(f"""
+    server {{
+        listen 127.0.0.1:{ports[n]};
+        location /v2 {{
+            infergate_auth on;
+            infergate_limit zone=bench rate=1000000r/s burst=1000000;
+            infergate_infer backend={n};
+        }}
+    }}""" for n in ports)
+    ng = Nginx("ig-infer", f"""
+    infergate_keys {OUT}/keys.txt;
+    infergate_limit_zone bench 10m;
+    infergate_backend on unix:{socks['on']} timeout=2s;
+    infergate_backend off unix:{socks['off']} timeout=2s;
+    {servers}""", modules=[MODULE], cpu=NGINX_CPU)
+    for p in ports.values():
+        wait_port(p)
+
+    body = json.dumps({"id": "b1", "inputs": [{
+        "name": "input__0", "shape": [1, nf], "datatype": "FP32",
+        "data": [round(0.5 + i, 2) for i in range(nf)]}]},
+        separators=(",", ":"))
+    path = "/v2/models/credit-risk/infer"
+    hdrs = {"Content-Type": "application/json",
+            "Authorization": f"Bearer {key}"}
+    deadline = time.time() + 20
+    while True:
+        r = subprocess.run(["curl", "-s", "-w", "\n%{http_code}",
+                            f"http://127.0.0.1:{ports['on']}{path}", "-d",
+                            body, "-H", "Content-Type: application/json",
+                            "-H", f"Authorization: Bearer {key}"],
+                           capture_output=True, text=True)
+        answer, _, code = r.stdout.rpartition("\n")
+        if code == "200" or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    if code != "200":
+        print(f"\n## inference\n\n(skipped: the backend answered {code}: "
+              f"{answer[:200]})")
+        return
+
+    sport = free_port()
+    st = Nginx("plain-infer", f"""
+    server {{
+        listen 127.0.0.1:{sport};
+        location / {{
+            default_type application/json;
+            return 200 '{answer}';
+        }}
+    }}""", cpu=NGINX_CPU)
+    wait_port(sport)
+
+    ipost = wrk_script("infer", body=body, headers=hdrs)
+    rows = median_runs({
+        "plain (same body)": (st.worker, f"http://127.0.0.1:{sport}{path}",
+                              ipost, CONNS),
+        "infergate → backend": (ng.worker,
+                                f"http://127.0.0.1:{ports['on']}{path}",
+                                ipost, CONNS),
+    })
+    table("inference end to end (credit-risk XGBoost, one row)", rows,
+          base="plain (same body)")
+    results["infer"] = rows
+
+    batching = {}
+    for c in (1, 16, 64):
+        for n in ("on", "off"):
+            batching[f"c={c} batching {n}"] = (
+                ng.worker, f"http://127.0.0.1:{ports[n]}{path}", ipost, c)
+    rows = median_runs(batching)
+    table("batching on (max-batch 64, 200 µs) vs off (max-batch 1)", rows,
+          base="c=1 batching off")
+    results["batching"] = rows
+
+
+def tools_bench(results):
+    if (BUILD / "bench-xgb").exists() or (ROOT / "tools/bench_xgb.c").exists():
+        r = subprocess.run(["make", "-s", "bench-xgb"], cwd=ROOT,
+                           capture_output=True, text=True)
+        print("\n## backend rows/s: ours vs libxgboost (500 trees, depth 8)"
+              "\n")
+        print("```")
+        print((r.stdout + r.stderr).rstrip())
+        print("```")
+        results["xgb"] = r.stdout
+    out = run_tool("Bloom lookup", [str(BUILD / "infergate-bloom"), "bench"])
+    results["bloom_lookup"] = out
+    if (ROOT / "tools/bench_onnx.py").exists():
+        r = subprocess.run([sys.executable, str(ROOT / "tools/bench_onnx.py")],
+                           cwd=ROOT, capture_output=True, text=True)
+        print("\n## ONNX MLP rows/s: ours vs torch\n")
+        print("```")
+        print((r.stdout + r.stderr).rstrip())
+        print("```")
+        results["onnx"] = r.stdout
+    sock = OUT / "ring.sock"
+    if (BUILD / "infergate-ringbench").exists():
+        be = Proc([str(BUILD / "infergate-backend"), "--socket", str(sock),
+                   "--model", "id=builtin:identity:4", "--max-batch", "1",
+                   "--max-delay-us", "0"], cpu=NGINX_CPU,
+                  stderr=open(OUT / "backend-ring.log", "w"))
+        deadline = time.time() + 10
+        while not sock.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        out = run_tool("ring round trip (identity model, submit → complete)",
+                       ["taskset", "-c", str(LOAD_CPU),
+                        str(BUILD / "infergate-ringbench"), "--socket",
+                        str(sock), "--model-id", "0", "--requests", "20000",
+                        "--concurrency", "1"])
+        results["ring"] = out
+        be.stop()
+
+
+def targets(results):
+    print("\n## targets\n")
+
+    def line(what, ok, detail):
+        print(f"- {what}: {'met' if ok else 'NOT met'} ({detail})")
+
+    a = results.get("admission")
+    if a:
+        ig, lua = a["infergate"], a["lua"]
+        line("infergate >= 0.95x plain nginx on admission",
+             ig.get("ratio", 0) >= 0.95, f"{ig.get('ratio', 0):.3f}")
+        if lua.get("adds_cpu_us") and ig.get("adds_cpu_us") is not None:
+            q = ig["adds_cpu_us"] / lua["adds_cpu_us"]
+            line("infergate adds <= 1/4 of Lua's CPU on admission", q <= 0.25,
+                 f"{ig['adds_cpu_us']:.2f} vs {lua['adds_cpu_us']:.2f} µs, "
+                 f"{q:.2f}")
+    c = results.get("cache")
+    if c:
+        ig, lua = c["infergate cache hit"], c["lua cache hit"]
+        line("cache hit >= 0.9x the plain proxy", ig.get("ratio", 0) >= 0.9,
+             f"{ig.get('ratio', 0):.3f}")
+        if lua.get("adds_cpu_us") and ig.get("adds_cpu_us") is not None:
+            q = ig["adds_cpu_us"] / lua["adds_cpu_us"]
+            line("infergate adds <= 1/2 of Lua's CPU on cache hits",
+                 q <= 0.5, f"{ig['adds_cpu_us']:.2f} vs "
+                 f"{lua['adds_cpu_us']:.2f} µs, {q:.2f}")
+
+
+def plot(results):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("\n(no plot: python3-matplotlib is not installed)")
+        return
+    groups = [k for k in ("admission", "cache", "bloom", "infer", "batching")
+              if k in results]
+    if not groups:
+        return
+    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4))
+    if len(groups) == 1:
+        axes = [axes]
+    for ax, g in zip(axes, groups):
+        rows = results[g]
+        names = list(rows)
+        ax.bar(names, [rows[n]["rps"] for n in names],
+               color=["#999999", "#d98c3f", "#3f7fd9", "#2a5aa0"][:len(names)])
+        ax.set_title(g)
+        ax.set_ylabel("req/s (one worker)")
+        ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    fig.savefig(OUT / "bench.png", dpi=100)
+    print(f"\nplot: {OUT / 'bench.png'}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        for p in procs:
+            try:
+                p.stop()
+            except Exception:
+                pass
