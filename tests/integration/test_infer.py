@@ -299,10 +299,14 @@ def test_auth_limit_schema_models(start_nginx, backend_proc):
     http = (infer_http(be) + "\ninfergate_keys keys.txt;\n"
             "infergate_limit_zone z 1m;\n")
     server = """
-        location /v2 {
+        location ~ ^/v2/models/[^/]+(/versions/[^/]+)?/infer$ {
             infergate_auth on;
             infergate_limit zone=z rate=4r/m burst=4;
             infergate_schema infer.json;
+            infergate_infer backend=be;
+        }
+        location /v2 {
+            infergate_auth on;
             infergate_infer backend=be;
         }
     """
@@ -336,6 +340,15 @@ def test_auth_limit_schema_models(start_nginx, backend_proc):
     r = requests.post(url, json=infer_body([1, 2], [1, 2]),
                       headers=bearer(anyk))
     assert_error(r, 400, "shape")
+
+    # the GET routes next to it: auth and models= apply, no schema
+    r = requests.get(ngx.url("/v2/models/id"), headers=bearer(only_id))
+    assert r.status_code == 200 and r.json()["name"] == "id", r.text
+    assert requests.get(ngx.url("/v2/health/ready"),
+                        headers=bearer(only_id)).status_code == 200
+    assert_problem(requests.get(ngx.url("/v2/models/other"),
+                                headers=bearer(only_id)), 403)
+    assert_problem(requests.get(ngx.url("/v2/models/id")), 401)
 
     # the limit: quota 4 per minute for a tenant, then 429
     codes = [requests.post(url, json=good, headers=bearer(only_id))
