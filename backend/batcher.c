@@ -45,6 +45,8 @@ struct ig_batcher_s {
     size_t               cap_rows;
 
     ig_batch_stats_t     stats;
+    uint64_t             failed_log_ns;
+    uint64_t             failed_unlogged;
 };
 
 
@@ -149,8 +151,18 @@ ig_batcher_run(ig_batcher_t *b, ig_model_t *m, uint32_t k, uint64_t start)
     if (rc != 0) {
         char  q[300];
 
-        ig_blog("error", "model_failed", "model=%s rows=%zu err=%s",
-                b->label, rows, ig_blogq(q, sizeof(q), err));
+        /* at most one line a second for a model that keeps failing */
+        if (t1 - b->failed_log_ns >= 1000000000 || b->failed_log_ns == 0) {
+            ig_blog("error", "model_failed", "model=%s rows=%zu err=%s "
+                    "unlogged=%llu", b->label, rows,
+                    ig_blogq(q, sizeof(q), err),
+                    (unsigned long long) b->failed_unlogged);
+            b->failed_log_ns = t1;
+            b->failed_unlogged = 0;
+
+        } else {
+            b->failed_unlogged++;
+        }
     }
 
     /* scatter: each request's output rows back into its slot */
