@@ -718,7 +718,8 @@ ig_rs_reload_end(ig_rs_t *s, int apply)
         ts.tv_sec += 2;
 
         if (pthread_timedjoin_np(s->reload_tid, NULL, &ts) != 0) {
-            ig_blog("warn", "reload_abandoned", "reason=\"a load is still running\"");
+            ig_blog("warn", "reload_abandoned",
+                    "reason=\"a load is still running\"");
             return;
         }
     }
