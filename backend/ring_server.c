@@ -531,6 +531,7 @@ ig_rs_intake(ig_rs_t *s, uint32_t i)
 static void
 ig_rs_ctl(ig_rs_t *s, uint32_t i, uint32_t events)
 {
+    int      k;
     ssize_t  n;
     char     buf[512];
 
@@ -538,7 +539,11 @@ ig_rs_ctl(ig_rs_t *s, uint32_t i, uint32_t events)
         return;
     }
 
-    for ( ;; ) {
+    for (k = 0; ; k++) {
+        if (k == 64) {
+            return;                   /* a chatty worker waits its turn */
+        }
+
         n = recv(s->clients[i].sock, buf, sizeof(buf), MSG_DONTWAIT);
 
         if (n > 0) {
