@@ -190,23 +190,46 @@ ig_rs_drop_locked(ig_rs_t *s, uint32_t i, uint32_t slot)
 }
 
 
-/* the batchers' completion callback (runner threads) */
+/*
+ * The batchers' completion callback (runner threads): one lock and one
+ * completion doorbell per client for a whole batch.
+ */
 static void
-ig_rs_done(void *data, const ig_breq_t *r, uint32_t status,
-    uint32_t batch_rows, uint32_t queue_us, uint32_t run_us)
+ig_rs_done(void *data, const ig_breq_t *r, uint32_t n, uint32_t status,
+    uint32_t batch_rows, uint64_t start_ns, uint32_t run_us)
 {
-    ig_rs_t         *s = data;
-    ig_rs_client_t  *c = &s->clients[r->client];
+    ig_rs_t  *s = data;
+
+    uint32_t         i, j, nring, ring[IG_RING_MAX_CLIENTS];
+    ig_rs_client_t  *c;
+    uint8_t          marked[IG_RING_MAX_CLIENTS];
+
+    memset(marked, 0, sizeof(marked));
+    nring = 0;
 
     pthread_mutex_lock(&s->lock);
 
-    if (c->gen != r->gen) {
-        ig_rs_drop_locked(s, r->client, r->slot);
+    for (i = 0; i < n; i++) {
+        c = &s->clients[r[i].client];
 
-    } else {
-        ig_rs_answer_locked(s, r->client, r->slot, status, r->out_floats,
-                            batch_rows, queue_us, run_us);
-        ig_rs_ring(c->cq_efd);
+        if (c->gen != r[i].gen) {
+            ig_rs_drop_locked(s, r[i].client, r[i].slot);
+            continue;
+        }
+
+        ig_rs_answer_locked(s, r[i].client, r[i].slot, status,
+                            r[i].out_floats, batch_rows,
+                            (uint32_t) ((start_ns - r[i].enq_ns) / 1000),
+                            run_us);
+
+        if (!marked[r[i].client]) {
+            marked[r[i].client] = 1;
+            ring[nring++] = r[i].client;
+        }
+    }
+
+    for (j = 0; j < nring; j++) {
+        ig_rs_ring(s->clients[ring[j]].cq_efd);
     }
 
     pthread_mutex_unlock(&s->lock);
