@@ -475,7 +475,7 @@ ig_rs_disconnect(ig_rs_t *s, uint32_t i, const char *why)
 static void
 ig_rs_intake(ig_rs_t *s, uint32_t i)
 {
-    int              rc;
+    int              rc, answered;
     uint32_t         k, status, budget;
     uint64_t         v, now;
     ig_breq_t        br;
@@ -489,6 +489,7 @@ ig_rs_intake(ig_rs_t *s, uint32_t i)
     now = ig_rs_now_ns();
     budget = 2 * s->rg.nslots;        /* one client cannot hold the loop */
     rc = IG_RQ_EMPTY;
+    answered = 0;
 
     pthread_mutex_lock(&s->lock);
 
@@ -533,7 +534,11 @@ ig_rs_intake(ig_rs_t *s, uint32_t i)
         }
 
         ig_rs_answer_locked(s, i, req.slot, status, 0, 0, 0, 0);
-        ig_rs_ring(c->cq_efd);
+        answered = 1;
+    }
+
+    if (answered) {
+        ig_rs_ring(c->cq_efd);        /* once for all refused at once */
     }
 
     pthread_mutex_unlock(&s->lock);
