@@ -45,6 +45,8 @@ struct ig_batcher_s {
     size_t               cap_rows;
 
     ig_batch_stats_t     stats;
+    uint64_t             failed_log_ns;
+    uint64_t             failed_unlogged;
 };
 
 
@@ -108,7 +110,7 @@ ig_batcher_run(ig_batcher_t *b, ig_model_t *m, uint32_t k, uint64_t start)
 {
     int          rc;
     size_t       rows, off, nf, no;
-    uint32_t     i, status, run_us, queue_us;
+    uint32_t     i, status, run_us;
     uint64_t     t0, t1;
     ig_breq_t   *r;
     char         err[256];
@@ -149,24 +151,32 @@ ig_batcher_run(ig_batcher_t *b, ig_model_t *m, uint32_t k, uint64_t start)
     if (rc != 0) {
         char  q[300];
 
-        ig_blog("error", "model_failed", "model=%s rows=%zu err=%s",
-                b->label, rows, ig_blogq(q, sizeof(q), err));
+        /* at most one line a second for a model that keeps failing */
+        if (t1 - b->failed_log_ns >= 1000000000 || b->failed_log_ns == 0) {
+            ig_blog("error", "model_failed", "model=%s rows=%zu err=%s "
+                    "unlogged=%llu", b->label, rows,
+                    ig_blogq(q, sizeof(q), err),
+                    (unsigned long long) b->failed_unlogged);
+            b->failed_log_ns = t1;
+            b->failed_unlogged = 0;
+
+        } else {
+            b->failed_unlogged++;
+        }
     }
 
     /* scatter: each request's output rows back into its slot */
-    off = 0;
-    for (i = 0; i < k; i++) {
-        r = &b->batch[i];
-
-        if (rc == 0) {
+    if (rc == 0) {
+        off = 0;
+        for (i = 0; i < k; i++) {
+            r = &b->batch[i];
             memcpy(r->data, b->out + off * no, r->rows * no * sizeof(float));
+            off += r->rows;
         }
-
-        off += r->rows;
-        queue_us = (uint32_t) ((start - r->enq_ns) / 1000);
-        b->conf.done(b->conf.data, r, status, (uint32_t) rows, queue_us,
-                     run_us);
     }
+
+    b->conf.done(b->conf.data, b->batch, k, status, (uint32_t) rows, start,
+                 run_us);
 
     pthread_mutex_lock(&b->lock);
     b->stats.batches++;
@@ -183,7 +193,7 @@ ig_batcher_thread(void *arg)
 {
     ig_batcher_t  *b = arg;
 
-    uint32_t     k, nexp, i;
+    uint32_t     k, nexp;
     uint64_t     now, rows, delay_ns, tmo_ns, oldest, until;
     ig_breq_t   *r;
     ig_model_t  *m, *retired;
@@ -233,12 +243,8 @@ ig_batcher_thread(void *arg)
             b->busy = nexp;
             pthread_mutex_unlock(&b->lock);
 
-            for (i = 0; i < nexp; i++) {
-                b->conf.done(b->conf.data, &b->batch[i],
-                             IG_RING_EQUEUE_TIMEOUT, 0,
-                             (uint32_t) ((now - b->batch[i].enq_ns) / 1000),
-                             0);
-            }
+            b->conf.done(b->conf.data, b->batch, nexp,
+                         IG_RING_EQUEUE_TIMEOUT, 0, now, 0);
 
             pthread_mutex_lock(&b->lock);
             b->busy = 0;

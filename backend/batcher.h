@@ -36,11 +36,12 @@ typedef struct {
 
 
 /*
- * Called from the runner thread without the batcher's lock, once per
- * request; status is an ig_ring_status_e.
+ * Called from the runner thread without the batcher's lock, once for
+ * the n requests of a batch (or n timed out ones); status is an
+ * ig_ring_status_e, queue time is start_ns - enq_ns.
  */
-typedef void (*ig_batch_done_pt)(void *data, const ig_breq_t *r,
-    uint32_t status, uint32_t batch_rows, uint32_t queue_us,
+typedef void (*ig_batch_done_pt)(void *data, const ig_breq_t *r, uint32_t n,
+    uint32_t status, uint32_t batch_rows, uint64_t start_ns,
     uint32_t run_us);
 
 

@@ -190,23 +190,46 @@ ig_rs_drop_locked(ig_rs_t *s, uint32_t i, uint32_t slot)
 }
 
 
-/* the batchers' completion callback (runner threads) */
+/*
+ * The batchers' completion callback (runner threads): one lock and one
+ * completion doorbell per client for a whole batch.
+ */
 static void
-ig_rs_done(void *data, const ig_breq_t *r, uint32_t status,
-    uint32_t batch_rows, uint32_t queue_us, uint32_t run_us)
+ig_rs_done(void *data, const ig_breq_t *r, uint32_t n, uint32_t status,
+    uint32_t batch_rows, uint64_t start_ns, uint32_t run_us)
 {
-    ig_rs_t         *s = data;
-    ig_rs_client_t  *c = &s->clients[r->client];
+    ig_rs_t  *s = data;
+
+    uint32_t         i, j, nring, ring[IG_RING_MAX_CLIENTS];
+    ig_rs_client_t  *c;
+    uint8_t          marked[IG_RING_MAX_CLIENTS];
+
+    memset(marked, 0, sizeof(marked));
+    nring = 0;
 
     pthread_mutex_lock(&s->lock);
 
-    if (c->gen != r->gen) {
-        ig_rs_drop_locked(s, r->client, r->slot);
+    for (i = 0; i < n; i++) {
+        c = &s->clients[r[i].client];
 
-    } else {
-        ig_rs_answer_locked(s, r->client, r->slot, status, r->out_floats,
-                            batch_rows, queue_us, run_us);
-        ig_rs_ring(c->cq_efd);
+        if (c->gen != r[i].gen) {
+            ig_rs_drop_locked(s, r[i].client, r[i].slot);
+            continue;
+        }
+
+        ig_rs_answer_locked(s, r[i].client, r[i].slot, status,
+                            r[i].out_floats, batch_rows,
+                            (uint32_t) ((start_ns - r[i].enq_ns) / 1000),
+                            run_us);
+
+        if (!marked[r[i].client]) {
+            marked[r[i].client] = 1;
+            ring[nring++] = r[i].client;
+        }
+    }
+
+    for (j = 0; j < nring; j++) {
+        ig_rs_ring(s->clients[ring[j]].cq_efd);
     }
 
     pthread_mutex_unlock(&s->lock);
@@ -452,7 +475,7 @@ ig_rs_disconnect(ig_rs_t *s, uint32_t i, const char *why)
 static void
 ig_rs_intake(ig_rs_t *s, uint32_t i)
 {
-    int              rc;
+    int              rc, answered;
     uint32_t         k, status, budget;
     uint64_t         v, now;
     ig_breq_t        br;
@@ -466,6 +489,7 @@ ig_rs_intake(ig_rs_t *s, uint32_t i)
     now = ig_rs_now_ns();
     budget = 2 * s->rg.nslots;        /* one client cannot hold the loop */
     rc = IG_RQ_EMPTY;
+    answered = 0;
 
     pthread_mutex_lock(&s->lock);
 
@@ -510,7 +534,11 @@ ig_rs_intake(ig_rs_t *s, uint32_t i)
         }
 
         ig_rs_answer_locked(s, i, req.slot, status, 0, 0, 0, 0);
-        ig_rs_ring(c->cq_efd);
+        answered = 1;
+    }
+
+    if (answered) {
+        ig_rs_ring(c->cq_efd);        /* once for all refused at once */
     }
 
     pthread_mutex_unlock(&s->lock);
@@ -531,6 +559,7 @@ ig_rs_intake(ig_rs_t *s, uint32_t i)
 static void
 ig_rs_ctl(ig_rs_t *s, uint32_t i, uint32_t events)
 {
+    int      k;
     ssize_t  n;
     char     buf[512];
 
@@ -538,7 +567,11 @@ ig_rs_ctl(ig_rs_t *s, uint32_t i, uint32_t events)
         return;
     }
 
-    for ( ;; ) {
+    for (k = 0; ; k++) {
+        if (k == 64) {
+            return;                   /* a chatty worker waits its turn */
+        }
+
         n = recv(s->clients[i].sock, buf, sizeof(buf), MSG_DONTWAIT);
 
         if (n > 0) {
@@ -718,7 +751,8 @@ ig_rs_reload_end(ig_rs_t *s, int apply)
         ts.tv_sec += 2;
 
         if (pthread_timedjoin_np(s->reload_tid, NULL, &ts) != 0) {
-            ig_blog("warn", "reload_abandoned", "reason=\"a load is still running\"");
+            ig_blog("warn", "reload_abandoned",
+                    "reason=\"a load is still running\"");
             return;
         }
     }

@@ -441,7 +441,7 @@ ngx_http_ig_backend_ctl_handler(ngx_event_t *ev)
     struct cmsghdr         *cm;
     ngx_connection_t       *c;
     ngx_http_ig_backend_t  *be;
-    int                     fds[4];
+    int                     fd, fds[4];
 
     union {
         struct cmsghdr      cm;
@@ -483,10 +483,14 @@ ngx_http_ig_backend_ctl_handler(ngx_event_t *ev)
                      i < (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
                      i++)
                 {
+                    ngx_memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int),
+                               sizeof(int));
+
                     if (nfds < 4) {
-                        ngx_memcpy(&fds[nfds], CMSG_DATA(cm) + i * sizeof(int),
-                                   sizeof(int));
-                        nfds++;
+                        fds[nfds++] = fd;
+
+                    } else {
+                        close(fd);
                     }
                 }
             }
@@ -1077,10 +1081,14 @@ ngx_http_ig_backend_down(ngx_http_ig_backend_t *be, const char *why,
     ngx_err_t err)
 {
     uint32_t                    i, n;
+    ngx_uint_t                  level;
     ngx_http_ig_backend_req_t  *br;
 
     if (why) {
-        ngx_log_error(NGX_LOG_ERR, be->log, err,
+        /* a refusal before HELLO (no free client area) repeats: quieter */
+        level = be->mapped ? NGX_LOG_ERR : NGX_LOG_INFO;
+
+        ngx_log_error(level, be->log, err,
                       "infergate_backend \"%V\": %s; failing in-flight "
                       "requests and reconnecting", &be->name, why);
     }

@@ -584,3 +584,35 @@ def test_exit_does_not_wait_for_a_stuck_reload(tmp_path, start_backend):
         os.close(fd)
     except OSError:
         pass
+
+
+def test_serves_a_real_xgboost_model(tmp_path, start_backend):
+    xgb = pytest.importorskip("xgboost")
+    np = pytest.importorskip("numpy")
+    rng = np.random.default_rng(7)
+    X = rng.random((300, 6)).astype("float32")
+    y = (X[:, 0] + X[:, 3] > 1).astype(int)
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 4},
+                        xgb.DMatrix(X, label=y), 20)
+    path = tmp_path / "risk.json"
+    booster.save_model(str(path))
+    want = booster.predict(xgb.DMatrix(X[:40]))
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    b = start_backend(f"risk:7={path}#sha256={digest}",
+                      args=["--device", "cpu", "--max-delay-us", "2000"])
+    with RingClient(b.sock) as c:
+        (m,) = c.models["models"]
+        assert (m["name"], m["version"], m["platform"]) == \
+            ("risk", "7", "xgboost_json")
+        assert (m["nfeatures"], m["noutputs"]) == (6, 1)
+        # 40 rows over 8 slots, batched together
+        for s in range(8):
+            c.submit(s, 0, 5, [float(v) for v in X[5 * s:5 * s + 5].ravel()],
+                     ring=False)
+        c.ring()
+        res = sorted(c.collect(8), key=lambda r: r["slot"])
+    got = np.array([v for r in res for v in r["data"]], dtype="float32")
+    assert all(r["status"] == OK and r["out_floats"] == 5 for r in res)
+    assert max(r["batch_rows"] for r in res) > 5
+    assert np.max(np.abs(got - want)) <= 1e-6

@@ -299,10 +299,14 @@ def test_auth_limit_schema_models(start_nginx, backend_proc):
     http = (infer_http(be) + "\ninfergate_keys keys.txt;\n"
             "infergate_limit_zone z 1m;\n")
     server = """
-        location /v2 {
+        location ~ ^/v2/models/[^/]+(/versions/[^/]+)?/infer$ {
             infergate_auth on;
             infergate_limit zone=z rate=4r/m burst=4;
             infergate_schema infer.json;
+            infergate_infer backend=be;
+        }
+        location /v2 {
+            infergate_auth on;
             infergate_infer backend=be;
         }
     """
@@ -336,6 +340,15 @@ def test_auth_limit_schema_models(start_nginx, backend_proc):
     r = requests.post(url, json=infer_body([1, 2], [1, 2]),
                       headers=bearer(anyk))
     assert_error(r, 400, "shape")
+
+    # the GET routes next to it: auth and models= apply, no schema
+    r = requests.get(ngx.url("/v2/models/id"), headers=bearer(only_id))
+    assert r.status_code == 200 and r.json()["name"] == "id", r.text
+    assert requests.get(ngx.url("/v2/health/ready"),
+                        headers=bearer(only_id)).status_code == 200
+    assert_problem(requests.get(ngx.url("/v2/models/other"),
+                                headers=bearer(only_id)), 403)
+    assert_problem(requests.get(ngx.url("/v2/models/id")), 401)
 
     # the limit: quota 4 per minute for a tenant, then 429
     codes = [requests.post(url, json=good, headers=bearer(only_id))
@@ -381,3 +394,41 @@ def test_config_ok(nginx_t):
                            "timeout=250ms max_inflight=8;",
                       server="location /v2 { infergate_infer backend=be; }")
     assert rc == 0, out
+
+
+def test_real_xgboost_model_end_to_end(start_nginx, backend_proc, tmp_path):
+    """A real XGBoost model through nginx: FP64 rows with missing values
+    (null) answer what xgboost's own predict gives."""
+    xgb = pytest.importorskip("xgboost")
+    np = pytest.importorskip("numpy")
+    rng = np.random.default_rng(3)
+    X = rng.random((400, 5))
+    X[rng.random(X.shape) < 0.1] = np.nan
+    y = (np.nan_to_num(X[:, 0]) + np.nan_to_num(X[:, 2]) > 1).astype(int)
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 5},
+                        xgb.DMatrix(X, label=y, missing=np.nan), 30)
+    path = tmp_path / "risk.json"
+    booster.save_model(str(path))
+    rows = X[:64]
+    want = booster.predict(xgb.DMatrix(rows, missing=np.nan))
+
+    be = backend_proc(f"risk={path}", extra=["--device", "cpu"])
+    ngx = start_nginx(http=infer_http(be),
+                      server="location /v2 { infergate_infer backend=be; }",
+                      workers=1)
+    wait_connected(ngx, 1)
+    meta = requests.get(ngx.url("/v2/models/risk")).json()
+    assert meta["platform"] == "xgboost_json", meta
+    (inp,) = meta["inputs"]
+    assert inp["shape"] == [-1, 5], meta
+
+    data = [[None if np.isnan(v) else float(v) for v in row] for row in rows]
+    r = requests.post(ngx.url("/v2/models/risk/infer"), json={
+        "id": "xgb", "inputs": [{"name": inp["name"], "shape": [64, 5],
+                                 "datatype": "FP64", "data": data}]})
+    assert r.status_code == 200, r.text
+    (out,) = r.json()["outputs"]
+    assert out["shape"][0] == 64
+    got = np.array(out["data"], dtype="float32")
+    assert got.shape == want.shape
+    assert np.max(np.abs(got - want)) <= 1e-6

@@ -2,7 +2,9 @@
 request answered 503 at once, none hangs, traffic resumes after a restart
 without an nginx reload), a killed worker's slots coming back, timeout
 504 with the slot kept until the backend returns it, max_inflight load
-shedding, and a client that leaves before the answer."""
+shedding, a client that leaves before the answer, backend and nginx
+reloads, and a hostile peer on the control socket (bad HELLO, region or
+model list; corrupt completions)."""
 
 import os
 import signal
@@ -101,6 +103,8 @@ def test_kill9_under_load_then_restart(start_nginx, backend_proc):
     assert before and all(c == 200 for _, _, c in before), before[:5]
     assert len(inflight) >= 4, inflight
     limit = 0.3 if SANITIZE else 0.1
+    print(f"{len(inflight)} in flight at the kill, answered after at most "
+          f"{max(t1 - kill_at for _, t1, _ in inflight) * 1000:.1f} ms")
     for t0, t1, code in inflight:
         assert code == 503, (code, inflight)
         assert t1 - kill_at < limit, \
@@ -258,3 +262,219 @@ def test_nginx_reload_reconnects(start_nginx, backend_proc):
         assert post(ngx, "id").status_code == 200
     # the old workers' client areas were given back
     wait_until(lambda: be.log.count("client_gone") >= 2, 10, "client_gone")
+
+
+# --------------------------------------------------------------------------
+# A hostile backend: a peer on the control socket that speaks lib/ig_ring.h
+# wrongly on purpose.  The worker must refuse what does not add up, fail
+# what is in flight with 503, never crash, and keep reconnecting.
+
+import mmap
+import select
+import shutil
+import struct
+import tempfile
+
+REGION = struct.Struct("<QIIQQIIQQQQQQ")
+HELLO = struct.Struct("<IIQII")
+SLOT = struct.Struct("<QIIIIQIIIIII")
+MODELS_HDR = struct.Struct("<IIII128s")
+MODEL_HEAD = struct.Struct("<II64s16s")
+TENSOR = struct.Struct("<64sII4q")
+MAGIC = 0x31474e4952474955
+
+
+def _a(n, k):
+    return (n + k - 1) // k * k
+
+
+def layout(nclients=1, nslots=4, slot_bytes=256, gen=77):
+    q = _a(128 + nslots * 4, 64)
+    stride = _a(2 * q + nslots * slot_bytes, 4096)
+    return dict(magic=MAGIC, version=1, header_bytes=88, generation=gen,
+                region_bytes=4096 + nclients * stride, nclients=nclients,
+                nslots=nslots, slot_bytes=slot_bytes, client_off=4096,
+                client_stride=stride, sq_off=0, cq_off=q, slots_off=2 * q)
+
+
+def pack_region(rg):
+    return REGION.pack(*(rg[k] for k in (
+        "magic", "version", "header_bytes", "generation", "region_bytes",
+        "nclients", "nslots", "slot_bytes", "client_off", "client_stride",
+        "sq_off", "cq_off", "slots_off")))
+
+
+def models_msg(nfeatures=2):
+    t_in = TENSOR.pack(b"input", 4, 2, -1, nfeatures, 0, 0)
+    t_out = TENSOR.pack(b"output", 4, 2, -1, nfeatures, 0, 0)
+    meta = struct.pack("<32s", b"hostile") + t_in + t_out + \
+        struct.pack("<II", nfeatures, nfeatures)
+    return MODELS_HDR.pack(2, 1, 8, 0, b"cpu") + \
+        MODEL_HEAD.pack(0, 1, b"m", b"1") + meta
+
+
+class Hostile:
+    """Serves one scenario per connection on a SEQPACKET socket."""
+
+    def __init__(self, scenario):
+        self.dir = tempfile.mkdtemp(prefix="ighost")
+        os.chmod(self.dir, 0o755)
+        self.sock = f"{self.dir}/be.sock"
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.srv.bind(self.sock)
+        self.srv.listen(8)
+        self.scenario = scenario
+        self.conns = 0
+        self.errors = []
+        self.stop = False
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        self.srv.settimeout(0.2)
+        while not self.stop:
+            try:
+                c, _ = self.srv.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.conns += 1
+            try:
+                self.scenario(self, c)
+            except Exception as e:          # noqa: BLE001
+                self.errors.append(repr(e))
+            finally:
+                c.close()
+
+    def hello(self, c, rg=None, region=None, nfds=3, hello_rg=None):
+        rg = rg or layout()
+        fd = os.memfd_create("ighost")
+        os.ftruncate(fd, rg["region_bytes"])
+        mm = mmap.mmap(fd, rg["region_bytes"])
+        mm[:88] = region if region is not None else pack_region(rg)
+        sq, cq = os.eventfd(0), os.eventfd(0, os.EFD_NONBLOCK)
+        msg = HELLO.pack(1, 1, rg["generation"], 0, os.getpid()) + \
+            pack_region(hello_rg or rg)
+        socket.send_fds(c, [msg], [fd, sq, cq][:nfds])
+        os.close(fd)
+        return mm, rg, sq, cq
+
+    def close(self):
+        self.stop = True
+        self.t.join(2)
+        self.srv.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wait_submit(mm, rg, sq, timeout=5):
+    r, _, _ = select.select([sq], [], [], timeout)
+    assert r, "the worker submitted nothing"
+    os.eventfd_read(sq)
+    tail = struct.unpack_from("<I", mm, rg["client_off"] + rg["sq_off"]
+                              + 64)[0]
+    assert tail >= 1
+    return struct.unpack_from("<I", mm, rg["client_off"] + rg["sq_off"]
+                              + 128 + 4 * ((tail - 1) % rg["nslots"]))[0]
+
+
+def complete(mm, rg, cq, index, n=1):
+    base = rg["client_off"] + rg["cq_off"]
+    tail = struct.unpack_from("<I", mm, base + 64)[0]
+    struct.pack_into("<I", mm, base + 128 + 4 * (tail % rg["nslots"]), index)
+    struct.pack_into("<I", mm, base + 64, tail + n)
+    os.eventfd_write(cq, 1)
+
+
+def _serve_until_closed(c, timeout=5):
+    c.settimeout(timeout)
+    try:
+        while c.recv(4096):
+            pass
+    except OSError:
+        pass
+
+
+@pytest.mark.parametrize("what", ["magic", "fds", "hello_size", "models",
+                                  "region_short"])
+def test_hostile_handshake(start_nginx, what):
+    def scenario(h, c):
+        rg = layout()
+        if what == "magic":
+            bad = dict(rg, magic=1)
+            h.hello(c, rg, region=pack_region(bad))
+        elif what == "fds":
+            h.hello(c, rg, nfds=2)
+        elif what == "hello_size":
+            c.send(HELLO.pack(1, 1, 1, 0, 1))
+        elif what == "models":
+            h.hello(c, rg)
+            c.send(models_msg()[:-10])
+        elif what == "region_short":
+            big = dict(rg, region_bytes=rg["region_bytes"] * 4)
+            h.hello(c, rg, hello_rg=big)
+        _serve_until_closed(c)
+
+    h = Hostile(scenario)
+    try:
+        ngx = start_nginx(http=f"infergate_backend be unix:{h.sock};",
+                          server=LOC, workers=1)
+        wait_until(lambda: h.conns >= 3, 10, "reconnects")
+        r = post(ngx, "m")
+        assert_problem(r, 503)
+        assert requests.get(ngx.url("/v2/health/ready")).status_code == 400
+        assert ngx.alive() and len(ngx.worker_pids()) == 1
+        assert "infergate_backend \"be\"" in ngx.error_log
+        assert not h.errors, h.errors
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("what", ["index", "tag", "good"])
+def test_hostile_completion(start_nginx, what):
+    done = threading.Event()
+
+    def scenario(h, c):
+        if h.conns > 1:
+            _serve_until_closed(c, 1)
+            return
+        mm, rg, sq, cq = h.hello(c)
+        c.send(models_msg())
+        idx = wait_submit(mm, rg, sq)
+        off = rg["client_off"] + rg["slots_off"] + idx * rg["slot_bytes"]
+        hdr = list(SLOT.unpack_from(mm, off))
+        assert hdr[1:4] == [0, 1, 2], hdr
+        if what == "index":
+            complete(mm, rg, cq, 9999)
+        elif what == "tag":
+            hdr[0] += 1
+            SLOT.pack_into(mm, off, *hdr)
+            complete(mm, rg, cq, idx)
+        else:
+            hdr[6:8] = [0, 2]               # status OK, out_floats
+            SLOT.pack_into(mm, off, *hdr)
+            struct.pack_into("<2f", mm, off + 56, 0.25, -8.5)
+            complete(mm, rg, cq, idx)
+        done.wait(5)
+        _serve_until_closed(c, 2)
+
+    h = Hostile(scenario)
+    try:
+        ngx = start_nginx(http=f"infergate_backend be unix:{h.sock};",
+                          server=LOC, workers=1)
+        wait_until(lambda: "models on" in ngx.error_log, 10, "connected")
+        r = post(ngx, "m")
+        done.set()
+        if what == "good":
+            assert r.status_code == 200, r.text
+            assert r.json()["outputs"][0]["data"] == [0.25, -8.5]
+            assert r.json()["model_name"] == "m"
+        else:
+            assert_problem(r, 503)
+            assert "went away" in r.json()["detail"]
+            assert "corrupt" in ngx.error_log
+            wait_until(lambda: h.conns >= 2, 10, "a reconnect")
+        assert ngx.alive() and len(ngx.worker_pids()) == 1
+        assert not h.errors, h.errors
+    finally:
+        h.close()
