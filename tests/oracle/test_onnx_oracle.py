@@ -427,6 +427,37 @@ def test_bad_graphs(case, tmp_path):
     assert want in err, err
 
 
+def _varint(n):
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(num, payload):
+    return _varint(num << 3 | 2) + _varint(len(payload)) + payload
+
+
+def test_deep_nesting_refused(tmp_path):
+    """Graph in an attribute in a node in a graph, 20,000 deep (a 1 MB
+    file): protobuf-c would recurse until the stack overflows."""
+    g = b""
+    for _ in range(20000):
+        g = _field(1, _field(5, _field(6, g)))   # Graph.node.attribute.g
+    path = tmp_path / "deep.onnx"
+    path.write_bytes(_field(7, g))               # Model.graph
+    assert "nested deeper than" in refuse(path)
+
+
+def test_message_flood_refused(tmp_path):
+    """Millions of empty nodes: a few MB of file, gigabytes unpacked."""
+    path = tmp_path / "flood.onnx"
+    path.write_bytes(_field(7, b"\x0a\x00" * (1 << 22 | 1)))
+    assert "more than" in refuse(path)
+
+
 def test_mutated_models_never_crash(tmp_path):
     """Byte flips, truncations and splices of real models: each load
     either succeeds or fails with a message, never a crash."""
