@@ -41,6 +41,7 @@
 #define IG_ONNX_MAX_DEPTH    32             /* nested messages          */
 #define IG_ONNX_MAX_LD       (1u << 22)     /* messages, strings, bytes */
 #define IG_ONNX_MAX_SCALARS  (1u << 26)     /* unpacked scalar fields   */
+#define IG_ONNX_MAX_PACKED   (2ull << 30)   /* bytes of packed arrays   */
 #define IG_ONNX_PAR_MIN      (1u << 20)     /* softmax worth threads    */
 
 
@@ -1870,7 +1871,7 @@ ig_onnx_prescan(const uint8_t *data, size_t len, char *err, size_t errlen)
 {
     int                                top;
     size_t                             nld, nscalar;
-    uint64_t                           key, n;
+    uint64_t                           key, n, packed;
     const uint8_t                     *p;
     const ProtobufCFieldDescriptor    *fd;
 
@@ -1886,6 +1887,7 @@ ig_onnx_prescan(const uint8_t *data, size_t len, char *err, size_t errlen)
     st[0].end = data + len;
     nld = 0;
     nscalar = 0;
+    packed = 0;
 
     while (top >= 0) {
         if (st[top].p >= st[top].end) {
@@ -1949,6 +1951,32 @@ ig_onnx_prescan(const uint8_t *data, size_t len, char *err, size_t errlen)
                 st[top].p = p;
                 st[top].end = p + n;
                 continue;
+            }
+
+            if (fd != NULL && fd->label == PROTOBUF_C_LABEL_REPEATED) {
+                /* a packed array: 1-byte varints become 4 or 8 bytes */
+                switch (fd->type) {
+                case PROTOBUF_C_TYPE_INT64:
+                case PROTOBUF_C_TYPE_UINT64:
+                case PROTOBUF_C_TYPE_SINT64:
+                    packed += n * 8;
+                    break;
+                case PROTOBUF_C_TYPE_INT32:
+                case PROTOBUF_C_TYPE_UINT32:
+                case PROTOBUF_C_TYPE_SINT32:
+                case PROTOBUF_C_TYPE_ENUM:
+                    packed += n * 4;
+                    break;
+                default:
+                    packed += n;
+                }
+
+                if (packed > IG_ONNX_MAX_PACKED) {
+                    snprintf(err, errlen, "onnx: packed arrays would "
+                             "unpack to more than %llu bytes",
+                             (unsigned long long) IG_ONNX_MAX_PACKED);
+                    return -1;
+                }
             }
 
             p += n;
