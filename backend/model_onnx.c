@@ -928,6 +928,15 @@ ig_onnx_unary(ig_onnx_ctx_t *c, const Onnx__NodeProto *n, ig_onnx_val_t *y)
         return ig_onnx_fail(c, "%s node \"%s\": needs one input", op, nm);
     }
 
+    if (x->kind == V_CONST && strcmp(op, "Identity") == 0) {
+        /* torch writes these for tied weights: the output is the same
+         * initializer under another name */
+        y->kind = V_CONST;
+        y->init = x->init;
+        y->slot = -1;
+        return 0;
+    }
+
     if (x->kind != V_ACT) {
         return ig_onnx_fail(c, "%s node \"%s\": input \"%s\" is a constant "
                             "(fold it before export)", op, nm, x->name);

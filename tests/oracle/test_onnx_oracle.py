@@ -252,12 +252,14 @@ def test_gemm_attributes_and_identity(tmp_path):
 
 def test_gemm_activation_c_and_vector_matmul(tmp_path):
     """Gemm's C as an activation (scaled by beta), one value read by
-    three nodes, and MatMul by a 1-D weight giving a [batch] output."""
+    three nodes, MatMul by a 1-D weight giving a [batch] output, and a
+    weight reached through Identity (as torch writes tied weights)."""
     rng = np.random.default_rng(11)
     w1 = rng.standard_normal((6, 4)).astype(np.float32)
     w2 = rng.standard_normal((4, 6)).astype(np.float32)
     v = rng.standard_normal((4,)).astype(np.float32)
     nodes = [
+        helper.make_node("Identity", ["w2src"], ["w2"]),
         helper.make_node("Gemm", ["x", "w1"], ["h"]),
         helper.make_node("Tanh", ["h"], ["t"]),
         helper.make_node("Gemm", ["x", "w2", "t"], ["g"], beta=0.5,
@@ -267,7 +269,8 @@ def test_gemm_activation_c_and_vector_matmul(tmp_path):
     ]
     graph = helper.make_graph(nodes, "g", [vinfo("x", ["n", 6])],
                               [vinfo("y", ["n"])],
-                              [init("w1", w1), init("w2", w2), init("v", v)])
+                              [init("w1", w1), init("w2src", w2),
+                               init("v", v)])
     path = tmp_path / "cact.onnx"
     save(graph, path)
 
