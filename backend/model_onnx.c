@@ -1142,7 +1142,7 @@ ig_onnx_desc(ig_tensor_desc_t *d, const ig_onnx_val_t *v)
 }
 
 
-/* Merges an activation into the step before it when that one fed it. */
+/* Merges a bias or an activation into the step that fed it in place. */
 static void
 ig_onnx_fuse(ig_onnx_model_t *m)
 {
@@ -1151,6 +1151,17 @@ ig_onnx_fuse(ig_onnx_model_t *m)
 
     for (i = 0, j = 0; i < m->plan.nsteps; i++) {
         s = &m->plan.steps[i];
+
+        /* MatMul + Add of a bias: the GEMM's epilogue adds it */
+        if (j > 0 && s->op == IG_MLP_ADD_ROW && s->in == s->out) {
+            p = &m->plan.steps[j - 1];
+            if (p->out == s->in && p->op == IG_MLP_GEMM && p->bias == NULL
+                && p->act == IG_ACT_NONE && s->act == IG_ACT_NONE)
+            {
+                p->bias = s->bias;
+                continue;
+            }
+        }
 
         if (j > 0 && s->op == IG_MLP_ACT && s->in == s->out) {
             p = &m->plan.steps[j - 1];
