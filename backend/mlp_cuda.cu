@@ -200,6 +200,14 @@ ig_mlp_cuda_create(int device, const ig_mlp_plan_t *plan, size_t max_rows,
         goto failed;
     }
 
+    /* full FP32: no TF32 tensor-op rounding, so the GPU agrees with
+     * the CPU path and torch within the oracle's 1e-4 */
+    brc = cublasSetMathMode(g->blas, CUBLAS_DEFAULT_MATH);
+    if (brc != CUBLAS_STATUS_SUCCESS) {
+        ig_blas_err(err, errlen, "cublasSetMathMode", brc);
+        goto failed;
+    }
+
     /* slots 0 and 1 are device copies of the caller's input and output */
     for (i = 0; i < g->nslots; i++) {
         if (g->slot_row[i] == 0) {

@@ -38,6 +38,10 @@
 #define IG_ONNX_SLOT_MAX     (1u << 24)     /* floats per slot and pass */
 #define IG_ONNX_ARENA_MAX    (1u << 26)     /* floats of buffers a pass */
 #define IG_ONNX_EXPAND_MAX   (1u << 26)     /* floats of bias rows      */
+#define IG_ONNX_MAX_DEPTH    32             /* nested messages          */
+#define IG_ONNX_MAX_LD       (1u << 22)     /* messages, strings, bytes */
+#define IG_ONNX_MAX_SCALARS  (1u << 26)     /* unpacked scalar fields   */
+#define IG_ONNX_MAX_PACKED   (2ull << 30)   /* bytes of packed arrays   */
 #define IG_ONNX_PAR_MIN      (1u << 20)     /* softmax worth threads    */
 
 
@@ -924,6 +928,15 @@ ig_onnx_unary(ig_onnx_ctx_t *c, const Onnx__NodeProto *n, ig_onnx_val_t *y)
         return ig_onnx_fail(c, "%s node \"%s\": needs one input", op, nm);
     }
 
+    if (x->kind == V_CONST && strcmp(op, "Identity") == 0) {
+        /* torch writes these for tied weights: the output is the same
+         * initializer under another name */
+        y->kind = V_CONST;
+        y->init = x->init;
+        y->slot = -1;
+        return 0;
+    }
+
     if (x->kind != V_ACT) {
         return ig_onnx_fail(c, "%s node \"%s\": input \"%s\" is a constant "
                             "(fold it before export)", op, nm, x->name);
@@ -1129,7 +1142,7 @@ ig_onnx_desc(ig_tensor_desc_t *d, const ig_onnx_val_t *v)
 }
 
 
-/* Merges an activation into the step before it when that one fed it. */
+/* Merges a bias or an activation into the step that fed it in place. */
 static void
 ig_onnx_fuse(ig_onnx_model_t *m)
 {
@@ -1138,6 +1151,17 @@ ig_onnx_fuse(ig_onnx_model_t *m)
 
     for (i = 0, j = 0; i < m->plan.nsteps; i++) {
         s = &m->plan.steps[i];
+
+        /* MatMul + Add of a bias: the GEMM's epilogue adds it */
+        if (j > 0 && s->op == IG_MLP_ADD_ROW && s->in == s->out) {
+            p = &m->plan.steps[j - 1];
+            if (p->out == s->in && p->op == IG_MLP_GEMM && p->bias == NULL
+                && p->act == IG_ACT_NONE && s->act == IG_ACT_NONE)
+            {
+                p->bias = s->bias;
+                continue;
+            }
+        }
 
         if (j > 0 && s->op == IG_MLP_ACT && s->in == s->out) {
             p = &m->plan.steps[j - 1];
@@ -1835,6 +1859,160 @@ static const ig_model_ops_t  ig_onnx_ops = {
 };
 
 
+static int
+ig_onnx_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    int  shift;
+
+    *v = 0;
+
+    for (shift = 0; shift < 64 && *p < end; shift += 7) {
+        *v |= (uint64_t) (**p & 0x7f) << shift;
+        if ((*(*p)++ & 0x80) == 0) {
+            return 0;
+        }
+    }
+
+    return -1;
+}
+
+
+/*
+ * protobuf-c unpacks nested messages recursively and allocates for each
+ * message and field: a crafted file of a few MB (GraphProto inside an
+ * attribute inside a node inside a GraphProto ...) overflows the stack,
+ * and millions of empty messages cost far more memory than the file.
+ * This walk over the wire format, guided by the generated descriptors,
+ * bounds both before unpacking.  Malformed encodings are left to
+ * protobuf-c to refuse.
+ */
+static int
+ig_onnx_prescan(const uint8_t *data, size_t len, char *err, size_t errlen)
+{
+    int                                top;
+    size_t                             nld, nscalar;
+    uint64_t                           key, n, packed;
+    const uint8_t                     *p;
+    const ProtobufCFieldDescriptor    *fd;
+
+    struct {
+        const ProtobufCMessageDescriptor  *d;
+        const uint8_t                     *p;
+        const uint8_t                     *end;
+    } st[IG_ONNX_MAX_DEPTH];
+
+    top = 0;
+    st[0].d = &onnx__model_proto__descriptor;
+    st[0].p = data;
+    st[0].end = data + len;
+    nld = 0;
+    nscalar = 0;
+    packed = 0;
+
+    while (top >= 0) {
+        if (st[top].p >= st[top].end) {
+            top--;
+            continue;
+        }
+
+        if (nld > IG_ONNX_MAX_LD || nscalar > IG_ONNX_MAX_SCALARS) {
+            snprintf(err, errlen, "onnx: more than %u messages and strings "
+                     "or %u scalar fields", IG_ONNX_MAX_LD,
+                     IG_ONNX_MAX_SCALARS);
+            return -1;
+        }
+
+        p = st[top].p;
+
+        if (ig_onnx_varint(&p, st[top].end, &key) != 0) {
+            return 0;
+        }
+
+        switch (key & 7) {
+
+        case 0:
+            if (ig_onnx_varint(&p, st[top].end, &n) != 0) {
+                return 0;
+            }
+            nscalar++;
+            break;
+
+        case 1:
+        case 5:
+            n = (key & 7) == 1 ? 8 : 4;
+            if ((size_t) (st[top].end - p) < n) {
+                return 0;
+            }
+            p += n;
+            nscalar++;
+            break;
+
+        case 2:
+            if (ig_onnx_varint(&p, st[top].end, &n) != 0
+                || n > (uint64_t) (st[top].end - p))
+            {
+                return 0;
+            }
+
+            nld++;
+            st[top].p = p + n;
+
+            fd = protobuf_c_message_descriptor_get_field(st[top].d,
+                                                         (unsigned) (key >> 3));
+            if (fd != NULL && fd->type == PROTOBUF_C_TYPE_MESSAGE) {
+                if (top + 1 == IG_ONNX_MAX_DEPTH) {
+                    snprintf(err, errlen, "onnx: messages nested deeper "
+                             "than %d", IG_ONNX_MAX_DEPTH);
+                    return -1;
+                }
+
+                top++;
+                st[top].d = fd->descriptor;
+                st[top].p = p;
+                st[top].end = p + n;
+                continue;
+            }
+
+            if (fd != NULL && fd->label == PROTOBUF_C_LABEL_REPEATED) {
+                /* a packed array: 1-byte varints become 4 or 8 bytes */
+                switch (fd->type) {
+                case PROTOBUF_C_TYPE_INT64:
+                case PROTOBUF_C_TYPE_UINT64:
+                case PROTOBUF_C_TYPE_SINT64:
+                    packed += n * 8;
+                    break;
+                case PROTOBUF_C_TYPE_INT32:
+                case PROTOBUF_C_TYPE_UINT32:
+                case PROTOBUF_C_TYPE_SINT32:
+                case PROTOBUF_C_TYPE_ENUM:
+                    packed += n * 4;
+                    break;
+                default:
+                    packed += n;
+                }
+
+                if (packed > IG_ONNX_MAX_PACKED) {
+                    snprintf(err, errlen, "onnx: packed arrays would "
+                             "unpack to more than %llu bytes",
+                             (unsigned long long) IG_ONNX_MAX_PACKED);
+                    return -1;
+                }
+            }
+
+            p += n;
+            break;
+
+        default:
+            return 0;                   /* groups: protobuf-c refuses */
+        }
+
+        st[top].p = p;
+    }
+
+    return 0;
+}
+
+
 ig_model_t *
 ig_onnx_load(const uint8_t *data, size_t len, ig_exec_t *ex, char *err,
     size_t errlen)
@@ -1847,6 +2025,10 @@ ig_onnx_load(const uint8_t *data, size_t len, ig_exec_t *ex, char *err,
     memset(&c, 0, sizeof(c));
     c.err = err;
     c.errlen = errlen;
+
+    if (ig_onnx_prescan(data, len, err, errlen) != 0) {
+        return NULL;
+    }
 
     mp = onnx__model_proto__unpack(NULL, len, data);
     if (mp == NULL) {

@@ -252,12 +252,14 @@ def test_gemm_attributes_and_identity(tmp_path):
 
 def test_gemm_activation_c_and_vector_matmul(tmp_path):
     """Gemm's C as an activation (scaled by beta), one value read by
-    three nodes, and MatMul by a 1-D weight giving a [batch] output."""
+    three nodes, MatMul by a 1-D weight giving a [batch] output, and a
+    weight reached through Identity (as torch writes tied weights)."""
     rng = np.random.default_rng(11)
     w1 = rng.standard_normal((6, 4)).astype(np.float32)
     w2 = rng.standard_normal((4, 6)).astype(np.float32)
     v = rng.standard_normal((4,)).astype(np.float32)
     nodes = [
+        helper.make_node("Identity", ["w2src"], ["w2"]),
         helper.make_node("Gemm", ["x", "w1"], ["h"]),
         helper.make_node("Tanh", ["h"], ["t"]),
         helper.make_node("Gemm", ["x", "w2", "t"], ["g"], beta=0.5,
@@ -267,7 +269,8 @@ def test_gemm_activation_c_and_vector_matmul(tmp_path):
     ]
     graph = helper.make_graph(nodes, "g", [vinfo("x", ["n", 6])],
                               [vinfo("y", ["n"])],
-                              [init("w1", w1), init("w2", w2), init("v", v)])
+                              [init("w1", w1), init("w2src", w2),
+                               init("v", v)])
     path = tmp_path / "cact.onnx"
     save(graph, path)
 
@@ -425,6 +428,37 @@ def test_bad_graphs(case, tmp_path):
     save(helper.make_graph(nodes, "g", ins, [y], inits), path)
     err = refuse(path)
     assert want in err, err
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(num, payload):
+    return _varint(num << 3 | 2) + _varint(len(payload)) + payload
+
+
+def test_deep_nesting_refused(tmp_path):
+    """Graph in an attribute in a node in a graph, 20,000 deep (a 1 MB
+    file): protobuf-c would recurse until the stack overflows."""
+    g = b""
+    for _ in range(20000):
+        g = _field(1, _field(5, _field(6, g)))   # Graph.node.attribute.g
+    path = tmp_path / "deep.onnx"
+    path.write_bytes(_field(7, g))               # Model.graph
+    assert "nested deeper than" in refuse(path)
+
+
+def test_message_flood_refused(tmp_path):
+    """Millions of empty nodes: a few MB of file, gigabytes unpacked."""
+    path = tmp_path / "flood.onnx"
+    path.write_bytes(_field(7, b"\x0a\x00" * (1 << 22 | 1)))
+    assert "more than" in refuse(path)
 
 
 def test_mutated_models_never_crash(tmp_path):
