@@ -425,6 +425,46 @@ ig_batcher_drain(ig_batcher_t *b)
 
 
 uint32_t
+ig_batcher_expire(ig_batcher_t *b, uint64_t now_ns, ig_breq_t *out,
+    uint32_t max)
+{
+    uint32_t    n;
+    uint64_t    tmo_ns;
+    ig_breq_t  *r;
+
+    tmo_ns = (uint64_t) b->conf.queue_timeout_us * 1000;
+    if (tmo_ns == 0) {
+        return 0;
+    }
+
+    n = 0;
+
+    pthread_mutex_lock(&b->lock);
+
+    while (b->n && n < max) {
+        r = &b->q[b->head];
+
+        if (now_ns - r->enq_ns <= tmo_ns) {
+            break;
+        }
+
+        if (__atomic_load_n(r->alive, __ATOMIC_ACQUIRE) == r->gen) {
+            b->stats.timeouts++;
+        }
+
+        out[n++] = *r;
+        b->head = (b->head + 1) % b->conf.queue_max;
+        b->n--;
+        b->queued_rows -= r->rows;
+    }
+
+    pthread_mutex_unlock(&b->lock);
+
+    return n;
+}
+
+
+uint32_t
 ig_batcher_pending(ig_batcher_t *b)
 {
     uint32_t  n;

@@ -78,6 +78,14 @@ void ig_batcher_swap(ig_batcher_t *b, ig_model_t *model);
 /* from now on run what waits without waiting for more */
 void ig_batcher_drain(ig_batcher_t *b);
 
+/*
+ * Takes up to max queued requests older than the queue timeout into
+ * out (for the caller to answer IG_RING_EQUEUE_TIMEOUT); lets timeouts
+ * be answered on time while the runner is busy with a long batch.
+ */
+uint32_t ig_batcher_expire(ig_batcher_t *b, uint64_t now_ns, ig_breq_t *out,
+    uint32_t max);
+
 /* requests queued or running */
 uint32_t ig_batcher_pending(ig_batcher_t *b);
 

@@ -317,6 +317,16 @@ main(int argc, char **argv)
         }
     }
 
+    /* a request alone would always time out waiting for company */
+    if (conf.queue_timeout_us != 0
+        && conf.max_delay_us >= conf.queue_timeout_us)
+    {
+        fprintf(stderr, "infergate-backend: --max-delay-us %u must be "
+                "below --queue-timeout-us %u (or --queue-timeout-us 0)\n",
+                conf.max_delay_us, conf.queue_timeout_us);
+        return 2;
+    }
+
     ex = ig_exec_create(device, threads, err, sizeof(err));
     if (ex == NULL) {
         fprintf(stderr, "infergate-backend: %s\n", err);

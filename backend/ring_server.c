@@ -30,6 +30,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,6 +47,7 @@
 #define IG_RS_EV_CTL      3
 #define IG_RS_EV_SQ       4
 #define IG_RS_EV_RELOAD   5
+#define IG_RS_EV_SWEEP    6
 
 #define IG_RS_REGION_MAX  (16ULL << 30)
 
@@ -87,6 +89,9 @@ typedef struct {
     void                *base;
     ig_ring_region_t     rg;
     ig_rs_client_t      *clients;
+
+    int                  sweep_fd;    /* timerfd: queue timeouts       */
+    ig_breq_t           *expired;     /* queue_max                     */
 
     pthread_t            reload_tid;
     int                  reload_efd;
@@ -798,6 +803,74 @@ ig_rs_reload_end(ig_rs_t *s, int apply)
 }
 
 
+/*
+ * Requests past their queue timeout are answered here, on time, even
+ * while a model's runner is busy with a long batch (the runner would
+ * answer them only when it next looks at its queue).
+ */
+static void
+ig_rs_sweep(ig_rs_t *s)
+{
+    uint32_t  i, n;
+    uint64_t  v, now;
+
+    if (read(s->sweep_fd, &v, sizeof(v)) < 0) {
+        /* EAGAIN */
+    }
+
+    now = ig_rs_now_ns();
+
+    for (i = 0; i < s->nmodels; i++) {
+        if (s->batchers[i] == NULL) {
+            continue;
+        }
+
+        n = ig_batcher_expire(s->batchers[i], now, s->expired,
+                              s->conf->queue_max);
+        if (n) {
+            ig_rs_done(s, s->expired, n, IG_RING_EQUEUE_TIMEOUT, 0, now, 0);
+        }
+    }
+}
+
+
+static int
+ig_rs_sweep_start(ig_rs_t *s)
+{
+    uint64_t           ns;
+    struct itimerspec  its;
+
+    s->sweep_fd = -1;
+
+    if (s->conf->queue_timeout_us == 0) {
+        return 0;
+    }
+
+    s->expired = calloc(s->conf->queue_max, sizeof(ig_breq_t));
+    s->sweep_fd = timerfd_create(CLOCK_MONOTONIC,
+                                 TFD_NONBLOCK | TFD_CLOEXEC);
+    if (s->expired == NULL || s->sweep_fd < 0) {
+        return -1;
+    }
+
+    /* a quarter of the timeout: answered within 125% of it, 1 ms apart */
+    ns = (uint64_t) s->conf->queue_timeout_us * 250;
+    if (ns < 1000000) {
+        ns = 1000000;
+    }
+
+    its.it_interval.tv_sec = ns / 1000000000;
+    its.it_interval.tv_nsec = ns % 1000000000;
+    its.it_value = its.it_interval;
+
+    if (timerfd_settime(s->sweep_fd, 0, &its, NULL) != 0) {
+        return -1;
+    }
+
+    return ig_rs_epoll_add(s, s->sweep_fd, EPOLLIN, IG_RS_EV_SWEEP, 0, 0);
+}
+
+
 static void
 ig_rs_unlink_socket(ig_rs_t *s)
 {
@@ -1094,6 +1167,7 @@ ig_rs_run(ig_rs_conf_t *conf)
 
     s->sigfd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
     s->reload_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    s->sweep_fd = -1;
     s->base = MAP_FAILED;
 
     ig_rs_main_tid = (pid_t) syscall(SYS_gettid);
@@ -1156,7 +1230,8 @@ ig_rs_run(ig_rs_conf_t *conf)
         || ig_rs_epoll_add(s, s->sigfd, EPOLLIN, IG_RS_EV_SIGNAL, 0, 0)
            != 0
         || ig_rs_epoll_add(s, s->reload_efd, EPOLLIN, IG_RS_EV_RELOAD, 0, 0)
-           != 0)
+           != 0
+        || ig_rs_sweep_start(s) != 0)
     {
         goto failed;
     }
@@ -1217,6 +1292,10 @@ ig_rs_run(ig_rs_conf_t *conf)
 
             case IG_RS_EV_RELOAD:
                 ig_rs_reload_end(s, 1);
+                break;
+
+            case IG_RS_EV_SWEEP:
+                ig_rs_sweep(s);
                 break;
 
             case IG_RS_EV_CTL:
@@ -1283,6 +1362,12 @@ done:
 
     close(s->sigfd);
     close(s->reload_efd);
+
+    if (s->sweep_fd >= 0) {
+        close(s->sweep_fd);
+    }
+
+    free(s->expired);
     close(s->epfd);
 
     ig_blog("info", "exit", "code=%d", rc);

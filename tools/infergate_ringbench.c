@@ -125,15 +125,41 @@ main(int argc, char **argv)
 
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
-        case 's': path = optarg; break;
-        case 'm': model_id = (uint32_t) strtoul(optarg, NULL, 10); break;
-        case 'n': requests = strtoul(optarg, NULL, 10); break;
-        case 'c': concurrency = (uint32_t) strtoul(optarg, NULL, 10); break;
-        case 'r': rows = (uint32_t) strtoul(optarg, NULL, 10); break;
-        case 'S': spin = 1; break;
-        case 'V': verify = 0; break;
-        case 't': timeout_ms = atoi(optarg); break;
-        default: usage();
+
+        case 's':
+            path = optarg;
+            break;
+
+        case 'm':
+            model_id = (uint32_t) strtoul(optarg, NULL, 10);
+            break;
+
+        case 'n':
+            requests = strtoul(optarg, NULL, 10);
+            break;
+
+        case 'c':
+            concurrency = (uint32_t) strtoul(optarg, NULL, 10);
+            break;
+
+        case 'r':
+            rows = (uint32_t) strtoul(optarg, NULL, 10);
+            break;
+
+        case 'S':
+            spin = 1;
+            break;
+
+        case 'V':
+            verify = 0;
+            break;
+
+        case 't':
+            timeout_ms = atoi(optarg);
+            break;
+
+        default:
+            usage();
         }
     }
 
