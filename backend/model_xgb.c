@@ -995,8 +995,8 @@ ig_xgb_predict(ig_model_t *m, ig_exec_t *ex, const float *in, size_t rows,
         float  *xin;
 
         /* this thread's expanded rows (ig_tree.h) */
-        xin = malloc(IG_XGB_BLOCK * 2 * (size_t) x->nfeatures
-                     * sizeof(float));
+        xin = malloc((rows < IG_XGB_BLOCK ? rows : IG_XGB_BLOCK) * 2
+                     * (size_t) x->nfeatures * sizeof(float));
 
         if (xin == NULL) {
 #pragma omp atomic write
