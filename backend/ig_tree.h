@@ -45,12 +45,16 @@
 typedef struct {
     uint32_t  fidx;        /* feature, + nfeatures if NaN goes right    */
     float     value;       /* split threshold, or the leaf value        */
-    uint32_t  child[2];    /* left, right: indices in the model's array */
+    uint32_t  child[2];    /* left, right: IG_TREE_AT offsets           */
 } ig_tree_node_t;
 
 
+/* Nodes are addressed by byte offset (index * 16) into the model's one
+ * array: the step then needs no shift to turn an index into an address */
+#define IG_TREE_AT(i)  ((uint32_t) (i) * (uint32_t) sizeof(ig_tree_node_t))
+
 typedef struct {
-    uint32_t  offset;      /* first node in the model's node array      */
+    uint32_t  offset;      /* the root, an IG_TREE_AT offset            */
     uint32_t  depth;       /* steps from the root to the deepest leaf   */
     uint32_t  group;       /* output group (class) the tree adds to     */
     uint32_t  pad;
@@ -87,16 +91,23 @@ ig_tree_expand_row(const float *row, uint32_t nf, float *xrow)
  * default_left says.  An indexed load, not a branch: lockstep walks
  * of many rows would mispredict half their steps.
  */
+IG_HD const ig_tree_node_t *
+ig_tree_node(const ig_tree_node_t *nodes, uint32_t n)
+{
+    return (const ig_tree_node_t *) ((const char *) nodes + n);
+}
+
+
 IG_HD uint32_t
 ig_tree_step(const ig_tree_node_t *nodes, uint32_t n, const float *xrow)
 {
-    const ig_tree_node_t  *nd = &nodes[n];
+    const ig_tree_node_t  *nd = ig_tree_node(nodes, n);
 
     return nd->child[xrow[nd->fidx] >= nd->value];
 }
 
 
-/* The leaf value one tree (root node and depth) gives one row. */
+/* The leaf value one tree (root offset and depth) gives one row. */
 IG_HD float
 ig_tree_eval(const ig_tree_node_t *nodes, uint32_t root, uint32_t depth,
     const float *xrow)
@@ -109,7 +120,7 @@ ig_tree_eval(const ig_tree_node_t *nodes, uint32_t root, uint32_t depth,
         n = ig_tree_step(nodes, n, xrow);
     }
 
-    return nodes[n].value;
+    return ig_tree_node(nodes, n)->value;
 }
 
 

@@ -330,8 +330,8 @@ ig_xgb_load_tree(ig_xgb_t *x, yajl_val t, uint32_t ti, uint32_t *scratch,
             }
 
             nd->fidx = 0;
-            nd->child[0] = base + newid[o];
-            nd->child[1] = base + newid[o];
+            nd->child[0] = IG_TREE_AT(base + newid[o]);
+            nd->child[1] = IG_TREE_AT(base + newid[o]);
             continue;
         }
 
@@ -394,8 +394,8 @@ ig_xgb_load_tree(ig_xgb_t *x, yajl_val t, uint32_t ti, uint32_t *scratch,
         dep[r] = dep[o] + 1;
         order[tail++] = (uint32_t) r;
 
-        nd->child[0] = base + newid[l];
-        nd->child[1] = base + newid[r];
+        nd->child[0] = IG_TREE_AT(base + newid[l]);
+        nd->child[1] = IG_TREE_AT(base + newid[r]);
 
         if (dep[o] + 1 > depth) {
             depth = dep[o] + 1;
@@ -403,7 +403,7 @@ ig_xgb_load_tree(ig_xgb_t *x, yajl_val t, uint32_t ti, uint32_t *scratch,
     }
 
     /* nodes never reached (deleted ones) are simply left out */
-    x->trees[ti].offset = base;
+    x->trees[ti].offset = IG_TREE_AT(base);
     x->trees[ti].depth = depth;
     x->nnodes += (uint32_t) tail;
 
@@ -900,7 +900,7 @@ ig_xgb_block(const ig_xgb_t *x, const float *in, size_t n, float *mg,
             }
 
             for (j = 0; j < IG_XGB_LANES; j++) {
-                mg[(r + j) * ng + k] += nodes[idx[j]].value;
+                mg[(r + j) * ng + k] += ig_tree_node(nodes, idx[j])->value;
             }
         }
     }
@@ -938,7 +938,8 @@ ig_xgb_block(const ig_xgb_t *x, const float *in, size_t n, float *mg,
 
             /* added in tree order: the same float sums as XGBoost */
             for (j = 0; j < IG_XGB_TREE_LANES; j++) {
-                mg[r * ng + x->trees[t + j].group] += nodes[idx[j]].value;
+                mg[r * ng + x->trees[t + j].group] +=
+                    ig_tree_node(nodes, idx[j])->value;
             }
         }
     }
@@ -995,8 +996,8 @@ ig_xgb_predict(ig_model_t *m, ig_exec_t *ex, const float *in, size_t rows,
         float  *xin;
 
         /* this thread's expanded rows (ig_tree.h) */
-        xin = malloc(IG_XGB_BLOCK * 2 * (size_t) x->nfeatures
-                     * sizeof(float));
+        xin = malloc((rows < IG_XGB_BLOCK ? rows : IG_XGB_BLOCK) * 2
+                     * (size_t) x->nfeatures * sizeof(float));
 
         if (xin == NULL) {
 #pragma omp atomic write

@@ -8,6 +8,9 @@
  * that both give the same predictions.
  *
  *   bench-xgb [--threads N] [--seconds S] [--batches 1,16,256,4096] MODEL
+ *
+ * Each batch size gets S seconds per predictor (default 2), in 10
+ * alternating slices; the best slice of each is reported.
  */
 
 
@@ -23,7 +26,8 @@
 #include "ig_model.h"
 
 
-#define BENCH_ROWS  65536                  /* distinct rows cycled over */
+#define BENCH_ROWS    65536                /* distinct rows cycled over */
+#define BENCH_ROUNDS  10                   /* alternating time slices   */
 
 
 static double
@@ -78,7 +82,7 @@ xgb_predict(BoosterHandle b, const float *in, size_t n, uint32_t nf,
 int
 main(int argc, char **argv)
 {
-    int                  i, threads, nb, k;
+    int                  i, threads, nb, k, round;
     char                 err[512], nth[32], *list, *tok;
     float               *in, *ours;
     size_t               b, rows, done, n, nout, batches[16];
@@ -92,7 +96,7 @@ main(int argc, char **argv)
     const ig_model_meta_t  *mm;
 
     threads = 2;
-    seconds = 0.5;
+    seconds = 2.0;
     path = NULL;
     list = strdup("1,16,256,4096");
 
@@ -194,38 +198,46 @@ main(int argc, char **argv)
 
     for (k = 0; k < nb; k++) {
         b = batches[k];
+        r_ours = 0;
+        r_xgb = 0;
 
-        /* ours: batches of b rows over the row set until time is up */
-        done = 0;
-        t0 = now_s();
-        do {
-            for (i = 0; i < 64; i++) {
-                n = (done % rows) + b <= rows ? done % rows : 0;
-                if (ig_model_predict(m, ex, in + n * mm->nfeatures, b,
-                                     ours + n * mm->noutputs, err,
-                                     sizeof(err)) != 0)
-                {
-                    fprintf(stderr, "bench-xgb: %s\n", err);
-                    return 1;
+        /*
+         * Alternating short slices, best of each: on a shared, noisy
+         * machine the best slice is the least disturbed one, and both
+         * predictors see the same disturbances.
+         */
+        for (round = 0; round < BENCH_ROUNDS; round++) {
+            done = 0;
+            t0 = now_s();
+            do {
+                for (i = 0; i < 16; i++) {
+                    n = (done % rows) + b <= rows ? done % rows : 0;
+                    if (ig_model_predict(m, ex, in + n * mm->nfeatures, b,
+                                         ours + n * mm->noutputs, err,
+                                         sizeof(err)) != 0)
+                    {
+                        fprintf(stderr, "bench-xgb: %s\n", err);
+                        return 1;
+                    }
+                    done += b;
                 }
-                done += b;
-            }
-            el = now_s() - t0;
-        } while (el < seconds);
-        r_ours = done / el;
+                el = now_s() - t0;
+            } while (el < seconds / BENCH_ROUNDS);
+            r_ours = (done / el > r_ours) ? done / el : r_ours;
 
-        done = 0;
-        t0 = now_s();
-        do {
-            for (i = 0; i < 64; i++) {
-                n = (done % rows) + b <= rows ? done % rows : 0;
-                (void) xgb_predict(bst, in + n * mm->nfeatures, b,
-                                   mm->nfeatures, &nout);
-                done += b;
-            }
-            el = now_s() - t0;
-        } while (el < seconds);
-        r_xgb = done / el;
+            done = 0;
+            t0 = now_s();
+            do {
+                for (i = 0; i < 16; i++) {
+                    n = (done % rows) + b <= rows ? done % rows : 0;
+                    (void) xgb_predict(bst, in + n * mm->nfeatures, b,
+                                       mm->nfeatures, &nout);
+                    done += b;
+                }
+                el = now_s() - t0;
+            } while (el < seconds / BENCH_ROUNDS);
+            r_xgb = (done / el > r_xgb) ? done / el : r_xgb;
+        }
 
         printf("%8zu %16.0f %16.0f %7.1fx\n", b, r_ours, r_xgb,
                r_ours / r_xgb);

@@ -68,9 +68,9 @@ def test_matches_xgboost(objective, depth, rounds, num_class, base,
                           output_margin=False).astype(np.float32)
     ref = ref.reshape(ROWS, -1)
 
-    # all rows at once on 2 threads, and odd batches on one thread (the
-    # lockstep lanes' tails and the tree-lane path for short batches)
-    for args in (["--threads", "2"], ["--threads", "1", "--batch", "13"],
+    # all rows at once on 2 threads, batches of 29 on one thread (a lane
+    # of 16 rows, then 13 rows walking lanes of trees), and single rows
+    for args in (["--threads", "2"], ["--threads", "1", "--batch", "29"],
                  ["--threads", "2", "--batch", "1"]):
         xs = x if args[-1] != "1" else x[:2000]
         rs = ref if args[-1] != "1" else ref[:2000]
@@ -274,3 +274,37 @@ def test_mutated_models_never_crash(tmp_path):
         assert rc >= 0 and rc != -signal.SIGSEGV
         outcomes.add(rc)
     assert 1 in outcomes                 # mutations do get refused
+
+
+def test_demo_model(tmp_path):
+    """tools/demo_model.py: a loadable credit-risk model, its feature
+    list, and the same scores as xgboost; risky beats safe."""
+    import subprocess
+    import sys
+    from xgb_models import REPO
+
+    mp, fp = tmp_path / "credit-risk.json", tmp_path / "features.json"
+    p = subprocess.run([sys.executable, str(REPO / "tools/demo_model.py"),
+                        str(mp), str(fp)], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    names = json.loads(fp.read_text())["features"]
+    assert names[:3] == ["amount", "login_hour", "account_age_days"]
+
+    rc, m, err = meta(mp)
+    assert rc == 0, err
+    assert m["input"]["shape"] == [-1, len(names)]
+
+    risky = dict(amount=5000, login_hour=3, account_age_days=10,
+                 failed_logins_24h=4, txn_count_24h=9, device_age_days=1,
+                 foreign_ip=1, new_payee=1)
+    safe = dict(amount=20, login_hour=14, account_age_days=2000,
+                failed_logins_24h=0, txn_count_24h=1, device_age_days=900,
+                foreign_ip=0, new_payee=0)
+    x = np.array([[r[n] for n in names] for r in (risky, safe)]
+                 + [[np.nan] * len(names)], dtype=np.float32)
+    rc, y, err = run_predict(mp, x, tmp_path)
+    assert rc == 0, err
+    ref = xgb.Booster(model_file=str(mp)).predict(xgb.DMatrix(x))
+    assert np.abs(y - ref).max() <= TOL
+    assert y[0] > 0.5 > 0.05 > y[1]
