@@ -60,6 +60,8 @@ struct ngx_http_ig_redis_cmd_s {
 
 
 static void ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc);
+static ngx_int_t ngx_http_ig_redis_send_handshake(
+    ngx_http_ig_redis_conn_t *rc);
 static void ngx_http_ig_redis_connected(const redisAsyncContext *ac,
     int status);
 static void ngx_http_ig_redis_disconnected(const redisAsyncContext *ac,
@@ -87,6 +89,12 @@ static void ngx_http_ig_redis_write_handler(ngx_event_t *ev);
 
 /* set in exit_process: NULL replies then reach no request */
 static ngx_uint_t  ngx_http_ig_redis_exiting;
+
+/* every script, loaded on each new connection so EVALSHA finds it */
+#define NGX_HTTP_IG_REDIS_MAX_SCRIPTS  16
+static ngx_http_ig_redis_script_t  *ngx_http_ig_redis_scripts[
+                                       NGX_HTTP_IG_REDIS_MAX_SCRIPTS];
+static ngx_uint_t                   ngx_http_ig_redis_nscripts;
 
 
 /* configuration */
@@ -404,10 +412,22 @@ ngx_http_ig_redis_script_init(ngx_http_ig_redis_script_t *script,
 {
     u_char  md[SHA_DIGEST_LENGTH];
 
+    ngx_uint_t  i;
+
     script->text = text;
     SHA1((const u_char *) text, ngx_strlen(text), md);
     ngx_hex_dump(script->sha1, md, SHA_DIGEST_LENGTH);
     script->sha1[40] = '\0';
+
+    for (i = 0; i < ngx_http_ig_redis_nscripts; i++) {
+        if (ngx_http_ig_redis_scripts[i] == script) {
+            return;
+        }
+    }
+
+    if (i < NGX_HTTP_IG_REDIS_MAX_SCRIPTS) {
+        ngx_http_ig_redis_scripts[ngx_http_ig_redis_nscripts++] = script;
+    }
 }
 
 
@@ -581,45 +601,35 @@ ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc)
     redisAsyncSetConnectCallback(ac, ngx_http_ig_redis_connected);
     redisAsyncSetDisconnectCallback(ac, ngx_http_ig_redis_disconnected);
 
+    if (ngx_http_ig_redis_send_handshake(rc) != NGX_OK) {
+        /* not inside a hiredis callback: freed at once */
+        rc->ac = NULL;
+        rc->state = NGX_HTTP_IG_REDIS_DOWN;
+        redisAsyncFree(ac);
+        ngx_http_ig_redis_schedule(rc);
+        return;
+    }
+
     /* the connect timeout */
     ngx_add_timer(&rc->reconnect, srv->connect_timeout);
 }
 
 
-static void
-ngx_http_ig_redis_connected(const redisAsyncContext *cac, int status)
+/*
+ * AUTH and SELECT are queued at once, before the connect completes, so
+ * that commands issued meanwhile follow them in the same pipeline (a
+ * worker's first requests need not bypass the cache).
+ */
+
+static ngx_int_t
+ngx_http_ig_redis_send_handshake(ngx_http_ig_redis_conn_t *rc)
 {
-    int                        argc;
-    const char                *argv[3];
-    size_t                     argvlen[3];
-    u_char                     db[NGX_INT_T_LEN];
-    redisAsyncContext         *ac = (redisAsyncContext *) cac;
-    ngx_http_ig_redis_t       *srv;
-    ngx_http_ig_redis_conn_t  *rc = ac->data;
-
-    srv = rc->srv;
-
-    if (status != REDIS_OK) {
-        /* hiredis frees the context after this, without a disconnect */
-        ngx_http_ig_redis_warn(srv, rc->log, ac->errstr);
-        rc->ac = NULL;
-        rc->state = NGX_HTTP_IG_REDIS_DOWN;
-
-        if (rc->reconnect.timer_set) {
-            ngx_del_timer(&rc->reconnect);
-        }
-
-        ngx_http_ig_redis_schedule(rc);
-        return;
-    }
-
-    if (rc->reconnect.timer_set) {
-        ngx_del_timer(&rc->reconnect);
-    }
-
-    /* commands may follow AUTH and SELECT in the same pipeline */
-
-    rc->state = NGX_HTTP_IG_REDIS_AUTHING;
+    int                   argc;
+    ngx_uint_t            i;
+    const char           *argv[3];
+    size_t                argvlen[3];
+    u_char                db[NGX_INT_T_LEN];
+    ngx_http_ig_redis_t  *srv = rc->srv;
 
     if (srv->password.len) {
         argc = 0;
@@ -634,11 +644,11 @@ ngx_http_ig_redis_connected(const redisAsyncContext *cac, int status)
         argv[argc] = (char *) srv->password.data;
         argvlen[argc++] = srv->password.len;
 
-        if (redisAsyncCommandArgv(ac, ngx_http_ig_redis_handshake, "AUTH",
-                                  argc, argv, argvlen)
+        if (redisAsyncCommandArgv(rc->ac, ngx_http_ig_redis_handshake,
+                                  "AUTH", argc, argv, argvlen)
             != REDIS_OK)
         {
-            goto failed;
+            return NGX_ERROR;
         }
     }
 
@@ -647,23 +657,66 @@ ngx_http_ig_redis_connected(const redisAsyncContext *cac, int status)
     argv[1] = (char *) db;
     argvlen[1] = ngx_sprintf(db, "%i", srv->db) - db;
 
-    if (redisAsyncCommandArgv(ac, ngx_http_ig_redis_handshake, "SELECT",
+    if (redisAsyncCommandArgv(rc->ac, ngx_http_ig_redis_handshake, "SELECT",
                               2, argv, argvlen)
         != REDIS_OK)
     {
-        goto failed;
+        return NGX_ERROR;
     }
 
-    return;
-
-failed:
-
     /*
-     * Not freed here: hiredis goes on using the context after onConnect
-     * returns.  The reconnect timer drops it from outside.
+     * The scripts, so that the first EVALSHA of each does not cost a
+     * NOSCRIPT round trip (a purge delayed by one would let a read that
+     * follows the write see the old entry).  A failure here only means
+     * the EVAL fallback runs.
      */
-    rc->state = NGX_HTTP_IG_REDIS_DOWN;
-    ngx_add_timer(&rc->reconnect, 1);
+
+    argv[0] = "SCRIPT";
+    argvlen[0] = 6;
+    argv[1] = "LOAD";
+    argvlen[1] = 4;
+
+    for (i = 0; i < ngx_http_ig_redis_nscripts; i++) {
+        argv[2] = ngx_http_ig_redis_scripts[i]->text;
+        argvlen[2] = ngx_strlen(argv[2]);
+
+        if (redisAsyncCommandArgv(rc->ac, ngx_http_ig_redis_handshake,
+                                  "SCRIPT LOAD", 3, argv, argvlen)
+            != REDIS_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ig_redis_connected(const redisAsyncContext *cac, int status)
+{
+    redisAsyncContext         *ac = (redisAsyncContext *) cac;
+    ngx_http_ig_redis_conn_t  *rc = ac->data;
+
+    if (rc->reconnect.timer_set) {
+        ngx_del_timer(&rc->reconnect);
+    }
+
+    if (status != REDIS_OK) {
+        /*
+         * hiredis frees the context after this, without a disconnect
+         * callback; the queued commands get NULL replies
+         */
+        ngx_http_ig_redis_warn(rc->srv, rc->log, ac->errstr);
+        rc->ac = NULL;
+        rc->state = NGX_HTTP_IG_REDIS_DOWN;
+        ngx_http_ig_redis_schedule(rc);
+        return;
+    }
+
+    if (rc->state == NGX_HTTP_IG_REDIS_CONNECTING) {
+        rc->state = NGX_HTTP_IG_REDIS_AUTHING;
+    }
 }
 
 
@@ -674,6 +727,13 @@ ngx_http_ig_redis_handshake(redisAsyncContext *ac, void *r, void *privdata)
     ngx_http_ig_redis_conn_t  *rc = ac->data;
 
     if (reply == NULL || rc == NULL || rc->ac != ac) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR
+        && ngx_strcmp(privdata, "SCRIPT LOAD") == 0)
+    {
+        ngx_http_ig_redis_warn(rc->srv, rc->log, reply->str);
         return;
     }
 
@@ -777,9 +837,9 @@ ngx_http_ig_redis_reconnect_handler(ngx_event_t *ev)
     }
 
     if (rc->ac) {
-        /* the connect timeout, or a handshake that could not be sent */
-        if (rc->state < NGX_HTTP_IG_REDIS_AUTHING) {
-            ngx_http_ig_redis_lost(rc, "connect timed out or failed");
+        /* the connect timeout */
+        if (rc->state == NGX_HTTP_IG_REDIS_CONNECTING) {
+            ngx_http_ig_redis_lost(rc, "connect timed out");
         }
 
         return;
@@ -797,7 +857,7 @@ ngx_http_ig_redis_available(ngx_http_ig_redis_t *srv)
     ngx_uint_t  i;
 
     for (i = 0; srv->conns && i < srv->nconns; i++) {
-        if (srv->conns[i].state >= NGX_HTTP_IG_REDIS_AUTHING) {
+        if (srv->conns[i].state >= NGX_HTTP_IG_REDIS_CONNECTING) {
             return 1;
         }
     }
@@ -819,7 +879,8 @@ ngx_http_ig_redis_pick(ngx_http_ig_redis_t *srv)
     for (i = 0; i < srv->nconns; i++) {
         rc = &srv->conns[srv->next++ % srv->nconns];
 
-        if (rc->state >= NGX_HTTP_IG_REDIS_AUTHING && rc->ac) {
+        /* commands queue behind the handshake while connecting */
+        if (rc->state >= NGX_HTTP_IG_REDIS_CONNECTING && rc->ac) {
             return rc;
         }
     }

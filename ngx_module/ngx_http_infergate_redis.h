@@ -20,8 +20,8 @@
 
 
 #define NGX_HTTP_IG_REDIS_DOWN        0
-#define NGX_HTTP_IG_REDIS_CONNECTING  1
-#define NGX_HTTP_IG_REDIS_AUTHING     2    /* AUTH/SELECT sent, pipelined */
+#define NGX_HTTP_IG_REDIS_CONNECTING  1    /* AUTH/SELECT queued          */
+#define NGX_HTTP_IG_REDIS_AUTHING     2    /* connected, replies awaited  */
 #define NGX_HTTP_IG_REDIS_READY       3
 
 
