@@ -594,9 +594,6 @@ ngx_http_ig_cache_access(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
             return ngx_http_ig_cache_hit(r, cc, ctx);
 
         case NGX_HTTP_IG_LOOKUP_LEASED:
-            cc->leased = 1;
-            /* fall through */
-
         case NGX_HTTP_IG_LOOKUP_MISS:
             cc->status = NGX_HTTP_IG_CST_MISS;
             cc->state = NGX_HTTP_IG_CACHE_DONE;
@@ -831,6 +828,11 @@ ngx_http_ig_cache_lookup_done(redisReply *reply, void *data)
     }
 
     cc->result = (ngx_int_t) reply->element[0]->integer;
+
+    if (cc->result == NGX_HTTP_IG_LOOKUP_LEASED) {
+        /* at once: the pool cleanup gives it back if the request ends */
+        cc->leased = 1;
+    }
 
     if (cc->result == NGX_HTTP_IG_LOOKUP_HIT) {
         if (reply->elements != 2

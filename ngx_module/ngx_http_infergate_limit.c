@@ -387,6 +387,7 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
         if (lc[i].redis) {
             /* decided by Redis once the local limits have passed */
+            ngx_memzero(&st->result, sizeof(ig_gcra_result_t));
             st->result.allowed = 1;
 
             if (ngx_http_ig_limit_redis_add(r, ctx, ctx->nlimits - 1, &key)

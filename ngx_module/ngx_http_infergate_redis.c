@@ -200,7 +200,7 @@ char *
 ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     char                 *rv;
-    u_char               *p;
+    u_char               *p, *end, *last;
     ngx_int_t             n;
     ngx_str_t            *value, s;
     ngx_uint_t            i;
@@ -239,14 +239,12 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_cpystrn(srv->host.data, value[2].data + 5, srv->host.len + 1);
 
     } else {
-        p = ngx_strlchr(value[2].data, value[2].data + value[2].len, ']');
-        p = ngx_strlchr(p ? p : value[2].data, value[2].data + value[2].len,
-                        ':');
+        last = value[2].data + value[2].len;
+
         if (value[2].data[0] == '[') {
             /* [v6]:port */
-            u_char *end = ngx_strlchr(value[2].data,
-                                      value[2].data + value[2].len, ']');
-            if (end == NULL || end[1] != ':') {
+            end = ngx_strlchr(value[2].data, last, ']');
+            if (end == NULL || end + 1 == last || end[1] != ':') {
                 goto bad_address;
             }
 
@@ -255,6 +253,7 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             p = end + 1;
 
         } else {
+            p = ngx_strlchr(value[2].data, last, ':');
             if (p == NULL) {
                 goto bad_address;
             }
@@ -458,8 +457,8 @@ ngx_http_ig_redis_init_process(ngx_cycle_t *cycle)
     for (i = 0; i < rmcf->servers.nelts; i++) {
         srv = srvp[i];
 
-        srv->conns = ngx_pcalloc(cycle->pool,
-                                 srv->nconns * sizeof(ngx_http_ig_redis_conn_t));
+        srv->conns = ngx_pcalloc(cycle->pool, srv->nconns
+                                 * sizeof(ngx_http_ig_redis_conn_t));
         if (srv->conns == NULL) {
             return NGX_ERROR;
         }

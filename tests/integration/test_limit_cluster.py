@@ -157,3 +157,30 @@ def test_config_errors(nginx_t):
     rc, out = nginx_t(server="location / { infergate_limit zone=z "
                              "rate=1r/s redis=nope; }")
     assert rc != 0 and 'redis server "nope"' in out, out
+
+
+def test_local_and_redis_limits_together(start_nginx, redis_server):
+    http = (f"infergate_redis r {redis_server.address} timeout=200ms;\n"
+            "infergate_limit_zone l 1m;\n")
+    server = """
+    location / {
+        infergate_limit zone=l rate=60r/m burst=4;
+        infergate_limit zone=c rate=60r/m burst=1 redis=r;
+        add_header X-IG-Limit $infergate_limit_status always;
+        @PROXY@
+    }"""
+    ngx = start_nginx(http=http, server=server, workers=1)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if requests.get(ngx.url("/")).headers.get("X-IG-Limit") == "PASSED":
+            break
+        time.sleep(0.05)
+    redis_server.client().flushdb()
+    time.sleep(2.1)   # the local bucket refills what the warm-up took
+    rs = [requests.get(ngx.url("/")) for _ in range(3)]
+    assert [r.status_code for r in rs] == [200, 200, 429]
+    body = assert_problem(rs[2], 429, QUOTA_TYPE)
+    assert body["violated-policies"] == ["c"]
+    pol, cur = ratelimit(rs[1])
+    assert set(pol) == {"l", "c"}
+    assert cur["c"]["r"] == 0 and cur["l"]["r"] == 3, cur

@@ -169,6 +169,9 @@ def test_reload_keeps_serving(start_nginx, redis_server, store_origin):
     ("infergate_redis r localhost:6379;", "invalid address"),
     ("infergate_redis r 127.0.0.1;", "invalid address"),
     ("infergate_redis r 127.0.0.1:70000;", "invalid address"),
+    ("infergate_redis r [::1];", "invalid address"),
+    ("infergate_redis r ::1:6379;", "invalid address"),
+    ("infergate_redis r unix:;", "invalid address"),
     ("infergate_redis r 127.0.0.1:6379 connections=0;",
      "connections must be between 1 and 64"),
     ("infergate_redis r 127.0.0.1:6379 timeout=abc;", "invalid parameter"),
@@ -185,6 +188,14 @@ def test_config_errors(nginx_t, line, msg):
     rc, out = nginx_t(http=line)
     assert rc != 0
     assert "infergate_redis" in out and msg in out, out
+
+
+@pytest.mark.parametrize("addr", ["127.0.0.1:6379", "[::1]:6379",
+                                  "unix:/run/redis.sock"])
+def test_addresses_accepted(nginx_t, addr):
+    rc, out = nginx_t(http=f"infergate_redis r {addr} db=2 timeout=1s "
+                           f"connect_timeout=1s connections=4;")
+    assert rc == 0, out
 
 
 def test_undefined_server(nginx_t):
