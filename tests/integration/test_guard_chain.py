@@ -49,6 +49,14 @@ def test_unknown_id_costs_no_redis_command(start_nginx, origin, tmp_path,
     assert len(origin.find(path="/score")) == 1
     assert sum(redis_server.commandstats().values()) > 0
 
+    # the fill lands after the response: wait for it (a HIT) before counting
+    import time
+    deadline = time.time() + 10
+    while requests.post(ngx.url("/score"), data='{"user_id":"u1"}',
+                        headers=h).headers["X-Cache-Status"] != "HIT":
+        assert time.time() < deadline, "the entry was never stored"
+        time.sleep(0.05)
+
     # unknown ids: 404 #unknown-id, not one Redis command, no origin
     origin.clear()
     redis_server.reset_stats()
