@@ -24,6 +24,7 @@
 #include "ngx_http_infergate.h"
 #include "ngx_http_infergate_redis.h"
 #include "ngx_http_infergate_cache.h"
+#include "ngx_http_infergate_metrics.h"
 
 
 #define NGX_HTTP_IG_CACHE_POLL  20      /* ms between lease polls          */
@@ -33,6 +34,7 @@ static ngx_int_t ngx_http_ig_cache_lookup(ngx_http_request_t *r,
     ngx_http_ig_cache_ctx_t *cc);
 static ngx_int_t ngx_http_ig_cache_digest(ngx_http_request_t *r,
     ngx_http_ig_cache_ctx_t *cc, u_char *digest);
+static void ngx_http_ig_cache_fill_done(redisReply *reply, void *data);
 static ngx_int_t ngx_http_ig_cache_lease(ngx_http_ig_cache_ctx_t *cc);
 static void ngx_http_ig_cache_get_done(redisReply *reply, void *data);
 static ngx_int_t ngx_http_ig_cache_keep(ngx_http_ig_cache_ctx_t *cc,
@@ -1252,7 +1254,8 @@ ngx_http_ig_cache_store(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc)
     argvlen[2] = ngx_sprintf(num, "%ui", 2 + i) - num;
 
     if (ngx_http_ig_redis_eval(cc->conf->redis, &ngx_http_ig_cache_fill_lua,
-                               8 + i, argv, argvlen, NULL, NULL)
+                               8 + i, argv, argvlen,
+                               ngx_http_ig_cache_fill_done, NULL)
         == NULL)
     {
         ngx_http_ig_redis_warn(cc->conf->redis, r->connection->log,
@@ -1262,6 +1265,17 @@ ngx_http_ig_cache_store(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc)
 
     /* the response has been passed on; a next request should see it */
     ngx_http_ig_redis_flush(cc->conf->redis);
+}
+
+
+/* the fill's compare-and-set answers 1 when it stored the entry */
+
+static void
+ngx_http_ig_cache_fill_done(redisReply *reply, void *data)
+{
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1) {
+        ngx_http_ig_metrics_add(IG_MC_CACHE_FILL, 1);
+    }
 }
 
 
@@ -1406,6 +1420,8 @@ ngx_http_ig_cache_purge(ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
                                "purge not sent, entries stay until expiry");
         return;
     }
+
+    ngx_http_ig_metrics_add(IG_MC_CACHE_PURGE, 1);
 
     /* before the write's response reaches the client and its next read */
     ngx_http_ig_redis_flush(redis);

@@ -25,6 +25,7 @@
 
 #include "ngx_http_infergate.h"
 #include "ngx_http_infergate_redis.h"
+#include "ngx_http_infergate_metrics.h"
 
 
 #define NGX_HTTP_IG_REDIS_BACKOFF_MIN  100
@@ -41,6 +42,7 @@ struct ngx_http_ig_redis_conn_s {
     ngx_event_t                 timer;       /* oldest command's deadline  */
     ngx_queue_t                 pending;
     ngx_log_t                  *log;
+    unsigned                    counted:1;   /* in the connections gauge  */
 };
 
 
@@ -71,6 +73,7 @@ static void ngx_http_ig_redis_handshake(redisAsyncContext *ac, void *r,
 static void ngx_http_ig_redis_lost(ngx_http_ig_redis_conn_t *rc,
     const char *why);
 static void ngx_http_ig_redis_schedule(ngx_http_ig_redis_conn_t *rc);
+static void ngx_http_ig_redis_down(ngx_http_ig_redis_conn_t *rc);
 static void ngx_http_ig_redis_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_ig_redis_timer_handler(ngx_event_t *ev);
 static void ngx_http_ig_redis_reply(redisAsyncContext *ac, void *r,
@@ -533,7 +536,7 @@ ngx_http_ig_redis_exit_process(ngx_cycle_t *cycle)
             ac = rc->ac;
             if (ac) {
                 rc->ac = NULL;
-                rc->state = NGX_HTTP_IG_REDIS_DOWN;
+                ngx_http_ig_redis_down(rc);
                 redisAsyncFree(ac);
             }
         }
@@ -603,7 +606,7 @@ ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc)
     if (ngx_http_ig_redis_send_handshake(rc) != NGX_OK) {
         /* not inside a hiredis callback: freed at once */
         rc->ac = NULL;
-        rc->state = NGX_HTTP_IG_REDIS_DOWN;
+        ngx_http_ig_redis_down(rc);
         redisAsyncFree(ac);
         ngx_http_ig_redis_schedule(rc);
         return;
@@ -708,7 +711,7 @@ ngx_http_ig_redis_connected(const redisAsyncContext *cac, int status)
          */
         ngx_http_ig_redis_warn(rc->srv, rc->log, ac->errstr);
         rc->ac = NULL;
-        rc->state = NGX_HTTP_IG_REDIS_DOWN;
+        ngx_http_ig_redis_down(rc);
         ngx_http_ig_redis_schedule(rc);
         return;
     }
@@ -742,13 +745,19 @@ ngx_http_ig_redis_handshake(redisAsyncContext *ac, void *r, void *privdata)
                       &rc->srv->name, (char *) privdata, reply->str);
 
         /* deferred by hiredis inside a callback: pending commands fail */
-        rc->state = NGX_HTTP_IG_REDIS_DOWN;
+        ngx_http_ig_redis_down(rc);
         redisAsyncDisconnect(ac);
         return;
     }
 
     if (ngx_strcmp(privdata, "SELECT") == 0) {
         rc->state = NGX_HTTP_IG_REDIS_READY;
+
+        if (!rc->counted) {
+            rc->counted = 1;
+            ngx_http_ig_metrics_gauge_add(IG_MG_REDIS_CONNECTED, 1);
+        }
+
         rc->backoff = NGX_HTTP_IG_REDIS_BACKOFF_MIN;
 
         ngx_log_error(NGX_LOG_INFO, rc->log, 0,
@@ -769,7 +778,7 @@ ngx_http_ig_redis_disconnected(const redisAsyncContext *ac, int status)
 
     if (rc->ac == ac) {
         rc->ac = NULL;
-        rc->state = NGX_HTTP_IG_REDIS_DOWN;
+        ngx_http_ig_redis_down(rc);
 
         if (status != REDIS_OK) {
             ngx_http_ig_redis_warn(rc->srv, rc->log, ac->errstr[0]
@@ -790,7 +799,7 @@ ngx_http_ig_redis_lost(ngx_http_ig_redis_conn_t *rc, const char *why)
 
     ngx_http_ig_redis_warn(rc->srv, rc->log, why);
 
-    rc->state = NGX_HTTP_IG_REDIS_DOWN;
+    ngx_http_ig_redis_down(rc);
 
     if (ac) {
         /* pending callbacks get NULL; disconnected() schedules */
@@ -799,6 +808,20 @@ ngx_http_ig_redis_lost(ngx_http_ig_redis_conn_t *rc, const char *why)
     }
 
     ngx_http_ig_redis_schedule(rc);
+}
+
+
+/* every way down leaves the connections gauge right */
+
+static void
+ngx_http_ig_redis_down(ngx_http_ig_redis_conn_t *rc)
+{
+    rc->state = NGX_HTTP_IG_REDIS_DOWN;
+
+    if (rc->counted) {
+        rc->counted = 0;
+        ngx_http_ig_metrics_gauge_add(IG_MG_REDIS_CONNECTED, -1);
+    }
 }
 
 
@@ -816,6 +839,8 @@ ngx_http_ig_redis_schedule(ngx_http_ig_redis_conn_t *rc)
     /* jitter: between three quarters and all of the current backoff */
 
     delay = rc->backoff - (ngx_msec_t) ngx_random() % (rc->backoff / 4 + 1);
+
+    ngx_http_ig_metrics_add(IG_MC_REDIS_RECONNECT, 1);
 
     rc->backoff *= 2;
     if (rc->backoff > NGX_HTTP_IG_REDIS_BACKOFF_MAX) {
@@ -1061,6 +1086,10 @@ ngx_http_ig_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
         }
 
         reply = NULL;
+    }
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        ngx_http_ig_metrics_add(IG_MC_REDIS_ERROR, 1);
     }
 
     handler = cmd->handler;

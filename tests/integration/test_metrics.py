@@ -29,6 +29,20 @@ def scrape(ngx, path="/metrics"):
     return fams, r.text
 
 
+def settled(ngx, family, name=None, expect=None, timeout=3, **labels):
+    """Scrapes until value(...) == expect: a worker counts a request in its
+    log phase, just after the response went out, so a scrape answered by
+    another worker may come a moment before the count."""
+    import time
+    deadline = time.time() + timeout
+    while True:
+        fams, text = scrape(ngx)
+        if value(fams, family, name, **labels) == expect \
+                or time.time() > deadline:
+            return fams, text
+        time.sleep(0.05)
+
+
 def value(fams, family, name=None, **labels):
     """Sum of the samples of family (sample name `name`) whose labels
     include `labels`."""
@@ -96,7 +110,8 @@ def test_requests_by_tenant_action_status(start_nginx, tmp_path):
     assert r.status_code == 400
 
     # two workers answer: the figures are summed over both
-    fams, text = scrape(ngx)
+    fams, text = settled(ngx, "infergate_requests",
+                         "infergate_requests_total", 13)
 
     assert value(fams, "infergate_requests", "infergate_requests_total",
                  tenant="acme", action="request", status="200") == 7
@@ -163,7 +178,8 @@ def test_tenant_labels_are_bounded(start_nginx, tmp_path):
             assert requests.get(ngx.url("/auth"),
                                 headers=bearer(k)).status_code == 200
 
-    fams, _ = scrape(ngx)
+    fams, _ = settled(ngx, "infergate_requests", "infergate_requests_total",
+                      6)
     tenants = {s.labels["tenant"]
                for s in fams["infergate_requests"].samples}
     assert len(tenants) == 3, tenants
@@ -183,7 +199,8 @@ def test_figures_survive_reload(start_nginx, tmp_path):
     for _ in range(2):
         requests.get(ngx.url("/auth"), headers=bearer(acme))
 
-    fams, _ = scrape(ngx)
+    fams, _ = settled(ngx, "infergate_requests", "infergate_requests_total",
+                      6, tenant="acme", action="request", status="200")
     assert value(fams, "infergate_requests", "infergate_requests_total",
                  tenant="acme", action="request", status="200") == 6
 
@@ -247,7 +264,8 @@ def test_cache_and_backend_figures(start_nginx, backend_proc, redis_server):
         r = infer(i)
         assert r.headers["X-Cache-Status"] == "HIT", r.headers
 
-    fams, _ = scrape(ngx)
+    fams, _ = settled(ngx, "infergate_requests", "infergate_requests_total",
+                      5)
     assert value(fams, "infergate_cache_requests",
                  "infergate_cache_requests_total", result="miss") == 3
     assert value(fams, "infergate_cache_requests",
@@ -264,13 +282,34 @@ def test_cache_and_backend_figures(start_nginx, backend_proc, redis_server):
                  "infergate_backend_batch_size_bucket", le="1") == 3
     assert value(fams, "infergate_backend_duration_seconds",
                  "infergate_backend_duration_seconds_count") == 3
+    assert value(fams, "infergate_cache_fills",
+                 "infergate_cache_fills_total") == 3
+    # one worker, connections=2 (the default)
+    assert value(fams, "infergate_redis_connections") == 2
+
+    # Redis gone: the gauge drops, reconnects are counted
+    redis_server.stop()
+    deadline = time.time() + 5
+    while True:
+        fams, _ = scrape(ngx)
+        if value(fams, "infergate_redis_connections") == 0 \
+                or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert value(fams, "infergate_redis_connections") == 0
+    time.sleep(0.5)
+    fams, _ = scrape(ngx)
+    assert value(fams, "infergate_redis_reconnects",
+                 "infergate_redis_reconnects_total") > 0
 
     # backend gone: answered 503, counted as unavailable
     be.stop()
     time.sleep(0.3)
     r = infer(9)
     assert r.status_code == 503
-    fams, _ = scrape(ngx)
+    fams, _ = settled(ngx, "infergate_backend_requests",
+                      "infergate_backend_requests_total", 1,
+                      result="unavailable")
     assert value(fams, "infergate_backend_requests",
                  "infergate_backend_requests_total",
                  result="unavailable") == 1
