@@ -37,6 +37,7 @@
 #define IG_XGB_LANES         16          /* rows in lockstep           */
 #define IG_XGB_TREE_LANES    16          /* trees in lockstep (1 row)  */
 #define IG_XGB_MAX_LANES     16
+#define IG_XGB_STACK_FLOATS  4096        /* expanded rows on the stack */
 
 
 typedef struct {
@@ -946,14 +947,37 @@ ig_xgb_block(const ig_xgb_t *x, const float *in, size_t n, float *mg,
 }
 
 
+/* Blocks [b0, b1) of a batch: margins, then the output transform. */
+static void
+ig_xgb_blocks(const ig_xgb_t *x, const float *in, size_t rows, float *mg,
+    long b0, long b1, float *xin)
+{
+    long    b;
+    size_t  r0, n, r, ng;
+
+    ng = x->ngroups;
+
+    for (b = b0; b < b1; b++) {
+        r0 = (size_t) b * IG_XGB_BLOCK;
+        n = (rows - r0 < IG_XGB_BLOCK) ? rows - r0 : IG_XGB_BLOCK;
+
+        ig_xgb_block(x, in + r0 * x->nfeatures, n, mg + r0 * ng, xin);
+
+        for (r = r0; r < r0 + n; r++) {
+            ig_xgb_transform(x->transform, mg + r * ng, (uint32_t) ng);
+        }
+    }
+}
+
+
 static int
 ig_xgb_predict(ig_model_t *m, ig_exec_t *ex, const float *in, size_t rows,
     float *out, char *err, size_t errlen)
 {
     int        threads, failed;
     long       nblocks;
-    float     *mg;
-    size_t     ng;
+    float     *mg, stack[IG_XGB_STACK_FLOATS];
+    size_t     ng, xlen;
     ig_xgb_t  *x = (ig_xgb_t *) m;
 
     if (rows == 0) {
@@ -988,39 +1012,36 @@ ig_xgb_predict(ig_model_t *m, ig_exec_t *ex, const float *in, size_t rows,
     threads = (threads > nblocks) ? (int) nblocks : threads;
 
     failed = 0;
+    xlen = (rows < IG_XGB_BLOCK ? rows : IG_XGB_BLOCK) * 2
+           * (size_t) x->nfeatures;
 
+    if (threads == 1 && xlen <= IG_XGB_STACK_FLOATS) {
+        /* the common small batch: no fork/join, no allocation */
+        ig_xgb_blocks(x, in, rows, mg, 0, nblocks, stack);
+
+    } else {
 #pragma omp parallel num_threads(threads) if(threads > 1)
-    {
-        long    bb;
-        size_t  r0, n, r;
-        float  *xin;
+        {
+            long    bb;
+            float  *xin;
 
-        /* this thread's expanded rows (ig_tree.h) */
-        xin = malloc((rows < IG_XGB_BLOCK ? rows : IG_XGB_BLOCK) * 2
-                     * (size_t) x->nfeatures * sizeof(float));
+            /* this thread's expanded rows (ig_tree.h) */
+            xin = malloc(xlen * sizeof(float));
 
-        if (xin == NULL) {
+            if (xin == NULL) {
 #pragma omp atomic write
-            failed = 1;
-        }
+                failed = 1;
+            }
 
 #pragma omp for schedule(static)
-        for (bb = 0; bb < nblocks; bb++) {
-            if (xin == NULL) {
-                continue;
+            for (bb = 0; bb < nblocks; bb++) {
+                if (xin != NULL) {
+                    ig_xgb_blocks(x, in, rows, mg, bb, bb + 1, xin);
+                }
             }
 
-            r0 = (size_t) bb * IG_XGB_BLOCK;
-            n = (rows - r0 < IG_XGB_BLOCK) ? rows - r0 : IG_XGB_BLOCK;
-
-            ig_xgb_block(x, in + r0 * x->nfeatures, n, mg + r0 * ng, xin);
-
-            for (r = r0; r < r0 + n; r++) {
-                ig_xgb_transform(x->transform, mg + r * ng, (uint32_t) ng);
-            }
+            free(xin);
         }
-
-        free(xin);
     }
 
     if (failed) {
