@@ -34,7 +34,7 @@
 #define IG_XGB_MAX_GROUPS    65536u
 #define IG_XGB_MAX_NODES     (1u << 27)  /* 2 GiB of nodes             */
 #define IG_XGB_BLOCK         64          /* rows per block and thread  */
-#define IG_XGB_THREAD_ROWS   256         /* fewer rows per thread: one */
+#define IG_XGB_THREAD_ROWS   128         /* rows per thread, at least  */
 #define IG_XGB_LANES         16          /* rows in lockstep           */
 #define IG_XGB_TREE_LANES    16          /* trees in lockstep (1 row)  */
 #define IG_XGB_MAX_LANES     16
@@ -1008,10 +1008,11 @@ ig_xgb_predict(ig_model_t *m, ig_exec_t *ex, const float *in, size_t rows,
     nblocks = (long) ((rows + IG_XGB_BLOCK - 1) / IG_XGB_BLOCK);
 
     /*
-     * A thread per IG_XGB_THREAD_ROWS rows at most: below about a
-     * millisecond of work per thread, waking OpenMP workers on a busy
-     * host cost more than they saved (measured: 2 threads at 256 rows
-     * ran at 0.6x of one thread, at 512 rows at 1.8x).
+     * A thread per IG_XGB_THREAD_ROWS rows at most: with less work per
+     * thread (about half a millisecond on the 500-tree benchmark
+     * model), waking the OpenMP workers costs more than it saves.
+     * Measured at 256 rows on 2 threads: 1.8x one thread on a quiet
+     * host, but 0.6x when it was heavily loaded.
      */
     threads = (ex && ex->threads > 1) ? ex->threads : 1;
     if ((size_t) threads > rows / IG_XGB_THREAD_ROWS) {
