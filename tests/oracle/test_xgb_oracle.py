@@ -308,3 +308,26 @@ def test_demo_model(tmp_path):
     ref = xgb.Booster(model_file=str(mp)).predict(xgb.DMatrix(x))
     assert np.abs(y - ref).max() <= TOL
     assert y[0] > 0.5 > 0.05 > y[1]
+
+
+def test_single_leaf_tree(tmp_path):
+    """A tree that is one leaf (depth 0), as xgboost itself reads the
+    edited file, in lanes of rows and lanes of trees."""
+    m = json.loads(small_model_text())
+    trees = m["learner"]["gradient_booster"]["model"]["trees"]
+    t = trees[0]
+    t.update({"left_children": [-1], "right_children": [-1],
+              "parents": [2147483647], "split_indices": [0],
+              "split_conditions": [0.25], "default_left": [0],
+              "split_type": [0], "base_weights": [0.25],
+              "loss_changes": [0.0], "sum_hessian": [1.0]})
+    t["tree_param"]["num_nodes"] = "1"
+    p = tmp_path / "edited.json"
+    p.write_text(json.dumps(m))
+
+    x = synthetic(500, 9)
+    ref = xgb.Booster(model_file=str(p)).predict(xgb.DMatrix(x))
+    for args in ([], ["--batch", "1"]):
+        rc, y, err = run_predict(p, x, tmp_path, *args)
+        assert rc == 0, err
+        assert np.abs(y - ref).max() <= TOL
