@@ -331,3 +331,27 @@ def test_single_leaf_tree(tmp_path):
         rc, y, err = run_predict(p, x, tmp_path, *args)
         assert rc == 0, err
         assert np.abs(y - ref).max() <= TOL
+
+
+def test_multi_target_regression(tmp_path):
+    """num_target 3 (reg:squarederror, one tree per target per round):
+    three outputs per row, as xgboost predicts them."""
+    rng = np.random.default_rng(12)
+    x = synthetic(3000, 12)
+    y = np.column_stack([np.nan_to_num(x[:, 0]) * 3,
+                         np.sin(np.nan_to_num(x[:, 3])),
+                         rng.normal(size=3000)]).astype(np.float32)
+    b = xgb.train({"tree_method": "hist", "max_depth": 5, "nthread": 2},
+                  xgb.DMatrix(x, y), num_boost_round=20)
+    p = tmp_path / "mt.json"
+    b.save_model(str(p))
+
+    rc, m, err = meta(p)
+    assert rc == 0, err
+    assert m["output"]["shape"] == [-1, 3]
+
+    xe = synthetic(5000, 13)
+    ref = b.predict(xgb.DMatrix(xe))
+    rc, y, err = run_predict(p, xe, tmp_path, "--batch", "37")
+    assert rc == 0, err
+    assert np.abs(y.reshape(ref.shape) - ref).max() <= TOL
