@@ -416,7 +416,7 @@ ig_xgb_load_tree(ig_xgb_t *x, yajl_val t, uint32_t ti, uint32_t *scratch,
 static int
 ig_xgb_objective(ig_xgb_t *x, yajl_val learner, char *err, size_t errlen)
 {
-    uint64_t     nclass, ntarget;
+    uint64_t     nfeat, nclass, ntarget;
     const char  *name;
     yajl_val     lmp, obj, v;
 
@@ -431,14 +431,14 @@ ig_xgb_objective(ig_xgb_t *x, yajl_val learner, char *err, size_t errlen)
     }
 
     if (ig_xgb_uint(ig_xgb_get(lmp, "num_feature"), IG_XGB_MAX_FEATURES,
-                    &nclass) != 0 || nclass == 0)
+                    &nfeat) != 0 || nfeat == 0)
     {
         snprintf(err, errlen, "num_feature must be 1 to %u",
                  IG_XGB_MAX_FEATURES);
         return -1;
     }
 
-    x->nfeatures = (uint32_t) nclass;
+    x->nfeatures = (uint32_t) nfeat;
 
     nclass = 0;
     v = ig_xgb_get(lmp, "num_class");
@@ -709,14 +709,16 @@ ig_xgb_load(const uint8_t *data, size_t len, ig_exec_t *ex, char *err,
         goto failed;
     }
 
-    if (ig_xgb_objective(x, learner, err, errlen) != 0) {
+    if (ig_xgb_objective(x, learner, perr, sizeof(perr)) != 0) {
+        snprintf(err, errlen, "XGBoost: %s", perr);
         goto failed;
     }
 
     v = ig_xgb_get(ig_xgb_get(learner, "objective"), "name");
     objective = v->u.string;               /* checked by ig_xgb_objective */
 
-    if (ig_xgb_base_score(x, learner, objective, err, errlen) != 0) {
+    if (ig_xgb_base_score(x, learner, objective, perr, sizeof(perr)) != 0) {
+        snprintf(err, errlen, "XGBoost: %s", perr);
         goto failed;
     }
 
