@@ -308,3 +308,50 @@ def test_demo_model(tmp_path):
     ref = xgb.Booster(model_file=str(mp)).predict(xgb.DMatrix(x))
     assert np.abs(y - ref).max() <= TOL
     assert y[0] > 0.5 > 0.05 > y[1]
+
+
+def test_single_leaf_tree(tmp_path):
+    """A tree that is one leaf (depth 0), as xgboost itself reads the
+    edited file, in lanes of rows and lanes of trees."""
+    m = json.loads(small_model_text())
+    trees = m["learner"]["gradient_booster"]["model"]["trees"]
+    t = trees[0]
+    t.update({"left_children": [-1], "right_children": [-1],
+              "parents": [2147483647], "split_indices": [0],
+              "split_conditions": [0.25], "default_left": [0],
+              "split_type": [0], "base_weights": [0.25],
+              "loss_changes": [0.0], "sum_hessian": [1.0]})
+    t["tree_param"]["num_nodes"] = "1"
+    p = tmp_path / "edited.json"
+    p.write_text(json.dumps(m))
+
+    x = synthetic(500, 9)
+    ref = xgb.Booster(model_file=str(p)).predict(xgb.DMatrix(x))
+    for args in ([], ["--batch", "1"]):
+        rc, y, err = run_predict(p, x, tmp_path, *args)
+        assert rc == 0, err
+        assert np.abs(y - ref).max() <= TOL
+
+
+def test_multi_target_regression(tmp_path):
+    """num_target 3 (reg:squarederror, one tree per target per round):
+    three outputs per row, as xgboost predicts them."""
+    rng = np.random.default_rng(12)
+    x = synthetic(3000, 12)
+    y = np.column_stack([np.nan_to_num(x[:, 0]) * 3,
+                         np.sin(np.nan_to_num(x[:, 3])),
+                         rng.normal(size=3000)]).astype(np.float32)
+    b = xgb.train({"tree_method": "hist", "max_depth": 5, "nthread": 2},
+                  xgb.DMatrix(x, y), num_boost_round=20)
+    p = tmp_path / "mt.json"
+    b.save_model(str(p))
+
+    rc, m, err = meta(p)
+    assert rc == 0, err
+    assert m["output"]["shape"] == [-1, 3]
+
+    xe = synthetic(5000, 13)
+    ref = b.predict(xgb.DMatrix(xe))
+    rc, y, err = run_predict(p, xe, tmp_path, "--batch", "37")
+    assert rc == 0, err
+    assert np.abs(y.reshape(ref.shape) - ref).max() <= TOL
