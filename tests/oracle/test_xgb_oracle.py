@@ -295,17 +295,18 @@ def test_demo_model(tmp_path):
     assert rc == 0, err
     assert m["input"]["shape"] == [-1, len(names)]
 
-    risky = dict(amount=5000, login_hour=3, account_age_days=10,
-                 failed_logins_24h=4, txn_count_24h=9, device_age_days=1,
-                 foreign_ip=1, new_payee=1)
+    risky = dict(amount=950, login_hour=3, account_age_days=12,
+                 failed_logins_24h=4, new_device=1, foreign_ip=1,
+                 txn_count_7d=1, avg_amount_30d=80, credit_limit=1000)
     safe = dict(amount=20, login_hour=14, account_age_days=2000,
-                failed_logins_24h=0, txn_count_24h=1, device_age_days=900,
-                foreign_ip=0, new_payee=0)
-    x = np.array([[r[n] for n in names] for r in (risky, safe)]
+                failed_logins_24h=0, new_device=0, foreign_ip=0,
+                txn_count_7d=10, avg_amount_30d=60, credit_limit=5000)
+    x = np.array([[r.get(n, 0) for n in names] for r in (risky, safe)]
                  + [[np.nan] * len(names)], dtype=np.float32)
     rc, y, err = run_predict(mp, x, tmp_path)
     assert rc == 0, err
-    ref = xgb.Booster(model_file=str(mp)).predict(xgb.DMatrix(x))
+    ref = xgb.Booster(model_file=str(mp)).predict(
+        xgb.DMatrix(x, feature_names=names))
     assert np.abs(y - ref).max() <= TOL
     assert y[0] > 0.5 > 0.05 > y[1]
 
