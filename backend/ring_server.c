@@ -276,12 +276,8 @@ ig_rs_done(void *data, const ig_breq_t *r, uint32_t n, uint32_t status,
     nring = 0;
 
     /* a batcher serves one model: every request here is of r[0].model */
-    if (n) {
-        if (status == IG_RING_OK || status == IG_RING_EMODEL) {
-            ig_rs_count_run(s, r[0].model, run_us);
-        }
-
-        ig_rs_count_failure(s, r[0].model, status, n);
+    if (n && (status == IG_RING_OK || status == IG_RING_EMODEL)) {
+        ig_rs_count_run(s, r[0].model, run_us);
     }
 
     pthread_mutex_lock(&s->lock);
@@ -293,6 +289,9 @@ ig_rs_done(void *data, const ig_breq_t *r, uint32_t n, uint32_t status,
             ig_rs_drop_locked(s, r[i].client, r[i].slot);
             continue;
         }
+
+        /* failures count answers: a gone client's request is dropped */
+        ig_rs_count_failure(s, r[i].model, status, 1);
 
         ig_rs_answer_locked(s, r[i].client, r[i].slot, status,
                             r[i].out_floats, batch_rows,

@@ -255,8 +255,8 @@ def test_backend_killed_then_restarted(start_nginx, backend_proc):
 
 
 def test_shed_is_counted_apart_from_down(start_nginx, backend_proc):
-    # one request in flight per worker, 100 ms a batch: the rest is shed
-    ngx, _ = start(start_nginx, backend_proc, "slow=builtin:sleep:3:100000",
+    # one request in flight per worker, 300 ms a batch: the rest is shed
+    ngx, _ = start(start_nginx, backend_proc, "slow=builtin:sleep:3:300000",
                    workers=1, opts="max_inflight=1")
 
     statuses = []
@@ -286,7 +286,7 @@ def test_shed_is_counted_apart_from_down(start_nginx, backend_proc):
 def test_queue_full_failures(start_nginx, backend_proc):
     # the backend's own queue holds one request: the rest come back
     # IG_RING_EQUEUE_FULL, a 503 counted as shed and as a failure
-    ngx, _ = start(start_nginx, backend_proc, "slow=builtin:sleep:3:100000",
+    ngx, _ = start(start_nginx, backend_proc, "slow=builtin:sleep:3:300000",
                    extra=["--queue-max", "1", "--max-batch", "1",
                           "--max-delay-us", "0"], workers=1)
 
@@ -311,3 +311,25 @@ def test_queue_full_failures(start_nginx, backend_proc):
                    reason="queue_full", **lab) == full
     assert counter(fams, "infergate_backend_requests_total",
                    result="shed") == full
+
+
+def test_model_errors_are_failures_and_batches(start_nginx, backend_proc):
+    ngx, _ = start(start_nginx, backend_proc, "bad=builtin:fail:3",
+                   workers=1)
+
+    for _ in range(2):
+        assert infer(ngx, "bad", 1, 3).status_code == 500
+
+    lab = dict(backend="be", model="bad")
+    fams, _ = wait_for(ngx, lambda f: counter(
+        f, "infergate_backend_model_failures_total", reason="model_error",
+        **lab) == 2)
+    # the model ran and failed: each is a batch, in the run histogram
+    assert counter(fams, "infergate_backend_model_requests_total",
+                   **lab) == 2
+    assert counter(fams, "infergate_backend_model_batches_total",
+                   **lab) == 2
+    h = "infergate_backend_model_run_seconds"
+    assert sample(fams, h, h + "_count", **lab) == 2
+    assert counter(fams, "infergate_backend_model_failures_total",
+                   reason="queue_full", **lab) == 0
