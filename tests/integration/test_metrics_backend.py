@@ -288,7 +288,8 @@ def test_queue_full_failures(start_nginx, backend_proc):
     # IG_RING_EQUEUE_FULL, a 503 counted as shed and as a failure
     ngx, _ = start(start_nginx, backend_proc, "slow=builtin:sleep:3:300000",
                    extra=["--queue-max", "1", "--max-batch", "1",
-                          "--max-delay-us", "0"], workers=1)
+                          "--max-delay-us", "0",
+                          "--queue-timeout-us", "5000000"], workers=1)
 
     statuses = []
 
