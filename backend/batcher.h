@@ -29,6 +29,7 @@ typedef struct {
     uint64_t             enq_ns;      /* CLOCK_MONOTONIC at intake      */
     uint32_t             gen;         /* the client's generation then   */
     uint32_t             client;
+    uint32_t             model;       /* model id, for the figures      */
     uint32_t             slot;
     uint32_t             rows;
     uint32_t             out_floats;

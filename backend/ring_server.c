@@ -75,6 +75,24 @@ typedef struct {
 } ig_rs_client_t;
 
 
+/* one model id's figures: atomics, bumped by the epoll and runner threads */
+typedef struct {
+    uint64_t             requests;
+    uint64_t             rows;
+    uint64_t             batches;
+    uint64_t             failures[IG_STATS_NSTATUS];
+    uint64_t             run_sum_us;
+    uint64_t             run_buckets[IG_STATS_BUCKETS];
+} ig_rs_mstats_t;
+
+
+/* run time bounds (µs) of the per-model histogram IG_CTL_STATS carries */
+static const uint64_t  ig_rs_run_bounds[IG_STATS_BUCKETS - 1] = {
+    10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000,
+    100000, 250000, 1000000
+};
+
+
 typedef struct {
     ig_rs_conf_t        *conf;
     pthread_mutex_t      lock;        /* clients' state and cq pushes  */
@@ -106,6 +124,11 @@ typedef struct {
     uint32_t             nmodels;
 
     int                  draining;
+
+    ig_rs_mstats_t       mstats[IG_RING_MAX_MODELS];
+    uint64_t             start_ns;
+    uint64_t             load_failures;   /* epoll thread only          */
+    uint64_t             reloads;         /* epoll thread only          */
 } ig_rs_t;
 
 
@@ -149,6 +172,46 @@ ig_rs_ring(int efd)
     if (write(efd, &one, sizeof(one)) < 0) {
         /* nothing to do */
     }
+}
+
+
+#define ig_rs_count(p, n)  __atomic_add_fetch(p, n, __ATOMIC_RELAXED)
+
+
+static void
+ig_rs_count_failure(ig_rs_t *s, uint32_t model, uint32_t status,
+    uint32_t n)
+{
+    if (model < IG_RING_MAX_MODELS && status != IG_RING_OK
+        && status < IG_STATS_NSTATUS)
+    {
+        ig_rs_count(&s->mstats[model].failures[status], n);
+    }
+}
+
+
+/* one model run, from its runner thread */
+static void
+ig_rs_count_run(ig_rs_t *s, uint32_t model, uint32_t run_us)
+{
+    uint32_t         b;
+    ig_rs_mstats_t  *ms;
+
+    if (model >= IG_RING_MAX_MODELS) {
+        return;
+    }
+
+    ms = &s->mstats[model];
+
+    for (b = 0; b < IG_STATS_BUCKETS - 1; b++) {
+        if (run_us <= ig_rs_run_bounds[b]) {
+            break;
+        }
+    }
+
+    ig_rs_count(&ms->run_buckets[b], 1);
+    ig_rs_count(&ms->run_sum_us, run_us);
+    ig_rs_count(&ms->batches, 1);
 }
 
 
@@ -212,6 +275,11 @@ ig_rs_done(void *data, const ig_breq_t *r, uint32_t n, uint32_t status,
     memset(marked, 0, sizeof(marked));
     nring = 0;
 
+    /* a batcher serves one model: every request here is of r[0].model */
+    if (n && (status == IG_RING_OK || status == IG_RING_EMODEL)) {
+        ig_rs_count_run(s, r[0].model, run_us);
+    }
+
     pthread_mutex_lock(&s->lock);
 
     for (i = 0; i < n; i++) {
@@ -221,6 +289,9 @@ ig_rs_done(void *data, const ig_breq_t *r, uint32_t n, uint32_t status,
             ig_rs_drop_locked(s, r[i].client, r[i].slot);
             continue;
         }
+
+        /* failures count answers: a gone client's request is dropped */
+        ig_rs_count_failure(s, r[i].model, status, 1);
 
         ig_rs_answer_locked(s, r[i].client, r[i].slot, status,
                             r[i].out_floats, batch_rows,
@@ -517,6 +588,15 @@ ig_rs_intake(ig_rs_t *s, uint32_t i)
 
         c->inflight++;
 
+        if (req.model_id < s->nmodels) {
+            ig_rs_count(&s->mstats[req.model_id].requests, 1);
+
+            /* a bad header's row count is anybody's guess */
+            if (status == IG_RING_OK) {
+                ig_rs_count(&s->mstats[req.model_id].rows, req.rows);
+            }
+        }
+
         if (status == IG_RING_OK && s->draining) {
             status = IG_RING_ESHUTDOWN;
         }
@@ -527,6 +607,7 @@ ig_rs_intake(ig_rs_t *s, uint32_t i)
             br.enq_ns = now;
             br.gen = c->gen;
             br.client = i;
+            br.model = req.model_id;
             br.slot = req.slot;
             br.rows = req.rows;
             br.out_floats = req.out_floats;
@@ -536,6 +617,10 @@ ig_rs_intake(ig_rs_t *s, uint32_t i)
             }
 
             status = IG_RING_EQUEUE_FULL;
+        }
+
+        if (req.model_id < s->nmodels) {
+            ig_rs_count_failure(s, req.model_id, status, 1);
         }
 
         ig_rs_answer_locked(s, i, req.slot, status, 0, 0, 0, 0);
@@ -561,12 +646,91 @@ ig_rs_intake(ig_rs_t *s, uint32_t i)
 }
 
 
+/*
+ * IG_CTL_STATS for one client, on the epoll thread: the counters are
+ * read with atomic loads, a queue depth takes its batcher's lock for a
+ * moment, and the send never waits (a full socket drops this reply).
+ */
+static void
+ig_rs_send_stats(ig_rs_t *s, uint32_t i)
+{
+    size_t                 len;
+    uint32_t               m, k;
+    ig_ctl_stats_t        *msg;
+    ig_rs_mstats_t        *ms;
+    ig_reg_entry_t        *e;
+    ig_ctl_model_stats_t  *cm;
+
+    len = sizeof(ig_ctl_stats_t) + s->nmodels * sizeof(ig_ctl_model_stats_t);
+
+    msg = calloc(1, len);
+    if (msg == NULL) {
+        return;
+    }
+
+    msg->type = IG_CTL_STATS;
+    msg->version = IG_RING_VERSION;
+    msg->nmodels = s->nmodels;
+    msg->nbuckets = IG_STATS_BUCKETS;
+    msg->generation = s->rg.generation;
+    msg->uptime_ms = (ig_rs_now_ns() - s->start_ns) / 1000000;
+    msg->load_failures = s->load_failures;
+    msg->reloads = s->reloads;
+    snprintf(msg->device, sizeof(msg->device), "%s", s->conf->ex->name);
+    memcpy(msg->run_bounds_us, ig_rs_run_bounds, sizeof(ig_rs_run_bounds));
+
+    for (m = 0; m < s->nmodels; m++) {
+        e = &s->conf->reg->entries[m];
+        ms = &s->mstats[m];
+        cm = &msg->models[m];
+
+        cm->id = m;
+        cm->ready = s->models[m].ready;
+        snprintf(cm->name, sizeof(cm->name), "%s", e->name);
+        snprintf(cm->version, sizeof(cm->version), "%s", e->version);
+
+        cm->requests = __atomic_load_n(&ms->requests, __ATOMIC_RELAXED);
+        cm->rows = __atomic_load_n(&ms->rows, __ATOMIC_RELAXED);
+        cm->run_sum_us = __atomic_load_n(&ms->run_sum_us, __ATOMIC_RELAXED);
+
+        for (k = 0; k < IG_STATS_NSTATUS; k++) {
+            cm->failures[k] = __atomic_load_n(&ms->failures[k],
+                                              __ATOMIC_RELAXED);
+        }
+
+        /* the count is the buckets' sum: consistent with them */
+        cm->run_count = 0;
+
+        for (k = 0; k < IG_STATS_BUCKETS; k++) {
+            cm->run_buckets[k] = __atomic_load_n(&ms->run_buckets[k],
+                                                 __ATOMIC_RELAXED);
+            cm->run_count += cm->run_buckets[k];
+        }
+
+        cm->batches = cm->run_count;
+
+        if (s->batchers[m]) {
+            cm->queue_depth = ig_batcher_pending(s->batchers[m]);
+        }
+    }
+
+    if (send(s->clients[i].sock, msg, len, MSG_NOSIGNAL | MSG_DONTWAIT)
+        != (ssize_t) len)
+    {
+        /* EAGAIN: the worker asks again; a hang-up is seen by epoll */
+    }
+
+    free(msg);
+}
+
+
 static void
 ig_rs_ctl(ig_rs_t *s, uint32_t i, uint32_t events)
 {
-    int      k;
-    ssize_t  n;
-    char     buf[512];
+    int       k;
+    ssize_t   n;
+    uint32_t  type;
+    char      buf[512];
 
     if (s->clients[i].state != IG_RS_LIVE) {
         return;
@@ -579,8 +743,18 @@ ig_rs_ctl(ig_rs_t *s, uint32_t i, uint32_t events)
 
         n = recv(s->clients[i].sock, buf, sizeof(buf), MSG_DONTWAIT);
 
+        if (n >= (ssize_t) sizeof(uint32_t)) {
+            memcpy(&type, buf, sizeof(uint32_t));
+
+            if (type == IG_CTL_STATS_REQ) {
+                ig_rs_send_stats(s, i);
+            }
+
+            /* anything else: nothing to answer */
+            continue;
+        }
+
         if (n > 0) {
-            /* IG_CTL_STATS_REQ and anything else: nothing to answer yet */
             continue;
         }
 
@@ -611,6 +785,7 @@ ig_rs_apply(ig_rs_t *s, ig_reg_result_t *res)
              s->conf->reg->specs[res->spec].name, res->version);
 
     if (res->ev == IG_REG_REFUSED) {
+        s->load_failures++;
         ig_blog("error", "model_refused", "model=%s err=%s kept=%s", label,
                 ig_blogq(q, sizeof(q), res->err),
                 res->id == UINT32_MAX ? "no" : "yes");
@@ -619,6 +794,7 @@ ig_rs_apply(ig_rs_t *s, ig_reg_result_t *res)
 
     e = ig_reg_apply(s->conf->reg, res);
     if (e == NULL) {
+        s->load_failures++;
         ig_blog("error", "model_refused", "model=%s err=\"registry full\"",
                 label);
         ig_model_free(m);
@@ -642,6 +818,7 @@ ig_rs_apply(ig_rs_t *s, ig_reg_result_t *res)
     s->batchers[e->id] = ig_batcher_create(m, s->conf->ex, label, &bc);
 
     if (s->batchers[e->id] == NULL) {
+        s->load_failures++;
         ig_blog("error", "model_refused", "id=%u model=%s "
                 "err=\"no runner thread\"", e->id, label);
         ig_model_free(m);
@@ -784,6 +961,8 @@ ig_rs_reload_end(ig_rs_t *s, int apply)
     if (!apply) {
         return;
     }
+
+    s->reloads++;
 
     for (i = 0; i < s->rg.nclients; i++) {
         if (s->clients[i].state == IG_RS_LIVE
@@ -1153,6 +1332,7 @@ ig_rs_run(ig_rs_conf_t *conf)
     s = &ig_rs_server;
     memset(s, 0, sizeof(*s));
     s->conf = conf;
+    s->start_ns = ig_rs_now_ns();
     s->lfd = -1;
     s->memfd = -1;
     pthread_mutex_init(&s->lock, NULL);

@@ -158,6 +158,65 @@ typedef struct {
 } ig_ctl_models_t;
 
 
+/*
+ * IG_CTL_STATS_REQ (worker → backend) is this header alone; the backend
+ * answers on the same socket with IG_CTL_STATS.  A worker asks about
+ * once a second for the metrics zone; the backend answers from counters
+ * it keeps with atomics, never blocking its epoll thread (a reply that
+ * does not fit the socket buffer is dropped: the next ask gets one).
+ */
+typedef struct {
+    uint32_t                    type;        /* IG_CTL_STATS_REQ          */
+    uint32_t                    version;     /* IG_RING_VERSION           */
+} ig_ctl_stats_req_t;
+
+
+/* model run time histogram: IG_STATS_BUCKETS - 1 bounds, then +Inf */
+#define IG_STATS_BUCKETS       16
+#define IG_STATS_NSTATUS       8             /* > every ig_ring_status_e  */
+
+
+/* one model id's figures since the backend started; fixed size */
+typedef struct {
+    uint32_t                    id;          /* model_id in slots         */
+    uint32_t                    ready;
+    char                        name[IG_MODEL_NAME_MAX];
+    char                        version[IG_RING_VERSION_MAX];
+    uint64_t                    requests;    /* taken from the ring       */
+    uint64_t                    rows;        /* rows of those requests    */
+    uint64_t                    batches;     /* model runs                */
+    uint64_t                    failures[IG_STATS_NSTATUS];
+                                             /* requests by status; [0]=0 */
+    uint64_t                    queue_depth; /* requests queued, running  */
+    uint64_t                    run_count;   /* = batches that ran        */
+    uint64_t                    run_sum_us;
+    uint64_t                    run_buckets[IG_STATS_BUCKETS];
+                                             /* per bucket, not summed up */
+} ig_ctl_model_stats_t;
+
+
+/* IG_CTL_STATS: this header, then nmodels ig_ctl_model_stats_t */
+typedef struct {
+    uint32_t                    type;        /* IG_CTL_STATS              */
+    uint32_t                    version;     /* IG_RING_VERSION           */
+    uint32_t                    nmodels;     /* ≤ IG_RING_MAX_MODELS      */
+    uint32_t                    nbuckets;    /* IG_STATS_BUCKETS          */
+    uint64_t                    generation;
+    uint64_t                    uptime_ms;
+    uint64_t                    load_failures; /* models refused, ever    */
+    uint64_t                    reloads;     /* SIGHUP reloads done       */
+    char                        device[128]; /* ig_exec_t name            */
+    uint64_t                    run_bounds_us[IG_STATS_BUCKETS - 1];
+    uint64_t                    reserved;
+    ig_ctl_model_stats_t        models[];
+} ig_ctl_stats_t;
+
+
+#define IG_CTL_STATS_MAX                                                     \
+    (sizeof(ig_ctl_stats_t)                                                  \
+     + IG_RING_MAX_MODELS * sizeof(ig_ctl_model_stats_t))
+
+
 /* queue operations; n is the queue's slot count (a power of two) */
 
 static inline int

@@ -163,6 +163,7 @@ typedef struct {
     unsigned                    bloom:2;     /* NGX_HTTP_IG_BLOOM_*        */
     unsigned                    bloom_done:1;
     unsigned                    bloom_added:1;
+    unsigned                    backend_shed:1; /* 503: queue or max_inflight */
 } ngx_http_ig_ctx_t;
 
 

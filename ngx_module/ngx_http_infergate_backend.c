@@ -23,6 +23,7 @@
 
 #include "ngx_http_infergate.h"
 #include "ngx_http_infergate_backend.h"
+#include "ngx_http_infergate_metrics.h"
 
 
 #define NGX_HTTP_IG_SLOT_FREE       0
@@ -34,6 +35,12 @@
 
 #define NGX_HTTP_IG_MODELS_MAX                                                \
     (sizeof(ig_ctl_models_t) + IG_RING_MAX_MODELS * sizeof(ig_ctl_model_t))
+
+/* the receive buffer: the larger of the model list and IG_CTL_STATS */
+#define NGX_HTTP_IG_MSG_MAX                                                   \
+    (ngx_max(NGX_HTTP_IG_MODELS_MAX, IG_CTL_STATS_MAX) + 64)
+
+#define NGX_HTTP_IG_STATS_EVERY     1000            /* ms */
 
 
 struct ngx_http_ig_backend_s {
@@ -70,11 +77,13 @@ struct ngx_http_ig_backend_s {
     ngx_uint_t                   have_models;
 
     ngx_event_t                  reconnect;
+    ngx_event_t                  stats;           /* IG_CTL_STATS_REQ    */
     ngx_msec_t                   backoff;
     ngx_uint_t                   failures;
     ngx_uint_t                   exiting;
 
     unsigned                     mapped:1;
+    unsigned                     attached:1;      /* in the gauge        */
 };
 
 
@@ -94,6 +103,11 @@ static void ngx_http_ig_backend_req_cleanup(void *data);
 static void ngx_http_ig_backend_finish(ngx_http_ig_backend_req_t *br,
     ngx_uint_t how);
 static void ngx_http_ig_backend_dummy(ngx_event_t *ev);
+static void ngx_http_ig_backend_stats_handler(ngx_event_t *ev);
+static void ngx_http_ig_backend_stats_req(ngx_http_ig_backend_t *be);
+static void ngx_http_ig_backend_stats_msg(ngx_http_ig_backend_t *be,
+    u_char *msg, size_t len);
+static void ngx_http_ig_backend_shed(ngx_http_request_t *r);
 static uint64_t ngx_http_ig_now_ns(void);
 
 
@@ -260,7 +274,7 @@ ngx_http_ig_backend_init_process(ngx_cycle_t *cycle)
 
         be->log = cycle->log;
 
-        be->msg = ngx_palloc(cycle->pool, NGX_HTTP_IG_MODELS_MAX + 64);
+        be->msg = ngx_palloc(cycle->pool, NGX_HTTP_IG_MSG_MAX);
         be->models = ngx_palloc(cycle->pool, NGX_HTTP_IG_MODELS_MAX);
         be->waiters = ngx_pcalloc(cycle->pool, IG_RING_MAX_SLOTS
                                   * sizeof(ngx_http_ig_backend_req_t *));
@@ -282,6 +296,18 @@ ngx_http_ig_backend_init_process(ngx_cycle_t *cycle)
         be->reconnect.cancelable = 1;
 
         be->backoff = NGX_HTTP_IG_BACKOFF_MIN;
+
+        /* the backend's own figures, for /metrics, once a second */
+        if (ngx_http_ig_metrics_on()) {
+            ngx_http_ig_metrics_backend(&be->name, NULL, 0);
+
+            be->stats.handler = ngx_http_ig_backend_stats_handler;
+            be->stats.data = be;
+            be->stats.log = cycle->log;
+            be->stats.cancelable = 1;
+
+            ngx_add_timer(&be->stats, NGX_HTTP_IG_STATS_EVERY);
+        }
 
         if (ngx_http_ig_backend_connect(be) != NGX_OK) {
             ngx_http_ig_backend_retry(be);
@@ -318,6 +344,10 @@ ngx_http_ig_backend_exit_process(ngx_cycle_t *cycle)
 
         if (be->reconnect.timer_set) {
             ngx_del_timer(&be->reconnect);
+        }
+
+        if (be->stats.timer_set) {
+            ngx_del_timer(&be->stats);
         }
 
         ngx_http_ig_backend_down(be, NULL, 0);
@@ -417,6 +447,8 @@ ngx_http_ig_backend_reconnect_handler(ngx_event_t *ev)
         return;
     }
 
+    ngx_http_ig_metrics_add(IG_MC_BACKEND_RECONNECT, 1);
+
     if (ngx_http_ig_backend_connect(be) != NGX_OK) {
         ngx_http_ig_backend_retry(be);
     }
@@ -454,7 +486,7 @@ ngx_http_ig_backend_ctl_handler(ngx_event_t *ev)
     for ( ;; ) {
 
         iov.iov_base = be->msg;
-        iov.iov_len = NGX_HTTP_IG_MODELS_MAX + 64;
+        iov.iov_len = NGX_HTTP_IG_MSG_MAX;
 
         ngx_memzero(&mh, sizeof(struct msghdr));
         mh.msg_iov = &iov;
@@ -540,10 +572,18 @@ ngx_http_ig_backend_ctl_handler(ngx_event_t *ev)
                 return;
             }
 
+            /* fresh figures at once after an attach or a reload */
+            ngx_http_ig_backend_stats_req(be);
+
             continue;
         }
 
-        /* IG_CTL_STATS and anything newer: not used here */
+        if (type == IG_CTL_STATS) {
+            ngx_http_ig_backend_stats_msg(be, be->msg, n);
+            continue;
+        }
+
+        /* anything newer: not used here */
     }
 }
 
@@ -672,6 +712,9 @@ ngx_http_ig_backend_hello(ngx_http_ig_backend_t *be, u_char *msg,
 
     be->failures = 0;
     be->backoff = NGX_HTTP_IG_BACKOFF_MIN;
+
+    be->attached = 1;
+    ngx_http_ig_metrics_gauge_add(IG_MG_BACKEND_CONNECTED, 1);
 
     ngx_log_error(NGX_LOG_NOTICE, be->log, 0,
                   "infergate_backend \"%V\": connected to pid %uD, "
@@ -833,6 +876,7 @@ ngx_http_ig_backend_reserve(ngx_http_ig_backend_t *be,
     }
 
     if (be->nfree == 0 || be->rg.nslots - be->nfree >= be->limit) {
+        ngx_http_ig_backend_shed(r);
         return NGX_BUSY;
     }
 
@@ -915,6 +959,8 @@ ngx_http_ig_backend_submit(ngx_http_ig_backend_req_t *br,
     be->state[br->index] = NGX_HTTP_IG_SLOT_SUBMITTED;
     br->waiting = 1;
 
+    ngx_http_ig_metrics_gauge_add(IG_MG_BACKEND_INFLIGHT, 1);
+
     one = 1;
 
     if (write(be->sq_fd, &one, sizeof(uint64_t)) != sizeof(uint64_t)
@@ -990,6 +1036,11 @@ ngx_http_ig_backend_cq_handler(ngx_event_t *ev)
 
         if (br) {
             br->done_ns = ngx_http_ig_now_ns();
+
+            if (br->slot->status == IG_RING_EQUEUE_FULL) {
+                ngx_http_ig_backend_shed(br->request);
+            }
+
             ngx_http_ig_backend_finish(br, NGX_HTTP_IG_BE_DONE);
         }
 
@@ -998,6 +1049,7 @@ ngx_http_ig_backend_cq_handler(ngx_event_t *ev)
         if (be->mapped && be->state[index] == NGX_HTTP_IG_SLOT_SUBMITTED) {
             be->state[index] = NGX_HTTP_IG_SLOT_FREE;
             be->free[be->nfree++] = index;
+            ngx_http_ig_metrics_gauge_add(IG_MG_BACKEND_INFLIGHT, -1);
         }
     }
 }
@@ -1112,9 +1164,18 @@ ngx_http_ig_backend_down(ngx_http_ig_backend_t *be, const char *why,
 
     be->have_models = 0;
 
+    if (be->attached) {
+        be->attached = 0;
+        ngx_http_ig_metrics_gauge_add(IG_MG_BACKEND_CONNECTED, -1);
+    }
+
     /* requests first, while their slots are still mapped */
 
     for (i = 0; i < n; i++) {
+        if (be->state[i] == NGX_HTTP_IG_SLOT_SUBMITTED) {
+            ngx_http_ig_metrics_gauge_add(IG_MG_BACKEND_INFLIGHT, -1);
+        }
+
         br = be->waiters[i];
         be->waiters[i] = NULL;
         be->state[i] = NGX_HTTP_IG_SLOT_FREE;
@@ -1148,4 +1209,90 @@ ngx_http_ig_backend_down(ngx_http_ig_backend_t *be, const char *why,
     if (why) {
         ngx_http_ig_backend_retry(be);
     }
+}
+
+
+/* a 503 for load: the log phase counts it as shed, not as down */
+
+static void
+ngx_http_ig_backend_shed(ngx_http_request_t *r)
+{
+    ngx_http_ig_ctx_t  *ctx;
+
+    ctx = ngx_http_ig_find_ctx(r);
+    if (ctx) {
+        ctx->backend_shed = 1;
+    }
+}
+
+
+static void
+ngx_http_ig_backend_stats_handler(ngx_event_t *ev)
+{
+    ngx_http_ig_backend_t  *be = ev->data;
+
+    ngx_http_ig_backend_stats_req(be);
+
+    if (!be->exiting) {
+        ngx_add_timer(&be->stats, NGX_HTTP_IG_STATS_EVERY);
+    }
+}
+
+
+/* asks without waiting: a full socket skips this second's figures */
+
+static void
+ngx_http_ig_backend_stats_req(ngx_http_ig_backend_t *be)
+{
+    ig_ctl_stats_req_t  req;
+
+    if (be->ctl == NULL || !be->mapped || !ngx_http_ig_metrics_on()) {
+        return;
+    }
+
+    req.type = IG_CTL_STATS_REQ;
+    req.version = IG_RING_VERSION;
+
+    if (send(be->ctl->fd, &req, sizeof(req), MSG_NOSIGNAL | MSG_DONTWAIT)
+        != (ssize_t) sizeof(req))
+    {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, be->log, ngx_socket_errno,
+                       "infergate_backend \"%V\": stats request not sent",
+                       &be->name);
+    }
+}
+
+
+/* checks an IG_CTL_STATS reply before the zone keeps it */
+
+static void
+ngx_http_ig_backend_stats_msg(ngx_http_ig_backend_t *be, u_char *msg,
+    size_t len)
+{
+    ig_ctl_stats_t  hdr;
+
+    if (len < sizeof(ig_ctl_stats_t)) {
+        goto bad;
+    }
+
+    ngx_memcpy(&hdr, msg, sizeof(ig_ctl_stats_t));
+
+    if (hdr.version != IG_RING_VERSION
+        || hdr.nbuckets != IG_STATS_BUCKETS
+        || hdr.nmodels > IG_RING_MAX_MODELS
+        || len != sizeof(ig_ctl_stats_t)
+                  + hdr.nmodels * sizeof(ig_ctl_model_stats_t))
+    {
+        goto bad;
+    }
+
+    ngx_http_ig_metrics_backend(&be->name, (ig_ctl_stats_t *) msg, len);
+
+    return;
+
+bad:
+
+    ngx_log_error(NGX_LOG_WARN, be->log, 0,
+                  "infergate_backend \"%V\": malformed stats reply of %uz "
+                  "bytes, ignored", &be->name, len);
 }

@@ -21,6 +21,9 @@
 #define IG_M_TENANT_LEN      64
 #define IG_M_BUCKETS         13
 #define IG_M_ZONE_NAME       "infergate_metrics"
+#define IG_M_BACKENDS        8           /* backend areas in the zone   */
+#define IG_M_BACKEND_NAME    64
+#define IG_M_FRESH_MS        3000        /* up: figures younger than it */
 
 
 static ngx_str_t  ngx_http_ig_m_actions[] = {
@@ -138,6 +141,16 @@ typedef struct {
 } ngx_http_ig_m_hist_sh_t;
 
 
+/* a backend's latest IG_CTL_STATS, as one of its workers got it */
+typedef struct {
+    u_char                      name[IG_M_BACKEND_NAME];
+    size_t                      name_len;    /* 0: a free area            */
+    uint64_t                    updated_ms;  /* wall clock; 0: never      */
+    size_t                      len;
+    u_char                      msg[IG_CTL_STATS_MAX];
+} ngx_http_ig_m_backend_sh_t;
+
+
 typedef struct {
     ngx_shmtx_sh_t              lock;
     ngx_uint_t                  ntenants;    /* named slots in use        */
@@ -148,6 +161,7 @@ typedef struct {
     u_char                     *names;       /* max_tenants × TENANT_LEN  */
     u_char                     *name_lens;
     ngx_atomic_t               *requests;    /* [slot][action][status]    */
+    ngx_http_ig_m_backend_sh_t *backends;    /* IG_M_BACKENDS             */
 } ngx_http_ig_m_sh_t;
 
 
@@ -164,6 +178,7 @@ static ngx_int_t ngx_http_ig_metrics_init_zone(ngx_shm_zone_t *shm_zone,
 static ngx_int_t ngx_http_ig_metrics_handler(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_ig_metrics_tenant(ngx_http_ig_key_t *key);
 static u_char *ngx_http_ig_metrics_label(u_char *p, u_char *s, size_t len);
+static ngx_chain_t *ngx_http_ig_metrics_backends(ngx_http_request_t *r);
 
 
 /* this worker's view of the zone; NULL when no metrics are configured */
@@ -253,7 +268,8 @@ ngx_http_ig_metrics_init(ngx_conf_t *cf)
 
     size = sizeof(ngx_http_ig_m_sh_t)
            + z->max_tenants * (IG_M_TENANT_LEN + 1)
-           + nreq * sizeof(ngx_atomic_t);
+           + nreq * sizeof(ngx_atomic_t)
+           + IG_M_BACKENDS * sizeof(ngx_http_ig_m_backend_sh_t);
 
     /* the slab allocator's own pages, and room for rounding */
     size = ngx_align(size, ngx_pagesize) + 16 * ngx_pagesize;
@@ -313,8 +329,10 @@ ngx_http_ig_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     sh->names = ngx_slab_calloc(z->shpool,
                                 z->max_tenants * (IG_M_TENANT_LEN + 1));
     sh->requests = ngx_slab_calloc(z->shpool, nreq * sizeof(ngx_atomic_t));
+    sh->backends = ngx_slab_calloc(z->shpool, IG_M_BACKENDS
+                                   * sizeof(ngx_http_ig_m_backend_sh_t));
 
-    if (sh->names == NULL || sh->requests == NULL) {
+    if (sh->names == NULL || sh->requests == NULL || sh->backends == NULL) {
         return NGX_ERROR;
     }
 
@@ -367,6 +385,79 @@ ngx_http_ig_metrics_observe(ngx_http_ig_hist_e h, uint64_t value)
     (void) ngx_atomic_fetch_add(&hs->buckets[i], 1);
     (void) ngx_atomic_fetch_add(&hs->sum, value);
     (void) ngx_atomic_fetch_add(&hs->count, 1);
+}
+
+
+ngx_uint_t
+ngx_http_ig_metrics_on(void)
+{
+    return ngx_http_ig_m_zone && ngx_http_ig_m_zone->sh;
+}
+
+
+static uint64_t
+ngx_http_ig_metrics_now_ms(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (uint64_t) tp->sec * 1000 + tp->msec;
+}
+
+
+void
+ngx_http_ig_metrics_backend(ngx_str_t *name, const ig_ctl_stats_t *st,
+    size_t len)
+{
+    ngx_uint_t                   i;
+    ngx_http_ig_m_zone_t        *z;
+    ngx_http_ig_m_backend_sh_t  *a, *free;
+
+    z = ngx_http_ig_m_zone;
+
+    if (z == NULL || z->sh == NULL || name->len == 0
+        || name->len > IG_M_BACKEND_NAME || len > IG_CTL_STATS_MAX)
+    {
+        return;
+    }
+
+    free = NULL;
+
+    ngx_shmtx_lock(&z->mutex);
+
+    for (i = 0; i < IG_M_BACKENDS; i++) {
+        a = &z->sh->backends[i];
+
+        if (a->name_len == name->len
+            && ngx_memcmp(a->name, name->data, name->len) == 0)
+        {
+            break;
+        }
+
+        if (a->name_len == 0 && free == NULL) {
+            free = a;
+        }
+    }
+
+    if (i == IG_M_BACKENDS) {
+        a = free;
+
+        if (a) {
+            ngx_memcpy(a->name, name->data, name->len);
+            a->name_len = name->len;
+            a->updated_ms = 0;
+            a->len = 0;
+        }
+    }
+
+    if (a && st) {
+        ngx_memcpy(a->msg, st, len);
+        a->len = len;
+        a->updated_ms = ngx_http_ig_metrics_now_ms();
+    }
+
+    ngx_shmtx_unlock(&z->mutex);
 }
 
 
@@ -516,7 +607,8 @@ ngx_http_ig_metrics_log(ngx_http_request_t *r)
         ngx_http_ig_metrics_add(IG_MC_BACKEND_OK, 1);
 
     } else if (a == IG_M_ACTION_BACKEND_UNAVAILABLE) {
-        ngx_http_ig_metrics_add(status == NGX_HTTP_GATEWAY_TIME_OUT
+        ngx_http_ig_metrics_add(ctx->backend_shed ? IG_MC_BACKEND_SHED
+                                : status == NGX_HTTP_GATEWAY_TIME_OUT
                                 ? IG_MC_BACKEND_TIMEOUT
                                 : IG_MC_BACKEND_UNAVAILABLE, 1);
     }
@@ -746,11 +838,20 @@ ngx_http_ig_metrics_handler(ngx_http_request_t *r)
     }
 
     b->last = p;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = ngx_http_ig_metrics_backends(r);
+
+    if (out.next == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    out.next->buf->last_buf = (r == r->main) ? 1 : 0;
+    out.next->buf->last_in_chain = 1;
 
     r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
+    r->headers_out.content_length_n = (b->last - b->pos)
+                                      + ngx_buf_size(out.next->buf);
     ngx_str_set(&r->headers_out.content_type,
                 "text/plain; version=0.0.4; charset=utf-8");
     r->headers_out.content_type_len = sizeof("text/plain") - 1;
@@ -760,8 +861,357 @@ ngx_http_ig_metrics_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    out.buf = b;
-    out.next = NULL;
-
     return ngx_http_output_filter(r, &out);
+}
+
+
+/*
+ * The backends' own figures (IG_CTL_STATS, see lib/ig_ring.h): one area
+ * per backend name in the zone, last reply wins.  A backend whose
+ * figures are older than IG_M_FRESH_MS (dead, or no worker attached)
+ * shows only infergate_backend_up 0: stale counters are not the truth.
+ */
+
+typedef struct {
+    ngx_str_t                   name;
+    ngx_uint_t                  fresh;
+    ig_ctl_stats_t             *st;
+} ngx_http_ig_m_be_t;
+
+
+typedef struct {
+    const char                 *name;
+    const char                 *help;
+    const char                 *type;
+    size_t                      off;
+} ngx_http_ig_m_series_t;
+
+
+static ngx_http_ig_m_series_t  ngx_http_ig_m_model_series[] = {
+    { "infergate_backend_model_requests_total",
+      "Requests the backend took from the ring, by model.", "counter",
+      offsetof(ig_ctl_model_stats_t, requests) },
+    { "infergate_backend_model_rows_total",
+      "Rows of well-formed requests the backend took, by model.", "counter",
+      offsetof(ig_ctl_model_stats_t, rows) },
+    { "infergate_backend_model_batches_total",
+      "Model runs (batches), by model.", "counter",
+      offsetof(ig_ctl_model_stats_t, batches) },
+    { "infergate_backend_queue_depth",
+      "Requests queued or running in the backend, by model.", "gauge",
+      offsetof(ig_ctl_model_stats_t, queue_depth) }
+};
+
+
+/* by ig_ring_status_e */
+static const char  *ngx_http_ig_m_reasons[IG_STATS_NSTATUS] = {
+    NULL, "bad_request", "no_model", "queue_full", "queue_timeout",
+    "model_error", "shutdown", NULL
+};
+
+
+static u_char *
+ngx_http_ig_metrics_be_labels(u_char *p, ngx_http_ig_m_be_t *be,
+    ig_ctl_model_stats_t *m)
+{
+    p = ngx_cpymem(p, "backend=\"", sizeof("backend=\"") - 1);
+    p = ngx_http_ig_metrics_label(p, be->name.data, be->name.len);
+    *p++ = '"';
+
+    if (m) {
+        p = ngx_cpymem(p, ",model=\"", sizeof(",model=\"") - 1);
+        p = ngx_http_ig_metrics_label(p, (u_char *) m->name,
+                                      ngx_strlen(m->name));
+        p = ngx_cpymem(p, "\",version=\"", sizeof("\",version=\"") - 1);
+        p = ngx_http_ig_metrics_label(p, (u_char *) m->version,
+                                      ngx_strlen(m->version));
+        *p++ = '"';
+    }
+
+    return p;
+}
+
+
+static u_char *
+ngx_http_ig_metrics_head(u_char *p, const char *name, const char *help,
+    const char *type)
+{
+    return ngx_sprintf(p, "# HELP %s %s\n# TYPE %s %s\n", name, help, name,
+                       type);
+}
+
+
+static ngx_chain_t *
+ngx_http_ig_metrics_backends(ngx_http_request_t *r)
+{
+    size_t                       size, ns;
+    u_char                      *p;
+    uint64_t                     now, v, cum;
+    ngx_buf_t                   *b;
+    ngx_uint_t                   i, k, j, f, nb;
+    ngx_chain_t                 *cl;
+    ig_ctl_stats_t              *st;
+    ngx_http_ig_m_be_t           be[IG_M_BACKENDS];
+    ngx_http_ig_m_zone_t        *z;
+    ig_ctl_model_stats_t        *m;
+    ngx_http_ig_m_backend_sh_t  *a, *copy;
+
+    z = ngx_http_ig_m_zone;
+
+    copy = ngx_palloc(r->pool,
+                      IG_M_BACKENDS * sizeof(ngx_http_ig_m_backend_sh_t));
+    if (copy == NULL) {
+        return NULL;
+    }
+
+    nb = 0;
+
+    ngx_shmtx_lock(&z->mutex);
+
+    for (i = 0; i < IG_M_BACKENDS; i++) {
+        a = &z->sh->backends[i];
+
+        if (a->name_len == 0 || a->len > IG_CTL_STATS_MAX) {
+            continue;
+        }
+
+        ngx_memcpy(&copy[nb], a,
+                   offsetof(ngx_http_ig_m_backend_sh_t, msg) + a->len);
+        nb++;
+    }
+
+    ngx_shmtx_unlock(&z->mutex);
+
+    now = ngx_http_ig_metrics_now_ms();
+    size = 4096;
+
+    for (k = 0; k < nb; k++) {
+        a = &copy[k];
+
+        be[k].name.data = a->name;
+        be[k].name.len = a->name_len;
+        be[k].st = NULL;
+        be[k].fresh = 0;
+
+        if (a->len < sizeof(ig_ctl_stats_t)) {
+            continue;
+        }
+
+        /* checked when it was stored; the strings are ended here */
+        st = (ig_ctl_stats_t *) a->msg;
+        st->device[sizeof(st->device) - 1] = '\0';
+
+        for (i = 0; i < st->nmodels; i++) {
+            st->models[i].name[IG_MODEL_NAME_MAX - 1] = '\0';
+            st->models[i].version[IG_RING_VERSION_MAX - 1] = '\0';
+        }
+
+        be[k].st = st;
+        be[k].fresh = (a->updated_ms + IG_M_FRESH_MS > now);
+
+        /* every line below is shorter than 512 bytes */
+        size += 4096 + st->nmodels * (IG_STATS_BUCKETS + 16) * 512;
+    }
+
+    b = ngx_create_temp_buf(r->pool, size);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    p = b->last;
+
+    /* backend-wide */
+
+    p = ngx_http_ig_metrics_head(p, "infergate_backend_up",
+                                 "1 when the backend's own figures are "
+                                 "fresher than 3 s.", "gauge");
+
+    for (k = 0; k < nb; k++) {
+        p = ngx_cpymem(p, "infergate_backend_up{",
+                       sizeof("infergate_backend_up{") - 1);
+        p = ngx_http_ig_metrics_be_labels(p, &be[k], NULL);
+        p = ngx_sprintf(p, "} %ui\n", be[k].fresh);
+    }
+
+    p = ngx_http_ig_metrics_head(p, "infergate_backend_info",
+                                 "The backend's execution device.", "gauge");
+
+    for (k = 0; k < nb; k++) {
+        if (!be[k].fresh) {
+            continue;
+        }
+
+        p = ngx_cpymem(p, "infergate_backend_info{",
+                       sizeof("infergate_backend_info{") - 1);
+        p = ngx_http_ig_metrics_be_labels(p, &be[k], NULL);
+        p = ngx_cpymem(p, ",device=\"", sizeof(",device=\"") - 1);
+        p = ngx_http_ig_metrics_label(p, (u_char *) be[k].st->device,
+                                      ngx_strlen(be[k].st->device));
+        p = ngx_cpymem(p, "\"} 1\n", sizeof("\"} 1\n") - 1);
+    }
+
+    p = ngx_http_ig_metrics_head(p, "infergate_backend_uptime_seconds",
+                                 "Seconds since the backend started.",
+                                 "gauge");
+
+    for (k = 0; k < nb; k++) {
+        if (!be[k].fresh) {
+            continue;
+        }
+
+        v = be[k].st->uptime_ms;
+        p = ngx_cpymem(p, "infergate_backend_uptime_seconds{",
+                       sizeof("infergate_backend_uptime_seconds{") - 1);
+        p = ngx_http_ig_metrics_be_labels(p, &be[k], NULL);
+        p = ngx_sprintf(p, "} %uL.%03uL\n", v / 1000, v % 1000);
+    }
+
+    p = ngx_http_ig_metrics_head(p,
+                                 "infergate_backend_model_load_failures_total",
+                                 "Models the backend refused to load "
+                                 "(start or reload).", "counter");
+
+    for (k = 0; k < nb; k++) {
+        if (!be[k].fresh) {
+            continue;
+        }
+
+        p = ngx_cpymem(p, "infergate_backend_model_load_failures_total{",
+                       sizeof("infergate_backend_model_load_failures_total{")
+                       - 1);
+        p = ngx_http_ig_metrics_be_labels(p, &be[k], NULL);
+        p = ngx_sprintf(p, "} %uL\n", be[k].st->load_failures);
+    }
+
+    p = ngx_http_ig_metrics_head(p, "infergate_backend_reloads_total",
+                                 "Model reloads (SIGHUP) the backend "
+                                 "finished.", "counter");
+
+    for (k = 0; k < nb; k++) {
+        if (!be[k].fresh) {
+            continue;
+        }
+
+        p = ngx_cpymem(p, "infergate_backend_reloads_total{",
+                       sizeof("infergate_backend_reloads_total{") - 1);
+        p = ngx_http_ig_metrics_be_labels(p, &be[k], NULL);
+        p = ngx_sprintf(p, "} %uL\n", be[k].st->reloads);
+    }
+
+    /* per model */
+
+    ns = sizeof(ngx_http_ig_m_model_series)
+         / sizeof(ngx_http_ig_m_series_t);
+
+    for (f = 0; f < ns; f++) {
+        p = ngx_http_ig_metrics_head(p, ngx_http_ig_m_model_series[f].name,
+                                     ngx_http_ig_m_model_series[f].help,
+                                     ngx_http_ig_m_model_series[f].type);
+
+        for (k = 0; k < nb; k++) {
+            if (!be[k].fresh) {
+                continue;
+            }
+
+            for (i = 0; i < be[k].st->nmodels; i++) {
+                m = &be[k].st->models[i];
+                ngx_memcpy(&v, (u_char *) m
+                                + ngx_http_ig_m_model_series[f].off,
+                           sizeof(uint64_t));
+
+                p = ngx_sprintf(p, "%s{", ngx_http_ig_m_model_series[f].name);
+                p = ngx_http_ig_metrics_be_labels(p, &be[k], m);
+                p = ngx_sprintf(p, "} %uL\n", v);
+            }
+        }
+    }
+
+    p = ngx_http_ig_metrics_head(p, "infergate_backend_model_failures_total",
+                                 "Requests the backend failed, by model and "
+                                 "reason.", "counter");
+
+    for (k = 0; k < nb; k++) {
+        if (!be[k].fresh) {
+            continue;
+        }
+
+        for (i = 0; i < be[k].st->nmodels; i++) {
+            m = &be[k].st->models[i];
+
+            for (j = 0; j < IG_STATS_NSTATUS; j++) {
+                if (ngx_http_ig_m_reasons[j] == NULL) {
+                    continue;
+                }
+
+                p = ngx_cpymem(p, "infergate_backend_model_failures_total{",
+                               sizeof("infergate_backend_model_failures_"
+                                      "total{") - 1);
+                p = ngx_http_ig_metrics_be_labels(p, &be[k], m);
+                p = ngx_sprintf(p, ",reason=\"%s\"} %uL\n",
+                                ngx_http_ig_m_reasons[j], m->failures[j]);
+            }
+        }
+    }
+
+    p = ngx_http_ig_metrics_head(p, "infergate_backend_model_run_seconds",
+                                 "Model run time of each batch, by model.",
+                                 "histogram");
+
+    for (k = 0; k < nb; k++) {
+        if (!be[k].fresh) {
+            continue;
+        }
+
+        st = be[k].st;
+
+        for (i = 0; i < st->nmodels; i++) {
+            m = &st->models[i];
+            cum = 0;
+
+            for (j = 0; j < IG_STATS_BUCKETS; j++) {
+                cum += m->run_buckets[j];
+
+                p = ngx_cpymem(p, "infergate_backend_model_run_seconds_"
+                               "bucket{",
+                               sizeof("infergate_backend_model_run_seconds_"
+                                      "bucket{") - 1);
+                p = ngx_http_ig_metrics_be_labels(p, &be[k], m);
+                p = ngx_cpymem(p, ",le=\"", sizeof(",le=\"") - 1);
+
+                if (j < IG_STATS_BUCKETS - 1) {
+                    p = ngx_http_ig_metrics_bound(p, st->run_bounds_us[j],
+                                                  1e6);
+                } else {
+                    p = ngx_cpymem(p, "+Inf", 4);
+                }
+
+                p = ngx_sprintf(p, "\"} %uL\n", cum);
+            }
+
+            p = ngx_cpymem(p, "infergate_backend_model_run_seconds_sum{",
+                           sizeof("infergate_backend_model_run_seconds_"
+                                  "sum{") - 1);
+            p = ngx_http_ig_metrics_be_labels(p, &be[k], m);
+            p = ngx_sprintf(p, "} %uL.%06uL\n", m->run_sum_us / 1000000,
+                            m->run_sum_us % 1000000);
+
+            p = ngx_cpymem(p, "infergate_backend_model_run_seconds_count{",
+                           sizeof("infergate_backend_model_run_seconds_"
+                                  "count{") - 1);
+            p = ngx_http_ig_metrics_be_labels(p, &be[k], m);
+            p = ngx_sprintf(p, "} %uL\n", cum);
+        }
+    }
+
+    b->last = p;
+
+    cl = ngx_alloc_chain_link(r->pool);
+    if (cl == NULL) {
+        return NULL;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    return cl;
 }

@@ -12,6 +12,8 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include <ig_ring.h>
+
 
 /* plain counters, summed across workers in one shared zone */
 typedef enum {
@@ -66,6 +68,17 @@ char *ngx_http_ig_metrics_tenants_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 ngx_int_t ngx_http_ig_metrics_init(ngx_conf_t *cf);
 ngx_int_t ngx_http_ig_metrics_log(ngx_http_request_t *r);
+
+/* a metrics zone exists: the ring client then asks for IG_CTL_STATS */
+ngx_uint_t ngx_http_ig_metrics_on(void);
+
+/*
+ * Stores a backend's latest IG_CTL_STATS (checked by the caller; len
+ * bytes) in the zone's area for that backend name, last reply wins;
+ * st == NULL only claims the area, so the backend shows as down.
+ */
+void ngx_http_ig_metrics_backend(ngx_str_t *name, const ig_ctl_stats_t *st,
+    size_t len);
 
 
 #endif /* _NGX_HTTP_INFERGATE_METRICS_H_INCLUDED_ */
