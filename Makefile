@@ -236,18 +236,21 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(LIB_HDRS)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined \
 	    -fno-sanitize-recover=undefined -Ilib -o $@ $< $(LIB_SRCS) $(LIBS)
 
-# Each fuzzer runs FUZZ_SECONDS on a scratch copy of its seed corpus.
+# Each fuzzer runs FUZZ_SECONDS on a scratch copy of its seed corpus, as
+# many at once as there are CPUs.
 fuzz: deps $(FUZZERS)
-	@set -e; for f in $(FUZZERS); do \
-	    n=$$(basename $$f); c=tests/fuzz/corpus/$${n#fuzz_}; \
-	    w=$(BUILD)/fuzz/work-$${n#fuzz_}; rm -rf $$w; mkdir -p $$w; \
-	    [ -d $$c ] && cp -r $$c/. $$w/; \
-	    echo "== $$n for $(FUZZ_SECONDS)s"; \
-	    $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
-	        -artifact_prefix=$(BUILD)/fuzz/$$n- $$w 2>$(BUILD)/fuzz/$$n.log \
-	        || { tail -50 $(BUILD)/fuzz/$$n.log; exit 1; }; \
-	    grep -E '^#[0-9]+.*DONE' $(BUILD)/fuzz/$$n.log | tail -1; \
-	done
+	@$(MAKE) -s -j$(JOBS) $(patsubst tests/fuzz/fuzz_%.c,fuzz-run-%,$(FUZZ_SRCS))
+
+fuzz-run-%: $(BUILD)/fuzz/fuzz_%
+	@c=tests/fuzz/corpus/$*; w=$(BUILD)/fuzz/work-$*; \
+	    rm -rf $$w; mkdir -p $$w; [ -d $$c ] && cp -r $$c/. $$w/; \
+	    $< -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
+	        -artifact_prefix=$(BUILD)/fuzz/fuzz_$*- $$w \
+	        2>$(BUILD)/fuzz/fuzz_$*.log \
+	    || { echo "== fuzz_$* FAILED"; tail -50 $(BUILD)/fuzz/fuzz_$*.log; \
+	         exit 1; }; \
+	    echo "== fuzz_$* $(FUZZ_SECONDS)s: $$(grep -E '^#[0-9]+.*DONE' \
+	        $(BUILD)/fuzz/fuzz_$*.log | tail -1)"
 
 # infergate against plain nginx and an OpenResty Lua gateway, the backend
 # against libxgboost and torch; prints tables, writes build/bench/.
