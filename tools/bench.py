@@ -536,12 +536,17 @@ def infer_bench(results, key, upstream):
         if feats.read_text().lstrip().startswith("{") \
         else len(json.loads(feats.read_text()))
 
+    mlp = OUT / "mlp.onnx"
+    subprocess.run([sys.executable, str(ROOT / "tools/bench/mlp_model.py"),
+                    str(mlp)], check=True, capture_output=True)
+
     socks = {}
     for name, batch in (("on", 64), ("off", 1)):
         sock = OUT / f"backend-{name}.sock"
         Proc([str(BUILD / "infergate-backend"), "--socket", str(sock),
-              "--model", f"credit-risk:1={model}", "--max-batch",
-              str(batch), "--max-delay-us", "200", "--threads", "1",
+              "--model", f"credit-risk:1={model}", "--model",
+              f"mlp:1={mlp}", "--max-batch", str(batch),
+              "--max-delay-us", "200", "--threads", "1",
               "--device", "cpu"], cpu=LOAD_CPU,
              stderr=open(OUT / f"backend-{name}.log", "w"))
         socks[name] = sock
@@ -616,14 +621,21 @@ def infer_bench(results, key, upstream):
           base="plain (same body)")
     results["infer"] = rows
 
+    mbody = json.dumps({"inputs": [{
+        "name": "input", "shape": [1, 64], "datatype": "FP32",
+        "data": [round((i % 7) * 0.1 - 0.3, 2) for i in range(64)]}]},
+        separators=(",", ":"))
+    mpath = "/v2/models/mlp/infer"
+    mpost = wrk_script("mlp", body=mbody, headers=hdrs)
     batching = {}
     for c in (1, 16, 64):
         for n in ("on", "off"):
             batching[f"c={c} batching {n}"] = (
-                ng.worker, f"http://127.0.0.1:{ports[n]}{path}", ipost, c)
+                ng.worker, f"http://127.0.0.1:{ports[n]}{mpath}", mpost, c)
     rows = median_runs(batching)
-    table("batching on (max-batch 64, 200 µs) vs off (max-batch 1)", rows,
-          base="c=1 batching off")
+    table("batching on (max-batch 64, max-delay 200 µs) vs off (max-batch "
+          "1): MLP 64-512-512-2, one row per request, 1 backend thread",
+          rows, base="c=1 batching off")
     results["batching"] = rows
 
 
@@ -651,17 +663,22 @@ def tools_bench(results):
     if (BUILD / "infergate-ringbench").exists():
         be = Proc([str(BUILD / "infergate-backend"), "--socket", str(sock),
                    "--model", "id=builtin:identity:4", "--max-batch", "1",
-                   "--max-delay-us", "0"], cpu=NGINX_CPU,
+                   "--max-delay-us", "0", "--threads", "1"], cpu=NGINX_CPU,
                   stderr=open(OUT / "backend-ring.log", "w"))
         deadline = time.time() + 10
         while not sock.exists() and time.time() < deadline:
             time.sleep(0.05)
-        out = run_tool("ring round trip (identity model, submit → complete)",
-                       ["taskset", "-c", str(LOAD_CPU),
-                        str(BUILD / "infergate-ringbench"), "--socket",
-                        str(sock), "--model-id", "0", "--requests", "20000",
-                        "--concurrency", "1"])
-        results["ring"] = out
+        argv = [str(BUILD / "infergate-ringbench"), "--socket", str(sock),
+                "--model-id", "0", "--requests", "20000", "--concurrency",
+                "1"]
+        out = run_tool("ring round trip (identity model, submit → "
+                       "complete): backend and client on one CPU",
+                       ["taskset", "-c", str(NGINX_CPU)] + argv)
+        results["ring_same_cpu"] = out
+        out = run_tool("ring round trip: backend and client on different "
+                       "CPUs (a wake-up across CPUs each way)",
+                       ["taskset", "-c", str(LOAD_CPU)] + argv)
+        results["ring_cross_cpu"] = out
         be.stop()
 
 
