@@ -10,13 +10,66 @@
 
 #include "ig_json.h"
 
+#include <stdint.h>
+#include <string.h>
 
+
+static size_t ig_json_plain(const unsigned char *s, size_t len);
 static size_t ig_json_utf8_seq(const unsigned char *s, size_t len);
 static unsigned char *ig_json_copy(unsigned char *dst, const char *src,
     size_t n);
 
 
 static const char  ig_json_hex[] = "0123456789abcdef";
+
+
+/*
+ * Length of the leading run of bytes that are copied as they are
+ * (0x20..0x7f but '"' and '\\').  URIs, addresses, ids and user agents
+ * are almost always one such run, so it is found eight bytes at a time:
+ * a word passes when no byte is below 0x20, has the high bit set, or
+ * equals either quote character (the classic "has zero byte" test).
+ */
+
+#define IG_JSON_ONES    0x0101010101010101ULL
+#define IG_JSON_HIGHS   0x8080808080808080ULL
+#define IG_JSON_ZERO(v) (((v) - IG_JSON_ONES) & ~(v) & IG_JSON_HIGHS)
+
+static size_t
+ig_json_plain(const unsigned char *s, size_t len)
+{
+    size_t         i;
+    uint64_t       w;
+    unsigned char  c;
+
+    i = 0;
+
+    while (len - i >= 8) {
+        memcpy(&w, s + i, 8);
+
+        if ((w & IG_JSON_HIGHS)
+            || IG_JSON_ZERO(w & ~(IG_JSON_ONES * 0x1f))
+            || IG_JSON_ZERO(w ^ (IG_JSON_ONES * '"'))
+            || IG_JSON_ZERO(w ^ (IG_JSON_ONES * '\\')))
+        {
+            break;
+        }
+
+        i += 8;
+    }
+
+    while (i < len) {
+        c = s[i];
+
+        if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') {
+            break;
+        }
+
+        i++;
+    }
+
+    return i;
+}
 
 
 /*
@@ -100,6 +153,14 @@ ig_json_escape_len(const unsigned char *s, size_t len)
     i = 0;
 
     while (i < len) {
+        k = ig_json_plain(s + i, len - i);
+        n += k;
+        i += k;
+
+        if (i == len) {
+            break;
+        }
+
         c = s[i];
 
         if (c >= 0x80) {
@@ -155,6 +216,15 @@ ig_json_escape(unsigned char *dst, const unsigned char *s, size_t len)
     i = 0;
 
     while (i < len) {
+        k = ig_json_plain(s + i, len - i);
+        memcpy(dst, s + i, k);
+        dst += k;
+        i += k;
+
+        if (i == len) {
+            break;
+        }
+
         c = s[i];
 
         if (c >= 0x80) {

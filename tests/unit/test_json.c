@@ -206,6 +206,53 @@ test_random(void **state)
 }
 
 
+/*
+ * One byte that needs care at every offset of an otherwise plain string:
+ * the eight-byte fast path must stop on it wherever it falls in a word.
+ */
+
+static void
+test_every_offset(void **state)
+{
+    size_t       i, k, pos, len;
+    char         src[48], expect[64];
+    const char  *esc;
+
+    static const struct {
+        unsigned char  byte;
+        const char    *esc;
+    } cases[] = {
+        { 0x00, "\\u0000" }, { 0x0a, "\\n" }, { 0x1f, "\\u001f" },
+        { '"', "\\\"" }, { '\\', "\\\\" }, { 0x80, "\\ufffd" },
+        { 0xff, "\\ufffd" }, { 0x20, " " }, { 0x7f, "\x7f" },
+        { '!', "!" }, { '#', "#" }, { '[', "[" }, { ']', "]" }
+    };
+
+    (void) state;
+
+    for (k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        for (len = 1; len < 40; len++) {
+            for (pos = 0; pos < len; pos++) {
+                for (i = 0; i < len; i++) {
+                    src[i] = (char) ('a' + i % 26);
+                }
+
+                src[pos] = (char) cases[k].byte;
+                esc = cases[k].esc;
+
+                memcpy(expect, src, pos);
+                strcpy(expect + pos, esc);
+                memcpy(expect + pos + strlen(esc), src + pos + 1,
+                       len - pos - 1);
+                expect[pos + strlen(esc) + len - pos - 1] = '\0';
+
+                check(src, len, expect);
+            }
+        }
+    }
+}
+
+
 int
 main(void)
 {
@@ -213,6 +260,7 @@ main(void)
         cmocka_unit_test(test_basic),
         cmocka_unit_test(test_utf8),
         cmocka_unit_test(test_random),
+        cmocka_unit_test(test_every_offset),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
