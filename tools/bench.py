@@ -698,6 +698,33 @@ def targets(results):
             line("infergate adds <= 1/4 of Lua's CPU on admission", q <= 0.25,
                  f"{ig['adds_cpu_us']:.2f} vs {lua['adds_cpu_us']:.2f} µs, "
                  f"{q:.2f}")
+        au = a.get("infergate+audit")
+        if au and ig.get("rps"):
+            q = au["rps"] / ig["rps"]
+            line("signed audit record on vs off >= 0.95", q >= 0.95,
+                 f"{q:.3f}, {au['rps']:.0f} vs {ig['rps']:.0f} req/s, "
+                 f"{au['cpu_us'] - ig['cpu_us']:+.2f} µs CPU")
+    b = results.get("batching")
+    if b and "c=64 batching on" in b and "c=64 batching off" in b:
+        on, off = b["c=64 batching on"], b["c=64 batching off"]
+        line("batching raises req/s at concurrency 64",
+             on["rps"] > off["rps"], f"{on['rps'] / off['rps']:.2f}x")
+    x = results.get("xgb")
+    if x:
+        ratios = {int(m.group(1)): float(m.group(2)) for m in re.finditer(
+            r"^\s+(\d+)\s+\d+\s+\d+\s+([\d.]+)x$", x, re.M)}
+        if 1 in ratios:
+            line("XGBoost >= 10x libxgboost at batch 1", ratios[1] >= 10,
+                 f"{ratios[1]:.1f}x")
+        big = [v for k, v in ratios.items() if k >= 256]
+        if big:
+            line("XGBoost >= 3x libxgboost at batch >= 256",
+                 min(big) >= 3, f"{min(big):.1f}x")
+    r = results.get("ring_same_cpu")
+    m = re.search(r'"p50_us":([\d.]+)', r or "")
+    if m:
+        line("ring round trip p50 <= 20 µs (one CPU)",
+             float(m.group(1)) <= 20, f"{float(m.group(1)):.1f} µs")
     c = results.get("cache")
     if c:
         ig, lua = c["infergate cache hit"], c["lua cache hit"]
