@@ -152,7 +152,6 @@ typedef struct {
 
 
 typedef struct {
-    ngx_shmtx_sh_t              lock;
     ngx_uint_t                  ntenants;    /* named slots in use        */
     ngx_uint_t                  max_tenants;
     ngx_atomic_t                counters[IG_MC_MAX];
@@ -165,10 +164,17 @@ typedef struct {
 } ngx_http_ig_m_sh_t;
 
 
+/*
+ * Tenant names and backend figures are guarded by the slab pool's mutex,
+ * as nginx's own zones do: it lives in the zone, so the semaphore a
+ * waiter sleeps on is the one the holder posts.  An ngx_shmtx_t in this
+ * process-local struct gave each worker its own copy of the semaphore,
+ * and a waiter that ran out of spins slept forever.
+ */
+
 typedef struct {
     ngx_http_ig_m_sh_t         *sh;
     ngx_slab_pool_t            *shpool;
-    ngx_shmtx_t                 mutex;
     ngx_uint_t                  max_tenants;
 } ngx_http_ig_m_zone_t;
 
@@ -309,14 +315,14 @@ ngx_http_ig_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         /* reload: the figures go on */
         z->sh = oz->sh;
         z->shpool = oz->shpool;
-        return ngx_shmtx_create(&z->mutex, &z->sh->lock, NULL);
+        return NGX_OK;
     }
 
     z->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
 
     if (shm_zone->shm.exists) {
         z->sh = z->shpool->data;
-        return ngx_shmtx_create(&z->mutex, &z->sh->lock, NULL);
+        return NGX_OK;
     }
 
     nreq = ngx_http_ig_m_nslots(z) * IG_M_NACTIONS * IG_M_NSTATUSES;
@@ -342,7 +348,7 @@ ngx_http_ig_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     z->sh = sh;
     z->shpool->data = sh;
 
-    return ngx_shmtx_create(&z->mutex, &sh->lock, NULL);
+    return NGX_OK;
 }
 
 
@@ -424,7 +430,7 @@ ngx_http_ig_metrics_backend(ngx_str_t *name, const ig_ctl_stats_t *st,
 
     free = NULL;
 
-    ngx_shmtx_lock(&z->mutex);
+    ngx_shmtx_lock(&z->shpool->mutex);
 
     for (i = 0; i < IG_M_BACKENDS; i++) {
         a = &z->sh->backends[i];
@@ -457,7 +463,7 @@ ngx_http_ig_metrics_backend(ngx_str_t *name, const ig_ctl_stats_t *st,
         a->updated_ms = ngx_http_ig_metrics_now_ms();
     }
 
-    ngx_shmtx_unlock(&z->mutex);
+    ngx_shmtx_unlock(&z->shpool->mutex);
 }
 
 
@@ -487,7 +493,7 @@ ngx_http_ig_metrics_tenant(ngx_http_ig_key_t *key)
     slot = z->max_tenants + 1;                           /* "other" */
 
     if (key->tenant.len < IG_M_TENANT_LEN) {
-        ngx_shmtx_lock(&z->mutex);
+        ngx_shmtx_lock(&z->shpool->mutex);
 
         for (i = 0; i < sh->ntenants; i++) {
             name = sh->names + i * IG_M_TENANT_LEN;
@@ -508,7 +514,7 @@ ngx_http_ig_metrics_tenant(ngx_http_ig_key_t *key)
             slot = i + 1;
         }
 
-        ngx_shmtx_unlock(&z->mutex);
+        ngx_shmtx_unlock(&z->shpool->mutex);
     }
 
     key->metrics_slot = slot;
@@ -966,7 +972,7 @@ ngx_http_ig_metrics_backends(ngx_http_request_t *r)
 
     nb = 0;
 
-    ngx_shmtx_lock(&z->mutex);
+    ngx_shmtx_lock(&z->shpool->mutex);
 
     for (i = 0; i < IG_M_BACKENDS; i++) {
         a = &z->sh->backends[i];
@@ -980,7 +986,7 @@ ngx_http_ig_metrics_backends(ngx_http_request_t *r)
         nb++;
     }
 
-    ngx_shmtx_unlock(&z->mutex);
+    ngx_shmtx_unlock(&z->shpool->mutex);
 
     now = ngx_http_ig_metrics_now_ms();
     size = 4096;

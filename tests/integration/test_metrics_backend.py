@@ -16,6 +16,7 @@ shed 503s counted as shed, not as "backend down"; queue_full failures.
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
@@ -334,3 +335,27 @@ def test_model_errors_are_failures_and_batches(start_nginx, backend_proc):
     assert sample(fams, h, h + "_count", **lab) == 2
     assert counter(fams, "infergate_backend_model_failures_total",
                    reason="queue_full", **lab) == 0
+
+
+def test_zone_lock_under_contention(start_nginx, backend_proc):
+    # Sixteen workers on two CPUs take the metrics zone's lock at start
+    # (backend registration) and on every scrape; a holder preempted
+    # while another spins sends the waiter to sleep on the lock's
+    # semaphore.  That semaphore once lived in process memory, so the
+    # holder's wake-up went to its own copy and the waiter slept forever:
+    # a worker hung at start, then the scrapes and the reload stalled.
+    workers = 16
+    ngx, _ = start(start_nginx, backend_proc, "id=builtin:identity:3",
+                   workers=workers)
+
+    def scrape_ok(_):
+        return requests.get(ngx.url("/metrics"), timeout=10).status_code
+
+    for _ in range(4):
+        with ThreadPoolExecutor(32) as ex:
+            codes = list(ex.map(scrape_ok, range(400)))
+        assert codes == [200] * len(codes)
+
+        since = len(ngx.error_log)
+        ngx.reload()
+        wait_connected(ngx, workers, since=since)
