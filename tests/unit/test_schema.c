@@ -1902,7 +1902,7 @@ test_conformance(void **state)
 
     dir = getenv("IG_CONFORMANCE_DIR");
     if (dir == NULL || *dir == '\0') {
-        dir = "../shared/conformance/json-schema-test-suite";
+        dir = "tests/conformance/json-schema-test-suite";
     }
 
     run = 0;
