@@ -565,3 +565,115 @@ def test_post_key_includes_media_type(start_nginx, redis_server, echo):
                       headers={"Content-Type": None})
     assert r.headers["X-Cache-Status"] == "MISS", r.headers
     assert echo.count("POST", "/p") == 3
+
+
+# -- hostile and edge cases -------------------------------------------------
+
+@pytest.mark.parametrize("vary", [
+    ",".join(f"X-H{i}" for i in range(17)),     # more than 16 names
+    "Accept Language",                          # not a token
+    "X-" + "a" * 300,                           # longer than a spec
+])
+def test_unusable_vary_not_stored(start_nginx, redis_server, echo, vary):
+    echo.headers["/uv"] = [("Vary", vary)]
+    http, server = conf(redis_server, echo)
+    ngx = start_nginx(http=http, server=server, workers=1)
+    warm(ngx)
+    for _ in range(2):
+        assert get(ngx, "/uv").headers["X-Cache-Status"] == "BYPASS"
+    assert echo.count("GET", "/uv") == 2
+
+
+def test_vary_sixteen_names_and_duplicates(start_nginx, redis_server,
+                                          echo):
+    names = [f"X-H{i}" for i in range(16)]
+    echo.headers["/v16"] = [("Vary", ", ".join(names)),
+                            ("Vary", "x-h3, X-H0")]
+    http, server = conf(redis_server, echo)
+    ngx = start_nginx(http=http, server=server, workers=1)
+    warm(ngx)
+    h = {"X-H3": "a"}
+    assert get(ngx, "/v16", headers=h).headers["X-Cache-Status"] == "MISS"
+    settle(redis_server)
+    r = get(ngx, "/v16", headers=h)
+    assert r.headers["X-Cache-Status"] == "HIT"
+    assert r.headers["Vary"] == ",".join(sorted(n.lower() for n in names))
+    assert get(ngx, "/v16", headers={"X-H3": "b"}) \
+        .headers["X-Cache-Status"] == "MISS"
+
+
+def test_expires_in_the_future(start_nginx, redis_server, echo):
+    from email.utils import formatdate
+    echo.headers["/ex"] = [("Expires", formatdate(time.time() + 5,
+                                                  usegmt=True))]
+    http, server = conf(redis_server, echo)
+    ngx = start_nginx(http=http, server=server, workers=1)
+    warm(ngx)
+    get(ngx, "/ex")
+    settle(redis_server)
+    assert get(ngx, "/ex").headers["X-Cache-Status"] == "HIT"
+    c = redis_server.client()
+    ttl = min(c.pttl(k) for k in c.keys("igc:*"))
+    assert 2500 < ttl <= 6000, ttl
+
+
+def test_request_no_cache_still_served(start_nginx, redis_server, echo):
+    """Documented choice: the gateway cannot revalidate and a client must
+    not be able to push every request to the origin."""
+    http, server = conf(redis_server, echo)
+    ngx = start_nginx(http=http, server=server, workers=1)
+    warm(ngx)
+    get(ngx, "/nc")
+    settle(redis_server)
+    for h in ({"Cache-Control": "no-cache"}, {"Pragma": "no-cache"},
+              {"Cache-Control": "max-age=0"}):
+        assert get(ngx, "/nc", headers=h).headers["X-Cache-Status"] == "HIT"
+
+
+def test_corrupt_vary_spec_bypasses(start_nginx, redis_server, echo):
+    echo.headers["/cs"] = [("Vary", "Accept-Language")]
+    http, server = conf(redis_server, echo)
+    ngx = start_nginx(http=http, server=server, workers=1)
+    ngx.allowed_log.append(r"malformed entry")
+    warm(ngx)
+    c = redis_server.client()
+    before = set(c.keys("igc:*"))
+    get(ngx, "/cs", headers={"Accept-Language": "de"})
+    settle(redis_server)
+    new = set(c.keys("igc:*")) - before
+    assert len(new) == 2, new           # the spec and the variant
+    spec = [k for k in new if c.get(k).startswith(b"V ")]
+    variant = [k for k in new if not c.get(k).startswith(b"V ")]
+    assert len(spec) == 1 and c.get(spec[0]) == b"V accept-language"
+    # a spec where a variant belongs: bypass, no loop
+    c.set(variant[0], b"V accept-language")
+    r = get(ngx, "/cs", headers={"Accept-Language": "de"})
+    assert r.status_code == 200 and r.headers["X-Cache-Status"] == "BYPASS"
+    for bad in (b"V ", b"V bad name", b"V " + b"a" * 400, b"V \x00\xff"):
+        c.set(spec[0], bad)
+        r = get(ngx, "/cs", headers={"Accept-Language": "de"})
+        assert r.status_code == 200, bad
+        assert r.headers["X-Cache-Status"] == "BYPASS", bad
+    # garbage where an entry belongs
+    c.set(spec[0], b"garbage")
+    r = get(ngx, "/cs", headers={"Accept-Language": "de"})
+    assert r.status_code == 200 and r.headers["X-Cache-Status"] == "BYPASS"
+
+
+def test_hostile_hosts_and_many_fields(start_nginx, redis_server, echo):
+    echo.headers["/hv"] = [("Vary", "Accept-Language")]
+    http, server = conf(redis_server, echo)
+    ngx = start_nginx(http=http, server=server, workers=1)
+    warm(ngx)
+    for host in ("[::1]:8080", "[::1]", "x:99999999999999999999", "a:",
+                 "A.B.C.", "xn--bcher-kva.example:443"):
+        r = get(ngx, "/h", headers={"Host": host})
+        assert r.status_code == 200, (host, r.status_code)
+    h, body = raw_get(ngx, "/hv", ["Accept-Language: x"] * 60)
+    assert h["x-cache-status"] == "MISS"
+    settle(redis_server)
+    h, body2 = raw_get(ngx, "/hv", ["Accept-Language: " + ",".join(
+        ["x"] * 60)])
+    assert h["x-cache-status"] == "HIT" and body2 == body
+    r = get(ngx, "/hv", headers={"Accept-Language": "y" * 6000})
+    assert r.status_code == 200
