@@ -30,6 +30,10 @@ static ngx_int_t ngx_http_ig_cache_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_uint_t ngx_http_ig_cache_cacheable(ngx_http_request_t *r,
     ngx_http_ig_cache_ctx_t *cc);
+static ngx_uint_t ngx_http_ig_cache_is(ngx_table_elt_t *h, const char *name,
+    size_t len);
+static ngx_uint_t ngx_http_ig_cache_named(ngx_str_t *name, const char *s);
+static ngx_int_t ngx_http_ig_cache_delta(u_char *p, size_t len);
 
 
 static ngx_command_t  ngx_http_ig_cache_commands[] = {
@@ -114,6 +118,7 @@ static ngx_str_t  ngx_http_ig_cache_statuses[] = {
 static ngx_int_t
 ngx_http_ig_cache_header_filter(ngx_http_request_t *r)
 {
+    u_char                         md[32];
     ngx_str_t                     *st;
     ngx_http_ig_cache_ctx_t       *cc;
     ngx_http_ig_cache_loc_conf_t  *clcf;
@@ -145,6 +150,19 @@ ngx_http_ig_cache_header_filter(ngx_http_request_t *r)
     if (cc->status == NGX_HTTP_IG_CST_MISS && cc->leased) {
 
         if (ngx_http_ig_cache_cacheable(r, cc)) {
+
+            if (cc->resp_vary.len) {
+                /* the variant of this request's values of those fields */
+
+                if (ngx_http_ig_cache_variant(r, cc, &cc->resp_vary, md)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+                ngx_http_ig_cache_make_key(cc->entry, 'c', cc->tenant, md);
+            }
+
             cc->capture = 1;
             cc->resp_status = r->headers_out.status;
             cc->resp_type = r->headers_out.content_type;
@@ -171,13 +189,25 @@ ngx_http_ig_cache_header_filter(ngx_http_request_t *r)
 }
 
 
+/*
+ * RFC 9111 for a shared cache: not stored with response no-store,
+ * no-cache (in any form: the cache cannot revalidate), private (in any
+ * form), Vary: *, Set-Cookie, a freshness lifetime (s-maxage, else
+ * max-age, else Expires) of 0, already used up by the response's Age, or
+ * invalid; a shorter lifetime than ttl= becomes the entry's.
+ */
+
 static ngx_uint_t
 ngx_http_ig_cache_cacheable(ngx_http_request_t *r,
     ngx_http_ig_cache_ctx_t *cc)
 {
+    u_char           *p, *last;
+    time_t            expires, date, t;
+    ngx_int_t         smax, max, age, lifetime, rc;
+    ngx_str_t         name, arg;
     ngx_uint_t        i, *st, ok;
     ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
+    ngx_table_elt_t  *h, *exp, *dt;
 
     ok = 0;
     st = cc->conf->statuses->elts;
@@ -203,6 +233,12 @@ ngx_http_ig_cache_cacheable(ngx_http_request_t *r,
         return 0;
     }
 
+    smax = -1;
+    max = -1;
+    age = 0;
+    exp = NULL;
+    dt = NULL;
+
     part = &r->headers_out.headers.part;
     h = part->elts;
 
@@ -222,28 +258,169 @@ ngx_http_ig_cache_cacheable(ngx_http_request_t *r,
             continue;
         }
 
-        if (h[i].key.len == 10
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Set-Cookie", 10)
-               == 0)
-        {
+        if (ngx_http_ig_cache_is(&h[i], "Set-Cookie", 10)) {
             return 0;
         }
 
-        if (h[i].key.len == 13
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "Cache-Control",
-                               13) == 0
-            && (ngx_strlcasestrn(h[i].value.data,
-                                 h[i].value.data + h[i].value.len,
-                                 (u_char *) "private", 7 - 1)
-                || ngx_strlcasestrn(h[i].value.data,
-                                    h[i].value.data + h[i].value.len,
-                                    (u_char *) "no-store", 8 - 1)))
-        {
+        if (ngx_http_ig_cache_is(&h[i], "Expires", 7)) {
+            if (exp == NULL) {
+                exp = &h[i];
+            }
+
+            continue;
+        }
+
+        if (ngx_http_ig_cache_is(&h[i], "Date", 4)) {
+            dt = &h[i];
+            continue;
+        }
+
+        if (ngx_http_ig_cache_is(&h[i], "Age", 3)) {
+            age = ngx_http_ig_cache_delta(h[i].value.data, h[i].value.len);
+            if (age < 0) {
+                age = 0;
+            }
+
+            continue;
+        }
+
+        if (!ngx_http_ig_cache_is(&h[i], "Cache-Control", 13)) {
+            continue;
+        }
+
+        p = h[i].value.data;
+        last = p + h[i].value.len;
+
+        while ((p = ngx_http_ig_cache_directive_next(p, last, &name, &arg))) {
+
+            if (ngx_http_ig_cache_named(&name, "no-store")
+                || ngx_http_ig_cache_named(&name, "no-cache")
+                || ngx_http_ig_cache_named(&name, "private"))
+            {
+                return 0;
+            }
+
+            /* the first occurrence counts; an invalid one makes it stale */
+
+            if (ngx_http_ig_cache_named(&name, "s-maxage")) {
+                if (smax == -1) {
+                    smax = ngx_http_ig_cache_delta(arg.data, arg.len);
+                    if (smax < 0) {
+                        return 0;
+                    }
+                }
+
+                continue;
+            }
+
+            if (ngx_http_ig_cache_named(&name, "max-age")) {
+                if (max == -1) {
+                    max = ngx_http_ig_cache_delta(arg.data, arg.len);
+                    if (max < 0) {
+                        return 0;
+                    }
+                }
+            }
+        }
+    }
+
+    rc = ngx_http_ig_cache_vary_names(r, &r->headers_out.headers.part,
+                                      &cc->resp_vary);
+    if (rc != NGX_OK) {
+        return 0;
+    }
+
+    if (smax >= 0) {
+        lifetime = smax;
+
+    } else if (max >= 0) {
+        lifetime = max;
+
+    } else if (exp) {
+        expires = ngx_parse_http_time(exp->value.data, exp->value.len);
+        if (expires == NGX_ERROR) {
             return 0;
+        }
+
+        date = dt ? ngx_parse_http_time(dt->value.data, dt->value.len)
+                  : NGX_ERROR;
+        if (date == NGX_ERROR) {
+            date = ngx_time();
+        }
+
+        t = expires - date;
+        lifetime = t > 0 ? (ngx_int_t) ngx_min(t, (time_t) 2147483648LL)
+                         : 0;
+
+    } else {
+        lifetime = -1;      /* none: ttl= */
+    }
+
+    cc->resp_age = age;
+    cc->resp_ttl = 0;
+
+    if (lifetime >= 0) {
+        if (lifetime <= age) {
+            return 0;
+        }
+
+        lifetime -= age;
+
+        if ((ngx_msec_t) lifetime < cc->conf->ttl / 1000 + 1) {
+            cc->resp_ttl = (ngx_msec_t) lifetime * 1000;
         }
     }
 
     return 1;
+}
+
+
+static ngx_uint_t
+ngx_http_ig_cache_is(ngx_table_elt_t *h, const char *name, size_t len)
+{
+    return h->key.len == len
+           && ngx_strncasecmp(h->key.data, (u_char *) name, len) == 0;
+}
+
+
+static ngx_uint_t
+ngx_http_ig_cache_named(ngx_str_t *name, const char *s)
+{
+    size_t  len;
+
+    len = ngx_strlen(s);
+
+    return name->len == len
+           && ngx_strncasecmp(name->data, (u_char *) s, len) == 0;
+}
+
+
+/* delta-seconds (RFC 9111 1.2.2): -1 if invalid, at most 2^31 */
+
+static ngx_int_t
+ngx_http_ig_cache_delta(u_char *p, size_t len)
+{
+    ngx_int_t  v;
+
+    if (p == NULL || len == 0) {
+        return -1;
+    }
+
+    v = 0;
+
+    while (len--) {
+        if (*p < '0' || *p > '9') {
+            return -1;
+        }
+
+        if (v < 2147483648LL) {
+            v = v * 10 + (*p - '0');
+        }
+
+        p++;
+    }
+
+    return ngx_min(v, 2147483648LL);
 }
 
 

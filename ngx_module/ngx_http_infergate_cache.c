@@ -47,34 +47,69 @@ static void ngx_http_ig_cache_wake_handler(ngx_event_t *ev);
 static void ngx_http_ig_cache_cleanup(void *data);
 static ngx_int_t ngx_http_ig_cache_sha256(ngx_http_request_t *r,
     ngx_str_t *parts, ngx_uint_t n, ngx_chain_t *body, u_char *out);
+static void ngx_http_ig_cache_key_names(ngx_http_ig_cache_conf_t *ccf,
+    ngx_str_t *v);
+static ngx_int_t ngx_http_ig_cache_request_bypass(ngx_http_request_t *r,
+    ngx_http_ig_cache_conf_t *ccf);
+static ngx_int_t ngx_http_ig_cache_origin(ngx_http_request_t *r,
+    ngx_str_t *parts);
+static u_char *ngx_http_ig_cache_trim(u_char *dst, u_char *p, u_char *last,
+    ngx_uint_t low);
+static ngx_int_t ngx_http_ig_cache_spec(ngx_http_ig_cache_ctx_t *cc,
+    redisReply *e);
+static ngx_uint_t ngx_http_ig_cache_header_is(ngx_table_elt_t *h,
+    const char *name, size_t len);
 
 
 /*
- * After a GET found nothing.  KEYS: entry, lease; ARGV: token, lease ms.
- * {1, value} hit (filled meanwhile), {2} lease taken, {3} lease busy.
+ * After a GET found nothing.  KEYS: entry, lease and, for a variant, the
+ * primary's variant set (so that a purge finds the variant's lease);
+ * ARGV: token, lease ms.  {1, value} hit (filled meanwhile), {2} lease
+ * taken, {3} lease busy.
  */
 static ngx_http_ig_redis_script_t  ngx_http_ig_cache_lookup_lua;
 static const char  ngx_http_ig_cache_lookup_text[] =
     "local v = redis.call('GET', KEYS[1])\n"
     "if v then return {1, v} end\n"
     "if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
+    "  if KEYS[3] then\n"
+    "    redis.call('SADD', KEYS[3], KEYS[1])\n"
+    "    if redis.call('PTTL', KEYS[3]) < tonumber(ARGV[2]) then\n"
+    "      redis.call('PEXPIRE', KEYS[3], ARGV[2])\n"
+    "    end\n"
+    "  end\n"
     "  return {2}\n"
     "end\n"
     "return {3}\n";
 
 /*
  * The fill: stores only while the lease is still ours; a purge deleted
- * it.  KEYS: entry, lease, tag sets; ARGV: token, value, ttl ms.
+ * it.  KEYS: entry, lease, primary, the primary's variant set, tag sets;
+ * ARGV: token, value, ttl ms, Vary spec ("" for none).  A variant (entry
+ * other than the primary) joins the variant set; a spec is written to the
+ * primary and outlives its variants.
  */
 static ngx_http_ig_redis_script_t  ngx_http_ig_cache_fill_lua;
 static const char  ngx_http_ig_cache_fill_text[] =
     "if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end\n"
     "redis.call('DEL', KEYS[2])\n"
-    "redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])\n"
-    "for i = 3, #KEYS do\n"
+    "local ttl = tonumber(ARGV[3])\n"
+    "redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)\n"
+    "if ARGV[4] ~= '' then\n"
+    "  local t = redis.call('PTTL', KEYS[3])\n"
+    "  if t < ttl then t = ttl end\n"
+    "  redis.call('SET', KEYS[3], ARGV[4], 'PX', t)\n"
+    "end\n"
+    "if KEYS[1] ~= KEYS[3] then\n"
+    "  redis.call('SADD', KEYS[4], KEYS[1])\n"
+    "  if redis.call('PTTL', KEYS[4]) < ttl then\n"
+    "    redis.call('PEXPIRE', KEYS[4], ttl)\n"
+    "  end\n"
+    "end\n"
+    "for i = 5, #KEYS do\n"
     "  redis.call('SADD', KEYS[i], KEYS[1])\n"
-    "  if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[3]) then\n"
-    "    redis.call('PEXPIRE', KEYS[i], ARGV[3])\n"
+    "  if redis.call('PTTL', KEYS[i]) < ttl then\n"
+    "    redis.call('PEXPIRE', KEYS[i], ttl)\n"
     "  end\n"
     "end\n"
     "return 1\n";
@@ -89,18 +124,28 @@ static const char  ngx_http_ig_cache_release_text[] =
 
 /*
  * KEYS: ARGV[1] entries, then tag sets; each entry goes with its lease
- * ("igl:" for "igc:"), each tag set with its members and their leases.
+ * ("igl:" for "igc:") and its variants ("igv:" set) with their leases,
+ * each tag set with its members (and theirs).
  */
 static ngx_http_ig_redis_script_t  ngx_http_ig_cache_purge_lua;
 static const char  ngx_http_ig_cache_purge_text[] =
+    "local function drop(k)\n"
+    "  local s = string.sub(k, 4)\n"
+    "  local d = redis.call('DEL', k, 'igl' .. s)\n"
+    "  for _, m in ipairs(redis.call('SMEMBERS', 'igv' .. s)) do\n"
+    "    d = d + redis.call('DEL', m, 'igl' .. string.sub(m, 4))\n"
+    "  end\n"
+    "  redis.call('DEL', 'igv' .. s)\n"
+    "  return d\n"
+    "end\n"
     "local n = tonumber(ARGV[1])\n"
     "local d = 0\n"
     "for i = 1, #KEYS do\n"
     "  if i <= n then\n"
-    "    d = d + redis.call('DEL', KEYS[i], 'igl' .. string.sub(KEYS[i], 4))\n"
+    "    d = d + drop(KEYS[i])\n"
     "  else\n"
     "    for _, k in ipairs(redis.call('SMEMBERS', KEYS[i])) do\n"
-    "      d = d + redis.call('DEL', k, 'igl' .. string.sub(k, 4))\n"
+    "      d = d + drop(k)\n"
     "    end\n"
     "    redis.call('DEL', KEYS[i])\n"
     "  end\n"
@@ -154,6 +199,58 @@ ngx_http_ig_cache_complex(ngx_conf_t *cf, ngx_array_t **a, u_char *data,
     ccv.complex_value = cv;
 
     return ngx_http_compile_complex_value(&ccv);
+}
+
+
+/*
+ * Whether key= names the request's cookies or credentials: a request
+ * carrying them bypasses the cache unless the key covers them.
+ */
+
+static void
+ngx_http_ig_cache_key_names(ngx_http_ig_cache_conf_t *ccf, ngx_str_t *v)
+{
+    u_char      *p, *last;
+    size_t       n;
+    ngx_uint_t   i;
+
+    static struct {
+        ngx_str_t   prefix;
+        ngx_uint_t  auth;
+    } names[] = {
+        { ngx_string("cookie_"), 0 },
+        { ngx_string("http_cookie"), 0 },
+        { ngx_string("http_authorization"), 1 },
+        { ngx_string("remote_user"), 1 },
+    };
+
+    last = v->data + v->len;
+
+    for (p = v->data; p < last; p++) {
+        if (*p != '$') {
+            continue;
+        }
+
+        if (p + 1 < last && p[1] == '{') {
+            p++;
+        }
+
+        n = last - (p + 1);
+
+        for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+            if (n >= names[i].prefix.len
+                && ngx_strncasecmp(p + 1, names[i].prefix.data,
+                                   names[i].prefix.len) == 0)
+            {
+                if (names[i].auth) {
+                    ccf->key_auth = 1;
+
+                } else {
+                    ccf->key_cookie = 1;
+                }
+            }
+        }
+    }
 }
 
 
@@ -285,6 +382,7 @@ ngx_http_ig_cache_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             ccf->key = keys->elts;
+            ngx_http_ig_cache_key_names(ccf, &value[i]);
             continue;
         }
 
@@ -558,6 +656,10 @@ ngx_http_ig_cache_access(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
             goto bypass;
         }
 
+        if (ngx_http_ig_cache_request_bypass(r, cc->conf)) {
+            goto bypass;
+        }
+
         if (!ngx_http_ig_redis_available(cc->conf->redis)) {
             ngx_http_ig_redis_warn(cc->conf->redis, r->connection->log,
                                    "not connected, cache bypassed");
@@ -677,8 +779,11 @@ ngx_http_ig_cache_lookup(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc)
             return NGX_DECLINED;
         }
 
+        ngx_memcpy(cc->digest, digest, 32);
         ngx_http_ig_cache_make_key(cc->entry, 'c', cc->tenant, digest);
         ngx_http_ig_cache_make_key(cc->lease, 'l', cc->tenant, digest);
+        ngx_http_ig_cache_make_key(cc->variants, 'v', cc->tenant, digest);
+        ngx_memcpy(cc->primary, cc->entry, NGX_HTTP_IG_CACHE_KEYLEN);
 
         /* a lease token nobody else holds */
         ngx_sprintf(cc->token, "%08xD%08xD%08xD%08xD",
@@ -713,23 +818,34 @@ static ngx_int_t
 ngx_http_ig_cache_lease(ngx_http_ig_cache_ctx_t *cc)
 {
     u_char       lease_ms[NGX_INT_T_LEN];
-    const char  *argv[7];
-    size_t       argvlen[7];
+    ngx_uint_t   i;
+    const char  *argv[8];
+    size_t       argvlen[8];
 
-    argv[2] = "2";
+    /* EVALSHA sha numkeys entry lease [variants] token lease_ms */
+
+    i = 3;
+    argv[i] = (char *) cc->entry;
+    argvlen[i++] = NGX_HTTP_IG_CACHE_KEYLEN;
+    argv[i] = (char *) cc->lease;
+    argvlen[i++] = NGX_HTTP_IG_CACHE_KEYLEN;
+
+    if (cc->varied) {
+        argv[i] = (char *) cc->variants;
+        argvlen[i++] = NGX_HTTP_IG_CACHE_KEYLEN;
+    }
+
+    argv[2] = cc->varied ? "3" : "2";
     argvlen[2] = 1;
-    argv[3] = (char *) cc->entry;
-    argvlen[3] = NGX_HTTP_IG_CACHE_KEYLEN;
-    argv[4] = (char *) cc->lease;
-    argvlen[4] = NGX_HTTP_IG_CACHE_KEYLEN;
-    argv[5] = (char *) cc->token;
-    argvlen[5] = sizeof(cc->token);
-    argv[6] = (char *) lease_ms;
-    argvlen[6] = ngx_sprintf(lease_ms, "%M", cc->conf->lock_timeout)
-                 - lease_ms;
+
+    argv[i] = (char *) cc->token;
+    argvlen[i++] = sizeof(cc->token);
+    argv[i] = (char *) lease_ms;
+    argvlen[i++] = ngx_sprintf(lease_ms, "%M", cc->conf->lock_timeout)
+                   - lease_ms;
 
     cc->cmd = ngx_http_ig_redis_eval(cc->conf->redis,
-                                     &ngx_http_ig_cache_lookup_lua, 7, argv,
+                                     &ngx_http_ig_cache_lookup_lua, i, argv,
                                      argvlen, ngx_http_ig_cache_lookup_done,
                                      cc);
 
@@ -754,8 +870,22 @@ ngx_http_ig_cache_get_done(redisReply *reply, void *data)
     }
 
     if (reply->type == REDIS_REPLY_STRING) {
-        if (ngx_http_ig_cache_keep(cc, reply) == NGX_OK) {
-            cc->result = NGX_HTTP_IG_LOOKUP_HIT;
+
+        switch (ngx_http_ig_cache_spec(cc, reply)) {
+
+        case NGX_OK:
+            /* a Vary spec: the variant's GET is on its way */
+            return;
+
+        case NGX_DECLINED:
+            if (ngx_http_ig_cache_keep(cc, reply) == NGX_OK) {
+                cc->result = NGX_HTTP_IG_LOOKUP_HIT;
+            }
+
+            break;
+
+        default:
+            break;
         }
 
         goto wake;
@@ -846,8 +976,22 @@ ngx_http_ig_cache_lookup_done(redisReply *reply, void *data)
 
         e = reply->element[1];
 
-        if (ngx_http_ig_cache_keep(cc, e) != NGX_OK) {
+        switch (ngx_http_ig_cache_spec(cc, e)) {
+
+        case NGX_OK:
+            /* filled meanwhile with a Vary spec: look up the variant */
+            return;
+
+        case NGX_DECLINED:
+            if (ngx_http_ig_cache_keep(cc, e) != NGX_OK) {
+                cc->result = NGX_HTTP_IG_LOOKUP_ERROR;
+            }
+
+            break;
+
+        default:
             cc->result = NGX_HTTP_IG_LOOKUP_ERROR;
+            break;
         }
     }
 
@@ -948,6 +1092,13 @@ ngx_http_ig_cache_hit(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    if (cc->vary.len
+        && ngx_http_ig_add_header(r, "Vary", cc->vary.data, cc->vary.len)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     if (ngx_http_ig_add_header(r, "X-Cache-Status", (u_char *) "HIT", 3)
         != NGX_OK
         || ngx_http_ig_add_header(r, "Age", age,
@@ -1034,15 +1185,17 @@ ngx_http_ig_cache_make_key(u_char *out, char kind, u_char *tenant,
 
 
 /*
- * key=: sha256("k", tenant, value).  Default: sha256("d", tenant,
- * method (HEAD as GET), URI, "?", args, and for POST the body).
+ * key=: sha256("k", tenant, scheme, server, host, value).  Default:
+ * sha256("d", tenant, scheme, server, host, method (HEAD as GET), URI,
+ * "?", args, and for POST the media type and the body).
  */
 
 static ngx_int_t
 ngx_http_ig_cache_digest(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
     u_char *digest)
 {
-    ngx_str_t           parts[6];
+    u_char             *p, *last, *semi;
+    ngx_str_t           parts[10], *ct;
     ngx_http_ig_ctx_t  *ctx;
 
     ngx_http_ig_cache_tenant(r, cc->tenant);
@@ -1057,34 +1210,189 @@ ngx_http_ig_cache_digest(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
         parts[1] = ctx->key->tenant;
     }
 
+    if (ngx_http_ig_cache_origin(r, &parts[2]) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (cc->conf->key) {
         ngx_str_set(&parts[0], "k");
 
-        if (ngx_http_complex_value(r, cc->conf->key, &parts[2]) != NGX_OK) {
+        if (ngx_http_complex_value(r, cc->conf->key, &parts[5]) != NGX_OK) {
             return NGX_ERROR;
         }
 
-        return ngx_http_ig_cache_sha256(r, parts, 3, NULL, digest);
+        return ngx_http_ig_cache_sha256(r, parts, 6, NULL, digest);
     }
 
     ngx_str_set(&parts[0], "d");
 
     if (r->method & NGX_HTTP_HEAD) {
-        ngx_str_set(&parts[2], "GET");
+        ngx_str_set(&parts[5], "GET");
 
     } else {
-        parts[2] = r->method_name;
+        parts[5] = r->method_name;
     }
 
-    parts[3] = r->uri;
-    ngx_str_set(&parts[4], "?");
-    parts[5] = r->args;
+    parts[6] = r->uri;
+    ngx_str_set(&parts[7], "?");
+    parts[8] = r->args;
 
-    return ngx_http_ig_cache_sha256(r, parts, 6,
-                                    (r->method & NGX_HTTP_POST)
-                                    && r->request_body
+    if (!(r->method & NGX_HTTP_POST)) {
+        return ngx_http_ig_cache_sha256(r, parts, 9, NULL, digest);
+    }
+
+    /*
+     * the media type: "!" when absent, else "=" and the type/subtype
+     * lower-cased, then the parameters as sent, blanks around trimmed
+     */
+
+    ct = r->headers_in.content_type ? &r->headers_in.content_type->value
+                                    : NULL;
+
+    if (ct == NULL) {
+        ngx_str_set(&parts[9], "!");
+
+    } else {
+        p = ngx_pnalloc(r->pool, ct->len + 2);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        parts[9].data = p;
+        *p++ = '=';
+
+        last = ct->data + ct->len;
+        semi = ngx_strlchr(ct->data, last, ';');
+        if (semi == NULL) {
+            semi = last;
+        }
+
+        p = ngx_http_ig_cache_trim(p, ct->data, semi, 1);
+
+        if (semi < last) {
+            *p++ = ';';
+            p = ngx_http_ig_cache_trim(p, semi + 1, last, 0);
+        }
+
+        parts[9].len = p - parts[9].data;
+    }
+
+    return ngx_http_ig_cache_sha256(r, parts, 10,
+                                    r->request_body
                                     ? r->request_body->bufs : NULL,
                                     digest);
+}
+
+
+/* copies [p, last) without leading and trailing blanks */
+
+static u_char *
+ngx_http_ig_cache_trim(u_char *dst, u_char *p, u_char *last, ngx_uint_t low)
+{
+    while (p < last && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    while (last > p && (last[-1] == ' ' || last[-1] == '\t')) {
+        last--;
+    }
+
+    if (low) {
+        ngx_strlow(dst, p, last - p);
+        return dst + (last - p);
+    }
+
+    return ngx_cpymem(dst, p, last - p);
+}
+
+
+/*
+ * What the origin's answer depends on besides the URI: the scheme, the
+ * matched server (its place among the configuration's server blocks and
+ * its first server_name, so that two vhosts never share an entry, even
+ * for the same Host) and the normalised host (nginx's $host: lower case,
+ * no trailing dot) with the port of Host unless it is the scheme's
+ * default.  Three parts.
+ */
+
+static ngx_int_t
+ngx_http_ig_cache_origin(ngx_http_request_t *r, ngx_str_t *parts)
+{
+    u_char                     *p, *last, *colon;
+    ngx_int_t                   port, dflt;
+    ngx_uint_t                  i;
+    ngx_str_t                  *host;
+    ngx_http_core_srv_conf_t   *cscf, **cscfp;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    dflt = 80;
+    ngx_str_set(&parts[0], "http");
+
+#if (NGX_HTTP_SSL)
+    if (r->connection->ssl) {
+        dflt = 443;
+        ngx_str_set(&parts[0], "https");
+    }
+#endif
+
+    cscf = ngx_http_get_module_srv_conf(r, ngx_http_core_module);
+    cmcf = ngx_http_get_module_main_conf(r, ngx_http_core_module);
+
+    cscfp = cmcf->servers.elts;
+
+    for (i = 0; i < cmcf->servers.nelts; i++) {
+        if (cscfp[i] == cscf) {
+            break;
+        }
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN + 1 + cscf->server_name.len
+                             + r->headers_in.server.len + 1 + NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    parts[1].data = p;
+    p = ngx_sprintf(p, "%ui %V", i, &cscf->server_name);
+    parts[1].len = p - parts[1].data;
+
+    parts[2].data = p;
+    p = ngx_cpymem(p, r->headers_in.server.data, r->headers_in.server.len);
+
+    /* the port of Host (not of an absolute request-target) */
+
+    host = (r->headers_in.host && r->host_start == NULL)
+           ? &r->headers_in.host->value : NULL;
+
+    if (host && host->len) {
+        last = host->data + host->len;
+        colon = NULL;
+
+        for (p = (host->data[0] == '[')
+                 ? ngx_strlchr(host->data, last, ']') : host->data;
+             p && p < last;
+             p++)
+        {
+            if (*p == ':') {
+                colon = p;
+                break;
+            }
+        }
+
+        p = parts[2].data + r->headers_in.server.len;
+
+        if (colon && colon + 1 < last) {
+            port = ngx_atoi(colon + 1, last - colon - 1);
+
+            if (port > 0 && port != dflt) {
+                p = ngx_sprintf(p, ":%i", port);
+            }
+        }
+    }
+
+    parts[2].len = p - parts[2].data;
+
+    return NGX_OK;
 }
 
 
@@ -1162,7 +1470,7 @@ failed:
 void
 ngx_http_ig_cache_store(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc)
 {
-    u_char                    *p, *val, *keys, *num, md[32];
+    u_char                    *p, *val, *keys, *num, *spec, md[32];
     size_t                     len, vlen;
     ngx_int_t                  jitter;
     ngx_str_t                  tag, part[2];
@@ -1177,22 +1485,28 @@ ngx_http_ig_cache_store(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc)
 
     n = cc->conf->tags ? cc->conf->tags->nelts : 0;
 
-    argv = ngx_palloc(r->pool, (n + 8) * sizeof(char *));
-    argvlen = ngx_palloc(r->pool, (n + 8) * sizeof(size_t));
+    argv = ngx_palloc(r->pool, (n + 12) * sizeof(char *));
+    argvlen = ngx_palloc(r->pool, (n + 12) * sizeof(size_t));
     keys = ngx_pnalloc(r->pool, n * NGX_HTTP_IG_CACHE_KEYLEN
                                 + NGX_INT_T_LEN * 2);
+    spec = ngx_pnalloc(r->pool, 2 + cc->resp_vary.len);
 
     len = 3 + 1 + NGX_TIME_T_LEN + 1 + NGX_SIZE_T_LEN + 1
           + cc->resp_type.len + cc->size;
 
     val = ngx_pnalloc(r->pool, len);
 
-    if (argv == NULL || argvlen == NULL || keys == NULL || val == NULL) {
+    if (argv == NULL || argvlen == NULL || keys == NULL || val == NULL
+        || spec == NULL)
+    {
         return;
     }
 
-    p = ngx_sprintf(val, "%03ui %T %uz %V", cc->resp_status, ngx_time(),
-                    cc->resp_type.len, &cc->resp_type);
+    /* the origin's Age counts: a hit's Age is now minus this time */
+
+    p = ngx_sprintf(val, "%03ui %T %uz %V", cc->resp_status,
+                    ngx_time() - cc->resp_age, cc->resp_type.len,
+                    &cc->resp_type);
 
     for (cl = cc->body; cl; cl = cl->next) {
         p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
@@ -1210,12 +1524,25 @@ ngx_http_ig_cache_store(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc)
         }
     }
 
-    /* EVALSHA sha numkeys entry lease tag... token value ttl */
+    /* a shorter freshness lifetime from the origin wins */
+
+    if (cc->resp_ttl && cc->resp_ttl < ms) {
+        ms = cc->resp_ttl;
+    }
+
+    /*
+     * EVALSHA sha numkeys entry lease primary variants tag...
+     *         token value ttl spec
+     */
 
     argv[3] = (char *) cc->entry;
     argvlen[3] = NGX_HTTP_IG_CACHE_KEYLEN;
     argv[4] = (char *) cc->lease;
     argvlen[4] = NGX_HTTP_IG_CACHE_KEYLEN;
+    argv[5] = (char *) cc->primary;
+    argvlen[5] = NGX_HTTP_IG_CACHE_KEYLEN;
+    argv[6] = (char *) cc->variants;
+    argvlen[6] = NGX_HTTP_IG_CACHE_KEYLEN;
 
     i = 0;
     p = keys;
@@ -1234,27 +1561,34 @@ ngx_http_ig_cache_store(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc)
         (void) ngx_http_ig_cache_sha256(r, part, 2, NULL, md);
         ngx_http_ig_cache_make_key(p, 't', cc->tenant, md);
 
-        argv[5 + i] = (char *) p;
-        argvlen[5 + i] = NGX_HTTP_IG_CACHE_KEYLEN;
+        argv[7 + i] = (char *) p;
+        argvlen[7 + i] = NGX_HTTP_IG_CACHE_KEYLEN;
         p += NGX_HTTP_IG_CACHE_KEYLEN;
         i++;
     }
 
-    argv[5 + i] = (char *) cc->token;
-    argvlen[5 + i] = sizeof(cc->token);
-    argv[6 + i] = (char *) val;
-    argvlen[6 + i] = vlen;
+    argv[7 + i] = (char *) cc->token;
+    argvlen[7 + i] = sizeof(cc->token);
+    argv[8 + i] = (char *) val;
+    argvlen[8 + i] = vlen;
 
     num = p;
-    argv[7 + i] = (char *) num;
-    argvlen[7 + i] = ngx_sprintf(num, "%M", ms) - num;
-    num += argvlen[7 + i];
+    argv[9 + i] = (char *) num;
+    argvlen[9 + i] = ngx_sprintf(num, "%M", ms) - num;
+    num += argvlen[9 + i];
+
+    argv[10 + i] = (char *) spec;
+    argvlen[10 + i] = 0;
+
+    if (cc->resp_vary.len) {
+        argvlen[10 + i] = ngx_sprintf(spec, "V %V", &cc->resp_vary) - spec;
+    }
 
     argv[2] = (char *) num;
-    argvlen[2] = ngx_sprintf(num, "%ui", 2 + i) - num;
+    argvlen[2] = ngx_sprintf(num, "%ui", 4 + i) - num;
 
     if (ngx_http_ig_redis_eval(cc->conf->redis, &ngx_http_ig_cache_fill_lua,
-                               8 + i, argv, argvlen,
+                               11 + i, argv, argvlen,
                                ngx_http_ig_cache_fill_done, NULL)
         == NULL)
     {
@@ -1311,7 +1645,7 @@ ngx_http_ig_cache_purge(ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
     u_char                    *p, *keys, tenant[NGX_HTTP_IG_CACHE_TLEN];
     u_char                     md[32], nent[NGX_INT_T_LEN],
                                nkeys[NGX_INT_T_LEN];
-    ngx_str_t                  parts[6], v;
+    ngx_str_t                  parts[9], v;
     ngx_uint_t                 i, n, ne, nt;
     const char               **argv;
     size_t                    *argvlen;
@@ -1350,18 +1684,24 @@ ngx_http_ig_cache_purge(ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
         parts[1] = ctx->key->tenant;
     }
 
+    /* the same scheme, server and host as the reads of this vhost */
+
+    if (ngx_http_ig_cache_origin(r, &parts[2]) != NGX_OK) {
+        return;
+    }
+
     p = keys;
     i = 3;
 
     if (pcf->keys == NULL) {
         /* the default key of a GET of the same URI, without args */
         ngx_str_set(&parts[0], "d");
-        ngx_str_set(&parts[2], "GET");
-        parts[3] = r->uri;
-        ngx_str_set(&parts[4], "?");
-        ngx_str_null(&parts[5]);
+        ngx_str_set(&parts[5], "GET");
+        parts[6] = r->uri;
+        ngx_str_set(&parts[7], "?");
+        ngx_str_null(&parts[8]);
 
-        (void) ngx_http_ig_cache_sha256(r, parts, 6, NULL, md);
+        (void) ngx_http_ig_cache_sha256(r, parts, 9, NULL, md);
         ngx_http_ig_cache_make_key(p, 'c', tenant, md);
         argv[i] = (char *) p;
         argvlen[i++] = NGX_HTTP_IG_CACHE_KEYLEN;
@@ -1372,11 +1712,11 @@ ngx_http_ig_cache_purge(ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
         ngx_str_set(&parts[0], "k");
 
         for (n = 0; n < pcf->keys->nelts; n++) {
-            if (ngx_http_complex_value(r, &cv[n], &parts[2]) != NGX_OK) {
+            if (ngx_http_complex_value(r, &cv[n], &parts[5]) != NGX_OK) {
                 return;
             }
 
-            (void) ngx_http_ig_cache_sha256(r, parts, 3, NULL, md);
+            (void) ngx_http_ig_cache_sha256(r, parts, 6, NULL, md);
             ngx_http_ig_cache_make_key(p, 'c', tenant, md);
             argv[i] = (char *) p;
             argvlen[i++] = NGX_HTTP_IG_CACHE_KEYLEN;
@@ -1429,6 +1769,501 @@ ngx_http_ig_cache_purge(ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
     if (cc) {
         cc->purge_done = 1;
     }
+}
+
+
+/* RFC 9111 */
+
+static ngx_uint_t
+ngx_http_ig_cache_header_is(ngx_table_elt_t *h, const char *name, size_t len)
+{
+    return h->hash != 0 && h->key.len == len
+           && ngx_strncasecmp(h->key.data, (u_char *) name, len) == 0;
+}
+
+
+/*
+ * A request that carries Cookie or Authorization (what is left of it
+ * after infergate_auth took its own key) may get a personalised answer:
+ * it bypasses the cache unless key= names them.  A request's
+ * "Cache-Control: no-store" forbids storing its response (RFC 9111
+ * 5.2.1.5): it bypasses too.
+ */
+
+static ngx_int_t
+ngx_http_ig_cache_request_bypass(ngx_http_request_t *r,
+    ngx_http_ig_cache_conf_t *ccf)
+{
+    u_char           *p, *last;
+    ngx_str_t         name, arg;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (!ccf->key_cookie && ngx_http_ig_cache_header_is(&h[i], "Cookie",
+                                                            6))
+        {
+            return 1;
+        }
+
+        if (!ccf->key_auth
+            && ngx_http_ig_cache_header_is(&h[i], "Authorization", 13))
+        {
+            return 1;
+        }
+
+        if (!ngx_http_ig_cache_header_is(&h[i], "Cache-Control", 13)) {
+            continue;
+        }
+
+        p = h[i].value.data;
+        last = p + h[i].value.len;
+
+        while ((p = ngx_http_ig_cache_directive_next(p, last, &name, &arg))) {
+            if (name.len == 8
+                && ngx_strncasecmp(name.data, (u_char *) "no-store", 8) == 0)
+            {
+                return 1;
+            }
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * One cache directive of a Cache-Control field value: its name and
+ * argument (a token or the inside of a quoted string; data NULL when
+ * there is none).  Returns where the next one starts, NULL at the end.
+ */
+
+u_char *
+ngx_http_ig_cache_directive_next(u_char *p, u_char *last, ngx_str_t *name,
+    ngx_str_t *arg)
+{
+    while (p < last && (*p == ' ' || *p == '\t' || *p == ',')) {
+        p++;
+    }
+
+    if (p >= last) {
+        return NULL;
+    }
+
+    name->data = p;
+
+    while (p < last && *p != '=' && *p != ',' && *p != ' ' && *p != '\t') {
+        p++;
+    }
+
+    name->len = p - name->data;
+
+    arg->data = NULL;
+    arg->len = 0;
+
+    while (p < last && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    if (p < last && *p == '=') {
+        p++;
+
+        while (p < last && (*p == ' ' || *p == '\t')) {
+            p++;
+        }
+
+        if (p < last && *p == '"') {
+            arg->data = ++p;
+
+            while (p < last && *p != '"') {
+                if (*p == '\\' && p + 1 < last) {
+                    p++;
+                }
+
+                p++;
+            }
+
+            arg->len = p - arg->data;
+
+        } else {
+            arg->data = p;
+
+            while (p < last && *p != ',' && *p != ' ' && *p != '\t') {
+                p++;
+            }
+
+            arg->len = p - arg->data;
+        }
+    }
+
+    while (p < last && *p != ',') {
+        p++;
+    }
+
+    return p;
+}
+
+
+static ngx_uint_t
+ngx_http_ig_cache_tchar(u_char c)
+{
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z')
+        || (c >= 'A' && c <= 'Z'))
+    {
+        return 1;
+    }
+
+    return ngx_strlchr((u_char *) "!#$%&'*+-.^_`|~",
+                       (u_char *) "!#$%&'*+-.^_`|~" + 15, c)
+           != NULL;
+}
+
+
+/*
+ * The canonical Vary spec of a response: its field names lower-cased,
+ * without duplicates, sorted, joined by ","; empty when there is no
+ * Vary.  NGX_DECLINED: "*", a name that is not a token, more than 16
+ * names or more than 254 bytes; such a response is not stored.
+ */
+
+ngx_int_t
+ngx_http_ig_cache_vary_names(ngx_http_request_t *r, ngx_list_part_t *part,
+    ngx_str_t *out)
+{
+    u_char           *p, *last, *s, *e;
+    size_t            total;
+    ngx_str_t         names[NGX_HTTP_IG_CACHE_VARY_MAX], t;
+    ngx_int_t         c;
+    ngx_uint_t        i, j, k, n;
+    ngx_table_elt_t  *h;
+
+    c = 1;
+    n = 0;
+    total = 0;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (!ngx_http_ig_cache_header_is(&h[i], "Vary", 4)) {
+            continue;
+        }
+
+        p = h[i].value.data;
+        last = p + h[i].value.len;
+
+        while (p < last) {
+            s = p;
+            e = ngx_strlchr(p, last, ',');
+            if (e == NULL) {
+                e = last;
+            }
+
+            p = e + 1;
+
+            while (s < e && (*s == ' ' || *s == '\t')) {
+                s++;
+            }
+
+            while (e > s && (e[-1] == ' ' || e[-1] == '\t')) {
+                e--;
+            }
+
+            if (s == e) {
+                continue;
+            }
+
+            if (e - s == 1 && *s == '*') {
+                return NGX_DECLINED;
+            }
+
+            for (t.data = s; t.data < e; t.data++) {
+                if (!ngx_http_ig_cache_tchar(*t.data)) {
+                    return NGX_DECLINED;
+                }
+            }
+
+            t.len = e - s;
+            t.data = ngx_pnalloc(r->pool, t.len);
+            if (t.data == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_strlow(t.data, s, t.len);
+
+            /* insert in order, once */
+
+            for (j = 0; j < n; j++) {
+                c = ngx_memn2cmp(t.data, names[j].data, t.len, names[j].len);
+                if (c <= 0) {
+                    break;
+                }
+            }
+
+            if (j < n && c == 0) {
+                continue;
+            }
+
+            if (n == NGX_HTTP_IG_CACHE_VARY_MAX) {
+                return NGX_DECLINED;
+            }
+
+            for (k = n; k > j; k--) {
+                names[k] = names[k - 1];
+            }
+
+            names[j] = t;
+            n++;
+            total += t.len + 1;
+        }
+    }
+
+    out->len = 0;
+
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    if (total - 1 > NGX_HTTP_IG_CACHE_VARY_LEN - 2) {
+        return NGX_DECLINED;
+    }
+
+    out->data = ngx_pnalloc(r->pool, total);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = out->data;
+
+    for (j = 0; j < n; j++) {
+        if (j) {
+            *p++ = ',';
+        }
+
+        p = ngx_cpymem(p, names[j].data, names[j].len);
+    }
+
+    out->len = p - out->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The digest of a variant: sha256("v", D, then for each name of the
+ * spec the name and "!" (the request has no such field) or "=" and its
+ * field lines combined, each list member trimmed, joined by ",").
+ */
+
+ngx_int_t
+ngx_http_ig_cache_variant(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
+    ngx_str_t *names, u_char *out)
+{
+    u_char           *p, *last, *s, *e, *d, *m, *me;
+    size_t            len;
+    ngx_str_t         parts[2 + 2 * NGX_HTTP_IG_CACHE_VARY_MAX], name;
+    ngx_uint_t        i, n, found;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    ngx_str_set(&parts[0], "v");
+    parts[1].data = cc->digest;
+    parts[1].len = 32;
+    n = 2;
+
+    p = names->data;
+    last = p + names->len;
+
+    while (p < last) {
+        if (n == 2 + 2 * NGX_HTTP_IG_CACHE_VARY_MAX) {
+            return NGX_ERROR;
+        }
+
+        name.data = p;
+        p = ngx_strlchr(p, last, ',');
+        if (p == NULL) {
+            p = last;
+        }
+
+        name.len = p - name.data;
+        p++;
+
+        if (name.len == 0) {
+            return NGX_ERROR;
+        }
+
+        /* the request's field lines of this name */
+
+        len = 0;
+        found = 0;
+
+        for (part = &r->headers_in.headers.part; part; part = part->next) {
+            h = part->elts;
+
+            for (i = 0; i < part->nelts; i++) {
+                if (h[i].hash != 0 && h[i].key.len == name.len
+                    && ngx_strncasecmp(h[i].key.data, name.data, name.len)
+                       == 0)
+                {
+                    len += h[i].value.len + 1;
+                    found = 1;
+                }
+            }
+        }
+
+        parts[n++] = name;
+
+        if (!found) {
+            ngx_str_set(&parts[n], "!");
+            n++;
+            continue;
+        }
+
+        d = ngx_pnalloc(r->pool, len + 1);
+        if (d == NULL) {
+            return NGX_ERROR;
+        }
+
+        parts[n].data = d;
+        *d++ = '=';
+
+        for (part = &r->headers_in.headers.part; part; part = part->next) {
+            h = part->elts;
+
+            for (i = 0; i < part->nelts; i++) {
+                if (h[i].hash == 0 || h[i].key.len != name.len
+                    || ngx_strncasecmp(h[i].key.data, name.data, name.len)
+                       != 0)
+                {
+                    continue;
+                }
+
+                s = h[i].value.data;
+                e = s + h[i].value.len;
+
+                while (s < e) {
+                    m = s;
+                    me = ngx_strlchr(s, e, ',');
+                    if (me == NULL) {
+                        me = e;
+                    }
+
+                    s = me + 1;
+
+                    while (m < me && (*m == ' ' || *m == '\t')) {
+                        m++;
+                    }
+
+                    while (me > m && (me[-1] == ' ' || me[-1] == '\t')) {
+                        me--;
+                    }
+
+                    if (m == me) {
+                        continue;
+                    }
+
+                    if (d > parts[n].data + 1) {
+                        *d++ = ',';
+                    }
+
+                    d = ngx_cpymem(d, m, me - m);
+                }
+            }
+        }
+
+        parts[n].len = d - parts[n].data;
+        n++;
+    }
+
+    return ngx_http_ig_cache_sha256(r, parts, n, NULL, out);
+}
+
+
+/*
+ * A value found under the primary key: NGX_DECLINED an entry; NGX_OK a
+ * Vary spec, the variant's keys made and its GET sent; NGX_ERROR
+ * otherwise (a spec where a variant was expected, or malformed).
+ */
+
+static ngx_int_t
+ngx_http_ig_cache_spec(ngx_http_ig_cache_ctx_t *cc, redisReply *e)
+{
+    u_char       *p, digest[32];
+    size_t        i;
+    const char   *argv[2];
+    size_t        argvlen[2];
+
+    if (e->len < 2 || e->str[0] != 'V' || e->str[1] != ' ') {
+        return NGX_DECLINED;
+    }
+
+    if (cc->varied || e->len > NGX_HTTP_IG_CACHE_VARY_LEN || e->len == 2) {
+        return NGX_ERROR;
+    }
+
+    for (i = 2; i < e->len; i++) {
+        if (e->str[i] != ',' && !ngx_http_ig_cache_tchar(e->str[i])) {
+            return NGX_ERROR;
+        }
+    }
+
+    p = ngx_pnalloc(cc->request->pool, e->len - 2);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, e->str + 2, e->len - 2);
+    cc->vary.data = p;
+    cc->vary.len = e->len - 2;
+
+    if (ngx_http_ig_cache_variant(cc->request, cc, &cc->vary, digest)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_http_ig_cache_make_key(cc->entry, 'c', cc->tenant, digest);
+    ngx_http_ig_cache_make_key(cc->lease, 'l', cc->tenant, digest);
+    cc->varied = 1;
+
+    argv[0] = "GET";
+    argvlen[0] = 3;
+    argv[1] = (char *) cc->entry;
+    argvlen[1] = NGX_HTTP_IG_CACHE_KEYLEN;
+
+    cc->cmd = ngx_http_ig_redis_command(cc->conf->redis, 2, argv, argvlen,
+                                        ngx_http_ig_cache_get_done, cc);
+    if (cc->cmd == NULL) {
+        return NGX_ERROR;
+    }
+
+    cc->state = NGX_HTTP_IG_CACHE_LOOKUP;
+
+    return NGX_OK;
 }
 
 

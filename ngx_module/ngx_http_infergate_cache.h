@@ -20,7 +20,10 @@
 #include "ngx_http_infergate_redis.h"
 
 
-/* Redis key layout: "igc:" T ":" D, "igl:" T ":" D, "igt:" T ":" D */
+/*
+ * Redis key layout: "igc:" T ":" D (an entry, or the Vary spec of D),
+ * "igl:" T ":" D (lease), "igv:" T ":" D (D's variants), "igt:" T ":" H
+ */
 #define NGX_HTTP_IG_CACHE_TLEN      16       /* hex of sha256(tenant)     */
 #define NGX_HTTP_IG_CACHE_KEYLEN    (4 + NGX_HTTP_IG_CACHE_TLEN + 1 + 64)
 
@@ -54,7 +57,14 @@ typedef struct {
     ngx_array_t                *statuses;    /* ngx_uint_t                 */
     size_t                      max_size;
     ngx_msec_t                  lock_timeout;
+    unsigned                    key_cookie:1;   /* key= names a cookie    */
+    unsigned                    key_auth:1;     /* key= names credentials */
 } ngx_http_ig_cache_conf_t;
+
+
+/* a Vary spec: at most 16 names, 256 bytes ("V " then "a,b,c") */
+#define NGX_HTTP_IG_CACHE_VARY_MAX    16
+#define NGX_HTTP_IG_CACHE_VARY_LEN    256
 
 
 typedef struct {
@@ -81,6 +91,10 @@ typedef struct {
 
     u_char                      entry[NGX_HTTP_IG_CACHE_KEYLEN];
     u_char                      lease[NGX_HTTP_IG_CACHE_KEYLEN];
+    u_char                      primary[NGX_HTTP_IG_CACHE_KEYLEN];
+    u_char                      variants[NGX_HTTP_IG_CACHE_KEYLEN];
+    u_char                      digest[32];  /* D of the primary key      */
+    ngx_str_t                   vary;        /* names of the stored spec  */
     u_char                      token[32];
     u_char                      tenant[NGX_HTTP_IG_CACHE_TLEN];
 
@@ -93,6 +107,9 @@ typedef struct {
     /* capture of a miss */
     ngx_uint_t                  resp_status;
     ngx_str_t                   resp_type;
+    ngx_str_t                   resp_vary;   /* canonical Vary names      */
+    ngx_msec_t                  resp_ttl;    /* the origin's, 0: none     */
+    time_t                      resp_age;    /* the origin's Age          */
     ngx_chain_t                *body;
     ngx_chain_t               **last;
     size_t                      size;
@@ -101,6 +118,7 @@ typedef struct {
     unsigned                    capture:1;
     unsigned                    header_done:1;
     unsigned                    purge_done:1;
+    unsigned                    varied:1;    /* entry, lease: a variant's */
 } ngx_http_ig_cache_ctx_t;
 
 
@@ -128,6 +146,14 @@ ngx_int_t ngx_http_ig_cache_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
 ngx_int_t ngx_http_ig_cache_init_scripts(void);
+
+/* RFC 9111 field parsing, shared with the capture filter */
+u_char *ngx_http_ig_cache_directive_next(u_char *p, u_char *last,
+    ngx_str_t *name, ngx_str_t *arg);
+ngx_int_t ngx_http_ig_cache_vary_names(ngx_http_request_t *r,
+    ngx_list_part_t *part, ngx_str_t *out);
+ngx_int_t ngx_http_ig_cache_variant(ngx_http_request_t *r,
+    ngx_http_ig_cache_ctx_t *cc, ngx_str_t *names, u_char *out);
 
 
 #endif /* _NGX_HTTP_INFERGATE_CACHE_H_INCLUDED_ */

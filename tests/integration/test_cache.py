@@ -538,15 +538,19 @@ def test_stampede_across_two_instances(start_nginx, redis_server,
                         cache="ttl=60s lock_timeout=5s")
     a = start_nginx(http=http, server=server, workers=2)
     b = start_nginx(http=http, server=server, workers=2)
+    # behind one load balancer both gateways see the same Host (the key
+    # covers the host and its non-default port)
+    host = {"Host": "api.example"}
     for ngx in (a, b):
-        warm(ngx)
-        warm(ngx, "/warm2")
+        warm(ngx, headers=host)
+        warm(ngx, "/warm2", headers=host)
     barrier = threading.Barrier(40)
 
     def one(i):
         s = requests.Session()
         barrier.wait()
-        return s.get((a if i % 2 else b).url("/cold2"), timeout=20)
+        return s.get((a if i % 2 else b).url("/cold2"), headers=host,
+                     timeout=20)
 
     with concurrent.futures.ThreadPoolExecutor(40) as ex:
         rs = list(ex.map(one, range(40)))
