@@ -26,11 +26,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from backend_fixtures import RingClient, SLOT  # noqa: E402
 
 
-def scribble(c, rnd):
+def scribble(c, rnd, hold=False):
+    """Random bytes over the whole region; hold: over the slots only, so
+    that the backend keeps the connection (and its index)."""
     mm = c.mm
     n = len(mm)
     step = 1 << 16
-    for off in range(0, n, step):
+    for off in range(c.slots if hold else 0, n, step):
         k = min(step, n - off)
         mm[off:off + k] = rnd.randbytes(k)
     # valid-looking requests too, on random slots
@@ -40,6 +42,8 @@ def scribble(c, rnd):
         struct.pack_into("<QIIII", mm, off, rnd.getrandbits(64),
                          rnd.randrange(3), rnd.randrange(1, 4),
                          rnd.randrange(0, 16), 0)
+    if hold:
+        return
     tail = rnd.choice([rnd.getrandbits(32), rnd.randrange(c.nslots)])
     struct.pack_into("<I", mm, c.sq + 64, tail)
 
@@ -78,7 +82,7 @@ def main():
     max_conns = int(sys.argv[3]) if len(sys.argv) > 3 else 16
     rnd = random.Random(os.getpid())
     conns = []
-    made = refused = dropped = rounds = 0
+    made = refused = dropped = rounds = held_max = 0
     end = time.monotonic() + seconds
 
     while time.monotonic() < end:
@@ -93,9 +97,11 @@ def main():
             except (OSError, AssertionError, ValueError, struct.error):
                 refused += 1
                 break
+        held_max = max(held_max, len(conns))
         for c in list(conns):
             try:
-                scribble(c, rnd)
+                # the first one holds its index; the others get dropped
+                scribble(c, rnd, hold=c is conns[0])
                 garbage_ctl(c, rnd)
                 os.write(c.sq_efd, struct.pack("<Q", 1))
             except (OSError, ValueError):
@@ -118,7 +124,8 @@ def main():
     for c in conns:
         c.close()
     print(json.dumps({"made": made, "refused": refused, "dropped": dropped,
-                      "rounds": rounds, "slot_header": SLOT.size}))
+                      "rounds": rounds, "held_max": held_max,
+                      "slot_header": SLOT.size}))
 
 
 if __name__ == "__main__":
