@@ -10,12 +10,16 @@
  *       [--queue-timeout-us 100000] [--queue-max 1024]
  *       [--device auto|cpu|cuda:N] [--threads N] [--slots 64]
  *       [--slot-bytes 65536] [--clients 64] [--user U]
+ *       [--allow-uid U,...] [--allow-gid G,...] [--clients-per-pid 2]
+ *       [--clients-per-uid N]
  *   infergate-backend [--device D] --check PATH[#sha256=HEX]
  */
 
 
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +49,9 @@ usage(FILE *f)
         "[--threads 0]\n"
         "         [--slots 64] [--slot-bytes 65536] [--clients 64] "
         "[--user USER]\n"
+        "         [--allow-uid U,...] [--allow-gid G,...] "
+        "[--clients-per-pid 2]\n"
+        "         [--clients-per-uid N]\n"
         "       infergate-backend [--device D] [--threads N] "
         "--check PATH[#sha256=HEX]\n"
         "PATH is a model file (XGBoost JSON, ONNX), a directory of "
@@ -72,6 +79,68 @@ num(const char *opt, const char *v, unsigned long long min,
     *out = n;
 
     return 0;
+}
+
+
+/*
+ * A comma-separated list of user (or group) names or numbers, at most
+ * IG_RS_ALLOW_MAX; names are looked up now, before --user drops root.
+ */
+static int
+id_list(const char *opt, const char *v, int group, uint32_t *ids,
+    uint32_t *n)
+{
+    char                *end;
+    size_t               len;
+    const char          *p, *e;
+    struct group        *gr;
+    struct passwd       *pw;
+    unsigned long long   x;
+    char                 name[256];
+
+    *n = 0;
+    p = v;
+
+    for ( ;; ) {
+        e = strchr(p, ',');
+        len = e ? (size_t) (e - p) : strlen(p);
+
+        if (len == 0 || len >= sizeof(name) || *n == IG_RS_ALLOW_MAX) {
+            fprintf(stderr, "infergate-backend: %s \"%s\": expected up to "
+                    "%d %s names or numbers, separated by commas\n", opt, v,
+                    IG_RS_ALLOW_MAX, group ? "group" : "user");
+            return -1;
+        }
+
+        memcpy(name, p, len);
+        name[len] = '\0';
+
+        errno = 0;
+        x = strtoull(name, &end, 10);
+
+        if (name[0] >= '0' && name[0] <= '9' && *end == '\0' && errno == 0
+            && x < 0xffffffffULL)
+        {
+            ids[(*n)++] = (uint32_t) x;
+
+        } else if (group && (gr = getgrnam(name)) != NULL) {
+            ids[(*n)++] = (uint32_t) gr->gr_gid;
+
+        } else if (!group && (pw = getpwnam(name)) != NULL) {
+            ids[(*n)++] = (uint32_t) pw->pw_uid;
+
+        } else {
+            fprintf(stderr, "infergate-backend: %s \"%s\": no such %s "
+                    "\"%s\"\n", opt, v, group ? "group" : "user", name);
+            return -1;
+        }
+
+        if (e == NULL) {
+            return 0;
+        }
+
+        p = e + 1;
+    }
 }
 
 
@@ -150,12 +219,14 @@ main(int argc, char **argv)
     sigset_t             sigs;
     ig_registry_t       *reg;
     unsigned long long   v;
+    uint32_t             ids[IG_RS_ALLOW_MAX], nids, k;
     char                 err[512], q[600];
 
     enum {
         O_SOCKET = 256, O_MODEL, O_MAX_BATCH, O_MAX_DELAY, O_QTIMEOUT,
         O_QMAX, O_DEVICE, O_THREADS, O_SLOTS, O_SLOT_BYTES, O_CLIENTS,
-        O_USER, O_CHECK, O_HELP
+        O_USER, O_CHECK, O_HELP, O_ALLOW_UID, O_ALLOW_GID, O_PER_PID,
+        O_PER_UID
     };
 
     static const struct option  opts[] = {
@@ -171,6 +242,10 @@ main(int argc, char **argv)
         { "slot-bytes",       required_argument, NULL, O_SLOT_BYTES },
         { "clients",          required_argument, NULL, O_CLIENTS },
         { "user",             required_argument, NULL, O_USER },
+        { "allow-uid",        required_argument, NULL, O_ALLOW_UID },
+        { "allow-gid",        required_argument, NULL, O_ALLOW_GID },
+        { "clients-per-pid",  required_argument, NULL, O_PER_PID },
+        { "clients-per-uid",  required_argument, NULL, O_PER_UID },
         { "check",            required_argument, NULL, O_CHECK },
         { "help",             no_argument,       NULL, O_HELP },
         { NULL, 0, NULL, 0 }
@@ -191,6 +266,7 @@ main(int argc, char **argv)
 
     memset(&conf, 0, sizeof(conf));
     conf.clients = 64;
+    conf.clients_per_pid = 2;
     conf.slots = 64;
     conf.slot_bytes = 65536;
     conf.max_batch = 64;
@@ -287,6 +363,44 @@ main(int argc, char **argv)
             conf.user = optarg;
             break;
 
+        case O_ALLOW_UID:
+            if (id_list("--allow-uid", optarg, 0, ids, &nids)) {
+                return 2;
+            }
+            for (k = 0; k < nids; k++) {
+                conf.allow_uid[k] = (uid_t) ids[k];
+            }
+            conf.nallow_uid = nids;
+            break;
+
+        case O_ALLOW_GID:
+            if (id_list("--allow-gid", optarg, 1, ids, &nids)) {
+                return 2;
+            }
+            for (k = 0; k < nids; k++) {
+                conf.allow_gid[k] = (gid_t) ids[k];
+            }
+            conf.nallow_gid = nids;
+            break;
+
+        case O_PER_PID:
+            if (num("--clients-per-pid", optarg, 1, IG_RING_MAX_CLIENTS,
+                    &v))
+            {
+                return 2;
+            }
+            conf.clients_per_pid = (uint32_t) v;
+            break;
+
+        case O_PER_UID:
+            if (num("--clients-per-uid", optarg, 1, IG_RING_MAX_CLIENTS,
+                    &v))
+            {
+                return 2;
+            }
+            conf.clients_per_uid = (uint32_t) v;
+            break;
+
         case O_CHECK:
             check_path = optarg;
             break;
@@ -315,6 +429,11 @@ main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
+    }
+
+    /* no bound of its own: --clients */
+    if (conf.clients_per_uid == 0) {
+        conf.clients_per_uid = conf.clients;
     }
 
     /* a request alone would always time out waiting for company */

@@ -4,10 +4,19 @@
  *
  * The ring server (see ring_server.h and lib/ig_ring.h).
  *
- * The region is a memfd, not a named POSIX shm object: it has no name
- * another process could open or a crash could leave behind, it reaches
- * workers only as an SCM_RIGHTS fd, and it is sealed against shrinking,
- * so a hostile worker cannot truncate it under us (SIGBUS).
+ * Each client's region is a memfd of its own, made at accept: it holds
+ * that client's queues and slots and nothing else, so a peer can read or
+ * write no other worker's requests or results.  A memfd, not a named
+ * POSIX shm object: it has no name another process could open or a crash
+ * could leave behind, it reaches the worker only as an SCM_RIGHTS fd,
+ * and it is sealed against shrinking, so a hostile worker cannot
+ * truncate it under us (SIGBUS).  A reused client index gets a fresh
+ * memfd: the old peer's mapping stays the old, now unused, memory.
+ *
+ * A peer is let in only when its SO_PEERCRED uid is in --allow-uid (by
+ * default the backend's own uid and root) or its gid in --allow-gid, and
+ * while its pid and its uid hold fewer live indexes than
+ * --clients-per-pid and --clients-per-uid.
  */
 
 
@@ -66,6 +75,9 @@ typedef struct {
     int                  sq_efd;
     int                  cq_efd;
     pid_t                pid;
+    uid_t                uid;
+    int                  memfd;       /* the client's own region        */
+    void                *base;        /* mapped while LIVE or GONE      */
     ig_rq_cursor_t       cur;
     uint8_t             *owned;
     uint32_t             inflight;
@@ -100,12 +112,12 @@ typedef struct {
     int                  epfd;
     int                  lfd;
     int                  sigfd;
-    int                  memfd;
     dev_t                sock_dev;
     ino_t                sock_ino;
 
-    void                *base;
-    ig_ring_region_t     rg;
+    ig_ring_region_t     rg;          /* one client's region: nclients 1 */
+    uint32_t             nclients;    /* --clients                      */
+    uid_t                uid;         /* ours, after --user             */
     ig_rs_client_t      *clients;
 
     int                  sweep_fd;    /* timerfd: queue timeouts       */
@@ -225,7 +237,7 @@ ig_rs_answer_locked(ig_rs_t *s, uint32_t i, uint32_t slot, uint32_t status,
 
     c->inflight--;
 
-    if (ig_rq_complete(&c->cur, s->base, &s->rg, i, c->owned, slot, status,
+    if (ig_rq_complete(&c->cur, c->base, &s->rg, 0, c->owned, slot, status,
                        out_floats, batch_rows, queue_us, run_us)
         == -1)
     {
@@ -240,6 +252,25 @@ ig_rs_answer_locked(ig_rs_t *s, uint32_t i, uint32_t slot, uint32_t status,
 }
 
 
+/*
+ * The client's region goes once nothing of it is held: the batchers
+ * write results into it until their requests are answered or dropped.
+ */
+static void
+ig_rs_release(ig_rs_t *s, ig_rs_client_t *c)
+{
+    if (c->base != NULL) {
+        munmap(c->base, s->rg.region_bytes);
+        c->base = NULL;
+    }
+
+    if (c->memfd >= 0) {
+        close(c->memfd);
+        c->memfd = -1;
+    }
+}
+
+
 /* a request whose client is gone: its slot comes back to the pool */
 static void
 ig_rs_drop_locked(ig_rs_t *s, uint32_t i, uint32_t slot)
@@ -251,6 +282,7 @@ ig_rs_drop_locked(ig_rs_t *s, uint32_t i, uint32_t slot)
     c->dropped++;
 
     if (c->state == IG_RS_GONE && c->inflight == 0) {
+        ig_rs_release(s, c);
         c->state = IG_RS_FREE;
         ig_blog("info", "client_reclaimed", "client=%u dropped=%u", i,
                 c->dropped);
@@ -408,7 +440,7 @@ ig_rs_send_hello(ig_rs_t *s, uint32_t i)
     cm->cmsg_type = SCM_RIGHTS;
     cm->cmsg_len = CMSG_LEN(3 * sizeof(int));
     fds = (int *) CMSG_DATA(cm);
-    fds[0] = s->memfd;
+    fds[0] = c->memfd;
     fds[1] = c->sq_efd;
     fds[2] = c->cq_efd;
 
@@ -418,14 +450,94 @@ ig_rs_send_hello(ig_rs_t *s, uint32_t i)
 }
 
 
+/* 1 when the peer's uid or gid is in the allow lists */
+static int
+ig_rs_allowed(ig_rs_t *s, const struct ucred *cred)
+{
+    uint32_t       k;
+    ig_rs_conf_t  *cf = s->conf;
+
+    if (cf->nallow_uid == 0) {
+        if (cred->uid == 0 || cred->uid == s->uid) {
+            return 1;
+        }
+
+    } else {
+        for (k = 0; k < cf->nallow_uid; k++) {
+            if (cred->uid == cf->allow_uid[k]) {
+                return 1;
+            }
+        }
+    }
+
+    for (k = 0; k < cf->nallow_gid; k++) {
+        if (cred->gid == cf->allow_gid[k]) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* a fresh region for one client: its queues and slots, nothing else */
+static int
+ig_rs_client_region(ig_rs_t *s, ig_rs_client_t *c)
+{
+    void  *base;
+    int    fd;
+
+    fd = memfd_create("infergate-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) {
+        return -1;
+    }
+
+    /* created after --user took effect: owned by it, 0600 */
+    if (ftruncate(fd, (off_t) s->rg.region_bytes) != 0
+        || fchmod(fd, 0600) != 0
+        || fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)
+           != 0)
+    {
+        close(fd);
+        return -1;
+    }
+
+    base = mmap(NULL, s->rg.region_bytes, PROT_READ | PROT_WRITE,
+                MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        close(fd);
+        return -1;
+    }
+
+    memcpy(base, &s->rg, sizeof(s->rg));
+
+    c->memfd = fd;
+    c->base = base;
+
+    return 0;
+}
+
+
+static void
+ig_rs_refuse(int fd, const struct ucred *cred, const char *level,
+    const char *reason)
+{
+    ig_blog(level, "client_refused", "pid=%d uid=%u gid=%u reason=\"%s\"",
+            (int) cred->pid, (unsigned) cred->uid, (unsigned) cred->gid,
+            reason);
+    close(fd);
+}
+
+
 static void
 ig_rs_accept(ig_rs_t *s)
 {
     int              fd;
-    uint32_t         i;
+    uint32_t         i, npid, nuid;
     socklen_t        len;
     struct ucred     cred;
-    ig_rs_client_t  *c;
+    ig_rs_client_t  *c, *cl;
+    char             why[128];
 
     for ( ;; ) {
         fd = accept4(s->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -438,24 +550,80 @@ ig_rs_accept(ig_rs_t *s)
 
         memset(&cred, 0, sizeof(cred));
         len = sizeof(cred);
-        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len);
+
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0
+            || len != sizeof(cred))
+        {
+            cred.pid = 0;
+            cred.uid = (uid_t) -1;
+            cred.gid = (gid_t) -1;
+            ig_rs_refuse(fd, &cred, "warn", "no peer credentials");
+            continue;
+        }
+
+        if (!ig_rs_allowed(s, &cred)) {
+            ig_rs_refuse(fd, &cred, "warn", s->conf->nallow_uid
+                         ? "uid and gid not allowed (--allow-uid, "
+                           "--allow-gid)"
+                         : "uid not the backend's own or root, gid not "
+                           "allowed (--allow-uid, --allow-gid)");
+            continue;
+        }
 
         pthread_mutex_lock(&s->lock);
 
         c = NULL;
-        for (i = 0; i < s->rg.nclients; i++) {
-            if (s->clients[i].state == IG_RS_FREE) {
-                c = &s->clients[i];
-                break;
+        npid = 0;
+        nuid = 0;
+
+        for (i = 0; i < s->nclients; i++) {
+            cl = &s->clients[i];
+
+            if (cl->state == IG_RS_FREE) {
+                if (c == NULL) {
+                    c = cl;
+                }
+                continue;
+            }
+
+            if (cl->state == IG_RS_LIVE) {
+                npid += (cl->pid == cred.pid);
+                nuid += (cl->uid == cred.uid);
             }
         }
 
+        pthread_mutex_unlock(&s->lock);
+
+        /*
+         * Only this thread makes an index LIVE; the runners only turn
+         * GONE into FREE: a FREE index found here stays ours.
+         */
+        if (npid >= s->conf->clients_per_pid) {
+            snprintf(why, sizeof(why), "the pid holds --clients-per-pid "
+                     "%u indexes", s->conf->clients_per_pid);
+            ig_rs_refuse(fd, &cred, "warn", why);
+            continue;
+        }
+
+        if (nuid >= s->conf->clients_per_uid) {
+            snprintf(why, sizeof(why), "the uid holds --clients-per-uid "
+                     "%u indexes", s->conf->clients_per_uid);
+            ig_rs_refuse(fd, &cred, "warn", why);
+            continue;
+        }
+
         if (c == NULL) {
-            pthread_mutex_unlock(&s->lock);
-            ig_blog("warn", "client_refused", "pid=%d reason=\"no free "
-                    "client index (--clients %u)\"", (int) cred.pid,
-                    s->rg.nclients);
-            close(fd);
+            snprintf(why, sizeof(why), "no free client index (--clients "
+                     "%u)", s->nclients);
+            ig_rs_refuse(fd, &cred, "warn", why);
+            continue;
+        }
+
+        i = (uint32_t) (c - s->clients);
+
+        if (ig_rs_client_region(s, c) != 0) {
+            snprintf(why, sizeof(why), "region: errno %d", errno);
+            ig_rs_refuse(fd, &cred, "error", why);
             continue;
         }
 
@@ -463,27 +631,29 @@ ig_rs_accept(ig_rs_t *s)
         c->cq_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 
         if (c->sq_efd < 0 || c->cq_efd < 0) {
+            snprintf(why, sizeof(why), "eventfd: errno %d", errno);
             if (c->sq_efd >= 0) {
                 close(c->sq_efd);
             }
             if (c->cq_efd >= 0) {
                 close(c->cq_efd);
             }
-            pthread_mutex_unlock(&s->lock);
-            ig_blog("error", "client_refused", "pid=%d reason=eventfd "
-                    "errno=%d", (int) cred.pid, errno);
-            close(fd);
+            ig_rs_release(s, c);
+            ig_rs_refuse(fd, &cred, "error", why);
             continue;
         }
 
+        pthread_mutex_lock(&s->lock);
+
         c->sock = fd;
         c->pid = cred.pid;
+        c->uid = cred.uid;
         c->inflight = 0;
         c->dropped = 0;
         c->served = 0;
         c->skipped = 0;
         memset(c->owned, 0, s->rg.nslots);
-        ig_rq_reset(&c->cur, s->base, &s->rg, i);
+        ig_rq_reset(&c->cur, c->base, &s->rg, 0);
         c->state = IG_RS_LIVE;
 
         pthread_mutex_unlock(&s->lock);
@@ -494,22 +664,27 @@ ig_rs_accept(ig_rs_t *s)
             || ig_rs_epoll_add(s, c->sq_efd, EPOLLIN, IG_RS_EV_SQ, i, c->gen)
                != 0)
         {
-            ig_blog("warn", "client_refused", "client=%u pid=%d "
-                    "reason=\"hello failed\" errno=%d", i, (int) cred.pid,
-                    errno);
+            ig_blog("warn", "client_refused", "client=%u pid=%d uid=%u "
+                    "gid=%u reason=\"hello failed\" errno=%d", i,
+                    (int) cred.pid, (unsigned) cred.uid,
+                    (unsigned) cred.gid, errno);
             epoll_ctl(s->epfd, EPOLL_CTL_DEL, fd, NULL);
+            epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->sq_efd, NULL);
             pthread_mutex_lock(&s->lock);
             close(c->sq_efd);
             close(c->cq_efd);
             close(fd);
+            c->sock = c->sq_efd = c->cq_efd = -1;
             __atomic_add_fetch(&c->gen, 1, __ATOMIC_RELEASE);
+            ig_rs_release(s, c);
             c->state = IG_RS_FREE;
             pthread_mutex_unlock(&s->lock);
             continue;
         }
 
-        ig_blog("info", "client_connected", "client=%u pid=%d uid=%u", i,
-                (int) cred.pid, (unsigned) cred.uid);
+        ig_blog("info", "client_connected", "client=%u pid=%d uid=%u "
+                "gid=%u", i, (int) cred.pid, (unsigned) cred.uid,
+                (unsigned) cred.gid);
     }
 }
 
@@ -538,6 +713,10 @@ ig_rs_disconnect(ig_rs_t *s, uint32_t i, const char *why)
     __atomic_add_fetch(&c->gen, 1, __ATOMIC_RELEASE);
     inflight = c->inflight;
     c->state = inflight ? IG_RS_GONE : IG_RS_FREE;
+
+    if (inflight == 0) {
+        ig_rs_release(s, c);
+    }
 
     pthread_mutex_unlock(&s->lock);
 
@@ -570,7 +749,7 @@ ig_rs_intake(ig_rs_t *s, uint32_t i)
     pthread_mutex_lock(&s->lock);
 
     for (k = 0; k < budget; k++) {
-        rc = ig_rq_take(&c->cur, s->base, &s->rg, i, c->owned, s->models,
+        rc = ig_rq_take(&c->cur, c->base, &s->rg, 0, c->owned, s->models,
                         s->nmodels, &req, &status);
 
         if (rc == IG_RQ_EMPTY || rc == IG_RQ_CORRUPT) {
@@ -602,7 +781,7 @@ ig_rs_intake(ig_rs_t *s, uint32_t i)
         }
 
         if (status == IG_RING_OK) {
-            br.data = ig_ring_slot(s->base, &s->rg, i, req.slot)->data;
+            br.data = ig_ring_slot(c->base, &s->rg, 0, req.slot)->data;
             br.alive = &c->gen;
             br.enq_ns = now;
             br.gen = c->gen;
@@ -964,7 +1143,7 @@ ig_rs_reload_end(ig_rs_t *s, int apply)
 
     s->reloads++;
 
-    for (i = 0; i < s->rg.nclients; i++) {
+    for (i = 0; i < s->nclients; i++) {
         if (s->clients[i].state == IG_RS_LIVE
             && ig_rs_send_models(s, s->clients[i].sock) != 0)
         {
@@ -1101,7 +1280,7 @@ ig_rs_drained(ig_rs_t *s)
     }
 
     pthread_mutex_lock(&s->lock);
-    for (i = 0; i < s->rg.nclients; i++) {
+    for (i = 0; i < s->nclients; i++) {
         n += s->clients[i].inflight;
     }
     pthread_mutex_unlock(&s->lock);
@@ -1143,7 +1322,7 @@ ig_rs_signal(ig_rs_t *s)
 
 
 static int
-ig_rs_region(ig_rs_t *s, uid_t uid, gid_t gid)
+ig_rs_region(ig_rs_t *s)
 {
     uint64_t  gen, size;
 
@@ -1153,40 +1332,24 @@ ig_rs_region(ig_rs_t *s, uid_t uid, gid_t gid)
 
     gen |= 1;                         /* never 0: "no backend yet" */
 
-    size = ig_ring_layout(&s->rg, s->conf->clients, s->conf->slots,
-                          s->conf->slot_bytes, gen);
-    if (size == 0 || size > IG_RS_REGION_MAX) {
+    /* one client's region; each client gets its own at accept */
+    size = ig_ring_layout(&s->rg, 1, s->conf->slots, s->conf->slot_bytes,
+                          gen);
+    s->nclients = s->conf->clients;
+
+    if (size == 0 || s->nclients == 0
+        || s->nclients > IG_RING_MAX_CLIENTS
+        || size * s->nclients > IG_RS_REGION_MAX)
+    {
         ig_blog("error", "region_failed", "reason=\"--clients, --slots or "
                 "--slot-bytes out of range\" bytes=%llu",
-                (unsigned long long) size);
+                (unsigned long long) size * s->nclients);
         return -1;
     }
 
-    s->memfd = memfd_create("infergate-ring", MFD_CLOEXEC
-                                              | MFD_ALLOW_SEALING);
-    if (s->memfd < 0
-        || ftruncate(s->memfd, (off_t) size) != 0
-        || fchmod(s->memfd, 0600) != 0
-        || (uid != (uid_t) -1 && fchown(s->memfd, uid, gid) != 0)
-        || fcntl(s->memfd, F_ADD_SEALS,
-                 F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
-    {
-        ig_blog("error", "region_failed", "errno=%d", errno);
-        return -1;
-    }
-
-    s->base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED,
-                   s->memfd, 0);
-    if (s->base == MAP_FAILED) {
-        ig_blog("error", "region_failed", "reason=mmap errno=%d", errno);
-        return -1;
-    }
-
-    memcpy(s->base, &s->rg, sizeof(s->rg));
-
-    ig_blog("info", "region", "bytes=%llu clients=%u slots=%u "
-            "slot_bytes=%llu generation=%016llx", (unsigned long long) size,
-            s->rg.nclients, s->rg.nslots,
+    ig_blog("info", "region", "bytes=%llu per_client=yes clients=%u "
+            "slots=%u slot_bytes=%llu generation=%016llx",
+            (unsigned long long) size, s->nclients, s->rg.nslots,
             (unsigned long long) s->rg.slot_bytes,
             (unsigned long long) s->rg.generation);
 
@@ -1334,7 +1497,6 @@ ig_rs_run(ig_rs_conf_t *conf)
     s->conf = conf;
     s->start_ns = ig_rs_now_ns();
     s->lfd = -1;
-    s->memfd = -1;
     pthread_mutex_init(&s->lock, NULL);
 
     /* before any thread starts: they all inherit the mask */
@@ -1348,7 +1510,6 @@ ig_rs_run(ig_rs_conf_t *conf)
     s->sigfd = signalfd(-1, &sigs, SFD_NONBLOCK | SFD_CLOEXEC);
     s->reload_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     s->sweep_fd = -1;
-    s->base = MAP_FAILED;
 
     ig_rs_main_tid = (pid_t) syscall(SYS_gettid);
     memset(&sa, 0, sizeof(sa));
@@ -1377,18 +1538,25 @@ ig_rs_run(ig_rs_conf_t *conf)
         goto failed;
     }
 
-    if (ig_rs_region(s, uid, gid) != 0) {
+    if (ig_rs_region(s) != 0) {
         goto failed;
     }
 
-    s->clients = calloc(s->rg.nclients, sizeof(ig_rs_client_t));
+    /* the uid peers are checked against: ours once --user took effect */
+    s->uid = (uid != (uid_t) -1) ? uid : geteuid();
+
+    s->clients = calloc(s->nclients, sizeof(ig_rs_client_t));
     if (s->clients == NULL) {
         goto failed;
     }
 
-    for (i = 0; i < s->rg.nclients; i++) {
-        s->clients[i].owned = calloc(s->rg.nslots, 1);
+    for (i = 0; i < s->nclients; i++) {
         s->clients[i].sock = -1;
+        s->clients[i].memfd = -1;
+    }
+
+    for (i = 0; i < s->nclients; i++) {
+        s->clients[i].owned = calloc(s->rg.nslots, 1);
         if (s->clients[i].owned == NULL) {
             goto failed;
         }
@@ -1520,25 +1688,18 @@ done:
         ig_batcher_destroy(s->batchers[i]);
     }
 
-    for (i = 0; s->clients && i < s->rg.nclients; i++) {
+    for (i = 0; s->clients && i < s->nclients; i++) {
         if (s->clients[i].state == IG_RS_LIVE) {
             close(s->clients[i].sock);
             close(s->clients[i].sq_efd);
             close(s->clients[i].cq_efd);
         }
 
+        ig_rs_release(s, &s->clients[i]);
         free(s->clients[i].owned);
     }
 
     free(s->clients);
-
-    if (s->base != MAP_FAILED) {
-        munmap(s->base, s->rg.region_bytes);
-    }
-
-    if (s->memfd >= 0) {
-        close(s->memfd);
-    }
 
     close(s->sigfd);
     close(s->reload_efd);

@@ -9,17 +9,22 @@
  *
  * Control channel.  The backend listens on a unix SOCK_SEQPACKET socket.
  * A worker connects at init_process and receives IG_CTL_HELLO carrying,
- * as SCM_RIGHTS, three fds: the shared region (0600), its submission
- * doorbell and its completion doorbell (eventfds).  Then IG_CTL_MODELS
+ * as SCM_RIGHTS, three fds: its own region (0600), its submission
+ * doorbell and its completion doorbell (eventfds).  The backend lets a
+ * peer in only if its SO_PEERCRED uid or gid is allowed, and bounds the
+ * connections one pid and one uid may hold; a refused peer's socket is
+ * closed before any message.  Then IG_CTL_MODELS
  * lists the models; it is sent again after every model reload.  The
  * socket is the liveness channel: EOF on either side means the peer is
  * gone.  The backend then reclaims the worker's slots; the worker fails
  * its in-flight requests and reconnects with backoff.  A restarted
  * backend has a new generation, so stale slots are never confused.
  *
- * Region.  One ig_ring_region_t header, then for each client (worker)
- * index an area at client_off + index * client_stride holding its queue
- * pair and its slots:
+ * Region (version 2).  Every connection gets a region of its own, a fresh
+ * memfd holding one ig_ring_region_t header (nclients == 1), then that
+ * client's one area at client_off (area index 0, whatever the client
+ * index in IG_CTL_HELLO, which is the backend's number for logs) holding
+ * its queue pair and its slots; a peer can map no other client's memory:
  *
  *     ig_ring_queue_t sq   (worker produces slot indexes, backend consumes)
  *     ig_ring_queue_t cq   (backend produces slot indexes, worker consumes)
@@ -47,7 +52,7 @@
 
 
 #define IG_RING_MAGIC          0x31474e4952474955ULL   /* "UIGRING1" */
-#define IG_RING_VERSION        1
+#define IG_RING_VERSION        2                       /* per-client */
 #define IG_RING_CACHELINE      64
 
 #define IG_RING_MAX_CLIENTS    256
@@ -133,7 +138,7 @@ typedef struct {
     uint32_t                    type;        /* IG_CTL_HELLO              */
     uint32_t                    version;     /* IG_RING_VERSION           */
     uint64_t                    generation;
-    uint32_t                    client;      /* this worker's index       */
+    uint32_t                    client;      /* backend's index, for logs */
     uint32_t                    pid;         /* backend pid, for logs     */
     ig_ring_region_t            region;      /* copy; mapped one wins     */
 } ig_ctl_hello_t;

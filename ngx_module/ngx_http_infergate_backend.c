@@ -653,7 +653,7 @@ ngx_http_ig_backend_hello(ngx_http_ig_backend_t *be, u_char *msg,
         || rg.header_bytes != sizeof(ig_ring_region_t)
         || rg.generation != hello.generation
         || rg.region_bytes != hello.region.region_bytes
-        || hello.client >= rg.nclients
+        || rg.nclients != 1                   /* ours alone: version 2 */
         || ig_ring_layout(&want, rg.nclients, rg.nslots, rg.slot_bytes,
                           rg.generation) == 0
         || ngx_memcmp(&want, &rg, sizeof(ig_ring_region_t)) != 0)
@@ -665,9 +665,9 @@ ngx_http_ig_backend_hello(ngx_http_ig_backend_t *be, u_char *msg,
     }
 
     be->rg = rg;
-    be->client = hello.client;
-    be->sq = ig_ring_sq(base, &be->rg, be->client);
-    be->cq = ig_ring_cq(base, &be->rg, be->client);
+    be->client = hello.client;          /* the backend's number, for logs */
+    be->sq = ig_ring_sq(base, &be->rg, 0);
+    be->cq = ig_ring_cq(base, &be->rg, 0);
     be->slot_floats = ig_ring_slot_floats(&be->rg);
 
     be->nfree = 0;
@@ -893,7 +893,7 @@ ngx_http_ig_backend_reserve(ngx_http_ig_backend_t *be,
     br->request = r;
     br->backend = be;
     br->index = index;
-    br->slot = ig_ring_slot(be->base, &be->rg, be->client, index);
+    br->slot = ig_ring_slot(be->base, &be->rg, 0, index);
     br->reserved = 1;
     br->waiting = 0;
 
@@ -1022,7 +1022,7 @@ ngx_http_ig_backend_cq_handler(ngx_event_t *ev)
 
         br = be->waiters[index];
 
-        if (br && ig_ring_slot(be->base, &be->rg, be->client, index)->tag
+        if (br && ig_ring_slot(be->base, &be->rg, 0, index)->tag
                   != be->tags[index])
         {
             ngx_log_error(NGX_LOG_ERR, be->log, 0,

@@ -8,6 +8,14 @@
  * region holds, a request taken as OK must fit its slot both ways, and
  * nothing may read or write outside the region (ASan: the region is a
  * heap block of exactly region_bytes).
+ *
+ * The region is one client's own (ring version 2: nclients 1, area 0),
+ * as the backend maps it.  The worker owns every byte of it, the mapped
+ * header included, and writes while the backend works: the input also
+ * overwrites the mapped header (the consumer must use its own copy of
+ * the layout) and rewrites a taken slot's header, the sq tail and sq
+ * entries between take and complete (the checks must hold on the copy
+ * taken once).
  */
 
 #include <stdint.h>
@@ -67,6 +75,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     memcpy(area, data + off, n);
 
+    /* the worker may write the mapped header too: nobody reads it here */
+    memcpy(base, data + off, n < sizeof(rg) ? n : sizeof(rg));
+
     cur.sq_head = 0;
     cur.cq_tail = 0;
 
@@ -116,6 +127,23 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             }
             (void) sink;
             memset(d, 0, (size_t) req.out_floats * sizeof(float));
+        }
+
+        /* the worker rewrites what was taken, while it is in flight */
+        if (k < n && (data[off + k] & 4)) {
+            ig_ring_slot_t   *hs = ig_ring_slot(base, &rg, 0, req.slot);
+            ig_ring_queue_t  *sq = ig_ring_sq(base, &rg, 0);
+            uint32_t          junk;
+
+            junk = data[off + k] * 0x01010101u ^ k * 0x9e3779b9u;
+            hs->rows = junk;
+            hs->in_floats = ~junk;
+            hs->model_id = junk >> 3;
+            sq->entries[junk & (nslots - 1)] = junk;
+
+            if (data[off + k] & 8) {
+                sq->tail = cur.sq_head + (junk & (2 * nslots - 1));
+            }
         }
 
         /* the worker may have moved cq head meanwhile */

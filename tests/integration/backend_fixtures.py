@@ -52,6 +52,7 @@ Q_ENTRIES = 128
 
 IG_CTL_HELLO, IG_CTL_MODELS = 1, 2
 IG_RING_MAGIC = 0x31474e4952474955
+IG_RING_VERSION = 2                 # one region per client
 
 
 def backend_env():
@@ -100,7 +101,7 @@ class RingClient:
         assert len(msg) == HELLO.size + REGION.size, len(msg)
         (mtype, version, self.generation, self.client,
          self.backend_pid) = HELLO.unpack_from(msg, 0)
-        assert mtype == IG_CTL_HELLO and version == 1
+        assert mtype == IG_CTL_HELLO and version == IG_RING_VERSION
         assert len(fds) == 3, fds
         self.region_fd, self.sq_efd, self.cq_efd = fds
         r = REGION.unpack_from(msg, HELLO.size)
@@ -111,7 +112,9 @@ class RingClient:
         self.mm = mmap.mmap(self.region_fd, self.region_bytes)
         # the mapped header wins over the copy
         assert REGION.unpack_from(self.mm, 0) == r
-        area = client_off + self.client * stride
+        # version 2: the region holds this client's area alone
+        area = client_off + (self.client if self.nclients > 1 else 0) \
+            * stride
         self.sq = area + sq_off
         self.cq = area + cq_off
         self.slots = area + slots_off

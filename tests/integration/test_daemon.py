@@ -141,7 +141,8 @@ def test_hello_models_round_trip(start_backend):
     assert stat.S_IMODE(st.st_mode) == 0o660
 
     with RingClient(b.sock) as c:
-        assert c.client == 0 and c.nslots == 16 and c.nclients == 4
+        # the region holds this client's area alone (version 2)
+        assert c.client == 0 and c.nslots == 16 and c.nclients == 1
         assert c.slot_bytes == 4096 and c.backend_pid == b.pid
         m = c.models
         assert m["max_batch"] == 64 and m["device"] == "cpu"
@@ -165,9 +166,11 @@ def test_hello_models_round_trip(start_backend):
         assert got[6]["status"] == EMODEL and got[6]["out_floats"] == 0
         assert got[7]["status"] == OK and got[7]["data"] == [9.0] * 4
 
-        # a second client gets the next index
+        # a second client gets the next index and a region of its own
         with RingClient(b.sock) as c2:
             assert c2.client == 1 and c2.generation == c.generation
+            assert os.fstat(c2.region_fd).st_ino != \
+                os.fstat(c.region_fd).st_ino
 
     b.wait_event("client_gone", 2)
 
@@ -202,7 +205,8 @@ def test_requests_from_many_slots_run_as_one_batch(start_backend):
 def test_batching_across_clients(start_backend):
     b = start_backend("id=builtin:identity:2",
                       args=["--max-delay-us", "1000000", "--max-batch", "6",
-                            "--queue-timeout-us", "0"])
+                            "--queue-timeout-us", "0",
+                            "--clients-per-pid", "3"])
     cs = [RingClient(b.sock) for _ in range(3)]
     try:
         t0 = time.monotonic()
@@ -521,13 +525,21 @@ def test_user_drops_privileges(tmp_path, start_backend):
     with RingClient(b.sock) as c:
         c.submit(0, 0, 1, [3.0])
         assert c.collect(1)[0]["data"] == [3.0]
-    # the region fd is 0600 and owned by the user too
-    fds = os.listdir(f"/proc/{b.pid}/fd")
-    memfds = [os.stat(f"/proc/{b.pid}/fd/{fd}") for fd in fds
-              if "memfd:infergate-ring" in
-              os.readlink(f"/proc/{b.pid}/fd/{fd}")]
-    assert memfds and all(stat.S_IMODE(m.st_mode) == 0o600
-                          and m.st_uid == nobody.pw_uid for m in memfds)
+        # the client's region fd is 0600 and owned by the user too
+        fds = os.listdir(f"/proc/{b.pid}/fd")
+        memfds = [os.stat(f"/proc/{b.pid}/fd/{fd}") for fd in fds
+                  if "memfd:infergate-ring" in
+                  os.readlink(f"/proc/{b.pid}/fd/{fd}")]
+        assert len(memfds) == 1
+        assert all(stat.S_IMODE(m.st_mode) == 0o600
+                   and m.st_uid == nobody.pw_uid for m in memfds)
+        mine = os.fstat(c.region_fd)
+        assert (mine.st_ino, mine.st_uid) == (memfds[0].st_ino,
+                                              nobody.pw_uid)
+    # gone with its client
+    b.wait_event("client_gone")
+    assert not [fd for fd in os.listdir(f"/proc/{b.pid}/fd")
+                if "memfd:" in os.readlink(f"/proc/{b.pid}/fd/{fd}")]
 
 
 def test_user_needs_root_or_exists(start_backend):
