@@ -748,6 +748,7 @@ test_enum_const(void **state)
         "'' must equal the const value\n");
     BAD("{\"const\":{\"foo\":\"bar\"}}",
         "{\"foo\":\"bar\",\"foo\":\"bar\"}",
+        "'/foo' duplicate member name \"foo\"\n"
         "'' must equal the const value\n");
     BAD("{\"const\":[false]}", "[0]", "'' must equal the const value\n");
     BAD("{\"const\":{\"a\":true}}", "{\"a\":1}",
@@ -923,10 +924,12 @@ test_objects(void **state)
         "'/' property is not allowed\n"
         "'/\xc3\xa9' property is not allowed\n");
 
-    /* duplicate members each validated */
+    /* duplicate members: refused, and each value validated */
     BAD("{\"properties\":{\"a\":{\"type\":\"string\"}},\"required\":[\"a\"]}",
         "{\"a\":1,\"a\":\"x\",\"a\":2}",
         "'/a' expected string, got number\n"
+        "'/a' duplicate member name \"a\"\n"
+        "'/a' duplicate member name \"a\"\n"
         "'/a' expected string, got number\n");
 
     /* more than 64 required names: a multi-word bitmap */
@@ -1528,9 +1531,9 @@ test_duplicates(void **state)
         "'/a' duplicate member name \"a\"\n");
     BAD("{\"required\":[\"a\"],\"additionalProperties\":false}",
         "{\"b\":1,\"b\":2}",
-        "'/b' schema does not allow any value\n"
+        "'/b' property is not allowed\n"
         "'/b' duplicate member name \"b\"\n"
-        "'/b' schema does not allow any value\n"
+        "'/b' property is not allowed\n"
         "'' required property \"a\" is missing\n");
 
     /* the pointer of a schema-tracked array item */
@@ -1547,9 +1550,10 @@ test_duplicates(void **state)
         "'' must equal the const value\n");
 
     /* a long name is cut in the detail */
-    BAD("{}", "{\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-        "aaaaaaaaaa\":1,\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
-        "aaaaaaaaaaaaaaaaaaa\":2}",
+    BAD("{}",
+        "{\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aaaaaaaaaa\":1,\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaa\":2}",
         "'/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
         "aaaaaaaaaa' duplicate member name \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...\"\n");
@@ -1649,13 +1653,14 @@ test_duplicates_many(void **state)
     double           secs;
     result_t        *r;
     counting_t       cnt;
-    ig_schema_t     *s;
+    ig_schema_t     *s, *any;
     ig_validator_t  *v;
     yajl_alloc_funcs  af;
 
     (void) state;
 
     s = compile_ok("{\"additionalProperties\":{\"type\":\"integer\"}}");
+    any = compile_ok("{}");
 
     cap = 4 * 1024 * 1024;
     doc = malloc(cap);
@@ -1715,8 +1720,24 @@ test_duplicates_many(void **state)
         len += (size_t) sprintf(doc + len, "}");
     }
 
-    run_split(s, doc, len, SPLIT_WHOLE, 0, DEPTH, r);
+    run_split(any, doc, len, SPLIT_WHOLE, 0, DEPTH, r);
     assert_int_equal(r->rc, IG_VALID_OK);
+
+    /* and a repetition at the innermost level, then at the outermost */
+    len -= 60;
+    len += (size_t) sprintf(doc + len, ",\"7cf\":1}");
+
+    for (i = 1; i < 59; i++) {
+        len += (size_t) sprintf(doc + len, "}");
+    }
+
+    len += (size_t) sprintf(doc + len, ",\"next\":1}");
+
+    run_split(any, doc, len, SPLIT_RANDOM, 5, DEPTH, r);
+    assert_int_equal(r->rc, IG_VALID_INVALID);
+    assert_non_null(strstr(r->errs, "/next/next/7cf' duplicate member name "
+                                    "\"7cf\"\n'/next' duplicate member "
+                                    "name \"next\"\n"));
 
     secs = (double) (clock() - t0) / CLOCKS_PER_SEC;
     print_message("duplicates: large documents in %.3f s\n", secs);
@@ -1764,6 +1785,7 @@ test_duplicates_many(void **state)
     free(r);
     free(doc);
     ig_schema_free(s);
+    ig_schema_free(any);
 }
 
 
