@@ -465,7 +465,10 @@ static uint64_t ig_siphash13(const uint64_t *k, const unsigned char *s,
     size_t len);
 static int ig_v_name(ig_validator_t *v, ig_frame_t *f,
     const unsigned char *s, size_t len);
-static int ig_v_names_insert(ig_validator_t *v, size_t need);
+static int ig_v_name_find(ig_validator_t *v, ig_frame_t *f,
+    const unsigned char *s, size_t len, uint32_t *hash);
+static int ig_v_names_grow(ig_validator_t *v, size_t len);
+static int ig_v_names_insert(ig_validator_t *v, size_t from);
 static void ig_v_names_pop(ig_validator_t *v, ig_frame_t *f);
 static int ig_v_dup_error(ig_validator_t *v, const unsigned char *s,
     size_t len);
@@ -4530,68 +4533,133 @@ ig_name_hash(const ig_validator_t *v, const unsigned char *s, size_t len)
 
 /*
  * A member name of the innermost object f: records it, or reports a
- * duplicate.  Returns 0, or -1 once the document cannot go on.
+ * duplicate.  Returns 0, or -1 once the document cannot go on.  The
+ * first IG_NAMES_LIST names of an object are compared one by one (most
+ * objects end there); the rest go through the hash table.
  */
 
 static int
 ig_v_name(ig_validator_t *v, ig_frame_t *f, const unsigned char *s,
     size_t len)
 {
-    size_t          i, n;
-    uint32_t        hash, j;
+    int             rc;
+    size_t          i;
+    uint32_t        hash;
     ig_name_t      *e;
     unsigned char  *p;
 
-    n = v->nnames - f->name_base;
     hash = 0;
 
-    if (!f->hashed && n >= IG_NAMES_LIST) {
-        /* from here on the object's names are found through the table */
+    if (f->hashed || v->nnames - f->name_base >= IG_NAMES_LIST) {
+        rc = ig_v_name_find(v, f, s, len, &hash);
 
-        for (i = f->name_base; i < v->nnames; i++) {
-            e = &v->nents[i];
-            e->hash = ig_name_hash(v, v->names + e->off, e->len);
-        }
-
-        f->hashed = 1;
-        v->nhashed += n;
-
-        if (ig_v_names_insert(v, f->name_base) != 0) {
-            return -1;
-        }
-    }
-
-    if (f->hashed) {
-        hash = ig_name_hash(v, s, len);
-
-        /* newest first: an entry below name_base is an outer object's */
-
-        for (j = v->buckets[hash & (v->nbuckets - 1)];
-             j > f->name_base;
-             j = e->next)
-        {
-            e = &v->nents[j - 1];
-
-            if (e->hash == hash && e->len == len
-                && memcmp(v->names + e->off, s, len) == 0)
-            {
-                f->name_cur = j - 1;
-                return ig_v_dup_error(v, s, len);
-            }
+        if (rc != 0) {
+            return (rc > 0) ? ig_v_dup_error(v, s, len) : -1;
         }
 
     } else {
-        for (i = f->name_base; i < v->nnames; i++) {
-            e = &v->nents[i];
-
+        for (e = &v->nents[f->name_base]; e < &v->nents[v->nnames]; e++) {
             if (e->len == len && ig_v_name_eq(v->names + e->off, s, len)) {
-                f->name_cur = i;
+                f->name_cur = (size_t) (e - v->nents);
                 return ig_v_dup_error(v, s, len);
             }
         }
     }
 
     /* a new name */
+
+    if ((len > v->names_size - v->names_len
+         || (v->nnames + 1) * sizeof(ig_name_t) > v->nents_size)
+        && ig_v_names_grow(v, len) != 0)
+    {
+        return -1;
+    }
+
+    e = &v->nents[v->nnames];
+    e->off = v->names_len;
+    e->len = len;
+    e->hash = hash;
+    e->next = 0;
+
+    p = v->names + v->names_len;
+
+    if (len >= 4) {
+        ig_v_copy(p, s, len);
+
+    } else {
+        for (i = 0; i < len; i++) {
+            p[i] = s[i];
+        }
+    }
+
+    v->names_len += len;
+    f->name_cur = v->nnames++;
+
+    if (f->hashed) {
+        v->nhashed++;
+        return ig_v_names_insert(v, v->nnames - 1);
+    }
+
+    return 0;
+}
+
+
+/*
+ * Looks a name up in the table (putting the object's names there first
+ * when it has just reached IG_NAMES_LIST): 1 when it is there, with
+ * f->name_cur set, 0 when not, -1 when memory runs out.
+ */
+
+static int
+ig_v_name_find(ig_validator_t *v, ig_frame_t *f, const unsigned char *s,
+    size_t len, uint32_t *hash)
+{
+    size_t      i;
+    uint32_t    h, j;
+    ig_name_t  *e;
+
+    if (!f->hashed) {
+        for (i = f->name_base; i < v->nnames; i++) {
+            e = &v->nents[i];
+            e->hash = ig_name_hash(v, v->names + e->off, e->len);
+        }
+
+        f->hashed = 1;
+        v->nhashed += v->nnames - f->name_base;
+
+        if (ig_v_names_insert(v, f->name_base) != 0) {
+            return -1;
+        }
+    }
+
+    h = ig_name_hash(v, s, len);
+    *hash = h;
+
+    /* newest first: an entry below name_base is an outer object's */
+
+    for (j = v->buckets[h & (v->nbuckets - 1)]; j > f->name_base;
+         j = e->next)
+    {
+        e = &v->nents[j - 1];
+
+        if (e->hash == h && e->len == len
+            && memcmp(v->names + e->off, s, len) == 0)
+        {
+            f->name_cur = j - 1;
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* room for one more name of len bytes */
+
+static int
+ig_v_names_grow(ig_validator_t *v, size_t len)
+{
+    unsigned char  *p;
 
     if (v->nnames >= IG_NAMES_MAX || len > SIZE_MAX - v->names_len) {
         ig_v_terminal(v, IG_VALID_NOMEM, NULL);
@@ -4618,24 +4686,6 @@ ig_v_name(ig_validator_t *v, ig_frame_t *f, const unsigned char *s,
         }
 
         v->nents = (ig_name_t *) (void *) p;
-    }
-
-    e = &v->nents[v->nnames];
-    e->off = v->names_len;
-    e->len = len;
-    e->hash = hash;
-    e->next = 0;
-
-    if (len) {
-        memcpy(v->names + v->names_len, s, len);
-        v->names_len += len;
-    }
-
-    f->name_cur = v->nnames++;
-
-    if (f->hashed) {
-        v->nhashed++;
-        return ig_v_names_insert(v, v->nnames - 1);
     }
 
     return 0;
