@@ -303,8 +303,8 @@ typedef struct {
 /* a member name of an open object */
 
 typedef struct {
-    size_t                off;       /* in v->names */
-    size_t                len;
+    uint32_t              off;       /* in v->names */
+    uint32_t              len;
     uint32_t              hash;
     uint32_t              next;      /* same bucket, older: index + 1 */
 } ig_name_t;
@@ -4576,8 +4576,8 @@ ig_v_name(ig_validator_t *v, ig_frame_t *f, const unsigned char *s,
     }
 
     e = &v->nents[v->nnames];
-    e->off = v->names_len;
-    e->len = len;
+    e->off = (uint32_t) v->names_len;
+    e->len = (uint32_t) len;
     e->hash = hash;
     e->next = 0;
 
@@ -4661,17 +4661,26 @@ ig_v_names_grow(ig_validator_t *v, size_t len)
 {
     unsigned char  *p;
 
-    if (v->nnames >= IG_NAMES_MAX || len > SIZE_MAX - v->names_len) {
+    /* 4 GiB of names of open objects, or 4G names: past any body limit */
+
+    if (v->nnames >= IG_NAMES_MAX || len > IG_NAMES_MAX - v->names_len) {
         ig_v_terminal(v, IG_VALID_NOMEM, NULL);
         return -1;
     }
 
-    if (v->names_len + len > v->names_size
-        && ig_v_grow(v, &v->names, &v->names_size, v->names_len + len,
-                     v->names_inline)
-           != 0)
-    {
-        return -1;
+    if (v->names_len + len > v->names_size) {
+        if (ig_v_grow(v, &v->names, &v->names_size, v->names_len + len,
+                      v->names_inline)
+            != 0)
+        {
+            return -1;
+        }
+
+        /* offsets stay 32-bit: the fast path never passes the limit */
+
+        if (v->names_size > IG_NAMES_MAX) {
+            v->names_size = IG_NAMES_MAX;
+        }
     }
 
     if ((v->nnames + 1) * sizeof(ig_name_t) > v->nents_size) {

@@ -1637,6 +1637,68 @@ test_duplicates_sizes(void **state)
 }
 
 
+/* an allocator that keeps the peak of the bytes in use */
+
+typedef struct {
+    size_t  live;
+    size_t  peak;
+} peak_t;
+
+
+static void *
+p_malloc(void *ctx, size_t size)
+{
+    peak_t  *c = ctx;
+    size_t  *p;
+
+    p = malloc(size + 16);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    *p = size;
+    c->live += size;
+
+    if (c->live > c->peak) {
+        c->peak = c->live;
+    }
+
+    return (unsigned char *) p + 16;
+}
+
+
+static void
+p_free(void *ctx, void *ptr)
+{
+    peak_t  *c = ctx;
+    size_t  *p;
+
+    if (ptr != NULL) {
+        p = (size_t *) (void *) ((unsigned char *) ptr - 16);
+        c->live -= *p;
+        free(p);
+    }
+}
+
+
+static void *
+p_realloc(void *ctx, void *ptr, size_t size)
+{
+    void    *n;
+    size_t   old;
+
+    n = p_malloc(ctx, size);
+
+    if (n != NULL && ptr != NULL) {
+        old = *(size_t *) (void *) ((unsigned char *) ptr - 16);
+        memcpy(n, ptr, old < size ? old : size);
+        p_free(ctx, ptr);
+    }
+
+    return n;
+}
+
+
 /*
  * Hostile sizes: 1 MiB of distinct members in one object, a duplicate
  * at the end of a large object, many levels of many members, and many
@@ -1651,6 +1713,7 @@ test_duplicates_many(void **state)
     size_t           len, i, cap, n;
     clock_t          t0;
     double           secs;
+    peak_t           peak;
     result_t        *r;
     counting_t       cnt;
     ig_schema_t     *s, *any;
@@ -1699,6 +1762,26 @@ test_duplicates_many(void **state)
 
     run_split(s, doc, len, SPLIT_RANDOM, 3, DEPTH, r);
     assert_int_equal(r->rc, IG_VALID_OK);
+
+    /* the memory it takes: a few times the body, not more */
+
+    memset(&peak, 0, sizeof(peak));
+    af.malloc = p_malloc;
+    af.realloc = p_realloc;
+    af.free = p_free;
+    af.ctx = &peak;
+
+    v = ig_validator_create(s, &af, DEPTH, NULL, NULL);
+    assert_non_null(v);
+    assert_int_equal(ig_validator_feed(v, (unsigned char *) doc, len),
+                     IG_VALID_OK);
+    assert_int_equal(ig_validator_finish(v), IG_VALID_OK);
+    ig_validator_destroy(v);
+
+    print_message("duplicates: %zu names, %zu body bytes, peak %zu bytes\n",
+                  n, len, peak.peak);
+    assert_int_equal(peak.live, 0);
+    assert_true(peak.peak < 6 * len);
 
     /* 60 levels of 2,000 members each, names the same at every level */
 
