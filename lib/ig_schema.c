@@ -21,6 +21,15 @@
  * one buffer, and only where a schema applies.  An enum/const whose
  * candidates include containers captures the canonical form of the
  * instance subtree while it streams, bounded by the largest candidate.
+ *
+ * Member names repeated in one object are errors at any depth (I-JSON,
+ * RFC 7493 2.3: the document has no single meaning, and a later stage
+ * could act on another member than the one checked).  The names of the
+ * open objects are kept on one stack, found by a linear search while an
+ * object has few members and through one hash table (SipHash-1-3 under
+ * a key drawn when the schema is compiled) once it has more; an object
+ * that ends pops its names, so nothing is allocated per object and the
+ * cost is linear in the body whatever its names.
  */
 
 
@@ -30,6 +39,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/random.h>
 
 #include <pcre2.h>
 #include <yajl/yajl_parse.h>
@@ -89,6 +101,10 @@
 #define IG_DETAIL_MAX      1200
 #define IG_PTR_INLINE      256
 #define IG_KEY_INLINE      64
+#define IG_NAMES_INLINE    512
+#define IG_NENTS_INLINE    32
+#define IG_NAMES_LIST      8         /* members searched without hashing */
+#define IG_NAMES_MAX       0xfffffffeU
 #define IG_MATCH_LIMIT     1000000
 /* member names shorter than this are found through a table by length */
 #define IG_LEN_INDEX       32
@@ -236,6 +252,7 @@ struct ig_schema_s {
     ig_re_t              *res;
     pcre2_match_context  *mctx;
     size_t                req_words;
+    uint64_t              sipkey[2];  /* hashes member names */
 };
 
 
@@ -267,8 +284,11 @@ typedef struct {
     size_t                seg_base;
     size_t                body;
     size_t                idx_len;   /* "/N" of the last item written */
+    size_t                name_base; /* first of its member names */
+    size_t                name_cur;  /* the name of the current member */
     unsigned              cap_epoch;
     unsigned              seg_epoch;
+    unsigned char         hashed;    /* its names are in the table */
     unsigned char         is_array;
     unsigned char         capture;
     unsigned char         cap_first;
@@ -279,6 +299,15 @@ typedef struct {
     size_t                off;
     size_t                len;
 } ig_seg_t;
+
+/* a member name of an open object */
+
+typedef struct {
+    uint32_t              off;       /* in v->names */
+    uint32_t              len;
+    uint32_t              hash;
+    uint32_t              next;      /* same bucket, older: index + 1 */
+} ig_name_t;
 
 /* an instance number: the decimal is parsed only when needed */
 
@@ -331,6 +360,18 @@ struct ig_validator_s {
     unsigned char        *scratch;
     size_t                scratch_size;
 
+    unsigned char        *names;
+    size_t                names_len;
+    size_t                names_size;
+    ig_name_t            *nents;
+    size_t                nnames;
+    size_t                nents_size;  /* bytes */
+    uint32_t             *buckets;
+    size_t                nbuckets;    /* 0 or a power of 2 */
+    size_t                nhashed;
+    unsigned char        *dptr;        /* the pointer of a duplicate */
+    size_t                dptr_size;
+
     pcre2_general_context  *gctx;
     pcre2_match_data     *md;
 
@@ -339,6 +380,8 @@ struct ig_validator_s {
     unsigned char         err_static[IG_SCHEMA_MAX_ERRORS];
     unsigned char         ptr_inline[IG_PTR_INLINE];
     unsigned char         key_inline[IG_KEY_INLINE];
+    unsigned char         names_inline[IG_NAMES_INLINE];
+    ig_name_t             nents_inline[IG_NENTS_INLINE];
 };
 
 
@@ -406,6 +449,7 @@ static int ig_cc_canon(ig_cc_t *cc, ig_canon_t *c, ig_jv_t *jv);
 static int ig_cc_enum(ig_cc_t *cc, ig_node_t *node, ig_jv_t *en);
 static int ig_cc_const(ig_cc_t *cc, ig_node_t *node, ig_jv_t *cn);
 static int ig_jmember_cmp(const void *a, const void *b);
+static void ig_schema_sipkey(uint64_t *k);
 static int ig_member_cmp(const void *a, const void *b);
 
 static void *ig_default_malloc(void *ctx, size_t size);
@@ -415,6 +459,23 @@ static void *ig_pcre_malloc(PCRE2_SIZE size, void *data);
 static void ig_pcre_free(void *p, void *data);
 
 static int ig_v_error(ig_validator_t *v, const char *fmt, ...);
+static int ig_v_verror(ig_validator_t *v, const unsigned char *ptr,
+    size_t ptr_len, const char *fmt, va_list ap);
+static uint64_t ig_siphash13(const uint64_t *k, const unsigned char *s,
+    size_t len);
+static int ig_v_name(ig_validator_t *v, ig_frame_t *f,
+    const unsigned char *s, size_t len);
+static int ig_v_name_find(ig_validator_t *v, ig_frame_t *f,
+    const unsigned char *s, size_t len, uint32_t *hash);
+static int ig_v_names_grow(ig_validator_t *v, size_t len);
+static int ig_v_names_insert(ig_validator_t *v, size_t from);
+static void ig_v_names_pop(ig_validator_t *v, ig_frame_t *f);
+static int ig_v_dup_error(ig_validator_t *v, const unsigned char *s,
+    size_t len);
+static void ig_v_dup_ptr_put(ig_validator_t *v, size_t *plen,
+    const unsigned char *s, size_t len);
+static int ig_v_error_at(ig_validator_t *v, const unsigned char *ptr,
+    size_t ptr_len, const char *fmt, ...);
 static void ig_v_clear_errors(ig_validator_t *v);
 static void ig_v_terminal(ig_validator_t *v, ig_valid_rc_e rc,
     const char *detail);
@@ -2833,6 +2894,8 @@ ig_schema_compile(const unsigned char *text, size_t len, char *err,
     cc.schema = schema;
     cc.arena = &schema->arena;
 
+    ig_schema_sipkey(schema->sipkey);
+
     tmp.head = NULL;
 
     doc = ig_dom_parse(&cc, &tmp, text, len);
@@ -2855,6 +2918,47 @@ ig_schema_compile(const unsigned char *text, size_t len, char *err,
     }
 
     return schema;
+}
+
+
+/*
+ * The key of the member-name hash: secret, so that a client cannot
+ * choose names that all fall into one bucket.
+ */
+
+static void
+ig_schema_sipkey(uint64_t *k)
+{
+    size_t           n;
+    ssize_t          r;
+    unsigned char   *p;
+    struct timespec  ts;
+
+    p = (unsigned char *) k;
+    n = 0;
+
+    while (n < 2 * sizeof(uint64_t)) {
+        r = getrandom(p + n, 2 * sizeof(uint64_t) - n, GRND_NONBLOCK);
+
+        if (r <= 0) {
+            break;
+        }
+
+        n += (size_t) r;
+    }
+
+    if (n == 2 * sizeof(uint64_t)) {
+        return;
+    }
+
+    /* no entropy yet (early boot): still differs per process and time */
+
+    (void) clock_gettime(CLOCK_REALTIME, &ts);
+
+    k[0] ^= (uint64_t) ts.tv_nsec * 0x9e3779b97f4a7c15ULL
+            ^ (uint64_t) ts.tv_sec;
+    k[1] ^= ((uint64_t) getpid() << 32) ^ (uint64_t) (uintptr_t) k
+            ^ (uint64_t) clock();
 }
 
 
@@ -2993,6 +3097,10 @@ ig_validator_create(const ig_schema_t *schema, const yajl_alloc_funcs *af,
     v->ptr_cap = IG_PTR_INLINE;
     v->key = v->key_inline;
     v->key_cap = IG_KEY_INLINE;
+    v->names = v->names_inline;
+    v->names_size = IG_NAMES_INLINE;
+    v->nents = v->nents_inline;
+    v->nents_size = sizeof(v->nents_inline);
 
     if (schema->mctx != NULL) {
         v->gctx = pcre2_general_context_create(ig_pcre_malloc, ig_pcre_free,
@@ -3047,6 +3155,22 @@ ig_validator_destroy(ig_validator_t *v)
 
     if (v->key != v->key_inline) {
         v->af.free(v->af.ctx, v->key);
+    }
+
+    if (v->names != v->names_inline) {
+        v->af.free(v->af.ctx, v->names);
+    }
+
+    if (v->nents != v->nents_inline) {
+        v->af.free(v->af.ctx, v->nents);
+    }
+
+    if (v->buckets != NULL) {
+        v->af.free(v->af.ctx, v->buckets);
+    }
+
+    if (v->dptr != NULL) {
+        v->af.free(v->af.ctx, v->dptr);
     }
 
     if (v->cap != NULL) {
@@ -3105,10 +3229,41 @@ ig_v_clear_errors(ig_validator_t *v)
 static int
 ig_v_error(ig_validator_t *v, const char *fmt, ...)
 {
+    int      rc;
+    va_list  ap;
+
+    va_start(ap, fmt);
+    rc = ig_v_verror(v, v->ptr, v->ptr_len, fmt, ap);
+    va_end(ap);
+
+    return rc;
+}
+
+
+static int
+ig_v_error_at(ig_validator_t *v, const unsigned char *ptr, size_t ptr_len,
+    const char *fmt, ...)
+{
+    int      rc;
+    va_list  ap;
+
+    va_start(ap, fmt);
+    rc = ig_v_verror(v, ptr, ptr_len, fmt, ap);
+    va_end(ap);
+
+    return rc;
+}
+
+
+/* the same at a given pointer (ptr[1024] readable when longer) */
+
+static int
+ig_v_verror(ig_validator_t *v, const unsigned char *ptr, size_t ptr_len,
+    const char *fmt, va_list ap)
+{
     int       n;
     char     *rec;
     size_t    plen, dlen, trunc;
-    va_list   ap;
     char      detail[IG_DETAIL_MAX];
 
     if (v->nerrors == IG_SCHEMA_MAX_ERRORS) {
@@ -3116,20 +3271,18 @@ ig_v_error(ig_validator_t *v, const char *fmt, ...)
         return 0;
     }
 
-    va_start(ap, fmt);
     n = vsnprintf(detail, sizeof(detail), fmt, ap);
-    va_end(ap);
 
     dlen = (n < 0) ? 0 : ((size_t) n >= sizeof(detail) ? sizeof(detail) - 1
                                                         : (size_t) n);
 
-    plen = v->ptr_len;
+    plen = ptr_len;
     trunc = 0;
 
     if (plen > IG_PTR_ERR_MAX) {
         plen = IG_PTR_ERR_MAX;
 
-        while (plen > IG_PTR_ERR_MAX - 3 && (v->ptr[plen] & 0xc0) == 0x80) {
+        while (plen > IG_PTR_ERR_MAX - 3 && (ptr[plen] & 0xc0) == 0x80) {
             plen--;
         }
 
@@ -3142,7 +3295,7 @@ ig_v_error(ig_validator_t *v, const char *fmt, ...)
         return -1;
     }
 
-    memcpy(rec, v->ptr, plen);
+    memcpy(rec, ptr, plen);
     memcpy(rec + plen, "...", trunc);
     rec[plen + trunc] = '\0';
     memcpy(rec + plen + trunc + 1, detail, dlen);
@@ -4105,6 +4258,9 @@ ig_v_start(ig_validator_t *v, int is_array)
     f->is_array = (unsigned char) is_array;
     f->capture = 0;
     f->in_cap = 0;
+    f->name_base = v->nnames;
+    f->name_cur = 0;
+    f->hashed = 0;
 
     if (node != NULL) {
         if (node->kind == IG_NODE_FALSE) {
@@ -4287,6 +4443,460 @@ ig_v_member(const ig_node_t *node, const unsigned char *s, size_t len)
 }
 
 
+/* member names: duplicates at any depth */
+
+#define IG_ROTL(x, b)  (((x) << (b)) | ((x) >> (64 - (b))))
+
+#define IG_SIPROUND                                                          \
+    v0 += v1; v1 = IG_ROTL(v1, 13); v1 ^= v0; v0 = IG_ROTL(v0, 32);          \
+    v2 += v3; v3 = IG_ROTL(v3, 16); v3 ^= v2;                                \
+    v0 += v3; v3 = IG_ROTL(v3, 21); v3 ^= v0;                                \
+    v2 += v1; v1 = IG_ROTL(v1, 17); v1 ^= v2; v2 = IG_ROTL(v2, 32)
+
+
+/* SipHash-1-3 (as Python and Rust use for their hash tables) */
+
+static uint64_t
+ig_siphash13(const uint64_t *k, const unsigned char *s, size_t len)
+{
+    size_t    i, end;
+    uint64_t  v0, v1, v2, v3, m, b;
+
+    v0 = k[0] ^ 0x736f6d6570736575ULL;
+    v1 = k[1] ^ 0x646f72616e646f6dULL;
+    v2 = k[0] ^ 0x6c7967656e657261ULL;
+    v3 = k[1] ^ 0x7465646279746573ULL;
+
+    end = len & ~(size_t) 7;
+
+    for (i = 0; i < end; i += 8) {
+        memcpy(&m, s + i, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        m = __builtin_bswap64(m);
+#endif
+        v3 ^= m;
+        IG_SIPROUND;
+        v0 ^= m;
+    }
+
+    b = (uint64_t) len << 56;
+
+    switch (len & 7) {
+    case 7:
+        b |= (uint64_t) s[i + 6] << 48;
+        /* fall through */
+    case 6:
+        b |= (uint64_t) s[i + 5] << 40;
+        /* fall through */
+    case 5:
+        b |= (uint64_t) s[i + 4] << 32;
+        /* fall through */
+    case 4:
+        b |= (uint64_t) s[i + 3] << 24;
+        /* fall through */
+    case 3:
+        b |= (uint64_t) s[i + 2] << 16;
+        /* fall through */
+    case 2:
+        b |= (uint64_t) s[i + 1] << 8;
+        /* fall through */
+    case 1:
+        b |= (uint64_t) s[i];
+        break;
+    default:
+        break;
+    }
+
+    v3 ^= b;
+    IG_SIPROUND;
+    v0 ^= b;
+
+    v2 ^= 0xff;
+    IG_SIPROUND;
+    IG_SIPROUND;
+    IG_SIPROUND;
+
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+
+static inline uint32_t
+ig_name_hash(const ig_validator_t *v, const unsigned char *s, size_t len)
+{
+    uint64_t  h;
+
+    h = ig_siphash13(v->schema->sipkey, s, len);
+
+    return (uint32_t) (h ^ (h >> 32));
+}
+
+
+/*
+ * A member name of the innermost object f: records it, or reports a
+ * duplicate.  Returns 0, or -1 once the document cannot go on.  The
+ * first IG_NAMES_LIST names of an object are compared one by one (most
+ * objects end there); the rest go through the hash table.
+ */
+
+static int
+ig_v_name(ig_validator_t *v, ig_frame_t *f, const unsigned char *s,
+    size_t len)
+{
+    int             rc;
+    size_t          i;
+    uint32_t        hash;
+    ig_name_t      *e;
+    unsigned char  *p;
+
+    hash = 0;
+
+    if (f->hashed || v->nnames - f->name_base >= IG_NAMES_LIST) {
+        rc = ig_v_name_find(v, f, s, len, &hash);
+
+        if (rc != 0) {
+            return (rc > 0) ? ig_v_dup_error(v, s, len) : -1;
+        }
+
+    } else {
+        for (e = &v->nents[f->name_base]; e < &v->nents[v->nnames]; e++) {
+            if (e->len == len && ig_v_name_eq(v->names + e->off, s, len)) {
+                f->name_cur = (size_t) (e - v->nents);
+                return ig_v_dup_error(v, s, len);
+            }
+        }
+    }
+
+    /* a new name */
+
+    if ((len > v->names_size - v->names_len
+         || (v->nnames + 1) * sizeof(ig_name_t) > v->nents_size)
+        && ig_v_names_grow(v, len) != 0)
+    {
+        return -1;
+    }
+
+    e = &v->nents[v->nnames];
+    e->off = (uint32_t) v->names_len;
+    e->len = (uint32_t) len;
+    e->hash = hash;
+    e->next = 0;
+
+    p = v->names + v->names_len;
+
+    if (len >= 4) {
+        ig_v_copy(p, s, len);
+
+    } else {
+        for (i = 0; i < len; i++) {
+            p[i] = s[i];
+        }
+    }
+
+    v->names_len += len;
+    f->name_cur = v->nnames++;
+
+    if (f->hashed) {
+        v->nhashed++;
+        return ig_v_names_insert(v, v->nnames - 1);
+    }
+
+    return 0;
+}
+
+
+/*
+ * Looks a name up in the table (putting the object's names there first
+ * when it has just reached IG_NAMES_LIST): 1 when it is there, with
+ * f->name_cur set, 0 when not, -1 when memory runs out.
+ */
+
+static int
+ig_v_name_find(ig_validator_t *v, ig_frame_t *f, const unsigned char *s,
+    size_t len, uint32_t *hash)
+{
+    size_t      i;
+    uint32_t    h, j;
+    ig_name_t  *e;
+
+    if (!f->hashed) {
+        for (i = f->name_base; i < v->nnames; i++) {
+            e = &v->nents[i];
+            e->hash = ig_name_hash(v, v->names + e->off, e->len);
+        }
+
+        f->hashed = 1;
+        v->nhashed += v->nnames - f->name_base;
+
+        if (ig_v_names_insert(v, f->name_base) != 0) {
+            return -1;
+        }
+    }
+
+    h = ig_name_hash(v, s, len);
+    *hash = h;
+
+    /* newest first: an entry below name_base is an outer object's */
+
+    for (j = v->buckets[h & (v->nbuckets - 1)]; j > f->name_base;
+         j = e->next)
+    {
+        e = &v->nents[j - 1];
+
+        if (e->hash == h && e->len == len
+            && memcmp(v->names + e->off, s, len) == 0)
+        {
+            f->name_cur = j - 1;
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/* room for one more name of len bytes */
+
+static int
+ig_v_names_grow(ig_validator_t *v, size_t len)
+{
+    unsigned char  *p;
+
+    /* 4 GiB of names of open objects, or 4G names: past any body limit */
+
+    if (v->nnames >= IG_NAMES_MAX || len > IG_NAMES_MAX - v->names_len) {
+        ig_v_terminal(v, IG_VALID_NOMEM, NULL);
+        return -1;
+    }
+
+    if (v->names_len + len > v->names_size) {
+        if (ig_v_grow(v, &v->names, &v->names_size, v->names_len + len,
+                      v->names_inline)
+            != 0)
+        {
+            return -1;
+        }
+
+        /* offsets stay 32-bit: the fast path never passes the limit */
+
+        if (v->names_size > IG_NAMES_MAX) {
+            v->names_size = IG_NAMES_MAX;
+        }
+    }
+
+    if ((v->nnames + 1) * sizeof(ig_name_t) > v->nents_size) {
+        p = (unsigned char *) v->nents;
+
+        if (ig_v_grow(v, &p, &v->nents_size,
+                      (v->nnames + 1) * sizeof(ig_name_t),
+                      (unsigned char *) v->nents_inline)
+            != 0)
+        {
+            return -1;
+        }
+
+        v->nents = (ig_name_t *) (void *) p;
+    }
+
+    return 0;
+}
+
+
+/*
+ * Puts the hashed names from index "from" on into the table, growing it
+ * first (and then putting in every hashed name) when the load would pass
+ * one name a bucket.  Names go in in stack order, so each chain runs
+ * from the newest name to the oldest and an object that ends finds its
+ * names at the heads of their chains.
+ */
+
+static int
+ig_v_names_insert(ig_validator_t *v, size_t from)
+{
+    size_t          n, d, i, end;
+    uint32_t        b;
+    ig_name_t      *e;
+    ig_frame_t     *f;
+    unsigned char  *p;
+
+    if (v->nhashed > v->nbuckets) {
+        n = v->nbuckets ? v->nbuckets : 64;
+
+        while (n < v->nhashed) {
+            n *= 2;
+        }
+
+        if (n > SIZE_MAX / sizeof(uint32_t)) {
+            ig_v_terminal(v, IG_VALID_NOMEM, NULL);
+            return -1;
+        }
+
+        p = v->af.malloc(v->af.ctx, n * sizeof(uint32_t));
+        if (p == NULL) {
+            ig_v_terminal(v, IG_VALID_NOMEM, NULL);
+            return -1;
+        }
+
+        if (v->buckets != NULL) {
+            v->af.free(v->af.ctx, v->buckets);
+        }
+
+        v->buckets = (uint32_t *) (void *) p;
+        v->nbuckets = n;
+
+        memset(v->buckets, 0, n * sizeof(uint32_t));
+
+        /* the open objects' names are contiguous, outermost first */
+
+        for (d = 0; d < v->depth; d++) {
+            f = &v->frames[d];
+
+            if (f->is_array || !f->hashed) {
+                continue;
+            }
+
+            end = (d + 1 < v->depth) ? v->frames[d + 1].name_base
+                                     : v->nnames;
+
+            for (i = f->name_base; i < end; i++) {
+                e = &v->nents[i];
+                b = e->hash & (uint32_t) (n - 1);
+                e->next = v->buckets[b];
+                v->buckets[b] = (uint32_t) (i + 1);
+            }
+        }
+
+        return 0;
+    }
+
+    for (i = from; i < v->nnames; i++) {
+        e = &v->nents[i];
+        b = e->hash & (uint32_t) (v->nbuckets - 1);
+        e->next = v->buckets[b];
+        v->buckets[b] = (uint32_t) (i + 1);
+    }
+
+    return 0;
+}
+
+
+/* an object ends: its names go */
+
+static void
+ig_v_names_pop(ig_validator_t *v, ig_frame_t *f)
+{
+    size_t      i;
+    ig_name_t  *e;
+
+    if (v->nnames == f->name_base) {
+        return;
+    }
+
+    if (f->hashed) {
+        for (i = v->nnames; i > f->name_base; i--) {
+            e = &v->nents[i - 1];
+            v->buckets[e->hash & (uint32_t) (v->nbuckets - 1)] = e->next;
+        }
+
+        v->nhashed -= v->nnames - f->name_base;
+    }
+
+    v->names_len = v->nents[f->name_base].off;
+    v->nnames = f->name_base;
+}
+
+
+/*
+ * Reports a repeated name s of the innermost object.  Its pointer is
+ * built from the frames (the index of each open array's item, the
+ * current name of each open object), since v->ptr is kept only where a
+ * schema applies; past 1024 bytes it is cut as ig_v_verror() cuts.
+ */
+
+static int
+ig_v_dup_error(ig_validator_t *v, const unsigned char *s, size_t len)
+{
+    size_t          d, plen, index, n;
+    ig_name_t      *e;
+    ig_frame_t     *f;
+    unsigned char   num[24];
+    char            ex[IG_EXCERPT_BUF];
+
+    if (v->nerrors == IG_SCHEMA_MAX_ERRORS) {
+        v->truncated = 1;
+        return 0;
+    }
+
+    if (v->dptr == NULL) {
+        v->dptr_size = IG_PTR_ERR_MAX + 32;
+        v->dptr = v->af.malloc(v->af.ctx, v->dptr_size);
+
+        if (v->dptr == NULL) {
+            ig_v_terminal(v, IG_VALID_NOMEM, NULL);
+            return -1;
+        }
+    }
+
+    plen = 0;
+
+    for (d = 0; d < v->depth && plen <= IG_PTR_ERR_MAX; d++) {
+        f = &v->frames[d];
+
+        if (d + 1 == v->depth) {
+            ig_v_dup_ptr_put(v, &plen, s, len);
+
+        } else if (f->is_array) {
+            index = f->count - 1;
+            n = sizeof(num);
+
+            do {
+                num[--n] = (unsigned char) ('0' + index % 10);
+                index /= 10;
+            } while (index);
+
+            ig_v_dup_ptr_put(v, &plen, num + n, sizeof(num) - n);
+
+        } else {
+            e = &v->nents[f->name_cur];
+            ig_v_dup_ptr_put(v, &plen, v->names + e->off, e->len);
+        }
+    }
+
+    ig_excerpt(ex, s, len);
+
+    return ig_v_error_at(v, v->dptr, plen, "duplicate member name %s", ex);
+}
+
+
+/* appends "/" and the RFC 6901 escaped segment, up to the buffer end */
+
+static void
+ig_v_dup_ptr_put(ig_validator_t *v, size_t *plen, const unsigned char *s,
+    size_t len)
+{
+    size_t          i;
+    unsigned char  *p, *end;
+
+    p = v->dptr + *plen;
+    end = v->dptr + v->dptr_size;
+
+    if (p < end) {
+        *p++ = '/';
+    }
+
+    for (i = 0; i < len && end - p >= 2; i++) {
+        if (s[i] == '~' || s[i] == '/') {
+            *p++ = '~';
+            *p++ = (s[i] == '~') ? '0' : '1';
+
+        } else {
+            *p++ = s[i];
+        }
+    }
+
+    *plen = (size_t) (p - v->dptr);
+}
+
+
 static int
 ig_v_map_key(void *ctx, const unsigned char *s, size_t len)
 {
@@ -4304,6 +4914,10 @@ ig_v_map_key(void *ctx, const unsigned char *s, size_t len)
     node = f->node;
     child = NULL;
     child_ptr = 0;
+
+    if (ig_v_name(v, f, s, len) != 0) {
+        return 0;
+    }
 
     if (node != NULL && (node->flags & IG_F_OBJECT) && !v->truncated) {
         child = node->additional;
@@ -4501,6 +5115,10 @@ ig_v_end(void *ctx)
 
     if (f->capture) {
         ig_v_cap_end(v, f);
+    }
+
+    if (!f->is_array) {
+        ig_v_names_pop(v, f);
     }
 
     v->depth--;

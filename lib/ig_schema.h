@@ -31,6 +31,17 @@
  * text: duplicate keywords, duplicate property names and duplicate
  * members inside enum/const values are compile errors; nesting is
  * limited to 128 levels.
+ *
+ * Instances: a member name repeated in one object, at any depth, is a
+ * violation whatever the schema (I-JSON, RFC 7493 2.3), reported at the
+ * pointer of the repetition as "duplicate member name \"a\"".  Names
+ * are compared byte for byte after unescaping ("a" and "\u0061" are the
+ * same name, "a" and "A" are not).  The names of the open objects are
+ * kept (compared one by one up to 8 members, then through a hash table
+ * keyed with a secret drawn at compile time), so the cost is linear in
+ * the body, and the memory proportional to those names: their bytes
+ * plus 16 bytes a name and 4 to 8 a bucket, each array at most twice
+ * that as it grows by doubling.
  */
 
 #ifndef _IG_SCHEMA_H_INCLUDED_
@@ -72,7 +83,8 @@ void ig_schema_free(ig_schema_t *schema);
 /* Called for each member of a top-level object whose value is a
  * scalar: name is the unescaped member name; value is the unescaped
  * string for strings, the literal text for numbers, "true", "false",
- * "null".  Pointers are only valid during the call. */
+ * "null".  Pointers are only valid during the call.  A repeated name is
+ * reported again, but then the document is not IG_VALID_OK. */
 typedef void (*ig_member_pt)(void *data, const unsigned char *name,
     size_t name_len, const unsigned char *value, size_t value_len);
 
@@ -98,6 +110,7 @@ typedef struct {
                                  "required property \"user_id\" is
                                  missing", "expected integer, got
                                  string", "must be >= 0, got -3",
+                                 "duplicate member name \"id\"",
                                  "must be one of the enumerated values";
                                  quoted values are JSON-escaped and cut
                                  to 64 bytes with "..."                 */
@@ -113,11 +126,14 @@ typedef struct {
  * type (ngx_palloc, not ngx_pnalloc); af->realloc(ctx, p, n) must keep
  * the old contents, so a pool version has to remember block sizes.
  * max_depth bounds array/object nesting (root value = depth 1 for a
- * container); the frame stack for it is allocated here (about 100 bytes
+ * container); the frame stack for it is allocated here (about 120 bytes
  * a level), so no allocation happens per event, except for the pointer
- * buffer past 256 bytes, a top-level member name past 64 bytes, an
- * error record, and enum/const captures of containers.  on_member may
- * be NULL.  Returns NULL when schema is NULL or memory runs out.
+ * buffer past 256 bytes, a top-level member name past 64 bytes, the
+ * member names of the open objects past 512 bytes or 32 names and their
+ * hash table (objects of more than 8 members), an error record, and
+ * enum/const captures of containers; nothing is allocated per object.
+ * on_member may be NULL.  Returns NULL when schema is NULL or memory
+ * runs out.
  */
 ig_validator_t *ig_validator_create(const ig_schema_t *schema,
     const yajl_alloc_funcs *af, unsigned max_depth,

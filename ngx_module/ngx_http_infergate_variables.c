@@ -5,6 +5,15 @@
  * $infergate_tenant, $infergate_model, $infergate_limit_status and the
  * prefix family $infergate_json_<name> (top-level scalars of a validated
  * body, for the Bloom guard and the cache key of later stages).
+ *
+ * $infergate_json_<name> is the member whose name is exactly <name>,
+ * byte for byte.  nginx treats variable names case-insensitively and
+ * hands the handler the name lower-cased (ngx_http_get_variable_index()
+ * stores it so), so $infergate_json_USER_ID is $infergate_json_user_id:
+ * it reads the member "user_id" and never "USER_ID" or "User_Id"; a
+ * member whose name holds an upper-case letter has no variable.  A body
+ * that repeats a member name (at any depth) is refused by the validator
+ * with 400 #invalid-body, so one name never has two values here.
  */
 
 
@@ -189,15 +198,13 @@ ngx_http_ig_json_variable(ngx_http_request_t *r,
     p = name->data + sizeof("infergate_json_") - 1;
     len = name->len - (sizeof("infergate_json_") - 1);
 
-    /* variable names are case-insensitive; a repeated member: last wins */
+    /* exact bytes; a validated body has no repeated member name */
 
     m = ctx->members.elts;
 
-    for (i = ctx->members.nelts; i > 0; i--) {
-        if (m[i - 1].name.len == len
-            && ngx_strncasecmp(m[i - 1].name.data, p, len) == 0)
-        {
-            ngx_http_ig_set_value(v, &m[i - 1].value);
+    for (i = 0; i < ctx->members.nelts; i++) {
+        if (m[i].name.len == len && ngx_memcmp(m[i].name.data, p, len) == 0) {
+            ngx_http_ig_set_value(v, &m[i].value);
             return NGX_OK;
         }
     }

@@ -8,13 +8,22 @@
  * against a fixed set of schemas, once in one buffer and once split:
  * both runs must agree exactly.  The rest is also compiled as a schema
  * and, when it compiles, used to validate a few documents.
+ *
+ * Against the empty schema the only possible violation is a repeated
+ * member name: where yajl_tree also parses the document (it keeps
+ * repeated names), the validator must refuse it exactly when some
+ * object of the tree repeats a name.
  */
+
+#define _GNU_SOURCE
 
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <yajl/yajl_tree.h>
 
 #include "ig_schema.h"
 
@@ -37,6 +46,7 @@ typedef struct {
 
 
 static ig_schema_t  *fz_schemas[NSCHEMAS];
+static ig_schema_t  *fz_any;
 
 
 static const char  *fz_schema_texts[NSCHEMAS] = {
@@ -259,7 +269,97 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
         }
     }
 
+    fz_any = ig_schema_compile((const unsigned char *) "{}", 2, err,
+                               sizeof(err));
+    if (fz_any == NULL) {
+        abort();
+    }
+
     return 0;
+}
+
+
+/* 1 when an object of the tree repeats a member name */
+
+static int
+fz_has_dup(yajl_val v)
+{
+    size_t  i, j;
+
+    if (YAJL_IS_OBJECT(v)) {
+        for (i = 0; i < v->u.object.len; i++) {
+            for (j = 0; j < i; j++) {
+                if (strcmp(v->u.object.keys[i], v->u.object.keys[j]) == 0) {
+                    return 1;
+                }
+            }
+
+            if (fz_has_dup(v->u.object.values[i])) {
+                return 1;
+            }
+        }
+
+    } else if (YAJL_IS_ARRAY(v)) {
+        for (i = 0; i < v->u.array.len; i++) {
+            if (fz_has_dup(v->u.array.values[i])) {
+                return 1;
+            }
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+fz_check_dups(const uint8_t *data, size_t size, fz_result_t *r)
+{
+    int        dup;
+    char      *text;
+    yajl_val   tree;
+
+    /* yajl_tree keeps names as C strings: "\u0000" would cut them */
+
+    if (size > 65536 || memchr(data, '\0', size) != NULL
+        || memmem(data, size, "u0000", 5) != NULL)
+    {
+        return;
+    }
+
+    fz_run(fz_any, data, size, 0, 64, r);
+
+    if (r->rc != IG_VALID_OK && r->rc != IG_VALID_INVALID) {
+        return;
+    }
+
+    text = malloc(size + 1);
+    if (text == NULL) {
+        abort();
+    }
+
+    memcpy(text, data, size);
+    text[size] = '\0';
+
+    tree = yajl_tree_parse(text, NULL, 0);
+    free(text);
+
+    if (tree == NULL) {
+        /* the validator accepted what yajl did not */
+        fprintf(stderr, "validator accepts, yajl_tree refuses\n");
+        abort();
+    }
+
+    dup = fz_has_dup(tree);
+    yajl_tree_free(tree);
+
+    if (dup != (r->rc == IG_VALID_INVALID)
+        || (r->rc == IG_VALID_INVALID
+            && strstr(r->text, "duplicate member name") == NULL))
+    {
+        fprintf(stderr, "repeated names: yajl_tree %d, validator rc %d:\n"
+                "%s\n", dup, r->rc, r->text);
+        abort();
+    }
 }
 
 
@@ -302,6 +402,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         }
     }
+
+    fz_check_dups(data, size, whole);
 
     /* the input as a schema */
 

@@ -56,6 +56,11 @@ location /any {
     infergate_schema any.json;
     @PROXY@
 }
+location /anybig {
+    client_max_body_size 8m;
+    infergate_schema any.json;
+    @PROXY@
+}
 location /depth3 {
     infergate_schema any.json;
     infergate_schema_max_depth 3;
@@ -83,6 +88,13 @@ location /vars {
     proxy_set_header X-Nothing $infergate_json_nothing;
     proxy_set_header X-Obj $infergate_json_obj;
     proxy_set_header X-N $infergate_json_n;
+    proxy_set_header X-Uid $infergate_json_user_id;
+    @PROXY@
+}
+location /varcase {
+    infergate_schema any.json;
+    proxy_set_header X-Upper $infergate_json_USER_ID;
+    proxy_set_header X-Mixed $infergate_json_User_Id;
     @PROXY@
 }
 location /open {
@@ -352,6 +364,87 @@ def test_json_member_variables(ngx, origin):
     r = post(ngx, "/vars?2", b'{"obj": {"name": "inner"}}')
     assert r.status_code == 200, r.text
     assert origin.last("/vars?2")["headers"].get("X-Name") is None
+
+
+
+# -- member names: exact, and never repeated (issue 11) ----------------------
+
+def test_json_variable_matches_member_name_exactly(ngx, origin):
+    # the issue's body: a Bloom guard keyed on $infergate_json_user_id
+    # must see what the origin acts on, never the "USER_ID" member
+    r = post(ngx, "/vars?case1", b'{"user_id":"u777","USER_ID":"u1"}')
+    assert r.status_code == 200, r.text
+    h = origin.last("/vars?case1")["headers"]
+    assert h.get("X-Uid") == "u777", h.get("X-Uid")
+
+    r = post(ngx, "/vars?case2", b'{"USER_ID":"u1","User_Id":"u2"}')
+    assert r.status_code == 200, r.text
+    h = origin.last("/vars?case2")["headers"]
+    assert h.get("X-Uid") is None, h.get("X-Uid")
+
+    r = post(ngx, "/vars?case3", b'{"NAME":"upper","user_id":"u5"}')
+    assert r.status_code == 200, r.text
+    h = origin.last("/vars?case3")["headers"]
+    assert h.get("X-Name") is None, h.get("X-Name")
+    assert h.get("X-Uid") == "u5"
+
+
+def test_json_variable_written_in_upper_case(ngx, origin):
+    # nginx variable names are case-insensitive and reach the module
+    # lower-cased: $infergate_json_USER_ID reads the member "user_id"
+    r = post(ngx, "/varcase?1", b'{"USER_ID":"x","User_Id":"y"}')
+    assert r.status_code == 200, r.text
+    h = origin.last("/varcase?1")["headers"]
+    assert h.get("X-Upper") is None, h.get("X-Upper")
+    assert h.get("X-Mixed") is None, h.get("X-Mixed")
+
+    r = post(ngx, "/varcase?2", b'{"USER_ID":"x","user_id":"u9"}')
+    assert r.status_code == 200, r.text
+    h = origin.last("/varcase?2")["headers"]
+    assert h.get("X-Upper") == "u9"
+    assert h.get("X-Mixed") == "u9"
+
+
+DUP = 'duplicate member name "{}"'
+
+
+@pytest.mark.parametrize("path,body,errs", [
+    ("/any", b'{"a":1,"a":2}', [("/a", DUP.format("a"))]),
+    ("/any", b'{"user_id":"u1","\\u0075ser_id":"u777"}',
+     [("/user_id", DUP.format("user_id"))]),
+    ("/any", b'{"x":[{"k":1},{"k":1,"\\u006b":2}]}',
+     [("/x/1/k", DUP.format("k"))]),
+    ("/any", b'{"a/b":{"~":1,"~":2},"a/b":3}',
+     [("/a~1b/~0", DUP.format("~")), ("/a~1b", DUP.format("a/b"))]),
+    ("/vars", b'{"user_id":"u777","user_id":"u1"}',
+     [("/user_id", DUP.format("user_id"))]),
+    ("/score", b'{"user_id":"u1","amount":1,"login_time":'
+     b'"2024-03-25T10:00:00Z","amount":-1}',
+     [("/amount", DUP.format("amount")),
+      ("/amount", "must be >= 0, got -1")]),
+])
+def test_duplicate_member_names_400(ngx, origin, path, body, errs):
+    origin.clear()
+    r = post(ngx, path + "?dup", body)
+    problem = assert_problem(r, 400, INVALID)
+    got = [(e["pointer"], e["detail"]) for e in errors_of(problem)]
+    assert got == errs, got
+    assert not origin.find(path + "?dup"), "duplicate reached the origin"
+
+
+def test_many_members_one_repeated(ngx, origin):
+    # 60,000 names in one object (the hash-table path), 700 kB
+    body = "{" + ",".join(f'"m{i}":{i}' for i in range(60000)) + "}"
+    r = post(ngx, "/anybig?many", body.encode())
+    assert r.status_code == 200, r.text[:300]
+    assert origin.last("/anybig?many")["body"] == body.encode()
+
+    body2 = body[:-1] + ',"m59999":0,"m0":1}'
+    r = post(ngx, "/anybig?many-dup", body2.encode())
+    errs = errors_of(assert_problem(r, 400, INVALID))
+    assert [(e["pointer"], e["detail"]) for e in errs] == \
+        [("/m59999", DUP.format("m59999")), ("/m0", DUP.format("m0"))], errs
+    assert not origin.find("/anybig?many-dup")
 
 
 def test_no_schema_no_validation(ngx, origin):

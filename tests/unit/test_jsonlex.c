@@ -455,6 +455,17 @@ test_structure(void **state)
     OK("{\"a\":{\"b\":{\"c\":[]}}}", "{ k\"a\" { k\"b\" { k\"c\" [ ] } } }");
     OK("{\"a\":1,\"a\":2}", "{ k\"a\" #1 k\"a\" #2 }");
 
+    /*
+     * Repeated names are reported as they come (the validator refuses
+     * them); an escaped name arrives as the same bytes as the raw one,
+     * which is what its byte comparison relies on.
+     */
+    OK("{\"\\u0061\":1,\"a\":2}", "{ k\"a\" #1 k\"a\" #2 }");
+    OK("{\"\\ud83d\\ude00\":1,\"\xf0\x9f\x98\x80\":2}",
+       "{ k\"\\xf0\\x9f\\x98\\x80\" #1 k\"\\xf0\\x9f\\x98\\x80\" #2 }");
+    OK("{\"\\u00e9\\/\":1,\"\xc3\xa9/\":2}",
+       "{ k\"\\xc3\\xa9/\" #1 k\"\\xc3\\xa9/\" #2 }");
+
     /* top-level scalars */
     OK("\"x\"", "s\"x\"");
     OK(" \"x\" ", "s\"x\"");

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include <yajl/yajl_tree.h>
@@ -747,6 +748,7 @@ test_enum_const(void **state)
         "'' must equal the const value\n");
     BAD("{\"const\":{\"foo\":\"bar\"}}",
         "{\"foo\":\"bar\",\"foo\":\"bar\"}",
+        "'/foo' duplicate member name \"foo\"\n"
         "'' must equal the const value\n");
     BAD("{\"const\":[false]}", "[0]", "'' must equal the const value\n");
     BAD("{\"const\":{\"a\":true}}", "{\"a\":1}",
@@ -922,10 +924,12 @@ test_objects(void **state)
         "'/' property is not allowed\n"
         "'/\xc3\xa9' property is not allowed\n");
 
-    /* duplicate members each validated */
+    /* duplicate members: refused, and each value validated */
     BAD("{\"properties\":{\"a\":{\"type\":\"string\"}},\"required\":[\"a\"]}",
         "{\"a\":1,\"a\":\"x\",\"a\":2}",
         "'/a' expected string, got number\n"
+        "'/a' duplicate member name \"a\"\n"
+        "'/a' duplicate member name \"a\"\n"
         "'/a' expected string, got number\n");
 
     /* more than 64 required names: a multi-word bitmap */
@@ -1477,6 +1481,398 @@ test_default_alloc(void **state)
 
 
 /*
+ * Duplicate member names (I-JSON, RFC 7493 section 2.3): at any depth,
+ * compared byte for byte after unescaping, each named by its pointer.
+ */
+
+static void
+test_duplicates(void **state)
+{
+    (void) state;
+
+    BAD("{}", "{\"a\":1,\"a\":2}",
+        "'/a' duplicate member name \"a\"\n");
+
+    /* the same name escaped, and the escape split anywhere by run_all */
+    BAD("{}", "{\"a\":1,\"\\u0061\":2}",
+        "'/a' duplicate member name \"a\"\n");
+    BAD("{}", "{\"\\u00e9t\\u00E9\":1,\"\xc3\xa9t\xc3\xa9\":2}",
+        "'/\xc3\xa9t\xc3\xa9' duplicate member name "
+        "\"\xc3\xa9t\xc3\xa9\"\n");
+
+    /* names differing in case, or in one byte, are distinct */
+    OK("{}", "{\"user_id\":\"u777\",\"USER_ID\":\"u1\",\"User_Id\":1}");
+    OK("{}", "{\"ab\":1,\"ac\":2,\"a\":3,\"abc\":4,\"\":5,\"a\\u0000\":6}");
+    BAD("{}", "{\"\":1,\"\":2}", "'/' duplicate member name \"\"\n");
+    BAD("{}", "{\"a\\u0000b\":1,\"a\\u0000b\":2}",
+        "'/a' duplicate member name \"a\\u0000b\"\n");
+
+    /* every depth, every container; the pointer is built even where no
+     * schema applies */
+    BAD("{}", "{\"x\":[{\"k\":1},{\"k\":1,\"k\":2}]}",
+        "'/x/1/k' duplicate member name \"k\"\n");
+    BAD("{}", "[[1],[2,{\"a/b\":{\"~\":1,\"~\":2}}]]",
+        "'/1/1/a~1b/~0' duplicate member name \"~\"\n");
+    BAD("{}", "{\"a\":{\"b\":1,\"c\":[{}]},\"a\":3}",
+        "'/a' duplicate member name \"a\"\n");
+    BAD("{}", "{\"a\":1,\"b\":{},\"a\":{\"c\":1,\"c\":2}}",
+        "'/a' duplicate member name \"a\"\n"
+        "'/a/c' duplicate member name \"c\"\n");
+    OK("{}", "{\"a\":{\"a\":{\"a\":1}},\"b\":{\"a\":1},\"c\":[{\"a\":1},"
+       "{\"a\":1}]}");
+
+    /* each repetition is an error; the value is still validated */
+    BAD("{}", "{\"a\":1,\"a\":2,\"a\":3}",
+        "'/a' duplicate member name \"a\"\n"
+        "'/a' duplicate member name \"a\"\n");
+    BAD("{\"properties\":{\"a\":{\"type\":\"string\"}}}",
+        "{\"a\":1,\"a\":\"x\",\"b\":true}",
+        "'/a' expected string, got number\n"
+        "'/a' duplicate member name \"a\"\n");
+    BAD("{\"required\":[\"a\"],\"additionalProperties\":false}",
+        "{\"b\":1,\"b\":2}",
+        "'/b' property is not allowed\n"
+        "'/b' duplicate member name \"b\"\n"
+        "'/b' property is not allowed\n"
+        "'' required property \"a\" is missing\n");
+
+    /* the pointer of a schema-tracked array item */
+    BAD("{\"properties\":{\"items\":{\"items\":{\"properties\":"
+        "{\"id\":{\"type\":\"integer\"}}}}}}",
+        "{\"items\":[{\"id\":1},{\"id\":2,\"v\":\"b\",\"id\":\"3\"},"
+        "{\"id\":4}]}",
+        "'/items/1/id' duplicate member name \"id\"\n"
+        "'/items/1/id' expected integer, got string\n");
+
+    /* a duplicate inside an enum/const instance: refused, not matched */
+    BAD("{\"const\":{\"a\":1}}", "{\"a\":1,\"a\":1}",
+        "'/a' duplicate member name \"a\"\n"
+        "'' must equal the const value\n");
+
+    /* a long name is cut in the detail */
+    BAD("{}",
+        "{\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aaaaaaaaaa\":1,\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaa\":2}",
+        "'/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aaaaaaaaaa' duplicate member name \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...\"\n");
+}
+
+
+/* around the switch from a list to the hash set, and back */
+
+static void
+test_duplicates_sizes(void **state)
+{
+    int           n, i, d;
+    char          doc[1024], expect[128];
+    size_t        len;
+    result_t     *r;
+    ig_schema_t  *s;
+
+    (void) state;
+
+    s = compile_ok("{}");
+
+    r = malloc(sizeof(result_t));
+    assert_non_null(r);
+
+    for (n = 1; n <= 24; n++) {
+        len = (size_t) sprintf(doc, "{");
+
+        for (i = 0; i < n; i++) {
+            len += (size_t) sprintf(doc + len, "%s\"k%d\":%d", i ? "," : "",
+                                    i, i);
+        }
+
+        strcpy(doc + len, "}");
+        run_all(s, doc, strlen(doc), DEPTH, r);
+        assert_int_equal(r->rc, IG_VALID_OK);
+
+        for (d = 0; d < n; d++) {
+            sprintf(doc + len, ",\"k%d\":0}", d);
+            sprintf(expect, "'/k%d' duplicate member name \"k%d\"\n", d, d);
+
+            run_all(s, doc, strlen(doc), DEPTH, r);
+            assert_int_equal(r->rc, IG_VALID_INVALID);
+            assert_string_equal(r->errs, expect);
+        }
+    }
+
+    /*
+     * Nested objects past the switch share the set: the inner names
+     * equal the outer ones without being duplicates, and once the inner
+     * object ends its names are gone while the outer ones stay.
+     */
+
+    len = (size_t) sprintf(doc, "{");
+
+    for (i = 0; i < 20; i++) {
+        len += (size_t) sprintf(doc + len, "\"o%d\":%d,", i, i);
+    }
+
+    len += (size_t) sprintf(doc + len, "\"in\":{");
+
+    for (i = 0; i < 20; i++) {
+        len += (size_t) sprintf(doc + len, "\"o%d\":1,\"i%d\":2,", i, i);
+    }
+
+    len += (size_t) sprintf(doc + len, "\"deeper\":[{");
+
+    for (i = 0; i < 12; i++) {
+        len += (size_t) sprintf(doc + len, "\"i%d\":3,", i);
+    }
+
+    len += (size_t) sprintf(doc + len, "\"i3\":4}]},\"i5\":1,\"o5\":2}");
+
+    run_all(s, doc, len, DEPTH, r);
+    assert_int_equal(r->rc, IG_VALID_INVALID);
+    assert_string_equal(r->errs,
+                        "'/in/deeper/0/i3' duplicate member name \"i3\"\n"
+                        "'/o5' duplicate member name \"o5\"\n");
+
+    free(r);
+    ig_schema_free(s);
+}
+
+
+/* an allocator that keeps the peak of the bytes in use */
+
+typedef struct {
+    size_t  live;
+    size_t  peak;
+} peak_t;
+
+
+static void *
+p_malloc(void *ctx, size_t size)
+{
+    peak_t  *c = ctx;
+    size_t  *p;
+
+    p = malloc(size + 16);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    *p = size;
+    c->live += size;
+
+    if (c->live > c->peak) {
+        c->peak = c->live;
+    }
+
+    return (unsigned char *) p + 16;
+}
+
+
+static void
+p_free(void *ctx, void *ptr)
+{
+    peak_t  *c = ctx;
+    size_t  *p;
+
+    if (ptr != NULL) {
+        p = (size_t *) (void *) ((unsigned char *) ptr - 16);
+        c->live -= *p;
+        free(p);
+    }
+}
+
+
+static void *
+p_realloc(void *ctx, void *ptr, size_t size)
+{
+    void    *n;
+    size_t   old;
+
+    n = p_malloc(ctx, size);
+
+    if (n != NULL && ptr != NULL) {
+        old = *(size_t *) (void *) ((unsigned char *) ptr - 16);
+        memcpy(n, ptr, old < size ? old : size);
+        p_free(ctx, ptr);
+    }
+
+    return n;
+}
+
+
+/*
+ * Hostile sizes: 1 MiB of distinct members in one object, a duplicate
+ * at the end of a large object, many levels of many members, and many
+ * small objects: linear time, and no allocation per object.
+ */
+
+static void
+test_duplicates_many(void **state)
+{
+    int              trunc;
+    char            *doc;
+    size_t           len, i, cap, n;
+    clock_t          t0;
+    double           secs;
+    peak_t           peak;
+    result_t        *r;
+    counting_t       cnt;
+    ig_schema_t     *s, *any;
+    ig_validator_t  *v;
+    yajl_alloc_funcs  af;
+
+    (void) state;
+
+    s = compile_ok("{\"additionalProperties\":{\"type\":\"integer\"}}");
+    any = compile_ok("{}");
+
+    cap = 4 * 1024 * 1024;
+    doc = malloc(cap);
+    r = malloc(sizeof(result_t));
+    assert_non_null(doc);
+    assert_non_null(r);
+
+    /* 1 MiB: about 110,000 distinct names, then one repeated */
+
+    t0 = clock();
+
+    len = (size_t) sprintf(doc, "{");
+
+    for (i = 0; len < 1024 * 1024; i++) {
+        len += (size_t) sprintf(doc + len, "\"%zx\":0,", i);
+    }
+
+    n = i;
+    len += (size_t) sprintf(doc + len, "\"%zx\":1}", n / 2);
+
+    run_split(s, doc, len, SPLIT_WHOLE, 0, DEPTH, r);
+    assert_int_equal(r->rc, IG_VALID_INVALID);
+    snprintf(doc, 64, "'/%zx' duplicate member name \"%zx\"\n", n / 2,
+             n / 2);
+    assert_string_equal(r->errs, doc);
+
+    /* without the repetition, split at random */
+
+    len = (size_t) sprintf(doc, "{");
+
+    for (i = 0; i < n; i++) {
+        len += (size_t) sprintf(doc + len, "%s\"%zx\":0", i ? "," : "", i);
+    }
+
+    len += (size_t) sprintf(doc + len, "}");
+
+    run_split(s, doc, len, SPLIT_RANDOM, 3, DEPTH, r);
+    assert_int_equal(r->rc, IG_VALID_OK);
+
+    /* the memory it takes: a few times the body, not more */
+
+    memset(&peak, 0, sizeof(peak));
+    af.malloc = p_malloc;
+    af.realloc = p_realloc;
+    af.free = p_free;
+    af.ctx = &peak;
+
+    v = ig_validator_create(s, &af, DEPTH, NULL, NULL);
+    assert_non_null(v);
+    assert_int_equal(ig_validator_feed(v, (unsigned char *) doc, len),
+                     IG_VALID_OK);
+    assert_int_equal(ig_validator_finish(v), IG_VALID_OK);
+    ig_validator_destroy(v);
+
+    print_message("duplicates: %zu names, %zu body bytes, peak %zu bytes\n",
+                  n, len, peak.peak);
+    assert_int_equal(peak.live, 0);
+    assert_true(peak.peak < 6 * len);
+
+    /* 60 levels of 2,000 members each, names the same at every level */
+
+    len = 0;
+
+    for (i = 0; i < 60; i++) {
+        len += (size_t) sprintf(doc + len, "{");
+
+        for (n = 0; n < 2000; n++) {
+            len += (size_t) sprintf(doc + len, "\"%zx\":0,", n);
+        }
+
+        len += (size_t) sprintf(doc + len, "\"next\":");
+    }
+
+    len += (size_t) sprintf(doc + len, "0");
+
+    for (i = 0; i < 60; i++) {
+        len += (size_t) sprintf(doc + len, "}");
+    }
+
+    run_split(any, doc, len, SPLIT_WHOLE, 0, DEPTH, r);
+    assert_int_equal(r->rc, IG_VALID_OK);
+
+    /* and a repetition at the innermost level, then at the outermost */
+    len -= 60;
+    len += (size_t) sprintf(doc + len, ",\"7cf\":1}");
+
+    for (i = 1; i < 59; i++) {
+        len += (size_t) sprintf(doc + len, "}");
+    }
+
+    len += (size_t) sprintf(doc + len, ",\"next\":1}");
+
+    run_split(any, doc, len, SPLIT_RANDOM, 5, DEPTH, r);
+    assert_int_equal(r->rc, IG_VALID_INVALID);
+    assert_non_null(strstr(r->errs, "/next/next/7cf' duplicate member name "
+                                    "\"7cf\"\n'/next' duplicate member "
+                                    "name \"next\"\n"));
+
+    secs = (double) (clock() - t0) / CLOCKS_PER_SEC;
+    print_message("duplicates: large documents in %.3f s\n", secs);
+    assert_true(secs < 20.0);
+
+    /* 100,000 small objects and a large one: a handful of allocations */
+
+    len = (size_t) sprintf(doc, "[");
+
+    for (i = 0; i < 100000; i++) {
+        len += (size_t) sprintf(doc + len, "{\"a\":1,\"b\":%zu},", i);
+    }
+
+    len += (size_t) sprintf(doc + len, "{");
+
+    for (i = 0; i < 3000; i++) {
+        len += (size_t) sprintf(doc + len, "%s\"%zx\":0", i ? "," : "", i);
+    }
+
+    len += (size_t) sprintf(doc + len, "},{\"z\":1,\"z\":2}]");
+
+    memset(&cnt, 0, sizeof(cnt));
+    af.malloc = c_malloc;
+    af.realloc = c_realloc;
+    af.free = c_free;
+    af.ctx = &cnt;
+
+    v = ig_validator_create(s, &af, DEPTH, NULL, NULL);
+    assert_non_null(v);
+
+    for (i = 0; i < len; i += 4096) {
+        assert_int_equal(ig_validator_feed(v, (unsigned char *) doc + i,
+                                           len - i < 4096 ? len - i : 4096),
+                         IG_VALID_OK);
+    }
+
+    assert_int_equal(ig_validator_finish(v), IG_VALID_INVALID);
+    assert_int_equal(ig_validator_errors(v, NULL, &trunc), 1);
+    print_message("duplicates: %ld allocator calls\n", cnt.calls);
+    assert_true(cnt.calls < 40);
+
+    ig_validator_destroy(v);
+    assert_int_equal(cnt.live, 0);
+
+    free(r);
+    free(doc);
+    ig_schema_free(s);
+    ig_schema_free(any);
+}
+
+
+/*
  * The JSON-Schema-Test-Suite: every group whose schema uses only
  * supported keywords must pass; the rest are skipped and counted.
  */
@@ -1969,6 +2365,9 @@ main(void)
         cmocka_unit_test(test_long_pointer),
         cmocka_unit_test(test_nomem),
         cmocka_unit_test(test_default_alloc),
+        cmocka_unit_test(test_duplicates),
+        cmocka_unit_test(test_duplicates_sizes),
+        cmocka_unit_test(test_duplicates_many),
         cmocka_unit_test(test_conformance),
     };
 
