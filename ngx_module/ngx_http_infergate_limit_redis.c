@@ -32,6 +32,7 @@ typedef struct ngx_http_ig_limit_redis_s  ngx_http_ig_limit_redis_t;
 typedef struct {
     ngx_http_ig_limit_redis_t  *owner;
     ngx_uint_t                  index;       /* into ctx->limits           */
+    ngx_str_t                   limit_key;   /* the key, request memory    */
     u_char                      key[NGX_HTTP_IG_LRK_LEN];
     ngx_http_ig_redis_cmd_t    *cmd;
     unsigned                    ok:1;
@@ -135,6 +136,8 @@ ngx_http_ig_limit_redis_add(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     it = &lr->items[lr->n++];
     it->owner = lr;
     it->index = index;
+    it->limit_key = *key;
+    it->ok = 0;
 
     /* no raw request byte reaches Redis: zone and key are hashed */
 
@@ -160,6 +163,19 @@ ngx_http_ig_limit_redis_add(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 }
 
 
+/* A new location's limits: forget the items of an earlier one. */
+
+void
+ngx_http_ig_limit_redis_reset(ngx_http_ig_ctx_t *ctx)
+{
+    ngx_http_ig_limit_redis_t  *lr = ctx->limit_redis;
+
+    if (lr && lr->pending == 0) {
+        lr->n = 0;
+    }
+}
+
+
 ngx_int_t
 ngx_http_ig_limit_redis_send(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_uint_t dry)
@@ -174,6 +190,7 @@ ngx_http_ig_limit_redis_send(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
     lr->dry = dry;
     lr->sent = 1;
+    ctx->limit_wait = 1;
 
     for (i = 0; i < lr->n; i++) {
         it = &lr->items[i];
@@ -273,6 +290,8 @@ ngx_http_ig_limit_redis_finish(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
         return NGX_AGAIN;
     }
 
+    ctx->limit_wait = 0;
+
     refused = 0;
     failed = 0;
     closed = 0;
@@ -305,6 +324,20 @@ ngx_http_ig_limit_redis_finish(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
                           "infergate: limit \"%V\" exceeded (redis)%s",
                           &st->conf->name,
                           st->conf->dry_run ? " (dry run)" : "");
+        }
+    }
+
+    if (!refused && !(failed && closed)) {
+
+        /* charged: a redirect to the same limit and key does not count */
+
+        for (i = 0; i < lr->n; i++) {
+            it = &lr->items[i];
+            st = &ctx->limits[it->index];
+
+            if (it->ok) {
+                ngx_http_ig_limit_charged(r, ctx, st, &it->limit_key);
+            }
         }
     }
 

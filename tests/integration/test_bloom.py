@@ -63,7 +63,7 @@ location /opt {
 }
 location /score {
     infergate_schema score.json;
-    infergate_bloom zone=users key=$infergate_json_user_id;
+    infergate_bloom zone=users key=$infergate_json_user_id methods=POST;
     access_log @PREFIX@/bloom.log bloom;
     @PROXY@
 }
