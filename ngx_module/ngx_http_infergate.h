@@ -19,7 +19,6 @@
 
 
 #define NGX_HTTP_IG_MAX_LIMITS        8
-#define NGX_HTTP_IG_MAX_CHARGED       16     /* limits charged per request */
 #define NGX_HTTP_IG_LOG_MAX           256    /* escaped request bytes logged */
 
 #define NGX_HTTP_IG_HEADERS_OFF       0
@@ -186,8 +185,7 @@ typedef struct {
     ig_schema_t                *schema_ok;   /* the body passed this...    */
     ngx_uint_t                  schema_depth; /* ...at this max depth      */
 
-    ngx_uint_t                  ncharged;
-    ngx_http_ig_charged_t      *charged;     /* NGX_HTTP_IG_MAX_CHARGED    */
+    ngx_array_t                 charged;     /* ngx_http_ig_charged_t      */
 
     unsigned                    auth:2;      /* NGX_HTTP_IG_AUTH_*         */
     unsigned                    stripped:1;  /* credentials removed        */

@@ -387,7 +387,7 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
             continue;
         }
 
-        if (ctx->ncharged) {
+        if (ctx->charged.nelts) {
             ch = ngx_http_ig_limit_find(ctx, &lc[i], &keys[i]);
 
             if (ch) {
@@ -534,9 +534,9 @@ ngx_http_ig_limit_find(ngx_http_ig_ctx_t *ctx, ngx_http_ig_limit_conf_t *lc,
     ngx_http_ig_charged_t     *ch;
     ngx_http_ig_limit_conf_t  *c;
 
-    ch = ctx->charged;
+    ch = ctx->charged.elts;
 
-    for (i = 0; i < ctx->ncharged; i++) {
+    for (i = 0; i < ctx->charged.nelts; i++) {
         c = ch[i].state.conf;
 
         if (c->shm_zone == lc->shm_zone
@@ -555,9 +555,9 @@ ngx_http_ig_limit_find(ngx_http_ig_ctx_t *ctx, ngx_http_ig_limit_conf_t *lc,
 
 
 /*
- * Records a charged limit; the key points into request memory.  Past
- * NGX_HTTP_IG_MAX_CHARGED distinct limits (more than two locations' worth
- * of redirects) a later location counts its limits again.
+ * Records a charged limit (the key points into request memory).  The
+ * array starts with room for the first location's limits: one small
+ * allocation, grown only by redirects to other limits.
  */
 
 void
@@ -566,19 +566,19 @@ ngx_http_ig_limit_charged(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 {
     ngx_http_ig_charged_t  *ch;
 
-    if (ctx->charged == NULL) {
-        ctx->charged = ngx_palloc(r->pool, NGX_HTTP_IG_MAX_CHARGED
-                                           * sizeof(ngx_http_ig_charged_t));
-        if (ctx->charged == NULL) {
-            return;
-        }
-    }
-
-    if (ctx->ncharged == NGX_HTTP_IG_MAX_CHARGED) {
+    if (ctx->charged.elts == NULL
+        && ngx_array_init(&ctx->charged, r->pool, 2,
+                          sizeof(ngx_http_ig_charged_t))
+           != NGX_OK)
+    {
         return;
     }
 
-    ch = &ctx->charged[ctx->ncharged++];
+    ch = ngx_array_push(&ctx->charged);
+    if (ch == NULL) {
+        return;                 /* a later location counts it again */
+    }
+
     ch->key = *key;
     ch->state = *st;
 }

@@ -17,6 +17,7 @@ import requests
 
 from conftest import (JSON_CT, QUOTA_TYPE, SCORE_SCHEMA, assert_problem,
                       bearer, make_key)
+from redis_fixtures import redis_factory, redis_server  # noqa
 
 
 ACME_KEY, ACME_LINE = make_key("acme")
@@ -214,6 +215,40 @@ def test_same_zone_other_key_after_redirect_is_charged(start_nginx):
     assert_problem(s.get(ngx.url("/otherkey/x")), 429, QUOTA_TYPE)
     # another $uri is another key of the same zone
     assert s.get(ngx.url("/otherkey/y")).status_code == 200
+
+
+def test_redis_limits_across_redirect(start_nginx, redis_server):
+    """Cluster-wide limits: the same one after try_files is counted once
+    (one EVALSHA per request); another one in the named location is
+    charged, and the request resumes after both Redis replies."""
+    ngx = start_nginx(http=HTTP + f"""
+        infergate_redis r {redis_server.address} timeout=500ms;""",
+                      server="""
+        infergate_limit zone=rz rate=1r/m burst=2 redis=r fail=closed;
+        location /same/ { try_files $uri @same; }
+        location @same { @PROXY@ }
+        location /other/ { try_files $uri @other; }
+        location @other {
+            infergate_limit zone=rz2 rate=1r/m burst=0 redis=r fail=closed;
+            @PROXY@
+        }""", files=FILES)
+    import time
+    deadline = time.time() + 10
+    while requests.get(ngx.url("/health")).status_code == 503:
+        assert time.time() < deadline, "Redis never connected"
+        time.sleep(0.1)
+    # /health has no limit location: it used one of the server's 3
+    s = requests.Session()
+    redis_server.reset_stats()
+    codes = [s.get(ngx.url("/same/x")).status_code for _ in range(3)]
+    assert codes == [200, 200, 429], codes
+    stats = redis_server.commandstats()
+    assert stats.get("evalsha", 0) + stats.get("eval", 0) == 3, stats
+
+    redis_server.client().flushall()
+    assert s.get(ngx.url("/other/x")).status_code == 200
+    body = assert_problem(s.get(ngx.url("/other/x")), 429, QUOTA_TYPE)
+    assert body["violated-policies"] == ["rz2"]
 
 
 # --------------------------------------------------------------------------
