@@ -86,8 +86,8 @@ ngx_http_ig_auth(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
 /*
  * A subrequest (auth_request, mirror, SSI) skips the access phase; in a
- * location with "infergate_auth on" the precontent handler checks the key
- * here: the main request's, or the one its headers carry.  The
+ * location with "infergate_auth on" the rewrite-phase handler checks the
+ * key here: the main request's, or the one its headers carry.  The
  * credentials are removed from the subrequest's own copy of the header
  * list (the main request's list is left as it is).  Returns NGX_DECLINED
  * to go on.

@@ -21,6 +21,7 @@
 
 static ngx_int_t ngx_http_ig_access_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ig_precontent_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ig_subrequest_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ig_init_process(ngx_cycle_t *cycle);
 static void ngx_http_ig_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_ig_ctx_cleanup(void *data);
@@ -236,6 +237,37 @@ ngx_http_ig_access_handler(ngx_http_request_t *r)
 
 
 /*
+ * Subrequests (auth_request, mirror, SSI) skip the access phase: in a
+ * location with "infergate_auth on" they are checked in the rewrite
+ * phase instead, before the location's own "return" could answer.
+ */
+
+static ngx_int_t
+ngx_http_ig_subrequest_handler(ngx_http_request_t *r)
+{
+    ngx_http_ig_ctx_t       *ctx;
+    ngx_http_ig_loc_conf_t  *lcf;
+
+    if (r == r->main) {
+        return NGX_DECLINED;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
+
+    if (!lcf->auth) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_ig_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_ig_auth_subrequest(r, ctx, lcf);
+}
+
+
+/*
  * After access (the precontent phase, before try_files and mirror):
  * limits, the body, the Bloom guard and the cache lookup.  These are not
  * access control, so "satisfy any" does not skip them.  The phase engine
@@ -256,19 +288,8 @@ ngx_http_ig_precontent_handler(ngx_http_request_t *r)
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
 
     if (r != r->main) {
-
-        /* subrequests skip the access phase: auth is checked here */
-
-        if (!lcf->auth) {
-            return NGX_DECLINED;
-        }
-
-        ctx = ngx_http_ig_get_ctx(r);
-        if (ctx == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
-        return ngx_http_ig_auth_subrequest(r, ctx, lcf);
+        /* decided by the main request */
+        return NGX_DECLINED;
     }
 
     if (lcf->auth) {
@@ -612,6 +633,15 @@ ngx_http_ig_postconfiguration(ngx_conf_t *cf)
     ngx_memmove(&h[1], &h[0],
                 (handlers->nelts - 1) * sizeof(ngx_http_handler_pt));
     h[0] = ngx_http_ig_access_handler;
+
+    /* pushed last, so run before the rewrite module's "return" */
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_REWRITE_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_ig_subrequest_handler;
 
     /*
      * Pushed last, so run first in the precontent phase: a request is

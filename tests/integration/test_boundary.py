@@ -475,6 +475,15 @@ SUBREQ_SERVER = """
         proxy_set_header Content-Length "";
         proxy_pass http://@ORIGIN@/authcheck;
     }
+    location /guarded-return/ {
+        auth_request /ig-auth-return;
+        @PROXY@
+    }
+    location = /ig-auth-return {
+        internal;
+        infergate_auth on;
+        return 204;
+    }
     location /mirrored/ {
         mirror /ig-mirror;
         @PROXY@
@@ -499,6 +508,21 @@ def test_auth_request_subrequest_checks_key(start_nginx, origin):
     assert r.status_code == 200, r.text
     # the subrequest's copy lost the key; the main request is not ours
     assert origin.last("/authcheck")["headers"].get("Authorization") is None
+
+
+def test_auth_request_target_with_return(start_nginx, origin):
+    """The check runs in the subrequest's rewrite phase, before the
+    location's own "return 204" could answer."""
+    ngx = start_nginx(http=HTTP, server=SUBREQ_SERVER, files=FILES)
+    origin.clear()
+    assert requests.get(ngx.url("/guarded-return/x")).status_code == 401
+    r = requests.get(ngx.url("/guarded-return/x"),
+                     headers=bearer("igk_" + "2" * 32))
+    assert r.status_code == 401
+    assert 'error="invalid_token"' in r.headers.get("WWW-Authenticate", "")
+    assert origin.find(path="/guarded-return/x") == []
+    r = requests.get(ngx.url("/guarded-return/x"), headers=bearer(ACME_KEY))
+    assert r.status_code == 200, r.text
 
 
 def test_mirror_subrequest_checks_key(start_nginx, origin):
