@@ -240,6 +240,8 @@ ngx_int_t ngx_http_ig_auth(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf, ngx_uint_t final);
 ngx_int_t ngx_http_ig_auth_subrequest(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+ngx_int_t ngx_http_ig_auth_subrequest_strip(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx);
 ngx_int_t ngx_http_ig_model(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf);
 

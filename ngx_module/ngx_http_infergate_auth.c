@@ -125,6 +125,31 @@ ngx_http_ig_auth_subrequest(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 }
 
 
+/*
+ * A subrequest (auth_request, mirror, SSI) of a location with
+ * "infergate_auth on", into one without: an API key of ours is removed
+ * from its copy of the headers (other credentials, such as a token for
+ * the auth_request server, go on).  Returns NGX_DECLINED.
+ */
+
+ngx_int_t
+ngx_http_ig_auth_subrequest_strip(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx)
+{
+    if (ctx->auth == NGX_HTTP_IG_AUTH_NONE) {
+        ngx_http_ig_auth_lookup(r, ctx);
+    }
+
+    if (ctx->auth == NGX_HTTP_IG_AUTH_OK
+        && ngx_http_ig_auth_strip_copy(r) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_DECLINED;
+}
+
+
 static void
 ngx_http_ig_auth_lookup(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
 {

@@ -246,21 +246,27 @@ static ngx_int_t
 ngx_http_ig_subrequest_handler(ngx_http_request_t *r)
 {
     ngx_http_ig_ctx_t       *ctx;
-    ngx_http_ig_loc_conf_t  *lcf;
+    ngx_http_ig_loc_conf_t  *lcf, *mlcf;
 
     if (r == r->main) {
         return NGX_DECLINED;
     }
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
+    mlcf = ngx_http_get_module_loc_conf(r->main, ngx_http_infergate_module);
 
-    if (!lcf->auth) {
+    if (!lcf->auth && !mlcf->auth) {
         return NGX_DECLINED;
     }
 
     ctx = ngx_http_ig_get_ctx(r);
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (!lcf->auth) {
+        /* a subrequest of an authenticated location: no key of ours */
+        return ngx_http_ig_auth_subrequest_strip(r, ctx);
     }
 
     return ngx_http_ig_auth_subrequest(r, ctx, lcf);

@@ -482,6 +482,17 @@ SUBREQ_SERVER = """
         infergate_auth on;
         return 204;
     }
+    location /keyed-auth-request/ {
+        infergate_auth on;
+        auth_request /ext-auth;
+        @PROXY@
+    }
+    location = /ext-auth {
+        internal;
+        proxy_pass_request_body off;
+        proxy_set_header Content-Length "";
+        proxy_pass http://@ORIGIN@/ext-auth;
+    }
     location /mirrored/ {
         mirror /ig-mirror;
         @PROXY@
@@ -521,6 +532,28 @@ def test_auth_request_target_with_return(start_nginx, origin):
     assert origin.find(path="/guarded-return/x") == []
     r = requests.get(ngx.url("/guarded-return/x"), headers=bearer(ACME_KEY))
     assert r.status_code == 200, r.text
+
+
+def test_key_not_sent_to_auth_request_server(start_nginx, origin):
+    """In a location with infergate_auth on, a subrequest into a location
+    without it (an external auth_request server) gets no key of ours;
+    a credential that is not ours (no such key) still goes through."""
+    ngx = start_nginx(http=HTTP, server=SUBREQ_SERVER, files=FILES)
+    origin.clear()
+    r = requests.get(ngx.url("/keyed-auth-request/x"),
+                     headers=bearer(ACME_KEY))
+    assert r.status_code == 200, r.text
+    ext = origin.last("/ext-auth")["headers"]
+    assert ext.get("Authorization") is None, dict(ext)
+    main = origin.last("/keyed-auth-request/x")["headers"]
+    assert main.get("Authorization") is None, dict(main)
+
+    origin.clear()
+    r = requests.get(ngx.url("/keyed-auth-request/x"),
+                     headers={"Authorization": "Bearer not-ours"})
+    assert_problem(r, 401)
+    assert origin.last("/ext-auth")["headers"]["Authorization"] == \
+        "Bearer not-ours"
 
 
 def test_mirror_subrequest_checks_key(start_nginx, origin):
