@@ -126,14 +126,9 @@ typedef struct {
     ngx_http_ig_limit_conf_t   *conf;
     ig_gcra_policy_t            policy;
     ig_gcra_result_t            result;
+    ngx_str_t                   key;         /* request memory             */
+    ngx_uint_t                  charged;     /* counted for this request   */
 } ngx_http_ig_limit_state_t;
-
-
-/* A limit this request was charged by (zone, storage, key) and its result. */
-typedef struct {
-    ngx_str_t                   key;
-    ngx_http_ig_limit_state_t   state;
-} ngx_http_ig_charged_t;
 
 
 typedef struct {
@@ -185,7 +180,7 @@ typedef struct {
     ig_schema_t                *schema_ok;   /* the body passed this...    */
     ngx_uint_t                  schema_depth; /* ...at this max depth      */
 
-    ngx_array_t                 charged;     /* ngx_http_ig_charged_t      */
+    ngx_array_t                 charged;     /* states of earlier locations */
 
     unsigned                    auth:2;      /* NGX_HTTP_IG_AUTH_*         */
     unsigned                    stripped:1;  /* credentials removed        */
@@ -256,8 +251,6 @@ ngx_int_t ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf);
 ngx_int_t ngx_http_ig_limit_headers(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx);
-void ngx_http_ig_limit_charged(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_limit_state_t *st, ngx_str_t *key);
 
 /* cluster-wide limits (infergate_limit ... redis=NAME) */
 ngx_int_t ngx_http_ig_limit_redis_add(ngx_http_request_t *r,

@@ -38,8 +38,10 @@ static void ngx_http_ig_limit_expire(ngx_http_ig_limit_zone_t *zone,
     uint64_t now, ngx_uint_t force);
 static ngx_int_t ngx_http_ig_limit_key(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, ngx_http_ig_limit_conf_t *lc, ngx_str_t *key);
-static ngx_http_ig_charged_t *ngx_http_ig_limit_find(ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_limit_conf_t *lc, ngx_str_t *key);
+static ngx_http_ig_limit_state_t *ngx_http_ig_limit_find(
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_limit_conf_t *lc, ngx_str_t *key);
+static ngx_int_t ngx_http_ig_limit_archive(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx);
 static uint64_t ngx_http_ig_now_us(void);
 
 
@@ -342,9 +344,8 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_str_t                   key, esc, keys[NGX_HTTP_IG_MAX_LIMITS];
     ngx_uint_t                  i, n, refused, dry, fresh, commit;
     ngx_uint_t                  sidx[NGX_HTTP_IG_MAX_LIMITS], nredis;
-    ngx_http_ig_charged_t      *ch;
     ngx_http_ig_limit_conf_t   *lc;
-    ngx_http_ig_limit_state_t  *st;
+    ngx_http_ig_limit_state_t  *st, *ch;
 
     if (ctx->limit_wait) {
         /* re-entered after the Redis replies */
@@ -356,6 +357,10 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
     if (ctx->limit_redis) {
         ngx_http_ig_limit_redis_reset(ctx);
+    }
+
+    if (ctx->nlimits && ngx_http_ig_limit_archive(r, ctx) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ctx->limit_headers = lcf->limit_headers;
@@ -391,7 +396,9 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
             ch = ngx_http_ig_limit_find(ctx, &lc[i], &keys[i]);
 
             if (ch) {
-                ctx->limits[ctx->nlimits++] = ch->state;
+                st = &ctx->limits[ctx->nlimits++];
+                *st = *ch;
+                st->charged = 0;          /* archived already */
                 keys[i].len = 0;
                 continue;
             }
@@ -443,6 +450,8 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
         sidx[i] = ctx->nlimits;
         st = &ctx->limits[ctx->nlimits++];
         st->conf = &lc[i];
+        st->key = key;
+        st->charged = 0;
         ig_gcra_policy_init(&st->policy, quota, window_s, burst);
 
         if (lc[i].redis) {
@@ -510,7 +519,7 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
                                             r->connection->log);
         }
 
-        ngx_http_ig_limit_charged(r, ctx, st, &keys[i]);
+        st->charged = st->result.allowed;
     }
 
     if (nredis) {
@@ -524,20 +533,62 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 }
 
 
+/*
+ * A new location: the limits the last one charged join those of earlier
+ * ones.  Only a request that is redirected gets here, so the request that
+ * is not pays for no array.
+ */
+
+static ngx_int_t
+ngx_http_ig_limit_archive(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
+{
+    ngx_uint_t                  i;
+    ngx_http_ig_limit_state_t  *st, *ch;
+
+    for (i = 0; i < ctx->nlimits; i++) {
+        st = &ctx->limits[i];
+
+        if (!st->charged) {
+            continue;
+        }
+
+        if (ctx->charged.elts == NULL
+            && ngx_array_init(&ctx->charged, r->pool, 4,
+                              sizeof(ngx_http_ig_limit_state_t))
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ch = ngx_array_push(&ctx->charged);
+        if (ch == NULL) {
+            return NGX_ERROR;
+        }
+
+        *ch = *st;
+        st->charged = 0;
+    }
+
+    ctx->nlimits = 0;
+
+    return NGX_OK;
+}
+
+
 /* A limit (zone, storage, key) this request was charged by, or NULL. */
 
-static ngx_http_ig_charged_t *
+static ngx_http_ig_limit_state_t *
 ngx_http_ig_limit_find(ngx_http_ig_ctx_t *ctx, ngx_http_ig_limit_conf_t *lc,
     ngx_str_t *key)
 {
-    ngx_uint_t                 i;
-    ngx_http_ig_charged_t     *ch;
-    ngx_http_ig_limit_conf_t  *c;
+    ngx_uint_t                  i;
+    ngx_http_ig_limit_state_t  *ch;
+    ngx_http_ig_limit_conf_t   *c;
 
     ch = ctx->charged.elts;
 
     for (i = 0; i < ctx->charged.nelts; i++) {
-        c = ch[i].state.conf;
+        c = ch[i].conf;
 
         if (c->shm_zone == lc->shm_zone
             && c->redis == lc->redis
@@ -551,36 +602,6 @@ ngx_http_ig_limit_find(ngx_http_ig_ctx_t *ctx, ngx_http_ig_limit_conf_t *lc,
     }
 
     return NULL;
-}
-
-
-/*
- * Records a charged limit (the key points into request memory).  The
- * array starts with room for the first location's limits: one small
- * allocation, grown only by redirects to other limits.
- */
-
-void
-ngx_http_ig_limit_charged(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_limit_state_t *st, ngx_str_t *key)
-{
-    ngx_http_ig_charged_t  *ch;
-
-    if (ctx->charged.elts == NULL
-        && ngx_array_init(&ctx->charged, r->pool, 2,
-                          sizeof(ngx_http_ig_charged_t))
-           != NGX_OK)
-    {
-        return;
-    }
-
-    ch = ngx_array_push(&ctx->charged);
-    if (ch == NULL) {
-        return;                 /* a later location counts it again */
-    }
-
-    ch->key = *key;
-    ch->state = *st;
 }
 
 

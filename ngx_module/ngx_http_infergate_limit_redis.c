@@ -32,7 +32,6 @@ typedef struct ngx_http_ig_limit_redis_s  ngx_http_ig_limit_redis_t;
 typedef struct {
     ngx_http_ig_limit_redis_t  *owner;
     ngx_uint_t                  index;       /* into ctx->limits           */
-    ngx_str_t                   limit_key;   /* the key, request memory    */
     u_char                      key[NGX_HTTP_IG_LRK_LEN];
     ngx_http_ig_redis_cmd_t    *cmd;
     unsigned                    ok:1;
@@ -136,7 +135,6 @@ ngx_http_ig_limit_redis_add(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     it = &lr->items[lr->n++];
     it->owner = lr;
     it->index = index;
-    it->limit_key = *key;
     it->ok = 0;
 
     /* no raw request byte reaches Redis: zone and key are hashed */
@@ -333,10 +331,10 @@ ngx_http_ig_limit_redis_finish(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
 
         for (i = 0; i < lr->n; i++) {
             it = &lr->items[i];
-            st = &ctx->limits[it->index];
 
             if (it->ok) {
-                ngx_http_ig_limit_charged(r, ctx, st, &it->limit_key);
+                st = &ctx->limits[it->index];
+                st->charged = st->result.allowed;
             }
         }
     }
