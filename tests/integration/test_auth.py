@@ -224,7 +224,8 @@ def test_model_in_log_is_escaped(start_nginx):
     r = requests.get(ngx.url(forged), headers=bearer(GLOBEX_KEY))
     body = assert_problem(r, 403)
     # the problem+json detail carries the model JSON-escaped
-    assert body["detail"].startswith('tenant "globex" may not use model "x\r\n')
+    assert body["detail"].startswith(
+        'tenant "globex" may not use model "x\r\n')
     log = ngx.error_log
     assert "forged" in log
     for ln in log.splitlines():
