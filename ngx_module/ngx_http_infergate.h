@@ -19,6 +19,7 @@
 
 
 #define NGX_HTTP_IG_MAX_LIMITS        8
+#define NGX_HTTP_IG_LOG_MAX           256    /* escaped request bytes logged */
 
 #define NGX_HTTP_IG_HEADERS_OFF       0
 #define NGX_HTTP_IG_HEADERS_DRAFT     1
@@ -33,7 +34,8 @@
 
 #define NGX_HTTP_IG_BODY_NONE         0
 #define NGX_HTTP_IG_BODY_READING      1
-#define NGX_HTTP_IG_BODY_DONE         2
+#define NGX_HTTP_IG_BODY_DONE         2      /* read, result not taken     */
+#define NGX_HTTP_IG_BODY_CHECKED      3      /* result taken               */
 
 #define NGX_HTTP_IG_BLOOM_HIT         1
 #define NGX_HTTP_IG_BLOOM_MISS        2
@@ -93,6 +95,7 @@ typedef struct {
     ngx_uint_t                  dry_run;
     void                       *redis;       /* cluster-wide: a server     */
     ngx_uint_t                  fail_closed;
+    ngx_uint_t                  tenant_keyed; /* a key's rate= applies    */
 } ngx_http_ig_limit_conf_t;
 
 
@@ -123,6 +126,8 @@ typedef struct {
     ngx_http_ig_limit_conf_t   *conf;
     ig_gcra_policy_t            policy;
     ig_gcra_result_t            result;
+    ngx_str_t                   key;         /* request memory             */
+    ngx_uint_t                  charged;     /* counted for this request   */
 } ngx_http_ig_limit_state_t;
 
 
@@ -132,7 +137,24 @@ typedef struct {
 } ngx_http_ig_member_t;
 
 
-/* Per-request state; survives internal redirects through a pool cleanup. */
+#define NGX_HTTP_IG_STEP_LIMIT        0
+#define NGX_HTTP_IG_STEP_SCHEMA       1
+#define NGX_HTTP_IG_STEP_BLOOM        2
+#define NGX_HTTP_IG_STEP_CACHE        3
+
+#define NGX_HTTP_IG_AUTH_NONE         0      /* no key looked up yet       */
+#define NGX_HTTP_IG_AUTH_OK           1
+#define NGX_HTTP_IG_AUTH_MISSING      2
+#define NGX_HTTP_IG_AUTH_INVALID      3
+
+
+/*
+ * Per-request state; survives internal redirects through a pool cleanup.
+ * Every location a request reaches applies its own checks; what survives
+ * a redirect are the results they can reuse: the key looked up (auth),
+ * the limits charged (zone, key), the schema the body passed.  Fields
+ * marked "per pass" are reset when a redirect is seen.
+ */
 typedef struct {
     ngx_http_ig_key_t          *key;
     ngx_str_t                   model;
@@ -155,13 +177,21 @@ typedef struct {
     ngx_uint_t                  batch_rows;  /* rows in the backend batch  */
     ngx_uint_t                  backend_us;  /* submit to completion       */
 
-    unsigned                    admitted:1;  /* auth and limit passed      */
+    ig_schema_t                *schema_ok;   /* the body passed this...    */
+    ngx_uint_t                  schema_depth; /* ...at this max depth      */
+
+    ngx_array_t                 charged;     /* states of earlier locations */
+
+    unsigned                    auth:2;      /* NGX_HTTP_IG_AUTH_*         */
+    unsigned                    stripped:1;  /* credentials removed        */
+    unsigned                    auth_deferred:1; /* 401/403 to satisfy any */
+    unsigned                    step:2;      /* per pass: after-access step */
+    unsigned                    limit_wait:1; /* Redis limits in flight    */
     unsigned                    body_state:2;
     unsigned                    body_finished:1;
     unsigned                    model_done:1;
     unsigned                    headers_done:1;
     unsigned                    bloom:2;     /* NGX_HTTP_IG_BLOOM_*        */
-    unsigned                    bloom_done:1;
     unsigned                    bloom_added:1;
     unsigned                    backend_shed:1; /* 503: queue or max_inflight */
 } ngx_http_ig_ctx_t;
@@ -185,6 +215,13 @@ ngx_int_t ngx_http_ig_problem(ngx_http_request_t *r, ngx_uint_t status,
 ngx_int_t ngx_http_ig_problem_cstr(ngx_http_request_t *r, ngx_uint_t status,
     const char *type, const char *title, const char *detail);
 u_char *ngx_http_ig_json_str(u_char *p, const u_char *s, size_t len);
+
+/*
+ * Request bytes for a log line: control bytes, quotes, backslashes and
+ * non-ASCII as \xNN, at most NGX_HTTP_IG_LOG_MAX bytes ("..." when cut).
+ * buf must hold NGX_HTTP_IG_LOG_MAX bytes; returns the escaped string.
+ */
+ngx_str_t ngx_http_ig_log_escape(u_char *buf, const u_char *s, size_t len);
 size_t ngx_http_ig_json_str_len(const u_char *s, size_t len);
 
 /* keys */
@@ -195,7 +232,11 @@ ngx_http_ig_key_t *ngx_http_ig_keys_find(ngx_http_ig_keys_t *keys,
 
 /* auth */
 ngx_int_t ngx_http_ig_auth(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_loc_conf_t *lcf);
+    ngx_http_ig_loc_conf_t *lcf, ngx_uint_t final);
+ngx_int_t ngx_http_ig_auth_subrequest(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+ngx_int_t ngx_http_ig_auth_subrequest_strip(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx);
 ngx_int_t ngx_http_ig_model(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf);
 
@@ -214,6 +255,7 @@ ngx_int_t ngx_http_ig_limit_headers(ngx_http_request_t *r,
 /* cluster-wide limits (infergate_limit ... redis=NAME) */
 ngx_int_t ngx_http_ig_limit_redis_add(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, ngx_uint_t index, ngx_str_t *key);
+void ngx_http_ig_limit_redis_reset(ngx_http_ig_ctx_t *ctx);
 ngx_int_t ngx_http_ig_limit_redis_send(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, ngx_uint_t dry);
 ngx_int_t ngx_http_ig_limit_redis_finish(ngx_http_request_t *r,
@@ -225,10 +267,8 @@ ngx_int_t ngx_http_ig_limit_refuse(ngx_http_request_t *r,
 /* schema */
 char *ngx_http_ig_schema_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-ngx_int_t ngx_http_ig_schema_start(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
-ngx_int_t ngx_http_ig_schema_result(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+ngx_int_t ngx_http_ig_schema(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    ngx_http_ig_loc_conf_t *lcf);
 ngx_int_t ngx_http_ig_schema_init(ngx_conf_t *cf);
 
 /* audit */

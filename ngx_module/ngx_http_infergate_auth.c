@@ -17,90 +17,219 @@
 
 static ngx_int_t ngx_http_ig_auth_key(ngx_http_request_t *r,
     ngx_str_t *key);
+static void ngx_http_ig_auth_lookup(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx);
+static ngx_int_t ngx_http_ig_auth_model_allowed(ngx_http_request_t *r,
+    ngx_http_ig_key_t *k, ngx_str_t *model);
+static ngx_int_t ngx_http_ig_auth_forbid(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_key_t *k, ngx_str_t *model,
+    ngx_uint_t final);
+static ngx_int_t ngx_http_ig_model_value(ngx_http_request_t *r,
+    ngx_http_ig_loc_conf_t *lcf, ngx_str_t *model);
+static ngx_uint_t ngx_http_ig_is_credential(ngx_table_elt_t *h);
 static ngx_int_t ngx_http_ig_auth_strip(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ig_auth_strip_copy(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ig_auth_refuse(ngx_http_request_t *r,
-    const char *challenge, const char *detail);
+    ngx_http_ig_ctx_t *ctx, ngx_uint_t final);
 
+
+/*
+ * The key is looked up once per request (the result survives internal
+ * redirects, the headers do not come back once stripped); every location
+ * with "infergate_auth on" then decides on it and on its own model.
+ * Returns NGX_OK to admit, NGX_DONE once a refusal was sent, or, when
+ * final is 0 ("satisfy any" with access handlers after this one), the
+ * bare 401/403 for the phase engine.
+ */
 
 ngx_int_t
 ngx_http_ig_auth(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_loc_conf_t *lcf)
+    ngx_http_ig_loc_conf_t *lcf, ngx_uint_t final)
 {
-    u_char                   *p;
-    size_t                    len;
-    ngx_str_t                 key, detail;
-    ngx_uint_t                i;
-    ngx_http_ig_key_t        *k;
-    ngx_http_ig_main_conf_t  *mcf;
+    ngx_int_t  rc;
 
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_infergate_module);
+    if (ctx->auth == NGX_HTTP_IG_AUTH_NONE) {
+        ngx_http_ig_auth_lookup(r, ctx);
+    }
 
-    ngx_str_set(&ctx->action, "unauthorized");
-
-    if (ngx_http_ig_auth_key(r, &key) != NGX_OK) {
+    if (!ctx->stripped) {
         if (ngx_http_ig_auth_strip(r) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        return ngx_http_ig_auth_refuse(r, "Bearer realm=\"infergate\"",
-                                       "an API key is required: send "
-                                       "\"Authorization: Bearer <key>\" "
-                                       "or \"X-API-Key: <key>\"");
+        ctx->stripped = 1;
     }
 
-    k = ngx_http_ig_keys_find(mcf->keys, key.data, key.len);
-
-    if (ngx_http_ig_auth_strip(r) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (ctx->auth != NGX_HTTP_IG_AUTH_OK) {
+        return ngx_http_ig_auth_refuse(r, ctx, final);
     }
 
-    if (k == NULL) {
-        return ngx_http_ig_auth_refuse(r, "Bearer realm=\"infergate\", "
-                                       "error=\"invalid_token\"",
-                                       "the API key is not valid");
-    }
+    if (ctx->key->nmodels) {
+        if (ngx_http_ig_model(r, ctx, lcf) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
 
-    ctx->key = k;
-    ngx_str_null(&ctx->action);
+        rc = ngx_http_ig_auth_model_allowed(r, ctx->key, &ctx->model);
 
-    if (k->nmodels == 0) {
-        return NGX_DECLINED;
-    }
-
-    if (ngx_http_ig_model(r, ctx, lcf) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (ctx->model.len == 0) {
-        return NGX_DECLINED;
-    }
-
-    for (i = 0; i < k->nmodels; i++) {
-        if (k->models[i].len == ctx->model.len
-            && ngx_strncmp(k->models[i].data, ctx->model.data,
-                           ctx->model.len) == 0)
-        {
-            return NGX_DECLINED;
+        if (rc != NGX_OK) {
+            return ngx_http_ig_auth_forbid(r, ctx, ctx->key, &ctx->model,
+                                           final);
         }
     }
 
+    ctx->auth_deferred = 0;
+    ngx_str_null(&ctx->action);
+
+    return NGX_OK;
+}
+
+
+/*
+ * A subrequest (auth_request, mirror, SSI) skips the access phase; in a
+ * location with "infergate_auth on" the rewrite-phase handler checks the
+ * key here: the main request's, or the one its headers carry.  The
+ * credentials are removed from the subrequest's own copy of the header
+ * list (the main request's list is left as it is).  Returns NGX_DECLINED
+ * to go on.
+ */
+
+ngx_int_t
+ngx_http_ig_auth_subrequest(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    ngx_http_ig_loc_conf_t *lcf)
+{
+    ngx_str_t  model;
+
+    if (ctx->auth == NGX_HTTP_IG_AUTH_NONE) {
+        ngx_http_ig_auth_lookup(r, ctx);
+    }
+
+    if (ngx_http_ig_auth_strip_copy(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ctx->auth != NGX_HTTP_IG_AUTH_OK) {
+        return ngx_http_ig_auth_refuse(r, NULL, 1);
+    }
+
+    if (ctx->key->nmodels) {
+        if (ngx_http_ig_model_value(r, lcf, &model) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (ngx_http_ig_auth_model_allowed(r, ctx->key, &model) != NGX_OK) {
+            return ngx_http_ig_auth_forbid(r, NULL, ctx->key, &model, 1);
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * A subrequest (auth_request, mirror, SSI) of a location with
+ * "infergate_auth on", into one without: an API key of ours is removed
+ * from its copy of the headers (other credentials, such as a token for
+ * the auth_request server, go on).  Returns NGX_DECLINED.
+ */
+
+ngx_int_t
+ngx_http_ig_auth_subrequest_strip(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx)
+{
+    if (ctx->auth == NGX_HTTP_IG_AUTH_NONE) {
+        ngx_http_ig_auth_lookup(r, ctx);
+    }
+
+    if (ctx->auth == NGX_HTTP_IG_AUTH_OK
+        && ngx_http_ig_auth_strip_copy(r) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static void
+ngx_http_ig_auth_lookup(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
+{
+    ngx_str_t                 key;
+    ngx_http_ig_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_infergate_module);
+
+    if (ngx_http_ig_auth_key(r, &key) != NGX_OK) {
+        ctx->auth = NGX_HTTP_IG_AUTH_MISSING;
+        return;
+    }
+
+    ctx->key = ngx_http_ig_keys_find(mcf->keys, key.data, key.len);
+    ctx->auth = ctx->key ? NGX_HTTP_IG_AUTH_OK : NGX_HTTP_IG_AUTH_INVALID;
+}
+
+
+static ngx_int_t
+ngx_http_ig_auth_model_allowed(ngx_http_request_t *r, ngx_http_ig_key_t *k,
+    ngx_str_t *model)
+{
+    ngx_uint_t  i;
+
+    if (model->len == 0) {
+        return NGX_OK;
+    }
+
+    for (i = 0; i < k->nmodels; i++) {
+        if (k->models[i].len == model->len
+            && ngx_strncmp(k->models[i].data, model->data, model->len) == 0)
+        {
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+static ngx_int_t
+ngx_http_ig_auth_forbid(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    ngx_http_ig_key_t *k, ngx_str_t *model, ngx_uint_t final)
+{
+    u_char     *p;
+    size_t      len;
+    ngx_str_t   detail, esc;
+    u_char      buf[NGX_HTTP_IG_LOG_MAX];
+
+    /* the model comes from the request: escaped for the log */
+
+    esc = ngx_http_ig_log_escape(buf, model->data, model->len);
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "infergate: tenant \"%V\" may not use model \"%V\"",
+                  &k->tenant, &esc);
+
+    if (ctx) {
+        ngx_str_set(&ctx->action, "forbidden");
+    }
+
+    if (!final && ctx) {
+        ctx->auth_deferred = 1;
+        return NGX_HTTP_FORBIDDEN;
+    }
+
     len = sizeof("tenant \"\" may not use model \"\"") - 1
-          + k->tenant.len + ctx->model.len;
+          + k->tenant.len + model->len;
 
     p = ngx_pnalloc(r->pool, len);
     if (p == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* JSON-escaped by the problem writer */
+
     detail.data = p;
     detail.len = ngx_sprintf(p, "tenant \"%V\" may not use model \"%V\"",
-                             &k->tenant, &ctx->model)
+                             &k->tenant, model)
                  - p;
-
-    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
-                  "infergate: %V", &detail);
-
-    ngx_str_set(&ctx->action, "forbidden");
 
     return ngx_http_ig_problem(r, NGX_HTTP_FORBIDDEN,
                                NGX_HTTP_IG_PROBLEM_BASE "forbidden",
@@ -110,23 +239,34 @@ ngx_http_ig_auth(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
 /*
  * The requested model: infergate_model when set, else {m} of
- * "/v2/models/{m}[/...]" (the Open Inference Protocol's path).
+ * "/v2/models/{m}[/...]" (the Open Inference Protocol's path).  Once per
+ * location: an internal redirect computes it again.
  */
 
 ngx_int_t
 ngx_http_ig_model(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf)
 {
-    u_char  *p, *last;
-
     if (ctx->model_done) {
         return NGX_OK;
     }
 
     ctx->model_done = 1;
 
+    return ngx_http_ig_model_value(r, lcf, &ctx->model);
+}
+
+
+static ngx_int_t
+ngx_http_ig_model_value(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf,
+    ngx_str_t *model)
+{
+    u_char  *p, *last;
+
+    ngx_str_null(model);
+
     if (lcf->model) {
-        return ngx_http_complex_value(r, lcf->model, &ctx->model);
+        return ngx_http_complex_value(r, lcf->model, model);
     }
 
     if (r->uri.len <= sizeof("/v2/models/") - 1
@@ -139,13 +279,13 @@ ngx_http_ig_model(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     p = r->uri.data + sizeof("/v2/models/") - 1;
     last = r->uri.data + r->uri.len;
 
-    ctx->model.data = p;
+    model->data = p;
 
     while (p < last && *p != '/') {
         p++;
     }
 
-    ctx->model.len = p - ctx->model.data;
+    model->len = p - model->data;
 
     return NGX_OK;
 }
@@ -238,15 +378,7 @@ ngx_http_ig_auth_strip(ngx_http_request_t *r)
         h = part->elts;
 
         for (i = 0; i < part->nelts; i++) {
-
-            if ((h[i].key.len == sizeof("X-API-Key") - 1
-                 && ngx_strncasecmp(h[i].key.data, (u_char *) "X-API-Key",
-                                    sizeof("X-API-Key") - 1) == 0)
-                || (h[i].key.len == sizeof("Authorization") - 1
-                    && ngx_strncasecmp(h[i].key.data,
-                                       (u_char *) "Authorization",
-                                       sizeof("Authorization") - 1) == 0))
-            {
+            if (ngx_http_ig_is_credential(&h[i])) {
                 break;
             }
         }
@@ -311,18 +443,130 @@ ngx_http_ig_auth_strip(ngx_http_request_t *r)
 }
 
 
-static ngx_int_t
-ngx_http_ig_auth_refuse(ngx_http_request_t *r, const char *challenge,
-    const char *detail)
+static ngx_uint_t
+ngx_http_ig_is_credential(ngx_table_elt_t *h)
 {
-    if (ngx_http_ig_add_header(r, "WWW-Authenticate", (u_char *) challenge,
-                               ngx_strlen(challenge))
-        != NGX_OK)
-    {
+    return (h->key.len == sizeof("X-API-Key") - 1
+            && ngx_strncasecmp(h->key.data, (u_char *) "X-API-Key",
+                               sizeof("X-API-Key") - 1) == 0)
+           || (h->key.len == sizeof("Authorization") - 1
+               && ngx_strncasecmp(h->key.data, (u_char *) "Authorization",
+                                  sizeof("Authorization") - 1) == 0);
+}
+
+
+/*
+ * A subrequest's headers_in is a copy of its parent's, but the list parts
+ * after the first are shared: the subrequest gets a list of its own
+ * without the credentials.
+ */
+
+static ngx_int_t
+ngx_http_ig_auth_strip_copy(ngx_http_request_t *r)
+{
+    ngx_uint_t        i, n, found;
+    ngx_list_t        list;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *nh;
+
+    n = 0;
+    found = 0;
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            n++;
+            found |= ngx_http_ig_is_credential(&h[i]);
+        }
+    }
+
+    r->headers_in.authorization = NULL;
+
+    if (!found) {
+        return NGX_OK;
+    }
+
+    if (ngx_list_init(&list, r->pool, n, sizeof(ngx_table_elt_t)) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            if (ngx_http_ig_is_credential(&h[i])) {
+                continue;
+            }
+
+            nh = ngx_list_push(&list);
+            if (nh == NULL) {
+                return NGX_ERROR;
+            }
+
+            *nh = h[i];
+        }
+    }
+
+    r->headers_in.headers = list;
+
+    return NGX_OK;
+}
+
+
+/*
+ * 401: no key, or a key that is not in the table.  The challenge goes into
+ * headers_out.www_authenticate, which nginx hides when another module
+ * admits the request under "satisfy any".  ctx is NULL for a subrequest.
+ */
+
+static ngx_int_t
+ngx_http_ig_auth_refuse(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    ngx_uint_t final)
+{
+    ngx_table_elt_t    *h;
+    ngx_http_ig_ctx_t  *main_ctx;
+
+    main_ctx = ngx_http_ig_find_ctx(r->main);
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "WWW-Authenticate");
+
+    if (main_ctx && main_ctx->auth == NGX_HTTP_IG_AUTH_INVALID) {
+        ngx_str_set(&h->value,
+                    "Bearer realm=\"infergate\", error=\"invalid_token\"");
+
+    } else {
+        ngx_str_set(&h->value, "Bearer realm=\"infergate\"");
+    }
+
+    r->headers_out.www_authenticate = h;
+
+    if (ctx) {
+        ngx_str_set(&ctx->action, "unauthorized");
+    }
+
+    if (!final && ctx) {
+        ctx->auth_deferred = 1;
+        return NGX_HTTP_UNAUTHORIZED;
+    }
+
+    if (main_ctx && main_ctx->auth == NGX_HTTP_IG_AUTH_INVALID) {
+        return ngx_http_ig_problem_cstr(r, NGX_HTTP_UNAUTHORIZED,
+                                        NGX_HTTP_IG_PROBLEM_BASE
+                                        "unauthorized", "Unauthorized",
+                                        "the API key is not valid");
     }
 
     return ngx_http_ig_problem_cstr(r, NGX_HTTP_UNAUTHORIZED,
                                     NGX_HTTP_IG_PROBLEM_BASE "unauthorized",
-                                    "Unauthorized", detail);
+                                    "Unauthorized",
+                                    "an API key is required: send "
+                                    "\"Authorization: Bearer <key>\" "
+                                    "or \"X-API-Key: <key>\"");
 }

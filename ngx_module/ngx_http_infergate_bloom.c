@@ -58,6 +58,7 @@ struct ngx_http_ig_bloom_conf_s {
     ngx_str_t                   zone_name;
     ngx_http_complex_value_t    key;
     ngx_uint_t                  check;
+    ngx_uint_t                  methods;     /* checked: NGX_HTTP_GET ...  */
     ngx_uint_t                  nstatus;
     ngx_uint_t                  status[NGX_HTTP_IG_BLOOM_MAX_STATUS];
 };
@@ -76,6 +77,20 @@ static void *ngx_http_ig_bloom_save_thread(void *data);
 #endif
 static ngx_int_t ngx_http_ig_bloom_add_status(ngx_conf_t *cf,
     ngx_http_ig_bloom_conf_t *bc, u_char *p, size_t len);
+static ngx_int_t ngx_http_ig_bloom_add_method(ngx_conf_t *cf,
+    ngx_http_ig_bloom_conf_t *bc, u_char *p, size_t len);
+
+
+static ngx_conf_bitmask_t  ngx_http_ig_bloom_methods[] = {
+    { ngx_string("GET"), NGX_HTTP_GET },
+    { ngx_string("HEAD"), NGX_HTTP_HEAD },
+    { ngx_string("POST"), NGX_HTTP_POST },
+    { ngx_string("PUT"), NGX_HTTP_PUT },
+    { ngx_string("DELETE"), NGX_HTTP_DELETE },
+    { ngx_string("PATCH"), NGX_HTTP_PATCH },
+    { ngx_string("OPTIONS"), NGX_HTTP_OPTIONS },
+    { ngx_null_string, 0 }
+};
 
 
 static ngx_str_t  ngx_http_ig_bloom_values[] = {
@@ -454,7 +469,8 @@ ngx_http_ig_bloom_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     u_char                            *p, *q, *last;
     ngx_str_t                         *value, s;
-    ngx_uint_t                         i, in_status, have_key, status_set;
+    ngx_uint_t                         i, in_status, in_methods, have_key;
+    ngx_uint_t                         status_set;
     ngx_http_ig_bloom_conf_t          *bc;
     ngx_http_compile_complex_value_t   ccv;
 
@@ -470,6 +486,7 @@ ngx_http_ig_bloom_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     bc->check = 1;
     value = cf->args->elts;
     in_status = 0;
+    in_methods = 0;
     have_key = 0;
     status_set = 0;
 
@@ -477,6 +494,7 @@ ngx_http_ig_bloom_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
             in_status = 0;
+            in_methods = 0;
             s.data = value[i].data + 5;
             s.len = value[i].len - 5;
 
@@ -496,6 +514,7 @@ ngx_http_ig_bloom_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         if (ngx_strncmp(value[i].data, "key=", 4) == 0) {
             in_status = 0;
+            in_methods = 0;
             s.data = value[i].data + 4;
             s.len = value[i].len - 4;
 
@@ -520,12 +539,50 @@ ngx_http_ig_bloom_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             || ngx_strcmp(value[i].data, "check=off") == 0)
         {
             in_status = 0;
+            in_methods = 0;
             bc->check = (value[i].data[7] == 'n');
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "methods=", 8) == 0
+            || (in_methods && !in_status))
+        {
+            /* methods=GET HEAD or methods=GET,HEAD */
+
+            p = value[i].data;
+            last = p + value[i].len;
+
+            if (ngx_strncmp(p, "methods=", 8) == 0) {
+                p += 8;
+                in_methods = 1;
+                in_status = 0;
+                bc->methods = 0;
+
+                if (p == last) {
+                    goto invalid;
+                }
+            }
+
+            while (p < last) {
+                q = ngx_strlchr(p, last, ',');
+                if (q == NULL) {
+                    q = last;
+                }
+
+                if (ngx_http_ig_bloom_add_method(cf, bc, p, q - p) != NGX_OK)
+                {
+                    return NGX_CONF_ERROR;
+                }
+
+                p = q + 1;
+            }
+
             continue;
         }
 
         if (ngx_strncmp(value[i].data, "add_on=", 7) == 0) {
             status_set = 1;
+            in_methods = 0;
 
             if (ngx_strcmp(value[i].data, "add_on=off") == 0) {
                 bc->nstatus = 0;
@@ -578,6 +635,10 @@ ngx_http_ig_bloom_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         bc->nstatus = 1;
     }
 
+    if (bc->methods == 0) {
+        bc->methods = NGX_HTTP_GET|NGX_HTTP_HEAD;
+    }
+
     lcf->bloom = bc;
 
     return NGX_CONF_OK;
@@ -619,6 +680,27 @@ ngx_http_ig_bloom_add_status(ngx_conf_t *cf, ngx_http_ig_bloom_conf_t *bc,
 }
 
 
+static ngx_int_t
+ngx_http_ig_bloom_add_method(ngx_conf_t *cf, ngx_http_ig_bloom_conf_t *bc,
+    u_char *p, size_t len)
+{
+    ngx_conf_bitmask_t  *m;
+
+    for (m = ngx_http_ig_bloom_methods; m->name.len; m++) {
+        if (m->name.len == len && ngx_strncmp(m->name.data, p, len) == 0) {
+            bc->methods |= m->mask;
+            return NGX_OK;
+        }
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "infergate_bloom: unknown method \"%*s\" in "
+                       "\"methods=\" (GET, HEAD, POST, PUT, DELETE, PATCH, "
+                       "OPTIONS)", len, p);
+    return NGX_ERROR;
+}
+
+
 /* Called from the location merge: inherit, and check the zone exists. */
 
 char *
@@ -652,9 +734,11 @@ ngx_http_ig_bloom_merge(ngx_conf_t *cf, ngx_http_ig_loc_conf_t *prev,
 
 
 /*
- * The access step, after the body check (the key may name a JSON member)
- * and before the cache: a surely absent id ends here.  An empty key
- * passes: the schema, not the guard, says whether the id is required.
+ * The step after the body check (the key may name a JSON member) and
+ * before the cache: a surely absent id ends here.  An empty key passes:
+ * the schema, not the guard, says whether the id is required.  Only the
+ * methods= methods are checked (GET HEAD by default), so that a PUT or
+ * POST may create the id the guard would refuse.
  */
 
 ngx_int_t
@@ -667,11 +751,9 @@ ngx_http_ig_bloom_check(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
     bc = lcf->bloom;
 
-    if (!bc->check || ctx->bloom_done) {
+    if (!bc->check || !(r->method & bc->methods)) {
         return NGX_DECLINED;
     }
-
-    ctx->bloom_done = 1;
 
     if (ngx_http_complex_value(r, &bc->key, &key) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -762,9 +844,18 @@ ngx_http_ig_bloom_header_filter(ngx_http_request_t *r)
         ctx->bloom_added = 1;
     }
 
+#if (NGX_DEBUG)
+    {
+    u_char     buf[NGX_HTTP_IG_LOG_MAX];
+    ngx_str_t  esc;
+
+    esc = ngx_http_ig_log_escape(buf, key.data, key.len);
+
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "infergate_bloom: added \"%V\" to \"%V\"", &key,
+                   "infergate_bloom: added \"%V\" to \"%V\"", &esc,
                    &zone->name);
+    }
+#endif
 }
 
 

@@ -38,6 +38,10 @@ static void ngx_http_ig_limit_expire(ngx_http_ig_limit_zone_t *zone,
     uint64_t now, ngx_uint_t force);
 static ngx_int_t ngx_http_ig_limit_key(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, ngx_http_ig_limit_conf_t *lc, ngx_str_t *key);
+static ngx_http_ig_limit_state_t *ngx_http_ig_limit_find(
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_limit_conf_t *lc, ngx_str_t *key);
+static ngx_int_t ngx_http_ig_limit_archive(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx);
 static uint64_t ngx_http_ig_now_us(void);
 
 
@@ -135,6 +139,9 @@ ngx_http_ig_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_memzero(lc, sizeof(ngx_http_ig_limit_conf_t));
 
+    /* keyed by tenant (the default): a key's rate= and burst= apply */
+    lc->tenant_keyed = 1;
+
     have_rate = 0;
 
     for (i = 1; i < cf->args->nelts; i++) {
@@ -228,6 +235,13 @@ ngx_http_ig_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 return NGX_CONF_ERROR;
             }
 
+            lc->tenant_keyed =
+                (s.len == sizeof("$infergate_tenant") - 1
+                 && ngx_strncmp(s.data, "$infergate_tenant", s.len) == 0)
+                || (s.len == sizeof("${infergate_tenant}") - 1
+                    && ngx_strncmp(s.data, "${infergate_tenant}", s.len)
+                       == 0);
+
             continue;
         }
 
@@ -312,18 +326,28 @@ ngx_http_ig_limit_check_refs(ngx_conf_t *cf, ngx_http_ig_main_conf_t *mcf)
 }
 
 
+/*
+ * The limits of one location.  A limit this request was already charged
+ * by (same zone, same storage, same key: a server-level limit seen again
+ * after try_files, error_page or an index redirect) is not charged again;
+ * its earlier result still shows in the headers.  Any other limit is
+ * charged, including one of the same zone under a different key.
+ */
+
 ngx_int_t
 ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf)
 {
+    u_char                      buf[NGX_HTTP_IG_LOG_MAX];
     uint32_t                    quota, window_s, burst;
     uint64_t                    now, retry;
-    ngx_str_t                   key;
-    ngx_uint_t                  i, n, refused, dry;
+    ngx_str_t                   key, esc, keys[NGX_HTTP_IG_MAX_LIMITS];
+    ngx_uint_t                  i, n, refused, dry, fresh, commit;
+    ngx_uint_t                  sidx[NGX_HTTP_IG_MAX_LIMITS], nredis;
     ngx_http_ig_limit_conf_t   *lc;
-    ngx_http_ig_limit_state_t  *st;
+    ngx_http_ig_limit_state_t  *st, *ch;
 
-    if (ctx->limit_redis) {
+    if (ctx->limit_wait) {
         /* re-entered after the Redis replies */
         return ngx_http_ig_limit_redis_finish(r, ctx);
     }
@@ -331,7 +355,13 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     lc = lcf->limits->elts;
     n = lcf->limits->nelts;
 
-    now = ngx_http_ig_now_us();
+    if (ctx->limit_redis) {
+        ngx_http_ig_limit_redis_reset(ctx);
+    }
+
+    if (ctx->nlimits && ngx_http_ig_limit_archive(r, ctx) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     ctx->limit_headers = lcf->limit_headers;
     ctx->nlimits = 0;
@@ -340,6 +370,44 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     if (ctx->limits == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    /* the keys; limits charged before a redirect are shown, not counted */
+
+    fresh = 0;
+
+    for (i = 0; i < n; i++) {
+        if (ngx_http_ig_limit_key(r, ctx, &lc[i], &keys[i]) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (keys[i].len == 0) {
+            continue;
+        }
+
+        if (keys[i].len > 65535) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "infergate_limit: key is longer than 65535 bytes, "
+                          "not limited");
+            keys[i].len = 0;
+            continue;
+        }
+
+        if (ctx->charged.nelts) {
+            ch = ngx_http_ig_limit_find(ctx, &lc[i], &keys[i]);
+
+            if (ch) {
+                st = &ctx->limits[ctx->nlimits++];
+                *st = *ch;
+                st->charged = 0;          /* archived already */
+                keys[i].len = 0;
+                continue;
+            }
+        }
+
+        fresh++;
+    }
+
+    now = ngx_http_ig_now_us();
 
     refused = 0;
     dry = 0;
@@ -351,20 +419,14 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
      * consumes nothing anywhere.
      */
 
+    commit = (fresh == 1);
+    nredis = 0;
+
     for (i = 0; i < n; i++) {
 
-        if (ngx_http_ig_limit_key(r, ctx, &lc[i], &key) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
+        key = keys[i];
 
         if (key.len == 0) {
-            continue;
-        }
-
-        if (key.len > 65535) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "infergate_limit: key is longer than 65535 bytes, "
-                          "not limited");
             continue;
         }
 
@@ -372,17 +434,24 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
         window_s = lc[i].window_s;
         burst = lc[i].burst;
 
-        if (ctx->key && ctx->key->has_rate) {
-            quota = ctx->key->quota;
-            window_s = ctx->key->window_s;
+        /* a key's own rate= and burst= replace only its tenant's limits */
+
+        if (lc[i].tenant_keyed && ctx->key) {
+            if (ctx->key->has_rate) {
+                quota = ctx->key->quota;
+                window_s = ctx->key->window_s;
+            }
+
+            if (ctx->key->has_burst) {
+                burst = ctx->key->burst;
+            }
         }
 
-        if (ctx->key && ctx->key->has_burst) {
-            burst = ctx->key->burst;
-        }
-
+        sidx[i] = ctx->nlimits;
         st = &ctx->limits[ctx->nlimits++];
         st->conf = &lc[i];
+        st->key = key;
+        st->charged = 0;
         ig_gcra_policy_init(&st->policy, quota, window_s, burst);
 
         if (lc[i].redis) {
@@ -396,15 +465,17 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }
 
+            nredis++;
             continue;
         }
 
-        if (ngx_http_ig_limit_lookup(&lc[i], &key, now, st, n == 1,
+        if (ngx_http_ig_limit_lookup(&lc[i], &key, now, st, commit,
                                      r->connection->log)
             != NGX_OK)
         {
             /* no memory for state: admit rather than refuse everyone */
             ctx->nlimits--;
+            keys[i].len = 0;
             continue;
         }
 
@@ -417,9 +488,13 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
                 retry = ngx_max(retry, st->result.retry_after_us);
             }
 
+            /* the key may be request bytes ($uri, a header): escaped */
+
+            esc = ngx_http_ig_log_escape(buf, key.data, key.len);
+
             ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                           "infergate: limit \"%V\" exceeded by key \"%V\"%s",
-                          &lc[i].name, &key,
+                          &lc[i].name, &esc,
                           lc[i].dry_run ? " (dry run)" : "");
         }
     }
@@ -430,24 +505,24 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
         return ngx_http_ig_limit_refuse(r, ctx, retry);
     }
 
-    if (n > 1) {
-        for (i = 0; i < ctx->nlimits; i++) {
-            st = &ctx->limits[i];
+    /* all admit: store (several limits), remember what was charged */
 
-            if (!st->result.allowed || st->conf->redis) {
-                continue;
-            }
+    for (i = 0; i < n; i++) {
+        if (keys[i].len == 0 || lc[i].redis) {
+            continue;            /* Redis limits: once Redis has decided */
+        }
 
-            if (ngx_http_ig_limit_key(r, ctx, st->conf, &key) != NGX_OK) {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR;
-            }
+        st = &ctx->limits[sidx[i]];
 
-            (void) ngx_http_ig_limit_lookup(st->conf, &key, now, st, 1,
+        if (!commit && st->result.allowed) {
+            (void) ngx_http_ig_limit_lookup(&lc[i], &keys[i], now, st, 1,
                                             r->connection->log);
         }
+
+        st->charged = st->result.allowed;
     }
 
-    if (ctx->limit_redis) {
+    if (nredis) {
         return ngx_http_ig_limit_redis_send(r, ctx, dry);
     }
 
@@ -455,6 +530,78 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
                             : NGX_HTTP_IG_LIMIT_PASSED;
 
     return NGX_DECLINED;
+}
+
+
+/*
+ * A new location: the limits the last one charged join those of earlier
+ * ones.  Only a request that is redirected gets here, so the request that
+ * is not pays for no array.
+ */
+
+static ngx_int_t
+ngx_http_ig_limit_archive(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
+{
+    ngx_uint_t                  i;
+    ngx_http_ig_limit_state_t  *st, *ch;
+
+    for (i = 0; i < ctx->nlimits; i++) {
+        st = &ctx->limits[i];
+
+        if (!st->charged) {
+            continue;
+        }
+
+        if (ctx->charged.elts == NULL
+            && ngx_array_init(&ctx->charged, r->pool, 4,
+                              sizeof(ngx_http_ig_limit_state_t))
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        ch = ngx_array_push(&ctx->charged);
+        if (ch == NULL) {
+            return NGX_ERROR;
+        }
+
+        *ch = *st;
+        st->charged = 0;
+    }
+
+    ctx->nlimits = 0;
+
+    return NGX_OK;
+}
+
+
+/* A limit (zone, storage, key) this request was charged by, or NULL. */
+
+static ngx_http_ig_limit_state_t *
+ngx_http_ig_limit_find(ngx_http_ig_ctx_t *ctx, ngx_http_ig_limit_conf_t *lc,
+    ngx_str_t *key)
+{
+    ngx_uint_t                  i;
+    ngx_http_ig_limit_state_t  *ch;
+    ngx_http_ig_limit_conf_t   *c;
+
+    ch = ctx->charged.elts;
+
+    for (i = 0; i < ctx->charged.nelts; i++) {
+        c = ch[i].conf;
+
+        if (c->shm_zone == lc->shm_zone
+            && c->redis == lc->redis
+            && c->name.len == lc->name.len
+            && ngx_strncmp(c->name.data, lc->name.data, lc->name.len) == 0
+            && ch[i].key.len == key->len
+            && ngx_strncmp(ch[i].key.data, key->data, key->len) == 0)
+        {
+            return &ch[i];
+        }
+    }
+
+    return NULL;
 }
 
 

@@ -135,6 +135,7 @@ ngx_http_ig_limit_redis_add(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     it = &lr->items[lr->n++];
     it->owner = lr;
     it->index = index;
+    it->ok = 0;
 
     /* no raw request byte reaches Redis: zone and key are hashed */
 
@@ -160,6 +161,19 @@ ngx_http_ig_limit_redis_add(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 }
 
 
+/* A new location's limits: forget the items of an earlier one. */
+
+void
+ngx_http_ig_limit_redis_reset(ngx_http_ig_ctx_t *ctx)
+{
+    ngx_http_ig_limit_redis_t  *lr = ctx->limit_redis;
+
+    if (lr && lr->pending == 0) {
+        lr->n = 0;
+    }
+}
+
+
 ngx_int_t
 ngx_http_ig_limit_redis_send(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_uint_t dry)
@@ -174,6 +188,7 @@ ngx_http_ig_limit_redis_send(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
     lr->dry = dry;
     lr->sent = 1;
+    ctx->limit_wait = 1;
 
     for (i = 0; i < lr->n; i++) {
         it = &lr->items[i];
@@ -273,6 +288,8 @@ ngx_http_ig_limit_redis_finish(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
         return NGX_AGAIN;
     }
 
+    ctx->limit_wait = 0;
+
     refused = 0;
     failed = 0;
     closed = 0;
@@ -305,6 +322,20 @@ ngx_http_ig_limit_redis_finish(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
                           "infergate: limit \"%V\" exceeded (redis)%s",
                           &st->conf->name,
                           st->conf->dry_run ? " (dry run)" : "");
+        }
+    }
+
+    if (!refused && !(failed && closed)) {
+
+        /* charged: a redirect to the same limit and key does not count */
+
+        for (i = 0; i < lr->n; i++) {
+            it = &lr->items[i];
+
+            if (it->ok) {
+                st = &ctx->limits[it->index];
+                st->charged = st->result.allowed;
+            }
         }
     }
 

@@ -2,9 +2,11 @@
 /*
  * Copyright (C) infergate authors
  *
- * Admission: one access-phase handler runs auth, then rate limits, then
- * streaming schema validation of the body, so a refused request is never
- * parsed.
+ * Admission: an access-phase handler authenticates; a precontent-phase
+ * handler then runs the rate limits, the streaming schema validation of
+ * the body, the Bloom guard and the cache lookup, so a refused request is
+ * never parsed.  Every location a request reaches (internal redirects
+ * included) runs its own steps.
  */
 
 
@@ -18,8 +20,8 @@
 
 
 static ngx_int_t ngx_http_ig_access_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_ig_access_after_body(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+static ngx_int_t ngx_http_ig_precontent_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ig_subrequest_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ig_init_process(ngx_cycle_t *cycle);
 static void ngx_http_ig_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_ig_ctx_cleanup(void *data);
@@ -187,8 +189,103 @@ ngx_module_t  ngx_http_infergate_module = {
 };
 
 
+/*
+ * The access phase: authentication only, so that it combines with
+ * "satisfy" as allow/deny and auth_basic do.  NGX_OK admits (under
+ * "satisfy any" that is enough), a refusal is a 401/403.
+ */
+
 static ngx_int_t
 ngx_http_ig_access_handler(ngx_http_request_t *r)
+{
+    ngx_uint_t                  final;
+    ngx_http_ig_ctx_t          *ctx;
+    ngx_http_ig_loc_conf_t     *lcf;
+    ngx_http_core_loc_conf_t   *clcf;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
+
+    if (!lcf->auth) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_ig_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /*
+     * Under "satisfy any" a refusal is ours to send only when no access
+     * handler follows (this one is registered to run last); otherwise the
+     * 401/403 goes back to the phase engine, and a later module may still
+     * admit the request.
+     */
+
+    final = 1;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->satisfy == NGX_HTTP_SATISFY_ANY) {
+        cmcf = ngx_http_get_module_main_conf(r, ngx_http_core_module);
+        final = (cmcf->phase_engine.handlers[r->phase_handler + 1].checker
+                 == ngx_http_core_post_access_phase);
+    }
+
+    return ngx_http_ig_auth(r, ctx, lcf, final);
+}
+
+
+/*
+ * Subrequests (auth_request, mirror, SSI) skip the access phase: in a
+ * location with "infergate_auth on" they are checked in the rewrite
+ * phase instead, before the location's own "return" could answer.
+ */
+
+static ngx_int_t
+ngx_http_ig_subrequest_handler(ngx_http_request_t *r)
+{
+    ngx_http_ig_ctx_t       *ctx;
+    ngx_http_ig_loc_conf_t  *lcf, *mlcf;
+
+    if (r == r->main) {
+        return NGX_DECLINED;
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
+    mlcf = ngx_http_get_module_loc_conf(r->main, ngx_http_infergate_module);
+
+    if (!lcf->auth && !mlcf->auth) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_ig_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (!lcf->auth) {
+        /* a subrequest of an authenticated location: no key of ours */
+        return ngx_http_ig_auth_subrequest_strip(r, ctx);
+    }
+
+    return ngx_http_ig_auth_subrequest(r, ctx, lcf);
+}
+
+
+/*
+ * After access (the precontent phase, before try_files and mirror):
+ * limits, the body, the Bloom guard and the cache lookup.  These are not
+ * access control, so "satisfy any" does not skip them.  The phase engine
+ * re-enters this handler after every asynchronous step (Redis reply, body
+ * read, cache lookup); ctx->step says where it left off.  An internal
+ * redirect starts again from the first step (ngx_http_ig_find_ctx() resets
+ * it), and each step skips what already ran with the same configuration.
+ * Returns NGX_DECLINED on pass: NGX_OK would skip try_files and mirror.
+ */
+
+static ngx_int_t
+ngx_http_ig_precontent_handler(ngx_http_request_t *r)
 {
     ngx_int_t                rc;
     ngx_http_ig_ctx_t       *ctx;
@@ -196,8 +293,23 @@ ngx_http_ig_access_handler(ngx_http_request_t *r)
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
 
-    if (!lcf->auth && lcf->limits == NULL && lcf->schema == NULL
-        && lcf->bloom == NULL && !ngx_http_ig_cache_on(r))
+    if (r != r->main) {
+        /* decided by the main request */
+        return NGX_DECLINED;
+    }
+
+    if (lcf->auth) {
+        ctx = ngx_http_get_module_ctx(r, ngx_http_infergate_module);
+
+        if (ctx && ctx->auth_deferred) {
+            /* refused by auth, admitted by another module (satisfy any) */
+            ctx->auth_deferred = 0;
+            ngx_str_null(&ctx->action);
+        }
+    }
+
+    if (lcf->limits == NULL && lcf->schema == NULL && lcf->bloom == NULL
+        && !ngx_http_ig_cache_on(r))
     {
         return NGX_DECLINED;
     }
@@ -207,30 +319,11 @@ ngx_http_ig_access_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ctx->body_state == NGX_HTTP_IG_BODY_DONE) {
-        rc = ngx_http_ig_schema_result(r, ctx, lcf);
-        if (rc != NGX_DECLINED) {
-            return rc;
-        }
+    /* a refusal may free the request: nothing is touched after one */
 
-        return ngx_http_ig_access_after_body(r, ctx, lcf);
-    }
+    switch (ctx->step) {
 
-    if (ctx->body_state == NGX_HTTP_IG_BODY_READING) {
-        return NGX_AGAIN;
-    }
-
-    /* an internal redirect must not authenticate or count a request twice */
-
-    if (!ctx->admitted) {
-
-        /* a Redis limit re-enters here: the key was already taken */
-        if (lcf->auth && ctx->key == NULL) {
-            rc = ngx_http_ig_auth(r, ctx, lcf);
-            if (rc != NGX_DECLINED) {
-                return rc;
-            }
-        }
+    case NGX_HTTP_IG_STEP_LIMIT:
 
         if (lcf->limits) {
             rc = ngx_http_ig_limit(r, ctx, lcf);
@@ -239,40 +332,43 @@ ngx_http_ig_access_handler(ngx_http_request_t *r)
             }
         }
 
-        ctx->admitted = 1;
-    }
+        ctx->step = NGX_HTTP_IG_STEP_SCHEMA;
 
-    if (lcf->schema) {
-        return ngx_http_ig_schema_start(r, ctx, lcf);
-    }
+        /* fall through */
 
-    return ngx_http_ig_access_after_body(r, ctx, lcf);
-}
+    case NGX_HTTP_IG_STEP_SCHEMA:
 
-
-/*
- * Steps after admission and the body check.  The phase engine re-enters
- * the access handler after every asynchronous step (body read, Redis
- * reply), so each step keeps its state in ctx and is a no-op once done.
- */
-
-static ngx_int_t
-ngx_http_ig_access_after_body(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_loc_conf_t *lcf)
-{
-    ngx_int_t  rc;
-
-    if (lcf->bloom) {
-        rc = ngx_http_ig_bloom_check(r, ctx, lcf);
-        if (rc != NGX_DECLINED) {
-            return rc;
+        if (lcf->schema) {
+            rc = ngx_http_ig_schema(r, ctx, lcf);
+            if (rc != NGX_DECLINED) {
+                return rc;
+            }
         }
-    }
 
-    /* then the response cache lookup */
+        ctx->step = NGX_HTTP_IG_STEP_BLOOM;
 
-    if (ngx_http_ig_cache_on(r)) {
-        return ngx_http_ig_cache_access(r, ctx);
+        /* fall through */
+
+    case NGX_HTTP_IG_STEP_BLOOM:
+
+        if (lcf->bloom) {
+            rc = ngx_http_ig_bloom_check(r, ctx, lcf);
+            if (rc != NGX_DECLINED) {
+                return rc;
+            }
+        }
+
+        ctx->step = NGX_HTTP_IG_STEP_CACHE;
+
+        /* fall through */
+
+    default:
+
+        /* then the response cache lookup */
+
+        if (ngx_http_ig_cache_on(r)) {
+            return ngx_http_ig_cache_access(r, ctx);
+        }
     }
 
     return NGX_DECLINED;
@@ -319,11 +415,23 @@ ngx_http_ig_find_ctx(ngx_http_request_t *r)
         return ctx;
     }
 
-    /* ngx_http_internal_redirect() zeroes r->ctx: find ours again */
+    /*
+     * ngx_http_internal_redirect() and named locations zero r->ctx: find
+     * ours again.  For the main request that means a new location, whose
+     * steps run from the start; a subrequest (same pool) shares the main
+     * request's state.
+     */
 
     for (cln = r->pool->cleanup; cln; cln = cln->next) {
         if (cln->handler == ngx_http_ig_ctx_cleanup) {
             ctx = cln->data;
+
+            if (r == r->main) {
+                ctx->step = NGX_HTTP_IG_STEP_LIMIT;
+                ctx->model_done = 0;
+                ctx->auth_deferred = 0;
+            }
+
             ngx_http_set_ctx(r, ctx, ngx_http_infergate_module);
             return ctx;
         }
@@ -517,7 +625,7 @@ ngx_http_ig_postconfiguration(ngx_conf_t *cf)
     /*
      * Handlers of a phase run last-registered first; going to the front
      * of the array lets allow/deny and auth_basic refuse before a key is
-     * hashed, a limit counted or a body read.
+     * hashed, and makes ours the last word under "satisfy any".
      */
 
     handlers = &cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers;
@@ -531,6 +639,28 @@ ngx_http_ig_postconfiguration(ngx_conf_t *cf)
     ngx_memmove(&h[1], &h[0],
                 (handlers->nelts - 1) * sizeof(ngx_http_handler_pt));
     h[0] = ngx_http_ig_access_handler;
+
+    /* pushed last, so run before the rewrite module's "return" */
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_REWRITE_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_ig_subrequest_handler;
+
+    /*
+     * Pushed last, so run first in the precontent phase: a request is
+     * limited and checked before try_files redirects it or mirror copies
+     * it.
+     */
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_ig_precontent_handler;
 
     h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
     if (h == NULL) {
@@ -652,4 +782,57 @@ ngx_http_ig_add_header(ngx_http_request_t *r, const char *key,
     h->value.len = len;
 
     return NGX_OK;
+}
+
+
+/*
+ * Request bytes for a log line (a URI, a limit key, a model name): bytes
+ * below 0x20, 0x7f and above, '"' and '\' become \xNN, so a request can
+ * neither start a forged line nor close a quoted field.  The result goes
+ * into buf (NGX_HTTP_IG_LOG_MAX bytes) and ends in "..." when cut.
+ */
+
+ngx_str_t
+ngx_http_ig_log_escape(u_char *buf, const u_char *s, size_t len)
+{
+    u_char      *p, *last, c;
+    ngx_str_t    out;
+    static u_char  hex[] = "0123456789abcdef";
+
+    p = buf;
+    last = buf + NGX_HTTP_IG_LOG_MAX - (sizeof("...") - 1);
+
+    while (len) {
+        c = *s;
+
+        if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') {
+            if (last - p < 4) {
+                break;
+            }
+
+            *p++ = '\\';
+            *p++ = 'x';
+            *p++ = hex[c >> 4];
+            *p++ = hex[c & 0xf];
+
+        } else {
+            if (p == last) {
+                break;
+            }
+
+            *p++ = c;
+        }
+
+        s++;
+        len--;
+    }
+
+    if (len) {
+        p = ngx_cpymem(p, "...", sizeof("...") - 1);
+    }
+
+    out.data = buf;
+    out.len = p - buf;
+
+    return out;
 }

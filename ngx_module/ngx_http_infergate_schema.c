@@ -20,6 +20,15 @@
 
 
 static void ngx_http_ig_schema_cleanup(void *data);
+static ngx_int_t ngx_http_ig_schema_start(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+static ngx_int_t ngx_http_ig_schema_again(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+static ngx_int_t ngx_http_ig_schema_precheck(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ig_validator_new(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+static ngx_int_t ngx_http_ig_schema_result(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ig_is_json(ngx_http_request_t *r);
 static void ngx_http_ig_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ig_request_body_filter(ngx_http_request_t *r,
@@ -109,14 +118,50 @@ ngx_http_ig_schema_init(ngx_conf_t *cf)
 }
 
 
+/*
+ * The body step of one location.  A body that passed this very schema
+ * (at the same depth) before an internal redirect is not parsed again;
+ * one checked against another schema, or read by another step (the
+ * cache's POST key), is validated again from the buffers nginx kept.
+ */
+
 ngx_int_t
-ngx_http_ig_schema_start(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+ngx_http_ig_schema(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf)
 {
-    ngx_int_t  rc;
+    if (ctx->schema_ok == lcf->schema
+        && ctx->schema_depth == lcf->max_depth)
+    {
+        return NGX_DECLINED;
+    }
 
-    ngx_str_set(&ctx->action, "schema_rejected");
+    switch (ctx->body_state) {
 
+    case NGX_HTTP_IG_BODY_NONE:
+
+        if (r->request_body || r->discard_body) {
+            return ngx_http_ig_schema_again(r, ctx, lcf);
+        }
+
+        return ngx_http_ig_schema_start(r, ctx, lcf);
+
+    case NGX_HTTP_IG_BODY_READING:
+        return NGX_AGAIN;
+
+    case NGX_HTTP_IG_BODY_DONE:
+        return ngx_http_ig_schema_result(r, ctx, lcf);
+
+    default: /* NGX_HTTP_IG_BODY_CHECKED, against another schema */
+        return ngx_http_ig_schema_again(r, ctx, lcf);
+    }
+}
+
+
+/* 400 without a body, 415 unless it is JSON; NGX_OK to go on */
+
+static ngx_int_t
+ngx_http_ig_schema_precheck(ngx_http_request_t *r)
+{
     if (r->headers_in.content_length_n <= 0 && !r->headers_in.chunked) {
         return ngx_http_ig_problem_cstr(r, NGX_HTTP_BAD_REQUEST,
                                         NGX_HTTP_IG_PROBLEM_BASE
@@ -137,6 +182,22 @@ ngx_http_ig_schema_start(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
                                         "application/json\"");
     }
 
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ig_validator_new(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    ngx_http_ig_loc_conf_t *lcf)
+{
+    if (ctx->validator) {
+        ig_validator_destroy(ctx->validator);
+        ctx->validator = NULL;
+    }
+
+    /* the members of the body as this schema sees it */
+    ctx->members.nelts = 0;
+
     ctx->alloc.malloc = ngx_http_ig_pool_malloc;
     ctx->alloc.realloc = ngx_http_ig_pool_realloc;
     ctx->alloc.free = ngx_http_ig_pool_free;
@@ -146,10 +207,35 @@ ngx_http_ig_schema_start(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
                                          (unsigned) lcf->max_depth,
                                          ngx_http_ig_on_member, ctx);
     if (ctx->validator == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     ctx->pool = r->pool;
+    ctx->valid_rc = IG_VALID_OK;
+    ctx->body_bytes = 0;
+    ctx->body_finished = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ig_schema_start(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    ngx_http_ig_loc_conf_t *lcf)
+{
+    ngx_int_t  rc;
+
+    ngx_str_set(&ctx->action, "schema_rejected");
+
+    rc = ngx_http_ig_schema_precheck(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_http_ig_validator_new(r, ctx, lcf) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     ctx->body_state = NGX_HTTP_IG_BODY_READING;
 
     rc = ngx_http_read_client_request_body(r, ngx_http_ig_body_handler);
@@ -160,6 +246,93 @@ ngx_http_ig_schema_start(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
     ngx_http_finalize_request(r, NGX_DONE);
     return NGX_DONE;
+}
+
+
+/*
+ * Validates a body that is already read: its buffers in memory and in the
+ * temp file.  Synchronous, as nginx itself reads a spooled body when it
+ * proxies it.
+ */
+
+static ngx_int_t
+ngx_http_ig_schema_again(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    ngx_http_ig_loc_conf_t *lcf)
+{
+    u_char       buf[4096];
+    off_t        off;
+    size_t       size;
+    ssize_t      n;
+    ngx_int_t    rc;
+    ngx_buf_t   *b;
+    ngx_chain_t  *cl;
+
+    ngx_str_set(&ctx->action, "schema_rejected");
+
+    rc = ngx_http_ig_schema_precheck(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (r->request_body == NULL || r->request_body->rest
+        || (r->request_body->bufs == NULL && r->discard_body))
+    {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "infergate_schema: the request body was not kept "
+                      "for this location to check");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_ig_validator_new(r, ctx, lcf) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (ctx->valid_rc != IG_VALID_OK) {
+            break;
+        }
+
+        if (ngx_buf_in_memory(b)) {
+            if (b->last > b->pos) {
+                ctx->valid_rc = ig_validator_feed(ctx->validator, b->pos,
+                                                  b->last - b->pos);
+                ctx->body_bytes += b->last - b->pos;
+            }
+
+            continue;
+        }
+
+        if (!b->in_file || b->file == NULL) {
+            continue;
+        }
+
+        for (off = b->file_pos;
+             off < b->file_last && ctx->valid_rc == IG_VALID_OK;
+             off += n)
+        {
+            size = (size_t) ngx_min(b->file_last - off, (off_t) sizeof(buf));
+
+            n = ngx_read_file(b->file, buf, size, off);
+
+            if (n == NGX_ERROR || n == 0) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            ctx->valid_rc = ig_validator_feed(ctx->validator, buf, n);
+            ctx->body_bytes += n;
+        }
+    }
+
+    if (ctx->valid_rc == IG_VALID_OK) {
+        ctx->valid_rc = ig_validator_finish(ctx->validator);
+    }
+
+    ctx->body_finished = 1;
+    ctx->body_state = NGX_HTTP_IG_BODY_DONE;
+
+    return ngx_http_ig_schema_result(r, ctx, lcf);
 }
 
 
@@ -229,17 +402,11 @@ ngx_http_ig_request_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 }
 
 
-ngx_int_t
+static ngx_int_t
 ngx_http_ig_schema_result(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf)
 {
     ngx_int_t  rc;
-
-    if (ctx->validator == NULL) {
-        /* decided before an internal redirect */
-        return (ctx->valid_rc == IG_VALID_OK) ? NGX_DECLINED
-                                              : NGX_HTTP_BAD_REQUEST;
-    }
 
     if (!ctx->body_finished) {
         if (ctx->valid_rc == IG_VALID_OK) {
@@ -249,11 +416,13 @@ ngx_http_ig_schema_result(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
         ctx->body_finished = 1;
     }
 
+    ctx->body_state = NGX_HTTP_IG_BODY_CHECKED;
+
     if (ctx->valid_rc != IG_VALID_OK && ctx->valid_rc != IG_VALID_NOMEM) {
         /*
          * The refusal may finalize the request and free its pool: neither
          * r nor ctx may be touched after it; the pool cleanup releases the
-         * validator.
+         * validator (the audit record reads its errors first).
          */
         return ngx_http_ig_schema_refuse(r, ctx);
     }
@@ -263,6 +432,8 @@ ngx_http_ig_schema_result(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
     if (rc == NGX_DECLINED) {
         ngx_str_null(&ctx->action);
+        ctx->schema_ok = lcf->schema;
+        ctx->schema_depth = lcf->max_depth;
     }
 
     ig_validator_destroy(ctx->validator);

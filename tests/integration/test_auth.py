@@ -212,3 +212,23 @@ def test_minted_key_authenticates(start_nginx, origin):
     r = requests.get(ngx.url("/minted"), headers=bearer(key))
     assert r.status_code == 200, r.text
     assert origin.last("/minted")["headers"]["X-Tenant"] == "initech"
+
+
+def test_model_in_log_is_escaped(start_nginx):
+    """The model comes from the URI: a %0d%0a in it must not start a
+    forged line in error.log (the 403 is logged at info)."""
+    ngx = start_nginx(http="infergate_keys keys.txt;", server=SERVER,
+                      files={"keys.txt": KEYS})
+    ngx.allowed_log.append(r".*\[info\].*may not use model.*")
+    forged = "/v2/models/x%0d%0a%5balert%5d%20forged%22%5c%ff/infer"
+    r = requests.get(ngx.url(forged), headers=bearer(GLOBEX_KEY))
+    body = assert_problem(r, 403)
+    # the problem+json detail carries the model JSON-escaped
+    assert body["detail"].startswith(
+        'tenant "globex" may not use model "x\r\n')
+    log = ngx.error_log
+    assert "forged" in log
+    for ln in log.splitlines():
+        assert not ln.startswith("[alert]"), ln
+    assert 'model "x\\x0d\\x0a[alert] forged\\x22\\x5c\\xff"' in log, \
+        log[-2000:]

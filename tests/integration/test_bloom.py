@@ -63,7 +63,7 @@ location /opt {
 }
 location /score {
     infergate_schema score.json;
-    infergate_bloom zone=users key=$infergate_json_user_id;
+    infergate_bloom zone=users key=$infergate_json_user_id methods=POST;
     access_log @PREFIX@/bloom.log bloom;
     @PROXY@
 }
@@ -255,6 +255,48 @@ def test_add_on_visible_to_all_workers(start_nginx, origin, known_filter):
     assert requests.get(ngx.url("/users/new2")).status_code == 200
 
 
+def test_write_creates_id_through_guarded_location(start_nginx, origin,
+                                                  known_filter):
+    """docs/bloom.md's "GET/PUT on one user": the check applies to
+    methods= (GET HEAD by default) only, so a PUT or POST may create the
+    id the guard would refuse; its add_on answer adds it for any method."""
+    p2 = free_port()
+    http = ZONE.format(extra="") + f"""
+    server {{
+        listen 127.0.0.1:{p2};
+        location / {{ return 201 '{{"created":true}}'; }}
+    }}
+    """
+    server = SERVER + f"""
+    location ~ ^/u2/(\\w+)$ {{
+        infergate_bloom zone=users key=$1;
+        proxy_pass http://127.0.0.1:{p2};
+    }}
+    location ~ ^/u3/(\\w+)$ {{
+        infergate_bloom zone=users key=$1 methods=GET HEAD DELETE;
+        @PROXY@
+    }}
+    """
+    ngx = start_nginx(http=http, server=server, files=files(known_filter))
+    s = requests.Session()
+
+    assert_problem(s.get(ngx.url("/u2/new_1")), 404, UNKNOWN)
+    r = s.head(ngx.url("/u2/new_1"))
+    assert r.status_code == 404
+    for method in ("PUT", "POST"):
+        r = s.request(method, ngx.url(f"/u2/new_{method}"))
+        assert r.status_code == 201, (method, r.status_code, r.text)
+        # created through the same location: now known to every method
+        assert s.get(ngx.url(f"/u2/new_{method}")).status_code == 201
+        assert s.get(ngx.url(f"/users/new_{method}")).status_code == 200
+
+    # methods= lists what is checked: DELETE refused, PATCH passes
+    origin.clear()
+    assert_problem(s.delete(ngx.url("/u3/ghost")), 404, UNKNOWN)
+    assert s.patch(ngx.url("/u3/ghost")).status_code == 200
+    assert [q["method"] for q in origin.find("/u3/ghost")] == ["PATCH"]
+
+
 def test_saved_on_reload_and_quit(start_nginx, known_filter, tmp_path):
     http, server = create_conf(extra=" save_every=3600s")
     ngx = start_nginx(http=http, server=server,
@@ -379,7 +421,10 @@ def test_nginx_t_bad_directives(nginx_t):
             ("key=$uri", "\"zone=\" is required"),
             ("zone=z key=$uri add_on=99", "invalid add_on status"),
             ("zone=z key=$uri add_on=201 abc", "invalid add_on status"),
-            ("zone=z key=$uri check=maybe", "invalid parameter")):
+            ("zone=z key=$uri check=maybe", "invalid parameter"),
+            ("zone=z key=$uri methods=", "invalid parameter"),
+            ("zone=z key=$uri methods=GET,FETCH", "unknown method \"FETCH\""),
+            ("zone=z key=$uri methods=get", "unknown method \"get\"")):
         rc, out = nginx_t(http=zone,
                           server=f"location / {{ infergate_bloom {bad}; }}")
         assert rc != 0 and msg in out, (bad, out)

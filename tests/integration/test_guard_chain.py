@@ -32,7 +32,8 @@ def test_unknown_id_costs_no_redis_command(start_nginx, origin, tmp_path,
             infergate_auth on;
             infergate_limit zone=z rate=1000r/s burst=1000;
             infergate_schema @PREFIX@/s.json;
-            infergate_bloom zone=users key=$infergate_json_user_id;
+            infergate_bloom zone=users key=$infergate_json_user_id
+                            methods=POST;
             infergate_cache redis=r ttl=60s methods=POST;
             @PROXY@
         }

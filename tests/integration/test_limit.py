@@ -307,6 +307,52 @@ def test_tenant_key_and_keys_file_override(start_nginx):
     assert_429(s.get(ngx.url("/"), headers=bearer(i)))
 
 
+def test_override_applies_only_to_tenant_keyed_limits(start_nginx):
+    """A tenant's rate=/burst= replace the limits keyed by tenant (the
+    default key, or key=$infergate_tenant), never a shared cap with a key
+    of its own (issue 11: 60 of 60 through zone=global ... key=all)."""
+    big, line = make_key("bigco", "rate=1000r/s burst=1000")
+    http = ("infergate_limit_zone z 1m; infergate_limit_zone t 1m; "
+            "infergate_limit_zone global 1m; infergate_keys keys.txt;")
+    ngx = start_nginx(http=http, server="""
+        location / {
+            infergate_auth on;
+            infergate_limit zone=z rate=1r/m burst=0;
+            infergate_limit zone=t rate=1r/m burst=0 key=${infergate_tenant};
+            infergate_limit zone=global rate=1r/m burst=2 key=all;
+            @PROXY@
+        }""", files={"keys.txt": line + "\n"})
+    s = requests.Session()
+    codes = [s.get(ngx.url("/"), headers=bearer(big)).status_code
+             for _ in range(6)]
+    assert codes == [200, 200, 200, 429, 429, 429], codes
+    r = s.get(ngx.url("/"), headers=bearer(big))
+    body, _ = assert_429(r)
+    assert body["violated-policies"] == ["global"], body
+    pol, _ = ratelimit(r)
+    assert pol["z"] == {"q": 1000, "w": 1}, pol
+    assert pol["t"] == {"q": 1000, "w": 1}, pol
+    assert pol["global"] == {"q": 1, "w": 60}, pol
+
+
+def test_key_in_log_is_escaped(start_nginx):
+    """A limit keyed by $uri logs the key: CR, LF and quotes from the URI
+    must not forge a line in error.log."""
+    ngx = simple(start_nginx, "infergate_limit zone=z rate=1r/m key=$uri;")
+    ngx.allowed_log.append(r".*\[info\].*exceeded by key.*")
+    forged = ("/x%0d%0a2026/01/01%2000:00:00%20%5balert%5d%201%231:%20"
+              "forged%22%5c%ff")
+    assert requests.get(ngx.url(forged)).status_code == 200
+    assert_429(requests.get(ngx.url(forged)))
+    log = ngx.error_log
+    assert "forged" in log
+    for ln in log.splitlines():
+        assert not re.match(r"^2026/01/01 00:00:00", ln), ln
+        assert "[alert] 1#1" not in ln or "\\x0d\\x0a" in ln, ln
+    assert "/x\\x0d\\x0a2026/01/01 00:00:00 [alert] 1#1: " \
+           "forged\\x22\\x5c\\xff" in log, log[-2000:]
+
+
 def test_precision_10rps_two_workers(start_nginx):
     """rate=10r/s burst=0, clients firing flat out for 2 s over 2 workers
     and several keep-alive connections: 20 +- 2 admitted."""

@@ -83,3 +83,36 @@ def test_limit_before_body_on_401_free_location(start_nginx):
     assert_problem(s.post(ngx.url("/"), data=b"{}",
                           headers={"Content-Type": "text/plain"}), 429,
                    QUOTA_TYPE)
+
+
+def test_refused_access_consumes_no_quota(start_nginx):
+    """Limits run after access (precontent phase): a 401 under either
+    "satisfy", or a deny, charges nothing."""
+    acme, la = make_key("acme")
+    ngx = start_nginx(
+        http="infergate_keys keys.txt; infergate_limit_zone z 1m;",
+        server="""
+        location /any/ {
+            satisfy any;
+            allow 192.0.2.1;
+            deny all;
+            infergate_auth on;
+            infergate_limit zone=z rate=1r/m burst=0 key=all;
+            @PROXY@
+        }
+        location /all/ {
+            deny all;
+            infergate_auth on;
+            infergate_limit zone=z rate=1r/m burst=0 key=all;
+            @PROXY@
+        }""",
+        files={"keys.txt": f"{la}\n"})
+    s = requests.Session()
+    for _ in range(3):
+        assert_problem(s.get(ngx.url("/any/x")), 401)
+        assert s.get(ngx.url("/all/x"), headers=bearer(acme)).status_code \
+            == 403
+    # the one admission of key=all is still there
+    assert s.get(ngx.url("/any/x"), headers=bearer(acme)).status_code == 200
+    assert_problem(s.get(ngx.url("/any/x"), headers=bearer(acme)), 429,
+                   QUOTA_TYPE)
