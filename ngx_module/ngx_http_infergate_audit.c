@@ -58,6 +58,8 @@ struct ngx_http_ig_audit_log_s {
     ngx_str_t                    pool_name;
     ngx_thread_pool_t           *pool;
     ngx_http_ig_syslog_t        *syslog;
+    ngx_int_t                    cache_var; /* $infergate_cache_status,   */
+                                            /* for infergate.cache        */
 
     /* per worker, from init_process on */
     ig_audit_chain_t            *chain;
@@ -150,9 +152,6 @@ ngx_http_ig_audit_hex64(u_char *p, uint64_t v)
 #define ngx_http_ig_audit_lit(p, s)  ngx_cpymem(p, s, sizeof(s) - 1)
 
 
-/* $infergate_cache_status, read for the record's infergate.cache */
-static ngx_int_t  ngx_http_ig_audit_cache_var = NGX_ERROR;
-
 static uint64_t  ngx_http_ig_reqid_prefix;
 static uint64_t  ngx_http_ig_reqid_key;
 static uint64_t  ngx_http_ig_reqid_next;
@@ -192,8 +191,8 @@ ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     s.len = sizeof("infergate_cache_status") - 1;
     s.data = (u_char *) "infergate_cache_status";
 
-    ngx_http_ig_audit_cache_var = ngx_http_get_variable_index(cf, &s);
-    if (ngx_http_ig_audit_cache_var == NGX_ERROR) {
+    al->cache_var = ngx_http_get_variable_index(cf, &s);
+    if (al->cache_var == NGX_ERROR) {
         return NGX_CONF_ERROR;
     }
 
@@ -925,13 +924,6 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
     ngx_http_variable_value_t  *vv;
     int                         truncated;
 
-    static ngx_str_t  limit_names[] = {
-        ngx_null_string,
-        ngx_string("PASSED"),
-        ngx_string("REJECTED"),
-        ngx_string("REJECTED_DRY_RUN")
-    };
-
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
     al = lcf->audit;
 
@@ -1016,8 +1008,8 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
     ngx_str_null(&action);
     ngx_str_null(&cache);
 
-    if (ngx_http_ig_audit_cache_var != NGX_ERROR) {
-        vv = ngx_http_get_indexed_variable(r, ngx_http_ig_audit_cache_var);
+    if (al->cache_var != NGX_ERROR) {
+        vv = ngx_http_get_indexed_variable(r, al->cache_var);
 
         if (vv && !vv->not_found && vv->len) {
             cache.data = vv->data;
@@ -1035,8 +1027,8 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
             tenant = ctx->key->tenant;
         }
 
-        if (ctx->limit_status) {
-            limit = limit_names[ctx->limit_status];
+        if (ctx->limit_status < NGX_HTTP_IG_LIMIT_NSTATUSES) {
+            limit = ngx_http_ig_limit_statuses[ctx->limit_status];
         }
 
         model = ctx->model;
