@@ -5,7 +5,8 @@
  * logs, with the very record parser and MAC code the module uses.
  *
  *   infergate-audit keygen ID
- *   infergate-audit verify --key FILE [--live] PATH...
+ *   infergate-audit verify --key FILE [--live] [--state FILE|--no-state]
+ *       PATH...
  *   infergate-audit sign --key FILE --pid N [--key-id ID] [--chain-id HEX]
  *       [--raw] < records                                 (testing aid)
  *
@@ -42,8 +43,10 @@ typedef struct {
     const char     *key_file;
     const char     *key_id;
     const char     *chain_id;
+    const char     *state_file;
     int64_t         pid;
     unsigned        live:1;
+    unsigned        no_state:1;
     unsigned        raw:1;
 } ig_tool_opts_t;
 
@@ -65,6 +68,8 @@ static int ig_tool_option_value(int argc, char **argv, int *i,
     const char *name, const char **value);
 static int ig_tool_load_ring(const char *file, ig_audit_keyring_t *ring);
 static int ig_tool_read_file(ig_audit_verify_t *v, const char *path);
+static int ig_tool_read_state(ig_audit_verify_t *v, const char *file,
+    const char *last);
 static void ig_tool_print_problem(void *data, const ig_audit_problem_t *p);
 static void ig_tool_summary(ig_audit_verify_t *v);
 static int ig_tool_buf_reserve(ig_tool_buf_t *b, size_t n);
@@ -127,12 +132,18 @@ ig_tool_usage(FILE *f)
         "      writable by group or others.  The last key of the file\n"
         "      signs new chains; keep retired keys to verify old logs.\n"
         "\n"
-        "  " IG_TOOL " verify --key FILE [--live] PATH...\n"
+        "  " IG_TOOL " verify --key FILE [--live] [--state FILE|--no-state]"
+        " PATH...\n"
         "      verify audit logs; several PATHs are one log in order\n"
-        "      (rotated files, oldest first), \"-\" is stdin.  Prints one\n"
-        "      line \"PATH:LINE: problem\" per problem, then a summary.\n"
-        "      --live: the newest chain of each writer (nginx worker pid)\n"
-        "      may lack its chain_end record (the log is still written).\n"
+        "      (rotated files, oldest first, all of them since the first\n"
+        "      chain), \"-\" is stdin.  Prints one line \"PATH:LINE:\n"
+        "      problem\" per problem, then a summary.  The chain state\n"
+        "      file is the last PATH + \".chainstate\" when it exists, or\n"
+        "      --state FILE; with it, removing the newest chains is found.\n"
+        "      --live: a chain the state file lists as open (its writer\n"
+        "      runs) may lack its chain_end record (the log is still\n"
+        "      written); chains from before chain links: the newest chain\n"
+        "      of each writer (nginx worker pid).\n"
         "      Exit status 0: everything verified, 1: problems found,\n"
         "      2: usage, unreadable or unsafe key file, unreadable log.\n"
         "\n"
@@ -233,6 +244,19 @@ ig_tool_options(int argc, char **argv, ig_tool_opts_t *o, int sign,
         if (rc == 0 && !sign && strcmp(argv[i], "--live") == 0) {
             o->live = 1;
             continue;
+        }
+
+        if (rc == 0 && !sign && strcmp(argv[i], "--no-state") == 0) {
+            o->no_state = 1;
+            continue;
+        }
+
+        if (rc == 0 && !sign) {
+            rc = ig_tool_option_value(argc, argv, &i, "--state", &val);
+            if (rc == 1) {
+                o->state_file = val;
+                continue;
+            }
         }
 
         if (rc == 0 && sign) {
@@ -408,7 +432,13 @@ ig_tool_verify(int argc, char **argv)
 
     rc = 0;
 
-    for (i = first; i < argc; i++) {
+    /* the state first: what it names was on disk before the log is read */
+
+    if (!o.no_state) {
+        rc = ig_tool_read_state(v, o.state_file, argv[argc - 1]);
+    }
+
+    for (i = first; rc == 0 && i < argc; i++) {
         if (ig_tool_read_file(v, argv[i]) != 0) {
             rc = 2;
             break;
@@ -429,6 +459,129 @@ ig_tool_verify(int argc, char **argv)
     ig_audit_verify_free(v);
     ig_audit_keyring_cleanse(ring);
     free(ring);
+
+    return rc;
+}
+
+
+/*
+ * Reads the chain state file under a shared fcntl() lock (writers hold an
+ * exclusive one while they write a marker and rewrite the state).  file
+ * NULL: LAST.chainstate, skipped when it does not exist.  Returns 0, or 2
+ * after a message.
+ */
+
+static int
+ig_tool_read_state(ig_audit_verify_t *v, const char *file, const char *last)
+{
+    int                fd, rc;
+    char               err[IG_ERR_LEN], *path, *text;
+    size_t             len;
+    ssize_t            n;
+    struct flock       fl;
+    ig_audit_state_t  *st;
+
+    path = NULL;
+
+    if (file == NULL) {
+        if (strcmp(last, "-") == 0) {
+            return 0;
+        }
+
+        len = strlen(last);
+        path = malloc(len + sizeof(IG_AUDIT_STATE_SUFFIX));
+        if (path == NULL) {
+            fprintf(stderr, IG_TOOL ": out of memory\n");
+            return 2;
+        }
+
+        memcpy(path, last, len);
+        memcpy(path + len, IG_AUDIT_STATE_SUFFIX,
+               sizeof(IG_AUDIT_STATE_SUFFIX));
+        file = path;
+    }
+
+    fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+
+    if (fd == -1) {
+        if (path && errno == ENOENT) {
+            free(path);
+            return 0;
+        }
+
+        fprintf(stderr, IG_TOOL ": %s: %s\n", file, strerror(errno));
+        free(path);
+        return 2;
+    }
+
+    memset(&fl, 0, sizeof(struct flock));
+    fl.l_type = F_RDLCK;
+    fl.l_whence = SEEK_SET;
+
+    while (fcntl(fd, F_SETLKW, &fl) == -1) {
+        if (errno != EINTR) {
+            fprintf(stderr, IG_TOOL ": %s: fcntl(F_RDLCK): %s\n", file,
+                    strerror(errno));
+            close(fd);
+            free(path);
+            return 2;
+        }
+    }
+
+    rc = 2;
+    st = malloc(sizeof(ig_audit_state_t));
+    text = malloc(IG_AUDIT_STATE_SIZE_MAX + 1);
+
+    if (st == NULL || text == NULL) {
+        fprintf(stderr, IG_TOOL ": out of memory\n");
+        goto done;
+    }
+
+    len = 0;
+
+    for ( ;; ) {
+        n = read(fd, text + len, IG_AUDIT_STATE_SIZE_MAX + 1 - len);
+
+        if (n == -1 && errno == EINTR) {
+            continue;
+        }
+
+        if (n == -1) {
+            fprintf(stderr, IG_TOOL ": %s: %s\n", file, strerror(errno));
+            goto done;
+        }
+
+        if (n == 0) {
+            break;
+        }
+
+        len += (size_t) n;
+
+        if (len > IG_AUDIT_STATE_SIZE_MAX) {
+            fprintf(stderr, IG_TOOL ": %s: larger than a chain state file\n",
+                    file);
+            goto done;
+        }
+    }
+
+    if (ig_audit_state_parse(st, text, len, err, sizeof(err)) != 0) {
+        fprintf(stderr, IG_TOOL ": %s: %s\n", file, err);
+        goto done;
+    }
+
+    if (ig_audit_verify_state(v, st, file) != 0) {
+        fprintf(stderr, IG_TOOL ": out of memory\n");
+        goto done;
+    }
+
+    rc = 0;
+
+done:
+
+    close(fd);
+    free(st);
+    free(text);
+    free(path);
 
     return rc;
 }
