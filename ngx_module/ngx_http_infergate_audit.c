@@ -759,9 +759,14 @@ ngx_http_ig_audit_marker(ngx_http_ig_audit_log_t *al, ig_audit_chain_t *chain,
         }
 
         if (w == -1) {
-            ngx_log_error(NGX_LOG_ERR, al->log, ngx_errno,
-                          "infergate_audit: write to \"%V\" failed, "
-                          "chain marker lost", &al->path);
+            /* as for buffers: a full disk logs once a second */
+            if (ngx_time() != al->err_logged) {
+                al->err_logged = ngx_time();
+                ngx_log_error(NGX_LOG_ERR, al->log, ngx_errno,
+                              "infergate_audit: write to \"%V\" failed, "
+                              "chain marker lost", &al->path);
+            }
+
             goto unlock;
         }
     }
