@@ -595,6 +595,11 @@ ngx_http_ig_audit_chain_end(ngx_http_ig_audit_log_t *al, ngx_uint_t sync)
     ngx_http_ig_audit_buf_t  *b;
 
     if (al->chain == NULL) {
+        if (sync) {
+            /* an exit after a reopen: the old chain's end is queued */
+            ngx_http_ig_audit_submit(al, 1);
+        }
+
         return;
     }
 

@@ -281,3 +281,22 @@ def test_live_accepts_only_running_writers(start_nginx, tmp_path):
     assert len(bad) == 1 and victim in bad[0] \
         and "has no end record" in bad[0], out
     ngx.stop()
+
+
+def test_reopen_then_quit_without_requests(start_nginx, tmp_path):
+    """A reopen queues the old chain's chain_end behind its records; a
+    quit before any other request must still write it."""
+    ngx, key = start(start_nginx, tmp_path, workers=2)
+    traffic(ngx, tag="a")
+    os.rename(ngx.prefix / "audit.log", ngx.prefix / "audit.log.1")
+    subprocess.run(ngx._cmd("-s", "reopen"), check=True,
+                   env=nginx_env(ngx.prefix), capture_output=True)
+    time.sleep(0.3)
+    ngx.stop()
+    old, cur = ngx.prefix / "audit.log.1", ngx.prefix / "audit.log"
+    files = [old] + ([cur] if cur.exists() else [])
+    rc, out = verify(key, *files, state=ngx.prefix / "audit.log.chainstate")
+    assert rc == 0, out
+    ends = [ln for ln in lines_of(old)
+            if rec(ln)["event"]["action"] == "chain_end"]
+    assert len(ends) == 2, out
