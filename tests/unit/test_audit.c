@@ -2137,6 +2137,7 @@ test_verify_links(void **state)
 
     /* a reset state: a second genesis; a copied state: a fork */
     memset(&old, 0, sizeof(old));
+    ig_audit_chain_close(a);
     a = ig_audit_chain_open(&ring.keys[0], "00000000000000000000000000000004");
     ig_t_marker(&log, a, &old, 1, 13);
     ig_t_marker(&log, a, &old, 0, 13);
