@@ -879,7 +879,9 @@ ig_audit_state_parse(ig_audit_state_t *st, const char *text, size_t len,
         } else if (n == 3 && memcmp(p, "end", 3) == 0) {
             ended = 1;
 
-        } else if (n > 5 && memcmp(p, "head ", 5) == 0 && !st->have_head) {
+        } else if (n > 5 && memcmp(p, "head ", 5) == 0 && !st->have_head
+                   && st->nopen == 0)
+        {
             k = 5;
 
             if (n < k + IG_AUDIT_CHAIN_ID_LEN + 1
