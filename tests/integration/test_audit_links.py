@@ -300,3 +300,31 @@ def test_reopen_then_quit_without_requests(start_nginx, tmp_path):
     ends = [ln for ln in lines_of(old)
             if rec(ln)["event"]["action"] == "chain_end"]
     assert len(ends) == 2, out
+
+
+def test_state_file_that_cannot_be_opened(nginx_t, tmp_path):
+    key = keyfile(tmp_path)
+    # a directory where the state file would go
+    (tmp_path / "t1").mkdir()
+    (tmp_path / "t1" / "a.log.chainstate").mkdir()
+    rc, out = nginx_t(http=f"infergate_audit @PREFIX@/a.log key={key} "
+                      f"key_id=k1;")
+    assert rc != 0, out
+    assert "infergate_audit" in out and "a.log.chainstate" in out, out
+
+
+def test_damaged_state_file_is_a_reported_reset(start_nginx, tmp_path):
+    """A state file torn or edited: the worker logs an alert and starts a
+    new genesis; the verifier reports the reset, never silence."""
+    ngx, key, log, state = three_generations(start_nginx, tmp_path)
+    state.write_text("infergate-chainstate 1\nhead garbage\n")
+    key2 = key
+    ngx2 = start_nginx(workers=1, http=f"""
+        infergate_audit {log} key={key2} key_id=k1 flush=100ms;
+    """, server="location / { @PROXY@ }")
+    ngx2.allowed_log.append(r".*\[alert\].*chain state file .* is damaged.*")
+    traffic(ngx2, tag="d")
+    ngx2.stop()
+    assert "is damaged" in ngx2.error_log
+    rc, out = verify(key, log, state=state)
+    assert rc == 1 and "second genesis" in out, out
