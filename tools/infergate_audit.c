@@ -8,7 +8,7 @@
  *   infergate-audit verify --key FILE [--live] [--state FILE|--no-state]
  *       PATH...
  *   infergate-audit sign --key FILE --pid N [--key-id ID] [--chain-id HEX]
- *       [--raw] < records                                 (testing aid)
+ *       [--raw] [--state FILE] < records                  (testing aid)
  *
  * Exit status: 0 verified (or done), 1 problems found, 2 usage, an
  * unreadable or unsafe key file, an unreadable log, or a runtime failure.
@@ -75,6 +75,10 @@ static void ig_tool_summary(ig_audit_verify_t *v);
 static int ig_tool_buf_reserve(ig_tool_buf_t *b, size_t n);
 static int ig_tool_buf_add(ig_tool_buf_t *b, const void *data, size_t n);
 static int ig_tool_seal_write(ig_audit_chain_t *chain, ig_tool_buf_t *b);
+static int ig_tool_sign_marker(ig_audit_chain_t *chain, ig_tool_buf_t *b,
+    ig_audit_state_t *st, int start, int64_t pid);
+static int ig_tool_state_io(const char *file, ig_audit_state_t *st,
+    int save);
 static void ig_tool_timestamp(char *out);
 static int ig_tool_json_valid(const unsigned char *s, size_t len);
 static int ig_tool_parse_pid(const char *s, int64_t *pid);
@@ -148,7 +152,7 @@ ig_tool_usage(FILE *f)
         "      2: usage, unreadable or unsafe key file, unreadable log.\n"
         "\n"
         "  " IG_TOOL " sign --key FILE --pid N [--key-id ID] [--chain-id HEX]"
-        " [--raw]\n"
+        " [--raw] [--state FILE]\n"
         "      testing aid: writes one chain to stdout, a chain_start\n"
         "      record, one record per stdin line and a chain_end record,\n"
         "      as the module would.  Each stdin line is a JSON object\n"
@@ -157,7 +161,9 @@ ig_tool_usage(FILE *f)
         "      stdin line is instead raw bytes, escaped into url.original\n"
         "      of a generated record.  The key is the last of FILE unless\n"
         "      --key-id names another; the chain id is random unless given\n"
-        "      (32 lowercase hex digits).\n",
+        "      (32 lowercase hex digits).  --state FILE: the markers are\n"
+        "      linked through that chain state file (created if absent),\n"
+        "      as nginx links them (a whole chain at once, no locking).\n",
         IG_AUDIT_KEY_ID_MAX);
 }
 
@@ -260,6 +266,16 @@ ig_tool_options(int argc, char **argv, ig_tool_opts_t *o, int sign,
         }
 
         if (rc == 0 && sign) {
+            rc = ig_tool_option_value(argc, argv, &i, "--state", &val);
+            if (rc == 1) {
+                o->state_file = val;
+                continue;
+            }
+
+            if (rc == -1) {
+                return 2;
+            }
+
             if (strcmp(argv[i], "--raw") == 0) {
                 o->raw = 1;
                 continue;
@@ -728,8 +744,11 @@ ig_tool_sign(int argc, char **argv)
     ig_tool_opts_t         o;
     ig_tool_buf_t          b;
     ig_audit_chain_t      *chain;
+    ig_audit_state_t      *st;
     ig_audit_keyring_t    *ring;
     const ig_audit_key_t  *key;
+
+    st = NULL;
 
     rc = ig_tool_options(argc, argv, &o, 1, &first);
     if (rc != 0) {
@@ -801,7 +820,15 @@ ig_tool_sign(int argc, char **argv)
 
     b.len = 0;
 
-    if (ig_tool_buf_add(&b, head, n) != 0 || ig_tool_seal_write(chain, &b))
+    if (o.state_file) {
+        st = malloc(sizeof(ig_audit_state_t));
+        if (st == NULL || ig_tool_state_io(o.state_file, st, 0) != 0) {
+            goto done;
+        }
+    }
+
+    if (ig_tool_buf_add(&b, head, n) != 0
+        || ig_tool_sign_marker(chain, &b, st, 1, o.pid) != 0)
     {
         goto done;
     }
@@ -912,8 +939,13 @@ ig_tool_sign(int argc, char **argv)
 
     b.len = 0;
 
-    if (ig_tool_buf_add(&b, head, n) != 0 || ig_tool_seal_write(chain, &b))
+    if (ig_tool_buf_add(&b, head, n) != 0
+        || ig_tool_sign_marker(chain, &b, st, 0, o.pid) != 0)
     {
+        goto done;
+    }
+
+    if (st && ig_tool_state_io(o.state_file, st, 1) != 0) {
         goto done;
     }
 
@@ -928,11 +960,99 @@ done:
 
     free(line);
     free(b.data);
+    free(st);
     ig_audit_chain_close(chain);
     ig_audit_keyring_cleanse(ring);
     free(ring);
 
     return rc;
+}
+
+
+/* A marker: linked to st's head and made the head, as nginx does. */
+
+static int
+ig_tool_sign_marker(ig_audit_chain_t *chain, ig_tool_buf_t *b,
+    ig_audit_state_t *st, int start, int64_t pid)
+{
+    uint64_t  seq;
+
+    if (st == NULL) {
+        return ig_tool_seal_write(chain, b);
+    }
+
+    if (ig_tool_buf_reserve(b, IG_AUDIT_LINK_MAX) != 0) {
+        return -1;
+    }
+
+    b->len += ig_audit_state_link(st, b->data + b->len);
+    seq = ig_audit_chain_seq(chain);
+
+    if (ig_tool_seal_write(chain, b) != 0) {
+        return -1;
+    }
+
+    ig_audit_state_advance(st, b->data, b->len, ig_audit_chain_get_id(chain),
+                           seq, start, pid, NULL);
+
+    return 0;
+}
+
+
+/* Reads (a missing file is a fresh state) or writes a state file. */
+
+static int
+ig_tool_state_io(const char *file, ig_audit_state_t *st, int save)
+{
+    char    err[IG_ERR_LEN], *text;
+    size_t  len;
+    FILE   *f;
+
+    text = malloc(IG_AUDIT_STATE_SIZE_MAX + 1);
+    if (text == NULL) {
+        fprintf(stderr, IG_TOOL ": out of memory\n");
+        return -1;
+    }
+
+    if (save) {
+        len = ig_audit_state_format(st, text, IG_AUDIT_STATE_SIZE_MAX);
+        f = fopen(file, "w");
+
+        if (f == NULL || fwrite(text, 1, len, f) != len || fclose(f) != 0) {
+            fprintf(stderr, IG_TOOL ": %s: %s\n", file, strerror(errno));
+            free(text);
+            return -1;
+        }
+
+        free(text);
+        return 0;
+    }
+
+    len = 0;
+    f = fopen(file, "r");
+
+    if (f) {
+        len = fread(text, 1, IG_AUDIT_STATE_SIZE_MAX + 1, f);
+        fclose(f);
+
+    } else if (errno != ENOENT) {
+        fprintf(stderr, IG_TOOL ": %s: %s\n", file, strerror(errno));
+        free(text);
+        return -1;
+    }
+
+    if (len > IG_AUDIT_STATE_SIZE_MAX
+        || ig_audit_state_parse(st, text, len, err, sizeof(err)) != 0)
+    {
+        fprintf(stderr, IG_TOOL ": %s: %s\n", file,
+                len > IG_AUDIT_STATE_SIZE_MAX ? "too large" : err);
+        free(text);
+        return -1;
+    }
+
+    free(text);
+
+    return 0;
 }
 
 
@@ -1008,6 +1128,8 @@ ig_tool_seal_write(ig_audit_chain_t *chain, ig_tool_buf_t *b)
         fprintf(stderr, IG_TOOL ": writing to stdout: %s\n", strerror(errno));
         return -1;
     }
+
+    b->len = n;                         /* the sealed line */
 
     return 0;
 }
