@@ -352,12 +352,23 @@ ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
  * workers need no right on the directory; they lock it with fcntl().
  */
 
+static void
+ngx_http_ig_audit_close_state(void *data)
+{
+    ngx_http_ig_audit_log_t *al = data;
+
+    if (al->state_fd != NGX_INVALID_FILE) {
+        (void) ngx_close_file(al->state_fd);
+        al->state_fd = NGX_INVALID_FILE;
+    }
+}
+
+
 static ngx_int_t
 ngx_http_ig_audit_open_state(ngx_conf_t *cf, ngx_http_ig_audit_log_t *al)
 {
     u_char                   *p;
     ngx_pool_cleanup_t       *cln;
-    ngx_pool_cleanup_file_t  *clnf;
 
     al->state_path.len = al->file->name.len
                          + sizeof(IG_AUDIT_STATE_SUFFIX) - 1;
@@ -370,7 +381,7 @@ ngx_http_ig_audit_open_state(ngx_conf_t *cf, ngx_http_ig_audit_log_t *al)
                    al->file->name.len);
     ngx_memcpy(p, IG_AUDIT_STATE_SUFFIX, sizeof(IG_AUDIT_STATE_SUFFIX));
 
-    cln = ngx_pool_cleanup_add(cf->pool, sizeof(ngx_pool_cleanup_file_t));
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
     if (cln == NULL) {
         return NGX_ERROR;
     }
@@ -385,11 +396,9 @@ ngx_http_ig_audit_open_state(ngx_conf_t *cf, ngx_http_ig_audit_log_t *al)
         return NGX_ERROR;
     }
 
-    cln->handler = ngx_pool_cleanup_file;
-    clnf = cln->data;
-    clnf->fd = al->state_fd;
-    clnf->name = al->state_path.data;
-    clnf->log = cf->log;
+    /* not ngx_pool_cleanup_file(): cf->log is the previous cycle's log */
+    cln->handler = ngx_http_ig_audit_close_state;
+    cln->data = al;
 
     return NGX_OK;
 }
