@@ -60,6 +60,9 @@
 #define IG_AUDIT_PROBLEM_TEXT      256
 
 #define IG_AUDIT_VERIFY_LIVE       0x01
+#define IG_AUDIT_VERIFY_PARTIAL    0x02    /* older files left out: the   */
+                                           /* first dangling link is the  */
+                                           /* start of what was given     */
 
 /* infergate.link of a chain marker (ig_audit.h) */
 #define IG_AUDIT_LINK_NONE         0       /* none: written before links  */

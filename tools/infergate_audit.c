@@ -5,8 +5,8 @@
  * logs, with the very record parser and MAC code the module uses.
  *
  *   infergate-audit keygen ID
- *   infergate-audit verify --key FILE [--live] [--state FILE|--no-state]
- *       PATH...
+ *   infergate-audit verify --key FILE [--live] [--partial]
+ *       [--state FILE|--no-state] PATH...
  *   infergate-audit sign --key FILE --pid N [--key-id ID] [--chain-id HEX]
  *       [--raw] [--state FILE] < records                  (testing aid)
  *
@@ -46,6 +46,7 @@ typedef struct {
     const char     *state_file;
     int64_t         pid;
     unsigned        live:1;
+    unsigned        partial:1;
     unsigned        no_state:1;
     unsigned        raw:1;
 } ig_tool_opts_t;
@@ -136,8 +137,8 @@ ig_tool_usage(FILE *f)
         "      writable by group or others.  The last key of the file\n"
         "      signs new chains; keep retired keys to verify old logs.\n"
         "\n"
-        "  " IG_TOOL " verify --key FILE [--live] [--state FILE|--no-state]"
-        " PATH...\n"
+        "  " IG_TOOL " verify --key FILE [--live] [--partial]"
+        " [--state FILE|--no-state] PATH...\n"
         "      verify audit logs; several PATHs are one log in order\n"
         "      (rotated files, oldest first, all of them since the first\n"
         "      chain), \"-\" is stdin.  Prints one line \"PATH:LINE:\n"
@@ -148,6 +149,8 @@ ig_tool_usage(FILE *f)
         "      runs) may lack its chain_end record (the log is still\n"
         "      written); chains from before chain links: the newest chain\n"
         "      of each writer (nginx worker pid).\n"
+        "      --partial: older rotated files were deleted: the first\n"
+        "      marker naming one that is not given starts the log.\n"
         "      Exit status 0: everything verified, 1: problems found,\n"
         "      2: usage, unreadable or unsafe key file, unreadable log.\n"
         "\n"
@@ -249,6 +252,11 @@ ig_tool_options(int argc, char **argv, ig_tool_opts_t *o, int sign,
 
         if (rc == 0 && !sign && strcmp(argv[i], "--live") == 0) {
             o->live = 1;
+            continue;
+        }
+
+        if (rc == 0 && !sign && strcmp(argv[i], "--partial") == 0) {
+            o->partial = 1;
             continue;
         }
 
@@ -436,7 +444,8 @@ ig_tool_verify(int argc, char **argv)
         return 2;
     }
 
-    v = ig_audit_verify_new(ring, o.live ? IG_AUDIT_VERIFY_LIVE : 0);
+    v = ig_audit_verify_new(ring, (o.live ? IG_AUDIT_VERIFY_LIVE : 0)
+                                  | (o.partial ? IG_AUDIT_VERIFY_PARTIAL : 0));
     if (v == NULL) {
         fprintf(stderr, IG_TOOL ": out of memory\n");
         ig_audit_keyring_cleanse(ring);

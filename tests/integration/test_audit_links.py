@@ -242,9 +242,22 @@ def test_rotated_files(start_nginx, tmp_path):
     rc, out = verify(key, old, cur)
     assert rc == 0, out
 
-    # the current file alone: what came before it is missing
+    # the current file alone: what came before it is missing...
     rc, out = verify(key, cur)
     assert rc == 1 and "removed chain or records" in out, out
+    # ...unless older files were deleted on purpose (logrotate)
+    r = subprocess.run([str(AUDIT_TOOL), "verify", "--key", str(key),
+                        "--partial", str(cur)], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # but a chain cut from it still shows
+    lines = lines_of(cur)
+    victim = chains_in_order(lines)[1]
+    cut = write(tmp_path / "cut.log", without_chain(lines, victim))
+    r = subprocess.run([str(AUDIT_TOOL), "verify", "--key", str(key),
+                        "--partial", "--state", str(state), str(cut)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and victim in r.stdout, r.stdout
 
     # a chain removed from the rotated file
     lines = lines_of(old)
