@@ -781,3 +781,301 @@ ig_audit_seal(ig_audit_chain_t *c, unsigned char *buf, size_t len)
 
     return (size_t) (p - buf);
 }
+
+
+/* ---- the chain state file ----------------------------------------------- */
+
+
+static int
+ig_audit_state_hex_ok(const char *s, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < len; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* a canonical decimal at s (up to 20 digits), the digits it used, or 0 */
+
+static size_t
+ig_audit_state_u64(const char *s, size_t len, uint64_t *out)
+{
+    size_t    i;
+    uint64_t  n;
+
+    n = 0;
+
+    for (i = 0; i < len && i < 20 && s[i] >= '0' && s[i] <= '9'; i++) {
+        if (n > (UINT64_MAX - (uint64_t) (s[i] - '0')) / 10) {
+            return 0;
+        }
+
+        n = n * 10 + (uint64_t) (s[i] - '0');
+    }
+
+    if (i == 0 || (s[0] == '0' && i > 1)) {
+        return 0;
+    }
+
+    *out = n;
+
+    return i;
+}
+
+
+int
+ig_audit_state_parse(ig_audit_state_t *st, const char *text, size_t len,
+    char *err, size_t errlen)
+{
+    size_t       n, k;
+    uint64_t     v;
+    unsigned     lineno, ended;
+    const char  *p, *end, *nl;
+
+    memset(st, 0, sizeof(ig_audit_state_t));
+
+    if (len == 0) {
+        return 0;
+    }
+
+    p = text;
+    end = text + len;
+    lineno = 0;
+    ended = 0;
+
+    while (p < end) {
+        lineno++;
+
+        nl = memchr(p, '\n', (size_t) (end - p));
+        if (nl == NULL) {
+            ig_audit_err(err, errlen, "line %u: no newline (incomplete)",
+                         lineno);
+            return -1;
+        }
+
+        n = (size_t) (nl - p);
+
+        if (ended) {
+            ig_audit_err(err, errlen, "line %u: text after \"end\"",
+                         lineno);
+            return -1;
+        }
+
+        if (lineno == 1) {
+            if (n != sizeof("infergate-chainstate 1") - 1
+                || memcmp(p, "infergate-chainstate 1", n) != 0)
+            {
+                ig_audit_err(err, errlen, "line 1: not an infergate chain "
+                             "state file (version 1)");
+                return -1;
+            }
+
+        } else if (n == 3 && memcmp(p, "end", 3) == 0) {
+            ended = 1;
+
+        } else if (n > 5 && memcmp(p, "head ", 5) == 0 && !st->have_head
+                   && st->nopen == 0)
+        {
+            k = 5;
+
+            if (n < k + IG_AUDIT_CHAIN_ID_LEN + 1
+                || !ig_audit_state_hex_ok(p + k, IG_AUDIT_CHAIN_ID_LEN)
+                || p[k + IG_AUDIT_CHAIN_ID_LEN] != ' ')
+            {
+                goto bad;
+            }
+
+            memcpy(st->head_chain, p + k, IG_AUDIT_CHAIN_ID_LEN);
+            k += IG_AUDIT_CHAIN_ID_LEN + 1;
+
+            k += ig_audit_state_u64(p + k, n - k, &v);
+            if (k >= n || p[k] != ' ' || v == UINT64_MAX) {
+                goto bad;
+            }
+
+            st->head_seq = v;
+            k++;
+
+            if (n - k != IG_AUDIT_MAC_HEX
+                || !ig_audit_state_hex_ok(p + k, IG_AUDIT_MAC_HEX))
+            {
+                goto bad;
+            }
+
+            memcpy(st->head_mac, p + k, IG_AUDIT_MAC_HEX);
+            st->have_head = 1;
+
+        } else if (n > 5 && memcmp(p, "open ", 5) == 0) {
+            k = 5;
+
+            if (st->nopen == IG_AUDIT_STATE_OPEN_MAX
+                || n < k + IG_AUDIT_CHAIN_ID_LEN + 2
+                || !ig_audit_state_hex_ok(p + k, IG_AUDIT_CHAIN_ID_LEN)
+                || p[k + IG_AUDIT_CHAIN_ID_LEN] != ' ')
+            {
+                goto bad;
+            }
+
+            memcpy(st->open[st->nopen].chain, p + k, IG_AUDIT_CHAIN_ID_LEN);
+            k += IG_AUDIT_CHAIN_ID_LEN + 1;
+
+            if (ig_audit_state_u64(p + k, n - k, &v) != n - k
+                || v > INT64_MAX)
+            {
+                goto bad;
+            }
+
+            st->open[st->nopen++].pid = (int64_t) v;
+
+        } else {
+            goto bad;
+        }
+
+        p = nl + 1;
+    }
+
+    if (!ended) {
+        ig_audit_err(err, errlen, "line %u: no \"end\" line (incomplete)",
+                     lineno);
+        return -1;
+    }
+
+    return 0;
+
+bad:
+
+    ig_audit_err(err, errlen, "line %u: bad line", lineno);
+    return -1;
+}
+
+
+size_t
+ig_audit_state_format(const ig_audit_state_t *st, char *buf, size_t size)
+{
+    int       n;
+    size_t    len;
+    unsigned  i;
+
+    len = 0;
+
+    n = snprintf(buf, size, "infergate-chainstate 1\n");
+    if (n < 0 || (size_t) n >= size) {
+        return 0;
+    }
+
+    len = (size_t) n;
+
+    if (st->have_head) {
+        n = snprintf(buf + len, size - len, "head %.32s %llu %.64s\n",
+                     st->head_chain, (unsigned long long) st->head_seq,
+                     st->head_mac);
+        if (n < 0 || (size_t) n >= size - len) {
+            return 0;
+        }
+
+        len += (size_t) n;
+    }
+
+    for (i = 0; i < st->nopen; i++) {
+        n = snprintf(buf + len, size - len, "open %.32s %lld\n",
+                     st->open[i].chain, (long long) st->open[i].pid);
+        if (n < 0 || (size_t) n >= size - len) {
+            return 0;
+        }
+
+        len += (size_t) n;
+    }
+
+    n = snprintf(buf + len, size - len, "end\n");
+    if (n < 0 || (size_t) n >= size - len) {
+        return 0;
+    }
+
+    return len + (size_t) n;
+}
+
+
+size_t
+ig_audit_state_link(const ig_audit_state_t *st, unsigned char *p)
+{
+    unsigned char  *start;
+
+    start = p;
+
+    if (!st->have_head) {
+        memcpy(p, "\"link\":\"genesis\",", sizeof("\"link\":\"genesis\",") - 1);
+        return sizeof("\"link\":\"genesis\",") - 1;
+    }
+
+    memcpy(p, "\"link\":\"", 8);
+    p += 8;
+    memcpy(p, st->head_chain, IG_AUDIT_CHAIN_ID_LEN);
+    p += IG_AUDIT_CHAIN_ID_LEN;
+    *p++ = ':';
+    p += ig_audit_u64(p, st->head_seq);
+    *p++ = ':';
+    memcpy(p, st->head_mac, IG_AUDIT_MAC_HEX);
+    p += IG_AUDIT_MAC_HEX;
+    *p++ = '"';
+    *p++ = ',';
+
+    return (size_t) (p - start);
+}
+
+
+void
+ig_audit_state_advance(ig_audit_state_t *st, const unsigned char *line,
+    size_t len, const char *chain, uint64_t seq, int start, int64_t pid,
+    int (*alive)(int64_t pid))
+{
+    unsigned  i, j;
+
+    /* the mac: the 64 hex digits before "}}\n" */
+
+    if (len < IG_AUDIT_MAC_TAIL + 1) {
+        return;
+    }
+
+    st->have_head = 1;
+    memcpy(st->head_chain, chain, IG_AUDIT_CHAIN_ID_LEN);
+    st->head_chain[IG_AUDIT_CHAIN_ID_LEN] = '\0';
+    st->head_seq = seq;
+    memcpy(st->head_mac, line + len - 1 - IG_AUDIT_MAC_TAIL,
+           IG_AUDIT_MAC_HEX);
+    st->head_mac[IG_AUDIT_MAC_HEX] = '\0';
+
+    for (i = 0, j = 0; i < st->nopen; i++) {
+        if (memcmp(st->open[i].chain, chain, IG_AUDIT_CHAIN_ID_LEN) == 0) {
+            continue;
+        }
+
+        if (alive && !alive(st->open[i].pid)) {
+            continue;
+        }
+
+        st->open[j++] = st->open[i];
+    }
+
+    st->nopen = j;
+
+    if (!start) {
+        return;
+    }
+
+    if (st->nopen == IG_AUDIT_STATE_OPEN_MAX) {
+        memmove(st->open, st->open + 1,
+                (IG_AUDIT_STATE_OPEN_MAX - 1) * sizeof(ig_audit_state_open_t));
+        st->nopen--;
+    }
+
+    memcpy(st->open[st->nopen].chain, chain, IG_AUDIT_CHAIN_ID_LEN);
+    st->open[st->nopen].chain[IG_AUDIT_CHAIN_ID_LEN] = '\0';
+    st->open[st->nopen].pid = pid;
+    st->nopen++;
+}

@@ -177,4 +177,87 @@ int ig_audit_hmac(ig_audit_hmac_t *h, const unsigned char *data,
 void ig_audit_hex(char *out, const unsigned char *in, size_t n);
 
 
+/* ---- chain links and the chain state file ------------------------------ */
+
+/*
+ * Every chain marker (chain_start and chain_end) carries, among the
+ * "infergate" members before the chain members, the member
+ *
+ *   "link":"genesis"                         the first marker of the log
+ *   "link":"<chain id>:<seq>:<64 hex mac>"   the marker sealed just
+ *                                            before it, by any writer
+ *
+ * so that all the markers written to one file path, by every worker,
+ * across reloads and restarts, form one list in the order they were
+ * sealed.  The list's newest marker and the chains started and not yet
+ * ended are kept in PATH.chainstate, a small text file:
+ *
+ *   infergate-chainstate 1
+ *   head <chain id> <seq> <64 hex mac>     (absent: no marker yet)
+ *   open <chain id> <pid>                  (one per chain not ended)
+ *   end
+ *
+ * A writer takes an exclusive fcntl() lock on the state file, reads it,
+ * seals its marker naming the head, writes the marker to the log, then
+ * rewrites the state and unlocks; a reader takes a shared lock.
+ */
+
+#define IG_AUDIT_STATE_SUFFIX      ".chainstate"
+#define IG_AUDIT_STATE_OPEN_MAX    256
+#define IG_AUDIT_STATE_SIZE_MAX                                              \
+    (128 + IG_AUDIT_STATE_OPEN_MAX * (6 + IG_AUDIT_CHAIN_ID_LEN + 21))
+
+/* room the "link" member needs, with its comma */
+#define IG_AUDIT_LINK_MAX                                                    \
+    (sizeof("\"link\":\"::\",") - 1 + IG_AUDIT_CHAIN_ID_LEN + 20          \
+     + IG_AUDIT_MAC_HEX)
+
+
+typedef struct {
+    char                chain[IG_AUDIT_CHAIN_ID_LEN + 1];
+    int64_t             pid;
+} ig_audit_state_open_t;
+
+
+typedef struct {
+    unsigned            have_head;
+    char                head_chain[IG_AUDIT_CHAIN_ID_LEN + 1];
+    uint64_t            head_seq;
+    char                head_mac[IG_AUDIT_MAC_HEX + 1];
+    unsigned            nopen;
+    ig_audit_state_open_t  open[IG_AUDIT_STATE_OPEN_MAX];
+} ig_audit_state_t;
+
+
+/*
+ * Parses state file text; empty text is a fresh state (no head, nothing
+ * open).  Returns 0, or -1 with "line N: reason" in err (an incomplete
+ * file, without its "end" line, is an error).
+ */
+int ig_audit_state_parse(ig_audit_state_t *st, const char *text, size_t len,
+    char *err, size_t errlen);
+
+/* Writes the text of st into buf; returns its length, 0 if size is short */
+size_t ig_audit_state_format(const ig_audit_state_t *st, char *buf,
+    size_t size);
+
+/*
+ * Writes the "link" member naming st's head (or "genesis"), with a
+ * trailing comma, at p; returns the bytes written (IG_AUDIT_LINK_MAX at
+ * most).
+ */
+size_t ig_audit_state_link(const ig_audit_state_t *st, unsigned char *p);
+
+/*
+ * After a marker was sealed (line[0..len) as ig_audit_seal() made it) and
+ * written: makes it the head; a chain_start (start = 1) adds the chain as
+ * open with pid, a chain_end removes it.  Open chains whose pid alive()
+ * says is gone are dropped first (alive may be NULL); when the table is
+ * full, the oldest entry is dropped.
+ */
+void ig_audit_state_advance(ig_audit_state_t *st, const unsigned char *line,
+    size_t len, const char *chain, uint64_t seq, int start, int64_t pid,
+    int (*alive)(int64_t pid));
+
+
 #endif /* _IG_AUDIT_H_INCLUDED_ */

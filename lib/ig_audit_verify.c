@@ -29,7 +29,7 @@
 #include "ig_audit_verify.h"
 
 
-#define IG_AV_NTYPES          (IG_AUDIT_P_LOST + 1)
+#define IG_AV_NTYPES          (IG_AUDIT_P_STATE + 1)
 #define IG_AV_ID_BYTES        (IG_AUDIT_CHAIN_ID_LEN / 2)
 
 /* the chain members, in the order the sealer writes them */
@@ -44,6 +44,7 @@
 #define IG_AV_M_ACTION        8       /* "action" inside "event"        */
 #define IG_AV_M_RECORDS       9       /* chain_end's counts             */
 #define IG_AV_M_LOST          10
+#define IG_AV_M_LINK          11      /* a marker's link, see ig_audit.h */
 
 /* the member being read at depth 1 */
 #define IG_AV_K_OTHER         0
@@ -107,7 +108,26 @@ typedef struct {
     unsigned            have_key:1;
     unsigned            have_seen:1;
     unsigned            live:1;
+    unsigned            linked:1;      /* its chain_start has a link     */
 } ig_av_chain_t;
+
+
+/* a chain marker with a link (trusted: its MAC verified) */
+typedef struct {
+    unsigned char       chain[IG_AV_ID_BYTES];
+    uint64_t            seq;
+    unsigned char       mac[IG_AUDIT_MAC_LEN];
+    unsigned            link;
+    unsigned char       link_chain[IG_AV_ID_BYTES];
+    uint64_t            link_seq;
+    unsigned char       link_mac[IG_AUDIT_MAC_LEN];
+    ig_audit_action_e   action;
+    const char         *path;
+    uint64_t            line;
+    size_t              next;          /* index + 1 of its successor     */
+    unsigned            named;         /* times named as predecessor     */
+    unsigned            newer:1;       /* after the state file's head    */
+} ig_av_marker_t;
 
 
 struct ig_audit_verify_s {
@@ -146,6 +166,13 @@ struct ig_audit_verify_s {
     size_t                     index_cap;     /* a power of 2           */
     uint64_t                   seed[2];
     uint64_t                   order;
+
+    ig_av_marker_t            *markers;
+    size_t                     nmarkers;
+    size_t                     amarkers;
+
+    ig_audit_state_t          *state;       /* NULL: none given          */
+    char                      *state_path;
 };
 
 
@@ -158,12 +185,16 @@ typedef struct {
     unsigned            last_is_ig;
     unsigned            tail[5];
     unsigned            ntail;
-    unsigned            seen[IG_AV_M_LOST + 1];
+    unsigned            seen[IG_AV_M_LINK + 1];
     unsigned            nactions;
     ig_audit_action_e   action;
     int64_t             pid;
     int64_t             records;
     int64_t             lost;
+    unsigned            link;
+    char                link_chain[IG_AUDIT_CHAIN_ID_LEN];
+    uint64_t            link_seq;
+    unsigned char       link_mac[IG_AUDIT_MAC_LEN];
     const char         *reason;
 
     char                chain[IG_AUDIT_CHAIN_ID_LEN];
@@ -190,6 +221,8 @@ static int ig_av_parse_action(ig_av_parse_t *p, int type,
 static int ig_av_value(ig_av_parse_t *p, int type, const unsigned char *s,
     size_t len);
 static int ig_av_end(ig_av_parse_t *p);
+static int ig_av_parse_link(ig_av_parse_t *p, int type,
+    const unsigned char *s, size_t len);
 static int ig_av_layout(ig_av_parse_t *p, const unsigned char *line,
     size_t len, ig_audit_record_t *rec);
 static int ig_av_hex(const char *s, size_t len, unsigned char *out);
@@ -224,6 +257,9 @@ static void ig_av_problem(ig_audit_verify_t *v, ig_audit_problem_type_e type,
     const char *path, uint64_t line, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 static int ig_av_cmp_writer(const void *a, const void *b);
+static int ig_av_marker_add(ig_audit_verify_t *v, const unsigned char *id,
+    const ig_audit_record_t *rec);
+static void ig_av_links(ig_audit_verify_t *v);
 
 
 static const yajl_callbacks  ig_av_callbacks = {
@@ -258,7 +294,10 @@ static const char  *ig_av_names[IG_AV_NTYPES] = {
     "key id changed within a chain",
     "chain has no end record",
     "record count mismatch",
-    "records lost"
+    "records lost",
+    "removed chain or records",
+    "chain markers forked",
+    "newest chain marker missing"
 };
 
 
@@ -521,6 +560,9 @@ ig_av_map_key(void *ctx, const unsigned char *s, size_t len)
     } else if (ig_av_key_is(s, len, "lost")) {
         p->d2_key = IG_AV_M_LOST;
 
+    } else if (ig_av_key_is(s, len, "link")) {
+        p->d2_key = IG_AV_M_LINK;
+
     } else {
         return 1;
     }
@@ -674,6 +716,16 @@ ig_av_value(ig_av_parse_t *p, int type, const unsigned char *s, size_t len)
         m = IG_AV_M_OTHER;
         break;
 
+    case IG_AV_M_LINK:
+        if (ig_av_parse_link(p, type, s, len) != 0) {
+            p->reason = "infergate.link is not \"genesis\" nor "
+                        "\"<chain>:<seq>:<mac>\"";
+            return 0;
+        }
+
+        m = IG_AV_M_OTHER;
+        break;
+
     default:
         m = IG_AV_M_OTHER;
     }
@@ -768,6 +820,61 @@ ig_av_layout(ig_av_parse_t *p, const unsigned char *line, size_t len,
     rec->pid = p->pid;
     rec->records = p->records;
     rec->lost = p->lost;
+    rec->link = p->link;
+    memcpy(rec->link_chain, p->link_chain, IG_AUDIT_CHAIN_ID_LEN);
+    rec->link_seq = p->link_seq;
+    memcpy(rec->link_mac, p->link_mac, IG_AUDIT_MAC_LEN);
+
+    return 0;
+}
+
+
+/* "genesis" or "<32 hex>:<seq>:<64 hex>" */
+
+static int
+ig_av_parse_link(ig_av_parse_t *p, int type, const unsigned char *s,
+    size_t len)
+{
+    size_t       i;
+    const char  *c, *colon;
+
+    if (type != IG_AV_T_STRING) {
+        return -1;
+    }
+
+    if (ig_av_key_is(s, len, "genesis")) {
+        p->link = IG_AUDIT_LINK_GENESIS;
+        return 0;
+    }
+
+    c = (const char *) s;
+
+    if (len < IG_AUDIT_CHAIN_ID_LEN + 3 + IG_AUDIT_MAC_HEX
+        || c[IG_AUDIT_CHAIN_ID_LEN] != ':'
+        || c[len - IG_AUDIT_MAC_HEX - 1] != ':')
+    {
+        return -1;
+    }
+
+    for (i = 0; i < IG_AUDIT_CHAIN_ID_LEN; i++) {
+        if (!((c[i] >= '0' && c[i] <= '9') || (c[i] >= 'a' && c[i] <= 'f'))) {
+            return -1;
+        }
+    }
+
+    colon = c + len - IG_AUDIT_MAC_HEX - 1;
+
+    if (ig_av_u64(c + IG_AUDIT_CHAIN_ID_LEN + 1,
+                  (size_t) (colon - c) - IG_AUDIT_CHAIN_ID_LEN - 1,
+                  &p->link_seq)
+        != 0
+        || ig_av_hex(colon + 1, IG_AUDIT_MAC_HEX, p->link_mac) != 0)
+    {
+        return -1;
+    }
+
+    memcpy(p->link_chain, c, IG_AUDIT_CHAIN_ID_LEN);
+    p->link = IG_AUDIT_LINK_NAMED;
 
     return 0;
 }
@@ -880,6 +987,9 @@ ig_audit_verify_free(ig_audit_verify_t *v)
     }
 
     free(v->paths);
+    free(v->markers);
+    free(v->state);
+    free(v->state_path);
     free(v->problems);
     free(v->buf);
     free(v->chains);
@@ -1145,6 +1255,14 @@ ig_av_record(ig_audit_verify_t *v, const unsigned char *line,
     }
 
     v->nverified++;
+
+    if (rec->link != IG_AUDIT_LINK_NONE
+        && (rec->action == IG_AUDIT_ACTION_START
+            || rec->action == IG_AUDIT_ACTION_END)
+        && ig_av_marker_add(v, id, rec) != 0)
+    {
+        return -1;
+    }
 
     if (c == NULL) {
         c = ig_av_create(v, id);
@@ -1415,6 +1533,7 @@ ig_av_action(ig_audit_verify_t *v, ig_av_chain_t *c,
         if (rec->action == IG_AUDIT_ACTION_START) {
             c->started = 1;
             c->pid = rec->pid;
+            c->linked = trusted && rec->link != IG_AUDIT_LINK_NONE;
             c->start_order = ++v->order;
 
             if (rec->pid < 0 && trusted) {
@@ -1608,7 +1727,14 @@ ig_audit_verify_finish(ig_audit_verify_t *v)
         }
     }
 
-    /* --live: the newest chain of each writer may still be open */
+    /* the list of chain markers, the state file, and live linked chains */
+
+    ig_av_links(v);
+
+    /*
+     * --live, chains written before links existed: the newest chain of
+     * each writer may still be open (linked chains: see ig_av_links())
+     */
 
     if ((v->flags & IG_AUDIT_VERIFY_LIVE) && v->nchains) {
         w = malloc(v->nchains * sizeof(ig_av_writer_t));
@@ -1619,7 +1745,7 @@ ig_audit_verify_finish(ig_audit_verify_t *v)
             for (i = 0; i < v->nchains; i++) {
                 c = &v->chains[i];
 
-                if (c->started && c->pid >= 0) {
+                if (c->started && c->pid >= 0 && !c->linked) {
                     w[n].pid = c->pid;
                     w[n].order = c->start_order;
                     w[n].index = i;
@@ -1669,6 +1795,321 @@ ig_av_cmp_writer(const void *a, const void *b)
     }
 
     return (x->order > y->order) - (x->order < y->order);
+}
+
+
+/* ---- chain links -------------------------------------------------------- */
+
+
+int
+ig_audit_verify_state(ig_audit_verify_t *v, const ig_audit_state_t *st,
+    const char *path)
+{
+    size_t  n;
+
+    if (v->state == NULL) {
+        v->state = malloc(sizeof(ig_audit_state_t));
+        if (v->state == NULL) {
+            return -1;
+        }
+    }
+
+    memcpy(v->state, st, sizeof(ig_audit_state_t));
+
+    free(v->state_path);
+    n = strlen(path ? path : "-");
+    v->state_path = malloc(n + 1);
+
+    if (v->state_path == NULL) {
+        free(v->state);
+        v->state = NULL;
+        return -1;
+    }
+
+    memcpy(v->state_path, path ? path : "-", n + 1);
+
+    return 0;
+}
+
+
+static int
+ig_av_marker_add(ig_audit_verify_t *v, const unsigned char *id,
+    const ig_audit_record_t *rec)
+{
+    size_t           n;
+    ig_av_marker_t  *m;
+
+    if (v->nmarkers == v->amarkers) {
+        n = v->amarkers ? v->amarkers * 2 : 16;
+
+        m = realloc(v->markers, n * sizeof(ig_av_marker_t));
+        if (m == NULL) {
+            return -1;
+        }
+
+        v->markers = m;
+        v->amarkers = n;
+    }
+
+    m = &v->markers[v->nmarkers++];
+    memset(m, 0, sizeof(ig_av_marker_t));
+    memcpy(m->chain, id, IG_AV_ID_BYTES);
+    m->seq = rec->seq;
+    memcpy(m->mac, rec->mac, IG_AUDIT_MAC_LEN);
+    m->link = rec->link;
+    m->action = rec->action;
+    m->path = v->path;
+    m->line = v->line;
+
+    if (rec->link == IG_AUDIT_LINK_NAMED) {
+        (void) ig_av_hex(rec->link_chain, IG_AUDIT_CHAIN_ID_LEN,
+                         m->link_chain);
+        m->link_seq = rec->link_seq;
+        memcpy(m->link_mac, rec->link_mac, IG_AUDIT_MAC_LEN);
+    }
+
+    return 0;
+}
+
+
+/* the markers sorted by chain and seq, for lookups */
+typedef struct {
+    unsigned char       chain[IG_AV_ID_BYTES];
+    uint64_t            seq;
+    size_t              index;
+} ig_av_key_t;
+
+
+static int
+ig_av_cmp_marker(const void *a, const void *b)
+{
+    int                 rc;
+    const ig_av_key_t  *x = a, *y = b;
+
+    rc = memcmp(x->chain, y->chain, IG_AV_ID_BYTES);
+    if (rc) {
+        return rc;
+    }
+
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+
+/* the marker of chain id at seq, or NULL */
+
+static ig_av_marker_t *
+ig_av_marker_find(ig_audit_verify_t *v, const ig_av_key_t *order,
+    const unsigned char *id, uint64_t seq)
+{
+    int          rc;
+    size_t       lo, hi, mid;
+    ig_av_key_t  key;
+
+    memcpy(key.chain, id, IG_AV_ID_BYTES);
+    key.seq = seq;
+
+    lo = 0;
+    hi = v->nmarkers;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+
+        rc = ig_av_cmp_marker(&order[mid], &key);
+
+        if (rc == 0) {
+            return &v->markers[order[mid].index];
+        }
+
+        if (rc < 0) {
+            lo = mid + 1;
+
+        } else {
+            hi = mid;
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * Every chain_start and chain_end written since links exist names the
+ * marker sealed just before it (ig_audit.h), so they form one list:
+ *   - a link to a marker absent from the input: the records or chains
+ *     between them were removed (the first chain, a middle one, or the
+ *     tail of one with its chain_end);
+ *   - two markers naming one predecessor, or a second genesis: the
+ *     list forked (a state file rolled back or replaced);
+ *   - the state file's head absent: the newest marker(s) were removed.
+ * --live then accepts an open linked chain only when the state file
+ * lists it as open (its writer started it and has not ended it, and was
+ * alive when the state was last written), or when it began after the
+ * state's head (the state was read before the log).
+ */
+
+static void
+ig_av_links(ig_audit_verify_t *v)
+{
+    char                    id[IG_AUDIT_CHAIN_ID_LEN + 1];
+    char                    lid[IG_AUDIT_CHAIN_ID_LEN + 1];
+    size_t                  i, ngenesis;
+    unsigned                partial;
+    ig_av_key_t            *order;
+    unsigned                k;
+    unsigned char           bin[IG_AV_ID_BYTES], mac[IG_AUDIT_MAC_LEN];
+    ig_av_chain_t          *c;
+    ig_av_marker_t         *m, *t;
+    const ig_av_marker_t   *first_genesis;
+
+    order = NULL;
+
+    if (v->nmarkers) {
+        order = malloc(v->nmarkers * sizeof(ig_av_key_t));
+        if (order == NULL) {
+            return;
+        }
+
+        for (i = 0; i < v->nmarkers; i++) {
+            memcpy(order[i].chain, v->markers[i].chain, IG_AV_ID_BYTES);
+            order[i].seq = v->markers[i].seq;
+            order[i].index = i;
+        }
+
+        qsort(order, v->nmarkers, sizeof(ig_av_key_t), ig_av_cmp_marker);
+    }
+
+    ngenesis = 0;
+    first_genesis = NULL;
+    partial = 0;
+
+    for (i = 0; i < v->nmarkers; i++) {
+        m = &v->markers[i];
+
+        ig_audit_hex(id, m->chain, IG_AV_ID_BYTES);
+        id[IG_AUDIT_CHAIN_ID_LEN] = '\0';
+
+        if (m->link == IG_AUDIT_LINK_GENESIS) {
+            if (ngenesis++ == 0) {
+                first_genesis = m;
+                continue;
+            }
+
+            ig_av_problem(v, IG_AUDIT_P_FORK, m->path, m->line,
+                          "chain markers forked: %s of chain %s is a second "
+                          "genesis (the first is at %s:%llu): the chain "
+                          "state file was reset",
+                          m->action == IG_AUDIT_ACTION_START
+                          ? "chain_start" : "chain_end", id,
+                          first_genesis->path,
+                          (unsigned long long) first_genesis->line);
+            continue;
+        }
+
+        ig_audit_hex(lid, m->link_chain, IG_AV_ID_BYTES);
+        lid[IG_AUDIT_CHAIN_ID_LEN] = '\0';
+
+        t = ig_av_marker_find(v, order, m->link_chain, m->link_seq);
+
+        if (t == NULL && (v->flags & IG_AUDIT_VERIFY_PARTIAL) && !partial) {
+            /* the first marker, in file order, naming an older file's */
+            partial = 1;
+            continue;
+        }
+
+        if (t == NULL || CRYPTO_memcmp(t->mac, m->link_mac,
+                                       IG_AUDIT_MAC_LEN) != 0)
+        {
+            ig_av_problem(v, IG_AUDIT_P_REMOVED, m->path, m->line,
+                          "removed chain or records: the %s of chain %s "
+                          "names the marker before it, chain %s seq %llu%s, "
+                          "which is not in the files",
+                          m->action == IG_AUDIT_ACTION_START
+                          ? "chain_start" : "chain_end", id, lid,
+                          (unsigned long long) m->link_seq,
+                          t ? " with another mac" : "");
+            continue;
+        }
+
+        if (t->named++) {
+            ig_av_problem(v, IG_AUDIT_P_FORK, m->path, m->line,
+                          "chain markers forked: chain %s seq %llu is named "
+                          "as predecessor again (chain state rolled back or "
+                          "copied)", lid, (unsigned long long) m->link_seq);
+            continue;
+        }
+
+        t->next = i + 1;
+    }
+
+    /* the state file's newest marker must be there */
+
+    if (v->state && v->state->have_head) {
+        t = NULL;
+
+        if (ig_av_hex(v->state->head_chain, IG_AUDIT_CHAIN_ID_LEN, bin) == 0
+            && ig_av_hex(v->state->head_mac, IG_AUDIT_MAC_HEX, mac) == 0)
+        {
+            t = ig_av_marker_find(v, order, bin, v->state->head_seq);
+
+            if (t && CRYPTO_memcmp(t->mac, mac, IG_AUDIT_MAC_LEN) != 0) {
+                t = NULL;
+            }
+        }
+
+        if (t == NULL) {
+            ig_av_problem(v, IG_AUDIT_P_STATE, v->state_path, 2,
+                          "removed chain or records: the newest chain marker, "
+                          "chain %s seq %llu as the state file names it, is "
+                          "not in the files (the end of the log was removed)",
+                          v->state->head_chain,
+                          (unsigned long long) v->state->head_seq);
+
+        } else {
+            /* what came after the state was read is newer */
+
+            for (m = t->next ? &v->markers[t->next - 1] : NULL; m;
+                 m = m->next ? &v->markers[m->next - 1] : NULL)
+            {
+                if (m->newer) {
+                    break;              /* a cycle cannot be, but be sure */
+                }
+
+                m->newer = 1;
+            }
+        }
+    }
+
+    free(order);
+
+    if (!(v->flags & IG_AUDIT_VERIFY_LIVE) || v->state == NULL) {
+        return;
+    }
+
+    for (k = 0; k < v->state->nopen; k++) {
+        if (ig_av_hex(v->state->open[k].chain, IG_AUDIT_CHAIN_ID_LEN, bin)
+            != 0)
+        {
+            continue;
+        }
+
+        c = ig_av_find(v, bin);
+
+        if (c && c->linked) {
+            c->live = 1;
+        }
+    }
+
+    for (i = 0; i < v->nmarkers; i++) {
+        m = &v->markers[i];
+
+        if (m->newer && m->action == IG_AUDIT_ACTION_START) {
+            c = ig_av_find(v, m->chain);
+
+            if (c && c->linked) {
+                c->live = 1;
+            }
+        }
+    }
 }
 
 

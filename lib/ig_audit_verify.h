@@ -60,6 +60,14 @@
 #define IG_AUDIT_PROBLEM_TEXT      256
 
 #define IG_AUDIT_VERIFY_LIVE       0x01
+#define IG_AUDIT_VERIFY_PARTIAL    0x02    /* older files left out: the   */
+                                           /* first dangling link is the  */
+                                           /* start of what was given     */
+
+/* infergate.link of a chain marker (ig_audit.h) */
+#define IG_AUDIT_LINK_NONE         0       /* none: written before links  */
+#define IG_AUDIT_LINK_GENESIS      1
+#define IG_AUDIT_LINK_NAMED        2
 
 
 typedef enum {
@@ -75,7 +83,11 @@ typedef enum {
     IG_AUDIT_P_KEY_CHANGED,       /* another key id within one chain      */
     IG_AUDIT_P_TRUNCATED,         /* chain without chain_end record       */
     IG_AUDIT_P_COUNT,             /* chain_end's records ≠ what it holds  */
-    IG_AUDIT_P_LOST               /* chain_end states records were lost   */
+    IG_AUDIT_P_LOST,              /* chain_end states records were lost   */
+    IG_AUDIT_P_REMOVED,           /* a marker's link names what is absent */
+    IG_AUDIT_P_FORK,              /* two markers name one predecessor, or */
+                                  /*   a second genesis                   */
+    IG_AUDIT_P_STATE              /* the state file's newest marker absent*/
 } ig_audit_problem_type_e;
 
 
@@ -111,6 +123,10 @@ typedef struct {
     int64_t            pid;           /* infergate.pid, -1 when absent   */
     int64_t            records;       /* chain_end's counts, -1: absent  */
     int64_t            lost;
+    unsigned           link;          /* IG_AUDIT_LINK_*                 */
+    char               link_chain[IG_AUDIT_CHAIN_ID_LEN + 1];
+    uint64_t           link_seq;
+    unsigned char      link_mac[IG_AUDIT_MAC_LEN];
 } ig_audit_record_t;
 
 
@@ -172,6 +188,15 @@ int ig_audit_verify_file_end(ig_audit_verify_t *v);
  */
 int ig_audit_verify_line(ig_audit_verify_t *v, const unsigned char *line,
     size_t len);
+
+/*
+ * The chain state file read (under a shared lock) BEFORE the log files,
+ * for the checks on the newest marker and --live (see ig_audit.h and
+ * ig_av_links()); path is what its problems cite.  Returns 0, or -1 on
+ * allocation failure.
+ */
+int ig_audit_verify_state(ig_audit_verify_t *v, const ig_audit_state_t *st,
+    const char *path);
 
 /*
  * End of input: reports the gaps still open and the chains without end

@@ -31,6 +31,10 @@
 #define NGX_HTTP_IG_LIMIT_REJECTED    2
 #define NGX_HTTP_IG_LIMIT_DRY_RUN     3
 #define NGX_HTTP_IG_LIMIT_FAIL_OPEN   4
+#define NGX_HTTP_IG_LIMIT_NSTATUSES   5
+
+/* the names of the statuses above, for $infergate_limit_status and audit */
+extern ngx_str_t  ngx_http_ig_limit_statuses[NGX_HTTP_IG_LIMIT_NSTATUSES];
 
 #define NGX_HTTP_IG_BODY_NONE         0
 #define NGX_HTTP_IG_BODY_READING      1
@@ -103,6 +107,7 @@ typedef struct {
     ngx_http_ig_keys_t         *keys;
     ngx_array_t                 limit_refs;  /* ngx_http_ig_limit_conf_t * */
     ngx_array_t                 audit_logs;  /* audit log pointers         */
+    void                       *metrics;     /* metrics.c's conf and zone  */
     ngx_array_t                *backends;    /* ngx_http_ig_backend_t *    */
 } ngx_http_ig_main_conf_t;
 

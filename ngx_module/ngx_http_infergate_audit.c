@@ -40,6 +40,8 @@ typedef struct {
     size_t                       size;
     ngx_uint_t                   nrecs;
     ngx_uint_t                   oneoff;    /* freed once written         */
+    ig_audit_chain_t            *end_chain; /* not a buffer: the chain    */
+    uint64_t                     end_records; /* to end here, its count   */
     ngx_err_t                    err;
     ngx_http_ig_audit_fd_t      *fd;
     ngx_http_ig_audit_log_t     *log;
@@ -58,6 +60,10 @@ struct ngx_http_ig_audit_log_s {
     ngx_str_t                    pool_name;
     ngx_thread_pool_t           *pool;
     ngx_http_ig_syslog_t        *syslog;
+    ngx_int_t                    cache_var; /* $infergate_cache_status,   */
+                                            /* for infergate.cache        */
+    ngx_str_t                    state_path; /* PATH.chainstate           */
+    ngx_fd_t                     state_fd;  /* opened by the master       */
 
     /* per worker, from init_process on */
     ig_audit_chain_t            *chain;
@@ -98,8 +104,13 @@ static void ngx_http_ig_audit_fd_unref(ngx_http_ig_audit_fd_t *fd);
 static void ngx_http_ig_audit_timer(ngx_event_t *ev);
 static void ngx_http_ig_audit_reopen(ngx_open_file_t *file, ngx_log_t *log);
 static u_char *ngx_http_ig_audit_timestamp(u_char *p);
-static size_t ngx_http_ig_audit_marker(ngx_http_ig_audit_log_t *al,
-    u_char *p, const char *action);
+static ngx_int_t ngx_http_ig_audit_marker(ngx_http_ig_audit_log_t *al,
+    ig_audit_chain_t *chain, ngx_fd_t fd, ngx_uint_t start,
+    uint64_t records);
+static void ngx_http_ig_audit_end_entry(ngx_http_ig_audit_log_t *al,
+    ngx_http_ig_audit_buf_t *b);
+static ngx_int_t ngx_http_ig_audit_open_state(ngx_conf_t *cf,
+    ngx_http_ig_audit_log_t *al);
 static u_char *ngx_http_ig_audit_str(u_char *p, const char *name,
     ngx_str_t *value);
 
@@ -150,9 +161,6 @@ ngx_http_ig_audit_hex64(u_char *p, uint64_t v)
 #define ngx_http_ig_audit_lit(p, s)  ngx_cpymem(p, s, sizeof(s) - 1)
 
 
-/* $infergate_cache_status, read for the record's infergate.cache */
-static ngx_int_t  ngx_http_ig_audit_cache_var = NGX_ERROR;
-
 static uint64_t  ngx_http_ig_reqid_prefix;
 static uint64_t  ngx_http_ig_reqid_key;
 static uint64_t  ngx_http_ig_reqid_next;
@@ -192,8 +200,8 @@ ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     s.len = sizeof("infergate_cache_status") - 1;
     s.data = (u_char *) "infergate_cache_status";
 
-    ngx_http_ig_audit_cache_var = ngx_http_get_variable_index(cf, &s);
-    if (ngx_http_ig_audit_cache_var == NGX_ERROR) {
+    al->cache_var = ngx_http_get_variable_index(cf, &s);
+    if (al->cache_var == NGX_ERROR) {
         return NGX_CONF_ERROR;
     }
 
@@ -317,6 +325,10 @@ ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     al->file->flush = ngx_http_ig_audit_reopen;
     al->file->data = al;
 
+    if (ngx_http_ig_audit_open_state(cf, al) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     al->pool = ngx_thread_pool_add(cf, &al->pool_name);
     if (al->pool == NULL) {
         return NGX_CONF_ERROR;
@@ -331,6 +343,64 @@ ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     lcf->audit = al;
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * PATH.chainstate: the newest chain marker of the log and its open
+ * chains (lib/ig_audit.h).  The master opens it, read-write, so that the
+ * workers need no right on the directory; they lock it with fcntl().
+ */
+
+static void
+ngx_http_ig_audit_close_state(void *data)
+{
+    ngx_http_ig_audit_log_t *al = data;
+
+    if (al->state_fd != NGX_INVALID_FILE) {
+        (void) ngx_close_file(al->state_fd);
+        al->state_fd = NGX_INVALID_FILE;
+    }
+}
+
+
+static ngx_int_t
+ngx_http_ig_audit_open_state(ngx_conf_t *cf, ngx_http_ig_audit_log_t *al)
+{
+    u_char                   *p;
+    ngx_pool_cleanup_t       *cln;
+
+    al->state_path.len = al->file->name.len
+                         + sizeof(IG_AUDIT_STATE_SUFFIX) - 1;
+    al->state_path.data = ngx_pnalloc(cf->pool, al->state_path.len + 1);
+    if (al->state_path.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(al->state_path.data, al->file->name.data,
+                   al->file->name.len);
+    ngx_memcpy(p, IG_AUDIT_STATE_SUFFIX, sizeof(IG_AUDIT_STATE_SUFFIX));
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    al->state_fd = ngx_open_file(al->state_path.data, NGX_FILE_RDWR,
+                                 NGX_FILE_CREATE_OR_OPEN, 0600);
+
+    if (al->state_fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "infergate_audit: cannot open the chain state "
+                           "file \"%V\"", &al->state_path);
+        return NGX_ERROR;
+    }
+
+    /* not ngx_pool_cleanup_file(): cf->log is the previous cycle's log */
+    cln->handler = ngx_http_ig_audit_close_state;
+    cln->data = al;
+
+    return NGX_OK;
 }
 
 
@@ -486,8 +556,6 @@ static ngx_int_t
 ngx_http_ig_audit_chain_start(ngx_http_ig_audit_log_t *al)
 {
     char     id[IG_AUDIT_CHAIN_ID_LEN + 1];
-    u_char  *p;
-    size_t   len;
 
     if (ig_audit_chain_id(id) != 0) {
         ngx_log_error(NGX_LOG_ALERT, al->log, 0,
@@ -518,70 +586,250 @@ ngx_http_ig_audit_chain_start(ngx_http_ig_audit_log_t *al)
 
     al->records = 0;
 
-    p = ngx_http_ig_audit_reserve(al, 512);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
+    /* written at once, linked to the log's newest marker */
 
-    len = ngx_http_ig_audit_marker(al, p, "chain_start");
-    if (len == 0) {
-        return NGX_ERROR;
-    }
-
-    ngx_http_ig_audit_commit(al, len);
-
-    return NGX_OK;
+    return ngx_http_ig_audit_marker(al, al->chain, al->fd->fd, 1, 0);
 }
 
 
-/* Closes the chain with an end record that states what was lost. */
+/*
+ * Closes the chain with an end record that states what was lost, after
+ * every record of the chain: at once when sync (worker exit), else queued
+ * behind the chain's buffers (reopen), written when their turn comes.
+ */
 
 static void
 ngx_http_ig_audit_chain_end(ngx_http_ig_audit_log_t *al, ngx_uint_t sync)
 {
-    u_char  *p;
-    size_t   len;
+    ngx_http_ig_audit_buf_t  *b;
 
     if (al->chain == NULL) {
-        return;
-    }
-
-    p = ngx_http_ig_audit_reserve(al, 512);
-
-    if (p) {
-        len = ngx_http_ig_audit_marker(al, p, "chain_end");
-        if (len) {
-            ngx_http_ig_audit_commit(al, len);
+        if (sync) {
+            /* an exit after a reopen: the old chain's end is queued */
+            ngx_http_ig_audit_submit(al, 1);
         }
+
+        return;
     }
 
     ngx_http_ig_audit_submit(al, sync);
 
-    ig_audit_chain_close(al->chain);
-    al->chain = NULL;
+    if (sync || al->exiting) {
+        (void) ngx_http_ig_audit_marker(al, al->chain, al->fd->fd, 0,
+                                        al->records);
+        ig_audit_chain_close(al->chain);
+        al->chain = NULL;
 
-    ngx_http_ig_audit_fd_unref(al->fd);
+        ngx_http_ig_audit_fd_unref(al->fd);
+        al->fd = NULL;
+        return;
+    }
+
+    b = ngx_calloc(sizeof(ngx_http_ig_audit_buf_t), al->log);
+
+    if (b == NULL) {
+        /* no room to wait: the chain stays without end, as if crashed */
+        ig_audit_chain_close(al->chain);
+        al->chain = NULL;
+        ngx_http_ig_audit_fd_unref(al->fd);
+        al->fd = NULL;
+        return;
+    }
+
+    b->end_chain = al->chain;
+    b->end_records = al->records;
+    b->fd = al->fd;                     /* the chain's reference moves */
+    b->log = al;
+    b->oneoff = 1;
+
+    al->chain = NULL;
     al->fd = NULL;
+
+    ngx_queue_insert_tail(&al->pending, &b->queue);
+
+    ngx_http_ig_audit_kick(al);
 }
 
 
-static size_t
-ngx_http_ig_audit_marker(ngx_http_ig_audit_log_t *al, u_char *p,
-    const char *action)
+/* A queued chain end, its chain's records all written: write it now. */
+
+static void
+ngx_http_ig_audit_end_entry(ngx_http_ig_audit_log_t *al,
+    ngx_http_ig_audit_buf_t *b)
 {
-    u_char  *start;
+    (void) ngx_http_ig_audit_marker(al, b->end_chain, b->fd->fd, 0,
+                                    b->end_records);
+    ig_audit_chain_close(b->end_chain);
+    ngx_http_ig_audit_fd_unref(b->fd);
+    ngx_free(b);
+}
 
-    start = p;
 
-    p = ngx_cpymem(p, "{\"@timestamp\":\"", sizeof("{\"@timestamp\":\"") - 1);
+static int
+ngx_http_ig_audit_alive(int64_t pid)
+{
+    return kill((pid_t) pid, 0) == 0 || ngx_errno != NGX_ESRCH;
+}
+
+
+/*
+ * Seals a chain marker and writes it straight to fd, holding the state
+ * file's lock: the marker names the log's newest marker (read from the
+ * state), then becomes it.  So every marker of the file, from all
+ * workers, across reloads and restarts, is in one list, and the state
+ * never names a marker that is not on disk.  Blocking I/O on the event
+ * loop: only at a worker's start and exit and at reopen.
+ */
+
+static ngx_int_t
+ngx_http_ig_audit_marker(ngx_http_ig_audit_log_t *al, ig_audit_chain_t *chain,
+    ngx_fd_t fd, ngx_uint_t start, uint64_t records)
+{
+    char               err[128], *text;
+    u_char             buf[1024], *p;
+    size_t             len, n;
+    ssize_t            w;
+    uint64_t           seq;
+    ngx_int_t          rc;
+    ngx_uint_t         locked;
+    struct flock       fl;
+    ig_audit_state_t  *st;
+
+    rc = NGX_ERROR;
+
+    st = ngx_alloc(sizeof(ig_audit_state_t), al->log);
+    text = ngx_alloc(IG_AUDIT_STATE_SIZE_MAX + 1, al->log);
+
+    if (st == NULL || text == NULL) {
+        goto lost;
+    }
+
+    ngx_memzero(&fl, sizeof(struct flock));
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    locked = 1;
+
+    while (fcntl(al->state_fd, F_SETLKW, &fl) == -1) {
+        if (ngx_errno != NGX_EINTR) {
+            ngx_log_error(NGX_LOG_ALERT, al->log, ngx_errno,
+                          "infergate_audit: fcntl(F_WRLCK) on \"%V\" "
+                          "failed", &al->state_path);
+            locked = 0;
+            break;
+        }
+    }
+
+    len = 0;
+
+    for ( ;; ) {
+        w = pread(al->state_fd, text + len,
+                  IG_AUDIT_STATE_SIZE_MAX + 1 - len, len);
+
+        if (w == -1 && ngx_errno == NGX_EINTR) {
+            continue;
+        }
+
+        if (w <= 0 || (len += w) > IG_AUDIT_STATE_SIZE_MAX) {
+            break;
+        }
+    }
+
+    if (len > IG_AUDIT_STATE_SIZE_MAX
+        || ig_audit_state_parse(st, text, len, err, sizeof(err)) != 0)
+    {
+        /* the verifier will report the new genesis as a reset */
+        ngx_log_error(NGX_LOG_ALERT, al->log, 0,
+                      "infergate_audit: chain state file \"%V\" is "
+                      "damaged (%s): starting a new genesis",
+                      &al->state_path,
+                      len > IG_AUDIT_STATE_SIZE_MAX ? "too large" : err);
+        ngx_memzero(st, sizeof(ig_audit_state_t));
+    }
+
+    p = ngx_cpymem(buf, "{\"@timestamp\":\"",
+                   sizeof("{\"@timestamp\":\"") - 1);
     p = ngx_http_ig_audit_timestamp(p);
     p = ngx_sprintf(p, "\",\"event\":{\"kind\":\"event\",\"category\":"
                     "[\"api\"],\"action\":\"%s\",\"outcome\":\"success\"},"
                     "\"infergate\":{\"pid\":%P,\"records\":%uL,"
                     "\"lost\":%uL,",
-                    action, ngx_pid, al->records, al->lost);
+                    start ? "chain_start" : "chain_end", ngx_pid, records,
+                    al->lost);
+    p += ig_audit_state_link(st, p);
 
-    return ig_audit_seal(al->chain, start, p - start);
+    seq = ig_audit_chain_seq(chain);
+
+    len = ig_audit_seal(chain, buf, p - buf);
+    if (len == 0) {
+        goto unlock;
+    }
+
+    for (n = 0; n < len; n += w) {
+        w = write(fd, buf + n, len - n);
+
+        if (w == -1 && ngx_errno == NGX_EINTR) {
+            w = 0;
+            continue;
+        }
+
+        if (w == -1) {
+            /* as for buffers: a full disk logs once a second */
+            if (ngx_time() != al->err_logged) {
+                al->err_logged = ngx_time();
+                ngx_log_error(NGX_LOG_ERR, al->log, ngx_errno,
+                              "infergate_audit: write to \"%V\" failed, "
+                              "chain marker lost", &al->path);
+            }
+
+            goto unlock;
+        }
+    }
+
+    if (al->syslog) {
+        ngx_http_ig_syslog_send(al->syslog, buf, len - 1);
+    }
+
+    ngx_http_ig_metrics_add(IG_MC_AUDIT_RECORDS, 1);
+    ngx_http_ig_metrics_add(IG_MC_AUDIT_BYTES, len);
+
+    if (chain == al->chain) {
+        al->records++;
+    }
+
+    rc = NGX_OK;
+
+    ig_audit_state_advance(st, buf, len, ig_audit_chain_get_id(chain), seq,
+                           start, ngx_pid, ngx_http_ig_audit_alive);
+
+    n = ig_audit_state_format(st, text, IG_AUDIT_STATE_SIZE_MAX);
+
+    if (n == 0
+        || pwrite(al->state_fd, text, n, 0) != (ssize_t) n
+        || ftruncate(al->state_fd, n) != 0)
+    {
+        ngx_log_error(NGX_LOG_ALERT, al->log, ngx_errno,
+                      "infergate_audit: cannot write the chain state file "
+                      "\"%V\"", &al->state_path);
+    }
+
+unlock:
+
+    if (locked) {
+        fl.l_type = F_UNLCK;
+        (void) fcntl(al->state_fd, F_SETLK, &fl);
+    }
+
+lost:
+
+    if (rc != NGX_OK) {
+        al->lost++;
+        ngx_http_ig_metrics_add(IG_MC_AUDIT_LOST, 1);
+    }
+
+    ngx_free(st);
+    ngx_free(text);
+
+    return NGX_OK;
 }
 
 
@@ -719,6 +967,11 @@ ngx_http_ig_audit_submit(ngx_http_ig_audit_log_t *al, ngx_uint_t sync)
             ngx_queue_remove(q);
             b = ngx_queue_data(q, ngx_http_ig_audit_buf_t, queue);
 
+            if (b->end_chain) {
+                ngx_http_ig_audit_end_entry(al, b);
+                continue;
+            }
+
             ngx_http_ig_audit_write(b, al->log);
             ngx_http_ig_audit_release(al, b);
         }
@@ -738,13 +991,22 @@ ngx_http_ig_audit_kick(ngx_http_ig_audit_log_t *al)
     ngx_queue_t              *q;
     ngx_http_ig_audit_buf_t  *b;
 
-    if (al->writing || ngx_queue_empty(&al->pending)) {
-        return;
-    }
+    for ( ;; ) {
+        if (al->writing || ngx_queue_empty(&al->pending)) {
+            return;
+        }
 
-    q = ngx_queue_head(&al->pending);
-    ngx_queue_remove(q);
-    b = ngx_queue_data(q, ngx_http_ig_audit_buf_t, queue);
+        q = ngx_queue_head(&al->pending);
+        ngx_queue_remove(q);
+        b = ngx_queue_data(q, ngx_http_ig_audit_buf_t, queue);
+
+        if (b->end_chain == NULL) {
+            break;
+        }
+
+        /* the chain's buffers before it are written and released */
+        ngx_http_ig_audit_end_entry(al, b);
+    }
 
     al->writing = 1;
 
@@ -899,7 +1161,6 @@ ngx_http_ig_audit_reopen(ngx_open_file_t *file, ngx_log_t *log)
     ngx_http_ig_audit_chain_end(al, 0);
 
     /* the new file is open once this returns; start on the next record */
-    al->records = 0;
 }
 
 
@@ -924,13 +1185,6 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
     ngx_http_ig_audit_log_t    *al;
     ngx_http_variable_value_t  *vv;
     int                         truncated;
-
-    static ngx_str_t  limit_names[] = {
-        ngx_null_string,
-        ngx_string("PASSED"),
-        ngx_string("REJECTED"),
-        ngx_string("REJECTED_DRY_RUN")
-    };
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
     al = lcf->audit;
@@ -1016,8 +1270,8 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
     ngx_str_null(&action);
     ngx_str_null(&cache);
 
-    if (ngx_http_ig_audit_cache_var != NGX_ERROR) {
-        vv = ngx_http_get_indexed_variable(r, ngx_http_ig_audit_cache_var);
+    if (al->cache_var != NGX_ERROR) {
+        vv = ngx_http_get_indexed_variable(r, al->cache_var);
 
         if (vv && !vv->not_found && vv->len) {
             cache.data = vv->data;
@@ -1035,8 +1289,8 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
             tenant = ctx->key->tenant;
         }
 
-        if (ctx->limit_status) {
-            limit = limit_names[ctx->limit_status];
+        if (ctx->limit_status < NGX_HTTP_IG_LIMIT_NSTATUSES) {
+            limit = ngx_http_ig_limit_statuses[ctx->limit_status];
         }
 
         model = ctx->model;

@@ -172,26 +172,34 @@ typedef struct {
  * and a waiter that ran out of spins slept forever.
  */
 
+/*
+ * The metrics configuration and this worker's view of the zone, in the
+ * main conf (mcf->metrics) of the cycle it belongs to: created by the
+ * first metrics directive, the zone added at postconfiguration when some
+ * location serves metrics.  Never a static: a reload that fails after
+ * parsing frees its configuration, and a worker respawned later must see
+ * the cycle it runs, not the one that failed.
+ */
+
 typedef struct {
-    ngx_http_ig_m_sh_t         *sh;
+    ngx_http_ig_m_sh_t         *sh;          /* NULL: no zone            */
     ngx_slab_pool_t            *shpool;
-    ngx_uint_t                  max_tenants;
+    ngx_uint_t                  max_tenants; /* UNSET until the directive*/
+    ngx_uint_t                  used;        /* some infergate_metrics;  */
+    ngx_int_t                   cache_var;   /* $infergate_cache_status  */
 } ngx_http_ig_m_zone_t;
 
 
 static ngx_int_t ngx_http_ig_metrics_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_int_t ngx_http_ig_metrics_handler(ngx_http_request_t *r);
-static ngx_uint_t ngx_http_ig_metrics_tenant(ngx_http_ig_key_t *key);
+static ngx_uint_t ngx_http_ig_metrics_tenant(ngx_http_ig_m_zone_t *z,
+    ngx_http_ig_key_t *key);
 static u_char *ngx_http_ig_metrics_label(u_char *p, u_char *s, size_t len);
 static ngx_chain_t *ngx_http_ig_metrics_backends(ngx_http_request_t *r);
 
 
-/* this worker's view of the zone; NULL when no metrics are configured */
-static ngx_http_ig_m_zone_t  *ngx_http_ig_m_zone;
-static ngx_uint_t             ngx_http_ig_m_used;
-static ngx_uint_t             ngx_http_ig_m_max_tenants = 64;
-static ngx_int_t              ngx_http_ig_m_cache_var = NGX_ERROR;
+#define IG_M_DEFAULT_TENANTS  64
 
 
 /* tenant slots: 0 no tenant, 1..max named, max + 1 "other" */
@@ -201,15 +209,68 @@ static ngx_int_t              ngx_http_ig_m_cache_var = NGX_ERROR;
     (&(sh)->requests[((slot) * IG_M_NACTIONS + (a)) * IG_M_NSTATUSES + (s)])
 
 
+/* The running cycle's metrics with a zone, or NULL. */
+
+static ngx_inline ngx_http_ig_m_zone_t *
+ngx_http_ig_m_zone(void)
+{
+    ngx_http_ig_m_zone_t     *z;
+    ngx_http_ig_main_conf_t  *mcf;
+
+    mcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
+                                              ngx_http_infergate_module);
+    if (mcf == NULL) {
+        return NULL;
+    }
+
+    z = mcf->metrics;
+
+    return (z && z->sh) ? z : NULL;
+}
+
+
+/* The configuration's metrics conf, created on first use. */
+
+static ngx_http_ig_m_zone_t *
+ngx_http_ig_m_conf(ngx_conf_t *cf)
+{
+    ngx_http_ig_m_zone_t     *z;
+    ngx_http_ig_main_conf_t  *mcf;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_infergate_module);
+
+    if (mcf->metrics) {
+        return mcf->metrics;
+    }
+
+    z = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_m_zone_t));
+    if (z == NULL) {
+        return NULL;
+    }
+
+    z->max_tenants = NGX_CONF_UNSET_UINT;
+    z->cache_var = NGX_ERROR;
+    mcf->metrics = z;
+
+    return z;
+}
+
+
 char *
 ngx_http_ig_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_ig_m_zone_t      *z;
     ngx_http_core_loc_conf_t  *clcf;
+
+    z = ngx_http_ig_m_conf(cf);
+    if (z == NULL) {
+        return NGX_CONF_ERROR;
+    }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_ig_metrics_handler;
 
-    ngx_http_ig_m_used = 1;
+    z->used = 1;
 
     return NGX_CONF_OK;
 }
@@ -219,8 +280,18 @@ char *
 ngx_http_ig_metrics_tenants_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
-    ngx_int_t   n;
-    ngx_str_t  *value;
+    ngx_int_t              n;
+    ngx_str_t             *value;
+    ngx_http_ig_m_zone_t  *z;
+
+    z = ngx_http_ig_m_conf(cf);
+    if (z == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (z->max_tenants != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
 
     value = cf->args->elts;
 
@@ -232,7 +303,7 @@ ngx_http_ig_metrics_tenants_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    ngx_http_ig_m_max_tenants = n;
+    z->max_tenants = n;
 
     return NGX_CONF_OK;
 }
@@ -249,26 +320,21 @@ ngx_http_ig_metrics_init(ngx_conf_t *cf)
     size_t                 size, nreq;
     ngx_str_t              name = ngx_string(IG_M_ZONE_NAME);
     ngx_str_t              cache_var = ngx_string("infergate_cache_status");
-    ngx_shm_zone_t        *shm_zone;
-    ngx_http_ig_m_zone_t  *z;
+    ngx_shm_zone_t           *shm_zone;
+    ngx_http_ig_m_zone_t     *z;
+    ngx_http_ig_main_conf_t  *mcf;
 
-    /* a reload without metrics must not keep the old cycle's zone */
-    ngx_http_ig_m_zone = NULL;
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_infergate_module);
+    z = mcf->metrics;
 
-    if (!ngx_http_ig_m_used) {
-        ngx_http_ig_m_max_tenants = 64;
+    if (z == NULL || !z->used) {
+        /* no location serves metrics: no zone, every figure a no-op */
         return NGX_OK;
     }
 
-    ngx_http_ig_m_used = 0;
-
-    z = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_m_zone_t));
-    if (z == NULL) {
-        return NGX_ERROR;
+    if (z->max_tenants == NGX_CONF_UNSET_UINT) {
+        z->max_tenants = IG_M_DEFAULT_TENANTS;
     }
-
-    z->max_tenants = ngx_http_ig_m_max_tenants;
-    ngx_http_ig_m_max_tenants = 64;
 
     nreq = ngx_http_ig_m_nslots(z) * IG_M_NACTIONS * IG_M_NSTATUSES;
 
@@ -289,12 +355,10 @@ ngx_http_ig_metrics_init(ngx_conf_t *cf)
     shm_zone->init = ngx_http_ig_metrics_init_zone;
     shm_zone->data = z;
 
-    ngx_http_ig_m_cache_var = ngx_http_get_variable_index(cf, &cache_var);
-    if (ngx_http_ig_m_cache_var == NGX_ERROR) {
+    z->cache_var = ngx_http_get_variable_index(cf, &cache_var);
+    if (z->cache_var == NGX_ERROR) {
         return NGX_ERROR;
     }
-
-    ngx_http_ig_m_zone = z;
 
     return NGX_OK;
 }
@@ -355,8 +419,12 @@ ngx_http_ig_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 void
 ngx_http_ig_metrics_add(ngx_http_ig_metric_e m, ngx_uint_t n)
 {
-    if (ngx_http_ig_m_zone && ngx_http_ig_m_zone->sh) {
-        (void) ngx_atomic_fetch_add(&ngx_http_ig_m_zone->sh->counters[m], n);
+    ngx_http_ig_m_zone_t  *z;
+
+    z = ngx_http_ig_m_zone();
+
+    if (z) {
+        (void) ngx_atomic_fetch_add(&z->sh->counters[m], n);
     }
 }
 
@@ -364,8 +432,12 @@ ngx_http_ig_metrics_add(ngx_http_ig_metric_e m, ngx_uint_t n)
 void
 ngx_http_ig_metrics_gauge_add(ngx_http_ig_gauge_e g, ngx_int_t n)
 {
-    if (ngx_http_ig_m_zone && ngx_http_ig_m_zone->sh) {
-        (void) ngx_atomic_fetch_add(&ngx_http_ig_m_zone->sh->gauges[g], n);
+    ngx_http_ig_m_zone_t  *z;
+
+    z = ngx_http_ig_m_zone();
+
+    if (z) {
+        (void) ngx_atomic_fetch_add(&z->sh->gauges[g], n);
     }
 }
 
@@ -374,13 +446,15 @@ void
 ngx_http_ig_metrics_observe(ngx_http_ig_hist_e h, uint64_t value)
 {
     ngx_uint_t                i;
+    ngx_http_ig_m_zone_t     *z;
     ngx_http_ig_m_hist_sh_t  *hs;
 
-    if (ngx_http_ig_m_zone == NULL || ngx_http_ig_m_zone->sh == NULL) {
+    z = ngx_http_ig_m_zone();
+    if (z == NULL) {
         return;
     }
 
-    hs = &ngx_http_ig_m_zone->sh->hists[h];
+    hs = &z->sh->hists[h];
 
     for (i = 0; i < IG_M_BUCKETS; i++) {
         if (value <= ngx_http_ig_m_hists[h].bounds[i]) {
@@ -397,7 +471,7 @@ ngx_http_ig_metrics_observe(ngx_http_ig_hist_e h, uint64_t value)
 ngx_uint_t
 ngx_http_ig_metrics_on(void)
 {
-    return ngx_http_ig_m_zone && ngx_http_ig_m_zone->sh;
+    return ngx_http_ig_m_zone() != NULL;
 }
 
 
@@ -420,9 +494,9 @@ ngx_http_ig_metrics_backend(ngx_str_t *name, const ig_ctl_stats_t *st,
     ngx_http_ig_m_zone_t        *z;
     ngx_http_ig_m_backend_sh_t  *a, *free;
 
-    z = ngx_http_ig_m_zone;
+    z = ngx_http_ig_m_zone();
 
-    if (z == NULL || z->sh == NULL || name->len == 0
+    if (z == NULL || name->len == 0
         || name->len > IG_M_BACKEND_NAME || len > IG_CTL_STATS_MAX)
     {
         return;
@@ -473,12 +547,11 @@ ngx_http_ig_metrics_backend(ngx_str_t *name, const ig_ctl_stats_t *st,
  */
 
 static ngx_uint_t
-ngx_http_ig_metrics_tenant(ngx_http_ig_key_t *key)
+ngx_http_ig_metrics_tenant(ngx_http_ig_m_zone_t *z, ngx_http_ig_key_t *key)
 {
     u_char                *name;
     ngx_uint_t             i, slot;
     ngx_http_ig_m_sh_t    *sh;
-    ngx_http_ig_m_zone_t  *z;
 
     if (key == NULL) {
         return 0;
@@ -488,7 +561,6 @@ ngx_http_ig_metrics_tenant(ngx_http_ig_key_t *key)
         return key->metrics_slot;
     }
 
-    z = ngx_http_ig_m_zone;
     sh = z->sh;
     slot = z->max_tenants + 1;                           /* "other" */
 
@@ -532,9 +604,11 @@ ngx_http_ig_metrics_log(ngx_http_request_t *r)
     ngx_msec_int_t              ms;
     ngx_time_t                 *tp;
     ngx_http_ig_ctx_t          *ctx;
+    ngx_http_ig_m_zone_t       *z;
     ngx_http_variable_value_t  *vv;
 
-    if (ngx_http_ig_m_zone == NULL || ngx_http_ig_m_zone->sh == NULL) {
+    z = ngx_http_ig_m_zone();
+    if (z == NULL) {
         return NGX_OK;
     }
 
@@ -567,10 +641,9 @@ ngx_http_ig_metrics_log(ngx_http_request_t *r)
         }
     }
 
-    slot = ngx_http_ig_metrics_tenant(ctx->key);
+    slot = ngx_http_ig_metrics_tenant(z, ctx->key);
 
-    (void) ngx_atomic_fetch_add(ngx_http_ig_m_req(ngx_http_ig_m_zone->sh,
-                                                  slot, a, s), 1);
+    (void) ngx_atomic_fetch_add(ngx_http_ig_m_req(z->sh, slot, a, s), 1);
 
     switch (a) {
     case IG_M_ACTION_RATE_LIMITED:
@@ -584,8 +657,8 @@ ngx_http_ig_metrics_log(ngx_http_request_t *r)
         break;
     }
 
-    if (ngx_http_ig_m_cache_var != NGX_ERROR) {
-        vv = ngx_http_get_indexed_variable(r, ngx_http_ig_m_cache_var);
+    if (z->cache_var != NGX_ERROR) {
+        vv = ngx_http_get_indexed_variable(r, z->cache_var);
 
         if (vv && !vv->not_found && vv->len) {
             switch (vv->data[0]) {
@@ -705,8 +778,8 @@ ngx_http_ig_metrics_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    z = ngx_http_ig_m_zone;
-    if (z == NULL || z->sh == NULL) {
+    z = ngx_http_ig_m_zone();
+    if (z == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -962,7 +1035,7 @@ ngx_http_ig_metrics_backends(ngx_http_request_t *r)
     ig_ctl_model_stats_t        *m;
     ngx_http_ig_m_backend_sh_t  *a, *copy;
 
-    z = ngx_http_ig_m_zone;
+    z = ngx_http_ig_m_zone();
 
     copy = ngx_palloc(r->pool,
                       IG_M_BACKENDS * sizeof(ngx_http_ig_m_backend_sh_t));

@@ -63,7 +63,7 @@ static ngx_http_variable_t  ngx_http_ig_variables[] = {
 };
 
 
-static ngx_str_t  ngx_http_ig_limit_statuses[] = {
+ngx_str_t  ngx_http_ig_limit_statuses[NGX_HTTP_IG_LIMIT_NSTATUSES] = {
     ngx_null_string,
     ngx_string("PASSED"),
     ngx_string("REJECTED"),
@@ -147,7 +147,9 @@ ngx_http_ig_limit_status_variable(ngx_http_request_t *r,
 
     ctx = ngx_http_ig_find_ctx(r->main);
 
-    if (ctx == NULL || ctx->limit_status == NGX_HTTP_IG_LIMIT_NONE) {
+    if (ctx == NULL || ctx->limit_status == NGX_HTTP_IG_LIMIT_NONE
+        || ctx->limit_status >= NGX_HTTP_IG_LIMIT_NSTATUSES)
+    {
         v->not_found = 1;
         return NGX_OK;
     }

@@ -5,9 +5,10 @@
  * logs, with the very record parser and MAC code the module uses.
  *
  *   infergate-audit keygen ID
- *   infergate-audit verify --key FILE [--live] PATH...
+ *   infergate-audit verify --key FILE [--live] [--partial]
+ *       [--state FILE|--no-state] PATH...
  *   infergate-audit sign --key FILE --pid N [--key-id ID] [--chain-id HEX]
- *       [--raw] < records                                 (testing aid)
+ *       [--raw] [--state FILE] < records                  (testing aid)
  *
  * Exit status: 0 verified (or done), 1 problems found, 2 usage, an
  * unreadable or unsafe key file, an unreadable log, or a runtime failure.
@@ -42,8 +43,11 @@ typedef struct {
     const char     *key_file;
     const char     *key_id;
     const char     *chain_id;
+    const char     *state_file;
     int64_t         pid;
     unsigned        live:1;
+    unsigned        partial:1;
+    unsigned        no_state:1;
     unsigned        raw:1;
 } ig_tool_opts_t;
 
@@ -65,11 +69,17 @@ static int ig_tool_option_value(int argc, char **argv, int *i,
     const char *name, const char **value);
 static int ig_tool_load_ring(const char *file, ig_audit_keyring_t *ring);
 static int ig_tool_read_file(ig_audit_verify_t *v, const char *path);
+static int ig_tool_read_state(ig_audit_verify_t *v, const char *file,
+    const char *last);
 static void ig_tool_print_problem(void *data, const ig_audit_problem_t *p);
 static void ig_tool_summary(ig_audit_verify_t *v);
 static int ig_tool_buf_reserve(ig_tool_buf_t *b, size_t n);
 static int ig_tool_buf_add(ig_tool_buf_t *b, const void *data, size_t n);
 static int ig_tool_seal_write(ig_audit_chain_t *chain, ig_tool_buf_t *b);
+static int ig_tool_sign_marker(ig_audit_chain_t *chain, ig_tool_buf_t *b,
+    ig_audit_state_t *st, int start, int64_t pid);
+static int ig_tool_state_io(const char *file, ig_audit_state_t *st,
+    int save);
 static void ig_tool_timestamp(char *out);
 static int ig_tool_json_valid(const unsigned char *s, size_t len);
 static int ig_tool_parse_pid(const char *s, int64_t *pid);
@@ -127,17 +137,25 @@ ig_tool_usage(FILE *f)
         "      writable by group or others.  The last key of the file\n"
         "      signs new chains; keep retired keys to verify old logs.\n"
         "\n"
-        "  " IG_TOOL " verify --key FILE [--live] PATH...\n"
+        "  " IG_TOOL " verify --key FILE [--live] [--partial]"
+        " [--state FILE|--no-state] PATH...\n"
         "      verify audit logs; several PATHs are one log in order\n"
-        "      (rotated files, oldest first), \"-\" is stdin.  Prints one\n"
-        "      line \"PATH:LINE: problem\" per problem, then a summary.\n"
-        "      --live: the newest chain of each writer (nginx worker pid)\n"
-        "      may lack its chain_end record (the log is still written).\n"
+        "      (rotated files, oldest first, all of them since the first\n"
+        "      chain), \"-\" is stdin.  Prints one line \"PATH:LINE:\n"
+        "      problem\" per problem, then a summary.  The chain state\n"
+        "      file is the last PATH + \".chainstate\" when it exists, or\n"
+        "      --state FILE; with it, removing the newest chains is found.\n"
+        "      --live: a chain the state file lists as open (its writer\n"
+        "      runs) may lack its chain_end record (the log is still\n"
+        "      written); chains from before chain links: the newest chain\n"
+        "      of each writer (nginx worker pid).\n"
+        "      --partial: older rotated files were deleted: the first\n"
+        "      marker naming one that is not given starts the log.\n"
         "      Exit status 0: everything verified, 1: problems found,\n"
         "      2: usage, unreadable or unsafe key file, unreadable log.\n"
         "\n"
         "  " IG_TOOL " sign --key FILE --pid N [--key-id ID] [--chain-id HEX]"
-        " [--raw]\n"
+        " [--raw] [--state FILE]\n"
         "      testing aid: writes one chain to stdout, a chain_start\n"
         "      record, one record per stdin line and a chain_end record,\n"
         "      as the module would.  Each stdin line is a JSON object\n"
@@ -146,7 +164,9 @@ ig_tool_usage(FILE *f)
         "      stdin line is instead raw bytes, escaped into url.original\n"
         "      of a generated record.  The key is the last of FILE unless\n"
         "      --key-id names another; the chain id is random unless given\n"
-        "      (32 lowercase hex digits).\n",
+        "      (32 lowercase hex digits).  --state FILE: the markers are\n"
+        "      linked through that chain state file (created if absent),\n"
+        "      as nginx links them (a whole chain at once, no locking).\n",
         IG_AUDIT_KEY_ID_MAX);
 }
 
@@ -235,7 +255,35 @@ ig_tool_options(int argc, char **argv, ig_tool_opts_t *o, int sign,
             continue;
         }
 
+        if (rc == 0 && !sign && strcmp(argv[i], "--partial") == 0) {
+            o->partial = 1;
+            continue;
+        }
+
+        if (rc == 0 && !sign && strcmp(argv[i], "--no-state") == 0) {
+            o->no_state = 1;
+            continue;
+        }
+
+        if (rc == 0 && !sign) {
+            rc = ig_tool_option_value(argc, argv, &i, "--state", &val);
+            if (rc == 1) {
+                o->state_file = val;
+                continue;
+            }
+        }
+
         if (rc == 0 && sign) {
+            rc = ig_tool_option_value(argc, argv, &i, "--state", &val);
+            if (rc == 1) {
+                o->state_file = val;
+                continue;
+            }
+
+            if (rc == -1) {
+                return 2;
+            }
+
             if (strcmp(argv[i], "--raw") == 0) {
                 o->raw = 1;
                 continue;
@@ -396,7 +444,8 @@ ig_tool_verify(int argc, char **argv)
         return 2;
     }
 
-    v = ig_audit_verify_new(ring, o.live ? IG_AUDIT_VERIFY_LIVE : 0);
+    v = ig_audit_verify_new(ring, (o.live ? IG_AUDIT_VERIFY_LIVE : 0)
+                                  | (o.partial ? IG_AUDIT_VERIFY_PARTIAL : 0));
     if (v == NULL) {
         fprintf(stderr, IG_TOOL ": out of memory\n");
         ig_audit_keyring_cleanse(ring);
@@ -408,7 +457,13 @@ ig_tool_verify(int argc, char **argv)
 
     rc = 0;
 
-    for (i = first; i < argc; i++) {
+    /* the state first: what it names was on disk before the log is read */
+
+    if (!o.no_state) {
+        rc = ig_tool_read_state(v, o.state_file, argv[argc - 1]);
+    }
+
+    for (i = first; rc == 0 && i < argc; i++) {
         if (ig_tool_read_file(v, argv[i]) != 0) {
             rc = 2;
             break;
@@ -429,6 +484,129 @@ ig_tool_verify(int argc, char **argv)
     ig_audit_verify_free(v);
     ig_audit_keyring_cleanse(ring);
     free(ring);
+
+    return rc;
+}
+
+
+/*
+ * Reads the chain state file under a shared fcntl() lock (writers hold an
+ * exclusive one while they write a marker and rewrite the state).  file
+ * NULL: LAST.chainstate, skipped when it does not exist.  Returns 0, or 2
+ * after a message.
+ */
+
+static int
+ig_tool_read_state(ig_audit_verify_t *v, const char *file, const char *last)
+{
+    int                fd, rc;
+    char               err[IG_ERR_LEN], *path, *text;
+    size_t             len;
+    ssize_t            n;
+    struct flock       fl;
+    ig_audit_state_t  *st;
+
+    path = NULL;
+
+    if (file == NULL) {
+        if (strcmp(last, "-") == 0) {
+            return 0;
+        }
+
+        len = strlen(last);
+        path = malloc(len + sizeof(IG_AUDIT_STATE_SUFFIX));
+        if (path == NULL) {
+            fprintf(stderr, IG_TOOL ": out of memory\n");
+            return 2;
+        }
+
+        memcpy(path, last, len);
+        memcpy(path + len, IG_AUDIT_STATE_SUFFIX,
+               sizeof(IG_AUDIT_STATE_SUFFIX));
+        file = path;
+    }
+
+    fd = open(file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+
+    if (fd == -1) {
+        if (path && errno == ENOENT) {
+            free(path);
+            return 0;
+        }
+
+        fprintf(stderr, IG_TOOL ": %s: %s\n", file, strerror(errno));
+        free(path);
+        return 2;
+    }
+
+    memset(&fl, 0, sizeof(struct flock));
+    fl.l_type = F_RDLCK;
+    fl.l_whence = SEEK_SET;
+
+    while (fcntl(fd, F_SETLKW, &fl) == -1) {
+        if (errno != EINTR) {
+            fprintf(stderr, IG_TOOL ": %s: fcntl(F_RDLCK): %s\n", file,
+                    strerror(errno));
+            close(fd);
+            free(path);
+            return 2;
+        }
+    }
+
+    rc = 2;
+    st = malloc(sizeof(ig_audit_state_t));
+    text = malloc(IG_AUDIT_STATE_SIZE_MAX + 1);
+
+    if (st == NULL || text == NULL) {
+        fprintf(stderr, IG_TOOL ": out of memory\n");
+        goto done;
+    }
+
+    len = 0;
+
+    for ( ;; ) {
+        n = read(fd, text + len, IG_AUDIT_STATE_SIZE_MAX + 1 - len);
+
+        if (n == -1 && errno == EINTR) {
+            continue;
+        }
+
+        if (n == -1) {
+            fprintf(stderr, IG_TOOL ": %s: %s\n", file, strerror(errno));
+            goto done;
+        }
+
+        if (n == 0) {
+            break;
+        }
+
+        len += (size_t) n;
+
+        if (len > IG_AUDIT_STATE_SIZE_MAX) {
+            fprintf(stderr, IG_TOOL ": %s: larger than a chain state file\n",
+                    file);
+            goto done;
+        }
+    }
+
+    if (ig_audit_state_parse(st, text, len, err, sizeof(err)) != 0) {
+        fprintf(stderr, IG_TOOL ": %s: %s\n", file, err);
+        goto done;
+    }
+
+    if (ig_audit_verify_state(v, st, file) != 0) {
+        fprintf(stderr, IG_TOOL ": out of memory\n");
+        goto done;
+    }
+
+    rc = 0;
+
+done:
+
+    close(fd);
+    free(st);
+    free(text);
+    free(path);
 
     return rc;
 }
@@ -575,8 +753,11 @@ ig_tool_sign(int argc, char **argv)
     ig_tool_opts_t         o;
     ig_tool_buf_t          b;
     ig_audit_chain_t      *chain;
+    ig_audit_state_t      *st;
     ig_audit_keyring_t    *ring;
     const ig_audit_key_t  *key;
+
+    st = NULL;
 
     rc = ig_tool_options(argc, argv, &o, 1, &first);
     if (rc != 0) {
@@ -648,7 +829,15 @@ ig_tool_sign(int argc, char **argv)
 
     b.len = 0;
 
-    if (ig_tool_buf_add(&b, head, n) != 0 || ig_tool_seal_write(chain, &b))
+    if (o.state_file) {
+        st = malloc(sizeof(ig_audit_state_t));
+        if (st == NULL || ig_tool_state_io(o.state_file, st, 0) != 0) {
+            goto done;
+        }
+    }
+
+    if (ig_tool_buf_add(&b, head, n) != 0
+        || ig_tool_sign_marker(chain, &b, st, 1, o.pid) != 0)
     {
         goto done;
     }
@@ -759,8 +948,13 @@ ig_tool_sign(int argc, char **argv)
 
     b.len = 0;
 
-    if (ig_tool_buf_add(&b, head, n) != 0 || ig_tool_seal_write(chain, &b))
+    if (ig_tool_buf_add(&b, head, n) != 0
+        || ig_tool_sign_marker(chain, &b, st, 0, o.pid) != 0)
     {
+        goto done;
+    }
+
+    if (st && ig_tool_state_io(o.state_file, st, 1) != 0) {
         goto done;
     }
 
@@ -775,11 +969,99 @@ done:
 
     free(line);
     free(b.data);
+    free(st);
     ig_audit_chain_close(chain);
     ig_audit_keyring_cleanse(ring);
     free(ring);
 
     return rc;
+}
+
+
+/* A marker: linked to st's head and made the head, as nginx does. */
+
+static int
+ig_tool_sign_marker(ig_audit_chain_t *chain, ig_tool_buf_t *b,
+    ig_audit_state_t *st, int start, int64_t pid)
+{
+    uint64_t  seq;
+
+    if (st == NULL) {
+        return ig_tool_seal_write(chain, b);
+    }
+
+    if (ig_tool_buf_reserve(b, IG_AUDIT_LINK_MAX) != 0) {
+        return -1;
+    }
+
+    b->len += ig_audit_state_link(st, b->data + b->len);
+    seq = ig_audit_chain_seq(chain);
+
+    if (ig_tool_seal_write(chain, b) != 0) {
+        return -1;
+    }
+
+    ig_audit_state_advance(st, b->data, b->len, ig_audit_chain_get_id(chain),
+                           seq, start, pid, NULL);
+
+    return 0;
+}
+
+
+/* Reads (a missing file is a fresh state) or writes a state file. */
+
+static int
+ig_tool_state_io(const char *file, ig_audit_state_t *st, int save)
+{
+    char    err[IG_ERR_LEN], *text;
+    size_t  len;
+    FILE   *f;
+
+    text = malloc(IG_AUDIT_STATE_SIZE_MAX + 1);
+    if (text == NULL) {
+        fprintf(stderr, IG_TOOL ": out of memory\n");
+        return -1;
+    }
+
+    if (save) {
+        len = ig_audit_state_format(st, text, IG_AUDIT_STATE_SIZE_MAX);
+        f = fopen(file, "w");
+
+        if (f == NULL || fwrite(text, 1, len, f) != len || fclose(f) != 0) {
+            fprintf(stderr, IG_TOOL ": %s: %s\n", file, strerror(errno));
+            free(text);
+            return -1;
+        }
+
+        free(text);
+        return 0;
+    }
+
+    len = 0;
+    f = fopen(file, "r");
+
+    if (f) {
+        len = fread(text, 1, IG_AUDIT_STATE_SIZE_MAX + 1, f);
+        fclose(f);
+
+    } else if (errno != ENOENT) {
+        fprintf(stderr, IG_TOOL ": %s: %s\n", file, strerror(errno));
+        free(text);
+        return -1;
+    }
+
+    if (len > IG_AUDIT_STATE_SIZE_MAX
+        || ig_audit_state_parse(st, text, len, err, sizeof(err)) != 0)
+    {
+        fprintf(stderr, IG_TOOL ": %s: %s\n", file,
+                len > IG_AUDIT_STATE_SIZE_MAX ? "too large" : err);
+        free(text);
+        return -1;
+    }
+
+    free(text);
+
+    return 0;
 }
 
 
@@ -855,6 +1137,8 @@ ig_tool_seal_write(ig_audit_chain_t *chain, ig_tool_buf_t *b)
         fprintf(stderr, IG_TOOL ": writing to stdout: %s\n", strerror(errno));
         return -1;
     }
+
+    b->len = n;                         /* the sealed line */
 
     return 0;
 }

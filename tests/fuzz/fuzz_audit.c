@@ -47,6 +47,7 @@ static void ig_fuzz_seal(const uint8_t *data, size_t size);
 static size_t ig_fuzz_record(ig_audit_chain_t *c, unsigned char *buf,
     const char *prefix, size_t len);
 static int ig_fuzz_utf8(const uint8_t *s, size_t len);
+static void ig_fuzz_state(const uint8_t *data, size_t size);
 
 
 #define ig_fuzz_assert(c)                                                     \
@@ -79,7 +80,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
 
-    if (data[0] & 1) {
+    if ((data[0] & 0x1d) == 0x1c) {
+        ig_fuzz_state(data + 1, size - 1);
+
+    } else if (data[0] & 1) {
         ig_fuzz_seal(data + 1, size - 1);
 
     } else {
@@ -431,4 +435,38 @@ ig_fuzz_utf8(const uint8_t *s, size_t len)
     }
 
     return 1;
+}
+
+
+/* ---- the chain state file ---------------------------------------------- */
+
+
+/* parse; what parses formats back to the same text and parses again */
+
+static void
+ig_fuzz_state(const uint8_t *data, size_t size)
+{
+    char                     err[128];
+    size_t                   n;
+    static char              buf[IG_AUDIT_STATE_SIZE_MAX];
+    static ig_audit_state_t  st, st2;
+
+    if (ig_audit_state_parse(&st, (const char *) data, size, err,
+                             sizeof(err))
+        != 0)
+    {
+        ig_fuzz_assert(err[0] != '\0');
+        return;
+    }
+
+    n = ig_audit_state_format(&st, buf, sizeof(buf));
+    ig_fuzz_assert(n > 0);
+
+    if (size) {
+        ig_fuzz_assert(n == size && memcmp(buf, data, n) == 0);
+    }
+
+    ig_fuzz_assert(ig_audit_state_parse(&st2, buf, n, err, sizeof(err))
+                   == 0);
+    ig_fuzz_assert(st2.have_head == st.have_head && st2.nopen == st.nopen);
 }

@@ -450,3 +450,36 @@ def test_syslog_target_must_be_an_address(nginx_t, tmp_path):
     rc, out = nginx_t(http=f"infergate_audit @PREFIX@/a.log key={key} "
                       f"key_id=k1 syslog=tcp://collector.example:514;")
     assert rc != 0 and "IP address" in out, out
+
+
+def test_fail_open_limit_status_is_signed(start_nginx, tmp_path):
+    """Issue 11 §6: a Redis limit with fail=open while Redis is down, with
+    audit on, indexed past the end of the audit's own copy of the
+    limit-status names (UBSan killed the worker; a normal build dropped
+    infergate.limit).  One table now: the record says FAIL_OPEN."""
+    from conftest import free_port
+    key = keyfile(tmp_path)
+    ngx = start_nginx(workers=1, http=f"""
+        infergate_limit_zone fo 1m;
+        infergate_redis r 127.0.0.1:{free_port()} connect_timeout=50ms
+                        timeout=50ms;
+        infergate_audit @PREFIX@/audit.log key={key} key_id=k1
+                        flush=100ms;
+    """, server="""
+        location /fo {
+            infergate_limit zone=fo rate=1r/m redis=r fail=open;
+            add_header X-IG-Limit $infergate_limit_status always;
+            @PROXY@
+        }""")
+    for _ in range(3):
+        r = requests.get(ngx.url("/fo"))
+        assert r.status_code == 200
+        assert r.headers["X-IG-Limit"] == "FAIL_OPEN"
+    ngx.stop()
+
+    log = ngx.prefix / "audit.log"
+    rc, out = verify(key, log)
+    assert rc == 0, out
+    reqs = requests_only(records(log))
+    assert len(reqs) == 3
+    assert [x["infergate"].get("limit") for x in reqs] == ["FAIL_OPEN"] * 3

@@ -496,3 +496,43 @@ def test_usage(ring, chain, tmp_path):
     r = run("verify", "--key", ring, "-", stdin=b"".join(chain))
     assert r.returncode == 0, r.stdout
     assert b"OK: 12 records" in r.stdout
+
+
+def test_sign_with_state_links_chains(tmp_path):
+    """sign --state links markers as nginx does; the verifier finds the
+    state beside the last file and reports removed chains and heads."""
+    key = keyfile(tmp_path / "k", keygen("k1"))
+    log = tmp_path / "audit.log"
+    state = tmp_path / "audit.log.chainstate"
+    lines = []
+    for pid in (1, 2, 3):
+        rec = {"event": {"action": "request"}, "infergate": {}}
+        lines += sign_state(key, pid, [rec], state)
+    log.write_bytes(b"".join(lines))
+    rc, out, err = verify(key, log)
+    assert rc == 0, out + err
+    assert state.read_text().startswith("infergate-chainstate 1\nhead ")
+
+    log.write_bytes(b"".join(lines[3:]))            # the first chain
+    rc, out, err = verify(key, log)
+    assert rc == 1 and [p for p in problems(out)
+                        if p[1] == 1 and "removed chain" in p[2]], out
+
+    log.write_bytes(b"".join(lines[:6]))            # the newest chain
+    rc, out, err = verify(key, log)
+    assert rc == 1 and [p for p in problems(out)
+                        if p[0] == str(state) and p[1] == 2], out
+    r = run("verify", "--key", key, "--no-state", log)
+    assert r.returncode == 0, r.stdout    # without its witness: unseen
+
+    r = run("verify", "--key", key, "--state", tmp_path / "nope", log)
+    assert r.returncode == 2 and b"nope" in r.stderr
+
+
+def sign_state(key, pid, records, state):
+    stdin = "".join(json.dumps(r, separators=(",", ":")) + "\n"
+                    for r in records).encode()
+    r = run("sign", "--key", key, "--pid", str(pid), "--state", state,
+            stdin=stdin)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines(keepends=True)

@@ -218,6 +218,12 @@ def test_bad_configuration(nginx_t):
     rc, out = nginx_t(server="location /m { infergate_metrics; }")
     assert rc == 0, out
 
+    # the bound lives in the main conf now: once, not "last one wins"
+    rc, out = nginx_t(http="infergate_metrics_tenants 5; "
+                           "infergate_metrics_tenants 6;",
+                      server="location /m { infergate_metrics; }")
+    assert rc != 0 and "is duplicate" in out, out
+
 
 def test_method_not_allowed(start_nginx, tmp_path):
     ngx, _ = start(start_nginx, tmp_path, workers=1)

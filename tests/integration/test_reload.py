@@ -103,3 +103,98 @@ def test_refused_reload_keeps_old_config(start_nginx):
     log = ngx.reload_expect_failure()
     assert "keys.txt:2" in log, log
     assert requests.get(ngx.url("/"), headers=bearer(k1)).status_code == 200
+
+
+def test_failed_reload_then_respawned_workers(start_nginx, tmp_path):
+    """Issue 11 §6: metrics.c kept the zone pointer and tenant count, and
+    metrics.c/audit.c their variable indexes, in statics written while
+    parsing.  A reload that fails after parsing (here: a port already in
+    use) freed that configuration, and every worker respawned after a
+    kill -9 used the freed zone struct on its first request (heap
+    use-after-free under SANITIZE=1).  Now the state lives in the main
+    conf of the cycle the worker runs."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import re
+
+    from conftest import BUILD, free_port
+
+    tool = BUILD / "infergate-audit"
+    out = subprocess.run([str(tool), "keygen", "k1"], capture_output=True,
+                         text=True, check=True)
+    akey = tmp_path / "audit.key"
+    akey.write_text(out.stdout)
+    os.chmod(akey, 0o600)
+
+    key, line = make_key("acme")
+    ngx = start_nginx(workers=2, http=f"""
+        infergate_keys @PREFIX@/keys.txt;
+        infergate_metrics_tenants 4;
+        infergate_audit @PREFIX@/audit.log key={akey} key_id=k1
+                        flush=100ms;
+        """, server="""
+        location /auth { infergate_auth on; @PROXY@ }
+        location = /metrics { infergate_metrics; infergate_audit off; }
+        """, files={"keys.txt": line + "\n"})
+    assert requests.get(ngx.url("/auth"), headers=bearer(key)) \
+        .status_code == 200
+
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        conf = (ngx.prefix / "nginx.conf").read_text()
+        good = conf
+        # a different tenant bound and more variables, and a second listen
+        # that cannot bind: the master parses all of it, then gives up
+        conf = conf.replace("infergate_metrics_tenants 4;",
+                            "infergate_metrics_tenants 9;\n"
+                            "    map $uri $ig_a { default 1; }\n"
+                            "    map $uri $ig_b { default 2; }")
+        conf = conf.replace(f"listen 127.0.0.1:{ngx.port};",
+                            f"listen 127.0.0.1:{ngx.port};\n"
+                            f"        listen 127.0.0.1:{port};")
+        assert conf != good
+        (ngx.prefix / "nginx.conf").write_text(conf)
+        offset = len(ngx.error_log)
+        old = set(ngx.worker_pids())
+        os.kill(ngx.master, signal.SIGHUP)
+        deadline = time.time() + 20
+        while "still could not bind" not in ngx.error_log[offset:]:
+            assert time.time() < deadline, ngx.error_log[offset:]
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert set(ngx.worker_pids()) == old, "the reload was not refused"
+        ngx.allowed_log.append(r".*\[emerg\].*bind\(\) to .* failed.*")
+        ngx.allowed_log.append(r".*\[emerg\].*still could not bind.*")
+        ngx.allowed_log.append(r".*exited on signal 9.*")
+        (ngx.prefix / "nginx.conf").write_text(good)
+
+        for pid in old:
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.time() + 20
+        while True:
+            cur = set(ngx.worker_pids())
+            if len(cur) >= 2 and not (cur & old):
+                break
+            assert time.time() < deadline, "workers not respawned"
+            time.sleep(0.05)
+        time.sleep(0.2)
+
+        for _ in range(6):
+            s = requests.Session()
+            r = s.get(ngx.url("/auth"), headers=bearer(key))
+            assert r.status_code == 200
+            m = s.get(ngx.url("/metrics"))
+            assert m.status_code == 200
+            assert 'tenant="acme"' in m.text, m.text[:2000]
+        assert set(ngx.worker_pids()) - old == cur, \
+            "a respawned worker died:\n" + ngx.error_log[-3000:]
+        crashed = re.findall(r".*exited on signal (?!9\b).*",
+                             ngx.error_log[offset:])
+        assert not crashed, crashed
+    finally:
+        busy.close()

@@ -1856,6 +1856,302 @@ test_verify_handler_count(void **state)
 }
 
 
+/* ---- chain links and the state file ----------------------------------- */
+
+
+static int  ig_t_dead_pid;
+
+static int
+ig_t_alive(int64_t pid)
+{
+    return pid != ig_t_dead_pid;
+}
+
+
+static void
+test_state_file(void **state)
+{
+    char              err[128], buf[IG_AUDIT_STATE_SIZE_MAX];
+    size_t            n;
+    unsigned char     link[IG_AUDIT_LINK_MAX], line[200];
+    ig_audit_state_t  st, st2;
+
+    (void) state;
+
+    /* empty: fresh */
+    assert_int_equal(ig_audit_state_parse(&st, "", 0, err, sizeof(err)), 0);
+    assert_false(st.have_head);
+    n = ig_audit_state_link(&st, link);
+    assert_memory_equal(link, "\"link\":\"genesis\",", n);
+
+    /* a marker line: its mac is the 64 hex digits before "}}\n" */
+    n = (size_t) snprintf((char *) line, sizeof(line),
+                          "{\"x\":1,\"mac\":\"%s%s\"}}\n", HEX32A, HEX32A);
+    ig_audit_state_advance(&st, line, n, CHAIN_A, 0, 1, 10, NULL);
+    ig_audit_state_advance(&st, line, n, CHAIN_B, 0, 1, 11, NULL);
+    ig_audit_state_advance(&st, line, n, CHAIN_A, 7, 0, 10, NULL);
+    assert_true(st.have_head);
+    assert_string_equal(st.head_chain, CHAIN_A);
+    assert_int_equal(st.head_seq, 7);
+    assert_memory_equal(st.head_mac, HEX32A, 64);
+    assert_int_equal(st.nopen, 1);
+    assert_string_equal(st.open[0].chain, CHAIN_B);
+
+    n = ig_audit_state_link(&st, link);
+    assert_memory_equal(link, "\"link\":\"" CHAIN_A ":7:" HEX32A "\",", n);
+
+    n = ig_audit_state_format(&st, buf, sizeof(buf));
+    assert_true(n > 0);
+    assert_memory_equal(buf, "infergate-chainstate 1\nhead " CHAIN_A " 7 "
+                        HEX32A "\nopen " CHAIN_B " 11\nend\n", n);
+    assert_int_equal(ig_audit_state_parse(&st2, buf, n, err, sizeof(err)),
+                     0);
+    assert_true(st2.have_head);
+    assert_string_equal(st2.head_chain, CHAIN_A);
+    assert_int_equal(st2.head_seq, 7);
+    assert_string_equal(st2.head_mac, st.head_mac);
+    assert_int_equal(st2.nopen, 1);
+    assert_string_equal(st2.open[0].chain, CHAIN_B);
+    assert_int_equal(st2.open[0].pid, 11);
+
+    /* a start drops the open chains of writers that are gone */
+    ig_t_dead_pid = 11;
+    ig_audit_state_advance(&st, line, n, CHAIN_A, 0, 1, 12, ig_t_alive);
+    assert_int_equal(st.nopen, 1);
+    assert_int_equal(st.open[0].pid, 12);
+
+    /* damaged files are refused */
+    assert_int_equal(ig_audit_state_parse(&st, buf, n - 4, err,
+                                          sizeof(err)), -1);
+    assert_non_null(strstr(err, "incomplete"));
+    assert_int_equal(ig_audit_state_parse(&st, "infergate-chainstate 2\n"
+                                          "end\n", 27, err, sizeof(err)),
+                     -1);
+    assert_int_equal(ig_audit_state_parse(&st, "infergate-chainstate 1\n"
+                                          "head " CHAIN_A " 07 " HEX32A
+                                          "\nend\n", 130, err, sizeof(err)),
+                     -1);
+    assert_int_equal(ig_audit_state_parse(&st, "infergate-chainstate 1\n"
+                                          "open " CHAIN_A " x\nend\n",
+                                          23 + 5 + 32 + 3 + 4, err,
+                                          sizeof(err)), -1);
+    assert_int_equal(ig_audit_state_parse(&st, "infergate-chainstate 1\n"
+                                          "end\nend\n", 31, err,
+                                          sizeof(err)), -1);
+}
+
+
+/* a marker sealed as the module seals it: linked to st's head */
+
+static void
+ig_t_marker(ig_t_log_t *log, ig_audit_chain_t *c, ig_audit_state_t *st,
+    int start, int pid)
+{
+    size_t          n, len;
+    uint64_t        seq;
+    unsigned char   buf[LINE_CAP];
+
+    n = (size_t) snprintf((char *) buf, sizeof(buf), "{" TS "\"event\":"
+                          "{\"action\":\"%s\"},\"infergate\":{\"pid\":%d,",
+                          start ? "chain_start" : "chain_end", pid);
+
+    if (!start) {
+        n += (size_t) snprintf((char *) buf + n, sizeof(buf) - n,
+                               "\"records\":%llu,", (unsigned long long)
+                               ig_audit_chain_seq(c));
+    }
+
+    n += ig_audit_state_link(st, buf + n);
+    seq = ig_audit_chain_seq(c);
+    len = ig_audit_seal(c, buf, n);
+    assert_true(len > n);
+
+    ig_t_add(log, (char *) buf, len - 1);
+    ig_audit_state_advance(st, buf, len, ig_audit_chain_get_id(c), seq,
+                           start, pid, NULL);
+}
+
+
+static void
+ig_t_request(ig_t_log_t *log, ig_audit_chain_t *c)
+{
+    ig_t_seal(log, c, "{" TS "\"event\":{\"action\":\"request\"},"
+                      "\"infergate\":{");
+}
+
+
+/* lines of log without those of chain id */
+
+static void
+ig_t_without(ig_t_log_t *dst, const ig_t_log_t *src, const char *id)
+{
+    char    own[64];
+    size_t  i;
+
+    snprintf(own, sizeof(own), "\"chain\":\"%s\"", id);
+    dst->n = 0;
+
+    for (i = 0; i < src->n; i++) {
+        if (strstr(src->line[i], own) == NULL) {
+            ig_t_add(dst, src->line[i], src->len[i]);
+        }
+    }
+}
+
+
+static ig_audit_verify_t *
+ig_t_verify_state(const ig_audit_keyring_t *ring, unsigned flags,
+    const ig_t_log_t *log, const ig_audit_state_t *st)
+{
+    size_t              i;
+    ig_audit_verify_t  *v;
+
+    v = ig_audit_verify_new(ring, flags);
+    assert_non_null(v);
+
+    if (st) {
+        assert_int_equal(ig_audit_verify_state(v, st, "audit.log.chainstate"),
+                         0);
+    }
+
+    assert_int_equal(ig_audit_verify_file(v, "audit.log"), 0);
+
+    for (i = 0; i < log->n; i++) {
+        assert_int_equal(ig_audit_verify_line(v, (unsigned char *)
+                                              log->line[i], log->len[i]), 0);
+    }
+
+    ig_audit_verify_finish(v);
+
+    return v;
+}
+
+
+#define CHAIN_C  "00000000000000000000000000000003"
+
+
+static void
+test_verify_links(void **state)
+{
+    ig_t_log_t           log = { { 0 }, { 0 }, 0 };
+    ig_t_log_t           t = { { 0 }, { 0 }, 0 };
+    ig_audit_chain_t    *a, *b, *c;
+    ig_audit_state_t     st, old;
+    ig_audit_verify_t   *v;
+    ig_audit_keyring_t   ring;
+
+    (void) state;
+
+    ig_t_ring(&ring, ig_t_ring_text);
+    memset(&st, 0, sizeof(st));
+
+    /* A runs; a reload: B starts, A ends; again: C starts, B ends */
+
+    a = ig_audit_chain_open(&ring.keys[0], CHAIN_A);
+    b = ig_audit_chain_open(&ring.keys[0], CHAIN_B);
+    c = ig_audit_chain_open(&ring.keys[1], CHAIN_C);
+
+    ig_t_marker(&log, a, &st, 1, 10);
+    ig_t_request(&log, a);
+    ig_t_marker(&log, b, &st, 1, 11);
+    ig_t_request(&log, b);
+    ig_t_request(&log, a);
+    ig_t_marker(&log, a, &st, 0, 10);
+    ig_t_request(&log, b);
+    old = st;
+    ig_t_marker(&log, c, &st, 1, 12);
+    ig_t_marker(&log, b, &st, 0, 11);
+    ig_t_request(&log, c);
+
+    /* as written, C open: --live with the state, not without */
+
+    v = ig_t_verify_state(&ring, IG_AUDIT_VERIFY_LIVE, &log, &st);
+    ig_t_expect(v, IG_AUDIT_P_TRUNCATED, 0, NULL);
+    ig_audit_verify_free(v);
+
+    v = ig_t_verify_state(&ring, 0, &log, &st);
+    ig_t_expect(v, IG_AUDIT_P_TRUNCATED, 1, "chain " CHAIN_C);
+    ig_audit_verify_free(v);
+
+    /* the state read before C started: C is newer, so live too */
+    v = ig_t_verify_state(&ring, IG_AUDIT_VERIFY_LIVE, &log, &old);
+    ig_t_expect(v, IG_AUDIT_P_TRUNCATED, 0, NULL);
+    ig_audit_verify_free(v);
+
+    /* C ends; everything closed verifies without --live */
+    ig_t_marker(&log, c, &st, 0, 12);
+
+    v = ig_t_verify_state(&ring, 0, &log, &st);
+    ig_t_expect(v, IG_AUDIT_P_TRUNCATED, 0, NULL);
+    ig_audit_verify_free(v);
+
+    /* the first chain removed */
+    ig_t_without(&t, &log, CHAIN_A);
+    v = ig_t_verify_state(&ring, 0, &t, NULL);
+    ig_t_expect(v, IG_AUDIT_P_REMOVED, 2, "chain " CHAIN_A " seq 0");
+    assert_int_equal(ig_audit_verify_problem(v, 0)->line, 1);
+    ig_audit_verify_free(v);
+    ig_t_free(&t);
+
+    /* the middle chain removed, with or without --live */
+    ig_t_without(&t, &log, CHAIN_B);
+    v = ig_t_verify_state(&ring, IG_AUDIT_VERIFY_LIVE, &t, &st);
+    ig_t_expect(v, IG_AUDIT_P_REMOVED, 2, "chain " CHAIN_B);
+    ig_audit_verify_free(v);
+    ig_t_free(&t);
+
+    /* A's tail and chain_end removed: --live does not excuse it */
+    {
+        static const int  cut[] = { 0, 1, 2, 3, 6, 7, 8, 9, 10 };
+
+        ig_t_copy(&t, &log, cut, 9);
+        v = ig_t_verify_state(&ring, IG_AUDIT_VERIFY_LIVE, &t, &st);
+        assert_int_equal(ig_audit_verify_count(v, IG_AUDIT_P_REMOVED), 1);
+        assert_int_equal(ig_audit_verify_count(v, IG_AUDIT_P_MISSING), 0);
+        assert_int_equal(ig_audit_verify_count(v, IG_AUDIT_P_TRUNCATED), 1);
+        ig_audit_verify_free(v);
+        ig_t_free(&t);
+    }
+
+    /*
+     * the newest marker cut (C's chain_end): only the state shows that
+     * it is not an open chain; --live does not excuse it either
+     */
+    {
+        static const int  cut[] = { 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 };
+
+        ig_t_copy(&t, &log, cut, 10);
+        v = ig_t_verify_state(&ring, IG_AUDIT_VERIFY_LIVE, &t, NULL);
+        ig_t_expect(v, IG_AUDIT_P_TRUNCATED, 1, "chain " CHAIN_C);
+        ig_audit_verify_free(v);
+        v = ig_t_verify_state(&ring, IG_AUDIT_VERIFY_LIVE, &t, &st);
+        assert_int_equal(ig_audit_verify_count(v, IG_AUDIT_P_STATE), 1);
+        assert_int_equal(ig_audit_verify_count(v, IG_AUDIT_P_TRUNCATED), 1);
+        assert_string_equal(ig_audit_verify_problem(v, 0)->path,
+                            "audit.log.chainstate");
+        assert_non_null(strstr(ig_audit_verify_problem(v, 0)->text,
+                               "chain " CHAIN_C " seq 2"));
+        ig_audit_verify_free(v);
+        ig_t_free(&t);
+    }
+
+    /* a reset state: a second genesis; a copied state: a fork */
+    memset(&old, 0, sizeof(old));
+    ig_audit_chain_close(a);
+    a = ig_audit_chain_open(&ring.keys[0], "00000000000000000000000000000004");
+    ig_t_marker(&log, a, &old, 1, 13);
+    ig_t_marker(&log, a, &old, 0, 13);
+    ig_audit_chain_close(a);
+    v = ig_t_verify_state(&ring, 0, &log, NULL);
+    ig_t_expect(v, IG_AUDIT_P_FORK, 1, "second genesis");
+    ig_audit_verify_free(v);
+
+    ig_audit_chain_close(b);
+    ig_audit_chain_close(c);
+    ig_t_free(&log);
+}
+
+
 int
 main(void)
 {
@@ -1879,6 +2175,8 @@ main(void)
         cmocka_unit_test(test_verify_lines),
         cmocka_unit_test(test_verify_escaped),
         cmocka_unit_test(test_verify_handler_count),
+        cmocka_unit_test(test_state_file),
+        cmocka_unit_test(test_verify_links),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
