@@ -261,3 +261,14 @@ clean:
 	rm -rf $(BUILD)
 
 FORCE:
+
+# docs/architecture.svg from docs/architecture.dot (Debian's graphviz);
+# not part of "make test": the svg is committed.
+docs: docs/architecture.svg
+
+docs/architecture.svg: docs/architecture.dot
+	@command -v dot >/dev/null 2>&1 || { echo "make docs: 'dot' not" \
+	    "found; install Graphviz (apt-get install graphviz)" >&2; exit 1; }
+	dot -Tsvg $< -o $@.tmp && mv $@.tmp $@
+
+.PHONY: docs
