@@ -18,6 +18,8 @@ LINK = re.compile(r'!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?'
                   r'(?:\s+"[^"]*")?\s*\)')
 FENCE = re.compile(r'^\s*(```|~~~)')
 HEADING = re.compile(r'^(#{1,6})\s+(.*?)\s*#*\s*$')
+REF_DEF = re.compile(r'^\s{0,3}\[[^\]]+\]:\s*<?([^\s>]+)>?')
+HTML_REF = re.compile(r'<(?:a|img)\s[^>]*(?:href|src)="([^"]+)"')
 HTML_ID = re.compile(r'<a\s+(?:name|id)="([^"]+)"')
 
 
@@ -50,7 +52,11 @@ def slug(text):
     return text.replace(' ', '-')
 
 
-def anchors(path, cache={}):
+_anchors = {}
+
+
+def anchors(path):
+    cache = _anchors
     if path not in cache:
         seen = {}
         found = set()
@@ -75,6 +81,9 @@ def links(path):
         line = re.sub(r'`[^`]*`', '', line)  # code spans are not links
         for m in LINK.finditer(line):
             yield n, m.group(1)
+        for rx in (REF_DEF, HTML_REF):
+            for m in rx.finditer(line):
+                yield n, m.group(1)
 
 
 def broken_links(path):
@@ -86,7 +95,8 @@ def broken_links(path):
         if file_part:
             dest = os.path.normpath(os.path.join(os.path.dirname(path),
                                                  file_part))
-            if not dest.startswith(ROOT + os.sep) and dest != ROOT:
+            if (path.startswith(ROOT + os.sep)
+                    and not dest.startswith(ROOT + os.sep)):
                 bad.append('%d: %s leaves the repository' % (n, target))
                 continue
             if not os.path.exists(dest):
@@ -112,10 +122,13 @@ def test_checker_finds_a_broken_link(tmp_path):
     # A checker that cannot fail is no test: feed it broken links.
     page = tmp_path / 'page.md'
     page.write_text('# Title\n[a](#title) [b](#nope) [c](missing.md)\n'
-                    '```\n[d](#in-code-is-ignored)\n```\n')
+                    '```\n[d](#in-code-is-ignored)\n```\n'
+                    '`[e](#in-a-code-span)` <img src="gone.png">\n'
+                    '[ref]: other.md#x\n')
     bad = broken_links(str(page))
-    assert len(bad) == 2, bad
+    assert len(bad) == 4, bad
     assert '#nope' in bad[0] and 'missing.md' in bad[1]
+    assert 'gone.png' in bad[2] and 'other.md' in bad[3]
 
 
 @pytest.mark.parametrize('path', doc_files(),
