@@ -82,7 +82,7 @@ export IG_SANITIZE := $(SANITIZE)
 all: build
 
 deps:
-	@bash tools/deps.sh
+	@bash scripts/deps.sh
 
 build: deps module tools
 
@@ -194,13 +194,13 @@ $(BUILD)/fuzz/fuzz_ring: tests/fuzz/fuzz_ring.c backend/ring_queue.c \
 
 # XGBoost predictor vs libxgboost (libxgboost-dev) on a 500-tree depth-8
 # model made once by a fixed-seed script: `make bench-xgb`
-$(BUILD)/bench-xgb: tools/bench_xgb.c $(BACKEND_AR) $(BACKEND_H)
-	$(CC) $(BACKEND_CFLAGS) -o $@ tools/bench_xgb.c $(BACKEND_LINK) \
+$(BUILD)/bench-xgb: bench/bench_xgb.c $(BACKEND_AR) $(BACKEND_H)
+	$(CC) $(BACKEND_CFLAGS) -o $@ bench/bench_xgb.c $(BACKEND_LINK) \
 	    $(BACKEND_LIBS) $(LIBS) -lxgboost
 
-$(BUILD)/bench-xgb-model.json: tools/bench_xgb_model.py
+$(BUILD)/bench-xgb-model.json: bench/bench_xgb_model.py
 	@mkdir -p $(BUILD)
-	$(PY) tools/bench_xgb_model.py $@
+	$(PY) bench/bench_xgb_model.py $@
 
 .PHONY: bench-xgb
 bench-xgb: $(BUILD)/bench-xgb $(BUILD)/bench-xgb-model.json
@@ -229,7 +229,7 @@ oracle: build
 test: build unit integration oracle
 
 demo: build
-	@PORT=$(PORT) bash tools/demo.sh
+	@PORT=$(PORT) bash scripts/demo.sh
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(LIB_HDRS)
 	@mkdir -p $(BUILD)/fuzz
@@ -255,7 +255,7 @@ fuzz-run-%: $(BUILD)/fuzz/fuzz_%
 # infergate against plain nginx and an OpenResty Lua gateway, the backend
 # against libxgboost and torch; prints tables, writes build/bench/.
 bench: build
-	@$(PY) tools/bench.py | tee $(BUILD)/bench.md
+	@$(PY) bench/bench.py | tee $(BUILD)/bench.md
 
 clean:
 	rm -rf $(BUILD)
