@@ -133,7 +133,7 @@ $(BUILD)/infergate-audit: tools/infergate_audit.c $(LIB_SRCS) $(LIB_HDRS) \
                           $(BUILD)/.flags
 	$(CC) $(CFLAGS) -o $@ tools/infergate_audit.c $(LIB_SRCS) $(LIBS)
 
-$(BUILD)/infergate-bloom: tools/infergate_bloom.c lib/ig_bloom.c \
+$(BUILD)/infergate-bloom: tools/infergate_bloom.c lib/ig_bloom.c lib/ig_clock.h \
                           lib/ig_bloom.h $(BUILD)/.flags
 	$(CC) $(CFLAGS) -o $@ tools/infergate_bloom.c lib/ig_bloom.c \
 	    -lxxhash -lm
@@ -171,7 +171,7 @@ $(BACKEND_AR): $(BACKEND_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/infergate-predict: tools/infergate_predict.c $(BACKEND_AR) \
-                            $(BACKEND_H)
+                            $(BACKEND_H) $(LIB_HDRS)
 	$(CC) $(BACKEND_CFLAGS) -o $@ tools/infergate_predict.c $(BACKEND_LINK) \
 	    $(BACKEND_LIBS) $(LIBS)
 
@@ -194,7 +194,7 @@ $(BUILD)/fuzz/fuzz_ring: tests/fuzz/fuzz_ring.c backend/ring_queue.c \
 
 # XGBoost predictor vs libxgboost (libxgboost-dev) on a 500-tree depth-8
 # model made once by a fixed-seed script: `make bench-xgb`
-$(BUILD)/bench-xgb: bench/bench_xgb.c $(BACKEND_AR) $(BACKEND_H)
+$(BUILD)/bench-xgb: bench/bench_xgb.c $(BACKEND_AR) $(BACKEND_H) $(LIB_HDRS)
 	$(CC) $(BACKEND_CFLAGS) -o $@ bench/bench_xgb.c $(BACKEND_LINK) \
 	    $(BACKEND_LIBS) $(LIBS) -lxgboost
 

@@ -29,20 +29,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ig_clock.h"
 #include "ig_ring.h"
 
 
 #define IG_RB_STATUSES  8
-
-
-static uint64_t
-now_ns(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 
 static void
@@ -270,7 +261,7 @@ main(int argc, char **argv)
     max_batch_seen = 0;
     one = 1;
 
-    t0 = now_ns();
+    t0 = ig_clock_ns();
 
     /* the first window: slots 0 .. concurrency-1 */
     for (i = 0; i < concurrency && submitted < requests; i++) {
@@ -282,7 +273,7 @@ main(int argc, char **argv)
         for (j = 0; j < rows * nf; j++) {
             s->data[j] = (float) (submitted + j);
         }
-        sent[i] = now_ns();
+        sent[i] = ig_clock_ns();
         s->submit_ns = sent[i];
         ig_ring_push(sq, rg.nslots, i);
         submitted++;
@@ -318,7 +309,7 @@ main(int argc, char **argv)
         c = 0;
 
         while (ig_ring_pop(cq, rg.nslots, &slot) == 0) {
-            t1 = now_ns();
+            t1 = ig_clock_ns();
 
             if (slot >= rg.nslots) {
                 errno = 0;
@@ -351,7 +342,7 @@ main(int argc, char **argv)
                 for (j = 0; j < rows * nf; j++) {
                     s->data[j] = (float) (submitted + j);
                 }
-                sent[slot] = now_ns();
+                sent[slot] = ig_clock_ns();
                 s->submit_ns = sent[slot];
                 ig_ring_push(sq, rg.nslots, slot);
                 submitted++;
@@ -364,7 +355,7 @@ main(int argc, char **argv)
         }
     }
 
-    t1 = now_ns();
+    t1 = ig_clock_ns();
 
     qsort(lat, nlat, sizeof(uint64_t), cmp_u64);
 
