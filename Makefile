@@ -133,8 +133,8 @@ $(BUILD)/infergate-audit: tools/infergate_audit.c $(LIB_SRCS) $(LIB_HDRS) \
                           $(BUILD)/.flags
 	$(CC) $(CFLAGS) -o $@ tools/infergate_audit.c $(LIB_SRCS) $(LIBS)
 
-$(BUILD)/infergate-bloom: tools/infergate_bloom.c lib/ig_bloom.c lib/ig_clock.h \
-                          lib/ig_bloom.h $(BUILD)/.flags
+$(BUILD)/infergate-bloom: tools/infergate_bloom.c lib/ig_bloom.c \
+                          lib/ig_bloom.h lib/ig_clock.h $(BUILD)/.flags
 	$(CC) $(CFLAGS) -o $@ tools/infergate_bloom.c lib/ig_bloom.c \
 	    -lxxhash -lm
 
@@ -160,6 +160,7 @@ $(BUILD)/backend/model_onnx.o: $(BUILD)/backend/gen/onnx.pb-c.h
 
 # the ONNX fuzzer includes the loader and the generated code
 $(BUILD)/fuzz/fuzz_onnx: tests/fuzz/fuzz_onnx.c backend/model_onnx.c \
+                         backend/mlp_cpu.c \
                          $(BACKEND_H) $(BUILD)/backend/gen/onnx.pb-c.c
 	@mkdir -p $(BUILD)/fuzz
 	clang -g -O1 -fsanitize=fuzzer,address,undefined \
