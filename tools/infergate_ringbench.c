@@ -54,6 +54,33 @@ cmp_u64(const void *a, const void *b)
 }
 
 
+/* request number tag into client 0's slot, pushed; returns when sent */
+
+static uint64_t
+submit(void *base, const ig_ring_region_t *rg, ig_ring_queue_t *sq,
+    uint32_t slot, uint64_t tag, uint32_t model_id, uint32_t rows,
+    uint32_t nf)
+{
+    uint32_t         j;
+    uint64_t         now;
+    ig_ring_slot_t  *s;
+
+    s = ig_ring_slot(base, rg, 0, slot);
+    s->tag = tag;
+    s->model_id = model_id;
+    s->rows = rows;
+    s->in_floats = rows * nf;
+    for (j = 0; j < rows * nf; j++) {
+        s->data[j] = (float) (tag + j);
+    }
+    now = ig_clock_ns();
+    s->submit_ns = now;
+    ig_ring_push(sq, rg->nslots, slot);
+
+    return now;
+}
+
+
 static void
 usage(void)
 {
@@ -265,17 +292,7 @@ main(int argc, char **argv)
 
     /* the first window: slots 0 .. concurrency-1 */
     for (i = 0; i < concurrency && submitted < requests; i++) {
-        s = ig_ring_slot(base, &rg, 0, i);
-        s->tag = submitted;
-        s->model_id = model_id;
-        s->rows = rows;
-        s->in_floats = rows * nf;
-        for (j = 0; j < rows * nf; j++) {
-            s->data[j] = (float) (submitted + j);
-        }
-        sent[i] = ig_clock_ns();
-        s->submit_ns = sent[i];
-        ig_ring_push(sq, rg.nslots, i);
+        sent[i] = submit(base, &rg, sq, i, submitted, model_id, rows, nf);
         submitted++;
     }
 
@@ -335,16 +352,8 @@ main(int argc, char **argv)
             }
 
             if (submitted < requests) {
-                s->tag = submitted;
-                s->model_id = model_id;
-                s->rows = rows;
-                s->in_floats = rows * nf;
-                for (j = 0; j < rows * nf; j++) {
-                    s->data[j] = (float) (submitted + j);
-                }
-                sent[slot] = ig_clock_ns();
-                s->submit_ns = sent[slot];
-                ig_ring_push(sq, rg.nslots, slot);
+                sent[slot] = submit(base, &rg, sq, slot, submitted, model_id,
+                                    rows, nf);
                 submitted++;
                 c = 1;
             }
