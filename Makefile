@@ -82,7 +82,7 @@ export IG_SANITIZE := $(SANITIZE)
 all: build
 
 deps:
-	@bash tools/deps.sh
+	@bash scripts/deps.sh
 
 build: deps module tools
 
@@ -134,7 +134,7 @@ $(BUILD)/infergate-audit: tools/infergate_audit.c $(LIB_SRCS) $(LIB_HDRS) \
 	$(CC) $(CFLAGS) -o $@ tools/infergate_audit.c $(LIB_SRCS) $(LIBS)
 
 $(BUILD)/infergate-bloom: tools/infergate_bloom.c lib/ig_bloom.c \
-                          lib/ig_bloom.h $(BUILD)/.flags
+                          lib/ig_bloom.h lib/ig_clock.h $(BUILD)/.flags
 	$(CC) $(CFLAGS) -o $@ tools/infergate_bloom.c lib/ig_bloom.c \
 	    -lxxhash -lm
 
@@ -160,6 +160,7 @@ $(BUILD)/backend/model_onnx.o: $(BUILD)/backend/gen/onnx.pb-c.h
 
 # the ONNX fuzzer includes the loader and the generated code
 $(BUILD)/fuzz/fuzz_onnx: tests/fuzz/fuzz_onnx.c backend/model_onnx.c \
+                         backend/mlp_cpu.c \
                          $(BACKEND_H) $(BUILD)/backend/gen/onnx.pb-c.c
 	@mkdir -p $(BUILD)/fuzz
 	clang -g -O1 -fsanitize=fuzzer,address,undefined \
@@ -171,7 +172,7 @@ $(BACKEND_AR): $(BACKEND_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/infergate-predict: tools/infergate_predict.c $(BACKEND_AR) \
-                            $(BACKEND_H)
+                            $(BACKEND_H) $(LIB_HDRS)
 	$(CC) $(BACKEND_CFLAGS) -o $@ tools/infergate_predict.c $(BACKEND_LINK) \
 	    $(BACKEND_LIBS) $(LIBS)
 
@@ -194,13 +195,13 @@ $(BUILD)/fuzz/fuzz_ring: tests/fuzz/fuzz_ring.c backend/ring_queue.c \
 
 # XGBoost predictor vs libxgboost (libxgboost-dev) on a 500-tree depth-8
 # model made once by a fixed-seed script: `make bench-xgb`
-$(BUILD)/bench-xgb: tools/bench_xgb.c $(BACKEND_AR) $(BACKEND_H)
-	$(CC) $(BACKEND_CFLAGS) -o $@ tools/bench_xgb.c $(BACKEND_LINK) \
+$(BUILD)/bench-xgb: bench/bench_xgb.c $(BACKEND_AR) $(BACKEND_H) $(LIB_HDRS)
+	$(CC) $(BACKEND_CFLAGS) -o $@ bench/bench_xgb.c $(BACKEND_LINK) \
 	    $(BACKEND_LIBS) $(LIBS) -lxgboost
 
-$(BUILD)/bench-xgb-model.json: tools/bench_xgb_model.py
+$(BUILD)/bench-xgb-model.json: bench/bench_xgb_model.py
 	@mkdir -p $(BUILD)
-	$(PY) tools/bench_xgb_model.py $@
+	$(PY) bench/bench_xgb_model.py $@
 
 .PHONY: bench-xgb
 bench-xgb: $(BUILD)/bench-xgb $(BUILD)/bench-xgb-model.json
@@ -229,7 +230,7 @@ oracle: build
 test: build unit integration oracle
 
 demo: build
-	@PORT=$(PORT) bash tools/demo.sh
+	@PORT=$(PORT) bash scripts/demo.sh
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRCS) $(LIB_HDRS)
 	@mkdir -p $(BUILD)/fuzz
@@ -255,7 +256,7 @@ fuzz-run-%: $(BUILD)/fuzz/fuzz_%
 # infergate against plain nginx and an OpenResty Lua gateway, the backend
 # against libxgboost and torch; prints tables, writes build/bench/.
 bench: build
-	@$(PY) tools/bench.py | tee $(BUILD)/bench.md
+	@$(PY) bench/bench.py | tee $(BUILD)/bench.md
 
 clean:
 	rm -rf $(BUILD)

@@ -5,7 +5,7 @@
 
 /*
  * Per-element activations and the softmax of one span, shared by the
- * CPU path (model_onnx.c) and the CUDA kernels (mlp_cuda.cu): one
+ * CPU path (mlp_cpu.c) and the CUDA kernels (mlp_cuda.cu): one
  * definition, so the CPU tests exercise the arithmetic the GPU runs.
  */
 

@@ -5,10 +5,10 @@
 
 /*
  * The execution plan of a dense (MLP-style) model and the C-callable
- * wrapper of its CUDA path.  model_onnx.c builds the plan at load and
- * runs it on the CPU; mlp_cuda.cu copies it to the device once and runs
- * the same steps with cuBLAS and kernels over ig_act.h.  Plain C so both
- * compilers read it.
+ * wrapper of its CUDA path.  model_onnx.c builds the plan at load,
+ * mlp_cpu.c runs it on the CPU; mlp_cuda.cu copies it to the device
+ * once and runs the same steps with cuBLAS and kernels over ig_act.h.
+ * Plain C so both compilers read it.
  *
  * Buffers are "slots" of rows * slot_row[s] floats: slot 0 is the
  * caller's input, slot 1 the caller's output, slots 2.. are internal.

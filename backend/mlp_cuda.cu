@@ -2,8 +2,9 @@
 /*
  * Copyright (C) infergate authors
  *
- * The GPU path of dense models: the plan model_onnx.c builds, run with
- * cuBLAS for the GEMMs and small kernels over ig_act.h for the rest.
+ * The GPU path of dense models, twin of mlp_cpu.c: the plan model_onnx.c
+ * builds, run with cuBLAS for the GEMMs and small kernels over ig_act.h
+ * for the rest.
  * Weights, bias rows and every buffer are allocated on the device once
  * at load, for max_rows rows; input and output go through pinned host
  * staging on one stream.  A model is used by one thread at a time.

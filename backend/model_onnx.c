@@ -5,8 +5,8 @@
  * ONNX models: MLP-style FP32 graphs (Gemm, MatMul, Add, Relu,
  * LeakyRelu, Sigmoid, Tanh, Softmax, Flatten, Identity) parsed with the
  * protoc-c code generated from onnx.proto, turned at load into a flat
- * plan of steps over per-row buffers, run with OpenBLAS on the CPU or
- * with cuBLAS (mlp_cuda.cu) when the executor uses CUDA.
+ * plan of steps over per-row buffers, run with OpenBLAS on the CPU
+ * (mlp_cpu.c) or with cuBLAS (mlp_cuda.cu) when the executor uses CUDA.
  *
  * The file is untrusted: every index, shape and size is checked, and
  * anything outside the subset is a load error that names it.
@@ -20,12 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cblas.h>
-
 #include "onnx.pb-c.h"
 
 #include "ig_model.h"
 #include "ig_act.h"
+#include "ig_mlp_cpu.h"
 #include "ig_mlp_cuda.h"
 
 
@@ -34,15 +33,11 @@
 #define IG_ONNX_MAX_INITS    65536
 #define IG_ONNX_MAX_ROW      (1u << 24)     /* floats per batch row     */
 #define IG_ONNX_MAX_CONST    (1u << 28)     /* floats in one initializer */
-#define IG_ONNX_CHUNK        4096           /* rows per pass, at most   */
-#define IG_ONNX_SLOT_MAX     (1u << 24)     /* floats per slot and pass */
-#define IG_ONNX_ARENA_MAX    (1u << 26)     /* floats of buffers a pass */
 #define IG_ONNX_EXPAND_MAX   (1u << 26)     /* floats of bias rows      */
 #define IG_ONNX_MAX_DEPTH    32             /* nested messages          */
 #define IG_ONNX_MAX_LD       (1u << 22)     /* messages, strings, bytes */
 #define IG_ONNX_MAX_SCALARS  (1u << 26)     /* unpacked scalar fields   */
 #define IG_ONNX_MAX_PACKED   (2ull << 30)   /* bytes of packed arrays   */
-#define IG_ONNX_PAR_MIN      (1u << 20)     /* softmax worth threads    */
 
 
 typedef enum {
@@ -74,11 +69,7 @@ typedef struct {
     void           **owned;      /* weights and bias rows */
     size_t           nowned;
     size_t           owned_cap;
-    float           *arena;      /* internal slots, cap rows each */
-    size_t           cap;
-    size_t           chunk;      /* rows per pass                 */
-    float          **ptr;        /* per slot, for the current pass */
-    size_t          *slot_off;
+    ig_mlp_cpu_t     cpu;        /* mlp_cpu.c: buffers, passes */
     ig_mlp_cuda_t   *gpu;
 } ig_onnx_model_t;
 
@@ -1561,233 +1552,10 @@ failed:
 
 
 static int
-ig_onnx_reserve(ig_onnx_model_t *m, size_t rows, char *err, size_t errlen)
-{
-    size_t   i, total, per;
-    float   *a;
-
-    if (rows <= m->cap) {
-        return 0;
-    }
-
-    per = 0;
-    for (i = 2; i < m->plan.nslots; i++) {
-        m->slot_off[i] = per;
-        per += m->plan.slot_row[i];
-    }
-
-    total = ig_onnx_mul(per, rows, SIZE_MAX / sizeof(float));
-    if (total == 0 && per != 0) {
-        snprintf(err, errlen, "onnx: buffers too large");
-        return -1;
-    }
-
-    a = realloc(m->arena, (total ? total : 1) * sizeof(float));
-    if (a == NULL) {
-        snprintf(err, errlen, "onnx: out of memory for %zu rows", rows);
-        return -1;
-    }
-
-    m->arena = a;
-    m->cap = rows;
-
-    return 0;
-}
-
-
-/*
- * One row (or span) of y = act(x [+ x2 | + bias]): the switch is out of
- * the loops and each loop is marked simd, so that Relu is a blend, not a
- * branch mispredicted on every other element.
- */
-static void
-ig_onnx_ew(float *y, const float *x, const float *x2, const float *bias,
-    size_t n, int act, float alpha)
-{
-    size_t  j;
-
-    if (x2 != NULL) {
-        #pragma omp simd
-        for (j = 0; j < n; j++) {
-            y[j] = x[j] + x2[j];
-        }
-
-        x = y;
-
-    } else if (bias != NULL) {
-        #pragma omp simd
-        for (j = 0; j < n; j++) {
-            y[j] = x[j] + bias[j];
-        }
-
-        x = y;
-    }
-
-    switch (act) {
-
-    case IG_ACT_RELU:
-        #pragma omp simd
-        for (j = 0; j < n; j++) {
-            y[j] = ig_act_relu(x[j]);
-        }
-        break;
-
-    case IG_ACT_LEAKY_RELU:
-        #pragma omp simd
-        for (j = 0; j < n; j++) {
-            y[j] = ig_act_leaky_relu(x[j], alpha);
-        }
-        break;
-
-    case IG_ACT_SIGMOID:
-        #pragma omp simd
-        for (j = 0; j < n; j++) {
-            y[j] = ig_act_sigmoid(x[j]);
-        }
-        break;
-
-    case IG_ACT_TANH:
-        #pragma omp simd
-        for (j = 0; j < n; j++) {
-            y[j] = ig_act_tanh(x[j]);
-        }
-        break;
-
-    default:
-        if (x != y) {
-            memcpy(y, x, n * sizeof(float));
-        }
-    }
-}
-
-
-/*
- * Elementwise work after a GEMM is memory-bound and small next to it:
- * it stays on the calling thread.  An OpenMP team here would spin on the
- * cores OpenBLAS's own threads need next (measured: 2 threads at batch
- * 256 fell from 450k to 21k rows/s on a busy 2-core machine).
- */
-static void
-ig_onnx_epilogue(float *y, const float *x, const float *x2,
-    const float *bias, size_t rows, size_t row, int act, float alpha)
-{
-    size_t  i;
-
-    if (bias == NULL) {
-        /* one span: the whole pass */
-        ig_onnx_ew(y, x, x2, NULL, rows * row, act, alpha);
-        return;
-    }
-
-    for (i = 0; i < rows; i++) {
-        ig_onnx_ew(y + i * row, x + i * row, NULL, bias, row, act, alpha);
-    }
-}
-
-
-static int
-ig_onnx_run(ig_onnx_model_t *m, int nt, const float *in, size_t rows,
-    float *out)
-{
-    size_t          i;
-    float         **p;
-    ig_mlp_step_t  *s;
-
-    p = m->ptr;
-    p[IG_MLP_SLOT_IN] = (float *) in;       /* never written */
-    p[IG_MLP_SLOT_OUT] = out;
-
-    for (i = 2; i < m->plan.nslots; i++) {
-        p[i] = m->arena + m->slot_off[i] * m->cap;
-    }
-
-    for (i = 0; i < m->plan.nsteps; i++) {
-        s = &m->plan.steps[i];
-
-        switch (s->op) {
-
-        case IG_MLP_GEMM:
-            if (s->c_slot >= 0) {
-                if (p[s->out] != p[s->c_slot]) {
-                    memcpy(p[s->out], p[s->c_slot],
-                           rows * s->row_out * sizeof(float));
-                }
-            }
-
-            if (rows * s->mult == 1 && s->c_slot < 0 && !s->trans_b) {
-                /* one row: a matrix-vector product */
-                cblas_sgemv(CblasRowMajor, CblasTrans, (int) s->k,
-                            (int) s->n, s->alpha, s->w, (int) s->n,
-                            p[s->in], 1, 0.0f, p[s->out], 1);
-
-            } else {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans,
-                            s->trans_b ? CblasTrans : CblasNoTrans,
-                            (int) (rows * s->mult), (int) s->n, (int) s->k,
-                            s->alpha, p[s->in], (int) s->k, s->w,
-                            (int) (s->trans_b ? s->k : s->n),
-                            s->c_slot >= 0 ? s->beta : 0.0f, p[s->out],
-                            (int) s->n);
-            }
-
-            if (s->bias || s->act != IG_ACT_NONE) {
-                ig_onnx_epilogue(p[s->out], p[s->out], NULL, s->bias, rows,
-                                 s->row_out, s->act, s->act_alpha);
-            }
-
-            break;
-
-        case IG_MLP_ADD_ROW:
-            ig_onnx_epilogue(p[s->out], p[s->in], NULL, s->bias, rows,
-                             s->row_out, s->act, s->act_alpha);
-            break;
-
-        case IG_MLP_ADD:
-            ig_onnx_epilogue(p[s->out], p[s->in], p[s->in2], NULL, rows,
-                             s->row_out, s->act, s->act_alpha);
-            break;
-
-        case IG_MLP_ACT:
-            ig_onnx_epilogue(p[s->out], p[s->in], NULL, NULL, rows,
-                             s->row_out, s->act, s->act_alpha);
-            break;
-
-        case IG_MLP_SOFTMAX:
-            {
-            size_t     spans = rows * s->outer * s->inner;
-            ptrdiff_t  k;
-
-            #pragma omp parallel for num_threads(nt) schedule(static) \
-                if (rows * s->row_out >= IG_ONNX_PAR_MIN)
-            for (k = 0; k < (ptrdiff_t) spans; k++) {
-                size_t  o = (size_t) k / s->inner, q = (size_t) k % s->inner;
-                size_t  base = o * s->dim * s->inner + q;
-
-                ig_softmax_span(p[s->in] + base, p[s->out] + base, s->dim,
-                                s->inner);
-            }
-            }
-            break;
-
-        case IG_MLP_COPY:
-            memcpy(p[s->out], p[s->in], rows * s->row_out * sizeof(float));
-            break;
-        }
-    }
-
-    return 0;
-}
-
-
-static int
 ig_onnx_predict(ig_model_t *model, ig_exec_t *ex, const float *in,
     size_t rows, float *out, char *err, size_t errlen)
 {
-    int               nt;
-    size_t            n, nf, no;
     ig_onnx_model_t  *m;
-
-    static int        blas_threads;
 
     m = (ig_onnx_model_t *) model;
 
@@ -1797,31 +1565,7 @@ ig_onnx_predict(ig_model_t *model, ig_exec_t *ex, const float *in,
     }
 #endif
 
-    /* OpenBLAS's thread count is process-wide; set it when it changes */
-    nt = ex->threads > 0 ? ex->threads : 1;
-    if (__atomic_load_n(&blas_threads, __ATOMIC_RELAXED) != nt) {
-        openblas_set_num_threads(nt);
-        __atomic_store_n(&blas_threads, nt, __ATOMIC_RELAXED);
-    }
-
-    nf = m->model.meta.nfeatures;
-    no = m->model.meta.noutputs;
-
-    if (ig_onnx_reserve(m, rows < m->chunk ? rows : m->chunk, err, errlen)
-        != 0)
-    {
-        return -1;
-    }
-
-    while (rows) {
-        n = rows < m->chunk ? rows : m->chunk;
-        ig_onnx_run(m, nt, in, n, out);
-        in += n * nf;
-        out += n * no;
-        rows -= n;
-    }
-
-    return 0;
+    return ig_mlp_cpu_run(&m->cpu, ex->threads, in, rows, out, err, errlen);
 }
 
 
@@ -1846,9 +1590,7 @@ ig_onnx_free(ig_model_t *model)
     free(m->owned);
     free(m->plan.steps);
     free(m->plan.slot_row);
-    free(m->arena);
-    free(m->ptr);
-    free(m->slot_off);
+    ig_mlp_cpu_free(&m->cpu);
     free(m);
 }
 
@@ -2055,49 +1797,12 @@ ig_onnx_load(const uint8_t *data, size_t len, ig_exec_t *ex, char *err,
     onnx__model_proto__free_unpacked(mp, NULL);
 
     if (rc == 0) {
-        /* a pass keeps every buffer under IG_ONNX_SLOT_MAX floats, so
-         * BLAS sizes fit an int, and all of them under ARENA_MAX */
-        size_t  i, maxrow = 1, sum = 1;
-
-        for (i = 0; i < m->plan.nslots; i++) {
-            if (m->plan.slot_row[i] > maxrow) {
-                maxrow = m->plan.slot_row[i];
-            }
-
-            sum += m->plan.slot_row[i];     /* each <= IG_ONNX_MAX_ROW */
-        }
-
-        m->chunk = IG_ONNX_SLOT_MAX / maxrow;
-        if (IG_ONNX_ARENA_MAX / sum < m->chunk) {
-            m->chunk = IG_ONNX_ARENA_MAX / sum;
-        }
-
-        if (m->chunk > IG_ONNX_CHUNK) {
-            m->chunk = IG_ONNX_CHUNK;
-        }
-
-        if (m->chunk == 0) {
-            snprintf(err, errlen, "onnx: the graph needs more than %u "
-                     "floats of buffers per row", IG_ONNX_ARENA_MAX);
-            rc = -1;
-        }
-    }
-
-    if (rc == 0) {
-        m->ptr = calloc(m->plan.nslots, sizeof(float *));
-        m->slot_off = calloc(m->plan.nslots, sizeof(size_t));
-        if (m->ptr == NULL || m->slot_off == NULL
-            || ig_onnx_reserve(m, m->chunk < 64 ? m->chunk : 64, err,
-                               errlen) != 0)
-        {
-            snprintf(err, errlen, "onnx: out of memory");
-            rc = -1;
-        }
+        rc = ig_mlp_cpu_init(&m->cpu, &m->plan, err, errlen);
     }
 
 #ifndef IG_NO_CUDA
     if (rc == 0 && ex->use_cuda) {
-        m->gpu = ig_mlp_cuda_create(ex->cuda_device, &m->plan, m->chunk,
+        m->gpu = ig_mlp_cuda_create(ex->cuda_device, &m->plan, m->cpu.chunk,
                                     err, errlen);
         if (m->gpu == NULL) {
             rc = -1;

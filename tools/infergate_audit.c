@@ -67,7 +67,7 @@ static int ig_tool_options(int argc, char **argv, ig_tool_opts_t *o,
     int sign, int *first);
 static int ig_tool_option_value(int argc, char **argv, int *i,
     const char *name, const char **value);
-static int ig_tool_load_ring(const char *file, ig_audit_keyring_t *ring);
+static ig_audit_keyring_t *ig_tool_load_ring(const char *file);
 static int ig_tool_read_file(ig_audit_verify_t *v, const char *path);
 static int ig_tool_read_state(ig_audit_verify_t *v, const char *file,
     const char *last);
@@ -397,17 +397,27 @@ ig_tool_parse_pid(const char *s, int64_t *pid)
 }
 
 
-static int
-ig_tool_load_ring(const char *file, ig_audit_keyring_t *ring)
+/* the keyring of file, allocated; NULL when it cannot be read (said) */
+
+static ig_audit_keyring_t *
+ig_tool_load_ring(const char *file)
 {
-    char  err[IG_ERR_LEN];
+    char                 err[IG_ERR_LEN];
+    ig_audit_keyring_t  *ring;
+
+    ring = malloc(sizeof(ig_audit_keyring_t));
+    if (ring == NULL) {
+        fprintf(stderr, IG_TOOL ": out of memory\n");
+        return NULL;
+    }
 
     if (ig_audit_keyring_load(ring, file, err, sizeof(err)) != 0) {
         fprintf(stderr, IG_TOOL ": key file %s\n", err);
-        return 2;
+        free(ring);
+        return NULL;
     }
 
-    return 0;
+    return ring;
 }
 
 
@@ -433,14 +443,8 @@ ig_tool_verify(int argc, char **argv)
         return 2;
     }
 
-    ring = malloc(sizeof(ig_audit_keyring_t));
+    ring = ig_tool_load_ring(o.key_file);
     if (ring == NULL) {
-        fprintf(stderr, IG_TOOL ": out of memory\n");
-        return 2;
-    }
-
-    if (ig_tool_load_ring(o.key_file, ring) != 0) {
-        free(ring);
         return 2;
     }
 
@@ -770,14 +774,8 @@ ig_tool_sign(int argc, char **argv)
         return 2;
     }
 
-    ring = malloc(sizeof(ig_audit_keyring_t));
+    ring = ig_tool_load_ring(o.key_file);
     if (ring == NULL) {
-        fprintf(stderr, IG_TOOL ": out of memory\n");
-        return 2;
-    }
-
-    if (ig_tool_load_ring(o.key_file, ring) != 0) {
-        free(ring);
         return 2;
     }
 

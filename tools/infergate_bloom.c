@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "ig_bloom.h"
+#include "ig_clock.h"
 
 
 static void
@@ -264,16 +265,6 @@ cmd_info(int argc, char **argv)
 }
 
 
-static double
-ig_now(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-
 /* Lookup ns/op on a filter larger than the caches, keys precomputed. */
 
 static int
@@ -305,7 +296,7 @@ cmd_bench(int argc, char **argv)
         snprintf(keys + i * 16, 16, "user-%010zu", i);
     }
 
-    t0 = ig_now();
+    t0 = ig_clock_s();
     for (i = 0; i < capacity; i++) {
         char  k[32];
 
@@ -316,24 +307,24 @@ cmd_bench(int argc, char **argv)
             ig_bloom_add(b, k, 16);
         }
     }
-    t_add = (ig_now() - t0) / capacity * 1e9;
+    t_add = (ig_clock_s() - t0) / capacity * 1e9;
 
     hits = 0;
-    t0 = ig_now();
+    t0 = ig_clock_s();
     for (i = 0; i < nq; i++) {
         hits += ig_bloom_test(b, keys + i * 16, 15);
     }
-    t_hit = (ig_now() - t0) / nq * 1e9;
+    t_hit = (ig_clock_s() - t0) / nq * 1e9;
 
     for (i = 0; i < nq; i++) {
         keys[i * 16] = 'x';               /* "xser-…": absent ids */
     }
 
-    t0 = ig_now();
+    t0 = ig_clock_s();
     for (i = 0; i < nq; i++) {
         hits += ig_bloom_test(b, keys + i * 16, 15);
     }
-    t_miss = (ig_now() - t0) / nq * 1e9;
+    t_miss = (ig_clock_s() - t0) / nq * 1e9;
 
     printf("bloom: capacity=%llu error=%g k=%u %.1f MiB: "
            "add+format %.1f ns/op, lookup present %.1f ns/op, lookup absent %.1f ns/op, "

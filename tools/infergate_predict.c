@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "ig_clock.h"
 #include "ig_model.h"
 
 
@@ -80,15 +81,6 @@ print_desc(const char *what, const ig_tensor_desc_t *t)
     printf("]}");
 }
 
-
-static double
-now_s(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 
 int
@@ -186,7 +178,7 @@ main(int argc, char **argv)
     best = 0;
 
     for (r = 0; r < repeat; r++) {
-        t0 = now_s();
+        t0 = ig_clock_s();
 
         for (done = 0; done < rows; done += n) {
             n = (rows - done < batch) ? rows - done : batch;
@@ -200,7 +192,7 @@ main(int argc, char **argv)
             }
         }
 
-        t0 = now_s() - t0;
+        t0 = ig_clock_s() - t0;
         if (r == 0 || t0 < best) {
             best = t0;
         }

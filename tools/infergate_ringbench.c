@@ -29,20 +29,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ig_clock.h"
 #include "ig_ring.h"
 
 
 #define IG_RB_STATUSES  8
-
-
-static uint64_t
-now_ns(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 
 static void
@@ -60,6 +51,33 @@ cmp_u64(const void *a, const void *b)
     uint64_t  x = *(const uint64_t *) a, y = *(const uint64_t *) b;
 
     return x < y ? -1 : x > y;
+}
+
+
+/* request number tag into client 0's slot, pushed; returns when sent */
+
+static uint64_t
+submit(void *base, const ig_ring_region_t *rg, ig_ring_queue_t *sq,
+    uint32_t slot, uint64_t tag, uint32_t model_id, uint32_t rows,
+    uint32_t nf)
+{
+    uint32_t         j;
+    uint64_t         now;
+    ig_ring_slot_t  *s;
+
+    s = ig_ring_slot(base, rg, 0, slot);
+    s->tag = tag;
+    s->model_id = model_id;
+    s->rows = rows;
+    s->in_floats = rows * nf;
+    for (j = 0; j < rows * nf; j++) {
+        s->data[j] = (float) (tag + j);
+    }
+    now = ig_clock_ns();
+    s->submit_ns = now;
+    ig_ring_push(sq, rg->nslots, slot);
+
+    return now;
 }
 
 
@@ -270,21 +288,11 @@ main(int argc, char **argv)
     max_batch_seen = 0;
     one = 1;
 
-    t0 = now_ns();
+    t0 = ig_clock_ns();
 
     /* the first window: slots 0 .. concurrency-1 */
     for (i = 0; i < concurrency && submitted < requests; i++) {
-        s = ig_ring_slot(base, &rg, 0, i);
-        s->tag = submitted;
-        s->model_id = model_id;
-        s->rows = rows;
-        s->in_floats = rows * nf;
-        for (j = 0; j < rows * nf; j++) {
-            s->data[j] = (float) (submitted + j);
-        }
-        sent[i] = now_ns();
-        s->submit_ns = sent[i];
-        ig_ring_push(sq, rg.nslots, i);
+        sent[i] = submit(base, &rg, sq, i, submitted, model_id, rows, nf);
         submitted++;
     }
 
@@ -318,7 +326,7 @@ main(int argc, char **argv)
         c = 0;
 
         while (ig_ring_pop(cq, rg.nslots, &slot) == 0) {
-            t1 = now_ns();
+            t1 = ig_clock_ns();
 
             if (slot >= rg.nslots) {
                 errno = 0;
@@ -344,16 +352,8 @@ main(int argc, char **argv)
             }
 
             if (submitted < requests) {
-                s->tag = submitted;
-                s->model_id = model_id;
-                s->rows = rows;
-                s->in_floats = rows * nf;
-                for (j = 0; j < rows * nf; j++) {
-                    s->data[j] = (float) (submitted + j);
-                }
-                sent[slot] = now_ns();
-                s->submit_ns = sent[slot];
-                ig_ring_push(sq, rg.nslots, slot);
+                sent[slot] = submit(base, &rg, sq, slot, submitted, model_id,
+                                    rows, nf);
                 submitted++;
                 c = 1;
             }
@@ -364,7 +364,7 @@ main(int argc, char **argv)
         }
     }
 
-    t1 = now_ns();
+    t1 = ig_clock_ns();
 
     qsort(lat, nlat, sizeof(uint64_t), cmp_u64);
 

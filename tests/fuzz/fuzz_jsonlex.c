@@ -35,6 +35,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "ig_jsonlex.h"
+#include "../ig_test_alloc.h"
 
 
 typedef struct {
@@ -52,11 +53,6 @@ typedef struct {
     size_t          offset;
     fz_events_t     ev;
 } fz_run_t;
-
-
-typedef struct {
-    long            live;
-} fz_alloc_t;
 
 
 static void
@@ -250,48 +246,6 @@ static const ig_jsonlex_callbacks_t  fz_lex_callbacks = {
 };
 
 
-static void *
-fz_malloc(void *ctx, size_t size)
-{
-    fz_alloc_t  *a = ctx;
-    void        *p;
-
-    p = malloc(size);
-    if (p != NULL) {
-        a->live++;
-    }
-
-    return p;
-}
-
-
-static void *
-fz_realloc(void *ctx, void *old, size_t size)
-{
-    fz_alloc_t  *a = ctx;
-    void        *p;
-
-    p = realloc(old, size);
-    if (p != NULL && old == NULL) {
-        a->live++;
-    }
-
-    return p;
-}
-
-
-static void
-fz_free(void *ctx, void *p)
-{
-    fz_alloc_t  *a = ctx;
-
-    if (p != NULL) {
-        a->live--;
-        free(p);
-    }
-}
-
-
 enum {
     FZ_WHOLE = 0,
     FZ_RANDOM,
@@ -317,7 +271,7 @@ fz_lex(const uint8_t *doc, size_t len, int mode, uint32_t seed,
 {
     size_t             off, n;
     uint8_t           *piece;
-    fz_alloc_t         alloc;
+    ig_test_alloc_t    alloc;
     ig_jsonlex_t      *lx;
     yajl_alloc_funcs   af;
     ig_jsonlex_rc_e    rc;
@@ -328,11 +282,7 @@ fz_lex(const uint8_t *doc, size_t len, int mode, uint32_t seed,
     r->reason = NULL;
     r->offset = 0;
 
-    alloc.live = 0;
-    af.malloc = fz_malloc;
-    af.realloc = fz_realloc;
-    af.free = fz_free;
-    af.ctx = &alloc;
+    ig_test_alloc_init(&alloc, &af);
 
     lx = ig_jsonlex_create(max_depth, &fz_lex_callbacks, &r->ev, &af);
     if (lx == NULL) {

@@ -5,8 +5,9 @@
  * libFuzzer target for the ONNX loader: any input either loads (and
  * then predicts a few rows without reading outside the model, the rows
  * or its buffers) or gives an error message; never a crash.  The loader
- * is included whole, CPU only; it needs the protoc-c code, so the
- * Makefile has a rule of its own for this target.
+ * and its CPU executor (mlp_cpu.c) are included whole, CPU only; it
+ * needs the protoc-c code, so the Makefile has a rule of its own for
+ * this target.
  */
 
 
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../backend/mlp_cpu.c"
 #include "../../backend/model_onnx.c"
 #include "onnx.pb-c.c"
 

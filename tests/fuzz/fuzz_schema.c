@@ -26,6 +26,7 @@
 #include <yajl/yajl_tree.h>
 
 #include "ig_schema.h"
+#include "../ig_test_alloc.h"
 
 
 #define NSCHEMAS  8
@@ -38,11 +39,6 @@ typedef struct {
     size_t  members;
     char    text[8192];
 } fz_result_t;
-
-
-typedef struct {
-    long  live;
-} fz_alloc_t;
 
 
 static ig_schema_t  *fz_schemas[NSCHEMAS];
@@ -115,48 +111,6 @@ static const char  *fz_docs[] = {
 };
 
 
-static void *
-fz_malloc(void *ctx, size_t size)
-{
-    fz_alloc_t  *a = ctx;
-    void        *p;
-
-    p = malloc(size);
-    if (p != NULL) {
-        a->live++;
-    }
-
-    return p;
-}
-
-
-static void *
-fz_realloc(void *ctx, void *old, size_t size)
-{
-    fz_alloc_t  *a = ctx;
-    void        *p;
-
-    p = realloc(old, size);
-    if (p != NULL && old == NULL) {
-        a->live++;
-    }
-
-    return p;
-}
-
-
-static void
-fz_free(void *ctx, void *p)
-{
-    fz_alloc_t  *a = ctx;
-
-    if (p != NULL) {
-        a->live--;
-        free(p);
-    }
-}
-
-
 static void
 fz_on_member(void *data, const unsigned char *name, size_t name_len,
     const unsigned char *value, size_t value_len)
@@ -183,18 +137,13 @@ fz_run(const ig_schema_t *s, const uint8_t *doc, size_t len, size_t split,
 {
     int                 trunc;
     size_t              off, n, i, used, k;
-    fz_alloc_t          alloc;
+    ig_test_alloc_t     alloc;
     ig_validator_t     *v;
     yajl_alloc_funcs    af;
     const ig_verror_t  *errs;
 
     memset(r, 0, sizeof(fz_result_t));
-    alloc.live = 0;
-
-    af.malloc = fz_malloc;
-    af.realloc = fz_realloc;
-    af.free = fz_free;
-    af.ctx = &alloc;
+    ig_test_alloc_init(&alloc, &af);
 
     v = ig_validator_create(s, &af, depth, fz_on_member, r);
     if (v == NULL) {

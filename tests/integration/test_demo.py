@@ -11,7 +11,7 @@ from conftest import REPO, free_port
 
 def test_demo_curls_behave_as_printed():
     env = dict(os.environ, DEMO_CHECK="1", PORT=str(free_port()))
-    r = subprocess.run(["bash", str(REPO / "tools" / "demo.sh")], env=env,
+    r = subprocess.run(["bash", str(REPO / "scripts" / "demo.sh")], env=env,
                        capture_output=True, text=True, timeout=120)
     out = r.stdout + r.stderr
     assert r.returncode == 0, out

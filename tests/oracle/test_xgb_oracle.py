@@ -277,14 +277,14 @@ def test_mutated_models_never_crash(tmp_path):
 
 
 def test_demo_model(tmp_path):
-    """tools/demo_model.py: a loadable credit-risk model, its feature
+    """scripts/demo_model.py: a loadable credit-risk model, its feature
     list, and the same scores as xgboost; risky beats safe."""
     import subprocess
     import sys
     from xgb_models import REPO
 
     mp, fp = tmp_path / "credit-risk.json", tmp_path / "features.json"
-    p = subprocess.run([sys.executable, str(REPO / "tools/demo_model.py"),
+    p = subprocess.run([sys.executable, str(REPO / "scripts/demo_model.py"),
                         str(mp), str(fp)], capture_output=True, text=True,
                        timeout=120)
     assert p.returncode == 0, p.stderr

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "ig_jsonlex.h"
+#include "../ig_test_alloc.h"
 
 
 #define EV_MAX  65536
@@ -45,13 +46,6 @@ typedef struct {
     size_t                offset;
     rec_t                 rec;
 } run_t;
-
-
-typedef struct {
-    long                  live;
-    long                  calls;
-    int                   fail;
-} counting_t;
 
 
 static void
@@ -193,60 +187,6 @@ static const ig_jsonlex_callbacks_t  callbacks = {
 };
 
 
-static void *
-c_malloc(void *ctx, size_t size)
-{
-    counting_t  *c = ctx;
-    void        *p;
-
-    c->calls++;
-
-    if (c->fail) {
-        return NULL;
-    }
-
-    p = malloc(size);
-    if (p != NULL) {
-        c->live++;
-    }
-
-    return p;
-}
-
-
-static void *
-c_realloc(void *ctx, void *old, size_t size)
-{
-    counting_t  *c = ctx;
-    void        *p;
-
-    c->calls++;
-
-    if (c->fail) {
-        return NULL;
-    }
-
-    p = realloc(old, size);
-    if (p != NULL && old == NULL) {
-        c->live++;
-    }
-
-    return p;
-}
-
-
-static void
-c_free(void *ctx, void *p)
-{
-    counting_t  *c = ctx;
-
-    if (p != NULL) {
-        c->live--;
-        free(p);
-    }
-}
-
-
 /* feeds doc cut at the offsets in cuts[0..ncuts) (ascending) */
 
 static void
@@ -254,17 +194,13 @@ run_cuts(const char *doc, size_t len, const size_t *cuts, size_t ncuts,
     unsigned max_depth, run_t *out)
 {
     size_t              i, from, to;
-    counting_t          cnt;
+    ig_test_alloc_t     cnt;
     ig_jsonlex_t       *lx;
     ig_jsonlex_rc_e     rc;
     yajl_alloc_funcs    af;
     unsigned char      *copy;
 
-    memset(&cnt, 0, sizeof(cnt));
-    af.malloc = c_malloc;
-    af.realloc = c_realloc;
-    af.free = c_free;
-    af.ctx = &cnt;
+    ig_test_alloc_init(&cnt, &af);
 
     out->rec.len = 0;
     out->rec.ev[0] = '\0';
@@ -1017,7 +953,7 @@ test_nomem(void **state)
     size_t             i;
     char              *doc;
     rec_t             *rec;
-    counting_t         cnt;
+    ig_test_alloc_t    cnt;
     ig_jsonlex_t      *lx;
     yajl_alloc_funcs   af;
 
@@ -1030,12 +966,7 @@ test_nomem(void **state)
 
     memset(rec, 0, sizeof(rec_t));
     rec->stop_at = -1;
-    memset(&cnt, 0, sizeof(cnt));
-
-    af.malloc = c_malloc;
-    af.realloc = c_realloc;
-    af.free = c_free;
-    af.ctx = &cnt;
+    ig_test_alloc_init(&cnt, &af);
 
     /* creation fails cleanly */
     cnt.fail = 1;

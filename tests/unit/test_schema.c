@@ -20,72 +20,10 @@
 #include <yajl/yajl_tree.h>
 
 #include "ig_schema.h"
+#include "../ig_test_alloc.h"
 
 
 #define DEPTH  64
-
-
-/* an allocator that counts, and fails on demand */
-
-typedef struct {
-    long  live;
-    long  calls;
-    int   fail;
-} counting_t;
-
-
-static void *
-c_malloc(void *ctx, size_t size)
-{
-    counting_t  *c = ctx;
-    void        *p;
-
-    c->calls++;
-
-    if (c->fail) {
-        return NULL;
-    }
-
-    p = malloc(size);
-    if (p != NULL) {
-        c->live++;
-    }
-
-    return p;
-}
-
-
-static void *
-c_realloc(void *ctx, void *old, size_t size)
-{
-    counting_t  *c = ctx;
-    void        *p;
-
-    c->calls++;
-
-    if (c->fail) {
-        return NULL;
-    }
-
-    p = realloc(old, size);
-    if (p != NULL && old == NULL) {
-        c->live++;
-    }
-
-    return p;
-}
-
-
-static void
-c_free(void *ctx, void *p)
-{
-    counting_t  *c = ctx;
-
-    if (p != NULL) {
-        c->live--;
-        free(p);
-    }
-}
 
 
 /* one validation run */
@@ -142,18 +80,13 @@ run_split(const ig_schema_t *s, const char *doc, size_t len, int mode,
 {
     int                 rc, rc2, trunc;
     size_t              off, n, i, nerr;
-    counting_t          cnt;
+    ig_test_alloc_t     cnt;
     ig_validator_t     *v;
     yajl_alloc_funcs    af;
     const ig_verror_t  *errs;
 
     memset(r, 0, sizeof(result_t));
-    memset(&cnt, 0, sizeof(cnt));
-
-    af.malloc = c_malloc;
-    af.realloc = c_realloc;
-    af.free = c_free;
-    af.ctx = &cnt;
+    ig_test_alloc_init(&cnt, &af);
 
     v = ig_validator_create(s, &af, depth, on_member, r);
     assert_non_null(v);
@@ -1406,7 +1339,7 @@ test_nomem(void **state)
 {
     int                 trunc;
     size_t              n;
-    counting_t          cnt;
+    ig_test_alloc_t     cnt;
     ig_schema_t        *s;
     ig_validator_t     *v;
     yajl_alloc_funcs    af;
@@ -1416,11 +1349,7 @@ test_nomem(void **state)
 
     s = compile_ok("{\"properties\":{\"a\":{\"type\":\"string\"}}}");
 
-    memset(&cnt, 0, sizeof(cnt));
-    af.malloc = c_malloc;
-    af.realloc = c_realloc;
-    af.free = c_free;
-    af.ctx = &cnt;
+    ig_test_alloc_init(&cnt, &af);
 
     /* create fails cleanly */
     cnt.fail = 1;
@@ -1715,7 +1644,7 @@ test_duplicates_many(void **state)
     double           secs;
     peak_t           peak;
     result_t        *r;
-    counting_t       cnt;
+    ig_test_alloc_t  cnt;
     ig_schema_t     *s, *any;
     ig_validator_t  *v;
     yajl_alloc_funcs  af;
@@ -1842,11 +1771,7 @@ test_duplicates_many(void **state)
 
     len += (size_t) sprintf(doc + len, "},{\"z\":1,\"z\":2}]");
 
-    memset(&cnt, 0, sizeof(cnt));
-    af.malloc = c_malloc;
-    af.realloc = c_realloc;
-    af.free = c_free;
-    af.ctx = &cnt;
+    ig_test_alloc_init(&cnt, &af);
 
     v = ig_validator_create(s, &af, DEPTH, NULL, NULL);
     assert_non_null(v);

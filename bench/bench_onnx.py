@@ -4,7 +4,7 @@ Benchmark: the backend's ONNX path (build/infergate-predict) against
 torch's eager forward on the same MLP, same thread count, rows/s at
 batch 1, 16, 256 and 4096.  Prints one table.
 
-    /usr/bin/python3 tools/bench_onnx.py [--threads N] [--rows N]
+    /usr/bin/python3 bench/bench_onnx.py [--threads N] [--rows N]
                                          [--repeat R] [--device cpu]
 
 The model is 64 -> 256 -> 256 -> 2 (Linear + ReLU twice, Linear,

@@ -7,7 +7,7 @@ Gateways, each one nginx worker pinned to one CPU (wrk, the origin, Redis
 and the backend share the other):
   plain   stock nginx proxying to the origin (or returning the same body)
   lua     the same admission and cache chain in OpenResty Lua
-          (tools/bench/lua/gateway.lua: key lookup, GCRA in a shared
+          (bench/lua/gateway.lua: key lookup, GCRA in a shared
           dict, JSON validation of score.json, Redis cache)
   ig      infergate (auth, limit, schema; cache; Bloom; inference)
 
@@ -359,7 +359,7 @@ def main():
     # the Lua gateway
     lport = free_port()
     lua = Nginx("lua", f"""{upstream}
-    lua_package_path "{ROOT}/tools/bench/lua/?.lua;;";
+    lua_package_path "{ROOT}/bench/lua/?.lua;;";
     lua_shared_dict gcra 10m;
     init_by_lua_block {{
         require("gateway").init("{OUT}/keys.txt", {rport})
@@ -525,9 +525,9 @@ def bloom_bench(results, plain, pport, key):
 def infer_bench(results, key, upstream):
     model = OUT / "credit_risk.json"
     feats = OUT / "features.json"
-    script = ROOT / "tools/demo_model.py"
+    script = ROOT / "scripts/demo_model.py"
     if not script.exists() or not (BUILD / "infergate-backend").exists():
-        print("\n## inference\n\n(skipped: tools/demo_model.py or the "
+        print("\n## inference\n\n(skipped: scripts/demo_model.py or the "
               "backend is missing)")
         return
     subprocess.run([sys.executable, str(script), str(model), str(feats)],
@@ -537,7 +537,7 @@ def infer_bench(results, key, upstream):
         else len(json.loads(feats.read_text()))
 
     mlp = OUT / "mlp.onnx"
-    subprocess.run([sys.executable, str(ROOT / "tools/bench/mlp_model.py"),
+    subprocess.run([sys.executable, str(ROOT / "bench/mlp_model.py"),
                     str(mlp)], check=True, capture_output=True)
 
     socks = {}
@@ -640,7 +640,7 @@ def infer_bench(results, key, upstream):
 
 
 def tools_bench(results):
-    if (BUILD / "bench-xgb").exists() or (ROOT / "tools/bench_xgb.c").exists():
+    if (BUILD / "bench-xgb").exists() or (ROOT / "bench/bench_xgb.c").exists():
         r = subprocess.run(["make", "-s", "bench-xgb"], cwd=ROOT,
                            capture_output=True, text=True)
         print("\n## backend rows/s: ours vs libxgboost (500 trees, depth 8)"
@@ -651,8 +651,8 @@ def tools_bench(results):
         results["xgb"] = r.stdout
     out = run_tool("Bloom lookup", [str(BUILD / "infergate-bloom"), "bench"])
     results["bloom_lookup"] = out
-    if (ROOT / "tools/bench_onnx.py").exists():
-        r = subprocess.run([sys.executable, str(ROOT / "tools/bench_onnx.py")],
+    if (ROOT / "bench/bench_onnx.py").exists():
+        r = subprocess.run([sys.executable, str(ROOT / "bench/bench_onnx.py")],
                            cwd=ROOT, capture_output=True, text=True)
         print("\n## ONNX MLP rows/s: ours vs torch\n")
         print("```")

@@ -23,21 +23,12 @@
 
 #include <xgboost/c_api.h>
 
+#include "ig_clock.h"
 #include "ig_model.h"
 
 
 #define BENCH_ROWS    65536                /* distinct rows cycled over */
 #define BENCH_ROUNDS  10                   /* alternating time slices   */
-
-
-static double
-now_s(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 
 static void
@@ -208,7 +199,7 @@ main(int argc, char **argv)
          */
         for (round = 0; round < BENCH_ROUNDS; round++) {
             done = 0;
-            t0 = now_s();
+            t0 = ig_clock_s();
             do {
                 for (i = 0; i < 16; i++) {
                     n = (done % rows) + b <= rows ? done % rows : 0;
@@ -221,12 +212,12 @@ main(int argc, char **argv)
                     }
                     done += b;
                 }
-                el = now_s() - t0;
+                el = ig_clock_s() - t0;
             } while (el < seconds / BENCH_ROUNDS);
             r_ours = (done / el > r_ours) ? done / el : r_ours;
 
             done = 0;
-            t0 = now_s();
+            t0 = ig_clock_s();
             do {
                 for (i = 0; i < 16; i++) {
                     n = (done % rows) + b <= rows ? done % rows : 0;
@@ -234,7 +225,7 @@ main(int argc, char **argv)
                                        mm->nfeatures, &nout);
                     done += b;
                 }
-                el = now_s() - t0;
+                el = ig_clock_s() - t0;
             } while (el < seconds / BENCH_ROUNDS);
             r_xgb = (done / el > r_xgb) ? done / el : r_xgb;
         }

@@ -51,7 +51,7 @@ cp "$root/conf/schemas/score.json" "$root/conf/schemas/infer.json" \
    "$prefix/schemas/"
 
 # -- the model: credit risk, XGBoost binary:logistic, fixed seed ------------
-/usr/bin/python3 "$root/tools/demo_model.py" \
+/usr/bin/python3 "$root/scripts/demo_model.py" \
     "$prefix/models/credit-risk.json" "$prefix/models/features.json"
 model_sha=$(sha256sum "$prefix/models/credit-risk.json" | cut -d' ' -f1)
 features=$(/usr/bin/python3 -c '
