@@ -19,9 +19,6 @@
 
 
 static size_t ig_canon_get_len(const unsigned char *p);
-static void *ig_default_malloc(void *ctx, size_t size);
-static void *ig_default_realloc(void *ctx, void *p, size_t size);
-static void ig_default_free(void *ctx, void *p);
 static void *ig_pcre_malloc(PCRE2_SIZE size, void *data);
 static void ig_pcre_free(void *p, void *data);
 static int ig_v_error(ig_validator_t *v, const char *fmt, ...);
@@ -101,30 +98,6 @@ static const char  *ig_num_ops[4] = { ">=", "<=", ">", "<" };
 /* validator */
 
 static void *
-ig_default_malloc(void *ctx, size_t size)
-{
-    (void) ctx;
-    return malloc(size);
-}
-
-
-static void *
-ig_default_realloc(void *ctx, void *p, size_t size)
-{
-    (void) ctx;
-    return realloc(p, size);
-}
-
-
-static void
-ig_default_free(void *ctx, void *p)
-{
-    (void) ctx;
-    free(p);
-}
-
-
-static void *
 ig_pcre_malloc(PCRE2_SIZE size, void *data)
 {
     yajl_alloc_funcs  *af = data;
@@ -170,15 +143,7 @@ ig_validator_create(const ig_schema_t *schema, const yajl_alloc_funcs *af,
         return NULL;
     }
 
-    if (af == NULL) {
-        funcs.malloc = ig_default_malloc;
-        funcs.realloc = ig_default_realloc;
-        funcs.free = ig_default_free;
-        funcs.ctx = NULL;
-
-    } else {
-        funcs = *af;
-    }
+    funcs = (af != NULL) ? *af : ig_jsonlex_malloc_funcs;
 
     words = schema->req_words;
 
