@@ -10,10 +10,12 @@ FUZZ_SECONDS ?= 30
 PORT         ?= 8080
 JOBS         ?= $(shell nproc)
 
-# lib/ (nginx-free) is compiled once into build/libig.a, which the CLIs
-# and the unit tests link (the linker takes only the members they use);
-# the fuzzers link build/fuzz/libig.a, the same sources built by clang
-# with their instrumentation.  The module takes the units `config` lists.
+# lib/ (nginx-free) is compiled once into build/libig.a, which the module
+# (config's IG_LIBIG), the CLIs and the unit tests link: the linker takes
+# only the members each uses.  Its objects are position-independent and
+# carry the module's hardening flags.  The fuzzers link
+# build/fuzz/libig.a, the same sources built by clang with their
+# instrumentation.
 LIB_SRCS  := $(wildcard lib/*.c)
 LIB_HDRS  := $(wildcard lib/*.h)
 LIB_OBJS  := $(patsubst lib/%.c,$(BUILD)/lib/%.o,$(LIB_SRCS))
@@ -22,6 +24,8 @@ FUZZ_LIB_OBJS := $(patsubst lib/%.c,$(BUILD)/fuzz/lib/%.o,$(LIB_SRCS))
 FUZZ_LIBIG    := $(BUILD)/fuzz/libig.a
 FUZZ_CFLAGS   := -g -O1 -fsanitize=address,undefined \
                  -fno-sanitize-recover=undefined -Ilib
+LIB_CFLAGS = $(CFLAGS) -fPIC \
+             $(filter -fstack-protector-strong -D_FORTIFY_SOURCE=2,$(NGX_CCOPT))
 # every compile here writes its header dependencies next to its output
 DEPFLAGS   = -MMD -MP -MF $@.d -MT $@
 NGX_SRCS  := $(wildcard ngx_module/*.c ngx_module/*.h filters/*.c)
@@ -124,13 +128,14 @@ $(BUILD)/.srclist: FORCE
 
 $(BUILD)/objs/Makefile: config $(BUILD)/.flags $(BUILD)/.srclist \
                         $(BUILD)/ngx-src/configure
-	cd $(BUILD)/ngx-src && . ./conf_flags && ./configure --with-compat \
+	cd $(BUILD)/ngx-src && . ./conf_flags && \
+	    IG_LIBIG=$(CURDIR)/$(LIBIG) ./configure --with-compat \
 	    "$${NGX_CONF_FLAGS[@]}" \
 	    --with-cc-opt='$(NGX_CCOPT)' --with-ld-opt='$(NGX_LDOPT)' \
 	    --add-dynamic-module=$(CURDIR) \
 	    --builddir=$(CURDIR)/$(BUILD)/objs > $(CURDIR)/$(BUILD)/configure.log
 
-$(MODULE): $(BUILD)/objs/Makefile $(LIB_SRCS) $(LIB_HDRS) $(NGX_SRCS)
+$(MODULE): $(BUILD)/objs/Makefile $(LIBIG) $(LIB_HDRS) $(NGX_SRCS)
 	$(MAKE) -s -j$(JOBS) -f $(CURDIR)/$(BUILD)/objs/Makefile \
 	    -C $(BUILD)/ngx-src modules
 	# a new inode: a running nginx keeps the old file mapped
@@ -143,7 +148,7 @@ $(MODULE): $(BUILD)/objs/Makefile $(LIB_SRCS) $(LIB_HDRS) $(NGX_SRCS)
 
 $(BUILD)/lib/%.o: lib/%.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(DEPFLAGS) -c -o $@ $<
+	$(CC) $(LIB_CFLAGS) $(DEPFLAGS) -c -o $@ $<
 
 $(LIBIG): $(LIB_OBJS)
 	rm -f $@ && ar rcs $@ $^
