@@ -140,7 +140,7 @@ $(MODULE): $(BUILD)/objs/Makefile $(LIBIG) $(LIB_HDRS) $(NGX_SRCS)
 	    -C $(BUILD)/ngx-src modules
 	# a new inode: a running nginx keeps the old file mapped
 	cp $(BUILD)/objs/ngx_http_infergate_module.so $@.tmp
-	@# the audit verifier stays out of the module (config's IG_LIB_SRCS)
+	@# the audit verifier stays out of the module (config, IG_LIBIG)
 	@! nm $@.tmp | grep -E ' ig_(audit_verify|av)_' \
 	    || { echo "$@: the audit verifier is linked in" >&2; \
 	         rm -f $@.tmp; exit 1; }
