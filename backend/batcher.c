@@ -16,6 +16,7 @@
 
 #include "batcher.h"
 #include "blog.h"
+#include "ig_clock.h"
 #include "ig_ring.h"
 
 
@@ -48,16 +49,6 @@ struct ig_batcher_s {
     uint64_t             failed_log_ns;
     uint64_t             failed_unlogged;
 };
-
-
-static uint64_t
-ig_now_ns(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 
 static void
@@ -135,14 +126,14 @@ ig_batcher_run(ig_batcher_t *b, ig_model_t *m, uint32_t k, uint64_t start)
             off += r->rows;
         }
 
-        t0 = ig_now_ns();
+        t0 = ig_clock_ns();
         rc = ig_model_predict(m, b->ex, b->in, rows, b->out, err,
                               sizeof(err));
-        t1 = ig_now_ns();
+        t1 = ig_clock_ns();
 
     } else {
         snprintf(err, sizeof(err), "out of memory for %zu rows", rows);
-        t0 = t1 = ig_now_ns();
+        t0 = t1 = ig_clock_ns();
     }
 
     run_us = (uint32_t) ((t1 - t0) / 1000);
@@ -212,7 +203,7 @@ ig_batcher_thread(void *arg)
             continue;
         }
 
-        now = ig_now_ns();
+        now = ig_clock_ns();
 
         /*
          * Timed out, or its client gone: answer without running.  The

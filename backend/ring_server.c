@@ -46,6 +46,7 @@
 
 #include "batcher.h"
 #include "blog.h"
+#include "ig_clock.h"
 #include "ig_ring.h"
 #include "ring_queue.h"
 #include "ring_server.h"
@@ -162,16 +163,6 @@ ig_rs_forward(int signo)
 
     syscall(SYS_tgkill, getpid(), ig_rs_main_tid, signo);
     errno = saved;
-}
-
-
-static uint64_t
-ig_rs_now_ns(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 
@@ -741,7 +732,7 @@ ig_rs_intake(ig_rs_t *s, uint32_t i)
         /* EAGAIN: a spurious wake-up, the queue is drained anyway */
     }
 
-    now = ig_rs_now_ns();
+    now = ig_clock_ns();
     budget = 2 * s->rg.nslots;        /* one client cannot hold the loop */
     rc = IG_RQ_EMPTY;
     answered = 0;
@@ -852,7 +843,7 @@ ig_rs_send_stats(ig_rs_t *s, uint32_t i)
     msg->nmodels = s->nmodels;
     msg->nbuckets = IG_STATS_BUCKETS;
     msg->generation = s->rg.generation;
-    msg->uptime_ms = (ig_rs_now_ns() - s->start_ns) / 1000000;
+    msg->uptime_ms = (ig_clock_ns() - s->start_ns) / 1000000;
     msg->load_failures = s->load_failures;
     msg->reloads = s->reloads;
     snprintf(msg->device, sizeof(msg->device), "%s", s->conf->ex->name);
@@ -1176,7 +1167,7 @@ ig_rs_sweep(ig_rs_t *s)
         /* EAGAIN */
     }
 
-    now = ig_rs_now_ns();
+    now = ig_clock_ns();
 
     for (i = 0; i < s->nmodels; i++) {
         if (s->batchers[i] == NULL) {
@@ -1327,7 +1318,7 @@ ig_rs_region(ig_rs_t *s)
     uint64_t  gen, size;
 
     if (getrandom(&gen, sizeof(gen), 0) != sizeof(gen)) {
-        gen = ig_rs_now_ns() ^ ((uint64_t) getpid() << 32);
+        gen = ig_clock_ns() ^ ((uint64_t) getpid() << 32);
     }
 
     gen |= 1;                         /* never 0: "no backend yet" */
@@ -1495,7 +1486,7 @@ ig_rs_run(ig_rs_conf_t *conf)
     s = &ig_rs_server;
     memset(s, 0, sizeof(*s));
     s->conf = conf;
-    s->start_ns = ig_rs_now_ns();
+    s->start_ns = ig_clock_ns();
     s->lfd = -1;
     pthread_mutex_init(&s->lock, NULL);
 

@@ -89,7 +89,7 @@ typedef struct {
     uint32_t                    rows;
     uint32_t                    in_floats;   /* rows * nfeatures          */
     uint32_t                    reserved0;
-    uint64_t                    submit_ns;   /* CLOCK_MONOTONIC           */
+    uint64_t                    submit_ns;   /* ig_clock_ns() (ig_clock.h) */
 
     /* written by the backend before the push on cq */
     uint32_t                    status;      /* ig_ring_status_e          */
