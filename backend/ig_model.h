@@ -9,6 +9,8 @@
  * [batch, noutputs]: the batcher gathers rows from many requests into
  * one contiguous input and scatters the output rows back.  nginx-free
  * and CUDA-free, so the ring server, tools and tests include it alone.
+ * The datatypes and metadata it shares with the gateway are in
+ * lib/ig_tensor.h.
  */
 
 #ifndef _IG_MODEL_H_INCLUDED_
@@ -17,35 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define IG_MODEL_NAME_MAX   64
-#define IG_MODEL_MAX_DIMS   4
-
-
-/* Open Inference Protocol datatypes the gateway decodes */
-typedef enum {
-    IG_DT_BOOL = 1,
-    IG_DT_INT32,
-    IG_DT_INT64,
-    IG_DT_FP32,
-    IG_DT_FP64
-} ig_dtype_e;
-
-
-typedef struct {
-    char                 name[IG_MODEL_NAME_MAX];
-    uint32_t             dtype;                  /* ig_dtype_e          */
-    uint32_t             ndims;
-    int64_t              dims[IG_MODEL_MAX_DIMS]; /* dims[0] == -1: batch */
-} ig_tensor_desc_t;
-
-
-typedef struct {
-    char                 platform[32];  /* "xgboost_json", "onnx", ... */
-    ig_tensor_desc_t     input;
-    ig_tensor_desc_t     output;
-    uint32_t             nfeatures;     /* floats per input row         */
-    uint32_t             noutputs;      /* floats per output row        */
-} ig_model_meta_t;
+#include "ig_tensor.h"     /* lib/: datatypes, ig_model_meta_t */
 
 
 /* Where models run; one per backend process, made once at start. */
@@ -53,7 +27,7 @@ typedef struct {
     int                  use_cuda;      /* 1: models run on cuda_device */
     int                  cuda_device;
     int                  threads;       /* CPU threads for predict      */
-    char                 name[128];     /* "cpu" or "cuda:0 (NAME)"     */
+    char                 name[IG_DEVICE_NAME_MAX]; /* "cpu", "cuda:0 (NAME)" */
     void                *priv;          /* thread pool, CUDA streams    */
 } ig_exec_t;
 

@@ -123,6 +123,14 @@ static int ig_jl_resume(ig_jsonlex_t *lx, const unsigned char **pp,
     const unsigned char *end);
 
 
+const yajl_alloc_funcs  ig_jsonlex_malloc_funcs = {
+    .malloc = ig_jl_malloc,
+    .realloc = ig_jl_realloc,
+    .free = ig_jl_free,
+    .ctx = NULL
+};
+
+
 /* space, \t, \n, \r */
 static const uint32_t  ig_jl_ws[8] = {
     0x00002600, 0x00000001, 0x00000000, 0x00000000,
@@ -212,15 +220,7 @@ ig_jsonlex_init(void *mem, unsigned max_depth,
     lx->cb = cb;
     lx->ctx = ctx;
 
-    if (af != NULL) {
-        lx->af = *af;
-
-    } else {
-        lx->af.malloc = ig_jl_malloc;
-        lx->af.realloc = ig_jl_realloc;
-        lx->af.free = ig_jl_free;
-        lx->af.ctx = NULL;
-    }
+    lx->af = (af != NULL) ? *af : ig_jsonlex_malloc_funcs;
 
     lx->stack = (uint64_t *) ((unsigned char *) mem
                               + ((sizeof(ig_jsonlex_t) + 7) & ~(size_t) 7));
@@ -249,16 +249,11 @@ ig_jsonlex_t *
 ig_jsonlex_create(unsigned max_depth, const ig_jsonlex_callbacks_t *cb,
     void *ctx, const yajl_alloc_funcs *af)
 {
-    void              *mem;
-    ig_jsonlex_t      *lx;
-    yajl_alloc_funcs   funcs;
+    void          *mem;
+    ig_jsonlex_t  *lx;
 
     if (af == NULL) {
-        funcs.malloc = ig_jl_malloc;
-        funcs.realloc = ig_jl_realloc;
-        funcs.free = ig_jl_free;
-        funcs.ctx = NULL;
-        af = &funcs;
+        af = &ig_jsonlex_malloc_funcs;
     }
 
     mem = af->malloc(af->ctx, ig_jsonlex_size(max_depth));

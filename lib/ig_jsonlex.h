@@ -115,6 +115,12 @@ typedef enum {
 size_t ig_jsonlex_size(unsigned max_depth);
 
 /*
+ * malloc, realloc and free: what a NULL af stands for, here and in
+ * ig_validator_create().
+ */
+extern const yajl_alloc_funcs  ig_jsonlex_malloc_funcs;
+
+/*
  * Sets up a parser in caller memory: mem holds ig_jsonlex_size() bytes
  * aligned for any type.  cb and ctx are kept by reference; af (NULL:
  * malloc/realloc/free) is copied and used for the scratch buffer only,

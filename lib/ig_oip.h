@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../backend/ig_model.h"
+#include "ig_tensor.h"
 
 #define IG_OIP_ID_MAX   256
 

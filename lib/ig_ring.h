@@ -48,7 +48,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../backend/ig_model.h"
+#include "ig_tensor.h"
 
 
 #define IG_RING_MAGIC          0x31474e4952474955ULL   /* "UIGRING1" */
@@ -89,7 +89,7 @@ typedef struct {
     uint32_t                    rows;
     uint32_t                    in_floats;   /* rows * nfeatures          */
     uint32_t                    reserved0;
-    uint64_t                    submit_ns;   /* CLOCK_MONOTONIC           */
+    uint64_t                    submit_ns;   /* ig_clock_ns() (ig_clock.h) */
 
     /* written by the backend before the push on cq */
     uint32_t                    status;      /* ig_ring_status_e          */
@@ -158,7 +158,7 @@ typedef struct {
     uint32_t                    nmodels;     /* ≤ IG_RING_MAX_MODELS      */
     uint32_t                    max_batch;
     uint32_t                    reserved;
-    char                        device[128]; /* ig_exec_t name            */
+    char                        device[IG_DEVICE_NAME_MAX]; /* ig_exec_t name */
     ig_ctl_model_t              models[];
 } ig_ctl_models_t;
 
@@ -210,7 +210,7 @@ typedef struct {
     uint64_t                    uptime_ms;
     uint64_t                    load_failures; /* models refused, ever    */
     uint64_t                    reloads;     /* SIGHUP reloads done       */
-    char                        device[128]; /* ig_exec_t name            */
+    char                        device[IG_DEVICE_NAME_MAX]; /* ig_exec_t name */
     uint64_t                    run_bounds_us[IG_STATS_BUCKETS - 1];
     uint64_t                    reserved;
     ig_ctl_model_stats_t        models[];
