@@ -577,7 +577,13 @@ ig_rs_accept(ig_rs_t *s)
                 continue;
             }
 
-            if (cl->state == IG_RS_LIVE) {
+            /*
+             * an index whose socket closed still holds its region and
+             * its requests (GONE): it counts against its pid and uid, or
+             * a peer that connects, submits and hangs up in a loop could
+             * hold every index
+             */
+            if (cl->state == IG_RS_LIVE || cl->state == IG_RS_GONE) {
                 npid += (cl->pid == cred.pid);
                 nuid += (cl->uid == cred.uid);
             }

@@ -324,3 +324,27 @@ def test_hostile_peer_forges_nothing_under_load(start_nginx, start_backend):
                                         "data": [1, 2, 3, 4]}]})
     assert r.status_code == 200 and \
         r.json()["outputs"][0]["data"] == [1, 2, 3, 4]
+
+
+def test_hung_up_indexes_count_against_the_pid(start_backend):
+    # connect, submit to a slow model, hang up, again: an index whose
+    # socket closed keeps its region until its requests finish, and it
+    # must count against the pid, or one process takes every index
+    b = start_backend("slow=builtin:sleep:1:3000000", "id=builtin:identity:1",
+                      args=["--clients", "4", "--max-delay-us", "0"])
+    made = 0
+    for _ in range(6):
+        try:
+            c = RingClient(b.sock, timeout=2)
+        except (OSError, AssertionError, ValueError):
+            continue
+        made += 1
+        c.submit(0, 0, 1, [1.0])
+        time.sleep(0.05)
+        c.close()
+    assert made <= 2, made
+    assert any("--clients-per-pid" in e["reason"]
+               for e in b.wait_event("client_refused"))
+    # another process still gets an index while those requests run
+    r = ringbench(b.sock, "--model-id", 1, "--requests", 200)
+    assert r["ok"] == 200 and r["mismatches"] == 0
