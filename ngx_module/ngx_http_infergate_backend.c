@@ -17,6 +17,7 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/un.h>
 #include <time.h>
@@ -31,6 +32,7 @@
 #define NGX_HTTP_IG_SLOT_SUBMITTED  2
 
 #define NGX_HTTP_IG_BACKOFF_MIN     20
+#define NGX_HTTP_IG_READY_WAIT      1000   /* ms a new worker waits for HELLO */
 #define NGX_HTTP_IG_BACKOFF_MAX     1000
 
 #define NGX_HTTP_IG_MODELS_MAX                                                \
@@ -89,6 +91,7 @@ struct ngx_http_ig_backend_s {
 
 static ngx_int_t ngx_http_ig_backend_connect(ngx_http_ig_backend_t *be);
 static void ngx_http_ig_backend_retry(ngx_http_ig_backend_t *be);
+static void ngx_http_ig_backend_wait_ready(ngx_http_ig_backend_t *be);
 static void ngx_http_ig_backend_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_ig_backend_ctl_handler(ngx_event_t *ev);
 static ngx_int_t ngx_http_ig_backend_hello(ngx_http_ig_backend_t *be,
@@ -311,10 +314,60 @@ ngx_http_ig_backend_init_process(ngx_cycle_t *cycle)
 
         if (ngx_http_ig_backend_connect(be) != NGX_OK) {
             ngx_http_ig_backend_retry(be);
+
+        } else {
+            ngx_http_ig_backend_wait_ready(be);
         }
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * A worker takes no connection before its init_process returns: waiting
+ * here for the backend's HELLO and model list (a backend that is up
+ * answers in microseconds) keeps a new worker at a reload from answering
+ * 503 "not connected" while its peers have left.  A backend that does not
+ * greet within NGX_HTTP_IG_READY_WAIT is left to the event loop.
+ */
+
+static void
+ngx_http_ig_backend_wait_ready(ngx_http_ig_backend_t *be)
+{
+    int            n;
+    uint64_t       start, now, left;
+    struct pollfd  pfd;
+
+    start = ngx_http_ig_now_ns();
+
+    while (be->ctl != NULL && !ngx_http_ig_backend_ready(be)) {
+
+        now = ngx_http_ig_now_ns();
+        if (now - start >= NGX_HTTP_IG_READY_WAIT * 1000000) {
+            ngx_log_error(NGX_LOG_WARN, be->log, 0,
+                          "infergate_backend \"%V\": no greeting within "
+                          "%d ms, serving 503 until it comes",
+                          &be->name, NGX_HTTP_IG_READY_WAIT);
+            return;
+        }
+
+        left = NGX_HTTP_IG_READY_WAIT - (now - start) / 1000000;
+
+        pfd.fd = be->ctl->fd;
+        pfd.events = POLLIN;
+        pfd.revents = 0;
+
+        n = poll(&pfd, 1, (int) left);
+
+        if (n == -1 && ngx_errno != NGX_EINTR) {
+            return;
+        }
+
+        if (n > 0) {
+            ngx_http_ig_backend_ctl_handler(be->ctl->read);
+        }
+    }
 }
 
 

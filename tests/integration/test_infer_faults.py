@@ -478,3 +478,42 @@ def test_hostile_completion(start_nginx, what):
         assert not h.errors, h.errors
     finally:
         h.close()
+
+
+def test_new_workers_wait_for_the_backend_at_reload(start_nginx,
+                                                    backend_proc):
+    # a backend slow to greet (stopped here) while nginx reloads: a new
+    # worker must not take requests before it has the backend's HELLO and
+    # model list, or they get 503 "not connected" though it is up
+    be = backend_proc("id=builtin:identity:2")
+    ngx = start_nginx(http=infer_http(be, "timeout=5s"), server=LOC,
+                      workers=2)
+    wait_connected(ngx, 2)
+    assert post(ngx, "id").status_code == 200
+
+    results = []
+    lock = threading.Lock()
+
+    def one():
+        try:
+            r = post(ngx, "id", timeout=10)
+            s = r.status_code, r.text[:120]
+        except requests.RequestException as e:
+            s = repr(e)
+        with lock:
+            results.append(s)
+
+    os.kill(be.proc.pid, signal.SIGSTOP)
+    try:
+        ngx.reload()
+        time.sleep(0.1)
+        threads = [threading.Thread(target=one) for _ in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+    finally:
+        os.kill(be.proc.pid, signal.SIGCONT)
+    for t in threads:
+        t.join(15)
+    assert [s for s in results if s[0] != 200] == [], results
+    assert len(results) == 8
