@@ -203,7 +203,6 @@ typedef struct {
 
 
 extern ngx_module_t  ngx_http_infergate_module;
-extern ngx_module_t  ngx_http_infergate_filter_module;
 
 
 ngx_http_ig_ctx_t *ngx_http_ig_get_ctx(ngx_http_request_t *r);
@@ -254,8 +253,6 @@ ngx_int_t ngx_http_ig_limit_check_refs(ngx_conf_t *cf,
     ngx_http_ig_main_conf_t *mcf);
 ngx_int_t ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf);
-ngx_int_t ngx_http_ig_limit_headers(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx);
 
 /* cluster-wide limits (infergate_limit ... redis=NAME) */
 ngx_int_t ngx_http_ig_limit_redis_add(ngx_http_request_t *r,
@@ -274,7 +271,6 @@ char *ngx_http_ig_schema_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_ig_schema(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf);
-ngx_int_t ngx_http_ig_schema_init(ngx_conf_t *cf);
 
 /* audit */
 char *ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -282,7 +278,6 @@ char *ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_int_t ngx_http_ig_audit_handler(ngx_http_request_t *r);
 ngx_int_t ngx_http_ig_audit_init_process(ngx_cycle_t *cycle);
 void ngx_http_ig_audit_exit_process(ngx_cycle_t *cycle);
-ngx_int_t ngx_http_ig_request_id_header(ngx_http_request_t *r);
 ngx_int_t ngx_http_ig_request_id(ngx_http_request_t *r, ngx_str_t *id);
 
 /* syslog delivery of audit records */
@@ -305,7 +300,6 @@ char *ngx_http_ig_bloom_merge(ngx_conf_t *cf, ngx_http_ig_loc_conf_t *prev,
     ngx_http_ig_loc_conf_t *conf);
 ngx_int_t ngx_http_ig_bloom_check(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
-void ngx_http_ig_bloom_header_filter(ngx_http_request_t *r);
 ngx_int_t ngx_http_ig_bloom_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 ngx_int_t ngx_http_ig_bloom_init_process(ngx_cycle_t *cycle);

@@ -1541,21 +1541,6 @@ ngx_http_ig_audit_timestamp(u_char *p)
 }
 
 
-/* The record's event.id goes back to the client, so either side can cite it. */
-
-ngx_int_t
-ngx_http_ig_request_id_header(ngx_http_request_t *r)
-{
-    ngx_str_t  id;
-
-    if (ngx_http_ig_request_id(r, &id) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    return ngx_http_ig_add_header(r, "X-Request-ID", id.data, id.len);
-}
-
-
 /* The same id for the header, the record and $infergate_request_id. */
 
 ngx_int_t

@@ -23,45 +23,7 @@
 #endif
 
 #include "ngx_http_infergate.h"
-
-
-#define NGX_HTTP_IG_BLOOM_MAX_STATUS  8
-
-
-typedef struct {
-    int                         rc;
-    int                         done;        /* atomic: the thread ended  */
-    uint64_t                    count;       /* the count saved           */
-    char                        err[512];
-} ngx_http_ig_bloom_job_t;
-
-
-typedef struct {
-    ngx_str_t                   name;
-    ngx_shm_zone_t             *shm_zone;
-    ig_bloom_geom_t             geom;
-    ig_bloom_t                 *bloom;       /* in the zone               */
-    ngx_str_t                   file;        /* NUL-terminated, or empty  */
-    time_t                      save_every;  /* seconds, 0: only on exit  */
-    ngx_event_t                 save_ev;
-    ngx_log_t                  *log;
-    ngx_http_ig_bloom_job_t     job;
-#if (NGX_THREADS)
-    pthread_t                   thread;
-#endif
-    unsigned                    saving:1;    /* a save thread runs        */
-} ngx_http_ig_bloom_zone_t;
-
-
-struct ngx_http_ig_bloom_conf_s {
-    ngx_shm_zone_t             *shm_zone;
-    ngx_str_t                   zone_name;
-    ngx_http_complex_value_t    key;
-    ngx_uint_t                  check;
-    ngx_uint_t                  methods;     /* checked: NGX_HTTP_GET ...  */
-    ngx_uint_t                  nstatus;
-    ngx_uint_t                  status[NGX_HTTP_IG_BLOOM_MAX_STATUS];
-};
+#include "ngx_http_infergate_bloom.h"
 
 
 static ngx_int_t ngx_http_ig_bloom_init_zone(ngx_shm_zone_t *shm_zone,
@@ -787,77 +749,6 @@ ngx_http_ig_bloom_check(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
  * The key is evaluated now, so it may name response variables
  * ($upstream_http_location, $sent_http_x_id).
  */
-
-void
-ngx_http_ig_bloom_header_filter(ngx_http_request_t *r)
-{
-    ngx_str_t                  key;
-    ngx_uint_t                 i, status;
-    ngx_http_ig_ctx_t         *ctx;
-    ngx_http_ig_loc_conf_t    *lcf;
-    ngx_http_ig_bloom_conf_t  *bc;
-    ngx_http_ig_bloom_zone_t  *zone;
-
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
-    bc = lcf->bloom;
-
-    if (bc == NULL || bc->nstatus == 0) {
-        return;
-    }
-
-    status = r->headers_out.status;
-
-    for (i = 0; i < bc->nstatus; i++) {
-        if (bc->status[i] == status) {
-            break;
-        }
-    }
-
-    if (i == bc->nstatus) {
-        return;
-    }
-
-    ctx = ngx_http_ig_find_ctx(r);
-
-    /* once per request; and never the id this guard just refused */
-
-    if (ctx && (ctx->bloom_added || ctx->bloom == NGX_HTTP_IG_BLOOM_MISS)) {
-        return;
-    }
-
-    if (ngx_http_complex_value(r, &bc->key, &key) != NGX_OK) {
-        return;
-    }
-
-    if (key.len == 0) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "infergate_bloom: status %ui but the key is empty, "
-                      "no id added", status);
-        return;
-    }
-
-    zone = bc->shm_zone->data;
-
-    (void) ig_bloom_add(zone->bloom, key.data, key.len);
-
-    if (ctx) {
-        ctx->bloom_added = 1;
-    }
-
-#if (NGX_DEBUG)
-    {
-    u_char     buf[NGX_HTTP_IG_LOG_MAX];
-    ngx_str_t  esc;
-
-    esc = ngx_http_ig_log_escape(buf, key.data, key.len);
-
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "infergate_bloom: added \"%V\" to \"%V\"", &esc,
-                   &zone->name);
-    }
-#endif
-}
-
 
 ngx_int_t
 ngx_http_ig_bloom_variable(ngx_http_request_t *r,

@@ -676,11 +676,7 @@ ngx_http_ig_postconfiguration(ngx_conf_t *cf)
 
     *h = ngx_http_ig_metrics_log;
 
-    if (ngx_http_ig_metrics_init(cf) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    return ngx_http_ig_schema_init(cf);
+    return ngx_http_ig_metrics_init(cf);
 }
 
 

@@ -2,10 +2,11 @@
 /*
  * Copyright (C) infergate authors
  *
- * Streaming JSON-schema validation of the request body.  The access
- * handler starts the body read; a request body filter feeds each buffer
- * to the validator as it arrives, before nginx spools it to a temp file,
- * so no second copy of the body is ever assembled.
+ * Streaming JSON-schema validation of the request body.  This stage
+ * starts the body read; the request body filter
+ * (filters/ngx_http_infergate_schema_filter.c) feeds each buffer to the
+ * validator as it arrives, before nginx spools it to a temp file, so no
+ * second copy of the body is ever assembled.
  */
 
 
@@ -31,8 +32,6 @@ static ngx_int_t ngx_http_ig_schema_result(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ig_is_json(ngx_http_request_t *r);
 static void ngx_http_ig_body_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_ig_request_body_filter(ngx_http_request_t *r,
-    ngx_chain_t *in);
 static void ngx_http_ig_on_member(void *data, const unsigned char *name,
     size_t name_len, const unsigned char *value, size_t value_len);
 static ngx_int_t ngx_http_ig_schema_refuse(ngx_http_request_t *r,
@@ -40,9 +39,6 @@ static ngx_int_t ngx_http_ig_schema_refuse(ngx_http_request_t *r,
 static void *ngx_http_ig_pool_malloc(void *ctx, size_t size);
 static void *ngx_http_ig_pool_realloc(void *ctx, void *ptr, size_t size);
 static void ngx_http_ig_pool_free(void *ctx, void *ptr);
-
-
-static ngx_http_request_body_filter_pt  ngx_http_ig_next_request_body_filter;
 
 
 char *
@@ -105,16 +101,6 @@ static void
 ngx_http_ig_schema_cleanup(void *data)
 {
     ig_schema_free(data);
-}
-
-
-ngx_int_t
-ngx_http_ig_schema_init(ngx_conf_t *cf)
-{
-    ngx_http_ig_next_request_body_filter = ngx_http_top_request_body_filter;
-    ngx_http_top_request_body_filter = ngx_http_ig_request_body_filter;
-
-    return NGX_OK;
 }
 
 
@@ -354,51 +340,6 @@ ngx_http_ig_body_handler(ngx_http_request_t *r)
 
     r->write_event_handler = ngx_http_core_run_phases;
     ngx_http_core_run_phases(r);
-}
-
-
-static ngx_int_t
-ngx_http_ig_request_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
-{
-    ngx_buf_t          *b;
-    ngx_chain_t        *cl;
-    ngx_http_ig_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_infergate_module);
-
-    if (ctx == NULL || ctx->validator == NULL || ctx->body_finished) {
-        return ngx_http_ig_next_request_body_filter(r, in);
-    }
-
-    for (cl = in; cl; cl = cl->next) {
-        b = cl->buf;
-
-        if (ngx_buf_in_memory(b)) {
-            if (b->last > b->pos && ctx->valid_rc == IG_VALID_OK) {
-                ctx->valid_rc = ig_validator_feed(ctx->validator, b->pos,
-                                                  b->last - b->pos);
-            }
-
-            ctx->body_bytes += b->last - b->pos;
-
-        } else if (ngx_buf_size(b)) {
-            /* body filters see socket buffers; a file here is a bug */
-            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                          "infergate_schema: unexpected file buffer");
-            ctx->valid_rc = IG_VALID_NOMEM;
-        }
-
-        if (b->last_buf) {
-            if (ctx->valid_rc == IG_VALID_OK) {
-                ctx->valid_rc = ig_validator_finish(ctx->validator);
-            }
-
-            ctx->body_finished = 1;
-            break;
-        }
-    }
-
-    return ngx_http_ig_next_request_body_filter(r, in);
 }
 
 
