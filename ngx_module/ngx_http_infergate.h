@@ -142,11 +142,6 @@ typedef struct {
 } ngx_http_ig_member_t;
 
 
-#define NGX_HTTP_IG_STEP_LIMIT        0
-#define NGX_HTTP_IG_STEP_SCHEMA       1
-#define NGX_HTTP_IG_STEP_BLOOM        2
-#define NGX_HTTP_IG_STEP_CACHE        3
-
 #define NGX_HTTP_IG_AUTH_NONE         0      /* no key looked up yet       */
 #define NGX_HTTP_IG_AUTH_OK           1
 #define NGX_HTTP_IG_AUTH_MISSING      2
@@ -190,7 +185,7 @@ typedef struct {
     unsigned                    auth:2;      /* NGX_HTTP_IG_AUTH_*         */
     unsigned                    stripped:1;  /* credentials removed        */
     unsigned                    auth_deferred:1; /* 401/403 to satisfy any */
-    unsigned                    step:2;      /* per pass: after-access step */
+    unsigned                    step:4;      /* per pass: the next stage    */
     unsigned                    limit_wait:1; /* Redis limits in flight    */
     unsigned                    body_state:2;
     unsigned                    body_finished:1;
@@ -203,6 +198,31 @@ typedef struct {
 
 
 extern ngx_module_t  ngx_http_infergate_module;
+
+
+/*
+ * A stage of admission after access (the precontent phase), exported by
+ * its file and listed once in the core's stage table
+ * (ngx_http_infergate_module.c).  "on" says whether the location uses the
+ * stage: a location that uses none gets no request ctx.  "handler" runs
+ * it: NGX_DECLINED passes to the next stage; anything else goes back to
+ * the phase engine, and NGX_AGAIN or NGX_DONE re-enter the same stage
+ * when the phase engine runs again.
+ */
+
+typedef struct {
+    ngx_str_t                   name;
+    ngx_uint_t                (*on)(ngx_http_request_t *r,
+                                    ngx_http_ig_loc_conf_t *lcf);
+    ngx_int_t                 (*handler)(ngx_http_request_t *r,
+                                         ngx_http_ig_ctx_t *ctx,
+                                         ngx_http_ig_loc_conf_t *lcf);
+} ngx_http_ig_stage_t;
+
+extern const ngx_http_ig_stage_t  ngx_http_ig_limit_stage;
+extern const ngx_http_ig_stage_t  ngx_http_ig_schema_stage;
+extern const ngx_http_ig_stage_t  ngx_http_ig_bloom_stage;
+extern const ngx_http_ig_stage_t  ngx_http_ig_cache_stage;
 
 
 ngx_http_ig_ctx_t *ngx_http_ig_get_ctx(ngx_http_request_t *r);
@@ -251,8 +271,6 @@ char *ngx_http_ig_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_ig_limit_check_refs(ngx_conf_t *cf,
     ngx_http_ig_main_conf_t *mcf);
-ngx_int_t ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_loc_conf_t *lcf);
 
 /* cluster-wide limits (infergate_limit ... redis=NAME) */
 ngx_int_t ngx_http_ig_limit_redis_add(ngx_http_request_t *r,
@@ -269,8 +287,6 @@ ngx_int_t ngx_http_ig_limit_refuse(ngx_http_request_t *r,
 /* schema */
 char *ngx_http_ig_schema_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-ngx_int_t ngx_http_ig_schema(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_loc_conf_t *lcf);
 
 /* audit */
 char *ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -298,8 +314,6 @@ char *ngx_http_ig_bloom_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_ig_bloom_merge(ngx_conf_t *cf, ngx_http_ig_loc_conf_t *prev,
     ngx_http_ig_loc_conf_t *conf);
-ngx_int_t ngx_http_ig_bloom_check(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
 ngx_int_t ngx_http_ig_bloom_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 ngx_int_t ngx_http_ig_bloom_init_process(ngx_cycle_t *cycle);

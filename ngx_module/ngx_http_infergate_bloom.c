@@ -26,6 +26,10 @@
 #include "ngx_http_infergate_bloom.h"
 
 
+static ngx_uint_t ngx_http_ig_bloom_on(ngx_http_request_t *r,
+    ngx_http_ig_loc_conf_t *lcf);
+static ngx_int_t ngx_http_ig_bloom_check(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ig_bloom_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_int_t ngx_http_ig_bloom_inherit(ngx_shm_zone_t *shm_zone,
@@ -695,6 +699,20 @@ ngx_http_ig_bloom_merge(ngx_conf_t *cf, ngx_http_ig_loc_conf_t *prev,
 }
 
 
+const ngx_http_ig_stage_t  ngx_http_ig_bloom_stage = {
+    ngx_string("bloom"),
+    ngx_http_ig_bloom_on,
+    ngx_http_ig_bloom_check
+};
+
+
+static ngx_uint_t
+ngx_http_ig_bloom_on(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf)
+{
+    return lcf->bloom != NULL;
+}
+
+
 /*
  * The step after the body check (the key may name a JSON member) and
  * before the cache: a surely absent id ends here.  An empty key passes:
@@ -703,7 +721,7 @@ ngx_http_ig_bloom_merge(ngx_conf_t *cf, ngx_http_ig_loc_conf_t *prev,
  * POST may create the id the guard would refuse.
  */
 
-ngx_int_t
+static ngx_int_t
 ngx_http_ig_bloom_check(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf)
 {

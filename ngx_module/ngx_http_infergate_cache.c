@@ -30,6 +30,10 @@
 #define NGX_HTTP_IG_CACHE_POLL  20      /* ms between lease polls          */
 
 
+static ngx_uint_t ngx_http_ig_cache_on(ngx_http_request_t *r,
+    ngx_http_ig_loc_conf_t *lcf);
+static ngx_int_t ngx_http_ig_cache_access(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ig_cache_lookup(ngx_http_request_t *r,
     ngx_http_ig_cache_ctx_t *cc);
 static ngx_int_t ngx_http_ig_cache_digest(ngx_http_request_t *r,
@@ -594,10 +598,17 @@ ngx_http_ig_cache_purge_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
-/* the access step */
+/* the last stage before the content handler: the cache lookup */
 
-ngx_int_t
-ngx_http_ig_cache_on(ngx_http_request_t *r)
+const ngx_http_ig_stage_t  ngx_http_ig_cache_stage = {
+    ngx_string("cache"),
+    ngx_http_ig_cache_on,
+    ngx_http_ig_cache_access
+};
+
+
+static ngx_uint_t
+ngx_http_ig_cache_on(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf)
 {
     ngx_http_ig_cache_loc_conf_t  *clcf;
 
@@ -607,8 +618,9 @@ ngx_http_ig_cache_on(ngx_http_request_t *r)
 }
 
 
-ngx_int_t
-ngx_http_ig_cache_access(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
+static ngx_int_t
+ngx_http_ig_cache_access(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    ngx_http_ig_loc_conf_t *lcf)
 {
     ngx_int_t                      rc;
     ngx_pool_cleanup_t            *cln;

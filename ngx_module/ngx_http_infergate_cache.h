@@ -122,9 +122,6 @@ typedef struct {
 } ngx_http_ig_cache_ctx_t;
 
 
-ngx_int_t ngx_http_ig_cache_on(ngx_http_request_t *r);
-ngx_int_t ngx_http_ig_cache_access(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx);
 
 char *ngx_http_ig_cache_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);

@@ -27,6 +27,10 @@ typedef struct {
 } ngx_http_ig_limit_node_t;
 
 
+static ngx_uint_t ngx_http_ig_limit_on(ngx_http_request_t *r,
+    ngx_http_ig_loc_conf_t *lcf);
+static ngx_int_t ngx_http_ig_limit(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ig_limit_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static void ngx_http_ig_limit_rbtree_insert_value(ngx_rbtree_node_t *temp,
@@ -326,6 +330,20 @@ ngx_http_ig_limit_check_refs(ngx_conf_t *cf, ngx_http_ig_main_conf_t *mcf)
 }
 
 
+const ngx_http_ig_stage_t  ngx_http_ig_limit_stage = {
+    ngx_string("limit"),
+    ngx_http_ig_limit_on,
+    ngx_http_ig_limit
+};
+
+
+static ngx_uint_t
+ngx_http_ig_limit_on(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf)
+{
+    return lcf->limits != NULL;
+}
+
+
 /*
  * The limits of one location.  A limit this request was already charged
  * by (same zone, same storage, same key: a server-level limit seen again
@@ -334,7 +352,7 @@ ngx_http_ig_limit_check_refs(ngx_conf_t *cf, ngx_http_ig_main_conf_t *mcf)
  * charged, including one of the same zone under a different key.
  */
 
-ngx_int_t
+static ngx_int_t
 ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf)
 {

@@ -34,6 +34,25 @@ static ngx_int_t ngx_http_ig_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_ig_postconfiguration(ngx_conf_t *cf);
 
 
+/*
+ * The request path, in order.  auth runs in the access phase
+ * (ngx_http_ig_access_handler(), so that it combines with "satisfy"), and
+ * infer is the content handler "infergate_infer" sets; between them, the
+ * precontent phase runs these stages in this order.  A new stage is one
+ * line here (see docs/architecture.md, "Who owns what").
+ */
+
+static const ngx_http_ig_stage_t  *ngx_http_ig_stages[] = {
+    &ngx_http_ig_limit_stage,              /* auth -> [limit] */
+    &ngx_http_ig_schema_stage,
+    &ngx_http_ig_bloom_stage,
+    &ngx_http_ig_cache_stage               /* [cache] -> infer */
+};
+
+#define NGX_HTTP_IG_NSTAGES                                                   \
+    (sizeof(ngx_http_ig_stages) / sizeof(ngx_http_ig_stages[0]))
+
+
 static ngx_conf_enum_t  ngx_http_ig_limit_headers_modes[] = {
     { ngx_string("off"), NGX_HTTP_IG_HEADERS_OFF },
     { ngx_string("draft"), NGX_HTTP_IG_HEADERS_DRAFT },
@@ -274,22 +293,25 @@ ngx_http_ig_subrequest_handler(ngx_http_request_t *r)
 
 
 /*
- * After access (the precontent phase, before try_files and mirror):
- * limits, the body, the Bloom guard and the cache lookup.  These are not
- * access control, so "satisfy any" does not skip them.  The phase engine
- * re-enters this handler after every asynchronous step (Redis reply, body
- * read, cache lookup); ctx->step says where it left off.  An internal
- * redirect starts again from the first step (ngx_http_ig_find_ctx() resets
- * it), and each step skips what already ran with the same configuration.
- * Returns NGX_DECLINED on pass: NGX_OK would skip try_files and mirror.
+ * After access (the precontent phase, before try_files and mirror): the
+ * stages of ngx_http_ig_stages[] in order.  These are not access control,
+ * so "satisfy any" does not skip them.  The phase engine re-enters this
+ * handler after every asynchronous step (Redis reply, body read, cache
+ * lookup); ctx->step says which stage it left off in.  An internal
+ * redirect starts again from the first stage (ngx_http_ig_find_ctx()
+ * resets it), and each stage skips what already ran with the same
+ * configuration.  Returns NGX_DECLINED on pass: NGX_OK would skip
+ * try_files and mirror.
  */
 
 static ngx_int_t
 ngx_http_ig_precontent_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                rc;
-    ngx_http_ig_ctx_t       *ctx;
-    ngx_http_ig_loc_conf_t  *lcf;
+    ngx_int_t                    rc;
+    ngx_uint_t                   i;
+    ngx_http_ig_ctx_t           *ctx;
+    ngx_http_ig_loc_conf_t      *lcf;
+    const ngx_http_ig_stage_t   *stage;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
 
@@ -308,9 +330,13 @@ ngx_http_ig_precontent_handler(ngx_http_request_t *r)
         }
     }
 
-    if (lcf->limits == NULL && lcf->schema == NULL && lcf->bloom == NULL
-        && !ngx_http_ig_cache_on(r))
-    {
+    for (i = 0; i < NGX_HTTP_IG_NSTAGES; i++) {
+        if (ngx_http_ig_stages[i]->on(r, lcf)) {
+            break;
+        }
+    }
+
+    if (i == NGX_HTTP_IG_NSTAGES) {
         return NGX_DECLINED;
     }
 
@@ -321,53 +347,14 @@ ngx_http_ig_precontent_handler(ngx_http_request_t *r)
 
     /* a refusal may free the request: nothing is touched after one */
 
-    switch (ctx->step) {
+    for ( /* void */ ; ctx->step < NGX_HTTP_IG_NSTAGES; ctx->step++) {
+        stage = ngx_http_ig_stages[ctx->step];
 
-    case NGX_HTTP_IG_STEP_LIMIT:
-
-        if (lcf->limits) {
-            rc = ngx_http_ig_limit(r, ctx, lcf);
+        if (stage->on(r, lcf)) {
+            rc = stage->handler(r, ctx, lcf);
             if (rc != NGX_DECLINED) {
                 return rc;
             }
-        }
-
-        ctx->step = NGX_HTTP_IG_STEP_SCHEMA;
-
-        /* fall through */
-
-    case NGX_HTTP_IG_STEP_SCHEMA:
-
-        if (lcf->schema) {
-            rc = ngx_http_ig_schema(r, ctx, lcf);
-            if (rc != NGX_DECLINED) {
-                return rc;
-            }
-        }
-
-        ctx->step = NGX_HTTP_IG_STEP_BLOOM;
-
-        /* fall through */
-
-    case NGX_HTTP_IG_STEP_BLOOM:
-
-        if (lcf->bloom) {
-            rc = ngx_http_ig_bloom_check(r, ctx, lcf);
-            if (rc != NGX_DECLINED) {
-                return rc;
-            }
-        }
-
-        ctx->step = NGX_HTTP_IG_STEP_CACHE;
-
-        /* fall through */
-
-    default:
-
-        /* then the response cache lookup */
-
-        if (ngx_http_ig_cache_on(r)) {
-            return ngx_http_ig_cache_access(r, ctx);
         }
     }
 
@@ -427,7 +414,7 @@ ngx_http_ig_find_ctx(ngx_http_request_t *r)
             ctx = cln->data;
 
             if (r == r->main) {
-                ctx->step = NGX_HTTP_IG_STEP_LIMIT;
+                ctx->step = 0;
                 ctx->model_done = 0;
                 ctx->auth_deferred = 0;
             }

@@ -20,6 +20,10 @@
 #define NGX_HTTP_IG_ALLOC_HDR  16
 
 
+static ngx_uint_t ngx_http_ig_schema_on(ngx_http_request_t *r,
+    ngx_http_ig_loc_conf_t *lcf);
+static ngx_int_t ngx_http_ig_schema(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
 static void ngx_http_ig_schema_cleanup(void *data);
 static ngx_int_t ngx_http_ig_schema_start(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
@@ -104,6 +108,20 @@ ngx_http_ig_schema_cleanup(void *data)
 }
 
 
+const ngx_http_ig_stage_t  ngx_http_ig_schema_stage = {
+    ngx_string("schema"),
+    ngx_http_ig_schema_on,
+    ngx_http_ig_schema
+};
+
+
+static ngx_uint_t
+ngx_http_ig_schema_on(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf)
+{
+    return lcf->schema != NULL;
+}
+
+
 /*
  * The body step of one location.  A body that passed this very schema
  * (at the same depth) before an internal redirect is not parsed again;
@@ -111,7 +129,7 @@ ngx_http_ig_schema_cleanup(void *data)
  * cache's POST key), is validated again from the buffers nginx kept.
  */
 
-ngx_int_t
+static ngx_int_t
 ngx_http_ig_schema(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf)
 {
