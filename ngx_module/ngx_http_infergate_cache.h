@@ -153,4 +153,7 @@ ngx_int_t ngx_http_ig_cache_variant(ngx_http_request_t *r,
     ngx_http_ig_cache_ctx_t *cc, ngx_str_t *names, u_char *out);
 
 
+extern ngx_module_t  ngx_http_infergate_cache_module;
+
+
 #endif /* _NGX_HTTP_INFERGATE_CACHE_H_INCLUDED_ */

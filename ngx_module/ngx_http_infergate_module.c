@@ -365,10 +365,6 @@ ngx_http_ig_precontent_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_ig_init_process(ngx_cycle_t *cycle)
 {
-    if (ngx_http_ig_redis_init_process(cycle) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
     if (ngx_http_ig_bloom_init_process(cycle) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -387,7 +383,6 @@ ngx_http_ig_exit_process(ngx_cycle_t *cycle)
     ngx_http_ig_bloom_exit_process(cycle);
     ngx_http_ig_backend_exit_process(cycle);
     ngx_http_ig_audit_exit_process(cycle);
-    ngx_http_ig_redis_exit_process(cycle);
 }
 
 
