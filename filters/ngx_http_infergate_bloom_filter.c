@@ -58,15 +58,15 @@ static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_int_t
 ngx_http_ig_bloom_header_filter(ngx_http_request_t *r)
 {
-    ngx_http_ig_loc_conf_t  *lcf;
+    ngx_http_ig_bloom_loc_conf_t  *blcf;
 
     if (r != r->main) {
         return ngx_http_next_header_filter(r);
     }
 
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_bloom_module);
 
-    if (lcf->bloom) {
+    if (blcf->bloom) {
         ngx_http_ig_bloom_add(r);
     }
 
@@ -80,12 +80,12 @@ ngx_http_ig_bloom_add(ngx_http_request_t *r)
     ngx_str_t                  key;
     ngx_uint_t                 i, status;
     ngx_http_ig_ctx_t         *ctx;
-    ngx_http_ig_loc_conf_t    *lcf;
-    ngx_http_ig_bloom_conf_t  *bc;
-    ngx_http_ig_bloom_zone_t  *zone;
+    ngx_http_ig_bloom_conf_t      *bc;
+    ngx_http_ig_bloom_zone_t      *zone;
+    ngx_http_ig_bloom_loc_conf_t  *blcf;
 
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
-    bc = lcf->bloom;
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_bloom_module);
+    bc = blcf->bloom;
 
     if (bc == NULL || bc->nstatus == 0) {
         return;

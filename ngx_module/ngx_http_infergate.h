@@ -49,9 +49,6 @@ extern ngx_str_t  ngx_http_ig_limit_statuses[NGX_HTTP_IG_LIMIT_NSTATUSES];
     "https://iana.org/assignments/http-problem-types#quota-exceeded"
 
 
-typedef struct ngx_http_ig_bloom_conf_s  ngx_http_ig_bloom_conf_t;
-
-
 /* A tenant key as loaded from infergate_keys, in the cycle's pool. */
 typedef struct {
     uint8_t                     digest[32];
@@ -121,7 +118,6 @@ typedef struct {
     ngx_str_t                   schema_file;
     ngx_uint_t                  max_depth;
     void                       *audit;       /* an audit log, or NULL      */
-    ngx_http_ig_bloom_conf_t   *bloom;       /* infergate_bloom, or NULL   */
     void                       *infer;       /* infergate_infer's backend  */
     unsigned                    schema_set:1;
 } ngx_http_ig_loc_conf_t;
@@ -307,17 +303,6 @@ void ngx_http_ig_syslog_exit_process(ngx_http_ig_syslog_t *sl);
 void ngx_http_ig_syslog_send(ngx_http_ig_syslog_t *sl, u_char *json,
     size_t len);
 
-/* bloom */
-char *ngx_http_ig_bloom_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-char *ngx_http_ig_bloom_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-char *ngx_http_ig_bloom_merge(ngx_conf_t *cf, ngx_http_ig_loc_conf_t *prev,
-    ngx_http_ig_loc_conf_t *conf);
-ngx_int_t ngx_http_ig_bloom_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
-ngx_int_t ngx_http_ig_bloom_init_process(ngx_cycle_t *cycle);
-void ngx_http_ig_bloom_exit_process(ngx_cycle_t *cycle);
 /* inference: ngx_http_infergate_backend.c, ngx_http_infergate_infer.c */
 char *ngx_http_ig_backend_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -326,8 +311,10 @@ char *ngx_http_ig_infer_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 ngx_int_t ngx_http_ig_backend_init_process(ngx_cycle_t *cycle);
 void ngx_http_ig_backend_exit_process(ngx_cycle_t *cycle);
 
-/* variables */
-ngx_int_t ngx_http_ig_add_variables(ngx_conf_t *cf);
+/* variables: a module's table, ngx_http_null_variable-terminated */
+ngx_int_t ngx_http_ig_add_variables(ngx_conf_t *cf,
+    ngx_http_variable_t *vars);
+ngx_int_t ngx_http_ig_core_variables(ngx_conf_t *cf);
 
 
 #endif /* _NGX_HTTP_INFERGATE_H_INCLUDED_ */

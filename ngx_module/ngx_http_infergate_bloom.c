@@ -26,6 +26,18 @@
 #include "ngx_http_infergate_bloom.h"
 
 
+static char *ngx_http_ig_bloom_zone_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_ig_bloom_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static void *ngx_http_ig_bloom_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_ig_bloom_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_ig_bloom_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ig_bloom_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ig_bloom_init_process(ngx_cycle_t *cycle);
+static void ngx_http_ig_bloom_exit_process(ngx_cycle_t *cycle);
 static ngx_uint_t ngx_http_ig_bloom_on(ngx_http_request_t *r,
     ngx_http_ig_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ig_bloom_check(ngx_http_request_t *r,
@@ -66,7 +78,67 @@ static ngx_str_t  ngx_http_ig_bloom_values[] = {
 };
 
 
-char *
+static ngx_command_t  ngx_http_ig_bloom_commands[] = {
+
+    { ngx_string("infergate_bloom_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_ig_bloom_zone_directive,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("infergate_bloom"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_ig_bloom_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_infergate_bloom_module_ctx = {
+    ngx_http_ig_bloom_add_variables,       /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_ig_bloom_create_loc_conf,     /* create location configuration */
+    ngx_http_ig_bloom_merge_loc_conf       /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_infergate_bloom_module = {
+    NGX_MODULE_V1,
+    &ngx_http_infergate_bloom_module_ctx,  /* module context */
+    ngx_http_ig_bloom_commands,            /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_ig_bloom_init_process,        /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_ig_bloom_exit_process,        /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_variable_t  ngx_http_ig_bloom_vars[] = {
+
+    { ngx_string("infergate_bloom"), NULL,
+      ngx_http_ig_bloom_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static char *
 ngx_http_ig_bloom_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
@@ -428,10 +500,10 @@ ngx_http_ig_bloom_inherit(ngx_shm_zone_t *shm_zone,
 }
 
 
-char *
+static char *
 ngx_http_ig_bloom_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_ig_loc_conf_t *lcf = conf;
+    ngx_http_ig_bloom_loc_conf_t *lcf = conf;
 
     u_char                            *p, *q, *last;
     ngx_str_t                         *value, s;
@@ -667,12 +739,21 @@ ngx_http_ig_bloom_add_method(ngx_conf_t *cf, ngx_http_ig_bloom_conf_t *bc,
 }
 
 
-/* Called from the location merge: inherit, and check the zone exists. */
-
-char *
-ngx_http_ig_bloom_merge(ngx_conf_t *cf, ngx_http_ig_loc_conf_t *prev,
-    ngx_http_ig_loc_conf_t *conf)
+static void *
+ngx_http_ig_bloom_create_loc_conf(ngx_conf_t *cf)
 {
+    return ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_bloom_loc_conf_t));
+}
+
+
+/* Inherit, and check the zone exists. */
+
+static char *
+ngx_http_ig_bloom_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_ig_bloom_loc_conf_t *prev = parent;
+    ngx_http_ig_bloom_loc_conf_t *conf = child;
+
     ngx_http_ig_bloom_conf_t  *bc;
 
     if (conf->bloom == NULL) {
@@ -709,7 +790,11 @@ const ngx_http_ig_stage_t  ngx_http_ig_bloom_stage = {
 static ngx_uint_t
 ngx_http_ig_bloom_on(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf)
 {
-    return lcf->bloom != NULL;
+    ngx_http_ig_bloom_loc_conf_t  *blcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_bloom_module);
+
+    return blcf->bloom != NULL;
 }
 
 
@@ -725,11 +810,13 @@ static ngx_int_t
 ngx_http_ig_bloom_check(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf)
 {
-    ngx_str_t                  key;
-    ngx_http_ig_bloom_conf_t  *bc;
-    ngx_http_ig_bloom_zone_t  *zone;
+    ngx_str_t                      key;
+    ngx_http_ig_bloom_conf_t      *bc;
+    ngx_http_ig_bloom_zone_t      *zone;
+    ngx_http_ig_bloom_loc_conf_t  *blcf;
 
-    bc = lcf->bloom;
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_bloom_module);
+    bc = blcf->bloom;
 
     if (!bc->check || !(r->method & bc->methods)) {
         return NGX_DECLINED;
@@ -768,7 +855,14 @@ ngx_http_ig_bloom_check(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
  * ($upstream_http_location, $sent_http_x_id).
  */
 
-ngx_int_t
+static ngx_int_t
+ngx_http_ig_bloom_add_variables(ngx_conf_t *cf)
+{
+    return ngx_http_ig_add_variables(cf, ngx_http_ig_bloom_vars);
+}
+
+
+static ngx_int_t
 ngx_http_ig_bloom_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
@@ -802,7 +896,7 @@ ngx_http_ig_bloom_variable(ngx_http_request_t *r,
  * timer polls for its end.  At exit the worker saves itself, waiting.
  */
 
-ngx_int_t
+static ngx_int_t
 ngx_http_ig_bloom_init_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                 i;
@@ -861,7 +955,7 @@ ngx_http_ig_bloom_init_process(ngx_cycle_t *cycle)
 }
 
 
-void
+static void
 ngx_http_ig_bloom_exit_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                 i;

@@ -53,7 +53,7 @@ typedef struct {
 } ngx_http_ig_bloom_zone_t;
 
 
-struct ngx_http_ig_bloom_conf_s {
+typedef struct {
     ngx_shm_zone_t             *shm_zone;
     ngx_str_t                   zone_name;
     ngx_http_complex_value_t    key;
@@ -61,7 +61,15 @@ struct ngx_http_ig_bloom_conf_s {
     ngx_uint_t                  methods;     /* checked: NGX_HTTP_GET ...  */
     ngx_uint_t                  nstatus;
     ngx_uint_t                  status[NGX_HTTP_IG_BLOOM_MAX_STATUS];
-};
+} ngx_http_ig_bloom_conf_t;
+
+
+typedef struct {
+    ngx_http_ig_bloom_conf_t   *bloom;       /* infergate_bloom, or NULL   */
+} ngx_http_ig_bloom_loc_conf_t;
+
+
+extern ngx_module_t  ngx_http_infergate_bloom_module;
 
 
 #endif /* _NGX_HTTP_INFERGATE_BLOOM_H_INCLUDED_ */

@@ -124,20 +124,6 @@ static ngx_command_t  ngx_http_infergate_commands[] = {
       offsetof(ngx_http_ig_loc_conf_t, max_depth),
       &ngx_http_ig_max_depth_p },
 
-    { ngx_string("infergate_bloom_zone"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
-      ngx_http_ig_bloom_zone_directive,
-      NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("infergate_bloom"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
-      ngx_http_ig_bloom_directive,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
-
     { ngx_string("infergate_audit"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
       ngx_http_ig_audit_directive,
@@ -365,10 +351,6 @@ ngx_http_ig_precontent_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_ig_init_process(ngx_cycle_t *cycle)
 {
-    if (ngx_http_ig_bloom_init_process(cycle) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
     if (ngx_http_ig_backend_init_process(cycle) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -380,7 +362,6 @@ ngx_http_ig_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_ig_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_http_ig_bloom_exit_process(cycle);
     ngx_http_ig_backend_exit_process(cycle);
     ngx_http_ig_audit_exit_process(cycle);
 }
@@ -549,10 +530,6 @@ ngx_http_ig_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->schema_set = prev->schema_set;
     }
 
-    if (ngx_http_ig_bloom_merge(cf, prev, conf) != NGX_CONF_OK) {
-        return NGX_CONF_ERROR;
-    }
-
     if (conf->auth) {
         mcf = ngx_http_conf_get_module_main_conf(cf,
                                                  ngx_http_infergate_module);
@@ -584,7 +561,7 @@ ngx_http_ig_max_depth(ngx_conf_t *cf, void *post, void *data)
 static ngx_int_t
 ngx_http_ig_preconfiguration(ngx_conf_t *cf)
 {
-    return ngx_http_ig_add_variables(cf);
+    return ngx_http_ig_core_variables(cf);
 }
 
 

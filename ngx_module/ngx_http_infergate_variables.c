@@ -52,9 +52,6 @@ static ngx_http_variable_t  ngx_http_ig_variables[] = {
     { ngx_string("infergate_request_id"), NULL,
       ngx_http_ig_request_id_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
-    { ngx_string("infergate_bloom"), NULL,
-      ngx_http_ig_bloom_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
     { ngx_string("infergate_json_"), NULL,
       ngx_http_ig_json_variable, 0,
       NGX_HTTP_VAR_NOCACHEABLE|NGX_HTTP_VAR_PREFIX, 0 },
@@ -73,11 +70,18 @@ ngx_str_t  ngx_http_ig_limit_statuses[NGX_HTTP_IG_LIMIT_NSTATUSES] = {
 
 
 ngx_int_t
-ngx_http_ig_add_variables(ngx_conf_t *cf)
+ngx_http_ig_core_variables(ngx_conf_t *cf)
+{
+    return ngx_http_ig_add_variables(cf, ngx_http_ig_variables);
+}
+
+
+ngx_int_t
+ngx_http_ig_add_variables(ngx_conf_t *cf, ngx_http_variable_t *vars)
 {
     ngx_http_variable_t  *var, *v;
 
-    for (v = ngx_http_ig_variables; v->name.len; v++) {
+    for (v = vars; v->name.len; v++) {
         var = ngx_http_add_variable(cf, &v->name, v->flags);
         if (var == NULL) {
             return NGX_ERROR;
