@@ -114,12 +114,8 @@ typedef struct {
     ngx_http_complex_value_t   *model;
     ngx_array_t                *limits;      /* ngx_http_ig_limit_conf_t   */
     ngx_uint_t                  limit_headers;
-    ig_schema_t                *schema;
-    ngx_str_t                   schema_file;
-    ngx_uint_t                  max_depth;
     void                       *audit;       /* an audit log, or NULL      */
     void                       *infer;       /* infergate_infer's backend  */
-    unsigned                    schema_set:1;
 } ngx_http_ig_loc_conf_t;
 
 
@@ -279,10 +275,6 @@ ngx_int_t ngx_http_ig_limit_redis_finish(ngx_http_request_t *r,
 void *ngx_http_ig_limit_redis_conf(ngx_conf_t *cf, ngx_str_t *name);
 ngx_int_t ngx_http_ig_limit_refuse(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, uint64_t retry_us);
-
-/* schema */
-char *ngx_http_ig_schema_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 
 /* audit */
 char *ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd,

@@ -29,7 +29,6 @@ static void *ngx_http_ig_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_ig_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_ig_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
-static char *ngx_http_ig_max_depth(ngx_conf_t *cf, void *post, void *data);
 static ngx_int_t ngx_http_ig_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_ig_postconfiguration(ngx_conf_t *cf);
 
@@ -60,10 +59,6 @@ static ngx_conf_enum_t  ngx_http_ig_limit_headers_modes[] = {
     { ngx_string("both"), NGX_HTTP_IG_HEADERS_BOTH },
     { ngx_null_string, 0 }
 };
-
-
-static ngx_conf_post_handler_pt  ngx_http_ig_max_depth_p =
-    ngx_http_ig_max_depth;
 
 
 static ngx_command_t  ngx_http_infergate_commands[] = {
@@ -109,20 +104,6 @@ static ngx_command_t  ngx_http_infergate_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ig_loc_conf_t, limit_headers),
       &ngx_http_ig_limit_headers_modes },
-
-    { ngx_string("infergate_schema"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_ig_schema_directive,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("infergate_schema_max_depth"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_num_slot,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_ig_loc_conf_t, max_depth),
-      &ngx_http_ig_max_depth_p },
 
     { ngx_string("infergate_audit"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
@@ -488,13 +469,10 @@ ngx_http_ig_create_loc_conf(ngx_conf_t *cf)
      *
      *     conf->model = NULL;
      *     conf->limits = NULL;
-     *     conf->schema = NULL;
-     *     conf->schema_set = 0;
      */
 
     conf->auth = NGX_CONF_UNSET;
     conf->limit_headers = NGX_CONF_UNSET_UINT;
-    conf->max_depth = NGX_CONF_UNSET_UINT;
     conf->audit = NGX_CONF_UNSET_PTR;
 
     return conf;
@@ -512,7 +490,6 @@ ngx_http_ig_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->auth, prev->auth, 0);
     ngx_conf_merge_uint_value(conf->limit_headers, prev->limit_headers,
                               NGX_HTTP_IG_HEADERS_DRAFT);
-    ngx_conf_merge_uint_value(conf->max_depth, prev->max_depth, 64);
 
     ngx_conf_merge_ptr_value(conf->audit, prev->audit, NULL);
 
@@ -524,12 +501,6 @@ ngx_http_ig_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->limits = prev->limits;
     }
 
-    if (!conf->schema_set) {
-        conf->schema = prev->schema;
-        conf->schema_file = prev->schema_file;
-        conf->schema_set = prev->schema_set;
-    }
-
     if (conf->auth) {
         mcf = ngx_http_conf_get_module_main_conf(cf,
                                                  ngx_http_infergate_module);
@@ -539,19 +510,6 @@ ngx_http_ig_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                                "\"infergate_keys\" in the http block");
             return NGX_CONF_ERROR;
         }
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_http_ig_max_depth(ngx_conf_t *cf, void *post, void *data)
-{
-    ngx_uint_t  *np = data;
-
-    if (*np < 1 || *np > 4096) {
-        return "must be between 1 and 4096";
     }
 
     return NGX_CONF_OK;

@@ -20,20 +20,36 @@
 #define NGX_HTTP_IG_ALLOC_HDR  16
 
 
+typedef struct {
+    ig_schema_t                *schema;
+    ngx_str_t                   schema_file;
+    ngx_uint_t                  max_depth;
+    unsigned                    schema_set:1;
+} ngx_http_ig_schema_loc_conf_t;
+
+
 static ngx_uint_t ngx_http_ig_schema_on(ngx_http_request_t *r,
     ngx_http_ig_loc_conf_t *lcf);
-static ngx_int_t ngx_http_ig_schema(ngx_http_request_t *r,
+static ngx_int_t ngx_http_ig_schema_handler(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+static char *ngx_http_ig_schema_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_ig_max_depth(ngx_conf_t *cf, void *post, void *data);
+static void *ngx_http_ig_schema_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_ig_schema_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_ig_schema(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_schema_loc_conf_t *lcf);
 static void ngx_http_ig_schema_cleanup(void *data);
 static ngx_int_t ngx_http_ig_schema_start(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_schema_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ig_schema_again(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_schema_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ig_schema_precheck(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ig_validator_new(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_schema_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ig_schema_result(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_schema_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ig_is_json(ngx_http_request_t *r);
 static void ngx_http_ig_body_handler(ngx_http_request_t *r);
 static void ngx_http_ig_on_member(void *data, const unsigned char *name,
@@ -45,10 +61,72 @@ static void *ngx_http_ig_pool_realloc(void *ctx, void *ptr, size_t size);
 static void ngx_http_ig_pool_free(void *ctx, void *ptr);
 
 
-char *
+static ngx_conf_post_handler_pt  ngx_http_ig_max_depth_p =
+    ngx_http_ig_max_depth;
+
+
+static ngx_command_t  ngx_http_ig_schema_commands[] = {
+
+    { ngx_string("infergate_schema"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_ig_schema_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infergate_schema_max_depth"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ig_schema_loc_conf_t, max_depth),
+      &ngx_http_ig_max_depth_p },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_infergate_schema_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_ig_schema_create_loc_conf,    /* create location configuration */
+    ngx_http_ig_schema_merge_loc_conf      /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_infergate_schema_module = {
+    NGX_MODULE_V1,
+    &ngx_http_infergate_schema_module_ctx, /* module context */
+    ngx_http_ig_schema_commands,           /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+const ngx_http_ig_stage_t  ngx_http_ig_schema_stage = {
+    ngx_string("schema"),
+    ngx_http_ig_schema_on,
+    ngx_http_ig_schema_handler
+};
+
+
+static char *
 ngx_http_ig_schema_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_ig_loc_conf_t *lcf = conf;
+    ngx_http_ig_schema_loc_conf_t *lcf = conf;
 
     char                 err[512];
     ngx_str_t           *value, file, text;
@@ -108,17 +186,80 @@ ngx_http_ig_schema_cleanup(void *data)
 }
 
 
-const ngx_http_ig_stage_t  ngx_http_ig_schema_stage = {
-    ngx_string("schema"),
-    ngx_http_ig_schema_on,
-    ngx_http_ig_schema
-};
+static void *
+ngx_http_ig_schema_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_ig_schema_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_schema_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->schema = NULL;
+     *     conf->schema_set = 0;
+     */
+
+    conf->max_depth = NGX_CONF_UNSET_UINT;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_ig_schema_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_ig_schema_loc_conf_t *prev = parent;
+    ngx_http_ig_schema_loc_conf_t *conf = child;
+
+    ngx_conf_merge_uint_value(conf->max_depth, prev->max_depth, 64);
+
+    if (!conf->schema_set) {
+        conf->schema = prev->schema;
+        conf->schema_file = prev->schema_file;
+        conf->schema_set = prev->schema_set;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ig_max_depth(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_uint_t  *np = data;
+
+    if (*np < 1 || *np > 4096) {
+        return "must be between 1 and 4096";
+    }
+
+    return NGX_CONF_OK;
+}
 
 
 static ngx_uint_t
 ngx_http_ig_schema_on(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf)
 {
-    return lcf->schema != NULL;
+    ngx_http_ig_schema_loc_conf_t  *slcf;
+
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_schema_module);
+
+    return slcf->schema != NULL;
+}
+
+
+static ngx_int_t
+ngx_http_ig_schema_handler(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    ngx_http_ig_loc_conf_t *lcf)
+{
+    ngx_http_ig_schema_loc_conf_t  *slcf;
+
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_schema_module);
+
+    return ngx_http_ig_schema(r, ctx, slcf);
 }
 
 
@@ -131,7 +272,7 @@ ngx_http_ig_schema_on(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf)
 
 static ngx_int_t
 ngx_http_ig_schema(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_loc_conf_t *lcf)
+    ngx_http_ig_schema_loc_conf_t *lcf)
 {
     if (ctx->schema_ok == lcf->schema
         && ctx->schema_depth == lcf->max_depth)
@@ -192,7 +333,7 @@ ngx_http_ig_schema_precheck(ngx_http_request_t *r)
 
 static ngx_int_t
 ngx_http_ig_validator_new(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_loc_conf_t *lcf)
+    ngx_http_ig_schema_loc_conf_t *lcf)
 {
     if (ctx->validator) {
         ig_validator_destroy(ctx->validator);
@@ -225,7 +366,7 @@ ngx_http_ig_validator_new(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
 static ngx_int_t
 ngx_http_ig_schema_start(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_loc_conf_t *lcf)
+    ngx_http_ig_schema_loc_conf_t *lcf)
 {
     ngx_int_t  rc;
 
@@ -261,7 +402,7 @@ ngx_http_ig_schema_start(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
 static ngx_int_t
 ngx_http_ig_schema_again(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_loc_conf_t *lcf)
+    ngx_http_ig_schema_loc_conf_t *lcf)
 {
     u_char       buf[4096];
     off_t        off;
@@ -363,7 +504,7 @@ ngx_http_ig_body_handler(ngx_http_request_t *r)
 
 static ngx_int_t
 ngx_http_ig_schema_result(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_loc_conf_t *lcf)
+    ngx_http_ig_schema_loc_conf_t *lcf)
 {
     ngx_int_t  rc;
 
