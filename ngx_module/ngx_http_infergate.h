@@ -102,7 +102,6 @@ typedef struct {
 
 typedef struct {
     ngx_http_ig_keys_t         *keys;
-    ngx_array_t                 limit_refs;  /* ngx_http_ig_limit_conf_t * */
     ngx_array_t                 audit_logs;  /* audit log pointers         */
     void                       *metrics;     /* metrics.c's conf and zone  */
     ngx_array_t                *backends;    /* ngx_http_ig_backend_t *    */
@@ -112,8 +111,6 @@ typedef struct {
 typedef struct {
     ngx_flag_t                  auth;
     ngx_http_complex_value_t   *model;
-    ngx_array_t                *limits;      /* ngx_http_ig_limit_conf_t   */
-    ngx_uint_t                  limit_headers;
     void                       *audit;       /* an audit log, or NULL      */
     void                       *infer;       /* infergate_infer's backend  */
 } ngx_http_ig_loc_conf_t;
@@ -257,12 +254,6 @@ ngx_int_t ngx_http_ig_model(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf);
 
 /* limit */
-char *ngx_http_ig_limit_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-char *ngx_http_ig_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-ngx_int_t ngx_http_ig_limit_check_refs(ngx_conf_t *cf,
-    ngx_http_ig_main_conf_t *mcf);
 
 /* cluster-wide limits (infergate_limit ... redis=NAME) */
 ngx_int_t ngx_http_ig_limit_redis_add(ngx_http_request_t *r,

@@ -27,6 +27,26 @@ typedef struct {
 } ngx_http_ig_limit_node_t;
 
 
+typedef struct {
+    ngx_array_t                  refs;       /* ngx_http_ig_limit_conf_t * */
+} ngx_http_ig_limit_main_conf_t;
+
+
+typedef struct {
+    ngx_array_t                 *limits;     /* ngx_http_ig_limit_conf_t   */
+    ngx_uint_t                   headers;    /* infergate_limit_headers    */
+} ngx_http_ig_limit_loc_conf_t;
+
+
+static char *ngx_http_ig_limit_zone_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_ig_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static void *ngx_http_ig_limit_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_ig_limit_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_ig_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_ig_limit_check_refs(ngx_conf_t *cf);
 static ngx_uint_t ngx_http_ig_limit_on(ngx_http_request_t *r,
     ngx_http_ig_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ig_limit(ngx_http_request_t *r,
@@ -49,7 +69,81 @@ static ngx_int_t ngx_http_ig_limit_archive(ngx_http_request_t *r,
 static uint64_t ngx_http_ig_now_us(void);
 
 
-char *
+static ngx_conf_enum_t  ngx_http_ig_limit_headers_modes[] = {
+    { ngx_string("off"), NGX_HTTP_IG_HEADERS_OFF },
+    { ngx_string("draft"), NGX_HTTP_IG_HEADERS_DRAFT },
+    { ngx_string("legacy"), NGX_HTTP_IG_HEADERS_LEGACY },
+    { ngx_string("both"), NGX_HTTP_IG_HEADERS_BOTH },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_ig_limit_commands[] = {
+
+    { ngx_string("infergate_limit_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_ig_limit_zone_directive,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("infergate_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_ig_limit_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infergate_limit_headers"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ig_limit_loc_conf_t, headers),
+      &ngx_http_ig_limit_headers_modes },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_infergate_limit_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_ig_limit_check_refs,          /* postconfiguration */
+
+    ngx_http_ig_limit_create_main_conf,    /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_ig_limit_create_loc_conf,     /* create location configuration */
+    ngx_http_ig_limit_merge_loc_conf       /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_infergate_limit_module = {
+    NGX_MODULE_V1,
+    &ngx_http_infergate_limit_module_ctx,  /* module context */
+    ngx_http_ig_limit_commands,            /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+const ngx_http_ig_stage_t  ngx_http_ig_limit_stage = {
+    ngx_string("limit"),
+    ngx_http_ig_limit_on,
+    ngx_http_ig_limit
+};
+
+
+static char *
 ngx_http_ig_limit_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
@@ -106,17 +200,17 @@ ngx_http_ig_limit_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
-char *
+static char *
 ngx_http_ig_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_ig_loc_conf_t *lcf = conf;
+    ngx_http_ig_limit_loc_conf_t *lcf = conf;
 
     ngx_int_t                          n;
     ngx_str_t                         *value, s;
     ngx_uint_t                         i, have_rate;
     const char                        *reason;
-    ngx_http_ig_main_conf_t           *mcf;
     ngx_http_ig_limit_conf_t          *lc, **ref;
+    ngx_http_ig_limit_main_conf_t     *mcf;
     ngx_http_compile_complex_value_t   ccv;
 
     value = cf->args->elts;
@@ -286,9 +380,10 @@ ngx_http_ig_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_infergate_module);
+    mcf = ngx_http_conf_get_module_main_conf(cf,
+                                             ngx_http_infergate_limit_module);
 
-    ref = ngx_array_push(&mcf->limit_refs);
+    ref = ngx_array_push(&mcf->refs);
     if (ref == NULL) {
         return NGX_CONF_ERROR;
     }
@@ -306,17 +401,81 @@ invalid:
 }
 
 
+static void *
+ngx_http_ig_limit_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_ig_limit_main_conf_t  *mcf;
+
+    mcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_limit_main_conf_t));
+    if (mcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&mcf->refs, cf->pool, 4,
+                       sizeof(ngx_http_ig_limit_conf_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return mcf;
+}
+
+
+static void *
+ngx_http_ig_limit_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_ig_limit_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_limit_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->limits = NULL;
+     */
+
+    conf->headers = NGX_CONF_UNSET_UINT;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_ig_limit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_ig_limit_loc_conf_t *prev = parent;
+    ngx_http_ig_limit_loc_conf_t *conf = child;
+
+    ngx_conf_merge_uint_value(conf->headers, prev->headers,
+                              NGX_HTTP_IG_HEADERS_DRAFT);
+
+    if (conf->limits == NULL) {
+        conf->limits = prev->limits;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 /* Zones are declared at http level, so check references once all is read. */
 
-ngx_int_t
-ngx_http_ig_limit_check_refs(ngx_conf_t *cf, ngx_http_ig_main_conf_t *mcf)
+static ngx_int_t
+ngx_http_ig_limit_check_refs(ngx_conf_t *cf)
 {
-    ngx_uint_t                  i;
-    ngx_http_ig_limit_conf_t  **ref;
+    ngx_uint_t                       i;
+    ngx_http_ig_limit_conf_t       **ref;
+    ngx_http_ig_limit_main_conf_t   *mcf;
 
-    ref = mcf->limit_refs.elts;
+    mcf = ngx_http_conf_get_module_main_conf(cf,
+                                             ngx_http_infergate_limit_module);
 
-    for (i = 0; i < mcf->limit_refs.nelts; i++) {
+    ref = mcf->refs.elts;
+
+    for (i = 0; i < mcf->refs.nelts; i++) {
         if (ref[i]->shm_zone->data == NULL) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "infergate_limit: unknown zone \"%V\": declare it "
@@ -330,17 +489,14 @@ ngx_http_ig_limit_check_refs(ngx_conf_t *cf, ngx_http_ig_main_conf_t *mcf)
 }
 
 
-const ngx_http_ig_stage_t  ngx_http_ig_limit_stage = {
-    ngx_string("limit"),
-    ngx_http_ig_limit_on,
-    ngx_http_ig_limit
-};
-
-
 static ngx_uint_t
 ngx_http_ig_limit_on(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf)
 {
-    return lcf->limits != NULL;
+    ngx_http_ig_limit_loc_conf_t  *llcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_limit_module);
+
+    return llcf->limits != NULL;
 }
 
 
@@ -356,22 +512,25 @@ static ngx_int_t
 ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf)
 {
-    u_char                      buf[NGX_HTTP_IG_LOG_MAX];
-    uint32_t                    quota, window_s, burst;
-    uint64_t                    now, retry;
-    ngx_str_t                   key, esc, keys[NGX_HTTP_IG_MAX_LIMITS];
-    ngx_uint_t                  i, n, refused, dry, fresh, commit;
-    ngx_uint_t                  sidx[NGX_HTTP_IG_MAX_LIMITS], nredis;
-    ngx_http_ig_limit_conf_t   *lc;
-    ngx_http_ig_limit_state_t  *st, *ch;
+    u_char                         buf[NGX_HTTP_IG_LOG_MAX];
+    uint32_t                       quota, window_s, burst;
+    uint64_t                       now, retry;
+    ngx_str_t                      key, esc, keys[NGX_HTTP_IG_MAX_LIMITS];
+    ngx_uint_t                     i, n, refused, dry, fresh, commit;
+    ngx_uint_t                     sidx[NGX_HTTP_IG_MAX_LIMITS], nredis;
+    ngx_http_ig_limit_conf_t      *lc;
+    ngx_http_ig_limit_state_t     *st, *ch;
+    ngx_http_ig_limit_loc_conf_t  *llcf;
 
     if (ctx->limit_wait) {
         /* re-entered after the Redis replies */
         return ngx_http_ig_limit_redis_finish(r, ctx);
     }
 
-    lc = lcf->limits->elts;
-    n = lcf->limits->nelts;
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_limit_module);
+
+    lc = llcf->limits->elts;
+    n = llcf->limits->nelts;
 
     if (ctx->limit_redis) {
         ngx_http_ig_limit_redis_reset(ctx);
@@ -381,7 +540,7 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->limit_headers = lcf->limit_headers;
+    ctx->limit_headers = llcf->headers;
     ctx->nlimits = 0;
 
     ctx->limits = ngx_palloc(r->pool, n * sizeof(ngx_http_ig_limit_state_t));

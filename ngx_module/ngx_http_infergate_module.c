@@ -52,15 +52,6 @@ static const ngx_http_ig_stage_t  *ngx_http_ig_stages[] = {
     (sizeof(ngx_http_ig_stages) / sizeof(ngx_http_ig_stages[0]))
 
 
-static ngx_conf_enum_t  ngx_http_ig_limit_headers_modes[] = {
-    { ngx_string("off"), NGX_HTTP_IG_HEADERS_OFF },
-    { ngx_string("draft"), NGX_HTTP_IG_HEADERS_DRAFT },
-    { ngx_string("legacy"), NGX_HTTP_IG_HEADERS_LEGACY },
-    { ngx_string("both"), NGX_HTTP_IG_HEADERS_BOTH },
-    { ngx_null_string, 0 }
-};
-
-
 static ngx_command_t  ngx_http_infergate_commands[] = {
 
     { ngx_string("infergate_keys"),
@@ -83,27 +74,6 @@ static ngx_command_t  ngx_http_infergate_commands[] = {
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ig_loc_conf_t, model),
       NULL },
-
-    { ngx_string("infergate_limit_zone"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
-      ngx_http_ig_limit_zone_directive,
-      NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("infergate_limit"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
-      ngx_http_ig_limit_directive,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("infergate_limit_headers"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_ig_loc_conf_t, limit_headers),
-      &ngx_http_ig_limit_headers_modes },
 
     { ngx_string("infergate_audit"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
@@ -437,13 +407,6 @@ ngx_http_ig_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
-    if (ngx_array_init(&mcf->limit_refs, cf->pool, 4,
-                       sizeof(ngx_http_ig_limit_conf_t *))
-        != NGX_OK)
-    {
-        return NULL;
-    }
-
     if (ngx_array_init(&mcf->audit_logs, cf->pool, 2, sizeof(void *))
         != NGX_OK)
     {
@@ -468,11 +431,9 @@ ngx_http_ig_create_loc_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     conf->model = NULL;
-     *     conf->limits = NULL;
      */
 
     conf->auth = NGX_CONF_UNSET;
-    conf->limit_headers = NGX_CONF_UNSET_UINT;
     conf->audit = NGX_CONF_UNSET_PTR;
 
     return conf;
@@ -488,17 +449,11 @@ ngx_http_ig_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_ig_main_conf_t  *mcf;
 
     ngx_conf_merge_value(conf->auth, prev->auth, 0);
-    ngx_conf_merge_uint_value(conf->limit_headers, prev->limit_headers,
-                              NGX_HTTP_IG_HEADERS_DRAFT);
 
     ngx_conf_merge_ptr_value(conf->audit, prev->audit, NULL);
 
     if (conf->model == NULL) {
         conf->model = prev->model;
-    }
-
-    if (conf->limits == NULL) {
-        conf->limits = prev->limits;
     }
 
     if (conf->auth) {
@@ -528,14 +483,7 @@ ngx_http_ig_postconfiguration(ngx_conf_t *cf)
 {
     ngx_array_t                *handlers;
     ngx_http_handler_pt        *h;
-    ngx_http_ig_main_conf_t    *mcf;
     ngx_http_core_main_conf_t  *cmcf;
-
-    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_infergate_module);
-
-    if (ngx_http_ig_limit_check_refs(cf, mcf) != NGX_OK) {
-        return NGX_ERROR;
-    }
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
