@@ -73,6 +73,12 @@ typedef struct {
 } ngx_http_ig_keys_t;
 
 
+/* the auth module's main conf: the keys table (keys.c fills it) */
+typedef struct {
+    ngx_http_ig_keys_t         *keys;
+} ngx_http_ig_auth_main_conf_t;
+
+
 typedef struct {
     ngx_rbtree_t                rbtree;
     ngx_rbtree_node_t           sentinel;
@@ -101,7 +107,6 @@ typedef struct {
 
 
 typedef struct {
-    ngx_http_ig_keys_t         *keys;
     ngx_array_t                 audit_logs;  /* audit log pointers         */
     void                       *metrics;     /* metrics.c's conf and zone  */
     ngx_array_t                *backends;    /* ngx_http_ig_backend_t *    */
@@ -109,7 +114,6 @@ typedef struct {
 
 
 typedef struct {
-    ngx_flag_t                  auth;
     ngx_http_complex_value_t   *model;
     void                       *audit;       /* an audit log, or NULL      */
     void                       *infer;       /* infergate_infer's backend  */
@@ -244,12 +248,6 @@ ngx_http_ig_key_t *ngx_http_ig_keys_find(ngx_http_ig_keys_t *keys,
     const u_char *key, size_t len);
 
 /* auth */
-ngx_int_t ngx_http_ig_auth(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_loc_conf_t *lcf, ngx_uint_t final);
-ngx_int_t ngx_http_ig_auth_subrequest(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
-ngx_int_t ngx_http_ig_auth_subrequest_strip(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx);
 ngx_int_t ngx_http_ig_model(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf);
 

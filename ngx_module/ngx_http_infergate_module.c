@@ -19,9 +19,7 @@
 #include "ngx_http_infergate_cache.h"
 
 
-static ngx_int_t ngx_http_ig_access_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ig_precontent_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_ig_subrequest_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ig_init_process(ngx_cycle_t *cycle);
 static void ngx_http_ig_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_ig_ctx_cleanup(void *data);
@@ -53,20 +51,6 @@ static const ngx_http_ig_stage_t  *ngx_http_ig_stages[] = {
 
 
 static ngx_command_t  ngx_http_infergate_commands[] = {
-
-    { ngx_string("infergate_keys"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_http_ig_keys_directive,
-      NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("infergate_auth"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
-      ngx_conf_set_flag_slot,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_ig_loc_conf_t, auth),
-      NULL },
 
     { ngx_string("infergate_model"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
@@ -146,90 +130,6 @@ ngx_module_t  ngx_http_infergate_module = {
 
 
 /*
- * The access phase: authentication only, so that it combines with
- * "satisfy" as allow/deny and auth_basic do.  NGX_OK admits (under
- * "satisfy any" that is enough), a refusal is a 401/403.
- */
-
-static ngx_int_t
-ngx_http_ig_access_handler(ngx_http_request_t *r)
-{
-    ngx_uint_t                  final;
-    ngx_http_ig_ctx_t          *ctx;
-    ngx_http_ig_loc_conf_t     *lcf;
-    ngx_http_core_loc_conf_t   *clcf;
-    ngx_http_core_main_conf_t  *cmcf;
-
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
-
-    if (!lcf->auth) {
-        return NGX_DECLINED;
-    }
-
-    ctx = ngx_http_ig_get_ctx(r);
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    /*
-     * Under "satisfy any" a refusal is ours to send only when no access
-     * handler follows (this one is registered to run last); otherwise the
-     * 401/403 goes back to the phase engine, and a later module may still
-     * admit the request.
-     */
-
-    final = 1;
-
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-
-    if (clcf->satisfy == NGX_HTTP_SATISFY_ANY) {
-        cmcf = ngx_http_get_module_main_conf(r, ngx_http_core_module);
-        final = (cmcf->phase_engine.handlers[r->phase_handler + 1].checker
-                 == ngx_http_core_post_access_phase);
-    }
-
-    return ngx_http_ig_auth(r, ctx, lcf, final);
-}
-
-
-/*
- * Subrequests (auth_request, mirror, SSI) skip the access phase: in a
- * location with "infergate_auth on" they are checked in the rewrite
- * phase instead, before the location's own "return" could answer.
- */
-
-static ngx_int_t
-ngx_http_ig_subrequest_handler(ngx_http_request_t *r)
-{
-    ngx_http_ig_ctx_t       *ctx;
-    ngx_http_ig_loc_conf_t  *lcf, *mlcf;
-
-    if (r == r->main) {
-        return NGX_DECLINED;
-    }
-
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
-    mlcf = ngx_http_get_module_loc_conf(r->main, ngx_http_infergate_module);
-
-    if (!lcf->auth && !mlcf->auth) {
-        return NGX_DECLINED;
-    }
-
-    ctx = ngx_http_ig_get_ctx(r);
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (!lcf->auth) {
-        /* a subrequest of an authenticated location: no key of ours */
-        return ngx_http_ig_auth_subrequest_strip(r, ctx);
-    }
-
-    return ngx_http_ig_auth_subrequest(r, ctx, lcf);
-}
-
-
-/*
  * After access (the precontent phase, before try_files and mirror): the
  * stages of ngx_http_ig_stages[] in order.  These are not access control,
  * so "satisfy any" does not skip them.  The phase engine re-enters this
@@ -257,14 +157,12 @@ ngx_http_ig_precontent_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    if (lcf->auth) {
-        ctx = ngx_http_get_module_ctx(r, ngx_http_infergate_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_infergate_module);
 
-        if (ctx && ctx->auth_deferred) {
-            /* refused by auth, admitted by another module (satisfy any) */
-            ctx->auth_deferred = 0;
-            ngx_str_null(&ctx->action);
-        }
+    if (ctx && ctx->auth_deferred) {
+        /* refused by auth, admitted by another module (satisfy any) */
+        ctx->auth_deferred = 0;
+        ngx_str_null(&ctx->action);
     }
 
     for (i = 0; i < NGX_HTTP_IG_NSTAGES; i++) {
@@ -433,7 +331,6 @@ ngx_http_ig_create_loc_conf(ngx_conf_t *cf)
      *     conf->model = NULL;
      */
 
-    conf->auth = NGX_CONF_UNSET;
     conf->audit = NGX_CONF_UNSET_PTR;
 
     return conf;
@@ -446,25 +343,10 @@ ngx_http_ig_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_ig_loc_conf_t *prev = parent;
     ngx_http_ig_loc_conf_t *conf = child;
 
-    ngx_http_ig_main_conf_t  *mcf;
-
-    ngx_conf_merge_value(conf->auth, prev->auth, 0);
-
     ngx_conf_merge_ptr_value(conf->audit, prev->audit, NULL);
 
     if (conf->model == NULL) {
         conf->model = prev->model;
-    }
-
-    if (conf->auth) {
-        mcf = ngx_http_conf_get_module_main_conf(cf,
-                                                 ngx_http_infergate_module);
-        if (mcf->keys == NULL) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"infergate_auth on\" needs "
-                               "\"infergate_keys\" in the http block");
-            return NGX_CONF_ERROR;
-        }
     }
 
     return NGX_CONF_OK;
@@ -481,38 +363,10 @@ ngx_http_ig_preconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_ig_postconfiguration(ngx_conf_t *cf)
 {
-    ngx_array_t                *handlers;
     ngx_http_handler_pt        *h;
     ngx_http_core_main_conf_t  *cmcf;
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
-
-    /*
-     * Handlers of a phase run last-registered first; going to the front
-     * of the array lets allow/deny and auth_basic refuse before a key is
-     * hashed, and makes ours the last word under "satisfy any".
-     */
-
-    handlers = &cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers;
-
-    h = ngx_array_push(handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h = handlers->elts;
-    ngx_memmove(&h[1], &h[0],
-                (handlers->nelts - 1) * sizeof(ngx_http_handler_pt));
-    h[0] = ngx_http_ig_access_handler;
-
-    /* pushed last, so run before the rewrite module's "return" */
-
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_REWRITE_PHASE].handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    *h = ngx_http_ig_subrequest_handler;
 
     /*
      * Pushed last, so run first in the precontent phase: a request is
