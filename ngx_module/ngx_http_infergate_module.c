@@ -2,11 +2,13 @@
 /*
  * Copyright (C) infergate authors
  *
- * Admission: an access-phase handler authenticates; a precontent-phase
- * handler then runs the rate limits, the streaming schema validation of
- * the body, the Bloom guard and the cache lookup, so a refused request is
- * never parsed.  Every location a request reaches (internal redirects
- * included) runs its own steps.
+ * The core: after authentication (ngx_http_infergate_auth.c, access
+ * phase), a precontent-phase handler runs the stage table: the rate
+ * limits, the streaming schema validation of the body, the Bloom guard
+ * and the cache lookup, so a refused request is never parsed; infer is
+ * the content handler.  Every location a request reaches (internal
+ * redirects included) runs its own stages.  Also here: the redirect-safe
+ * request ctx, infergate_model, and the core's helpers.
  */
 
 
