@@ -109,14 +109,12 @@ typedef struct {
 typedef struct {
     ngx_array_t                 audit_logs;  /* audit log pointers         */
     void                       *metrics;     /* metrics.c's conf and zone  */
-    ngx_array_t                *backends;    /* ngx_http_ig_backend_t *    */
 } ngx_http_ig_main_conf_t;
 
 
 typedef struct {
     ngx_http_complex_value_t   *model;
     void                       *audit;       /* an audit log, or NULL      */
-    void                       *infer;       /* infergate_infer's backend  */
 } ngx_http_ig_loc_conf_t;
 
 
@@ -283,14 +281,6 @@ ngx_int_t ngx_http_ig_syslog_init_process(ngx_http_ig_syslog_t *sl,
 void ngx_http_ig_syslog_exit_process(ngx_http_ig_syslog_t *sl);
 void ngx_http_ig_syslog_send(ngx_http_ig_syslog_t *sl, u_char *json,
     size_t len);
-
-/* inference: ngx_http_infergate_backend.c, ngx_http_infergate_infer.c */
-char *ngx_http_ig_backend_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-char *ngx_http_ig_infer_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-ngx_int_t ngx_http_ig_backend_init_process(ngx_cycle_t *cycle);
-void ngx_http_ig_backend_exit_process(ngx_cycle_t *cycle);
 
 /* variables: a module's table, ngx_http_null_variable-terminated */
 ngx_int_t ngx_http_ig_add_variables(ngx_conf_t *cf,

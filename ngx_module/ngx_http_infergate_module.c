@@ -35,8 +35,9 @@ static ngx_int_t ngx_http_ig_postconfiguration(ngx_conf_t *cf);
 
 /*
  * The request path, in order.  auth runs in the access phase
- * (ngx_http_ig_access_handler(), so that it combines with "satisfy"), and
- * infer is the content handler "infergate_infer" sets; between them, the
+ * (ngx_http_infergate_auth.c, so that it combines with "satisfy"), and
+ * infer is the content handler "infergate_infer" sets
+ * (ngx_http_infergate_infer.c); between them, the
  * precontent phase runs these stages in this order.  A new stage is one
  * line here (see docs/architecture.md, "Who owns what").
  */
@@ -79,20 +80,6 @@ static ngx_command_t  ngx_http_infergate_commands[] = {
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_http_ig_metrics_tenants_directive,
       NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("infergate_backend"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
-      ngx_http_ig_backend_directive,
-      NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("infergate_infer"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_ig_infer_directive,
-      NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
 
@@ -202,10 +189,6 @@ ngx_http_ig_precontent_handler(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_ig_init_process(ngx_cycle_t *cycle)
 {
-    if (ngx_http_ig_backend_init_process(cycle) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
     return ngx_http_ig_audit_init_process(cycle);
 }
 
@@ -213,7 +196,6 @@ ngx_http_ig_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_ig_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_http_ig_backend_exit_process(cycle);
     ngx_http_ig_audit_exit_process(cycle);
 }
 
