@@ -57,15 +57,15 @@ static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 static ngx_int_t
 ngx_http_ig_request_id_header_filter(ngx_http_request_t *r)
 {
-    ngx_http_ig_loc_conf_t  *lcf;
+    ngx_http_ig_audit_loc_conf_t  *alcf;
 
     if (r != r->main) {
         return ngx_http_next_header_filter(r);
     }
 
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_audit_module);
 
-    if (lcf->audit && ngx_http_ig_request_id_header(r) != NGX_OK) {
+    if (alcf->log && ngx_http_ig_request_id_header(r) != NGX_OK) {
         return NGX_ERROR;
     }
 

@@ -106,15 +106,17 @@ typedef struct {
 } ngx_http_ig_limit_conf_t;
 
 
+typedef struct ngx_http_ig_audit_log_s  ngx_http_ig_audit_log_t;
+
+
+/* the audit module's location conf; the request id filter reads it */
 typedef struct {
-    ngx_array_t                 audit_logs;  /* audit log pointers         */
-    void                       *metrics;     /* metrics.c's conf and zone  */
-} ngx_http_ig_main_conf_t;
+    ngx_http_ig_audit_log_t    *log;         /* infergate_audit, or NULL   */
+} ngx_http_ig_audit_loc_conf_t;
 
 
 typedef struct {
     ngx_http_complex_value_t   *model;
-    void                       *audit;       /* an audit log, or NULL      */
 } ngx_http_ig_loc_conf_t;
 
 
@@ -189,6 +191,7 @@ typedef struct {
 
 
 extern ngx_module_t  ngx_http_infergate_module;
+extern ngx_module_t  ngx_http_infergate_audit_module;
 
 
 /*
@@ -264,11 +267,6 @@ ngx_int_t ngx_http_ig_limit_refuse(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, uint64_t retry_us);
 
 /* audit */
-char *ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-ngx_int_t ngx_http_ig_audit_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_ig_audit_init_process(ngx_cycle_t *cycle);
-void ngx_http_ig_audit_exit_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_http_ig_request_id(ngx_http_request_t *r, ngx_str_t *id);
 
 /* syslog delivery of audit records */

@@ -17,15 +17,10 @@
 #include <ngx_http.h>
 
 #include "ngx_http_infergate.h"
-#include "ngx_http_infergate_metrics.h"
-#include "ngx_http_infergate_cache.h"
 
 
 static ngx_int_t ngx_http_ig_precontent_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_ig_init_process(ngx_cycle_t *cycle);
-static void ngx_http_ig_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_ig_ctx_cleanup(void *data);
-static void *ngx_http_ig_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_ig_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_ig_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -62,27 +57,6 @@ static ngx_command_t  ngx_http_infergate_commands[] = {
       offsetof(ngx_http_ig_loc_conf_t, model),
       NULL },
 
-    { ngx_string("infergate_audit"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
-      ngx_http_ig_audit_directive,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("infergate_metrics"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_ig_metrics_directive,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("infergate_metrics_tenants"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_http_ig_metrics_tenants_directive,
-      NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
-      NULL },
-
       ngx_null_command
 };
 
@@ -91,7 +65,7 @@ static ngx_http_module_t  ngx_http_infergate_module_ctx = {
     ngx_http_ig_preconfiguration,          /* preconfiguration */
     ngx_http_ig_postconfiguration,         /* postconfiguration */
 
-    ngx_http_ig_create_main_conf,          /* create main configuration */
+    NULL,                                  /* create main configuration */
     NULL,                                  /* init main configuration */
 
     NULL,                                  /* create server configuration */
@@ -109,10 +83,10 @@ ngx_module_t  ngx_http_infergate_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    ngx_http_ig_init_process,              /* init process */
+    NULL,                                  /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    ngx_http_ig_exit_process,              /* exit process */
+    NULL,                                  /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -183,20 +157,6 @@ ngx_http_ig_precontent_handler(ngx_http_request_t *r)
     }
 
     return NGX_DECLINED;
-}
-
-
-static ngx_int_t
-ngx_http_ig_init_process(ngx_cycle_t *cycle)
-{
-    return ngx_http_ig_audit_init_process(cycle);
-}
-
-
-static void
-ngx_http_ig_exit_process(ngx_cycle_t *cycle)
-{
-    ngx_http_ig_audit_exit_process(cycle);
 }
 
 
@@ -280,26 +240,6 @@ ngx_http_ig_ctx_cleanup(void *data)
 
 
 static void *
-ngx_http_ig_create_main_conf(ngx_conf_t *cf)
-{
-    ngx_http_ig_main_conf_t  *mcf;
-
-    mcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_main_conf_t));
-    if (mcf == NULL) {
-        return NULL;
-    }
-
-    if (ngx_array_init(&mcf->audit_logs, cf->pool, 2, sizeof(void *))
-        != NGX_OK)
-    {
-        return NULL;
-    }
-
-    return mcf;
-}
-
-
-static void *
 ngx_http_ig_create_loc_conf(ngx_conf_t *cf)
 {
     ngx_http_ig_loc_conf_t  *conf;
@@ -315,8 +255,6 @@ ngx_http_ig_create_loc_conf(ngx_conf_t *cf)
      *     conf->model = NULL;
      */
 
-    conf->audit = NGX_CONF_UNSET_PTR;
-
     return conf;
 }
 
@@ -326,8 +264,6 @@ ngx_http_ig_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 {
     ngx_http_ig_loc_conf_t *prev = parent;
     ngx_http_ig_loc_conf_t *conf = child;
-
-    ngx_conf_merge_ptr_value(conf->audit, prev->audit, NULL);
 
     if (conf->model == NULL) {
         conf->model = prev->model;
@@ -365,21 +301,7 @@ ngx_http_ig_postconfiguration(ngx_conf_t *cf)
 
     *h = ngx_http_ig_precontent_handler;
 
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    *h = ngx_http_ig_audit_handler;
-
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    *h = ngx_http_ig_metrics_log;
-
-    return ngx_http_ig_metrics_init(cf);
+    return NGX_OK;
 }
 
 
