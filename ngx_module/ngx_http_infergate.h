@@ -100,7 +100,7 @@ typedef struct {
     uint32_t                    window_s;
     uint32_t                    burst;
     ngx_uint_t                  dry_run;
-    void                       *redis;       /* cluster-wide: a server     */
+    struct ngx_http_ig_redis_s *redis;       /* cluster-wide: a server     */
     ngx_uint_t                  fail_closed;
     ngx_uint_t                  tenant_keyed; /* a key's rate= applies    */
 } ngx_http_ig_limit_conf_t;
@@ -135,6 +135,10 @@ typedef struct {
 } ngx_http_ig_member_t;
 
 
+/* Redis limits in flight: ngx_http_infergate_limit_redis.c */
+typedef struct ngx_http_ig_limit_redis_s  ngx_http_ig_limit_redis_t;
+
+
 #define NGX_HTTP_IG_AUTH_NONE         0      /* no key looked up yet       */
 #define NGX_HTTP_IG_AUTH_OK           1
 #define NGX_HTTP_IG_AUTH_MISSING      2
@@ -158,7 +162,7 @@ typedef struct {
     ngx_http_ig_limit_state_t  *limits;
     ngx_uint_t                  limit_status;
     ngx_uint_t                  limit_headers;
-    void                       *limit_redis; /* Redis limits in flight     */
+    ngx_http_ig_limit_redis_t  *limit_redis; /* Redis limits in flight     */
 
     ig_validator_t             *validator;
     yajl_alloc_funcs            alloc;       /* yajl on the request pool   */
@@ -262,7 +266,9 @@ ngx_int_t ngx_http_ig_limit_redis_send(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, ngx_uint_t dry);
 ngx_int_t ngx_http_ig_limit_redis_finish(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx);
-void *ngx_http_ig_limit_redis_conf(ngx_conf_t *cf, ngx_str_t *name);
+struct ngx_http_ig_redis_s *ngx_http_ig_limit_redis_conf(ngx_conf_t *cf,
+    ngx_str_t *name);
+void ngx_http_ig_limit_redis_init(void);
 ngx_int_t ngx_http_ig_limit_refuse(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, uint64_t retry_us);
 

@@ -46,7 +46,7 @@ static void *ngx_http_ig_limit_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_ig_limit_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_ig_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
-static ngx_int_t ngx_http_ig_limit_check_refs(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ig_limit_init(ngx_conf_t *cf);
 static ngx_uint_t ngx_http_ig_limit_on(ngx_http_request_t *r,
     ngx_http_ig_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ig_limit(ngx_http_request_t *r,
@@ -107,7 +107,7 @@ static ngx_command_t  ngx_http_ig_limit_commands[] = {
 
 static ngx_http_module_t  ngx_http_infergate_limit_module_ctx = {
     NULL,                                  /* preconfiguration */
-    ngx_http_ig_limit_check_refs,          /* postconfiguration */
+    ngx_http_ig_limit_init,                /* postconfiguration */
 
     ngx_http_ig_limit_create_main_conf,    /* create main configuration */
     NULL,                                  /* init main configuration */
@@ -461,10 +461,13 @@ ngx_http_ig_limit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
-/* Zones are declared at http level, so check references once all is read. */
+/*
+ * Postconfiguration.  Zones are declared at http level, so references are
+ * checked once all is read.
+ */
 
 static ngx_int_t
-ngx_http_ig_limit_check_refs(ngx_conf_t *cf)
+ngx_http_ig_limit_init(ngx_conf_t *cf)
 {
     ngx_uint_t                       i;
     ngx_http_ig_limit_conf_t       **ref;
@@ -484,6 +487,8 @@ ngx_http_ig_limit_check_refs(ngx_conf_t *cf)
             return NGX_ERROR;
         }
     }
+
+    ngx_http_ig_limit_redis_init();
 
     return NGX_OK;
 }
