@@ -227,9 +227,9 @@ ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_ig_audit_loc_conf_t *lcf = conf;
 
-    ssize_t                    size;
-    ngx_str_t                 *value, s, key_file;
-    ngx_uint_t                 i;
+    ssize_t                         size;
+    ngx_str_t                      *value, s, key_file;
+    ngx_uint_t                      i;
     ngx_http_ig_audit_log_t        *al, **alp;
     ngx_http_ig_audit_main_conf_t  *mcf;
 
@@ -528,9 +528,9 @@ ngx_http_ig_audit_load_keys(ngx_conf_t *cf, ngx_http_ig_audit_log_t *al,
 static ngx_int_t
 ngx_http_ig_audit_init_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                 i;
-    ngx_http_ig_audit_main_conf_t  *mcf;
+    ngx_uint_t                      i;
     ngx_http_ig_audit_log_t       **alp, *al;
+    ngx_http_ig_audit_main_conf_t  *mcf;
 
     if (ngx_process != NGX_PROCESS_WORKER
         && ngx_process != NGX_PROCESS_SINGLE)
@@ -578,9 +578,9 @@ ngx_http_ig_audit_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_ig_audit_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                 i;
-    ngx_http_ig_audit_main_conf_t  *mcf;
+    ngx_uint_t                      i;
     ngx_http_ig_audit_log_t       **alp;
+    ngx_http_ig_audit_main_conf_t  *mcf;
 
     if (ngx_process != NGX_PROCESS_WORKER
         && ngx_process != NGX_PROCESS_SINGLE)

@@ -224,9 +224,9 @@ ngx_http_ig_backend_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 ngx_http_ig_backend_t *
 ngx_http_ig_backend_find(ngx_conf_t *cf, ngx_str_t *name)
 {
-    ngx_uint_t                i;
-    ngx_http_ig_backend_t   **bep;
-    ngx_http_ig_infer_main_conf_t  *mcf;
+    ngx_uint_t                       i;
+    ngx_http_ig_backend_t          **bep;
+    ngx_http_ig_infer_main_conf_t   *mcf;
 
     mcf = ngx_http_conf_get_module_main_conf(cf,
                                              ngx_http_infergate_infer_module);
@@ -252,9 +252,9 @@ ngx_http_ig_backend_find(ngx_conf_t *cf, ngx_str_t *name)
 ngx_int_t
 ngx_http_ig_backend_init_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                i;
-    ngx_http_ig_backend_t   **bep, *be;
-    ngx_http_ig_infer_main_conf_t  *mcf;
+    ngx_uint_t                       i;
+    ngx_http_ig_backend_t          **bep, *be;
+    ngx_http_ig_infer_main_conf_t   *mcf;
 
     if (ngx_process != NGX_PROCESS_WORKER
         && ngx_process != NGX_PROCESS_SINGLE)
@@ -322,9 +322,9 @@ ngx_http_ig_backend_init_process(ngx_cycle_t *cycle)
 void
 ngx_http_ig_backend_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                i;
-    ngx_http_ig_backend_t   **bep, *be;
-    ngx_http_ig_infer_main_conf_t  *mcf;
+    ngx_uint_t                       i;
+    ngx_http_ig_backend_t          **bep, *be;
+    ngx_http_ig_infer_main_conf_t   *mcf;
 
     mcf = ngx_http_cycle_get_module_main_conf(cycle,
                                               ngx_http_infergate_infer_module);
