@@ -33,7 +33,10 @@
 #define NGX_HTTP_IG_LIMIT_FAIL_OPEN   4
 #define NGX_HTTP_IG_LIMIT_NSTATUSES   5
 
-/* the names of the statuses above, for $infergate_limit_status and audit */
+/*
+ * The names of the statuses above, for $infergate_limit_status and the
+ * audit record: the one table, in ngx_http_infergate_limit.c.
+ */
 extern ngx_str_t  ngx_http_ig_limit_statuses[NGX_HTTP_IG_LIMIT_NSTATUSES];
 
 #define NGX_HTTP_IG_BODY_NONE         0
@@ -290,6 +293,7 @@ void ngx_http_ig_syslog_send(ngx_http_ig_syslog_t *sl, u_char *json,
 ngx_int_t ngx_http_ig_add_variables(ngx_conf_t *cf,
     ngx_http_variable_t *vars);
 ngx_int_t ngx_http_ig_core_variables(ngx_conf_t *cf);
+void ngx_http_ig_set_value(ngx_http_variable_value_t *v, ngx_str_t *s);
 
 
 #endif /* _NGX_HTTP_INFERGATE_H_INCLUDED_ */

@@ -46,6 +46,9 @@ static void *ngx_http_ig_limit_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_ig_limit_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_ig_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
+static ngx_int_t ngx_http_ig_limit_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ig_limit_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_ig_limit_init(ngx_conf_t *cf);
 static ngx_uint_t ngx_http_ig_limit_on(ngx_http_request_t *r,
     ngx_http_ig_loc_conf_t *lcf);
@@ -106,7 +109,7 @@ static ngx_command_t  ngx_http_ig_limit_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_infergate_limit_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_ig_limit_add_variables,       /* preconfiguration */
     ngx_http_ig_limit_init,                /* postconfiguration */
 
     ngx_http_ig_limit_create_main_conf,    /* create main configuration */
@@ -133,6 +136,24 @@ ngx_module_t  ngx_http_infergate_limit_module = {
     NULL,                                  /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_variable_t  ngx_http_ig_limit_vars[] = {
+
+    { ngx_string("infergate_limit_status"), NULL,
+      ngx_http_ig_limit_status_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+ngx_str_t  ngx_http_ig_limit_statuses[NGX_HTTP_IG_LIMIT_NSTATUSES] = {
+    ngx_null_string,
+    ngx_string("PASSED"),
+    ngx_string("REJECTED"),
+    ngx_string("REJECTED_DRY_RUN"),
+    ngx_string("FAIL_OPEN")
 };
 
 
@@ -458,6 +479,34 @@ ngx_http_ig_limit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ig_limit_add_variables(ngx_conf_t *cf)
+{
+    return ngx_http_ig_add_variables(cf, ngx_http_ig_limit_vars);
+}
+
+
+static ngx_int_t
+ngx_http_ig_limit_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_ig_ctx_t  *ctx;
+
+    ctx = ngx_http_ig_find_ctx(r->main);
+
+    if (ctx == NULL || ctx->limit_status == NGX_HTTP_IG_LIMIT_NONE
+        || ctx->limit_status >= NGX_HTTP_IG_LIMIT_NSTATUSES)
+    {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    ngx_http_ig_set_value(v, &ngx_http_ig_limit_statuses[ctx->limit_status]);
+
+    return NGX_OK;
 }
 
 
