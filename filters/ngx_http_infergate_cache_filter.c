@@ -2,7 +2,7 @@
 /*
  * Copyright (C) infergate authors
  *
- * The response cache's module: the infergate_redis, infergate_cache and
+ * The response cache's module: the infergate_cache and
  * infergate_cache_purge directives, and the filters that label every
  * response (X-Cache-Status), capture a cacheable miss (stored after the
  * last buffer has gone to the client) and purge after a 2xx write.
@@ -20,8 +20,6 @@
 
 static ngx_int_t ngx_http_ig_cache_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_ig_cache_filter_init(ngx_conf_t *cf);
-static void *ngx_http_ig_cache_create_main_conf(ngx_conf_t *cf);
-static char *ngx_http_ig_cache_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_ig_cache_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_ig_cache_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -37,13 +35,6 @@ static ngx_int_t ngx_http_ig_cache_delta(u_char *p, size_t len);
 
 
 static ngx_command_t  ngx_http_ig_cache_commands[] = {
-
-    { ngx_string("infergate_redis"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
-      ngx_http_ig_redis_directive,
-      NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
-      NULL },
 
     { ngx_string("infergate_cache"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
@@ -67,8 +58,8 @@ static ngx_http_module_t  ngx_http_infergate_cache_module_ctx = {
     ngx_http_ig_cache_preconfiguration,    /* preconfiguration */
     ngx_http_ig_cache_filter_init,         /* postconfiguration */
 
-    ngx_http_ig_cache_create_main_conf,    /* create main configuration */
-    ngx_http_ig_cache_init_main_conf,      /* init main configuration */
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -546,19 +537,7 @@ ngx_http_ig_cache_variable(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_ig_cache_preconfiguration(ngx_conf_t *cf)
 {
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_ig_cache_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
+    return ngx_http_ig_add_variables(cf, ngx_http_ig_cache_vars);
 }
 
 
@@ -572,34 +551,6 @@ ngx_http_ig_cache_filter_init(ngx_conf_t *cf)
     ngx_http_top_body_filter = ngx_http_ig_cache_body_filter;
 
     return ngx_http_ig_cache_init_scripts();
-}
-
-
-static void *
-ngx_http_ig_cache_create_main_conf(ngx_conf_t *cf)
-{
-    ngx_http_ig_redis_main_conf_t  *rmcf;
-
-    rmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_redis_main_conf_t));
-    if (rmcf == NULL) {
-        return NULL;
-    }
-
-    if (ngx_array_init(&rmcf->servers, cf->pool, 2,
-                       sizeof(ngx_http_ig_redis_t *))
-        != NGX_OK)
-    {
-        return NULL;
-    }
-
-    return rmcf;
-}
-
-
-static char *
-ngx_http_ig_cache_init_main_conf(ngx_conf_t *cf, void *conf)
-{
-    return ngx_http_ig_redis_check(cf, conf);
 }
 
 

@@ -33,7 +33,10 @@
 #define NGX_HTTP_IG_LIMIT_FAIL_OPEN   4
 #define NGX_HTTP_IG_LIMIT_NSTATUSES   5
 
-/* the names of the statuses above, for $infergate_limit_status and audit */
+/*
+ * The names of the statuses above, for $infergate_limit_status and the
+ * audit record: the one table, in ngx_http_infergate_limit.c.
+ */
 extern ngx_str_t  ngx_http_ig_limit_statuses[NGX_HTTP_IG_LIMIT_NSTATUSES];
 
 #define NGX_HTTP_IG_BODY_NONE         0
@@ -47,9 +50,6 @@ extern ngx_str_t  ngx_http_ig_limit_statuses[NGX_HTTP_IG_LIMIT_NSTATUSES];
 #define NGX_HTTP_IG_PROBLEM_BASE      "https://infergate.dev/problems#"
 #define NGX_HTTP_IG_QUOTA_EXCEEDED                                            \
     "https://iana.org/assignments/http-problem-types#quota-exceeded"
-
-
-typedef struct ngx_http_ig_bloom_conf_s  ngx_http_ig_bloom_conf_t;
 
 
 /* A tenant key as loaded from infergate_keys, in the cycle's pool. */
@@ -76,6 +76,12 @@ typedef struct {
 } ngx_http_ig_keys_t;
 
 
+/* the auth module's main conf: the keys table (keys.c fills it) */
+typedef struct {
+    ngx_http_ig_keys_t         *keys;
+} ngx_http_ig_auth_main_conf_t;
+
+
 typedef struct {
     ngx_rbtree_t                rbtree;
     ngx_rbtree_node_t           sentinel;
@@ -97,33 +103,23 @@ typedef struct {
     uint32_t                    window_s;
     uint32_t                    burst;
     ngx_uint_t                  dry_run;
-    void                       *redis;       /* cluster-wide: a server     */
+    struct ngx_http_ig_redis_s *redis;       /* cluster-wide: a server     */
     ngx_uint_t                  fail_closed;
     ngx_uint_t                  tenant_keyed; /* a key's rate= applies    */
 } ngx_http_ig_limit_conf_t;
 
 
+typedef struct ngx_http_ig_audit_log_s  ngx_http_ig_audit_log_t;
+
+
+/* the audit module's location conf; the request id filter reads it */
 typedef struct {
-    ngx_http_ig_keys_t         *keys;
-    ngx_array_t                 limit_refs;  /* ngx_http_ig_limit_conf_t * */
-    ngx_array_t                 audit_logs;  /* audit log pointers         */
-    void                       *metrics;     /* metrics.c's conf and zone  */
-    ngx_array_t                *backends;    /* ngx_http_ig_backend_t *    */
-} ngx_http_ig_main_conf_t;
+    ngx_http_ig_audit_log_t    *log;         /* infergate_audit, or NULL   */
+} ngx_http_ig_audit_loc_conf_t;
 
 
 typedef struct {
-    ngx_flag_t                  auth;
     ngx_http_complex_value_t   *model;
-    ngx_array_t                *limits;      /* ngx_http_ig_limit_conf_t   */
-    ngx_uint_t                  limit_headers;
-    ig_schema_t                *schema;
-    ngx_str_t                   schema_file;
-    ngx_uint_t                  max_depth;
-    void                       *audit;       /* an audit log, or NULL      */
-    ngx_http_ig_bloom_conf_t   *bloom;       /* infergate_bloom, or NULL   */
-    void                       *infer;       /* infergate_infer's backend  */
-    unsigned                    schema_set:1;
 } ngx_http_ig_loc_conf_t;
 
 
@@ -142,10 +138,9 @@ typedef struct {
 } ngx_http_ig_member_t;
 
 
-#define NGX_HTTP_IG_STEP_LIMIT        0
-#define NGX_HTTP_IG_STEP_SCHEMA       1
-#define NGX_HTTP_IG_STEP_BLOOM        2
-#define NGX_HTTP_IG_STEP_CACHE        3
+/* Redis limits in flight: ngx_http_infergate_limit_redis.c */
+typedef struct ngx_http_ig_limit_redis_s  ngx_http_ig_limit_redis_t;
+
 
 #define NGX_HTTP_IG_AUTH_NONE         0      /* no key looked up yet       */
 #define NGX_HTTP_IG_AUTH_OK           1
@@ -170,7 +165,7 @@ typedef struct {
     ngx_http_ig_limit_state_t  *limits;
     ngx_uint_t                  limit_status;
     ngx_uint_t                  limit_headers;
-    void                       *limit_redis; /* Redis limits in flight     */
+    ngx_http_ig_limit_redis_t  *limit_redis; /* Redis limits in flight     */
 
     ig_validator_t             *validator;
     yajl_alloc_funcs            alloc;       /* yajl on the request pool   */
@@ -190,7 +185,7 @@ typedef struct {
     unsigned                    auth:2;      /* NGX_HTTP_IG_AUTH_*         */
     unsigned                    stripped:1;  /* credentials removed        */
     unsigned                    auth_deferred:1; /* 401/403 to satisfy any */
-    unsigned                    step:2;      /* per pass: after-access step */
+    unsigned                    step:4;      /* per pass: the next stage    */
     unsigned                    limit_wait:1; /* Redis limits in flight    */
     unsigned                    body_state:2;
     unsigned                    body_finished:1;
@@ -203,7 +198,32 @@ typedef struct {
 
 
 extern ngx_module_t  ngx_http_infergate_module;
-extern ngx_module_t  ngx_http_infergate_filter_module;
+extern ngx_module_t  ngx_http_infergate_audit_module;
+
+
+/*
+ * A stage of admission after access (the precontent phase), exported by
+ * its file and listed once in the core's stage table
+ * (ngx_http_infergate_module.c).  "on" says whether the location uses the
+ * stage: a location that uses none gets no request ctx.  "handler" runs
+ * it: NGX_DECLINED passes to the next stage; anything else goes back to
+ * the phase engine, and NGX_AGAIN or NGX_DONE re-enter the same stage
+ * when the phase engine runs again.
+ */
+
+typedef struct {
+    ngx_str_t                   name;
+    ngx_uint_t                (*on)(ngx_http_request_t *r,
+                                    ngx_http_ig_loc_conf_t *lcf);
+    ngx_int_t                 (*handler)(ngx_http_request_t *r,
+                                         ngx_http_ig_ctx_t *ctx,
+                                         ngx_http_ig_loc_conf_t *lcf);
+} ngx_http_ig_stage_t;
+
+extern const ngx_http_ig_stage_t  ngx_http_ig_limit_stage;
+extern const ngx_http_ig_stage_t  ngx_http_ig_schema_stage;
+extern const ngx_http_ig_stage_t  ngx_http_ig_bloom_stage;
+extern const ngx_http_ig_stage_t  ngx_http_ig_cache_stage;
 
 
 ngx_http_ig_ctx_t *ngx_http_ig_get_ctx(ngx_http_request_t *r);
@@ -236,26 +256,10 @@ ngx_http_ig_key_t *ngx_http_ig_keys_find(ngx_http_ig_keys_t *keys,
     const u_char *key, size_t len);
 
 /* auth */
-ngx_int_t ngx_http_ig_auth(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_loc_conf_t *lcf, ngx_uint_t final);
-ngx_int_t ngx_http_ig_auth_subrequest(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
-ngx_int_t ngx_http_ig_auth_subrequest_strip(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx);
 ngx_int_t ngx_http_ig_model(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf);
 
 /* limit */
-char *ngx_http_ig_limit_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-char *ngx_http_ig_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-ngx_int_t ngx_http_ig_limit_check_refs(ngx_conf_t *cf,
-    ngx_http_ig_main_conf_t *mcf);
-ngx_int_t ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_loc_conf_t *lcf);
-ngx_int_t ngx_http_ig_limit_headers(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx);
 
 /* cluster-wide limits (infergate_limit ... redis=NAME) */
 ngx_int_t ngx_http_ig_limit_redis_add(ngx_http_request_t *r,
@@ -265,24 +269,13 @@ ngx_int_t ngx_http_ig_limit_redis_send(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, ngx_uint_t dry);
 ngx_int_t ngx_http_ig_limit_redis_finish(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx);
-void *ngx_http_ig_limit_redis_conf(ngx_conf_t *cf, ngx_str_t *name);
+struct ngx_http_ig_redis_s *ngx_http_ig_limit_redis_conf(ngx_conf_t *cf,
+    ngx_str_t *name);
+void ngx_http_ig_limit_redis_init(void);
 ngx_int_t ngx_http_ig_limit_refuse(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, uint64_t retry_us);
 
-/* schema */
-char *ngx_http_ig_schema_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-ngx_int_t ngx_http_ig_schema(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_loc_conf_t *lcf);
-ngx_int_t ngx_http_ig_schema_init(ngx_conf_t *cf);
-
 /* audit */
-char *ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-ngx_int_t ngx_http_ig_audit_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_ig_audit_init_process(ngx_cycle_t *cycle);
-void ngx_http_ig_audit_exit_process(ngx_cycle_t *cycle);
-ngx_int_t ngx_http_ig_request_id_header(ngx_http_request_t *r);
 ngx_int_t ngx_http_ig_request_id(ngx_http_request_t *r, ngx_str_t *id);
 
 /* syslog delivery of audit records */
@@ -296,30 +289,11 @@ void ngx_http_ig_syslog_exit_process(ngx_http_ig_syslog_t *sl);
 void ngx_http_ig_syslog_send(ngx_http_ig_syslog_t *sl, u_char *json,
     size_t len);
 
-/* bloom */
-char *ngx_http_ig_bloom_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-char *ngx_http_ig_bloom_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-char *ngx_http_ig_bloom_merge(ngx_conf_t *cf, ngx_http_ig_loc_conf_t *prev,
-    ngx_http_ig_loc_conf_t *conf);
-ngx_int_t ngx_http_ig_bloom_check(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
-void ngx_http_ig_bloom_header_filter(ngx_http_request_t *r);
-ngx_int_t ngx_http_ig_bloom_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
-ngx_int_t ngx_http_ig_bloom_init_process(ngx_cycle_t *cycle);
-void ngx_http_ig_bloom_exit_process(ngx_cycle_t *cycle);
-/* inference: ngx_http_infergate_backend.c, ngx_http_infergate_infer.c */
-char *ngx_http_ig_backend_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-char *ngx_http_ig_infer_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-ngx_int_t ngx_http_ig_backend_init_process(ngx_cycle_t *cycle);
-void ngx_http_ig_backend_exit_process(ngx_cycle_t *cycle);
-
-/* variables */
-ngx_int_t ngx_http_ig_add_variables(ngx_conf_t *cf);
+/* variables: a module's table, ngx_http_null_variable-terminated */
+ngx_int_t ngx_http_ig_add_variables(ngx_conf_t *cf,
+    ngx_http_variable_t *vars);
+ngx_int_t ngx_http_ig_core_variables(ngx_conf_t *cf);
+void ngx_http_ig_set_value(ngx_http_variable_value_t *v, ngx_str_t *s);
 
 
 #endif /* _NGX_HTTP_INFERGATE_H_INCLUDED_ */

@@ -23,7 +23,9 @@
 #define NGX_HTTP_IG_AUDIT_MAX_BUFS  64
 
 
-typedef struct ngx_http_ig_audit_log_s  ngx_http_ig_audit_log_t;
+typedef struct {
+    ngx_array_t                  logs;       /* ngx_http_ig_audit_log_t *  */
+} ngx_http_ig_audit_main_conf_t;
 
 
 /* A dup of the log file's descriptor, shared by the writes of one chain. */
@@ -84,6 +86,16 @@ struct ngx_http_ig_audit_log_s {
 };
 
 
+static char *ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static void *ngx_http_ig_audit_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_ig_audit_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_ig_audit_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_ig_audit_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ig_audit_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ig_audit_init_process(ngx_cycle_t *cycle);
+static void ngx_http_ig_audit_exit_process(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_ig_audit_load_keys(ngx_conf_t *cf,
     ngx_http_ig_audit_log_t *al, ngx_str_t *file);
 static ngx_int_t ngx_http_ig_audit_chain_start(ngx_http_ig_audit_log_t *al);
@@ -166,18 +178,62 @@ static uint64_t  ngx_http_ig_reqid_key;
 static uint64_t  ngx_http_ig_reqid_next;
 
 
-char *
+static ngx_command_t  ngx_http_ig_audit_commands[] = {
+
+    { ngx_string("infergate_audit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_ig_audit_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_infergate_audit_module_ctx = {
+    NULL,                              /* preconfiguration */
+    ngx_http_ig_audit_init,            /* postconfiguration */
+
+    ngx_http_ig_audit_create_main_conf, /* create main configuration */
+    NULL,                              /* init main configuration */
+
+    NULL,                              /* create server configuration */
+    NULL,                              /* merge server configuration */
+
+    ngx_http_ig_audit_create_loc_conf, /* create location configuration */
+    ngx_http_ig_audit_merge_loc_conf   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_infergate_audit_module = {
+    NGX_MODULE_V1,
+    &ngx_http_infergate_audit_module_ctx, /* module context */
+    ngx_http_ig_audit_commands,        /* module directives */
+    NGX_HTTP_MODULE,                   /* module type */
+    NULL,                              /* init master */
+    NULL,                              /* init module */
+    ngx_http_ig_audit_init_process,    /* init process */
+    NULL,                              /* init thread */
+    NULL,                              /* exit thread */
+    ngx_http_ig_audit_exit_process,    /* exit process */
+    NULL,                              /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static char *
 ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_ig_loc_conf_t *lcf = conf;
+    ngx_http_ig_audit_loc_conf_t *lcf = conf;
 
-    ssize_t                    size;
-    ngx_str_t                 *value, s, key_file;
-    ngx_uint_t                 i;
-    ngx_http_ig_audit_log_t   *al, **alp;
-    ngx_http_ig_main_conf_t   *mcf;
+    ssize_t                         size;
+    ngx_str_t                      *value, s, key_file;
+    ngx_uint_t                      i;
+    ngx_http_ig_audit_log_t        *al, **alp;
+    ngx_http_ig_audit_main_conf_t  *mcf;
 
-    if (lcf->audit != NGX_CONF_UNSET_PTR) {
+    if (lcf->log != NGX_CONF_UNSET_PTR) {
         return "is duplicate";
     }
 
@@ -188,7 +244,7 @@ ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             return "takes no parameters after \"off\"";
         }
 
-        lcf->audit = NULL;
+        lcf->log = NULL;
         return NGX_CONF_OK;
     }
 
@@ -291,13 +347,14 @@ ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_infergate_module);
+    mcf = ngx_http_conf_get_module_main_conf(cf,
+                                             ngx_http_infergate_audit_module);
 
     /* one chain per file per worker, however many locations share it */
 
-    alp = mcf->audit_logs.elts;
+    alp = mcf->logs.elts;
 
-    for (i = 0; i < mcf->audit_logs.nelts; i++) {
+    for (i = 0; i < mcf->logs.nelts; i++) {
         if (alp[i]->path.len == al->path.len
             && ngx_strncmp(alp[i]->path.data, al->path.data, al->path.len)
                == 0)
@@ -312,7 +369,7 @@ ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 return NGX_CONF_ERROR;
             }
 
-            lcf->audit = alp[i];
+            lcf->log = alp[i];
             return NGX_CONF_OK;
         }
     }
@@ -334,13 +391,13 @@ ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    alp = ngx_array_push(&mcf->audit_logs);
+    alp = ngx_array_push(&mcf->logs);
     if (alp == NULL) {
         return NGX_CONF_ERROR;
     }
 
     *alp = al;
-    lcf->audit = al;
+    lcf->log = al;
 
     return NGX_CONF_OK;
 }
@@ -468,12 +525,12 @@ ngx_http_ig_audit_load_keys(ngx_conf_t *cf, ngx_http_ig_audit_log_t *al,
 }
 
 
-ngx_int_t
+static ngx_int_t
 ngx_http_ig_audit_init_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                 i;
-    ngx_http_ig_main_conf_t   *mcf;
-    ngx_http_ig_audit_log_t  **alp, *al;
+    ngx_uint_t                      i;
+    ngx_http_ig_audit_log_t       **alp, *al;
+    ngx_http_ig_audit_main_conf_t  *mcf;
 
     if (ngx_process != NGX_PROCESS_WORKER
         && ngx_process != NGX_PROCESS_SINGLE)
@@ -482,14 +539,14 @@ ngx_http_ig_audit_init_process(ngx_cycle_t *cycle)
     }
 
     mcf = ngx_http_cycle_get_module_main_conf(cycle,
-                                              ngx_http_infergate_module);
+                                              ngx_http_infergate_audit_module);
     if (mcf == NULL) {
         return NGX_OK;
     }
 
-    alp = mcf->audit_logs.elts;
+    alp = mcf->logs.elts;
 
-    for (i = 0; i < mcf->audit_logs.nelts; i++) {
+    for (i = 0; i < mcf->logs.nelts; i++) {
         al = alp[i];
 
         al->log = cycle->log;
@@ -518,12 +575,12 @@ ngx_http_ig_audit_init_process(ngx_cycle_t *cycle)
 }
 
 
-void
+static void
 ngx_http_ig_audit_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                 i;
-    ngx_http_ig_main_conf_t   *mcf;
-    ngx_http_ig_audit_log_t  **alp;
+    ngx_uint_t                      i;
+    ngx_http_ig_audit_log_t       **alp;
+    ngx_http_ig_audit_main_conf_t  *mcf;
 
     if (ngx_process != NGX_PROCESS_WORKER
         && ngx_process != NGX_PROCESS_SINGLE)
@@ -532,16 +589,16 @@ ngx_http_ig_audit_exit_process(ngx_cycle_t *cycle)
     }
 
     mcf = ngx_http_cycle_get_module_main_conf(cycle,
-                                              ngx_http_infergate_module);
+                                              ngx_http_infergate_audit_module);
     if (mcf == NULL) {
         return;
     }
 
     /* the thread pools have exited by now: write what is left ourselves */
 
-    alp = mcf->audit_logs.elts;
+    alp = mcf->logs.elts;
 
-    for (i = 0; i < mcf->audit_logs.nelts; i++) {
+    for (i = 0; i < mcf->logs.nelts; i++) {
         alp[i]->exiting = 1;
         ngx_http_ig_audit_chain_end(alp[i], 1);
 
@@ -1166,7 +1223,7 @@ ngx_http_ig_audit_reopen(ngx_open_file_t *file, ngx_log_t *log)
 
 /* The log phase: one sealed record per request. */
 
-ngx_int_t
+static ngx_int_t
 ngx_http_ig_audit_handler(ngx_http_request_t *r)
 {
     u_char                     *p, *start;
@@ -1181,13 +1238,13 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
     ngx_list_part_t            *part;
     const ig_verror_t          *errors;
     ngx_http_ig_ctx_t          *ctx;
-    ngx_http_ig_loc_conf_t     *lcf;
     ngx_http_ig_audit_log_t    *al;
     ngx_http_variable_value_t  *vv;
     int                         truncated;
 
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
-    al = lcf->audit;
+    al = ((ngx_http_ig_audit_loc_conf_t *)
+          ngx_http_get_module_loc_conf(r, ngx_http_infergate_audit_module))
+         ->log;
 
     if (al == NULL || al == NGX_CONF_UNSET_PTR || al->chain == NULL) {
         if (al && al != NGX_CONF_UNSET_PTR && al->chain == NULL
@@ -1541,21 +1598,6 @@ ngx_http_ig_audit_timestamp(u_char *p)
 }
 
 
-/* The record's event.id goes back to the client, so either side can cite it. */
-
-ngx_int_t
-ngx_http_ig_request_id_header(ngx_http_request_t *r)
-{
-    ngx_str_t  id;
-
-    if (ngx_http_ig_request_id(r, &id) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    return ngx_http_ig_add_header(r, "X-Request-ID", id.data, id.len);
-}
-
-
 /* The same id for the header, the record and $infergate_request_id. */
 
 ngx_int_t
@@ -1600,6 +1642,76 @@ ngx_http_ig_request_id(ngx_http_request_t *r, ngx_str_t *id)
     }
 
     *id = ctx->request_id;
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_ig_audit_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_ig_audit_main_conf_t  *mcf;
+
+    mcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_audit_main_conf_t));
+    if (mcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&mcf->logs, cf->pool, 2,
+                       sizeof(ngx_http_ig_audit_log_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return mcf;
+}
+
+
+static void *
+ngx_http_ig_audit_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_ig_audit_loc_conf_t  *conf;
+
+    conf = ngx_palloc(cf->pool, sizeof(ngx_http_ig_audit_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->log = NGX_CONF_UNSET_PTR;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_ig_audit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_ig_audit_loc_conf_t *prev = parent;
+    ngx_http_ig_audit_loc_conf_t *conf = child;
+
+    ngx_conf_merge_ptr_value(conf->log, prev->log, NULL);
+
+    return NGX_CONF_OK;
+}
+
+
+/* the record is written in the log phase, before the metrics count it */
+
+static ngx_int_t
+ngx_http_ig_audit_init(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_ig_audit_handler;
 
     return NGX_OK;
 }

@@ -15,6 +15,24 @@
 #include "ngx_http_infergate.h"
 
 
+typedef struct {
+    ngx_flag_t                  auth;
+} ngx_http_ig_auth_loc_conf_t;
+
+
+static ngx_int_t ngx_http_ig_access_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ig_subrequest_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ig_auth(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf, ngx_uint_t final);
+static ngx_int_t ngx_http_ig_auth_subrequest(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+static ngx_int_t ngx_http_ig_auth_subrequest_strip(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx);
+static void *ngx_http_ig_auth_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_ig_auth_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_ig_auth_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_ig_auth_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_ig_auth_key(ngx_http_request_t *r,
     ngx_str_t *key);
 static void ngx_http_ig_auth_lookup(ngx_http_request_t *r,
@@ -33,6 +51,148 @@ static ngx_int_t ngx_http_ig_auth_refuse(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, ngx_uint_t final);
 
 
+static ngx_command_t  ngx_http_ig_auth_commands[] = {
+
+    { ngx_string("infergate_keys"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_ig_keys_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infergate_auth"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ig_auth_loc_conf_t, auth),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_infergate_auth_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_ig_auth_init,                 /* postconfiguration */
+
+    ngx_http_ig_auth_create_main_conf,     /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_ig_auth_create_loc_conf,      /* create location configuration */
+    ngx_http_ig_auth_merge_loc_conf        /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_infergate_auth_module = {
+    NGX_MODULE_V1,
+    &ngx_http_infergate_auth_module_ctx,   /* module context */
+    ngx_http_ig_auth_commands,             /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+/*
+ * The access phase: authentication only, so that it combines with
+ * "satisfy" as allow/deny and auth_basic do.  NGX_OK admits (under
+ * "satisfy any" that is enough), a refusal is a 401/403.
+ */
+
+static ngx_int_t
+ngx_http_ig_access_handler(ngx_http_request_t *r)
+{
+    ngx_uint_t                    final;
+    ngx_http_ig_ctx_t            *ctx;
+    ngx_http_ig_loc_conf_t       *lcf;
+    ngx_http_core_loc_conf_t     *clcf;
+    ngx_http_core_main_conf_t    *cmcf;
+    ngx_http_ig_auth_loc_conf_t  *alcf;
+
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_auth_module);
+
+    if (!alcf->auth) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_ig_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /*
+     * Under "satisfy any" a refusal is ours to send only when no access
+     * handler follows (this one is registered to run last); otherwise the
+     * 401/403 goes back to the phase engine, and a later module may still
+     * admit the request.
+     */
+
+    final = 1;
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (clcf->satisfy == NGX_HTTP_SATISFY_ANY) {
+        cmcf = ngx_http_get_module_main_conf(r, ngx_http_core_module);
+        final = (cmcf->phase_engine.handlers[r->phase_handler + 1].checker
+                 == ngx_http_core_post_access_phase);
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
+
+    return ngx_http_ig_auth(r, ctx, lcf, final);
+}
+
+
+/*
+ * Subrequests (auth_request, mirror, SSI) skip the access phase: in a
+ * location with "infergate_auth on" they are checked in the rewrite
+ * phase instead, before the location's own "return" could answer.
+ */
+
+static ngx_int_t
+ngx_http_ig_subrequest_handler(ngx_http_request_t *r)
+{
+    ngx_http_ig_ctx_t            *ctx;
+    ngx_http_ig_loc_conf_t       *lcf;
+    ngx_http_ig_auth_loc_conf_t  *alcf, *malcf;
+
+    if (r == r->main) {
+        return NGX_DECLINED;
+    }
+
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_auth_module);
+    malcf = ngx_http_get_module_loc_conf(r->main,
+                                         ngx_http_infergate_auth_module);
+
+    if (!alcf->auth && !malcf->auth) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_ig_get_ctx(r);
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (!alcf->auth) {
+        /* a subrequest of an authenticated location: no key of ours */
+        return ngx_http_ig_auth_subrequest_strip(r, ctx);
+    }
+
+    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
+
+    return ngx_http_ig_auth_subrequest(r, ctx, lcf);
+}
+
+
 /*
  * The key is looked up once per request (the result survives internal
  * redirects, the headers do not come back once stripped); every location
@@ -42,7 +202,7 @@ static ngx_int_t ngx_http_ig_auth_refuse(ngx_http_request_t *r,
  * bare 401/403 for the phase engine.
  */
 
-ngx_int_t
+static ngx_int_t
 ngx_http_ig_auth(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf, ngx_uint_t final)
 {
@@ -93,7 +253,7 @@ ngx_http_ig_auth(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
  * to go on.
  */
 
-ngx_int_t
+static ngx_int_t
 ngx_http_ig_auth_subrequest(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf)
 {
@@ -132,7 +292,7 @@ ngx_http_ig_auth_subrequest(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
  * the auth_request server, go on).  Returns NGX_DECLINED.
  */
 
-ngx_int_t
+static ngx_int_t
 ngx_http_ig_auth_subrequest_strip(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx)
 {
@@ -153,10 +313,10 @@ ngx_http_ig_auth_subrequest_strip(ngx_http_request_t *r,
 static void
 ngx_http_ig_auth_lookup(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
 {
-    ngx_str_t                 key;
-    ngx_http_ig_main_conf_t  *mcf;
+    ngx_str_t                      key;
+    ngx_http_ig_auth_main_conf_t  *mcf;
 
-    mcf = ngx_http_get_module_main_conf(r, ngx_http_infergate_module);
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_infergate_auth_module);
 
     if (ngx_http_ig_auth_key(r, &key) != NGX_OK) {
         ctx->auth = NGX_HTTP_IG_AUTH_MISSING;
@@ -569,4 +729,92 @@ ngx_http_ig_auth_refuse(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
                                     "an API key is required: send "
                                     "\"Authorization: Bearer <key>\" "
                                     "or \"X-API-Key: <key>\"");
+}
+
+
+static void *
+ngx_http_ig_auth_create_main_conf(ngx_conf_t *cf)
+{
+    return ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_auth_main_conf_t));
+}
+
+
+static void *
+ngx_http_ig_auth_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_ig_auth_loc_conf_t  *conf;
+
+    conf = ngx_palloc(cf->pool, sizeof(ngx_http_ig_auth_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->auth = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_ig_auth_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_ig_auth_loc_conf_t *prev = parent;
+    ngx_http_ig_auth_loc_conf_t *conf = child;
+
+    ngx_http_ig_auth_main_conf_t  *mcf;
+
+    ngx_conf_merge_value(conf->auth, prev->auth, 0);
+
+    if (conf->auth) {
+        mcf = ngx_http_conf_get_module_main_conf(cf,
+                                             ngx_http_infergate_auth_module);
+        if (mcf->keys == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"infergate_auth on\" needs "
+                               "\"infergate_keys\" in the http block");
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ig_auth_init(ngx_conf_t *cf)
+{
+    ngx_array_t                *handlers;
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    /*
+     * Handlers of a phase run last-registered first; going to the front
+     * of the array lets allow/deny and auth_basic refuse before a key is
+     * hashed, and makes ours the last word under "satisfy any".
+     */
+
+    handlers = &cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers;
+
+    h = ngx_array_push(handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h = handlers->elts;
+    ngx_memmove(&h[1], &h[0],
+                (handlers->nelts - 1) * sizeof(ngx_http_handler_pt));
+    h[0] = ngx_http_ig_access_handler;
+
+    /* pushed last, so run before the rewrite module's "return" */
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_REWRITE_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_ig_subrequest_handler;
+
+    return NGX_OK;
 }

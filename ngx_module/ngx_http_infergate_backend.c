@@ -119,7 +119,7 @@ static uint64_t ngx_http_ig_now_ns(void);
 char *
 ngx_http_ig_backend_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_ig_main_conf_t *mcf = conf;
+    ngx_http_ig_infer_main_conf_t *mcf = conf;
 
     ngx_int_t               n;
     ngx_str_t              *value, s;
@@ -227,11 +227,12 @@ ngx_http_ig_backend_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 ngx_http_ig_backend_t *
 ngx_http_ig_backend_find(ngx_conf_t *cf, ngx_str_t *name)
 {
-    ngx_uint_t                i;
-    ngx_http_ig_backend_t   **bep;
-    ngx_http_ig_main_conf_t  *mcf;
+    ngx_uint_t                       i;
+    ngx_http_ig_backend_t          **bep;
+    ngx_http_ig_infer_main_conf_t   *mcf;
 
-    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_infergate_module);
+    mcf = ngx_http_conf_get_module_main_conf(cf,
+                                             ngx_http_infergate_infer_module);
 
     if (mcf->backends == NULL) {
         return NULL;
@@ -254,9 +255,9 @@ ngx_http_ig_backend_find(ngx_conf_t *cf, ngx_str_t *name)
 ngx_int_t
 ngx_http_ig_backend_init_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                i;
-    ngx_http_ig_backend_t   **bep, *be;
-    ngx_http_ig_main_conf_t  *mcf;
+    ngx_uint_t                       i;
+    ngx_http_ig_backend_t          **bep, *be;
+    ngx_http_ig_infer_main_conf_t   *mcf;
 
     if (ngx_process != NGX_PROCESS_WORKER
         && ngx_process != NGX_PROCESS_SINGLE)
@@ -265,7 +266,7 @@ ngx_http_ig_backend_init_process(ngx_cycle_t *cycle)
     }
 
     mcf = ngx_http_cycle_get_module_main_conf(cycle,
-                                              ngx_http_infergate_module);
+                                              ngx_http_infergate_infer_module);
     if (mcf == NULL || mcf->backends == NULL) {
         return NGX_OK;
     }
@@ -374,12 +375,12 @@ ngx_http_ig_backend_wait_ready(ngx_http_ig_backend_t *be)
 void
 ngx_http_ig_backend_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                i;
-    ngx_http_ig_backend_t   **bep, *be;
-    ngx_http_ig_main_conf_t  *mcf;
+    ngx_uint_t                       i;
+    ngx_http_ig_backend_t          **bep, *be;
+    ngx_http_ig_infer_main_conf_t   *mcf;
 
     mcf = ngx_http_cycle_get_module_main_conf(cycle,
-                                              ngx_http_infergate_module);
+                                              ngx_http_infergate_infer_module);
     if (mcf == NULL || mcf->backends == NULL) {
         return;
     }

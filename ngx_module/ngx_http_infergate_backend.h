@@ -56,6 +56,15 @@ struct ngx_http_ig_backend_req_s {
 };
 
 
+/* the infer module's main conf: the infergate_backend list */
+typedef struct {
+    ngx_array_t                     *backends; /* ngx_http_ig_backend_t * */
+} ngx_http_ig_infer_main_conf_t;
+
+
+extern ngx_module_t  ngx_http_infergate_infer_module;
+
+
 char *ngx_http_ig_backend_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_http_ig_backend_t *ngx_http_ig_backend_find(ngx_conf_t *cf,

@@ -23,47 +23,25 @@
 #endif
 
 #include "ngx_http_infergate.h"
+#include "ngx_http_infergate_bloom.h"
 
 
-#define NGX_HTTP_IG_BLOOM_MAX_STATUS  8
-
-
-typedef struct {
-    int                         rc;
-    int                         done;        /* atomic: the thread ended  */
-    uint64_t                    count;       /* the count saved           */
-    char                        err[512];
-} ngx_http_ig_bloom_job_t;
-
-
-typedef struct {
-    ngx_str_t                   name;
-    ngx_shm_zone_t             *shm_zone;
-    ig_bloom_geom_t             geom;
-    ig_bloom_t                 *bloom;       /* in the zone               */
-    ngx_str_t                   file;        /* NUL-terminated, or empty  */
-    time_t                      save_every;  /* seconds, 0: only on exit  */
-    ngx_event_t                 save_ev;
-    ngx_log_t                  *log;
-    ngx_http_ig_bloom_job_t     job;
-#if (NGX_THREADS)
-    pthread_t                   thread;
-#endif
-    unsigned                    saving:1;    /* a save thread runs        */
-} ngx_http_ig_bloom_zone_t;
-
-
-struct ngx_http_ig_bloom_conf_s {
-    ngx_shm_zone_t             *shm_zone;
-    ngx_str_t                   zone_name;
-    ngx_http_complex_value_t    key;
-    ngx_uint_t                  check;
-    ngx_uint_t                  methods;     /* checked: NGX_HTTP_GET ...  */
-    ngx_uint_t                  nstatus;
-    ngx_uint_t                  status[NGX_HTTP_IG_BLOOM_MAX_STATUS];
-};
-
-
+static char *ngx_http_ig_bloom_zone_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_ig_bloom_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static void *ngx_http_ig_bloom_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_ig_bloom_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_ig_bloom_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ig_bloom_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ig_bloom_init_process(ngx_cycle_t *cycle);
+static void ngx_http_ig_bloom_exit_process(ngx_cycle_t *cycle);
+static ngx_uint_t ngx_http_ig_bloom_on(ngx_http_request_t *r,
+    ngx_http_ig_loc_conf_t *lcf);
+static ngx_int_t ngx_http_ig_bloom_check(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ig_bloom_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_int_t ngx_http_ig_bloom_inherit(ngx_shm_zone_t *shm_zone,
@@ -100,7 +78,67 @@ static ngx_str_t  ngx_http_ig_bloom_values[] = {
 };
 
 
-char *
+static ngx_command_t  ngx_http_ig_bloom_commands[] = {
+
+    { ngx_string("infergate_bloom_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_ig_bloom_zone_directive,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("infergate_bloom"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_ig_bloom_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_infergate_bloom_module_ctx = {
+    ngx_http_ig_bloom_add_variables,       /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_ig_bloom_create_loc_conf,     /* create location configuration */
+    ngx_http_ig_bloom_merge_loc_conf       /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_infergate_bloom_module = {
+    NGX_MODULE_V1,
+    &ngx_http_infergate_bloom_module_ctx,  /* module context */
+    ngx_http_ig_bloom_commands,            /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_ig_bloom_init_process,        /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_ig_bloom_exit_process,        /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_variable_t  ngx_http_ig_bloom_vars[] = {
+
+    { ngx_string("infergate_bloom"), NULL,
+      ngx_http_ig_bloom_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static char *
 ngx_http_ig_bloom_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
@@ -462,10 +500,10 @@ ngx_http_ig_bloom_inherit(ngx_shm_zone_t *shm_zone,
 }
 
 
-char *
+static char *
 ngx_http_ig_bloom_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_ig_loc_conf_t *lcf = conf;
+    ngx_http_ig_bloom_loc_conf_t *lcf = conf;
 
     u_char                            *p, *q, *last;
     ngx_str_t                         *value, s;
@@ -701,12 +739,21 @@ ngx_http_ig_bloom_add_method(ngx_conf_t *cf, ngx_http_ig_bloom_conf_t *bc,
 }
 
 
-/* Called from the location merge: inherit, and check the zone exists. */
-
-char *
-ngx_http_ig_bloom_merge(ngx_conf_t *cf, ngx_http_ig_loc_conf_t *prev,
-    ngx_http_ig_loc_conf_t *conf)
+static void *
+ngx_http_ig_bloom_create_loc_conf(ngx_conf_t *cf)
 {
+    return ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_bloom_loc_conf_t));
+}
+
+
+/* Inherit, and check the zone exists. */
+
+static char *
+ngx_http_ig_bloom_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_ig_bloom_loc_conf_t *prev = parent;
+    ngx_http_ig_bloom_loc_conf_t *conf = child;
+
     ngx_http_ig_bloom_conf_t  *bc;
 
     if (conf->bloom == NULL) {
@@ -733,6 +780,24 @@ ngx_http_ig_bloom_merge(ngx_conf_t *cf, ngx_http_ig_loc_conf_t *prev,
 }
 
 
+const ngx_http_ig_stage_t  ngx_http_ig_bloom_stage = {
+    ngx_string("bloom"),
+    ngx_http_ig_bloom_on,
+    ngx_http_ig_bloom_check
+};
+
+
+static ngx_uint_t
+ngx_http_ig_bloom_on(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf)
+{
+    ngx_http_ig_bloom_loc_conf_t  *blcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_bloom_module);
+
+    return blcf->bloom != NULL;
+}
+
+
 /*
  * The step after the body check (the key may name a JSON member) and
  * before the cache: a surely absent id ends here.  An empty key passes:
@@ -741,15 +806,17 @@ ngx_http_ig_bloom_merge(ngx_conf_t *cf, ngx_http_ig_loc_conf_t *prev,
  * POST may create the id the guard would refuse.
  */
 
-ngx_int_t
+static ngx_int_t
 ngx_http_ig_bloom_check(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf)
 {
-    ngx_str_t                  key;
-    ngx_http_ig_bloom_conf_t  *bc;
-    ngx_http_ig_bloom_zone_t  *zone;
+    ngx_str_t                      key;
+    ngx_http_ig_bloom_conf_t      *bc;
+    ngx_http_ig_bloom_zone_t      *zone;
+    ngx_http_ig_bloom_loc_conf_t  *blcf;
 
-    bc = lcf->bloom;
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_bloom_module);
+    bc = blcf->bloom;
 
     if (!bc->check || !(r->method & bc->methods)) {
         return NGX_DECLINED;
@@ -788,78 +855,14 @@ ngx_http_ig_bloom_check(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
  * ($upstream_http_location, $sent_http_x_id).
  */
 
-void
-ngx_http_ig_bloom_header_filter(ngx_http_request_t *r)
+static ngx_int_t
+ngx_http_ig_bloom_add_variables(ngx_conf_t *cf)
 {
-    ngx_str_t                  key;
-    ngx_uint_t                 i, status;
-    ngx_http_ig_ctx_t         *ctx;
-    ngx_http_ig_loc_conf_t    *lcf;
-    ngx_http_ig_bloom_conf_t  *bc;
-    ngx_http_ig_bloom_zone_t  *zone;
-
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
-    bc = lcf->bloom;
-
-    if (bc == NULL || bc->nstatus == 0) {
-        return;
-    }
-
-    status = r->headers_out.status;
-
-    for (i = 0; i < bc->nstatus; i++) {
-        if (bc->status[i] == status) {
-            break;
-        }
-    }
-
-    if (i == bc->nstatus) {
-        return;
-    }
-
-    ctx = ngx_http_ig_find_ctx(r);
-
-    /* once per request; and never the id this guard just refused */
-
-    if (ctx && (ctx->bloom_added || ctx->bloom == NGX_HTTP_IG_BLOOM_MISS)) {
-        return;
-    }
-
-    if (ngx_http_complex_value(r, &bc->key, &key) != NGX_OK) {
-        return;
-    }
-
-    if (key.len == 0) {
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "infergate_bloom: status %ui but the key is empty, "
-                      "no id added", status);
-        return;
-    }
-
-    zone = bc->shm_zone->data;
-
-    (void) ig_bloom_add(zone->bloom, key.data, key.len);
-
-    if (ctx) {
-        ctx->bloom_added = 1;
-    }
-
-#if (NGX_DEBUG)
-    {
-    u_char     buf[NGX_HTTP_IG_LOG_MAX];
-    ngx_str_t  esc;
-
-    esc = ngx_http_ig_log_escape(buf, key.data, key.len);
-
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "infergate_bloom: added \"%V\" to \"%V\"", &esc,
-                   &zone->name);
-    }
-#endif
+    return ngx_http_ig_add_variables(cf, ngx_http_ig_bloom_vars);
 }
 
 
-ngx_int_t
+static ngx_int_t
 ngx_http_ig_bloom_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
@@ -893,7 +896,7 @@ ngx_http_ig_bloom_variable(ngx_http_request_t *r,
  * timer polls for its end.  At exit the worker saves itself, waiting.
  */
 
-ngx_int_t
+static ngx_int_t
 ngx_http_ig_bloom_init_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                 i;
@@ -952,7 +955,7 @@ ngx_http_ig_bloom_init_process(ngx_cycle_t *cycle)
 }
 
 
-void
+static void
 ngx_http_ig_bloom_exit_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                 i;

@@ -30,6 +30,12 @@
 #define NGX_HTTP_IG_CACHE_POLL  20      /* ms between lease polls          */
 
 
+static ngx_uint_t ngx_http_ig_cache_on(ngx_http_request_t *r,
+    ngx_http_ig_loc_conf_t *lcf);
+static ngx_int_t ngx_http_ig_cache_access(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+static u_char *ngx_http_ig_cache_list_next(u_char *p, u_char *last,
+    ngx_str_t *elt);
 static ngx_int_t ngx_http_ig_cache_lookup(ngx_http_request_t *r,
     ngx_http_ig_cache_ctx_t *cc);
 static ngx_int_t ngx_http_ig_cache_digest(ngx_http_request_t *r,
@@ -594,10 +600,17 @@ ngx_http_ig_cache_purge_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
-/* the access step */
+/* the last stage before the content handler: the cache lookup */
 
-ngx_int_t
-ngx_http_ig_cache_on(ngx_http_request_t *r)
+const ngx_http_ig_stage_t  ngx_http_ig_cache_stage = {
+    ngx_string("cache"),
+    ngx_http_ig_cache_on,
+    ngx_http_ig_cache_access
+};
+
+
+static ngx_uint_t
+ngx_http_ig_cache_on(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf)
 {
     ngx_http_ig_cache_loc_conf_t  *clcf;
 
@@ -607,8 +620,9 @@ ngx_http_ig_cache_on(ngx_http_request_t *r)
 }
 
 
-ngx_int_t
-ngx_http_ig_cache_access(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
+static ngx_int_t
+ngx_http_ig_cache_access(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    ngx_http_ig_loc_conf_t *lcf)
 {
     ngx_int_t                      rc;
     ngx_pool_cleanup_t            *cln;
@@ -1935,6 +1949,45 @@ ngx_http_ig_cache_tchar(u_char c)
 
 
 /*
+ * The next element of a comma-separated field value (RFC 9110 5.6.1)
+ * from p on, without the white space around it; empty elements are
+ * skipped.  Returns where to go on from, or NULL at the end of the list.
+ */
+
+static u_char *
+ngx_http_ig_cache_list_next(u_char *p, u_char *last, ngx_str_t *elt)
+{
+    u_char  *s, *e;
+
+    while (p < last) {
+        s = p;
+        e = ngx_strlchr(p, last, ',');
+        if (e == NULL) {
+            e = last;
+        }
+
+        p = e + 1;
+
+        while (s < e && (*s == ' ' || *s == '\t')) {
+            s++;
+        }
+
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t')) {
+            e--;
+        }
+
+        if (s != e) {
+            elt->data = s;
+            elt->len = e - s;
+            return p;
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
  * The canonical Vary spec of a response: its field names lower-cased,
  * without duplicates, sorted, joined by ","; empty when there is no
  * Vary.  NGX_DECLINED: "*", a name that is not a token, more than 16
@@ -1947,7 +2000,7 @@ ngx_http_ig_cache_vary_names(ngx_http_request_t *r, ngx_list_part_t *part,
 {
     u_char           *p, *last, *s, *e;
     size_t            total;
-    ngx_str_t         names[NGX_HTTP_IG_CACHE_VARY_MAX], t;
+    ngx_str_t         names[NGX_HTTP_IG_CACHE_VARY_MAX], t, v;
     ngx_int_t         c;
     ngx_uint_t        i, j, k, n;
     ngx_table_elt_t  *h;
@@ -1976,26 +2029,9 @@ ngx_http_ig_cache_vary_names(ngx_http_request_t *r, ngx_list_part_t *part,
         p = h[i].value.data;
         last = p + h[i].value.len;
 
-        while (p < last) {
-            s = p;
-            e = ngx_strlchr(p, last, ',');
-            if (e == NULL) {
-                e = last;
-            }
-
-            p = e + 1;
-
-            while (s < e && (*s == ' ' || *s == '\t')) {
-                s++;
-            }
-
-            while (e > s && (e[-1] == ' ' || e[-1] == '\t')) {
-                e--;
-            }
-
-            if (s == e) {
-                continue;
-            }
+        while ((p = ngx_http_ig_cache_list_next(p, last, &v)) != NULL) {
+            s = v.data;
+            e = v.data + v.len;
 
             if (e - s == 1 && *s == '*') {
                 return NGX_DECLINED;
@@ -2083,9 +2119,9 @@ ngx_int_t
 ngx_http_ig_cache_variant(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
     ngx_str_t *names, u_char *out)
 {
-    u_char           *p, *last, *s, *e, *d, *m, *me;
+    u_char           *p, *last, *s, *e, *d;
     size_t            len;
-    ngx_str_t         parts[2 + 2 * NGX_HTTP_IG_CACHE_VARY_MAX], name;
+    ngx_str_t         parts[2 + 2 * NGX_HTTP_IG_CACHE_VARY_MAX], name, v;
     ngx_uint_t        i, n, found;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
@@ -2165,32 +2201,12 @@ ngx_http_ig_cache_variant(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
                 s = h[i].value.data;
                 e = s + h[i].value.len;
 
-                while (s < e) {
-                    m = s;
-                    me = ngx_strlchr(s, e, ',');
-                    if (me == NULL) {
-                        me = e;
-                    }
-
-                    s = me + 1;
-
-                    while (m < me && (*m == ' ' || *m == '\t')) {
-                        m++;
-                    }
-
-                    while (me > m && (me[-1] == ' ' || me[-1] == '\t')) {
-                        me--;
-                    }
-
-                    if (m == me) {
-                        continue;
-                    }
-
+                while ((s = ngx_http_ig_cache_list_next(s, e, &v)) != NULL) {
                     if (d > parts[n].data + 1) {
                         *d++ = ',';
                     }
 
-                    d = ngx_cpymem(d, m, me - m);
+                    d = ngx_cpymem(d, v.data, v.len);
                 }
             }
         }

@@ -122,9 +122,6 @@ typedef struct {
 } ngx_http_ig_cache_ctx_t;
 
 
-ngx_int_t ngx_http_ig_cache_on(ngx_http_request_t *r);
-ngx_int_t ngx_http_ig_cache_access(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx);
 
 char *ngx_http_ig_cache_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -154,6 +151,9 @@ ngx_int_t ngx_http_ig_cache_vary_names(ngx_http_request_t *r,
     ngx_list_part_t *part, ngx_str_t *out);
 ngx_int_t ngx_http_ig_cache_variant(ngx_http_request_t *r,
     ngx_http_ig_cache_ctx_t *cc, ngx_str_t *names, u_char *out);
+
+
+extern ngx_module_t  ngx_http_infergate_cache_module;
 
 
 #endif /* _NGX_HTTP_INFERGATE_CACHE_H_INCLUDED_ */

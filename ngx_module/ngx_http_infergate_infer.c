@@ -45,6 +45,15 @@ typedef struct {
 } ngx_http_ig_infer_t;
 
 
+typedef struct {
+    ngx_http_ig_backend_t      *backend;     /* infergate_infer backend=  */
+} ngx_http_ig_infer_loc_conf_t;
+
+
+static void *ngx_http_ig_infer_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_ig_infer_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_ig_infer_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static ngx_int_t ngx_http_ig_infer_handler(ngx_http_request_t *r);
 static void ngx_http_ig_infer_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ig_infer_route(ngx_http_request_t *r,
@@ -68,16 +77,83 @@ static ngx_int_t ngx_http_ig_infer_unavailable(ngx_http_request_t *r,
 static ngx_str_t  ngx_http_ig_json_type = ngx_string("application/json");
 
 
-char *
+static ngx_command_t  ngx_http_ig_infer_commands[] = {
+
+    { ngx_string("infergate_backend"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_ig_backend_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infergate_infer"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_ig_infer_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_infergate_infer_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_ig_infer_create_main_conf,    /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_ig_infer_create_loc_conf,     /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_infergate_infer_module = {
+    NGX_MODULE_V1,
+    &ngx_http_infergate_infer_module_ctx,  /* module context */
+    ngx_http_ig_infer_commands,            /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_ig_backend_init_process,      /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_ig_backend_exit_process,      /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_http_ig_infer_create_main_conf(ngx_conf_t *cf)
+{
+    return ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_infer_main_conf_t));
+}
+
+
+/* not merged: infergate_infer sets the location's content handler */
+
+static void *
+ngx_http_ig_infer_create_loc_conf(ngx_conf_t *cf)
+{
+    return ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_infer_loc_conf_t));
+}
+
+
+static char *
 ngx_http_ig_infer_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_ig_loc_conf_t *lcf = conf;
+    ngx_http_ig_infer_loc_conf_t *lcf = conf;
 
     ngx_str_t                 *value, name;
     ngx_http_ig_backend_t     *be;
     ngx_http_core_loc_conf_t  *clcf;
 
-    if (lcf->infer) {
+    if (lcf->backend) {
         return "is duplicate";
     }
 
@@ -103,7 +179,7 @@ ngx_http_ig_infer_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    lcf->infer = be;
+    lcf->backend = be;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_ig_infer_handler;
@@ -137,16 +213,16 @@ ngx_http_ig_infer_handler(ngx_http_request_t *r)
 static void
 ngx_http_ig_infer_body(ngx_http_request_t *r)
 {
-    ngx_int_t                rc, route;
-    ngx_str_t                model, version;
-    ngx_uint_t               ok, i;
-    ngx_http_ig_loc_conf_t  *lcf;
-    ngx_http_ig_backend_t   *be;
-    const ig_ctl_model_t    *m;
-    const ig_ctl_models_t   *ms;
+    ngx_int_t                      rc, route;
+    ngx_str_t                      model, version;
+    ngx_uint_t                     ok, i;
+    ngx_http_ig_backend_t         *be;
+    const ig_ctl_model_t          *m;
+    const ig_ctl_models_t         *ms;
+    ngx_http_ig_infer_loc_conf_t  *ilcf;
 
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
-    be = lcf->infer;
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_infer_module);
+    be = ilcf->backend;
 
     route = ngx_http_ig_infer_route(r, &model, &version);
 

@@ -23,7 +23,7 @@ static void ngx_http_ig_keys_cleanup(void *data);
 char *
 ngx_http_ig_keys_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_ig_main_conf_t *mcf = conf;
+    ngx_http_ig_auth_main_conf_t *mcf = conf;
 
     char                 msg[256];
     u_char              *data, *p, *last, *eol;

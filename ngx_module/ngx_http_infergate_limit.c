@@ -27,6 +27,33 @@ typedef struct {
 } ngx_http_ig_limit_node_t;
 
 
+typedef struct {
+    ngx_array_t                  refs;       /* ngx_http_ig_limit_conf_t * */
+} ngx_http_ig_limit_main_conf_t;
+
+
+typedef struct {
+    ngx_array_t                 *limits;     /* ngx_http_ig_limit_conf_t   */
+    ngx_uint_t                   headers;    /* infergate_limit_headers    */
+} ngx_http_ig_limit_loc_conf_t;
+
+
+static char *ngx_http_ig_limit_zone_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_ig_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static void *ngx_http_ig_limit_create_main_conf(ngx_conf_t *cf);
+static void *ngx_http_ig_limit_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_ig_limit_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_ig_limit_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ig_limit_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_ig_limit_init(ngx_conf_t *cf);
+static ngx_uint_t ngx_http_ig_limit_on(ngx_http_request_t *r,
+    ngx_http_ig_loc_conf_t *lcf);
+static ngx_int_t ngx_http_ig_limit(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ig_limit_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static void ngx_http_ig_limit_rbtree_insert_value(ngx_rbtree_node_t *temp,
@@ -45,7 +72,99 @@ static ngx_int_t ngx_http_ig_limit_archive(ngx_http_request_t *r,
 static uint64_t ngx_http_ig_now_us(void);
 
 
-char *
+static ngx_conf_enum_t  ngx_http_ig_limit_headers_modes[] = {
+    { ngx_string("off"), NGX_HTTP_IG_HEADERS_OFF },
+    { ngx_string("draft"), NGX_HTTP_IG_HEADERS_DRAFT },
+    { ngx_string("legacy"), NGX_HTTP_IG_HEADERS_LEGACY },
+    { ngx_string("both"), NGX_HTTP_IG_HEADERS_BOTH },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_ig_limit_commands[] = {
+
+    { ngx_string("infergate_limit_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_ig_limit_zone_directive,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("infergate_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
+      ngx_http_ig_limit_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infergate_limit_headers"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ig_limit_loc_conf_t, headers),
+      &ngx_http_ig_limit_headers_modes },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_infergate_limit_module_ctx = {
+    ngx_http_ig_limit_add_variables,       /* preconfiguration */
+    ngx_http_ig_limit_init,                /* postconfiguration */
+
+    ngx_http_ig_limit_create_main_conf,    /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_ig_limit_create_loc_conf,     /* create location configuration */
+    ngx_http_ig_limit_merge_loc_conf       /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_infergate_limit_module = {
+    NGX_MODULE_V1,
+    &ngx_http_infergate_limit_module_ctx,  /* module context */
+    ngx_http_ig_limit_commands,            /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_http_variable_t  ngx_http_ig_limit_vars[] = {
+
+    { ngx_string("infergate_limit_status"), NULL,
+      ngx_http_ig_limit_status_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+ngx_str_t  ngx_http_ig_limit_statuses[NGX_HTTP_IG_LIMIT_NSTATUSES] = {
+    ngx_null_string,
+    ngx_string("PASSED"),
+    ngx_string("REJECTED"),
+    ngx_string("REJECTED_DRY_RUN"),
+    ngx_string("FAIL_OPEN")
+};
+
+
+const ngx_http_ig_stage_t  ngx_http_ig_limit_stage = {
+    ngx_string("limit"),
+    ngx_http_ig_limit_on,
+    ngx_http_ig_limit
+};
+
+
+static char *
 ngx_http_ig_limit_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
@@ -102,17 +221,17 @@ ngx_http_ig_limit_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 }
 
 
-char *
+static char *
 ngx_http_ig_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_ig_loc_conf_t *lcf = conf;
+    ngx_http_ig_limit_loc_conf_t *lcf = conf;
 
     ngx_int_t                          n;
     ngx_str_t                         *value, s;
     ngx_uint_t                         i, have_rate;
     const char                        *reason;
-    ngx_http_ig_main_conf_t           *mcf;
     ngx_http_ig_limit_conf_t          *lc, **ref;
+    ngx_http_ig_limit_main_conf_t     *mcf;
     ngx_http_compile_complex_value_t   ccv;
 
     value = cf->args->elts;
@@ -282,9 +401,10 @@ ngx_http_ig_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_infergate_module);
+    mcf = ngx_http_conf_get_module_main_conf(cf,
+                                             ngx_http_infergate_limit_module);
 
-    ref = ngx_array_push(&mcf->limit_refs);
+    ref = ngx_array_push(&mcf->refs);
     if (ref == NULL) {
         return NGX_CONF_ERROR;
     }
@@ -302,17 +422,112 @@ invalid:
 }
 
 
-/* Zones are declared at http level, so check references once all is read. */
-
-ngx_int_t
-ngx_http_ig_limit_check_refs(ngx_conf_t *cf, ngx_http_ig_main_conf_t *mcf)
+static void *
+ngx_http_ig_limit_create_main_conf(ngx_conf_t *cf)
 {
-    ngx_uint_t                  i;
-    ngx_http_ig_limit_conf_t  **ref;
+    ngx_http_ig_limit_main_conf_t  *mcf;
 
-    ref = mcf->limit_refs.elts;
+    mcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_limit_main_conf_t));
+    if (mcf == NULL) {
+        return NULL;
+    }
 
-    for (i = 0; i < mcf->limit_refs.nelts; i++) {
+    if (ngx_array_init(&mcf->refs, cf->pool, 4,
+                       sizeof(ngx_http_ig_limit_conf_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return mcf;
+}
+
+
+static void *
+ngx_http_ig_limit_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_ig_limit_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_limit_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->limits = NULL;
+     */
+
+    conf->headers = NGX_CONF_UNSET_UINT;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_ig_limit_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_ig_limit_loc_conf_t *prev = parent;
+    ngx_http_ig_limit_loc_conf_t *conf = child;
+
+    ngx_conf_merge_uint_value(conf->headers, prev->headers,
+                              NGX_HTTP_IG_HEADERS_DRAFT);
+
+    if (conf->limits == NULL) {
+        conf->limits = prev->limits;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ig_limit_add_variables(ngx_conf_t *cf)
+{
+    return ngx_http_ig_add_variables(cf, ngx_http_ig_limit_vars);
+}
+
+
+static ngx_int_t
+ngx_http_ig_limit_status_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_ig_ctx_t  *ctx;
+
+    ctx = ngx_http_ig_find_ctx(r->main);
+
+    if (ctx == NULL || ctx->limit_status == NGX_HTTP_IG_LIMIT_NONE
+        || ctx->limit_status >= NGX_HTTP_IG_LIMIT_NSTATUSES)
+    {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    ngx_http_ig_set_value(v, &ngx_http_ig_limit_statuses[ctx->limit_status]);
+
+    return NGX_OK;
+}
+
+
+/*
+ * Postconfiguration.  Zones are declared at http level, so references are
+ * checked once all is read.
+ */
+
+static ngx_int_t
+ngx_http_ig_limit_init(ngx_conf_t *cf)
+{
+    ngx_uint_t                       i;
+    ngx_http_ig_limit_conf_t       **ref;
+    ngx_http_ig_limit_main_conf_t   *mcf;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf,
+                                             ngx_http_infergate_limit_module);
+
+    ref = mcf->refs.elts;
+
+    for (i = 0; i < mcf->refs.nelts; i++) {
         if (ref[i]->shm_zone->data == NULL) {
             ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
                           "infergate_limit: unknown zone \"%V\": declare it "
@@ -322,7 +537,20 @@ ngx_http_ig_limit_check_refs(ngx_conf_t *cf, ngx_http_ig_main_conf_t *mcf)
         }
     }
 
+    ngx_http_ig_limit_redis_init();
+
     return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_ig_limit_on(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf)
+{
+    ngx_http_ig_limit_loc_conf_t  *llcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_limit_module);
+
+    return llcf->limits != NULL;
 }
 
 
@@ -334,26 +562,29 @@ ngx_http_ig_limit_check_refs(ngx_conf_t *cf, ngx_http_ig_main_conf_t *mcf)
  * charged, including one of the same zone under a different key.
  */
 
-ngx_int_t
+static ngx_int_t
 ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf)
 {
-    u_char                      buf[NGX_HTTP_IG_LOG_MAX];
-    uint32_t                    quota, window_s, burst;
-    uint64_t                    now, retry;
-    ngx_str_t                   key, esc, keys[NGX_HTTP_IG_MAX_LIMITS];
-    ngx_uint_t                  i, n, refused, dry, fresh, commit;
-    ngx_uint_t                  sidx[NGX_HTTP_IG_MAX_LIMITS], nredis;
-    ngx_http_ig_limit_conf_t   *lc;
-    ngx_http_ig_limit_state_t  *st, *ch;
+    u_char                         buf[NGX_HTTP_IG_LOG_MAX];
+    uint32_t                       quota, window_s, burst;
+    uint64_t                       now, retry;
+    ngx_str_t                      key, esc, keys[NGX_HTTP_IG_MAX_LIMITS];
+    ngx_uint_t                     i, n, refused, dry, fresh, commit;
+    ngx_uint_t                     sidx[NGX_HTTP_IG_MAX_LIMITS], nredis;
+    ngx_http_ig_limit_conf_t      *lc;
+    ngx_http_ig_limit_state_t     *st, *ch;
+    ngx_http_ig_limit_loc_conf_t  *llcf;
 
     if (ctx->limit_wait) {
         /* re-entered after the Redis replies */
         return ngx_http_ig_limit_redis_finish(r, ctx);
     }
 
-    lc = lcf->limits->elts;
-    n = lcf->limits->nelts;
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_limit_module);
+
+    lc = llcf->limits->elts;
+    n = llcf->limits->nelts;
 
     if (ctx->limit_redis) {
         ngx_http_ig_limit_redis_reset(ctx);
@@ -363,7 +594,7 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->limit_headers = lcf->limit_headers;
+    ctx->limit_headers = llcf->headers;
     ctx->nlimits = 0;
 
     ctx->limits = ngx_palloc(r->pool, n * sizeof(ngx_http_ig_limit_state_t));
@@ -822,122 +1053,6 @@ ngx_http_ig_limit_refuse(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     return ngx_http_ig_problem(r, NGX_HTTP_TOO_MANY_REQUESTS,
                                NGX_HTTP_IG_QUOTA_EXCEEDED,
                                "Too Many Requests", &detail, &extra);
-}
-
-
-/* The RateLimit fields, added by the header filter to every response. */
-
-ngx_int_t
-ngx_http_ig_limit_headers(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
-{
-    u_char                     *pol, *rl, *pp, *rp;
-    size_t                      len;
-    uint64_t                    t;
-    uint32_t                    remaining;
-    ngx_uint_t                  i, mode;
-    ngx_http_ig_limit_state_t  *st;
-
-    mode = ctx->limit_headers;
-
-    if (ctx->nlimits == 0 || mode == NGX_HTTP_IG_HEADERS_OFF) {
-        return NGX_OK;
-    }
-
-    if (mode & NGX_HTTP_IG_HEADERS_DRAFT) {
-        len = 0;
-
-        for (i = 0; i < ctx->nlimits; i++) {
-            len += ctx->limits[i].conf->name.len * 6 + 2
-                   + sizeof(";q=;w=, ") - 1 + 2 * NGX_INT32_LEN;
-        }
-
-        pol = ngx_pnalloc(r->pool, len);
-        rl = ngx_pnalloc(r->pool, len + ctx->nlimits * NGX_INT64_LEN);
-        if (pol == NULL || rl == NULL) {
-            return NGX_ERROR;
-        }
-
-        pp = pol;
-        rp = rl;
-
-        for (i = 0; i < ctx->nlimits; i++) {
-            st = &ctx->limits[i];
-
-            if (i) {
-                pp = ngx_cpymem(pp, ", ", 2);
-                rp = ngx_cpymem(rp, ", ", 2);
-            }
-
-            if (st->result.allowed) {
-                remaining = st->result.remaining;
-                t = ig_gcra_ceil_seconds(st->result.reset_us);
-
-            } else {
-                remaining = 0;
-                t = ig_gcra_ceil_seconds(st->result.retry_after_us);
-            }
-
-            /* zone names are nginx tokens: no quote or backslash to escape */
-
-            pp = ngx_sprintf(pp, "\"%V\";q=%uD;w=%uD", &st->conf->name,
-                             st->policy.quota, st->policy.window_s);
-            rp = ngx_sprintf(rp, "\"%V\";r=%uD;t=%uL", &st->conf->name,
-                             remaining, t);
-        }
-
-        if (ngx_http_ig_add_header(r, "RateLimit-Policy", pol, pp - pol)
-            != NGX_OK
-            || ngx_http_ig_add_header(r, "RateLimit", rl, rp - rl) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-    }
-
-    if (mode & NGX_HTTP_IG_HEADERS_LEGACY) {
-
-        /* the most constrained limit speaks for all, as Kong does */
-
-        st = &ctx->limits[0];
-
-        for (i = 1; i < ctx->nlimits; i++) {
-            if (ctx->limits[i].result.remaining < st->result.remaining
-                || !ctx->limits[i].result.allowed)
-            {
-                st = &ctx->limits[i];
-            }
-        }
-
-        if (st->result.allowed) {
-            remaining = st->result.remaining;
-            t = ig_gcra_ceil_seconds(st->result.reset_us);
-
-        } else {
-            remaining = 0;
-            t = ig_gcra_ceil_seconds(st->result.retry_after_us);
-        }
-
-        pp = ngx_pnalloc(r->pool, 3 * NGX_INT64_LEN);
-        if (pp == NULL) {
-            return NGX_ERROR;
-        }
-
-        rp = ngx_sprintf(pp, "%uD", st->policy.quota);
-        pol = ngx_sprintf(rp, "%uD", remaining);
-        rl = ngx_sprintf(pol, "%uL", t);
-
-        if (ngx_http_ig_add_header(r, "X-RateLimit-Limit", pp, rp - pp)
-            != NGX_OK
-            || ngx_http_ig_add_header(r, "X-RateLimit-Remaining", rp,
-                                      pol - rp)
-               != NGX_OK
-            || ngx_http_ig_add_header(r, "X-RateLimit-Reset", pol, rl - pol)
-               != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-    }
-
-    return NGX_OK;
 }
 
 

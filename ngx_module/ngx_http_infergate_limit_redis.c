@@ -27,8 +27,6 @@
 #define NGX_HTTP_IG_LRK_LEN  (4 + 64)      /* "igr:" hex(sha256(zone, key)) */
 
 
-typedef struct ngx_http_ig_limit_redis_s  ngx_http_ig_limit_redis_t;
-
 typedef struct {
     ngx_http_ig_limit_redis_t  *owner;
     ngx_uint_t                  index;       /* into ctx->limits           */
@@ -79,18 +77,20 @@ static const char  ngx_http_ig_limit_text[] =
     "end\n"
     "return {0, string.format('%.0f', tat), string.format('%.0f', now)}\n";
 
-static ngx_uint_t  ngx_http_ig_limit_lua_ready;
+
+/* from the limit module's postconfiguration, never from a directive */
+
+void
+ngx_http_ig_limit_redis_init(void)
+{
+    ngx_http_ig_redis_script_init(&ngx_http_ig_limit_lua,
+                                  ngx_http_ig_limit_text);
+}
 
 
-void *
+ngx_http_ig_redis_t *
 ngx_http_ig_limit_redis_conf(ngx_conf_t *cf, ngx_str_t *name)
 {
-    if (!ngx_http_ig_limit_lua_ready) {
-        ngx_http_ig_redis_script_init(&ngx_http_ig_limit_lua,
-                                      ngx_http_ig_limit_text);
-        ngx_http_ig_limit_lua_ready = 1;
-    }
-
     return ngx_http_ig_redis_add(cf, name);
 }
 

@@ -174,7 +174,7 @@ typedef struct {
 
 /*
  * The metrics configuration and this worker's view of the zone, in the
- * main conf (mcf->metrics) of the cycle it belongs to: created by the
+ * main conf (mcf->zone) of the cycle it belongs to: created by the
  * first metrics directive, the zone added at postconfiguration when some
  * location serves metrics.  Never a static: a reload that fails after
  * parsing frees its configuration, and a worker respawned later must see
@@ -190,6 +190,13 @@ typedef struct {
 } ngx_http_ig_m_zone_t;
 
 
+static char *ngx_http_ig_metrics_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_ig_metrics_tenants_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static void *ngx_http_ig_metrics_create_main_conf(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ig_metrics_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ig_metrics_log(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ig_metrics_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_int_t ngx_http_ig_metrics_handler(ngx_http_request_t *r);
@@ -200,6 +207,62 @@ static ngx_chain_t *ngx_http_ig_metrics_backends(ngx_http_request_t *r);
 
 
 #define IG_M_DEFAULT_TENANTS  64
+
+
+typedef struct {
+    ngx_http_ig_m_zone_t       *zone;        /* created on first use       */
+} ngx_http_ig_metrics_main_conf_t;
+
+
+static ngx_command_t  ngx_http_ig_metrics_commands[] = {
+
+    { ngx_string("infergate_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_ig_metrics_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infergate_metrics_tenants"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_http_ig_metrics_tenants_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_infergate_metrics_module_ctx = {
+    NULL,                              /* preconfiguration */
+    ngx_http_ig_metrics_init,          /* postconfiguration */
+
+    ngx_http_ig_metrics_create_main_conf, /* create main configuration */
+    NULL,                              /* init main configuration */
+
+    NULL,                              /* create server configuration */
+    NULL,                              /* merge server configuration */
+
+    NULL,                              /* create location configuration */
+    NULL                               /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_infergate_metrics_module = {
+    NGX_MODULE_V1,
+    &ngx_http_infergate_metrics_module_ctx, /* module context */
+    ngx_http_ig_metrics_commands,      /* module directives */
+    NGX_HTTP_MODULE,                   /* module type */
+    NULL,                              /* init master */
+    NULL,                              /* init module */
+    NULL,                              /* init process */
+    NULL,                              /* init thread */
+    NULL,                              /* exit thread */
+    NULL,                              /* exit process */
+    NULL,                              /* exit master */
+    NGX_MODULE_V1_PADDING
+};
 
 
 /* tenant slots: 0 no tenant, 1..max named, max + 1 "other" */
@@ -214,16 +277,16 @@ static ngx_chain_t *ngx_http_ig_metrics_backends(ngx_http_request_t *r);
 static ngx_inline ngx_http_ig_m_zone_t *
 ngx_http_ig_m_zone(void)
 {
-    ngx_http_ig_m_zone_t     *z;
-    ngx_http_ig_main_conf_t  *mcf;
+    ngx_http_ig_m_zone_t             *z;
+    ngx_http_ig_metrics_main_conf_t  *mcf;
 
     mcf = ngx_http_cycle_get_module_main_conf(ngx_cycle,
-                                              ngx_http_infergate_module);
+                                            ngx_http_infergate_metrics_module);
     if (mcf == NULL) {
         return NULL;
     }
 
-    z = mcf->metrics;
+    z = mcf->zone;
 
     return (z && z->sh) ? z : NULL;
 }
@@ -234,13 +297,14 @@ ngx_http_ig_m_zone(void)
 static ngx_http_ig_m_zone_t *
 ngx_http_ig_m_conf(ngx_conf_t *cf)
 {
-    ngx_http_ig_m_zone_t     *z;
-    ngx_http_ig_main_conf_t  *mcf;
+    ngx_http_ig_m_zone_t             *z;
+    ngx_http_ig_metrics_main_conf_t  *mcf;
 
-    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_infergate_module);
+    mcf = ngx_http_conf_get_module_main_conf(cf,
+                                             ngx_http_infergate_metrics_module);
 
-    if (mcf->metrics) {
-        return mcf->metrics;
+    if (mcf->zone) {
+        return mcf->zone;
     }
 
     z = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_m_zone_t));
@@ -250,13 +314,13 @@ ngx_http_ig_m_conf(ngx_conf_t *cf)
 
     z->max_tenants = NGX_CONF_UNSET_UINT;
     z->cache_var = NGX_ERROR;
-    mcf->metrics = z;
+    mcf->zone = z;
 
     return z;
 }
 
 
-char *
+static char *
 ngx_http_ig_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_ig_m_zone_t      *z;
@@ -276,7 +340,7 @@ ngx_http_ig_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-char *
+static char *
 ngx_http_ig_metrics_tenants_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
@@ -310,22 +374,35 @@ ngx_http_ig_metrics_tenants_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
 
 /*
- * Called from postconfiguration: the zone exists only when some location
- * serves metrics, so a configuration without them pays nothing.
+ * Postconfiguration: the log handler (after the audit module's), and the
+ * zone, which exists only when some location serves metrics, so a
+ * configuration without them pays nothing.
  */
 
-ngx_int_t
+static ngx_int_t
 ngx_http_ig_metrics_init(ngx_conf_t *cf)
 {
     size_t                 size, nreq;
     ngx_str_t              name = ngx_string(IG_M_ZONE_NAME);
     ngx_str_t              cache_var = ngx_string("infergate_cache_status");
-    ngx_shm_zone_t           *shm_zone;
-    ngx_http_ig_m_zone_t     *z;
-    ngx_http_ig_main_conf_t  *mcf;
+    ngx_shm_zone_t                   *shm_zone;
+    ngx_http_handler_pt              *h;
+    ngx_http_ig_m_zone_t             *z;
+    ngx_http_core_main_conf_t        *cmcf;
+    ngx_http_ig_metrics_main_conf_t  *mcf;
 
-    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_infergate_module);
-    z = mcf->metrics;
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_ig_metrics_log;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf,
+                                             ngx_http_infergate_metrics_module);
+    z = mcf->zone;
 
     if (z == NULL || !z->used) {
         /* no location serves metrics: no zone, every figure a no-op */
@@ -597,7 +674,7 @@ ngx_http_ig_metrics_tenant(ngx_http_ig_m_zone_t *z, ngx_http_ig_key_t *key)
 
 /* The log phase: one count per request the module saw. */
 
-ngx_int_t
+static ngx_int_t
 ngx_http_ig_metrics_log(ngx_http_request_t *r)
 {
     ngx_uint_t                  a, s, status, slot;
@@ -1293,4 +1370,11 @@ ngx_http_ig_metrics_backends(ngx_http_request_t *r)
     cl->next = NULL;
 
     return cl;
+}
+
+
+static void *
+ngx_http_ig_metrics_create_main_conf(ngx_conf_t *cf)
+{
+    return ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_metrics_main_conf_t));
 }

@@ -62,12 +62,6 @@ void ngx_http_ig_metrics_add(ngx_http_ig_metric_e m, ngx_uint_t n);
 void ngx_http_ig_metrics_gauge_add(ngx_http_ig_gauge_e g, ngx_int_t n);
 void ngx_http_ig_metrics_observe(ngx_http_ig_hist_e h, uint64_t value);
 
-char *ngx_http_ig_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-char *ngx_http_ig_metrics_tenants_directive(ngx_conf_t *cf,
-    ngx_command_t *cmd, void *conf);
-ngx_int_t ngx_http_ig_metrics_init(ngx_conf_t *cf);
-ngx_int_t ngx_http_ig_metrics_log(ngx_http_request_t *r);
 
 /* a metrics zone exists: the ring client then asks for IG_CTL_STATS */
 ngx_uint_t ngx_http_ig_metrics_on(void);

@@ -2,11 +2,13 @@
 /*
  * Copyright (C) infergate authors
  *
- * Admission: an access-phase handler authenticates; a precontent-phase
- * handler then runs the rate limits, the streaming schema validation of
- * the body, the Bloom guard and the cache lookup, so a refused request is
- * never parsed.  Every location a request reaches (internal redirects
- * included) runs its own steps.
+ * The core: after authentication (ngx_http_infergate_auth.c, access
+ * phase), a precontent-phase handler runs the stage table: the rate
+ * limits, the streaming schema validation of the body, the Bloom guard
+ * and the cache lookup, so a refused request is never parsed; infer is
+ * the content handler.  Every location a request reaches (internal
+ * redirects included) runs its own stages.  Also here: the redirect-safe
+ * request ctx, infergate_model, and the core's helpers.
  */
 
 
@@ -15,143 +17,44 @@
 #include <ngx_http.h>
 
 #include "ngx_http_infergate.h"
-#include "ngx_http_infergate_metrics.h"
-#include "ngx_http_infergate_cache.h"
 
 
-static ngx_int_t ngx_http_ig_access_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ig_precontent_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_ig_subrequest_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_ig_init_process(ngx_cycle_t *cycle);
-static void ngx_http_ig_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_ig_ctx_cleanup(void *data);
-static void *ngx_http_ig_create_main_conf(ngx_conf_t *cf);
 static void *ngx_http_ig_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_ig_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
-static char *ngx_http_ig_max_depth(ngx_conf_t *cf, void *post, void *data);
 static ngx_int_t ngx_http_ig_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_ig_postconfiguration(ngx_conf_t *cf);
 
 
-static ngx_conf_enum_t  ngx_http_ig_limit_headers_modes[] = {
-    { ngx_string("off"), NGX_HTTP_IG_HEADERS_OFF },
-    { ngx_string("draft"), NGX_HTTP_IG_HEADERS_DRAFT },
-    { ngx_string("legacy"), NGX_HTTP_IG_HEADERS_LEGACY },
-    { ngx_string("both"), NGX_HTTP_IG_HEADERS_BOTH },
-    { ngx_null_string, 0 }
+/*
+ * The request path, in order.  auth runs in the access phase
+ * (ngx_http_infergate_auth.c, so that it combines with "satisfy"), and
+ * infer is the content handler "infergate_infer" sets
+ * (ngx_http_infergate_infer.c); between them, the
+ * precontent phase runs these stages in this order.  A new stage is one
+ * line here (see docs/architecture.md, "Who owns what").
+ */
+
+static const ngx_http_ig_stage_t  *ngx_http_ig_stages[] = {
+    &ngx_http_ig_limit_stage,              /* auth -> [limit] */
+    &ngx_http_ig_schema_stage,
+    &ngx_http_ig_bloom_stage,
+    &ngx_http_ig_cache_stage               /* [cache] -> infer */
 };
 
-
-static ngx_conf_post_handler_pt  ngx_http_ig_max_depth_p =
-    ngx_http_ig_max_depth;
+#define NGX_HTTP_IG_NSTAGES                                                   \
+    (sizeof(ngx_http_ig_stages) / sizeof(ngx_http_ig_stages[0]))
 
 
 static ngx_command_t  ngx_http_infergate_commands[] = {
-
-    { ngx_string("infergate_keys"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_http_ig_keys_directive,
-      NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("infergate_auth"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
-      ngx_conf_set_flag_slot,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_ig_loc_conf_t, auth),
-      NULL },
 
     { ngx_string("infergate_model"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_set_complex_value_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_ig_loc_conf_t, model),
-      NULL },
-
-    { ngx_string("infergate_limit_zone"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
-      ngx_http_ig_limit_zone_directive,
-      NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("infergate_limit"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
-      ngx_http_ig_limit_directive,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("infergate_limit_headers"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_ig_loc_conf_t, limit_headers),
-      &ngx_http_ig_limit_headers_modes },
-
-    { ngx_string("infergate_schema"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_ig_schema_directive,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("infergate_schema_max_depth"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_num_slot,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      offsetof(ngx_http_ig_loc_conf_t, max_depth),
-      &ngx_http_ig_max_depth_p },
-
-    { ngx_string("infergate_bloom_zone"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
-      ngx_http_ig_bloom_zone_directive,
-      NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("infergate_bloom"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
-      ngx_http_ig_bloom_directive,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("infergate_audit"),
-      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_1MORE,
-      ngx_http_ig_audit_directive,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("infergate_metrics"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
-      ngx_http_ig_metrics_directive,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("infergate_metrics_tenants"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
-      ngx_http_ig_metrics_tenants_directive,
-      NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("infergate_backend"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
-      ngx_http_ig_backend_directive,
-      NGX_HTTP_MAIN_CONF_OFFSET,
-      0,
-      NULL },
-
-    { ngx_string("infergate_infer"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_ig_infer_directive,
-      NGX_HTTP_LOC_CONF_OFFSET,
-      0,
       NULL },
 
       ngx_null_command
@@ -162,7 +65,7 @@ static ngx_http_module_t  ngx_http_infergate_module_ctx = {
     ngx_http_ig_preconfiguration,          /* preconfiguration */
     ngx_http_ig_postconfiguration,         /* postconfiguration */
 
-    ngx_http_ig_create_main_conf,          /* create main configuration */
+    NULL,                                  /* create main configuration */
     NULL,                                  /* init main configuration */
 
     NULL,                                  /* create server configuration */
@@ -180,116 +83,35 @@ ngx_module_t  ngx_http_infergate_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    ngx_http_ig_init_process,              /* init process */
+    NULL,                                  /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    ngx_http_ig_exit_process,              /* exit process */
+    NULL,                                  /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
 
 
 /*
- * The access phase: authentication only, so that it combines with
- * "satisfy" as allow/deny and auth_basic do.  NGX_OK admits (under
- * "satisfy any" that is enough), a refusal is a 401/403.
- */
-
-static ngx_int_t
-ngx_http_ig_access_handler(ngx_http_request_t *r)
-{
-    ngx_uint_t                  final;
-    ngx_http_ig_ctx_t          *ctx;
-    ngx_http_ig_loc_conf_t     *lcf;
-    ngx_http_core_loc_conf_t   *clcf;
-    ngx_http_core_main_conf_t  *cmcf;
-
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
-
-    if (!lcf->auth) {
-        return NGX_DECLINED;
-    }
-
-    ctx = ngx_http_ig_get_ctx(r);
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    /*
-     * Under "satisfy any" a refusal is ours to send only when no access
-     * handler follows (this one is registered to run last); otherwise the
-     * 401/403 goes back to the phase engine, and a later module may still
-     * admit the request.
-     */
-
-    final = 1;
-
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-
-    if (clcf->satisfy == NGX_HTTP_SATISFY_ANY) {
-        cmcf = ngx_http_get_module_main_conf(r, ngx_http_core_module);
-        final = (cmcf->phase_engine.handlers[r->phase_handler + 1].checker
-                 == ngx_http_core_post_access_phase);
-    }
-
-    return ngx_http_ig_auth(r, ctx, lcf, final);
-}
-
-
-/*
- * Subrequests (auth_request, mirror, SSI) skip the access phase: in a
- * location with "infergate_auth on" they are checked in the rewrite
- * phase instead, before the location's own "return" could answer.
- */
-
-static ngx_int_t
-ngx_http_ig_subrequest_handler(ngx_http_request_t *r)
-{
-    ngx_http_ig_ctx_t       *ctx;
-    ngx_http_ig_loc_conf_t  *lcf, *mlcf;
-
-    if (r == r->main) {
-        return NGX_DECLINED;
-    }
-
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
-    mlcf = ngx_http_get_module_loc_conf(r->main, ngx_http_infergate_module);
-
-    if (!lcf->auth && !mlcf->auth) {
-        return NGX_DECLINED;
-    }
-
-    ctx = ngx_http_ig_get_ctx(r);
-    if (ctx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (!lcf->auth) {
-        /* a subrequest of an authenticated location: no key of ours */
-        return ngx_http_ig_auth_subrequest_strip(r, ctx);
-    }
-
-    return ngx_http_ig_auth_subrequest(r, ctx, lcf);
-}
-
-
-/*
- * After access (the precontent phase, before try_files and mirror):
- * limits, the body, the Bloom guard and the cache lookup.  These are not
- * access control, so "satisfy any" does not skip them.  The phase engine
- * re-enters this handler after every asynchronous step (Redis reply, body
- * read, cache lookup); ctx->step says where it left off.  An internal
- * redirect starts again from the first step (ngx_http_ig_find_ctx() resets
- * it), and each step skips what already ran with the same configuration.
- * Returns NGX_DECLINED on pass: NGX_OK would skip try_files and mirror.
+ * After access (the precontent phase, before try_files and mirror): the
+ * stages of ngx_http_ig_stages[] in order.  These are not access control,
+ * so "satisfy any" does not skip them.  The phase engine re-enters this
+ * handler after every asynchronous step (Redis reply, body read, cache
+ * lookup); ctx->step says which stage it left off in.  An internal
+ * redirect starts again from the first stage (ngx_http_ig_find_ctx()
+ * resets it), and each stage skips what already ran with the same
+ * configuration.  Returns NGX_DECLINED on pass: NGX_OK would skip
+ * try_files and mirror.
  */
 
 static ngx_int_t
 ngx_http_ig_precontent_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                rc;
-    ngx_http_ig_ctx_t       *ctx;
-    ngx_http_ig_loc_conf_t  *lcf;
+    ngx_int_t                    rc;
+    ngx_uint_t                   i;
+    ngx_http_ig_ctx_t           *ctx;
+    ngx_http_ig_loc_conf_t      *lcf;
+    const ngx_http_ig_stage_t   *stage;
 
     lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
 
@@ -298,19 +120,21 @@ ngx_http_ig_precontent_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    if (lcf->auth) {
-        ctx = ngx_http_get_module_ctx(r, ngx_http_infergate_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_infergate_module);
 
-        if (ctx && ctx->auth_deferred) {
-            /* refused by auth, admitted by another module (satisfy any) */
-            ctx->auth_deferred = 0;
-            ngx_str_null(&ctx->action);
+    if (ctx && ctx->auth_deferred) {
+        /* refused by auth, admitted by another module (satisfy any) */
+        ctx->auth_deferred = 0;
+        ngx_str_null(&ctx->action);
+    }
+
+    for (i = 0; i < NGX_HTTP_IG_NSTAGES; i++) {
+        if (ngx_http_ig_stages[i]->on(r, lcf)) {
+            break;
         }
     }
 
-    if (lcf->limits == NULL && lcf->schema == NULL && lcf->bloom == NULL
-        && !ngx_http_ig_cache_on(r))
-    {
+    if (i == NGX_HTTP_IG_NSTAGES) {
         return NGX_DECLINED;
     }
 
@@ -321,86 +145,18 @@ ngx_http_ig_precontent_handler(ngx_http_request_t *r)
 
     /* a refusal may free the request: nothing is touched after one */
 
-    switch (ctx->step) {
+    for ( /* void */ ; ctx->step < NGX_HTTP_IG_NSTAGES; ctx->step++) {
+        stage = ngx_http_ig_stages[ctx->step];
 
-    case NGX_HTTP_IG_STEP_LIMIT:
-
-        if (lcf->limits) {
-            rc = ngx_http_ig_limit(r, ctx, lcf);
+        if (stage->on(r, lcf)) {
+            rc = stage->handler(r, ctx, lcf);
             if (rc != NGX_DECLINED) {
                 return rc;
             }
-        }
-
-        ctx->step = NGX_HTTP_IG_STEP_SCHEMA;
-
-        /* fall through */
-
-    case NGX_HTTP_IG_STEP_SCHEMA:
-
-        if (lcf->schema) {
-            rc = ngx_http_ig_schema(r, ctx, lcf);
-            if (rc != NGX_DECLINED) {
-                return rc;
-            }
-        }
-
-        ctx->step = NGX_HTTP_IG_STEP_BLOOM;
-
-        /* fall through */
-
-    case NGX_HTTP_IG_STEP_BLOOM:
-
-        if (lcf->bloom) {
-            rc = ngx_http_ig_bloom_check(r, ctx, lcf);
-            if (rc != NGX_DECLINED) {
-                return rc;
-            }
-        }
-
-        ctx->step = NGX_HTTP_IG_STEP_CACHE;
-
-        /* fall through */
-
-    default:
-
-        /* then the response cache lookup */
-
-        if (ngx_http_ig_cache_on(r)) {
-            return ngx_http_ig_cache_access(r, ctx);
         }
     }
 
     return NGX_DECLINED;
-}
-
-
-static ngx_int_t
-ngx_http_ig_init_process(ngx_cycle_t *cycle)
-{
-    if (ngx_http_ig_redis_init_process(cycle) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    if (ngx_http_ig_bloom_init_process(cycle) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    if (ngx_http_ig_backend_init_process(cycle) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    return ngx_http_ig_audit_init_process(cycle);
-}
-
-
-static void
-ngx_http_ig_exit_process(ngx_cycle_t *cycle)
-{
-    ngx_http_ig_bloom_exit_process(cycle);
-    ngx_http_ig_backend_exit_process(cycle);
-    ngx_http_ig_audit_exit_process(cycle);
-    ngx_http_ig_redis_exit_process(cycle);
 }
 
 
@@ -427,7 +183,7 @@ ngx_http_ig_find_ctx(ngx_http_request_t *r)
             ctx = cln->data;
 
             if (r == r->main) {
-                ctx->step = NGX_HTTP_IG_STEP_LIMIT;
+                ctx->step = 0;
                 ctx->model_done = 0;
                 ctx->auth_deferred = 0;
             }
@@ -484,33 +240,6 @@ ngx_http_ig_ctx_cleanup(void *data)
 
 
 static void *
-ngx_http_ig_create_main_conf(ngx_conf_t *cf)
-{
-    ngx_http_ig_main_conf_t  *mcf;
-
-    mcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_main_conf_t));
-    if (mcf == NULL) {
-        return NULL;
-    }
-
-    if (ngx_array_init(&mcf->limit_refs, cf->pool, 4,
-                       sizeof(ngx_http_ig_limit_conf_t *))
-        != NGX_OK)
-    {
-        return NULL;
-    }
-
-    if (ngx_array_init(&mcf->audit_logs, cf->pool, 2, sizeof(void *))
-        != NGX_OK)
-    {
-        return NULL;
-    }
-
-    return mcf;
-}
-
-
-static void *
 ngx_http_ig_create_loc_conf(ngx_conf_t *cf)
 {
     ngx_http_ig_loc_conf_t  *conf;
@@ -524,15 +253,7 @@ ngx_http_ig_create_loc_conf(ngx_conf_t *cf)
      * set by ngx_pcalloc():
      *
      *     conf->model = NULL;
-     *     conf->limits = NULL;
-     *     conf->schema = NULL;
-     *     conf->schema_set = 0;
      */
-
-    conf->auth = NGX_CONF_UNSET;
-    conf->limit_headers = NGX_CONF_UNSET_UINT;
-    conf->max_depth = NGX_CONF_UNSET_UINT;
-    conf->audit = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -544,55 +265,8 @@ ngx_http_ig_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_ig_loc_conf_t *prev = parent;
     ngx_http_ig_loc_conf_t *conf = child;
 
-    ngx_http_ig_main_conf_t  *mcf;
-
-    ngx_conf_merge_value(conf->auth, prev->auth, 0);
-    ngx_conf_merge_uint_value(conf->limit_headers, prev->limit_headers,
-                              NGX_HTTP_IG_HEADERS_DRAFT);
-    ngx_conf_merge_uint_value(conf->max_depth, prev->max_depth, 64);
-
-    ngx_conf_merge_ptr_value(conf->audit, prev->audit, NULL);
-
     if (conf->model == NULL) {
         conf->model = prev->model;
-    }
-
-    if (conf->limits == NULL) {
-        conf->limits = prev->limits;
-    }
-
-    if (!conf->schema_set) {
-        conf->schema = prev->schema;
-        conf->schema_file = prev->schema_file;
-        conf->schema_set = prev->schema_set;
-    }
-
-    if (ngx_http_ig_bloom_merge(cf, prev, conf) != NGX_CONF_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    if (conf->auth) {
-        mcf = ngx_http_conf_get_module_main_conf(cf,
-                                                 ngx_http_infergate_module);
-        if (mcf->keys == NULL) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"infergate_auth on\" needs "
-                               "\"infergate_keys\" in the http block");
-            return NGX_CONF_ERROR;
-        }
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_http_ig_max_depth(ngx_conf_t *cf, void *post, void *data)
-{
-    ngx_uint_t  *np = data;
-
-    if (*np < 1 || *np > 4096) {
-        return "must be between 1 and 4096";
     }
 
     return NGX_CONF_OK;
@@ -602,52 +276,17 @@ ngx_http_ig_max_depth(ngx_conf_t *cf, void *post, void *data)
 static ngx_int_t
 ngx_http_ig_preconfiguration(ngx_conf_t *cf)
 {
-    return ngx_http_ig_add_variables(cf);
+    return ngx_http_ig_core_variables(cf);
 }
 
 
 static ngx_int_t
 ngx_http_ig_postconfiguration(ngx_conf_t *cf)
 {
-    ngx_array_t                *handlers;
     ngx_http_handler_pt        *h;
-    ngx_http_ig_main_conf_t    *mcf;
     ngx_http_core_main_conf_t  *cmcf;
 
-    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_infergate_module);
-
-    if (ngx_http_ig_limit_check_refs(cf, mcf) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
-
-    /*
-     * Handlers of a phase run last-registered first; going to the front
-     * of the array lets allow/deny and auth_basic refuse before a key is
-     * hashed, and makes ours the last word under "satisfy any".
-     */
-
-    handlers = &cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers;
-
-    h = ngx_array_push(handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    h = handlers->elts;
-    ngx_memmove(&h[1], &h[0],
-                (handlers->nelts - 1) * sizeof(ngx_http_handler_pt));
-    h[0] = ngx_http_ig_access_handler;
-
-    /* pushed last, so run before the rewrite module's "return" */
-
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_REWRITE_PHASE].handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    *h = ngx_http_ig_subrequest_handler;
 
     /*
      * Pushed last, so run first in the precontent phase: a request is
@@ -662,25 +301,7 @@ ngx_http_ig_postconfiguration(ngx_conf_t *cf)
 
     *h = ngx_http_ig_precontent_handler;
 
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    *h = ngx_http_ig_audit_handler;
-
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
-    if (h == NULL) {
-        return NGX_ERROR;
-    }
-
-    *h = ngx_http_ig_metrics_log;
-
-    if (ngx_http_ig_metrics_init(cf) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    return ngx_http_ig_schema_init(cf);
+    return NGX_OK;
 }
 
 

@@ -88,6 +88,56 @@ static void ngx_http_ig_redis_del_write(void *data);
 static void ngx_http_ig_redis_cleanup(void *data);
 static void ngx_http_ig_redis_read_handler(ngx_event_t *ev);
 static void ngx_http_ig_redis_write_handler(ngx_event_t *ev);
+static void *ngx_http_ig_redis_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_ig_redis_init_main_conf(ngx_conf_t *cf, void *conf);
+static char *ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_ig_redis_init_process(ngx_cycle_t *cycle);
+static void ngx_http_ig_redis_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_command_t  ngx_http_ig_redis_commands[] = {
+
+    { ngx_string("infergate_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_ig_redis_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_infergate_redis_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_ig_redis_create_main_conf,    /* create main configuration */
+    ngx_http_ig_redis_init_main_conf,      /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    NULL,                                  /* create location configuration */
+    NULL                                   /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_infergate_redis_module = {
+    NGX_MODULE_V1,
+    &ngx_http_infergate_redis_module_ctx,  /* module context */
+    ngx_http_ig_redis_commands,            /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_ig_redis_init_process,        /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_ig_redis_exit_process,        /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
 
 
 /* set in exit_process: NULL replies then reach no request */
@@ -110,7 +160,7 @@ ngx_http_ig_redis_add(ngx_conf_t *cf, ngx_str_t *name)
     ngx_http_ig_redis_main_conf_t  *rmcf;
 
     rmcf = ngx_http_conf_get_module_main_conf(cf,
-                                              ngx_http_infergate_cache_module);
+                                              ngx_http_infergate_redis_module);
 
     srvp = rmcf->servers.elts;
     for (i = 0; i < rmcf->servers.nelts; i++) {
@@ -199,7 +249,7 @@ ngx_http_ig_redis_password(ngx_conf_t *cf, ngx_http_ig_redis_t *srv,
 }
 
 
-char *
+static char *
 ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     char                 *rv;
@@ -386,9 +436,34 @@ invalid:
 }
 
 
-char *
-ngx_http_ig_redis_check(ngx_conf_t *cf, ngx_http_ig_redis_main_conf_t *rmcf)
+static void *
+ngx_http_ig_redis_create_main_conf(ngx_conf_t *cf)
 {
+    ngx_http_ig_redis_main_conf_t  *rmcf;
+
+    rmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_redis_main_conf_t));
+    if (rmcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&rmcf->servers, cf->pool, 2,
+                       sizeof(ngx_http_ig_redis_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return rmcf;
+}
+
+
+/* every server named by a redis=NAME is defined by an infergate_redis */
+
+static char *
+ngx_http_ig_redis_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_ig_redis_main_conf_t *rmcf = conf;
+
     ngx_uint_t            i;
     ngx_http_ig_redis_t **srvp;
 
@@ -435,7 +510,7 @@ ngx_http_ig_redis_script_init(ngx_http_ig_redis_script_t *script,
 
 /* worker start and exit */
 
-ngx_int_t
+static ngx_int_t
 ngx_http_ig_redis_init_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                      i, j;
@@ -450,7 +525,7 @@ ngx_http_ig_redis_init_process(ngx_cycle_t *cycle)
     }
 
     rmcf = ngx_http_cycle_get_module_main_conf(cycle,
-                                              ngx_http_infergate_cache_module);
+                                              ngx_http_infergate_redis_module);
     if (rmcf == NULL) {
         return NGX_OK;
     }
@@ -496,7 +571,7 @@ ngx_http_ig_redis_init_process(ngx_cycle_t *cycle)
 }
 
 
-void
+static void
 ngx_http_ig_redis_exit_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                      i, j;
@@ -512,7 +587,7 @@ ngx_http_ig_redis_exit_process(ngx_cycle_t *cycle)
     }
 
     rmcf = ngx_http_cycle_get_module_main_conf(cycle,
-                                              ngx_http_infergate_cache_module);
+                                              ngx_http_infergate_redis_module);
     if (rmcf == NULL) {
         return;
     }

@@ -72,13 +72,6 @@ typedef struct {
 
 
 ngx_http_ig_redis_t *ngx_http_ig_redis_add(ngx_conf_t *cf, ngx_str_t *name);
-char *ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-char *ngx_http_ig_redis_check(ngx_conf_t *cf,
-    ngx_http_ig_redis_main_conf_t *rmcf);
-
-ngx_int_t ngx_http_ig_redis_init_process(ngx_cycle_t *cycle);
-void ngx_http_ig_redis_exit_process(ngx_cycle_t *cycle);
 
 /* 1 when a command issued now would be sent */
 ngx_uint_t ngx_http_ig_redis_available(ngx_http_ig_redis_t *srv);
@@ -111,7 +104,7 @@ void ngx_http_ig_redis_warn(ngx_http_ig_redis_t *srv, ngx_log_t *log,
     const char *what);
 
 
-extern ngx_module_t  ngx_http_infergate_cache_module;
+extern ngx_module_t  ngx_http_infergate_redis_module;
 
 
 #endif /* _NGX_HTTP_INFERGATE_REDIS_H_INCLUDED_ */

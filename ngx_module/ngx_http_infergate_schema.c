@@ -2,10 +2,11 @@
 /*
  * Copyright (C) infergate authors
  *
- * Streaming JSON-schema validation of the request body.  The access
- * handler starts the body read; a request body filter feeds each buffer
- * to the validator as it arrives, before nginx spools it to a temp file,
- * so no second copy of the body is ever assembled.
+ * Streaming JSON-schema validation of the request body.  This stage
+ * starts the body read; the request body filter
+ * (filters/ngx_http_infergate_schema_filter.c) feeds each buffer to the
+ * validator as it arrives, before nginx spools it to a temp file, so no
+ * second copy of the body is ever assembled.
  */
 
 
@@ -19,20 +20,38 @@
 #define NGX_HTTP_IG_ALLOC_HDR  16
 
 
+typedef struct {
+    ig_schema_t                *schema;
+    ngx_str_t                   schema_file;
+    ngx_uint_t                  max_depth;
+    unsigned                    schema_set:1;
+} ngx_http_ig_schema_loc_conf_t;
+
+
+static ngx_uint_t ngx_http_ig_schema_on(ngx_http_request_t *r,
+    ngx_http_ig_loc_conf_t *lcf);
+static ngx_int_t ngx_http_ig_schema_handler(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+static char *ngx_http_ig_schema_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_ig_max_depth(ngx_conf_t *cf, void *post, void *data);
+static void *ngx_http_ig_schema_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_ig_schema_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_http_ig_schema(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_schema_loc_conf_t *lcf);
 static void ngx_http_ig_schema_cleanup(void *data);
 static ngx_int_t ngx_http_ig_schema_start(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_schema_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ig_schema_again(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_schema_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ig_schema_precheck(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ig_validator_new(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_schema_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ig_schema_result(ngx_http_request_t *r,
-    ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+    ngx_http_ig_ctx_t *ctx, ngx_http_ig_schema_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ig_is_json(ngx_http_request_t *r);
 static void ngx_http_ig_body_handler(ngx_http_request_t *r);
-static ngx_int_t ngx_http_ig_request_body_filter(ngx_http_request_t *r,
-    ngx_chain_t *in);
 static void ngx_http_ig_on_member(void *data, const unsigned char *name,
     size_t name_len, const unsigned char *value, size_t value_len);
 static ngx_int_t ngx_http_ig_schema_refuse(ngx_http_request_t *r,
@@ -42,13 +61,72 @@ static void *ngx_http_ig_pool_realloc(void *ctx, void *ptr, size_t size);
 static void ngx_http_ig_pool_free(void *ctx, void *ptr);
 
 
-static ngx_http_request_body_filter_pt  ngx_http_ig_next_request_body_filter;
+static ngx_conf_post_handler_pt  ngx_http_ig_max_depth_p =
+    ngx_http_ig_max_depth;
 
 
-char *
+static ngx_command_t  ngx_http_ig_schema_commands[] = {
+
+    { ngx_string("infergate_schema"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_ig_schema_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("infergate_schema_max_depth"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_ig_schema_loc_conf_t, max_depth),
+      &ngx_http_ig_max_depth_p },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_infergate_schema_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_ig_schema_create_loc_conf,    /* create location configuration */
+    ngx_http_ig_schema_merge_loc_conf      /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_infergate_schema_module = {
+    NGX_MODULE_V1,
+    &ngx_http_infergate_schema_module_ctx, /* module context */
+    ngx_http_ig_schema_commands,           /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+const ngx_http_ig_stage_t  ngx_http_ig_schema_stage = {
+    ngx_string("schema"),
+    ngx_http_ig_schema_on,
+    ngx_http_ig_schema_handler
+};
+
+
+static char *
 ngx_http_ig_schema_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    ngx_http_ig_loc_conf_t *lcf = conf;
+    ngx_http_ig_schema_loc_conf_t *lcf = conf;
 
     char                 err[512];
     ngx_str_t           *value, file, text;
@@ -108,13 +186,80 @@ ngx_http_ig_schema_cleanup(void *data)
 }
 
 
-ngx_int_t
-ngx_http_ig_schema_init(ngx_conf_t *cf)
+static void *
+ngx_http_ig_schema_create_loc_conf(ngx_conf_t *cf)
 {
-    ngx_http_ig_next_request_body_filter = ngx_http_top_request_body_filter;
-    ngx_http_top_request_body_filter = ngx_http_ig_request_body_filter;
+    ngx_http_ig_schema_loc_conf_t  *conf;
 
-    return NGX_OK;
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_schema_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->schema = NULL;
+     *     conf->schema_set = 0;
+     */
+
+    conf->max_depth = NGX_CONF_UNSET_UINT;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_ig_schema_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_ig_schema_loc_conf_t *prev = parent;
+    ngx_http_ig_schema_loc_conf_t *conf = child;
+
+    ngx_conf_merge_uint_value(conf->max_depth, prev->max_depth, 64);
+
+    if (!conf->schema_set) {
+        conf->schema = prev->schema;
+        conf->schema_file = prev->schema_file;
+        conf->schema_set = prev->schema_set;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ig_max_depth(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_uint_t  *np = data;
+
+    if (*np < 1 || *np > 4096) {
+        return "must be between 1 and 4096";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_ig_schema_on(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf)
+{
+    ngx_http_ig_schema_loc_conf_t  *slcf;
+
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_schema_module);
+
+    return slcf->schema != NULL;
+}
+
+
+static ngx_int_t
+ngx_http_ig_schema_handler(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    ngx_http_ig_loc_conf_t *lcf)
+{
+    ngx_http_ig_schema_loc_conf_t  *slcf;
+
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_schema_module);
+
+    return ngx_http_ig_schema(r, ctx, slcf);
 }
 
 
@@ -125,9 +270,9 @@ ngx_http_ig_schema_init(ngx_conf_t *cf)
  * cache's POST key), is validated again from the buffers nginx kept.
  */
 
-ngx_int_t
+static ngx_int_t
 ngx_http_ig_schema(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_loc_conf_t *lcf)
+    ngx_http_ig_schema_loc_conf_t *lcf)
 {
     if (ctx->schema_ok == lcf->schema
         && ctx->schema_depth == lcf->max_depth)
@@ -188,7 +333,7 @@ ngx_http_ig_schema_precheck(ngx_http_request_t *r)
 
 static ngx_int_t
 ngx_http_ig_validator_new(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_loc_conf_t *lcf)
+    ngx_http_ig_schema_loc_conf_t *lcf)
 {
     if (ctx->validator) {
         ig_validator_destroy(ctx->validator);
@@ -221,7 +366,7 @@ ngx_http_ig_validator_new(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
 static ngx_int_t
 ngx_http_ig_schema_start(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_loc_conf_t *lcf)
+    ngx_http_ig_schema_loc_conf_t *lcf)
 {
     ngx_int_t  rc;
 
@@ -257,7 +402,7 @@ ngx_http_ig_schema_start(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
 static ngx_int_t
 ngx_http_ig_schema_again(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_loc_conf_t *lcf)
+    ngx_http_ig_schema_loc_conf_t *lcf)
 {
     u_char       buf[4096];
     off_t        off;
@@ -358,53 +503,8 @@ ngx_http_ig_body_handler(ngx_http_request_t *r)
 
 
 static ngx_int_t
-ngx_http_ig_request_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
-{
-    ngx_buf_t          *b;
-    ngx_chain_t        *cl;
-    ngx_http_ig_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_infergate_module);
-
-    if (ctx == NULL || ctx->validator == NULL || ctx->body_finished) {
-        return ngx_http_ig_next_request_body_filter(r, in);
-    }
-
-    for (cl = in; cl; cl = cl->next) {
-        b = cl->buf;
-
-        if (ngx_buf_in_memory(b)) {
-            if (b->last > b->pos && ctx->valid_rc == IG_VALID_OK) {
-                ctx->valid_rc = ig_validator_feed(ctx->validator, b->pos,
-                                                  b->last - b->pos);
-            }
-
-            ctx->body_bytes += b->last - b->pos;
-
-        } else if (ngx_buf_size(b)) {
-            /* body filters see socket buffers; a file here is a bug */
-            ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
-                          "infergate_schema: unexpected file buffer");
-            ctx->valid_rc = IG_VALID_NOMEM;
-        }
-
-        if (b->last_buf) {
-            if (ctx->valid_rc == IG_VALID_OK) {
-                ctx->valid_rc = ig_validator_finish(ctx->validator);
-            }
-
-            ctx->body_finished = 1;
-            break;
-        }
-    }
-
-    return ngx_http_ig_next_request_body_filter(r, in);
-}
-
-
-static ngx_int_t
 ngx_http_ig_schema_result(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
-    ngx_http_ig_loc_conf_t *lcf)
+    ngx_http_ig_schema_loc_conf_t *lcf)
 {
     ngx_int_t  rc;
 

@@ -2,7 +2,7 @@
 /*
  * Copyright (C) infergate authors
  *
- * $infergate_tenant, $infergate_model, $infergate_limit_status and the
+ * $infergate_tenant, $infergate_model, $infergate_request_id and the
  * prefix family $infergate_json_<name> (top-level scalars of a validated
  * body, for the Bloom guard and the cache key of later stages).
  *
@@ -28,14 +28,10 @@ static ngx_int_t ngx_http_ig_tenant_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_ig_model_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
-static ngx_int_t ngx_http_ig_limit_status_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_ig_request_id_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_ig_json_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
-static void ngx_http_ig_set_value(ngx_http_variable_value_t *v,
-    ngx_str_t *s);
 
 
 static ngx_http_variable_t  ngx_http_ig_variables[] = {
@@ -46,14 +42,8 @@ static ngx_http_variable_t  ngx_http_ig_variables[] = {
     { ngx_string("infergate_model"), NULL,
       ngx_http_ig_model_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
-    { ngx_string("infergate_limit_status"), NULL,
-      ngx_http_ig_limit_status_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
     { ngx_string("infergate_request_id"), NULL,
       ngx_http_ig_request_id_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("infergate_bloom"), NULL,
-      ngx_http_ig_bloom_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("infergate_json_"), NULL,
       ngx_http_ig_json_variable, 0,
@@ -63,21 +53,19 @@ static ngx_http_variable_t  ngx_http_ig_variables[] = {
 };
 
 
-ngx_str_t  ngx_http_ig_limit_statuses[NGX_HTTP_IG_LIMIT_NSTATUSES] = {
-    ngx_null_string,
-    ngx_string("PASSED"),
-    ngx_string("REJECTED"),
-    ngx_string("REJECTED_DRY_RUN"),
-    ngx_string("FAIL_OPEN")
-};
+ngx_int_t
+ngx_http_ig_core_variables(ngx_conf_t *cf)
+{
+    return ngx_http_ig_add_variables(cf, ngx_http_ig_variables);
+}
 
 
 ngx_int_t
-ngx_http_ig_add_variables(ngx_conf_t *cf)
+ngx_http_ig_add_variables(ngx_conf_t *cf, ngx_http_variable_t *vars)
 {
     ngx_http_variable_t  *var, *v;
 
-    for (v = ngx_http_ig_variables; v->name.len; v++) {
+    for (v = vars; v->name.len; v++) {
         var = ngx_http_add_variable(cf, &v->name, v->flags);
         if (var == NULL) {
             return NGX_ERROR;
@@ -140,27 +128,6 @@ ngx_http_ig_model_variable(ngx_http_request_t *r,
 
 
 static ngx_int_t
-ngx_http_ig_limit_status_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
-{
-    ngx_http_ig_ctx_t  *ctx;
-
-    ctx = ngx_http_ig_find_ctx(r->main);
-
-    if (ctx == NULL || ctx->limit_status == NGX_HTTP_IG_LIMIT_NONE
-        || ctx->limit_status >= NGX_HTTP_IG_LIMIT_NSTATUSES)
-    {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    ngx_http_ig_set_value(v, &ngx_http_ig_limit_statuses[ctx->limit_status]);
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
 ngx_http_ig_request_id_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
@@ -217,7 +184,7 @@ ngx_http_ig_json_variable(ngx_http_request_t *r,
 }
 
 
-static void
+void
 ngx_http_ig_set_value(ngx_http_variable_value_t *v, ngx_str_t *s)
 {
     v->len = s->len;

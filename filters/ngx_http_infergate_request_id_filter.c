@@ -2,9 +2,8 @@
 /*
  * Copyright (C) infergate authors
  *
- * Backoff headers: every response to a request that went through a
- * limit, the proxied 200 as much as the 429, carries the RateLimit
- * fields.
+ * Request id: in a location with infergate_audit, the audit record's
+ * event.id goes back to the client as X-Request-ID.
  */
 
 
@@ -15,13 +14,15 @@
 #include "ngx_http_infergate.h"
 
 
-static ngx_int_t ngx_http_ig_filter_init(ngx_conf_t *cf);
-static ngx_int_t ngx_http_ig_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ig_request_id_filter_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_ig_request_id_header_filter(
+    ngx_http_request_t *r);
+static ngx_int_t ngx_http_ig_request_id_header(ngx_http_request_t *r);
 
 
-static ngx_http_module_t  ngx_http_infergate_filter_module_ctx = {
+static ngx_http_module_t  ngx_http_infergate_request_id_filter_module_ctx = {
     NULL,                                  /* preconfiguration */
-    ngx_http_ig_filter_init,               /* postconfiguration */
+    ngx_http_ig_request_id_filter_init,    /* postconfiguration */
 
     NULL,                                  /* create main configuration */
     NULL,                                  /* init main configuration */
@@ -34,9 +35,9 @@ static ngx_http_module_t  ngx_http_infergate_filter_module_ctx = {
 };
 
 
-ngx_module_t  ngx_http_infergate_filter_module = {
+ngx_module_t  ngx_http_infergate_request_id_filter_module = {
     NGX_MODULE_V1,
-    &ngx_http_infergate_filter_module_ctx, /* module context */
+    &ngx_http_infergate_request_id_filter_module_ctx, /* module context */
     NULL,                                  /* module directives */
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
@@ -54,32 +55,17 @@ static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
 
 
 static ngx_int_t
-ngx_http_ig_header_filter(ngx_http_request_t *r)
+ngx_http_ig_request_id_header_filter(ngx_http_request_t *r)
 {
-    ngx_http_ig_ctx_t       *ctx;
-    ngx_http_ig_loc_conf_t  *lcf;
+    ngx_http_ig_audit_loc_conf_t  *alcf;
 
     if (r != r->main) {
         return ngx_http_next_header_filter(r);
     }
 
-    ctx = ngx_http_ig_find_ctx(r);
+    alcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_audit_module);
 
-    if (ctx && ctx->nlimits && !ctx->headers_done) {
-        ctx->headers_done = 1;
-
-        if (ngx_http_ig_limit_headers(r, ctx) != NGX_OK) {
-            return NGX_ERROR;
-        }
-    }
-
-    lcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_module);
-
-    if (lcf->bloom) {
-        ngx_http_ig_bloom_header_filter(r);
-    }
-
-    if (lcf->audit && ngx_http_ig_request_id_header(r) != NGX_OK) {
+    if (alcf->log && ngx_http_ig_request_id_header(r) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -87,11 +73,25 @@ ngx_http_ig_header_filter(ngx_http_request_t *r)
 }
 
 
+/* The record's event.id goes back to the client, so either side can cite it. */
+
 static ngx_int_t
-ngx_http_ig_filter_init(ngx_conf_t *cf)
+ngx_http_ig_request_id_header(ngx_http_request_t *r)
+{
+    ngx_str_t  id;
+
+    if (ngx_http_ig_request_id(r, &id) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_ig_add_header(r, "X-Request-ID", id.data, id.len);
+}
+
+static ngx_int_t
+ngx_http_ig_request_id_filter_init(ngx_conf_t *cf)
 {
     ngx_http_next_header_filter = ngx_http_top_header_filter;
-    ngx_http_top_header_filter = ngx_http_ig_header_filter;
+    ngx_http_top_header_filter = ngx_http_ig_request_id_header_filter;
 
     return NGX_OK;
 }
