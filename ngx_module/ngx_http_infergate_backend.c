@@ -22,6 +22,8 @@
 #include <sys/un.h>
 #include <time.h>
 
+#include <ig_clock.h>
+
 #include "ngx_http_infergate.h"
 #include "ngx_http_infergate_backend.h"
 #include "ngx_http_infergate_metrics.h"
@@ -111,7 +113,6 @@ static void ngx_http_ig_backend_stats_req(ngx_http_ig_backend_t *be);
 static void ngx_http_ig_backend_stats_msg(ngx_http_ig_backend_t *be,
     u_char *msg, size_t len);
 static void ngx_http_ig_backend_shed(ngx_http_request_t *r);
-static uint64_t ngx_http_ig_now_ns(void);
 
 
 /* infergate_backend NAME unix:/path [timeout=2s] [max_inflight=N]; */
@@ -340,11 +341,11 @@ ngx_http_ig_backend_wait_ready(ngx_http_ig_backend_t *be)
     uint64_t       start, now, left;
     struct pollfd  pfd;
 
-    start = ngx_http_ig_now_ns();
+    start = ig_clock_ns();
 
     while (be->ctl != NULL && !ngx_http_ig_backend_ready(be)) {
 
-        now = ngx_http_ig_now_ns();
+        now = ig_clock_ns();
         if (now - start >= NGX_HTTP_IG_READY_WAIT * 1000000) {
             ngx_log_error(NGX_LOG_WARN, be->log, 0,
                           "infergate_backend \"%V\": no greeting within "
@@ -408,16 +409,6 @@ ngx_http_ig_backend_exit_process(ngx_cycle_t *cycle)
     }
 }
 
-
-static uint64_t
-ngx_http_ig_now_ns(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-
-    return (uint64_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 
 static ngx_int_t
@@ -986,7 +977,7 @@ ngx_http_ig_backend_submit(ngx_http_ig_backend_req_t *br,
     slot = br->slot;
 
     br->tag = ++be->next_tag;
-    br->submit_ns = ngx_http_ig_now_ns();
+    br->submit_ns = ig_clock_ns();
 
     slot->tag = br->tag;
     slot->model_id = model_id;
@@ -1089,7 +1080,7 @@ ngx_http_ig_backend_cq_handler(ngx_event_t *ev)
         be->waiters[index] = NULL;
 
         if (br) {
-            br->done_ns = ngx_http_ig_now_ns();
+            br->done_ns = ig_clock_ns();
 
             if (br->slot->status == IG_RING_EQUEUE_FULL) {
                 ngx_http_ig_backend_shed(br->request);

@@ -14,6 +14,8 @@
 
 #include <time.h>
 
+#include <ig_clock.h>
+
 #include "ngx_http_infergate.h"
 
 
@@ -69,7 +71,6 @@ static ngx_http_ig_limit_state_t *ngx_http_ig_limit_find(
     ngx_http_ig_ctx_t *ctx, ngx_http_ig_limit_conf_t *lc, ngx_str_t *key);
 static ngx_int_t ngx_http_ig_limit_archive(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx);
-static uint64_t ngx_http_ig_now_us(void);
 
 
 static ngx_conf_enum_t  ngx_http_ig_limit_headers_modes[] = {
@@ -638,7 +639,7 @@ ngx_http_ig_limit(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
         fresh++;
     }
 
-    now = ngx_http_ig_now_us();
+    now = ig_clock_us();
 
     refused = 0;
     dry = 0;
@@ -1146,15 +1147,3 @@ ngx_http_ig_limit_rbtree_insert_value(ngx_rbtree_node_t *temp,
     ngx_rbt_red(node);
 }
 
-
-/* A fresh monotonic clock, shared by every worker and kept over reloads. */
-
-static uint64_t
-ngx_http_ig_now_us(void)
-{
-    struct timespec  ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-
-    return (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000;
-}
