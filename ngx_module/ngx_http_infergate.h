@@ -220,10 +220,6 @@ typedef struct {
                                          ngx_http_ig_loc_conf_t *lcf);
 } ngx_http_ig_stage_t;
 
-extern const ngx_http_ig_stage_t  ngx_http_ig_limit_stage;
-extern const ngx_http_ig_stage_t  ngx_http_ig_schema_stage;
-extern const ngx_http_ig_stage_t  ngx_http_ig_bloom_stage;
-extern const ngx_http_ig_stage_t  ngx_http_ig_cache_stage;
 
 
 ngx_http_ig_ctx_t *ngx_http_ig_get_ctx(ngx_http_request_t *r);

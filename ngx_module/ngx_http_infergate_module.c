@@ -37,11 +37,22 @@ static ngx_int_t ngx_http_ig_postconfiguration(ngx_conf_t *cf);
  * line here (see docs/architecture.md, "Who owns what").
  */
 
+#define NGX_HTTP_IG_STAGES(stage)                                             \
+    stage(limit)                           /* auth -> [limit] */              \
+    stage(schema)                                                             \
+    stage(bloom)                                                              \
+    stage(cache)                           /* [cache] -> infer */
+
+/* each stage file exports const ngx_http_ig_stage_t ngx_http_ig_NAME_stage */
+
+#define NGX_HTTP_IG_STAGE_EXTERN(name)                                        \
+    extern const ngx_http_ig_stage_t  ngx_http_ig_##name##_stage;
+#define NGX_HTTP_IG_STAGE_REF(name)  &ngx_http_ig_##name##_stage,
+
+NGX_HTTP_IG_STAGES(NGX_HTTP_IG_STAGE_EXTERN)
+
 static const ngx_http_ig_stage_t  *ngx_http_ig_stages[] = {
-    &ngx_http_ig_limit_stage,              /* auth -> [limit] */
-    &ngx_http_ig_schema_stage,
-    &ngx_http_ig_bloom_stage,
-    &ngx_http_ig_cache_stage               /* [cache] -> infer */
+    NGX_HTTP_IG_STAGES(NGX_HTTP_IG_STAGE_REF)
 };
 
 #define NGX_HTTP_IG_NSTAGES                                                   \
