@@ -13,6 +13,8 @@ pkgs=(
     python3-prometheus-client
     libnginx-mod-http-lua lua-nginx-redis lua-nginx-string lua-cjson
     python3-matplotlib
+    python3-grpcio python3-grpc-tools python3-jsonschema protobuf-compiler
+    redis-sentinel
 )
 
 missing=()
