@@ -624,6 +624,8 @@ ig_reg_apply(ig_registry_t *r, const ig_reg_result_t *res)
 
     ig_reg_cpy(e->path, sizeof(e->path), res->path);
     e->meta = res->model->meta;
+    memcpy(e->file_sha, res->file_sha, sizeof(e->file_sha));
+    ig_reg_cpy(e->signer, sizeof(e->signer), res->signer);
 
     return e;
 }

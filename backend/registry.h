@@ -27,7 +27,8 @@
 #include "ig_ring.h"
 
 
-#define IG_REG_PATH_MAX  1024
+#define IG_REG_PATH_MAX    1024
+#define IG_REG_SIGNER_MAX  64
 
 
 typedef struct {
@@ -46,6 +47,8 @@ typedef struct {
     char                 version[IG_RING_VERSION_MAX];
     char                 path[IG_REG_PATH_MAX];
     ig_model_meta_t      meta;
+    uint8_t              file_sha[32];   /* SHA-256 of the file's bytes */
+    char                 signer[IG_REG_SIGNER_MAX];  /* "": unsigned   */
 } ig_reg_entry_t;
 
 
@@ -64,6 +67,8 @@ typedef struct {
     char                 version[IG_RING_VERSION_MAX];
     char                 path[IG_REG_PATH_MAX];
     ig_model_t          *model;
+    uint8_t              file_sha[32];   /* SHA-256 of the file's bytes */
+    char                 signer[IG_REG_SIGNER_MAX];  /* "": unsigned   */
     char                 err[512];
 } ig_reg_result_t;
 
