@@ -48,7 +48,10 @@ typedef enum {
     C_DATA,
     C_OUTPUTS,
     C_OUTPUT,
-    C_SKIP
+    C_SKIP,
+    C_TPARAMS,               /* the request's "parameters"         */
+    C_IPARAMS,               /* an input's "parameters"            */
+    C_OPARAMS                /* an output's "parameters"           */
 } oip_cont_e;
 
 
@@ -62,7 +65,12 @@ typedef enum {
     K_SHAPE,
     K_DTYPE,
     K_DATA,
-    K_EXTRA                  /* a request member the protocol lacks */
+    K_EXTRA,                 /* a request member the protocol lacks */
+    K_BDS,                   /* binary_data_size                    */
+    K_BD,                    /* binary_data                         */
+    K_BDO,                   /* binary_data_output                  */
+    K_CLASS,                 /* classification                      */
+    K_PSKIP                  /* any other parameter                 */
 } oip_key_e;
 
 
@@ -106,6 +114,16 @@ typedef struct {
     unsigned                out64:1;
     unsigned                inf64:1;     /* beyond FP64                */
     unsigned                inf32:1;     /* beyond FP32                */
+
+    /* the binary tensor data extension */
+    const uint8_t          *bin;         /* after the JSON header      */
+    size_t                  bin_len;
+    size_t                  bin_off;     /* taken by earlier inputs    */
+    unsigned                binary:1;    /* the header was given       */
+    unsigned                has_bds:1;
+    uint64_t                bds;         /* this input's byte size     */
+    int                     bdo;         /* binary_data_output, -1     */
+    int                     out_bd;      /* an output's binary_data,-1 */
 } oip_dec_t;
 
 
@@ -202,6 +220,8 @@ oip_input_reset(oip_dec_t *d)
     d->count = 0;
     d->has_bool = d->has_num = d->has_null = d->has_frac = 0;
     d->out32 = d->out64 = d->inf64 = d->inf32 = 0;
+    d->has_bds = 0;
+    d->bds = 0;
 }
 
 
@@ -481,7 +501,7 @@ oip_value(oip_dec_t *d, oip_val_e t, const unsigned char *s, size_t len)
                 return oip_fail(d, "\"parameters\" must be an object");
             }
 
-            return oip_push(d, C_SKIP);
+            return oip_push(d, C_TPARAMS);
 
         case K_EXTRA:
             return (t == V_MAP || t == V_ARR) ? oip_push(d, C_SKIP) : 1;
@@ -541,11 +561,11 @@ oip_value(oip_dec_t *d, oip_val_e t, const unsigned char *s, size_t len)
                 return oip_fail(d, "\"datatype\" must be a string");
             }
 
-            for (i = IG_DT_BOOL; i <= IG_DT_FP64; i++) {
-                if (oip_streq(s, len, oip_dtypes[i])) {
-                    d->dtype = i;
-                    return 1;
-                }
+            i = ig_oip_dtype_parse((const char *) s, len);
+
+            if (i) {
+                d->dtype = i;
+                return 1;
             }
 
             return oip_fail(d, "unsupported datatype \"%s\": use BOOL, "
@@ -571,7 +591,7 @@ oip_value(oip_dec_t *d, oip_val_e t, const unsigned char *s, size_t len)
                 return oip_fail(d, "\"parameters\" must be an object");
             }
 
-            return oip_push(d, C_SKIP);
+            return oip_push(d, C_IPARAMS);
 
         default:
             return oip_fail(d, "malformed request");
@@ -637,10 +657,59 @@ oip_value(oip_dec_t *d, oip_val_e t, const unsigned char *s, size_t len)
                 return oip_fail(d, "\"parameters\" must be an object");
             }
 
-            return oip_push(d, C_SKIP);
+            return oip_push(d, C_OPARAMS);
 
         default:
             return oip_fail(d, "malformed request");
+        }
+
+    case C_TPARAMS:
+    case C_IPARAMS:
+    case C_OPARAMS:
+        switch (key) {
+
+        case K_BDO:
+        case K_BD:
+            if (t != V_BOOL) {
+                return oip_fail(d, "\"%s\" must be true or false",
+                                key == K_BD ? "binary_data"
+                                            : "binary_data_output");
+            }
+
+            if (key == K_BD) {
+                d->out_bd = (int) len;
+
+            } else {
+                d->bdo = (int) len;
+            }
+
+            return 1;
+
+        case K_BDS:
+            if (t != V_NUM || len > 18 || s[0] == '-'
+                || memchr(s, '.', len) || memchr(s, 'e', len)
+                || memchr(s, 'E', len))
+            {
+                return oip_fail(d, "input \"%s\": \"binary_data_size\" "
+                                "must be a non-negative integer",
+                                d->meta->input.name);
+            }
+
+            d->bds = 0;
+
+            for (i = 0; i < len; i++) {
+                d->bds = d->bds * 10 + (s[i] - '0');
+            }
+
+            d->has_bds = 1;
+            return 1;
+
+        case K_CLASS:
+            return oip_fail(d, "the classification extension is not "
+                            "supported: ask for the output's values");
+
+        default:
+            return (t == V_MAP || t == V_ARR) ? oip_push(d, C_SKIP) : 1;
         }
     }
 
@@ -654,7 +723,7 @@ oip_map_key(void *ctx, const unsigned char *s, size_t len)
     oip_dec_t  *d = ctx;
 
     char             x[72];
-    unsigned         i;
+    unsigned         i, c;
     oip_key_e        key;
     const char      *where;
     static const struct {
@@ -673,6 +742,30 @@ oip_map_key(void *ctx, const unsigned char *s, size_t len)
     switch (d->stack[d->depth]) {
 
     case C_SKIP:
+        return 1;
+
+    case C_TPARAMS:
+    case C_IPARAMS:
+    case C_OPARAMS:
+        /* the protocol's parameters; any other one is the caller's */
+        c = d->stack[d->depth];
+
+        if (c == C_TPARAMS && oip_streq(s, len, "binary_data_output")) {
+            d->key = K_BDO;
+
+        } else if (c == C_IPARAMS && oip_streq(s, len, "binary_data_size")) {
+            d->key = K_BDS;
+
+        } else if (c == C_OPARAMS && oip_streq(s, len, "binary_data")) {
+            d->key = K_BD;
+
+        } else if (c == C_OPARAMS && oip_streq(s, len, "classification")) {
+            d->key = K_CLASS;
+
+        } else {
+            d->key = K_PSKIP;
+        }
+
         return 1;
 
     case C_TOP:
@@ -722,23 +815,73 @@ oip_map_key(void *ctx, const unsigned char *s, size_t len)
 }
 
 
+/* "[2,3]" for messages */
+
+static const char *
+oip_shape_str(char *buf, size_t size, const uint64_t *shape, size_t ndims)
+{
+    size_t  i, n;
+
+    n = snprintf(buf, size, "[");
+
+    for (i = 0; i < ndims && n < size; i++) {
+        n += snprintf(buf + n, size - n, "%s%llu", i ? "," : "",
+                      (unsigned long long) shape[i]);
+    }
+
+    if (n < size) {
+        snprintf(buf + n, size - n, "]");
+    }
+
+    return buf;
+}
+
+
 /* the input object is complete: check it against the model */
 
 static int
 oip_input_done(oip_dec_t *d)
 {
-    size_t                   i;
+    int                      rc;
+    char                     sh[128];
+    size_t                   i, rows, esize;
     uint64_t                 n;
-    const char              *dt;
-    const ig_tensor_desc_t  *in;
+    const char              *dt, *name;
 
-    static const char  *need[] = { "name", "shape", "datatype", "data" };
-    static const oip_key_e  keys[] = { K_NAME, K_SHAPE, K_DTYPE, K_DATA };
+    static const char  *need[] = { "name", "shape", "datatype" };
+    static const oip_key_e  keys[] = { K_NAME, K_SHAPE, K_DTYPE };
 
-    for (i = 0; i < 4; i++) {
+    name = d->meta->input.name;
+
+    for (i = 0; i < 3; i++) {
         if (!(d->seen & (1u << keys[i]))) {
             return oip_fail(d, "the input lacks \"%s\"", need[i]);
         }
+    }
+
+    if (d->has_bds && (d->seen & (1u << K_DATA))) {
+        return oip_fail(d, "input \"%s\" has both \"data\" and "
+                        "\"binary_data_size\"", name);
+    }
+
+    if (d->has_bds && !d->binary) {
+        return oip_fail(d, "input \"%s\" has \"binary_data_size\" but the "
+                        "request lacks the Inference-Header-Content-Length "
+                        "header, so it has no binary data", name);
+    }
+
+    if (!d->has_bds && !(d->seen & (1u << K_DATA))) {
+        if (d->binary) {
+            return oip_fail(d, "the input lacks \"data\": the request has "
+                            "Inference-Header-Content-Length, so binary data "
+                            "was expected, announced by \"parameters\": "
+                            "{\"binary_data_size\": N} in input \"%s\"",
+                            name);
+        }
+
+        return oip_fail(d, "the input lacks \"data\" (or binary data: "
+                        "\"binary_data_size\" with the "
+                        "Inference-Header-Content-Length header)");
     }
 
     dt = oip_dtypes[d->dtype];
@@ -781,31 +924,51 @@ oip_input_done(oip_dec_t *d)
         break;
     }
 
-    in = &d->meta->input;
-
-    if (d->shape_long || d->ndims != in->ndims) {
+    if (d->shape_long) {
         return oip_fail(d, "\"shape\" must have %u dimensions",
-                        (unsigned) in->ndims);
+                        (unsigned) d->meta->input.ndims);
     }
 
-    n = 1;
-
-    for (i = 0; i < d->ndims; i++) {
-        if (in->dims[i] >= 0 && d->shape[i] != (uint64_t) in->dims[i]) {
-            return oip_fail(d, "shape[%u] is %llu, the model needs %lld",
-                            (unsigned) i, (unsigned long long) d->shape[i],
-                            (long long) in->dims[i]);
-        }
-
-        if (d->shape[i] != 0 && n > UINT64_MAX / d->shape[i]) {
-            return oip_fail(d, "\"shape\" is too large");
-        }
-
-        n *= d->shape[i];
+    if (ig_oip_check_shape(d->meta, d->shape, d->ndims, &rows, &n, d->err,
+                           d->errlen)
+        != 0)
+    {
+        d->failed = 1;
+        return 0;
     }
 
-    if (d->ndims == 0 || d->shape[0] == 0) {
-        return oip_fail(d, "the batch (shape[0]) must not be empty");
+    if (d->has_bds) {
+        esize = ig_oip_dtype_size(d->dtype);
+
+        if (n > UINT64_MAX / 8 || d->bds != n * esize) {
+            return oip_fail(d, "input \"%s\": \"binary_data_size\" is %llu "
+                            "bytes, but shape %s of %s needs %llu (%llu "
+                            "values of %zu bytes)", name,
+                            (unsigned long long) d->bds,
+                            oip_shape_str(sh, sizeof(sh), d->shape,
+                                          d->ndims),
+                            dt, (unsigned long long) (n * esize),
+                            (unsigned long long) n, esize);
+        }
+
+        if (d->bds > d->bin_len - d->bin_off) {
+            return oip_fail(d, "input \"%s\": \"binary_data_size\" is %llu "
+                            "bytes, but only %zu bytes of binary data are "
+                            "left after the JSON header", name,
+                            (unsigned long long) d->bds,
+                            d->bin_len - d->bin_off);
+        }
+
+        if (n <= d->max) {
+            rc = ig_oip_convert_raw(d->dtype, d->bin + d->bin_off, n,
+                                    d->out, sh, sizeof(sh));
+            if (rc != 0) {
+                return oip_fail(d, "input \"%s\": %s", name, sh);
+            }
+        }
+
+        d->count = n;
+        d->bin_off += d->bds;
     }
 
     if (n != d->count) {
@@ -814,11 +977,7 @@ oip_input_done(oip_dec_t *d)
                         (unsigned long long) n);
     }
 
-    if (n != d->shape[0] * (uint64_t) d->meta->nfeatures) {
-        return oip_fail(d, "the model's metadata is inconsistent");
-    }
-
-    d->req->rows = d->shape[0];
+    d->req->rows = rows;
 
     return 1;
 }
@@ -855,6 +1014,15 @@ oip_end(void *ctx)
         if (!(d->seen & (1u << K_INPUTS)) || d->ninputs == 0) {
             return oip_fail(d, "the request has no input tensor");
         }
+
+        if (d->binary && d->bin_off != d->bin_len) {
+            return oip_fail(d, "%zu bytes of binary data follow the JSON "
+                            "header, the inputs' \"binary_data_size\" "
+                            "take %zu", d->bin_len, d->bin_off);
+        }
+
+        d->req->binary_output = (d->out_bd >= 0) ? d->out_bd
+                                                 : (d->bdo > 0);
 
         break;
 
@@ -919,6 +1087,78 @@ ig_oip_decode_infer(const uint8_t *body, size_t len,
     const ig_model_meta_t *meta, float *rows_out, size_t max_floats,
     ig_oip_request_t *req, char *err, size_t errlen)
 {
+    return ig_oip_decode_infer_bin(body, len, IG_OIP_NO_BINARY, meta,
+                                   rows_out, max_floats, req, err, errlen);
+}
+
+
+/* Inference-Header-Content-Length: 0, the body is the one input's rows */
+
+static int
+oip_decode_raw_body(const uint8_t *body, size_t len,
+    const ig_model_meta_t *meta, float *rows_out, size_t max_floats,
+    ig_oip_request_t *req, char *err, size_t errlen)
+{
+    int       rc;
+    size_t    i, esize, rowbytes, rows;
+    uint32_t  dtype;
+    uint64_t  shape[IG_MODEL_MAX_DIMS];
+
+    dtype = meta->input.dtype ? meta->input.dtype : IG_DT_FP32;
+    esize = ig_oip_dtype_size(dtype);
+
+    if (esize == 0 || meta->nfeatures == 0 || meta->input.ndims == 0
+        || meta->input.ndims > IG_MODEL_MAX_DIMS)
+    {
+        snprintf(err, errlen, "the model's input cannot be sent as a raw "
+                 "binary request");
+        return -1;
+    }
+
+    if (len == 0) {
+        snprintf(err, errlen, "the request body is empty");
+        return -1;
+    }
+
+    rowbytes = esize * meta->nfeatures;
+
+    if (len % rowbytes) {
+        snprintf(err, errlen, "a raw binary request "
+                 "(Inference-Header-Content-Length: 0) holds whole rows of "
+                 "input \"%s\": %zu bytes is not a multiple of %zu (%u %s "
+                 "values)", meta->input.name, len, rowbytes,
+                 (unsigned) meta->nfeatures, oip_dtypes[dtype]);
+        return -1;
+    }
+
+    rows = len / rowbytes;
+
+    shape[0] = rows;
+
+    for (i = 1; i < meta->input.ndims; i++) {
+        shape[i] = meta->input.dims[i] < 0 ? 1 : (uint64_t) meta->input.dims[i];
+    }
+
+    rc = ig_oip_decode_raw(meta, meta->input.name, dtype, shape,
+                           meta->input.ndims, body, len, rows_out,
+                           rows_out ? max_floats : 0, &req->rows, err,
+                           errlen);
+    if (rc == -1) {
+        req->rows = 0;
+        return -1;
+    }
+
+    req->binary_output = 1;
+
+    return rc;
+}
+
+
+int
+ig_oip_decode_infer_bin(const uint8_t *body, size_t len, size_t json_len,
+    const ig_model_meta_t *meta, float *rows_out, size_t max_floats,
+    ig_oip_request_t *req, char *err, size_t errlen)
+{
     size_t            off;
     const char       *reason;
     ig_jsonlex_t     *lx;
@@ -942,7 +1182,29 @@ ig_oip_decode_infer(const uint8_t *body, size_t len,
     err[0] = '\0';
 
     memset(req, 0, sizeof(ig_oip_request_t));
+
+    if (json_len == 0) {
+        return oip_decode_raw_body(body, len, meta, rows_out, max_floats,
+                                   req, err, errlen);
+    }
+
     memset(&d, 0, sizeof(oip_dec_t));
+
+    d.bdo = -1;
+    d.out_bd = -1;
+
+    if (json_len != IG_OIP_NO_BINARY) {
+        if (json_len > len) {
+            snprintf(err, errlen, "inference header size should be in "
+                     "range (0, %zu)", len);
+            return -1;
+        }
+
+        d.binary = 1;
+        d.bin = body + json_len;
+        d.bin_len = len - json_len;
+        len = json_len;
+    }
 
     d.meta = meta;
     d.out = rows_out;
@@ -1004,6 +1266,235 @@ ig_oip_decode_infer(const uint8_t *body, size_t len,
     if (d.count > d.max) {
         return -2;
     }
+
+    return 0;
+}
+
+
+/* tensor helpers: the binary extension and gRPC's raw contents */
+
+uint32_t
+ig_oip_dtype_parse(const char *s, size_t len)
+{
+    uint32_t  i;
+
+    for (i = IG_DT_BOOL; i <= IG_DT_FP64; i++) {
+        if (oip_streq((const unsigned char *) s, len, oip_dtypes[i])) {
+            return i;
+        }
+    }
+
+    return 0;
+}
+
+
+size_t
+ig_oip_dtype_size(uint32_t dtype)
+{
+    switch (dtype) {
+    case IG_DT_BOOL:
+        return 1;
+    case IG_DT_INT32:
+    case IG_DT_FP32:
+        return 4;
+    case IG_DT_INT64:
+    case IG_DT_FP64:
+        return 8;
+    default:
+        return 0;
+    }
+}
+
+
+int
+ig_oip_check_shape(const ig_model_meta_t *meta, const uint64_t *shape,
+    size_t ndims, size_t *rows, uint64_t *elements, char *err, size_t errlen)
+{
+    size_t                   i;
+    uint64_t                 n;
+    const ig_tensor_desc_t  *in;
+
+    in = &meta->input;
+
+    if (ndims != in->ndims) {
+        snprintf(err, errlen, "\"shape\" must have %u dimensions",
+                 (unsigned) in->ndims);
+        return -1;
+    }
+
+    n = 1;
+
+    for (i = 0; i < ndims; i++) {
+        if (in->dims[i] >= 0 && shape[i] != (uint64_t) in->dims[i]) {
+            snprintf(err, errlen, "shape[%u] is %llu, the model needs %lld",
+                     (unsigned) i, (unsigned long long) shape[i],
+                     (long long) in->dims[i]);
+            return -1;
+        }
+
+        if (shape[i] != 0 && n > UINT64_MAX / shape[i]) {
+            snprintf(err, errlen, "\"shape\" is too large");
+            return -1;
+        }
+
+        n *= shape[i];
+    }
+
+    if (ndims == 0 || shape[0] == 0) {
+        snprintf(err, errlen, "the batch (shape[0]) must not be empty");
+        return -1;
+    }
+
+    if (shape[0] > UINT64_MAX / (meta->nfeatures ? meta->nfeatures : 1)
+        || n != shape[0] * (uint64_t) meta->nfeatures)
+    {
+        snprintf(err, errlen, "the model's metadata is inconsistent");
+        return -1;
+    }
+
+    *rows = (size_t) shape[0];
+    *elements = n;
+
+    return 0;
+}
+
+
+static uint64_t
+oip_le(const uint8_t *p, size_t n)
+{
+    size_t    i;
+    uint64_t  v;
+
+    v = 0;
+
+    for (i = n; i > 0; i--) {
+        v = (v << 8) | p[i - 1];
+    }
+
+    return v;
+}
+
+
+int
+ig_oip_convert_raw(uint32_t dtype, const uint8_t *raw, size_t n, float *out,
+    char *err, size_t errlen)
+{
+    size_t    i;
+    float     f;
+    double    v;
+    uint32_t  u32;
+    uint64_t  u64;
+
+    switch (dtype) {
+
+    case IG_DT_BOOL:
+        for (i = 0; i < n; i++) {
+            if (raw[i] > 1) {
+                snprintf(err, errlen, "BOOL element %zu is the byte %u, "
+                         "not 0 or 1", i, (unsigned) raw[i]);
+                return -1;
+            }
+
+            out[i] = raw[i] ? 1.0f : 0.0f;
+        }
+
+        return 0;
+
+    case IG_DT_INT32:
+        for (i = 0; i < n; i++) {
+            u32 = (uint32_t) oip_le(raw + 4 * i, 4);
+            out[i] = (float) (int32_t) u32;
+        }
+
+        return 0;
+
+    case IG_DT_INT64:
+        for (i = 0; i < n; i++) {
+            u64 = oip_le(raw + 8 * i, 8);
+            out[i] = (float) (int64_t) u64;
+        }
+
+        return 0;
+
+    case IG_DT_FP32:
+        for (i = 0; i < n; i++) {
+            u32 = (uint32_t) oip_le(raw + 4 * i, 4);
+            memcpy(&f, &u32, sizeof(float));
+            out[i] = f;
+        }
+
+        return 0;
+
+    case IG_DT_FP64:
+        for (i = 0; i < n; i++) {
+            u64 = oip_le(raw + 8 * i, 8);
+            memcpy(&v, &u64, sizeof(double));
+
+            if (isfinite(v) && fabs(v) > FLT_MAX) {
+                snprintf(err, errlen, "FP64 element %zu (%g) is out of "
+                         "range for FP32, the model's input type", i, v);
+                return -1;
+            }
+
+            out[i] = (float) v;
+        }
+
+        return 0;
+
+    default:
+        snprintf(err, errlen, "unsupported datatype: use BOOL, INT32, "
+                 "INT64, FP32 or FP64");
+        return -1;
+    }
+}
+
+
+int
+ig_oip_decode_raw(const ig_model_meta_t *meta, const char *name,
+    uint32_t dtype, const uint64_t *shape, size_t ndims, const uint8_t *raw,
+    size_t len, float *rows_out, size_t max_floats, size_t *rows, char *err,
+    size_t errlen)
+{
+    char      msg[200], sh[128];
+    size_t    esize, r;
+    uint64_t  n;
+
+    *rows = 0;
+
+    esize = ig_oip_dtype_size(dtype);
+
+    if (esize == 0) {
+        snprintf(err, errlen, "input \"%s\": unsupported datatype: use "
+                 "BOOL, INT32, INT64, FP32 or FP64", name);
+        return -1;
+    }
+
+    if (ig_oip_check_shape(meta, shape, ndims, &r, &n, msg, sizeof(msg))
+        != 0)
+    {
+        snprintf(err, errlen, "input \"%s\": %s", name, msg);
+        return -1;
+    }
+
+    if (n > UINT64_MAX / 8 || len != n * esize) {
+        snprintf(err, errlen, "input \"%s\": %zu bytes of data, but shape %s "
+                 "of %s needs %llu (%llu values of %zu bytes)", name, len,
+                 oip_shape_str(sh, sizeof(sh), shape, ndims),
+                 oip_dtypes[dtype], (unsigned long long) (n * esize),
+                 (unsigned long long) n, esize);
+        return -1;
+    }
+
+    if (rows_out == NULL || n > max_floats) {
+        return -2;
+    }
+
+    if (ig_oip_convert_raw(dtype, raw, n, rows_out, msg, sizeof(msg)) != 0) {
+        snprintf(err, errlen, "input \"%s\": %s", name, msg);
+        return -1;
+    }
+
+    *rows = r;
 
     return 0;
 }
@@ -1264,6 +1755,7 @@ ig_oip_encode_infer_len(const char *model, const char *version,
     len = sizeof("{\"model_name\":,\"model_version\":,\"id\":,\"outputs\":"
                  "[{\"name\":,\"datatype\":\"FP32\",\"shape\":[],"
                  "\"data\":[]}]}")
+          + sizeof(",\"parameters\":{\"binary_data_size\":}") + 20
           + oip_str_len(model, strlen(model))
           + oip_str_len(meta->output.name,
                         strnlen(meta->output.name, IG_MODEL_NAME_MAX))
@@ -1282,12 +1774,17 @@ ig_oip_encode_infer_len(const char *model, const char *version,
 }
 
 
-uint8_t *
-ig_oip_encode_infer(uint8_t *p, const char *model, const char *version,
+static uint8_t *
+oip_encode_infer(uint8_t *p, const char *model, const char *version,
     const ig_oip_request_t *req, const ig_model_meta_t *meta,
-    const float *out, size_t rows)
+    const float *out, size_t rows, size_t *json_len)
 {
-    size_t  i, n;
+    size_t    i, n;
+    uint8_t  *start;
+    uint32_t  u;
+
+    start = p;
+    n = rows * meta->noutputs;
 
     p = oip_cpy(p, "{\"model_name\":");
     p = oip_str(p, model, strlen(model));
@@ -1314,9 +1811,26 @@ ig_oip_encode_infer(uint8_t *p, const char *model, const char *version,
         p = oip_shape(p, &meta->output, (int64_t) rows);
     }
 
-    p = oip_cpy(p, ",\"data\":[");
+    if (json_len) {
+        p = oip_cpy(p, ",\"parameters\":{\"binary_data_size\":");
+        p = oip_uint(p, (uint64_t) n * 4);
+        p = oip_cpy(p, "}}]}");
 
-    n = rows * meta->noutputs;
+        *json_len = p - start;
+
+        for (i = 0; i < n; i++) {
+            memcpy(&u, &out[i], sizeof(uint32_t));
+
+            *p++ = (uint8_t) u;
+            *p++ = (uint8_t) (u >> 8);
+            *p++ = (uint8_t) (u >> 16);
+            *p++ = (uint8_t) (u >> 24);
+        }
+
+        return p;
+    }
+
+    p = oip_cpy(p, ",\"data\":[");
 
     for (i = 0; i < n; i++) {
         if (i) {
@@ -1329,6 +1843,25 @@ ig_oip_encode_infer(uint8_t *p, const char *model, const char *version,
     p = oip_cpy(p, "]}]}");
 
     return p;
+}
+
+
+uint8_t *
+ig_oip_encode_infer(uint8_t *p, const char *model, const char *version,
+    const ig_oip_request_t *req, const ig_model_meta_t *meta,
+    const float *out, size_t rows)
+{
+    return oip_encode_infer(p, model, version, req, meta, out, rows, NULL);
+}
+
+
+uint8_t *
+ig_oip_encode_infer_bin(uint8_t *p, const char *model, const char *version,
+    const ig_oip_request_t *req, const ig_model_meta_t *meta,
+    const float *out, size_t rows, size_t *json_len)
+{
+    return oip_encode_infer(p, model, version, req, meta, out, rows,
+                            json_len);
 }
 
 

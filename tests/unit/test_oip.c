@@ -513,6 +513,237 @@ test_number_parse(void **state)
 }
 
 
+/* Triton's binary tensor data extension */
+
+static int
+decode_bin(const char *json, const void *raw, size_t rawlen, size_t max)
+{
+    int      rc;
+    size_t   jl, i;
+    uint8_t  body[1024];
+
+    for (i = 0; i < 64; i++) {
+        rows[i] = -12345.0f;
+    }
+
+    jl = strlen(json);
+    memcpy(body, json, jl);
+    memcpy(body + jl, raw, rawlen);
+
+    rc = ig_oip_decode_infer_bin(body, jl + rawlen, jl, &meta, rows, max,
+                                 &req, err, sizeof(err));
+
+    if (rc == -1) {
+        assert_true(err[0] != '\0');
+        assert_null(strchr(err, '\n'));
+    }
+
+    return rc;
+}
+
+
+#define BIN(dt, shape, size)                                                  \
+    "{\"inputs\":[{\"name\":\"input\",\"shape\":" shape ",\"datatype\":\""    \
+    dt "\",\"parameters\":{\"binary_data_size\":" size "}}]"
+
+
+static void
+expect_bin_error(const char *json, const void *raw, size_t rawlen,
+    const char *fragment)
+{
+    int  rc;
+
+    rc = decode_bin(json, raw, rawlen, 64);
+
+    if (rc != -1 || strstr(err, fragment) == NULL) {
+        print_error("body %s: rc %d, error \"%s\", expected \"%s\"\n",
+                    json, rc, err, fragment);
+        fail();
+    }
+}
+
+
+static void
+test_binary(void **state)
+{
+    float          f[6] = { 1.5f, -2.0f, NAN, 4.0f, 5.0f, 1e30f };
+    double         d[3] = { 0.25, -1.0, 3e300 };
+    int32_t        i32[3] = { -7, 0, 2147483647 };
+    int64_t        i64[3] = { -9007199254740993LL, 1, 42 };
+    uint8_t        b[3] = { 1, 0, 1 }, bad[3] = { 1, 2, 0 };
+    ig_oip_request_t  r;
+
+    (void) state;
+
+    /* tritonclient's default: binary inputs, binary_data_output */
+    assert_int_equal(decode_bin(BIN("FP32", "[2,3]", "24")
+                                ",\"parameters\":{\"binary_data_output\":"
+                                "true}}", f, 24, 64), 0);
+    assert_int_equal(req.rows, 2);
+    assert_int_equal(req.binary_output, 1);
+    assert_true(rows[0] == 1.5f && rows[1] == -2.0f && isnan(rows[2]));
+    assert_true(rows[5] == 1e30f && rows[6] == -12345.0f);
+
+    /* a per-output binary_data overrides binary_data_output */
+    assert_int_equal(decode_bin(BIN("FP32", "[1,3]", "12")
+                                ",\"outputs\":[{\"name\":\"output\","
+                                "\"parameters\":{\"binary_data\":false}}],"
+                                "\"parameters\":{\"binary_data_output\":"
+                                "true}}", f, 12, 64), 0);
+    assert_int_equal(req.binary_output, 0);
+    assert_int_equal(decode_bin(BIN("FP32", "[1,3]", "12")
+                                ",\"outputs\":[{\"name\":\"output\","
+                                "\"parameters\":{\"binary_data\":true}}]}",
+                                f, 12, 64), 0);
+    assert_int_equal(req.binary_output, 1);
+    assert_int_equal(decode_bin(BIN("FP32", "[1,3]", "12") "}", f, 12, 64),
+                     0);
+    assert_int_equal(req.binary_output, 0);
+
+    assert_int_equal(decode_bin(BIN("INT32", "[1,3]", "12") "}", i32, 12,
+                                64), 0);
+    assert_true(rows[0] == -7.0f && rows[2] == 2147483648.0f);
+    assert_int_equal(decode_bin(BIN("INT64", "[1,3]", "24") "}", i64, 24,
+                                64), 0);
+    assert_true(rows[0] == -9007199254740992.0f && rows[2] == 42.0f);
+    assert_int_equal(decode_bin(BIN("BOOL", "[1,3]", "3") "}", b, 3, 64), 0);
+    assert_true(rows[0] == 1.0f && rows[1] == 0.0f && rows[2] == 1.0f);
+    expect_bin_error(BIN("BOOL", "[1,3]", "3") "}", bad, 3,
+                     "BOOL element 1 is the byte 2");
+    expect_bin_error(BIN("FP64", "[1,3]", "24") "}", d, 24,
+                     "out of range for FP32");
+    d[2] = 3.0;
+    assert_int_equal(decode_bin(BIN("FP64", "[1,3]", "24") "}", d, 24, 64),
+                     0);
+    assert_true(rows[0] == 0.25f && rows[2] == 3.0f);
+
+    /* sizes: named input, what was given and what the shape needs */
+    expect_bin_error(BIN("FP32", "[1,3]", "8") "}", f, 8,
+                     "input \"input\": \"binary_data_size\" is 8 bytes, but "
+                     "shape [1,3] of FP32 needs 12");
+    expect_bin_error(BIN("FP64", "[1,3]", "12") "}", f, 12, "needs 24");
+    expect_bin_error(BIN("FP32", "[1,3]", "12") "}", f, 8,
+                     "only 8 bytes of binary data are left");
+    expect_bin_error(BIN("FP32", "[1,3]", "12") "}", f, 16,
+                     "16 bytes of binary data follow the JSON header");
+    expect_bin_error(BIN("FP32", "[1,3]", "-12") "}", f, 12,
+                     "must be a non-negative integer");
+    expect_bin_error(BIN("FP32", "[1,3]", "1.5") "}", f, 12,
+                     "must be a non-negative integer");
+    expect_bin_error("{\"inputs\":[{\"name\":\"input\",\"shape\":[1,3],"
+                     "\"datatype\":\"FP32\",\"data\":[1,2,3],\"parameters\":"
+                     "{\"binary_data_size\":12}}]}", f, 12,
+                     "has both \"data\" and \"binary_data_size\"");
+    expect_bin_error("{\"inputs\":[{\"name\":\"input\",\"shape\":[1,3],"
+                     "\"datatype\":\"FP32\"}]}", f, 12,
+                     "binary data was expected");
+    expect_bin_error(BIN("BYTES", "[1,3]", "12") "}", f, 12,
+                     "unsupported datatype \"BYTES\"");
+    expect_bin_error(BIN("FP32", "[1,3]", "12") ",\"outputs\":[{\"name\":"
+                     "\"output\",\"parameters\":{\"classification\":2}}]}",
+                     f, 12, "classification");
+    expect_bin_error(BIN("FP32", "[1,3]", "12") ",\"parameters\":"
+                     "{\"binary_data_output\":1}}", f, 12,
+                     "\"binary_data_output\" must be true or false");
+
+    /* JSON data beside the binary header is fine; the others' params too */
+    assert_int_equal(decode_bin("{\"inputs\":[{\"name\":\"input\",\"shape\":"
+                                "[1,3],\"datatype\":\"FP32\",\"data\":[1,2,"
+                                "3],\"parameters\":{\"x\":[{}]}}],"
+                                "\"parameters\":{\"user_id\":\"u\"}}", "", 0,
+                                64), 0);
+
+    /* without the header binary_data_size is refused, and says why */
+    expect_error(BIN("FP32", "[1,3]", "12") "}",
+                 "lacks the Inference-Header-Content-Length header");
+    expect_error("{\"inputs\":[{\"name\":\"input\",\"shape\":[1,3],"
+                 "\"datatype\":\"FP32\"}]}", "or binary data");
+
+    /* too many rows for the room: -2, nothing written */
+    assert_int_equal(decode_bin(BIN("FP32", "[2,3]", "24") "}", f, 24, 3),
+                     -2);
+    assert_true(rows[0] == -12345.0f);
+
+    /* a header longer than the body */
+    assert_int_equal(ig_oip_decode_infer_bin((const uint8_t *) "{}", 2, 3,
+                                             &meta, rows, 64, &r, err,
+                                             sizeof(err)), -1);
+    assert_non_null(strstr(err, "inference header size should be in range"));
+
+    /* Inference-Header-Content-Length: 0, whole rows of the input */
+    assert_int_equal(ig_oip_decode_infer_bin((const uint8_t *) f, 24, 0,
+                                             &meta, rows, 64, &r, err,
+                                             sizeof(err)), 0);
+    assert_int_equal(r.rows, 2);
+    assert_int_equal(r.binary_output, 1);
+    assert_true(rows[4] == 5.0f);
+    assert_int_equal(ig_oip_decode_infer_bin((const uint8_t *) f, 20, 0,
+                                             &meta, rows, 64, &r, err,
+                                             sizeof(err)), -1);
+    assert_non_null(strstr(err, "not a multiple of 12"));
+}
+
+
+static void
+test_raw_helpers(void **state)
+{
+    size_t    n;
+    float     f[3] = { 1, 2, 3 };
+    uint64_t  shape[2] = { 1, 3 }, bad[2] = { 1, 4 };
+
+    (void) state;
+
+    assert_int_equal(ig_oip_dtype_parse("INT64", 5), IG_DT_INT64);
+    assert_int_equal(ig_oip_dtype_parse("BYTES", 5), 0);
+    assert_int_equal(ig_oip_dtype_size(IG_DT_BOOL), 1);
+    assert_int_equal(ig_oip_dtype_size(IG_DT_FP64), 8);
+    assert_int_equal(ig_oip_dtype_size(0), 0);
+
+    assert_int_equal(ig_oip_decode_raw(&meta, "input", IG_DT_FP32, shape, 2,
+                                       (const uint8_t *) f, 12, rows, 64, &n,
+                                       err, sizeof(err)), 0);
+    assert_int_equal(n, 1);
+    assert_true(rows[2] == 3.0f);
+    assert_int_equal(ig_oip_decode_raw(&meta, "input", IG_DT_FP32, bad, 2,
+                                       (const uint8_t *) f, 12, rows, 64, &n,
+                                       err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "input \"input\": shape[1] is 4"));
+    assert_int_equal(ig_oip_decode_raw(&meta, "input", IG_DT_FP32, shape, 2,
+                                       (const uint8_t *) f, 11, rows, 64, &n,
+                                       err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "11 bytes of data, but shape [1,3] of FP32 "
+                                "needs 12"));
+    assert_int_equal(ig_oip_decode_raw(&meta, "input", IG_DT_FP32, shape, 2,
+                                       (const uint8_t *) f, 12, rows, 2, &n,
+                                       err, sizeof(err)), -2);
+}
+
+
+static void
+test_encode_binary(void **state)
+{
+    float              out[4] = { 0.5f, -1.0f, NAN, 3.0f };
+    size_t             len, jl;
+    uint8_t            buf[1024], *end;
+    ig_oip_request_t   r;
+    static const char  hdr[] = "{\"model_name\":\"m\",\"model_version\":\"1\","
+        "\"outputs\":[{\"name\":\"output\",\"datatype\":\"FP32\","
+        "\"shape\":[2,2],\"parameters\":{\"binary_data_size\":16}}]}";
+
+    (void) state;
+
+    memset(&r, 0, sizeof(r));
+    len = ig_oip_encode_infer_len("m", "1", &r, &meta, 2);
+    end = ig_oip_encode_infer_bin(buf, "m", "1", &r, &meta, out, 2, &jl);
+    assert_true((size_t) (end - buf) < len);
+    assert_int_equal(jl, sizeof(hdr) - 1);
+    assert_memory_equal(buf, hdr, jl);
+    assert_int_equal(end - buf, jl + 16);
+    assert_memory_equal(buf + jl, "\x00\x00\x00\x3f\x00\x00\x80\xbf", 8);
+    assert_memory_equal(buf + jl + 12, "\x00\x00\x40\x40", 4);
+}
+
+
 /* random mutations of a valid body must never crash or write past max */
 
 static void
@@ -559,6 +790,9 @@ main(void)
         cmocka_unit_test_setup(test_random, setup),
         cmocka_unit_test_setup(test_float_roundtrip, setup),
         cmocka_unit_test_setup(test_number_parse, setup),
+        cmocka_unit_test_setup(test_binary, setup),
+        cmocka_unit_test_setup(test_raw_helpers, setup),
+        cmocka_unit_test_setup(test_encode_binary, setup),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
