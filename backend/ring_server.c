@@ -96,6 +96,10 @@ typedef struct {
     uint64_t             failures[IG_STATS_NSTATUS];
     uint64_t             run_sum_us;
     uint64_t             run_buckets[IG_STATS_BUCKETS];
+    uint64_t             success;        /* the statistics extension */
+    uint64_t             queue_ns;
+    uint64_t             compute_ns;
+    uint64_t             last_ms;
 } ig_rs_mstats_t;
 
 
@@ -190,6 +194,26 @@ ig_rs_count_failure(ig_rs_t *s, uint32_t model, uint32_t status,
     {
         ig_rs_count(&s->mstats[model].failures[status], n);
     }
+}
+
+
+/* one request answered OK: the statistics extension's figures */
+static void
+ig_rs_count_ok(ig_rs_t *s, uint32_t model, uint64_t queue_ns,
+    uint32_t run_us)
+{
+    struct timespec  ts;
+    ig_rs_mstats_t  *ms;
+
+    ms = &s->mstats[model];
+
+    ig_rs_count(&ms->success, 1);
+    ig_rs_count(&ms->queue_ns, queue_ns);
+    ig_rs_count(&ms->compute_ns, (uint64_t) run_us * 1000);
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    __atomic_store_n(&ms->last_ms, (uint64_t) ts.tv_sec * 1000
+                                   + ts.tv_nsec / 1000000, __ATOMIC_RELAXED);
 }
 
 
@@ -315,6 +339,10 @@ ig_rs_done(void *data, const ig_breq_t *r, uint32_t n, uint32_t status,
 
         /* failures count answers: a gone client's request is dropped */
         ig_rs_count_failure(s, r[i].model, status, 1);
+
+        if (status == IG_RING_OK && r[i].model < IG_RING_MAX_MODELS) {
+            ig_rs_count_ok(s, r[i].model, start_ns - r[i].enq_ns, run_us);
+        }
 
         ig_rs_answer_locked(s, r[i].client, r[i].slot, status,
                             r[i].out_floats, batch_rows,
@@ -868,6 +896,10 @@ ig_rs_send_stats(ig_rs_t *s, uint32_t i)
         cm->requests = __atomic_load_n(&ms->requests, __ATOMIC_RELAXED);
         cm->rows = __atomic_load_n(&ms->rows, __ATOMIC_RELAXED);
         cm->run_sum_us = __atomic_load_n(&ms->run_sum_us, __ATOMIC_RELAXED);
+        cm->success = __atomic_load_n(&ms->success, __ATOMIC_RELAXED);
+        cm->queue_ns = __atomic_load_n(&ms->queue_ns, __ATOMIC_RELAXED);
+        cm->compute_ns = __atomic_load_n(&ms->compute_ns, __ATOMIC_RELAXED);
+        cm->last_ms = __atomic_load_n(&ms->last_ms, __ATOMIC_RELAXED);
 
         for (k = 0; k < IG_STATS_NSTATUS; k++) {
             cm->failures[k] = __atomic_load_n(&ms->failures[k],

@@ -197,6 +197,11 @@ typedef struct {
     uint64_t                    run_sum_us;
     uint64_t                    run_buckets[IG_STATS_BUCKETS];
                                              /* per bucket, not summed up */
+    /* for the statistics extension (GET /v2/models/{m}/stats) */
+    uint64_t                    success;     /* requests answered OK      */
+    uint64_t                    queue_ns;    /* their time queued, summed */
+    uint64_t                    compute_ns;  /* their batch's run, summed */
+    uint64_t                    last_ms;     /* last OK answer, ms epoch  */
 } ig_ctl_model_stats_t;
 
 

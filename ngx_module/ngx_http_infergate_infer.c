@@ -10,6 +10,12 @@
  *     GET  /v2/models/{m}[/versions/{v}]                model metadata
  *     GET  /v2/models/{m}[/versions/{v}]/ready          200 or 400
  *     POST /v2/models/{m}[/versions/{v}]/infer          inference
+ *     GET  /v2/models[/{m}[/versions/{v}]]/stats        statistics
+ *
+ * Inference takes and gives tensors as JSON or with Triton's binary
+ * tensor data extension (Inference-Header-Content-Length).  The
+ * statistics are the backend's per-model counters as the metrics zone
+ * holds them (docs/metrics-backend.md), so they need infergate_metrics.
  *
  * Protocol errors are 400 {"error": ...} and an unknown model 404, as
  * the protocol has them; what is about the gateway (backend down, queue
@@ -25,6 +31,7 @@
 
 #include "ngx_http_infergate.h"
 #include "ngx_http_infergate_backend.h"
+#include "ngx_http_infergate_metrics.h"
 
 
 #define NGX_HTTP_IG_R_NONE         0
@@ -34,6 +41,7 @@
 #define NGX_HTTP_IG_R_MODEL        4
 #define NGX_HTTP_IG_R_MODEL_READY  5
 #define NGX_HTTP_IG_R_INFER        6
+#define NGX_HTTP_IG_R_STATS        7
 
 
 typedef struct {
@@ -47,6 +55,7 @@ typedef struct {
 
 typedef struct {
     ngx_http_ig_backend_t      *backend;     /* infergate_infer backend=  */
+    ngx_str_t                   backend_name;
 } ngx_http_ig_infer_loc_conf_t;
 
 
@@ -66,8 +75,15 @@ static ngx_int_t ngx_http_ig_infer_metadata(ngx_http_request_t *r,
     ngx_http_ig_backend_t *be, ngx_str_t *model, ngx_str_t *version);
 static ngx_int_t ngx_http_ig_infer_read_body(ngx_http_request_t *r,
     u_char **body, size_t *len);
+static ngx_int_t ngx_http_ig_infer_stats(ngx_http_request_t *r,
+    ngx_http_ig_infer_loc_conf_t *ilcf, ngx_str_t *model,
+    ngx_str_t *version);
+static ngx_int_t ngx_http_ig_infer_header_len(ngx_http_request_t *r,
+    size_t len, size_t *json_len);
 static ngx_int_t ngx_http_ig_infer_send(ngx_http_request_t *r,
     ngx_uint_t status, u_char *p, size_t len);
+static ngx_int_t ngx_http_ig_infer_send_type(ngx_http_request_t *r,
+    ngx_uint_t status, ngx_str_t *type, u_char *p, size_t len);
 static ngx_int_t ngx_http_ig_infer_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *fmt, ...);
 static ngx_int_t ngx_http_ig_infer_unavailable(ngx_http_request_t *r,
@@ -75,6 +91,8 @@ static ngx_int_t ngx_http_ig_infer_unavailable(ngx_http_request_t *r,
 
 
 static ngx_str_t  ngx_http_ig_json_type = ngx_string("application/json");
+static ngx_str_t  ngx_http_ig_octet_type =
+    ngx_string("application/octet-stream");
 
 
 static ngx_command_t  ngx_http_ig_infer_commands[] = {
@@ -180,6 +198,7 @@ ngx_http_ig_infer_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     lcf->backend = be;
+    lcf->backend_name = name;
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_ig_infer_handler;
@@ -258,12 +277,29 @@ ngx_http_ig_infer_body(ngx_http_request_t *r)
     switch (route) {
 
     case NGX_HTTP_IG_R_SERVER:
-        rc = ngx_http_ig_infer_send(r, NGX_HTTP_OK, (u_char *)
-                                    "{\"name\":\"infergate\",\"version\":"
-                                    "\"1.0\",\"extensions\":[]}",
-                                    sizeof("{\"name\":\"infergate\","
-                                           "\"version\":\"1.0\","
-                                           "\"extensions\":[]}") - 1);
+        /* statistics come through the metrics zone: only with one */
+        if (ngx_http_ig_metrics_on()) {
+            rc = ngx_http_ig_infer_send(r, NGX_HTTP_OK, (u_char *)
+                     "{\"name\":\"infergate\",\"version\":\"1.0\","
+                     "\"extensions\":[\"binary_tensor_data\","
+                     "\"statistics\"]}",
+                     sizeof("{\"name\":\"infergate\",\"version\":\"1.0\","
+                            "\"extensions\":[\"binary_tensor_data\","
+                            "\"statistics\"]}") - 1);
+
+        } else {
+            rc = ngx_http_ig_infer_send(r, NGX_HTTP_OK, (u_char *)
+                     "{\"name\":\"infergate\",\"version\":\"1.0\","
+                     "\"extensions\":[\"binary_tensor_data\"]}",
+                     sizeof("{\"name\":\"infergate\",\"version\":\"1.0\","
+                            "\"extensions\":[\"binary_tensor_data\"]}")
+                     - 1);
+        }
+
+        break;
+
+    case NGX_HTTP_IG_R_STATS:
+        rc = ngx_http_ig_infer_stats(r, ilcf, &model, &version);
         break;
 
     case NGX_HTTP_IG_R_LIVE:
@@ -352,6 +388,13 @@ ngx_http_ig_infer_route(ngx_http_request_t *r, ngx_str_t *model,
 
     p += sizeof("/models/") - 1;
 
+    /* Triton's "all models": a model named "stats" is shadowed */
+    if (last - p == sizeof("stats") - 1
+        && ngx_strncmp(p, "stats", last - p) == 0)
+    {
+        return NGX_HTTP_IG_R_STATS;
+    }
+
     for (q = p; q < last && *q != '/'; q++) { /* void */ }
 
     model->data = p;
@@ -396,6 +439,12 @@ ngx_http_ig_infer_route(ngx_http_request_t *r, ngx_str_t *model,
         return NGX_HTTP_IG_R_INFER;
     }
 
+    if (last - p == sizeof("/stats") - 1
+        && ngx_strncmp(p, "/stats", last - p) == 0)
+    {
+        return NGX_HTTP_IG_R_STATS;
+    }
+
     return NGX_HTTP_IG_R_NONE;
 }
 
@@ -412,7 +461,7 @@ ngx_http_ig_infer_start(ngx_http_request_t *r, ngx_http_ig_backend_t *be,
 {
     int                      drc;
     char                     err[256];
-    size_t                   len, floats;
+    size_t                   len, floats, json_len;
     u_char                  *body;
     ngx_int_t                rc;
     ngx_http_ig_ctx_t       *ctx;
@@ -500,8 +549,17 @@ ngx_http_ig_infer_start(ngx_http_request_t *r, ngx_http_ig_backend_t *be,
 
     floats = ngx_http_ig_backend_slot_floats(be);
 
-    drc = ig_oip_decode_infer(body, len, &inf->meta, inf->br.slot->data,
-                              floats, &inf->req, err, sizeof(err));
+    if (ngx_http_ig_infer_header_len(r, len, &json_len) != NGX_OK) {
+        ngx_http_ig_backend_release(&inf->br);
+
+        return ngx_http_ig_infer_error(r, NGX_HTTP_BAD_REQUEST,
+                                       "inference header size should be in "
+                                       "range (0, %uz)", len);
+    }
+
+    drc = ig_oip_decode_infer_bin(body, len, json_len, &inf->meta,
+                                  inf->br.slot->data, floats, &inf->req, err,
+                                  sizeof(err));
 
     if (drc == 0
         && inf->req.rows * (size_t) inf->meta.noutputs > floats)
@@ -548,10 +606,11 @@ static void
 ngx_http_ig_infer_done(ngx_http_ig_backend_req_t *br, ngx_uint_t how)
 {
     u_char               *p, *last;
-    size_t                len;
+    size_t                len, json_len;
     uint64_t              n;
     ngx_int_t             rc;
     ig_ring_slot_t       *slot;
+    u_char                hl[NGX_SIZE_T_LEN];
     ngx_http_request_t   *r;
     ngx_http_ig_ctx_t    *ctx;
     ngx_http_ig_infer_t  *inf;
@@ -642,10 +701,30 @@ ngx_http_ig_infer_done(ngx_http_ig_backend_req_t *br, ngx_uint_t how)
         goto done;
     }
 
-    last = ig_oip_encode_infer(p, inf->model, inf->version, &inf->req,
-                               &inf->meta, slot->data, inf->req.rows);
+    if (!inf->req.binary_output) {
+        last = ig_oip_encode_infer(p, inf->model, inf->version, &inf->req,
+                                   &inf->meta, slot->data, inf->req.rows);
 
-    rc = ngx_http_ig_infer_send(r, NGX_HTTP_OK, p, last - p);
+        rc = ngx_http_ig_infer_send(r, NGX_HTTP_OK, p, last - p);
+        goto done;
+    }
+
+    /* the binary tensor data extension, as Triton answers it */
+
+    last = ig_oip_encode_infer_bin(p, inf->model, inf->version, &inf->req,
+                                   &inf->meta, slot->data, inf->req.rows,
+                                   &json_len);
+
+    if (ngx_http_ig_add_header(r, "Inference-Header-Content-Length", hl,
+                               ngx_sprintf(hl, "%uz", json_len) - hl)
+        != NGX_OK)
+    {
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        goto done;
+    }
+
+    rc = ngx_http_ig_infer_send_type(r, NGX_HTTP_OK, &ngx_http_ig_octet_type,
+                                     p, last - p);
 
 done:
 
@@ -774,6 +853,15 @@ static ngx_int_t
 ngx_http_ig_infer_send(ngx_http_request_t *r, ngx_uint_t status, u_char *p,
     size_t len)
 {
+    return ngx_http_ig_infer_send_type(r, status, &ngx_http_ig_json_type, p,
+                                       len);
+}
+
+
+static ngx_int_t
+ngx_http_ig_infer_send_type(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *type, u_char *p, size_t len)
+{
     ngx_int_t     rc;
     ngx_buf_t    *b;
     ngx_chain_t   out;
@@ -782,8 +870,8 @@ ngx_http_ig_infer_send(ngx_http_request_t *r, ngx_uint_t status, u_char *p,
     r->headers_out.content_length_n = len;
 
     if (len) {
-        r->headers_out.content_type = ngx_http_ig_json_type;
-        r->headers_out.content_type_len = ngx_http_ig_json_type.len;
+        r->headers_out.content_type = *type;
+        r->headers_out.content_type_len = type->len;
         r->headers_out.content_type_lowcase = NULL;
 
     } else {
@@ -811,6 +899,206 @@ ngx_http_ig_infer_send(ngx_http_request_t *r, ngx_uint_t status, u_char *p,
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/*
+ * Inference-Header-Content-Length, parsed as Triton does: absent, the
+ * body is JSON (IG_OIP_NO_BINARY); else 0 ≤ value ≤ the body's length.
+ * NGX_DECLINED: not a number, out of range, or given twice.
+ */
+
+static ngx_int_t
+ngx_http_ig_infer_header_len(ngx_http_request_t *r, size_t len,
+    size_t *json_len)
+{
+    off_t             n;
+    ngx_uint_t        i, found;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    static ngx_str_t  name = ngx_string("Inference-Header-Content-Length");
+
+    *json_len = IG_OIP_NO_BINARY;
+    found = 0;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len != name.len
+            || ngx_strncasecmp(h[i].key.data, name.data, name.len) != 0)
+        {
+            continue;
+        }
+
+        if (found++) {
+            return NGX_DECLINED;
+        }
+
+        n = ngx_atoof(h[i].value.data, h[i].value.len);
+
+        if (n == NGX_ERROR || (uint64_t) n > len) {
+            return NGX_DECLINED;
+        }
+
+        *json_len = (size_t) n;
+    }
+
+    return NGX_OK;
+}
+
+
+/* Triton's statistics extension from the backend's latest IG_CTL_STATS */
+
+#define NGX_HTTP_IG_STAT_LEN  1536
+
+static ngx_int_t
+ngx_http_ig_infer_stats(ngx_http_request_t *r,
+    ngx_http_ig_infer_loc_conf_t *ilcf, ngx_str_t *model, ngx_str_t *version)
+{
+    u_char                      *p, *start;
+    size_t                       n, nlen, vlen;
+    uint32_t                     i, k, first;
+    uint64_t                     fail;
+    ig_ctl_stats_t              *st;
+    const ig_ctl_model_t        *m;
+    const ig_ctl_model_stats_t  *ms;
+
+    if (!ngx_http_ig_metrics_on()) {
+        return ngx_http_ig_infer_error(r, NGX_HTTP_NOT_FOUND,
+                                       "the statistics extension needs the "
+                                       "backend's counters, which travel "
+                                       "through the metrics zone: serve "
+                                       "infergate_metrics in some location");
+    }
+
+    if (model->len) {
+        m = ngx_http_ig_backend_model(ilcf->backend, model, version);
+
+        if (m == NULL) {
+            if (!ngx_http_ig_backend_ready(ilcf->backend)) {
+                return ngx_http_ig_infer_unavailable(r,
+                                               NGX_HTTP_SERVICE_UNAVAILABLE,
+                                               "the inference backend is "
+                                               "not connected");
+            }
+
+            if (version->len) {
+                return ngx_http_ig_infer_error(r, NGX_HTTP_NOT_FOUND,
+                                               "unknown model \"%V\" "
+                                               "version \"%V\"", model,
+                                               version);
+            }
+
+            return ngx_http_ig_infer_error(r, NGX_HTTP_NOT_FOUND,
+                                           "unknown model \"%V\"", model);
+        }
+    }
+
+    st = ngx_palloc(r->pool, IG_CTL_STATS_MAX);
+    if (st == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    n = ngx_http_ig_metrics_backend_copy(&ilcf->backend_name, (u_char *) st,
+                                         IG_CTL_STATS_MAX);
+
+    if (n < sizeof(ig_ctl_stats_t) || st->nmodels > IG_RING_MAX_MODELS) {
+        return ngx_http_ig_infer_unavailable(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                             "the backend's statistics are "
+                                             "not available: it sent none in "
+                                             "the last 3 s");
+    }
+
+    start = ngx_pnalloc(r->pool, sizeof("{\"model_stats\":[]}")
+                                 + st->nmodels * NGX_HTTP_IG_STAT_LEN);
+    if (start == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_cpymem(start, "{\"model_stats\":[", sizeof("{\"model_stats\":[")
+                                                 - 1);
+    first = 1;
+
+    for (i = 0; i < st->nmodels; i++) {
+        ms = &st->models[i];
+
+        nlen = ngx_strnlen((u_char *) ms->name, IG_MODEL_NAME_MAX);
+        vlen = ngx_strnlen((u_char *) ms->version, IG_RING_VERSION_MAX);
+
+        if (nlen == 0) {
+            continue;                     /* an unloaded id */
+        }
+
+        if (model->len
+            && (model->len != nlen
+                || ngx_strncmp(model->data, ms->name, nlen) != 0))
+        {
+            continue;
+        }
+
+        if (version->len
+            && (version->len != vlen
+                || ngx_strncmp(version->data, ms->version, vlen) != 0))
+        {
+            continue;
+        }
+
+        fail = 0;
+
+        for (k = 0; k < IG_STATS_NSTATUS; k++) {
+            fail += ms->failures[k];
+        }
+
+        if (!first) {
+            *p++ = ',';
+        }
+
+        first = 0;
+
+        p = ngx_cpymem(p, "{\"name\":\"", sizeof("{\"name\":\"") - 1);
+        p = (u_char *) ngx_escape_json(p, (u_char *) ms->name, nlen);
+        p = ngx_cpymem(p, "\",\"version\":\"", sizeof("\",\"version\":\"")
+                                               - 1);
+        p = (u_char *) ngx_escape_json(p, (u_char *) ms->version, vlen);
+
+        p = ngx_sprintf(p, "\",\"last_inference\":%uL,"
+                        "\"inference_count\":%uL,\"execution_count\":%uL,"
+                        "\"inference_stats\":{"
+                        "\"success\":{\"count\":%uL,\"ns\":%uL},"
+                        "\"fail\":{\"count\":%uL,\"ns\":0},"
+                        "\"queue\":{\"count\":%uL,\"ns\":%uL},"
+                        "\"compute_input\":{\"count\":%uL,\"ns\":0},"
+                        "\"compute_infer\":{\"count\":%uL,\"ns\":%uL},"
+                        "\"compute_output\":{\"count\":%uL,\"ns\":0},"
+                        "\"cache_hit\":{\"count\":0,\"ns\":0},"
+                        "\"cache_miss\":{\"count\":0,\"ns\":0}},"
+                        "\"response_stats\":{},\"batch_stats\":[],"
+                        "\"memory_usage\":[]}",
+                        ms->last_ms, ms->rows, ms->batches,
+                        ms->success, ms->queue_ns + ms->compute_ns,
+                        fail,
+                        ms->success, ms->queue_ns,
+                        ms->success,
+                        ms->success, ms->compute_ns,
+                        ms->success);
+    }
+
+    p = ngx_cpymem(p, "]}", 2);
+
+    return ngx_http_ig_infer_send(r, NGX_HTTP_OK, start, p - start);
 }
 
 

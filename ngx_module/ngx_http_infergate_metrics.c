@@ -618,6 +618,48 @@ ngx_http_ig_metrics_backend(ngx_str_t *name, const ig_ctl_stats_t *st,
 }
 
 
+size_t
+ngx_http_ig_metrics_backend_copy(ngx_str_t *name, u_char *buf, size_t size)
+{
+    size_t                       n;
+    ngx_uint_t                   i;
+    ngx_http_ig_m_zone_t        *z;
+    ngx_http_ig_m_backend_sh_t  *a;
+
+    z = ngx_http_ig_m_zone();
+
+    if (z == NULL || name->len == 0 || name->len > IG_M_BACKEND_NAME) {
+        return 0;
+    }
+
+    n = 0;
+
+    ngx_shmtx_lock(&z->shpool->mutex);
+
+    for (i = 0; i < IG_M_BACKENDS; i++) {
+        a = &z->sh->backends[i];
+
+        if (a->name_len == name->len
+            && ngx_memcmp(a->name, name->data, name->len) == 0)
+        {
+            if (a->len && a->len <= size
+                && a->updated_ms + IG_M_FRESH_MS
+                   > ngx_http_ig_metrics_now_ms())
+            {
+                ngx_memcpy(buf, a->msg, a->len);
+                n = a->len;
+            }
+
+            break;
+        }
+    }
+
+    ngx_shmtx_unlock(&z->shpool->mutex);
+
+    return n;
+}
+
+
 /*
  * A tenant's label slot, looked up in the zone once per key and worker
  * and then remembered in the key (process-local memory after fork).

@@ -74,5 +74,13 @@ ngx_uint_t ngx_http_ig_metrics_on(void);
 void ngx_http_ig_metrics_backend(ngx_str_t *name, const ig_ctl_stats_t *st,
     size_t len);
 
+/*
+ * Copies that backend's latest IG_CTL_STATS (checked when stored) into
+ * buf for the statistics extension; returns its length, or 0 when there
+ * is no zone, no reply younger than 3 s, or it does not fit size.
+ */
+size_t ngx_http_ig_metrics_backend_copy(ngx_str_t *name, u_char *buf,
+    size_t size);
+
 
 #endif /* _NGX_HTTP_INFERGATE_METRICS_H_INCLUDED_ */
