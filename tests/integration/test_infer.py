@@ -56,7 +56,7 @@ def test_server_routes(served):
     r = requests.get(ngx.url("/v2"))
     assert r.status_code == 200
     assert r.json()["name"] == "infergate"
-    assert r.json()["extensions"] == []
+    assert r.json()["extensions"] == ["binary_tensor_data"]
     assert requests.get(ngx.url("/v2/")).status_code == 200
 
     r = requests.get(ngx.url("/v2/health/live"))
