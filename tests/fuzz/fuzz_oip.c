@@ -4,7 +4,11 @@
  * libFuzzer target for ig_oip_decode_infer and the encoders.
  *
  * Input: byte 0 picks the model's input shape (non-batch dims) and the
- * room in the rows buffer; the rest is the body.  The decoder must
+ * room in the rows buffer; the rest is the body.  A body with a NUL byte
+ * is a binary tensor data request: what comes before the first NUL is
+ * the JSON header (its length the Inference-Header-Content-Length),
+ * what comes after it the binary data, the NUL itself dropped; a NUL
+ * first is Triton's raw request (the header's value 0).  The decoder must
  * return 0, -1 or -2, write nothing past the room (the buffer is its own
  * allocation, so ASan catches it), give a one-line message on -1, and
  * on success a row count whose floats fit; the response encoded from the
@@ -12,6 +16,8 @@
  * as floats, are encoded too, and each must read back bit for bit (NaN
  * and infinities as null).
  */
+
+#define _GNU_SOURCE  /* memmem */
 
 #include <math.h>
 #include <stddef.h>
@@ -91,7 +97,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     int               rc;
     char              err[200];
-    size_t            room, len;
+    size_t            room, len, json_len, blen, jl;
+    const uint8_t    *nul;
     float            *rows, *out;
     uint8_t          *buf, *body, *end;
     ig_model_meta_t   meta;
@@ -130,12 +137,27 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     room = room * room;
 
     /* copies so that ASan sees any read or write past either */
-    body = malloc(size - 1 ? size - 1 : 1);
-    memcpy(body, data + 1, size - 1);
+    nul = memchr(data + 1, 0, size - 1);
+    blen = size - 1;
+    json_len = IG_OIP_NO_BINARY;
+
+    body = malloc(blen ? blen : 1);
+
+    if (nul) {
+        json_len = nul - (data + 1);
+        blen--;
+        memcpy(body, data + 1, json_len);
+        memcpy(body + json_len, nul + 1, blen - json_len);
+
+    } else {
+        memcpy(body, data + 1, blen);
+    }
+
     rows = malloc((room ? room : 1) * sizeof(float));
 
-    rc = ig_oip_decode_infer(body, size - 1, &meta, room ? rows : NULL, room,
-                             &req, err, sizeof(err));
+    rc = ig_oip_decode_infer_bin(body, blen, json_len, &meta,
+                                 room ? rows : NULL, room, &req, err,
+                                 sizeof(err));
 
     if (rc == -1) {
         if (err[0] == '\0' || strchr(err, '\n') != NULL) {
@@ -144,7 +166,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     } else if (rc == 0) {
         if (req.rows == 0 || req.rows * meta.nfeatures > room
-            || req.id_len >= IG_OIP_ID_MAX)
+            || req.id_len >= IG_OIP_ID_MAX
+            || (json_len == IG_OIP_NO_BINARY && req.binary_output
+                && memmem(body, blen, "binary", 6) == NULL))
         {
             abort();
         }
@@ -160,6 +184,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         end = ig_oip_encode_infer(buf, "m", "1", &req, &meta, out,
                                   req.rows);
         if ((size_t) (end - buf) >= len) {
+            abort();
+        }
+
+        free(buf);
+
+        /* the binary answer: same bound, header then 4 bytes a value */
+        buf = malloc(len);
+        end = ig_oip_encode_infer_bin(buf, "m", "1", &req, &meta, out,
+                                      req.rows, &jl);
+        if ((size_t) (end - buf) >= len
+            || (size_t) (end - buf) != jl + req.rows * meta.noutputs * 4)
+        {
             abort();
         }
 
