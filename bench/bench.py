@@ -17,6 +17,9 @@ Scenarios (wrk, keep-alive, the same ~300-byte JSON POST):
   bloom-reject    ig refusing unknown ids (no Redis, no origin)
   infer           plain `return 200` of the same body | ig → backend
   batching        ig → backend at concurrency 1, 16, 64, batching on/off
+  oip             the same gateway and model, 1 and 64 rows a request,
+                  over OIP JSON and over Triton's binary tensor extension
+                  (as tritonclient.http sends it); gRPC rows go beside them
 
 For each: req/s, p50, p99 (medians of RUNS interleaved runs), the worker's
 CPU per request (from /proc), and the CPU the gateway adds over plain
@@ -26,7 +29,8 @@ ONNX vs torch) when their tools are built.  Results go to
 build/bench/results.json and a plot to build/bench/bench.png.
 
 Env: RUNS (3), SECONDS (5), CONNS (32), SKIP (comma list of scenario
-names to skip), NGINX_CPU / LOAD_CPU.
+names to skip: admission, cache, bloom, infer, oip, tools), ONLY=oip (the
+OIP encodings table alone), NGINX_CPU / LOAD_CPU.
 """
 
 import json
@@ -53,6 +57,10 @@ RUNS = int(os.environ.get("RUNS", "3"))
 SECONDS = int(os.environ.get("SECONDS", "5"))
 CONNS = int(os.environ.get("CONNS", "32"))
 SKIP = set(filter(None, os.environ.get("SKIP", "").split(",")))
+# ONLY=oip: just the OIP encodings table (the set-up it needs, no other)
+ONLY = set(filter(None, os.environ.get("ONLY", "").split(",")))
+if "oip" in ONLY:
+    SKIP |= {"admission", "cache", "bloom", "tools"}
 
 BODY = ('{"user_id":"u1234567","amount":125.5,"currency":"EUR",'
         '"login_time":"2024-03-25T09:30:00Z","login_hour":9,'
@@ -181,6 +189,22 @@ def wrk_script(name, method="POST", body=BODY, headers=None):
     headers = headers or {}
     lines = [f'wrk.method = "{method}"',
              f"wrk.body = [[{body}]]" if body else ""]
+    for k, v in headers.items():
+        lines.append(f'wrk.headers["{k}"] = "{v}"')
+    path = OUT / f"{name}.lua"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def wrk_script_file(name, body, headers=None):
+    """A wrk script whose body is read from a file: binary bodies can hold
+    any byte, which a Lua long string cannot."""
+    headers = headers or {}
+    data = OUT / f"{name}.body"
+    data.write_bytes(body)
+    lines = ['wrk.method = "POST"',
+             f'local f = assert(io.open("{data}", "rb"))',
+             'wrk.body = f:read("*a")', "f:close()"]
     for k, v in headers.items():
         lines.append(f'wrk.headers["{k}"] = "{v}"')
     path = OUT / f"{name}.lua"
@@ -474,7 +498,8 @@ def main():
         p.stop()
     del procs[:]
 
-    tools_bench(results)
+    if "tools" not in SKIP:
+        tools_bench(results)
 
     targets(results)
 
@@ -609,6 +634,10 @@ def infer_bench(results, key, upstream):
     }}""", cpu=NGINX_CPU)
     wait_port(sport)
 
+    if "oip" in ONLY:
+        oip_bench(results, key, ng, ports["on"], nf)
+        return
+
     ipost = wrk_script("infer", body=body, headers=hdrs)
     rows = median_runs({
         "plain (same body)": (st.worker, f"http://127.0.0.1:{sport}{path}",
@@ -637,6 +666,62 @@ def infer_bench(results, key, upstream):
           "1): MLP 64-512-512-2, one row per request, 1 backend thread",
           rows, base="c=1 batching off")
     results["batching"] = rows
+
+    if "oip" not in SKIP:
+        oip_bench(results, key, ng, ports["on"], nf)
+
+
+def oip_body(nf, rows, binary):
+    """An infer request as tritonclient.http builds it: binary_data=True
+    inputs and no outputs (so binary_data_output), or binary_data=False.
+    Returns (body bytes, extra headers)."""
+    import struct
+    vals = [round(0.5 + (i % nf) + (i // nf) * 0.01, 2)
+            for i in range(rows * nf)]
+    t = {"name": "input__0", "shape": [rows, nf], "datatype": "FP32"}
+    req = {"inputs": [t]}
+    if not binary:
+        t["data"] = vals
+        req["outputs"] = [{"name": "output__0",
+                           "parameters": {"binary_data": False}}]
+        return json.dumps(req, separators=(",", ":")).encode(), {}
+    raw = struct.pack(f"<{len(vals)}f", *vals)
+    t["parameters"] = {"binary_data_size": len(raw)}
+    req["parameters"] = {"binary_data_output": True}
+    head = json.dumps(req, separators=(",", ":")).encode()
+    return head + raw, {"Inference-Header-Content-Length": str(len(head))}
+
+
+def oip_bench(results, key, ng, port, nf):
+    """1 and 64 rows over OIP JSON and binary HTTP through the same
+    gateway (auth, limit, infergate_infer) and backend."""
+    path = "/v2/models/credit-risk/infer"
+    hdrs = {"Authorization": f"Bearer {key}"}
+    cases = {}
+    for rows in (1, 64):
+        for name, binary in (("JSON", False), ("binary", True)):
+            body, extra = oip_body(nf, rows, binary)
+            h = dict(hdrs, **extra)
+            if not binary:
+                h["Content-Type"] = "application/json"
+            r = subprocess.run(
+                ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                 f"http://127.0.0.1:{port}{path}", "--data-binary", "@-"]
+                + [a for k, v in h.items() for a in ("-H", f"{k}: {v}")],
+                input=body, capture_output=True)
+            if r.stdout != b"200":
+                print(f"\n(oip {name} {rows} rows: HTTP {r.stdout!r})")
+            cases[f"{rows} row{'s' * (rows > 1)} {name}"] = (
+                ng.worker, f"http://127.0.0.1:{port}{path}",
+                wrk_script_file(f"oip-{name}-{rows}", body, h), CONNS)
+    # gRPC (inference.GRPCInferenceService/ModelInfer, raw contents) for
+    # 1 and 64 rows goes here, named "1 row gRPC" / "64 rows gRPC", once
+    # the gRPC endpoint exists (a gRPC load tool instead of wrk).
+    rows = median_runs(cases)
+    table(f"OIP encodings through one gateway (credit-risk XGBoost, {nf} "
+          "features, auth + limit + infer; binary = Triton's binary "
+          "tensor extension both ways)", rows, base="1 row JSON")
+    results["oip"] = rows
 
 
 def tools_bench(results):
@@ -704,6 +789,13 @@ def targets(results):
             line("signed audit record on vs off >= 0.95", q >= 0.95,
                  f"{q:.3f}, {au['rps']:.0f} vs {ig['rps']:.0f} req/s, "
                  f"{au['cpu_us'] - ig['cpu_us']:+.2f} µs CPU")
+    o = results.get("oip")
+    if o and "64 rows JSON" in o and "64 rows binary" in o:
+        j, bi = o["64 rows JSON"], o["64 rows binary"]
+        line("binary HTTP beats JSON at 64 rows (req/s)",
+             bi["rps"] > 1.2 * j["rps"],
+             f"{bi['rps'] / j['rps']:.2f}x, CPU {bi['cpu_us']:.1f} vs "
+             f"{j['cpu_us']:.1f} µs/req")
     b = results.get("batching")
     if b and "c=64 batching on" in b and "c=64 batching off" in b:
         on, off = b["c=64 batching on"], b["c=64 batching off"]
@@ -745,7 +837,8 @@ def plot(results):
     except ImportError:
         print("\n(no plot: python3-matplotlib is not installed)")
         return
-    groups = [k for k in ("admission", "cache", "bloom", "infer", "batching")
+    groups = [k for k in ("admission", "cache", "bloom", "infer", "batching",
+                          "oip")
               if k in results]
     if not groups:
         return
