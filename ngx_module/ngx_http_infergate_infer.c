@@ -715,9 +715,18 @@ ngx_http_ig_infer_done(ngx_http_ig_backend_req_t *br, ngx_uint_t how)
                                    &inf->meta, slot->data, inf->req.rows,
                                    &json_len);
 
+    /*
+     * infergate_cache keeps status, type and body: a stored binary answer
+     * would come back without the header that splits it, so none is
+     * stored.
+     */
+
     if (ngx_http_ig_add_header(r, "Inference-Header-Content-Length", hl,
                                ngx_sprintf(hl, "%uz", json_len) - hl)
-        != NGX_OK)
+        != NGX_OK
+        || ngx_http_ig_add_header(r, "Cache-Control", (u_char *) "no-store",
+                                  sizeof("no-store") - 1)
+           != NGX_OK)
     {
         rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
         goto done;

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from infer_fixtures import backend_proc, infer_http, wait_connected  # noqa
+from redis_fixtures import redis_factory, redis_server  # noqa: F401
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KSERVE = os.path.join(HERE, "..", "kserve")
@@ -408,3 +409,40 @@ def test_statistics(served):
                  "unknown model \"nope\"")
     assert_error(requests.post(served.url("/v2/models/id/stats"), data="x"),
                  405)
+
+
+# ---- through the response cache ------------------------------------------
+
+def test_cached_binary_answer_stays_readable(start_nginx, backend_proc,
+                                             redis_server):
+    """A binary answer replayed by infergate_cache must be one the client
+    can read: the cache keeps status, type and body only, so without its
+    Inference-Header-Content-Length a HIT would be unreadable.  Binary
+    answers are therefore not stored (Cache-Control: no-store); JSON
+    answers still are."""
+    be = backend_proc("id=builtin:identity:3")
+    ngx = start_nginx(
+        http=infer_http(be) + f"\ninfergate_redis r {redis_server.address} "
+        "timeout=200ms;",
+        server="location /v2 { infergate_cache redis=r ttl=60s "
+               "methods=POST; infergate_infer backend=be; }", workers=1)
+    wait_connected(ngx, 1)
+
+    inp = [Input("input", [1, 3], "FP32", [1.0, 2.0, 3.0])]
+    for _ in range(3):
+        r = infer(ngx, "id", inp)
+        _, out = result(r)
+        assert out["output"] == [1.0, 2.0, 3.0]
+        assert r.headers.get("X-Cache-Status") != "HIT", r.headers
+
+    js = [Input("input", [1, 3], "FP32", [1.0, 2.0, 3.0], binary=False)]
+    seen = set()
+    for _ in range(20):
+        r = infer(ngx, "id", js, outputs=[("output", False)])
+        _, out = result(r)
+        assert out["output"] == [1.0, 2.0, 3.0]
+        seen.add(r.headers.get("X-Cache-Status"))
+        if "HIT" in seen:
+            break
+        time.sleep(0.05)
+    assert "HIT" in seen, seen
