@@ -245,13 +245,15 @@ def test_json_in_binary_out(served, rows):
     ("BOOL", [True, False, True, False, False, True],
      [1.0, 0.0, 1.0, 0.0, 0.0, 1.0]),
 ])
-def test_binary_datatypes(served, dtype, vals, expect):
-    r = infer(served, "id", [Input("input", [2, 3], dtype, vals)],
+@pytest.mark.parametrize("tile", [1, 32])
+def test_binary_datatypes(served, dtype, vals, expect, tile):
+    vals, expect = vals * tile, expect * tile
+    r = infer(served, "id", [Input("input", [2 * tile, 3], dtype, vals)],
               outputs=[("output", False)])
     _, out = result(r)
     # JSON output: 9 digits that read back as the float; NaN as null
     assert [None if v is None else f32(v) for v in out["output"]] == expect
-    r = infer(served, "id", [Input("input", [2, 3], dtype, vals)])
+    r = infer(served, "id", [Input("input", [2 * tile, 3], dtype, vals)])
     _, out = result(r)
     got = [None if v != v else v for v in out["output"]]
     assert got == expect
@@ -277,6 +279,20 @@ def test_raw_binary_request(served):
 
 
 # ---- what a wrong request gets ------------------------------------------
+
+def test_binary_too_large_413(start_nginx, backend_proc):
+    be = backend_proc("id=builtin:identity:3", extra=["--slot-bytes", "1024"])
+    ngx = start_nginx(http=infer_http(be), server=LOC, workers=1)
+    wait_connected(ngx, 1)
+    _, out = result(infer(ngx, "id", [Input("input", [60, 3], "FP32",
+                                            [1.0] * 180)]))
+    assert len(out["output"]) == 180
+    r = infer(ngx, "id", [Input("input", [100, 3], "FP32", [1.0] * 300)])
+    assert r.status_code == 413, r.text
+    assert r.headers["Content-Type"] == "application/problem+json"
+    # the slot went back
+    result(infer(ngx, "id", [Input("input", [1, 3], "FP32", [1.0] * 3)]))
+
 
 def test_size_mismatch_names_the_input(served):
     inp = Input("input", [1, 3], "FP32", [1, 2, 3])
