@@ -40,6 +40,7 @@ static ngx_int_t ngx_http_ig_postconfiguration(ngx_conf_t *cf);
 #define NGX_HTTP_IG_STAGES(stage)                                             \
     stage(limit)                           /* auth -> [limit] */              \
     stage(schema)                                                             \
+    stage(inflate)                         /* a coded body schema left */     \
     stage(bloom)                                                              \
     stage(cache)                           /* [cache] -> infer */
 

@@ -302,11 +302,17 @@ ngx_http_ig_schema(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 }
 
 
-/* 400 without a body, 415 unless it is JSON; NGX_OK to go on */
+/*
+ * 400 without a body, 415 unless it is JSON (no Content-Type at all is
+ * taken as JSON: tritonclient.http sends none) or its Content-Encoding
+ * is not one the inflate filter decodes here; NGX_OK to go on.
+ */
 
 static ngx_int_t
 ngx_http_ig_schema_precheck(ngx_http_request_t *r)
 {
+    ngx_int_t  rc;
+
     if (r->headers_in.content_length_n <= 0 && !r->headers_in.chunked) {
         return ngx_http_ig_problem_cstr(r, NGX_HTTP_BAD_REQUEST,
                                         NGX_HTTP_IG_PROBLEM_BASE
@@ -314,6 +320,11 @@ ngx_http_ig_schema_precheck(ngx_http_request_t *r)
                                         "Request body required",
                                         "this endpoint needs a JSON "
                                         "request body");
+    }
+
+    rc = ngx_http_ig_inflate_check(r);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     if (ngx_http_ig_is_json(r) != NGX_OK) {
@@ -518,6 +529,11 @@ ngx_http_ig_schema_result(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
     ctx->body_state = NGX_HTTP_IG_BODY_CHECKED;
 
+    if (ctx->inflate_status) {
+        /* the body did not inflate: what the validator saw is cut */
+        return ngx_http_ig_inflate_refuse(r, ctx);
+    }
+
     if (ctx->valid_rc != IG_VALID_OK && ctx->valid_rc != IG_VALID_NOMEM) {
         /*
          * The refusal may finalize the request and free its pool: neither
@@ -638,7 +654,8 @@ ngx_http_ig_is_json(ngx_http_request_t *r)
     u_char  *p, *last;
 
     if (r->headers_in.content_type == NULL) {
-        return NGX_DECLINED;
+        /* none at all: JSON (tritonclient.http, curl --data-binary) */
+        return NGX_OK;
     }
 
     p = r->headers_in.content_type->value.data;
