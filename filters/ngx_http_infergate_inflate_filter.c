@@ -50,6 +50,7 @@ typedef struct {
 typedef struct {
     z_stream                    zs;
     ngx_buf_t                  *out;         /* being filled               */
+    ngx_table_elt_t            *coding_hdr;  /* Content-Encoding           */
     off_t                       total;       /* inflated bytes             */
     off_t                       limit;
     size_t                      chunk;
@@ -472,9 +473,7 @@ ngx_http_ig_inflate_start(ngx_http_request_t *r,
                                            : NGX_HTTP_IG_INFLATE_MAX;
     st->chunk = ngx_max(clcf->client_body_buffer_size, 4096);
 
-    /* what is passed on is not coded any more */
-    ngx_str_set(&h->value, "identity");
-
+    st->coding_hdr = h;
     st->done = 0;
 
     return NGX_OK;
@@ -604,6 +603,9 @@ ngx_http_ig_inflate_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         ctx = ngx_http_ig_get_ctx(r);
 
         if (ctx && ctx->inflate_status == 0) {
+            /* what is passed on is not coded any more */
+            ngx_str_set(&st->coding_hdr->value, "identity");
+
             /* the length of what is passed on */
             r->headers_in.content_length_n = st->total;
             h = r->headers_in.content_length;
