@@ -294,6 +294,8 @@ ngx_int_t ngx_http_ig_add_variables(ngx_conf_t *cf,
 ngx_int_t ngx_http_ig_core_variables(ngx_conf_t *cf);
 void ngx_http_ig_set_value(ngx_http_variable_value_t *v, ngx_str_t *s);
 ngx_int_t ngx_http_ig_check_var_case(ngx_conf_t *cf, ngx_str_t *value);
+void ngx_http_ig_schema_note_key(ngx_conf_t *cf, ngx_str_t *directive,
+    ngx_str_t *var);
 
 /* request bodies sent with Content-Encoding gzip or deflate */
 ngx_int_t ngx_http_ig_inflate_check(ngx_http_request_t *r);

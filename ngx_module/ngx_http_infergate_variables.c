@@ -189,6 +189,8 @@ ngx_http_ig_json_variable(ngx_http_request_t *r,
  * silently read the member "userid".  An infergate directive argument
  * (a key= or tag= complex value) that spells an upper-case letter after
  * "$infergate_json_" is refused, naming the directive (cf->args[0]).
+ * Each variable named is also shown to the schema module, which reads
+ * the body before the limits where a limit's key needs it.
  */
 
 ngx_int_t
@@ -246,6 +248,35 @@ ngx_http_ig_check_var_case(ngx_conf_t *cf, ngx_str_t *value)
         }
 
         p = name + var.len - 1;
+    }
+
+    /* the other variables: does a limit's key read the body? */
+
+    for (p = value->data; p < last; p++) {
+        if (*p != '$') {
+            continue;
+        }
+
+        name = p + 1;
+
+        if (name < last && *name == '{') {
+            name++;
+        }
+
+        for (q = name; q < last; q++) {
+            if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z')
+                  || (*q >= '0' && *q <= '9') || *q == '_'))
+            {
+                break;
+            }
+        }
+
+        var.data = name;
+        var.len = q - name;
+
+        if (var.len) {
+            ngx_http_ig_schema_note_key(cf, &args[0], &var);
+        }
     }
 
     return NGX_OK;

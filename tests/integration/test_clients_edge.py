@@ -246,3 +246,274 @@ def test_no_content_type_is_json(edge):
                       headers={"Content-Type": "text/plain"})
     p = assert_problem(r, 415)
     assert p["error"] == p["detail"]
+
+
+# -- infergate_json_var, and "error" on every refusal -------------------------
+
+
+import subprocess  # noqa: E402
+from conftest import BUILD  # noqa: E402
+
+KNOWN_USERS = ["u1", "u2", "u3", "u42"]
+
+VARS_HTTP = """
+infergate_keys keys.txt;
+infergate_limit_zone z 1m;
+infergate_redis r {redis} timeout=200ms;
+infergate_bloom_zone users 1m capacity=1000 error=0.001
+                     file=@PREFIX@/users.bloom;
+infergate_backend down unix:@PREFIX@/nothing.sock;
+infergate_json_var $uid /parameters/user_id;
+infergate_json_var $first_input /inputs/0/name;
+infergate_json_var $deep /a~1b/~0/1;
+"""
+
+VARS_SERVER = """
+location ~ ^/v2/models/down/infer$ {
+    infergate_infer backend=down;
+}
+location ~ ^/v2/models/[^/]+/infer$ {
+    infergate_auth on;
+    infergate_limit zone=z rate=2r/m key=$uid;
+    infergate_schema infer.json;
+    infergate_bloom zone=users key=$uid methods=POST;
+    infergate_infer backend=be;
+}
+location /down/ {
+    infergate_infer backend=down;
+}
+location /lim {
+    infergate_limit zone=z rate=1r/m key=lim:$uid;
+    infergate_schema any.json;
+    @PROXY@
+}
+location /bloom {
+    infergate_schema any.json;
+    infergate_bloom zone=users key=$uid methods=POST;
+    @PROXY@
+}
+location /cache {
+    infergate_schema any.json;
+    infergate_cache redis=r ttl=60s methods=POST key=$uid;
+    @PROXY@
+}
+location /hdr {
+    infergate_schema any.json;
+    proxy_set_header X-Uid $uid;
+    proxy_set_header X-First $first_input;
+    proxy_set_header X-Deep $deep;
+    @PROXY@
+}
+location /noschema {
+    proxy_set_header X-Uid $uid;
+    @PROXY@
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def vars_ngx(module_nginx, tmp_path_factory, redis_server_module):
+    from infer_fixtures import Backend
+    import os
+    import tempfile
+    d = tempfile.mkdtemp(prefix="igbe")
+    os.chmod(d, 0o755)
+    be = Backend(d, ["id=builtin:identity:3",
+                     "other=builtin:identity:3"]).start()
+    tmp = tmp_path_factory.mktemp("bloom")
+    src = tmp / "ids.txt"
+    src.write_text("".join(u + "\n" for u in KNOWN_USERS))
+    subprocess.run([str(BUILD / "infergate-bloom"), "build", "--capacity",
+                    "1000", "--error", "0.001", str(src), "-o",
+                    str(tmp / "ids.bloom")], check=True,
+                   capture_output=True)
+    key, line = make_key("acme", "models=id")
+    ngx = module_nginx(
+        http=infer_http(be) + VARS_HTTP.format(
+            redis=redis_server_module.address),
+        server=VARS_SERVER, workers=1,
+        files={"infer.json": json.dumps(INFER_SCHEMA), "any.json": "{}",
+               "keys.txt": line + "\n",
+               "users.bloom": (tmp / "ids.bloom").read_bytes()})
+    wait_connected(ngx, 1)
+    ngx.key = key
+    yield ngx
+    be.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_server_module(tmp_path_factory):
+    from redis_fixtures import RedisServer
+    srv = RedisServer(tmp_path_factory.mktemp("redis"))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_json_var_values(vars_ngx, origin):
+    body = {"parameters": {"user_id": "u7", "x": [1]},
+            "inputs": [{"name": "in0"}, {"name": "in1"}],
+            "a/b": {"~": [True, None, 3]}}
+    origin.clear()
+    r = requests.post(vars_ngx.url("/hdr?1"), data=json.dumps(body))
+    assert r.status_code == 200, r.text
+    h = origin.last("/hdr?1")["headers"]
+    assert h.get("X-Uid") == "u7"
+    assert h.get("X-First") == "in0"
+    assert h.get("X-Deep") == "null"
+    # numbers as written, escapes unescaped; an object there is no value
+    body = {"parameters": {"user_id": 12.50}, "inputs": {"0": {"name": 1}},
+            "a/b": {"~": [0, "\u00e9\"x"]}}
+    r = requests.post(vars_ngx.url("/hdr?2"), data=json.dumps(body),
+                      headers={"Content-Encoding": "identity"})
+    assert r.status_code == 200, r.text
+    h = origin.last("/hdr?2")["headers"]
+    assert h.get("X-Uid") == "12.50" or h.get("X-Uid") == "12.5"
+    assert h.get("X-First") == "1"   # /inputs/0 of an object: member "0"
+    r = requests.post(vars_ngx.url("/hdr?3"),
+                      data=gz(json.dumps({"parameters": {"user_id": {"a": 1}},
+                                          "inputs": {"0": {"name": "m"}}})
+                              .encode()),
+                      headers={"Content-Encoding": "gzip"})
+    assert r.status_code == 200, r.text
+    h = origin.last("/hdr?3")["headers"]
+    assert h.get("X-Uid") is None
+    assert h.get("X-First") == "m"
+    # no schema on the location: the body is not parsed, no value
+    r = requests.post(vars_ngx.url("/noschema"),
+                      data=json.dumps({"parameters": {"user_id": "u1"}}))
+    assert r.status_code == 200
+    assert origin.last("/noschema")["headers"].get("X-Uid") is None
+
+
+def test_json_var_in_limit_key(vars_ngx, origin):
+    # rate=1r/m keyed on parameters.user_id: the body is read before the
+    # limit on this location, compressed or not
+    def post(uid, coding=None):
+        b = json.dumps({"parameters": {"user_id": uid}}).encode()
+        h = {}
+        if coding:
+            b = gz(b)
+            h["Content-Encoding"] = coding
+        return requests.post(vars_ngx.url("/lim"), data=b, headers=h)
+    assert post("ua").status_code == 200
+    r = post("ua", "gzip")
+    p = assert_problem(r, 429)
+    assert p["error"] == p["detail"]
+    assert post("ub", "gzip").status_code == 200
+    assert post("ub").status_code == 429
+    assert post("uc").status_code == 200
+
+
+def test_json_var_in_bloom_key(vars_ngx, origin):
+    for uid in KNOWN_USERS:
+        r = requests.post(vars_ngx.url("/bloom"),
+                          data=gz(json.dumps({"parameters": {"user_id": uid}})
+                                  .encode()),
+                          headers={"Content-Encoding": "gzip"})
+        assert r.status_code == 200, (uid, r.text)
+    for uid in ("u9999", "nobody"):
+        r = requests.post(vars_ngx.url("/bloom"),
+                          data=json.dumps({"parameters": {"user_id": uid}}))
+        p = assert_problem(r, 404)
+        assert p["error"] == p["detail"]
+
+
+def test_json_var_in_cache_key(vars_ngx, origin):
+    origin.clear()
+    seen = []
+    for i in range(2):
+        r = requests.post(vars_ngx.url("/cache"),
+                          data=json.dumps({"parameters": {"user_id": "c1"},
+                                           "n": i}))
+        assert r.status_code == 200, r.text
+        seen.append(r.headers.get("X-Cache-Status"))
+    # the key is the user id alone: the second body is a hit
+    assert seen[0] == "MISS", seen
+    for _ in range(50):
+        r = requests.post(vars_ngx.url("/cache"),
+                          data=json.dumps({"parameters": {"user_id": "c1"},
+                                           "n": 9}))
+        if r.headers.get("X-Cache-Status") == "HIT":
+            break
+        import time
+        time.sleep(0.05)
+    assert r.headers.get("X-Cache-Status") == "HIT", r.headers
+    r = requests.post(vars_ngx.url("/cache"),
+                      data=json.dumps({"parameters": {"user_id": "c2"}}))
+    assert r.headers.get("X-Cache-Status") == "MISS", r.headers
+
+
+def test_standard_client_through_the_chain(vars_ngx):
+    url = vars_ngx.url("/v2/models/id/infer")
+    body = triton_body([1, 2, 3], [1, 3], params={"user_id": "u42"})
+    r = requests.post(url, data=gz(body),
+                      headers=triton_headers("gzip", vars_ngx.key))
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0]["data"] == [1, 2, 3]
+
+
+def refusal(resp, status):
+    """The KServe v2 REST error shape beside the problem members."""
+    p = assert_problem(resp, status)
+    assert isinstance(p.get("error"), str) and p["error"], p
+    assert p["error"] == p["detail"]
+    return p
+
+
+def test_every_refusal_has_error(vars_ngx):
+    url = vars_ngx.url("/v2/models/id/infer")
+    key = vars_ngx.key
+    good = triton_body([1, 2, 3], [1, 3], params={"user_id": "u1"})
+    refusal(requests.post(url, data=good), 401)
+    refusal(requests.post(vars_ngx.url("/v2/models/other/infer"), data=good,
+                          headers=bearer(key)), 403)
+    refusal(requests.post(url, data=good, headers={
+        **bearer(key), "Content-Type": "text/plain"}), 415)
+    refusal(requests.post(url, data=good, headers={
+        **bearer(key), "Content-Encoding": "br"}), 415)
+    refusal(requests.post(url, data=b'{"inputs": 1}', headers=bearer(key)),
+            400)
+    refusal(requests.post(url, data=b'{"inputs": [', headers=bearer(key)),
+            400)
+    refusal(requests.post(url, data=b"\x1f\x8b garbage", headers={
+        **bearer(key), "Content-Encoding": "gzip"}), 400)
+    refusal(requests.post(url, data=BOMB, headers={
+        **bearer(key), "Content-Encoding": "gzip"}), 413)
+    unknown = triton_body([1, 2, 3], [1, 3], params={"user_id": "zz"})
+    refusal(requests.post(url, data=unknown, headers=bearer(key)), 404)
+    refusal(requests.post(vars_ngx.url("/v2/models/down/infer"),
+                          data=good), 503)
+    codes = []
+    lim = triton_body([1, 2, 3], [1, 3], params={"user_id": "u3"})
+    for _ in range(4):
+        r = requests.post(url, data=lim, headers=bearer(key))
+        codes.append(r.status_code)
+        if r.status_code == 429:
+            refusal(r, 429)
+            break
+    assert 429 in codes, codes
+
+
+def test_json_var_config_errors(nginx_t):
+    for line, msg in [
+        ("infergate_json_var uid /a;", "invalid variable name"),
+        ("infergate_json_var $u a/b;", "is not a JSON pointer"),
+        ("infergate_json_var $u \"\";", "is not a JSON pointer"),
+        ("infergate_json_var $u /a~2;", "must be followed by 0 or 1"),
+        ("infergate_json_var $u /a; infergate_json_var $U /b;",
+         "is duplicate"),
+        ("infergate_json_var $infergate_x /a;", "the module's own"),
+        ("infergate_json_var $a-b /a;", "invalid variable name"),
+    ]:
+        rc, out = nginx_t(http=line)
+        assert rc != 0, (line, out)
+        assert "infergate_json_var" in out and msg in out, (line, out)
+    rc, out = nginx_t(http="infergate_json_var $uid /parameters/user_id;",
+                      server="location /x { infergate_json_var $a /b; }")
+    assert rc != 0 and "not allowed here" in out, out
+    rc, out = nginx_t(http="infergate_json_var $uid /parameters/user_id;"
+                           "infergate_limit_zone z 1m;",
+                      server="location /x { infergate_limit zone=z "
+                             "rate=1r/s key=$uid; return 204; }")
+    assert rc == 0, out
