@@ -70,6 +70,14 @@ location ~ ^/v2/models/[^/]+/infer$ {
 location /v2 {
     infergate_infer backend=be;
 }
+location /gz/ {
+    # the README's two lines: responses compressed by nginx's gzip filter
+    gzip       on;
+    gzip_types application/json application/problem+json;
+    rewrite    ^/gz(/.*)$ $1 break;
+    infergate_schema infer.json;
+    infergate_infer backend=be;
+}
 location /echo {
     infergate_schema any.json;
     proxy_set_header X-CL $content_length;
@@ -234,6 +242,25 @@ def test_identity_and_off(edge, origin):
                       headers={"Content-Encoding": "gzip"})
     assert_problem(r, 415, PROBLEM_BASE + "unsupported-content-encoding")
     assert r.headers.get("Accept-Encoding") == "identity"
+
+
+def test_response_compressed_by_nginx_gzip(edge):
+    body = triton_body([1.0] * 3, [1, 3])
+    r = requests.post(edge.url("/gz/v2/models/id/infer"), data=gz(body),
+                      headers={"Content-Encoding": "gzip",
+                               "Accept-Encoding": "gzip"})
+    assert r.status_code == 200, r.text
+    assert r.headers.get("Content-Encoding") == "gzip", r.headers
+    assert r.json()["outputs"][0]["data"] == [1.0, 1.0, 1.0]
+    # nginx's gzip filter compresses 200, 403 and 404 only
+    r = requests.post(edge.url("/gz/v2/models/id/infer"), data=b"{]",
+                      headers={"Accept-Encoding": "gzip"})
+    assert "Content-Encoding" not in r.headers
+    assert_problem(r, 400)
+    r = requests.post(edge.url("/gz/v2/models/id/infer"), data=body,
+                      headers={"Accept-Encoding": "identity"})
+    assert r.status_code == 200
+    assert "Content-Encoding" not in r.headers
 
 
 def test_no_content_type_is_json(edge):
