@@ -34,7 +34,16 @@ typedef struct {
 typedef struct {
     ngx_array_t                 watches;     /* ig_watch_t                 */
     ngx_array_t                 names;       /* ngx_str_t, without "$"     */
+    ngx_array_t                 limit_vars;  /* ngx_http_ig_limit_var_t    */
 } ngx_http_ig_schema_main_conf_t;
+
+
+/* a variable an infergate_limit key= names, and where */
+
+typedef struct {
+    ngx_str_t                   name;
+    void                       *slcf;        /* schema loc conf there      */
+} ngx_http_ig_limit_var_t;
 
 
 static ngx_uint_t ngx_http_ig_schema_on(ngx_http_request_t *r,
@@ -48,6 +57,7 @@ static ngx_int_t ngx_http_ig_json_var_variable(ngx_http_request_t *r,
 static void ngx_http_ig_on_value(void *data, size_t index,
     const unsigned char *value, size_t value_len);
 static void *ngx_http_ig_schema_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_ig_schema_init_main_conf(ngx_conf_t *cf, void *conf);
 static ngx_int_t ngx_http_ig_schema_handler(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
 static char *ngx_http_ig_schema_directive(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -115,7 +125,7 @@ static ngx_http_module_t  ngx_http_infergate_schema_module_ctx = {
     NULL,                                  /* postconfiguration */
 
     ngx_http_ig_schema_create_main_conf,   /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_http_ig_schema_init_main_conf,     /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -174,6 +184,9 @@ ngx_http_ig_schema_create_main_conf(ngx_conf_t *cf)
     if (ngx_array_init(&smcf->watches, cf->pool, 4, sizeof(ig_watch_t))
         != NGX_OK
         || ngx_array_init(&smcf->names, cf->pool, 4, sizeof(ngx_str_t))
+           != NGX_OK
+        || ngx_array_init(&smcf->limit_vars, cf->pool, 4,
+                          sizeof(ngx_http_ig_limit_var_t))
            != NGX_OK)
     {
         return NULL;
@@ -300,9 +313,7 @@ void
 ngx_http_ig_schema_note_key(ngx_conf_t *cf, ngx_str_t *directive,
     ngx_str_t *var)
 {
-    ngx_str_t                       *name;
-    ngx_uint_t                       i, body;
-    ngx_http_ig_schema_loc_conf_t   *slcf;
+    ngx_http_ig_limit_var_t         *lv;
     ngx_http_ig_schema_main_conf_t  *smcf;
 
     if (directive->len != sizeof("infergate_limit") - 1
@@ -312,25 +323,62 @@ ngx_http_ig_schema_note_key(ngx_conf_t *cf, ngx_str_t *directive,
         return;
     }
 
-    body = (var->len >= sizeof("infergate_json_") - 1
-            && ngx_strncasecmp(var->data, (u_char *) "infergate_json_",
-                               sizeof("infergate_json_") - 1)
-               == 0);
+    /* decided once the http block is read: json vars may come later */
 
     smcf = ngx_http_conf_get_module_main_conf(cf,
                                               ngx_http_infergate_schema_module);
+
+    lv = ngx_array_push(&smcf->limit_vars);
+    if (lv == NULL) {
+        return;
+    }
+
+    lv->name = *var;
+    lv->slcf = ngx_http_conf_get_module_loc_conf(cf,
+                                              ngx_http_infergate_schema_module);
+}
+
+
+/*
+ * After the http block, before the merges: each place whose limit key
+ * reads the body ($infergate_json_<name>, an infergate_json_var) has
+ * its body validated before the limits.
+ */
+
+static char *
+ngx_http_ig_schema_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_ig_schema_main_conf_t *smcf = conf;
+
+    ngx_str_t                      *name, *var;
+    ngx_uint_t                      i, j, body;
+    ngx_http_ig_limit_var_t        *lv;
+    ngx_http_ig_schema_loc_conf_t  *slcf;
+
+    lv = smcf->limit_vars.elts;
     name = smcf->names.elts;
 
-    for (i = 0; !body && i < smcf->names.nelts; i++) {
-        body = (name[i].len == var->len
-                && ngx_strncasecmp(name[i].data, var->data, var->len) == 0);
+    for (i = 0; i < smcf->limit_vars.nelts; i++) {
+        var = &lv[i].name;
+
+        body = (var->len >= sizeof("infergate_json_") - 1
+                && ngx_strncasecmp(var->data, (u_char *) "infergate_json_",
+                                   sizeof("infergate_json_") - 1)
+                   == 0);
+
+        for (j = 0; !body && j < smcf->names.nelts; j++) {
+            body = (name[j].len == var->len
+                    && ngx_strncasecmp(name[j].data, var->data, var->len)
+                       == 0);
+        }
+
+        if (body) {
+            slcf = lv[i].slcf;
+            slcf->body_keys = 1;
+        }
     }
 
-    if (body) {
-        slcf = ngx_http_conf_get_module_loc_conf(cf,
-                                              ngx_http_infergate_schema_module);
-        slcf->body_keys = 1;
-    }
+    return NGX_CONF_OK;
 }
 
 

@@ -544,3 +544,22 @@ def test_json_var_config_errors(nginx_t):
                       server="location /x { infergate_limit zone=z "
                              "rate=1r/s key=$uid; return 204; }")
     assert rc == 0, out
+
+
+def test_limit_key_declared_before_its_json_var(start_nginx, origin):
+    # the limit (inherited from http{}) names $who before
+    # infergate_json_var declares it: the body is still read first
+    ngx = start_nginx(
+        http="infergate_limit_zone z 1m;\n"
+             "infergate_limit zone=z rate=1r/m key=w:$who;\n"
+             "infergate_json_var $who /meta/who;\n",
+        server="location /w { infergate_schema any.json; @PROXY@ }",
+        files={"any.json": "{}"})
+
+    def post(who):
+        return requests.post(ngx.url("/w"), data=json.dumps(
+            {"meta": {"who": who}}), headers={"Content-Encoding": "identity"})
+    assert post("a").status_code == 200
+    assert post("b").status_code == 200
+    assert_problem(post("a"), 429)
+    assert post("c").status_code == 200
