@@ -319,7 +319,8 @@ ngx_http_ig_inflate_refuse(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
         return NGX_DECLINED;
     }
 
-    ngx_str_set(&ctx->action, "body_rejected");
+    /* a body refusal, as the schema's are (audit, metrics) */
+    ngx_str_set(&ctx->action, "schema_rejected");
 
     detail.data = (u_char *) ctx->inflate_error;
     detail.len = ngx_strlen(ctx->inflate_error);
@@ -378,10 +379,15 @@ ngx_http_ig_inflate_handler(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
         return NGX_DECLINED;
     }
 
+    /* set first: a refusal may free the request */
+    ngx_str_set(&ctx->action, "schema_rejected");
+
     rc = ngx_http_ig_inflate_check(r);
     if (rc != NGX_OK) {
         return rc;
     }
+
+    ngx_str_null(&ctx->action);
 
     rc = ngx_http_read_client_request_body(r,
                                            ngx_http_ig_inflate_body_handler);
