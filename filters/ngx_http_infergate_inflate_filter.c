@@ -577,23 +577,22 @@ ngx_http_ig_inflate_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
                                      "before its stream does");
         }
 
+        /*
+         * The last buffer: the one being filled, or an empty one whose
+         * pointers are not NULL (readers copy from b->pos, even 0 bytes).
+         */
+
         if (st->out && st->out->last > st->out->pos) {
-            *ll = ngx_alloc_chain_link(r->pool);
-            if (*ll == NULL) {
+            b = st->out;
+
+        } else {
+            b = ngx_create_temp_buf(r->pool, 1);
+            if (b == NULL) {
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }
-
-            (*ll)->buf = st->out;
-            ll = &(*ll)->next;
         }
 
         st->out = NULL;
-
-        b = ngx_calloc_buf(r->pool);
-        if (b == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
         b->last_buf = 1;
 
         *ll = ngx_alloc_chain_link(r->pool);
