@@ -26,6 +26,7 @@ typedef struct {
     ngx_uint_t                  max_depth;
     unsigned                    schema_set:1;
     unsigned                    body_keys:1; /* a limit key reads the body */
+    unsigned                    body_vars:1; /* a Bloom or cache key does  */
 } ngx_http_ig_schema_loc_conf_t;
 
 
@@ -35,14 +36,16 @@ typedef struct {
     ngx_array_t                 watches;     /* ig_watch_t                 */
     ngx_array_t                 names;       /* ngx_str_t, without "$"     */
     ngx_array_t                 limit_vars;  /* ngx_http_ig_limit_var_t    */
+    ig_schema_t                *any;         /* "{}": no schema, body keys */
 } ngx_http_ig_schema_main_conf_t;
 
 
-/* a variable an infergate_limit key= names, and where */
+/* a variable a key= names, the directive's kind, and where */
 
 typedef struct {
     ngx_str_t                   name;
     void                       *slcf;        /* schema loc conf there      */
+    ngx_uint_t                  limit;       /* infergate_limit            */
 } ngx_http_ig_limit_var_t;
 
 
@@ -316,13 +319,6 @@ ngx_http_ig_schema_note_key(ngx_conf_t *cf, ngx_str_t *directive,
     ngx_http_ig_limit_var_t         *lv;
     ngx_http_ig_schema_main_conf_t  *smcf;
 
-    if (directive->len != sizeof("infergate_limit") - 1
-        || ngx_strncmp(directive->data, "infergate_limit", directive->len)
-           != 0)
-    {
-        return;
-    }
-
     /* decided once the http block is read: json vars may come later */
 
     smcf = ngx_http_conf_get_module_main_conf(cf,
@@ -336,13 +332,18 @@ ngx_http_ig_schema_note_key(ngx_conf_t *cf, ngx_str_t *directive,
     lv->name = *var;
     lv->slcf = ngx_http_conf_get_module_loc_conf(cf,
                                               ngx_http_infergate_schema_module);
+    lv->limit = (directive->len == sizeof("infergate_limit") - 1
+                 && ngx_strncmp(directive->data, "infergate_limit",
+                                directive->len)
+                    == 0);
 }
 
 
 /*
- * After the http block, before the merges: each place whose limit key
- * reads the body ($infergate_json_<name>, an infergate_json_var) has
- * its body validated before the limits.
+ * After the http block, before the merges: each place whose keys read
+ * the body ($infergate_json_<name>, an infergate_json_var) has its body
+ * parsed: before the limits when a limit's key does, and even without
+ * infergate_schema (against "{}", any JSON).
  */
 
 static char *
@@ -350,8 +351,10 @@ ngx_http_ig_schema_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_http_ig_schema_main_conf_t *smcf = conf;
 
+    char                            err[128];
     ngx_str_t                      *name, *var;
     ngx_uint_t                      i, j, body;
+    ngx_pool_cleanup_t             *cln;
     ngx_http_ig_limit_var_t        *lv;
     ngx_http_ig_schema_loc_conf_t  *slcf;
 
@@ -372,9 +375,35 @@ ngx_http_ig_schema_init_main_conf(ngx_conf_t *cf, void *conf)
                        == 0);
         }
 
-        if (body) {
-            slcf = lv[i].slcf;
+        if (!body) {
+            continue;
+        }
+
+        slcf = lv[i].slcf;
+
+        if (lv[i].limit) {
             slcf->body_keys = 1;
+
+        } else {
+            slcf->body_vars = 1;
+        }
+
+        if (smcf->any == NULL) {
+            smcf->any = ig_schema_compile((u_char *) "{}", 2, err,
+                                          sizeof(err));
+            if (smcf->any == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            cln = ngx_pool_cleanup_add(cf->pool, 0);
+            if (cln == NULL) {
+                ig_schema_free(smcf->any);
+                smcf->any = NULL;
+                return NGX_CONF_ERROR;
+            }
+
+            cln->handler = ngx_http_ig_schema_cleanup;
+            cln->data = smcf->any;
         }
     }
 
@@ -523,6 +552,10 @@ ngx_http_ig_schema_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         conf->body_keys = 1;
     }
 
+    if (prev->body_vars) {
+        conf->body_vars = 1;
+    }
+
     if (!conf->schema_set) {
         conf->schema = prev->schema;
         conf->schema_file = prev->schema_file;
@@ -553,7 +586,7 @@ ngx_http_ig_schema_on(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf)
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_schema_module);
 
-    return slcf->schema != NULL;
+    return slcf->schema != NULL || slcf->body_vars || slcf->body_keys;
 }
 
 
@@ -565,7 +598,7 @@ ngx_http_ig_schema_early_on(ngx_http_request_t *r,
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_schema_module);
 
-    return slcf->schema != NULL && slcf->body_keys;
+    return slcf->body_keys;
 }
 
 
@@ -573,11 +606,31 @@ static ngx_int_t
 ngx_http_ig_schema_handler(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf)
 {
-    ngx_http_ig_schema_loc_conf_t  *slcf;
+    ngx_http_ig_schema_loc_conf_t    any, *slcf;
+    ngx_http_ig_schema_main_conf_t  *smcf;
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_schema_module);
 
-    return ngx_http_ig_schema(r, ctx, slcf);
+    if (slcf->schema) {
+        return ngx_http_ig_schema(r, ctx, slcf);
+    }
+
+    /*
+     * No schema, but a key reads the body: any JSON, parsed for its
+     * values.  A request without a body has none (its keys are empty);
+     * one whose body is not JSON is refused, so that no key is dodged.
+     */
+
+    if (r->headers_in.content_length_n <= 0 && !r->headers_in.chunked) {
+        return NGX_DECLINED;
+    }
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_infergate_schema_module);
+
+    any = *slcf;
+    any.schema = smcf->any;
+
+    return ngx_http_ig_schema(r, ctx, &any);
 }
 
 

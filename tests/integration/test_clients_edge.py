@@ -335,6 +335,16 @@ location /noschema {
     proxy_set_header X-Uid $uid;
     @PROXY@
 }
+location /nsbloom {
+    # no schema: the Bloom key still reads the body (any JSON)
+    infergate_bloom zone=users key=$uid methods=POST;
+    proxy_set_header X-Uid $uid;
+    @PROXY@
+}
+location /nslim {
+    infergate_limit zone=z rate=1r/m key=nslim:$uid;
+    @PROXY@
+}
 """
 
 
@@ -411,6 +421,26 @@ def test_json_var_values(vars_ngx, origin):
                       data=json.dumps({"parameters": {"user_id": "u1"}}))
     assert r.status_code == 200
     assert origin.last("/noschema")["headers"].get("X-Uid") is None
+
+
+def test_json_var_keys_without_schema(vars_ngx, origin):
+    def post(path, uid, **kw):
+        return requests.post(vars_ngx.url(path), data=json.dumps(
+            {"parameters": {"user_id": uid}}), **kw)
+    origin.clear()
+    r = post("/nsbloom", "u2")
+    assert r.status_code == 200, r.text
+    assert origin.last("/nsbloom")["headers"].get("X-Uid") == "u2"
+    assert_problem(post("/nsbloom", "u404"), 404)
+    # not JSON: refused, so that the key is not dodged
+    p = assert_problem(requests.post(vars_ngx.url("/nsbloom"), data=b"{x"),
+                       400)
+    assert p["error"]
+    assert post("/nslim", "a1").status_code == 200
+    assert post("/nslim", "a2").status_code == 200
+    assert_problem(post("/nslim", "a1"), 429)
+    r = post("/nslim", "a3", headers={"Content-Type": "text/plain"})
+    assert_problem(r, 415)
 
 
 def test_json_var_in_limit_key(vars_ngx, origin):
