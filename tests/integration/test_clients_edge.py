@@ -341,6 +341,10 @@ location /nsbloom {
     proxy_set_header X-Uid $uid;
     @PROXY@
 }
+location /gzcache {
+    infergate_cache redis=r ttl=60s methods=POST;
+    @PROXY@
+}
 location /nslim {
     infergate_limit zone=z rate=1r/m key=nslim:$uid;
     @PROXY@
@@ -499,6 +503,24 @@ def test_json_var_in_cache_key(vars_ngx, origin):
     r = requests.post(vars_ngx.url("/cache"),
                       data=json.dumps({"parameters": {"user_id": "c2"}}))
     assert r.headers.get("X-Cache-Status") == "MISS", r.headers
+
+
+def test_cache_body_key_is_the_inflated_body(vars_ngx, origin):
+    import time
+    body = json.dumps({"q": "same", "n": [1, 2, 3]}).encode()
+    r = requests.post(vars_ngx.url("/gzcache"), data=body,
+                      headers={"Content-Type": "application/json"})
+    assert r.status_code == 200
+    assert r.headers.get("X-Cache-Status") == "MISS", r.headers
+    for coding, enc in (("gzip", gz), ("deflate", dfl)):
+        for _ in range(50):
+            r = requests.post(vars_ngx.url("/gzcache"), data=enc(body),
+                              headers={"Content-Type": "application/json",
+                                       "Content-Encoding": coding})
+            if r.headers.get("X-Cache-Status") == "HIT":
+                break
+            time.sleep(0.05)
+        assert r.headers.get("X-Cache-Status") == "HIT", (coding, r.headers)
 
 
 def test_standard_client_through_the_chain(vars_ngx):
