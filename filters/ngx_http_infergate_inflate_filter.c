@@ -41,6 +41,8 @@
 
 #define NGX_HTTP_IG_INFLATE_MAX     (64 * 1024 * 1024)
 
+#define NGX_HTTP_IG_INFLATE_MODULE  ngx_http_infergate_inflate_filter_module
+
 
 typedef struct {
     ngx_flag_t                  enable;
@@ -274,8 +276,7 @@ ngx_http_ig_inflate_check(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    ilcf = ngx_http_get_module_loc_conf(r,
-                                        ngx_http_infergate_inflate_filter_module);
+    ilcf = ngx_http_get_module_loc_conf(r, NGX_HTTP_IG_INFLATE_MODULE);
 
     if (ilcf->enable && coding != NGX_HTTP_IG_CODING_OTHER) {
         return NGX_OK;
@@ -348,8 +349,7 @@ ngx_http_ig_inflate_on(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf)
         return 0;
     }
 
-    ilcf = ngx_http_get_module_loc_conf(r,
-                                        ngx_http_infergate_inflate_filter_module);
+    ilcf = ngx_http_get_module_loc_conf(r, NGX_HTTP_IG_INFLATE_MODULE);
 
     if (!ilcf->enable) {
         return 0;
@@ -437,8 +437,7 @@ ngx_http_ig_inflate_start(ngx_http_request_t *r,
     /* not coded, or not here: passed through as it is */
     st->done = 1;
 
-    ilcf = ngx_http_get_module_loc_conf(r,
-                                        ngx_http_infergate_inflate_filter_module);
+    ilcf = ngx_http_get_module_loc_conf(r, NGX_HTTP_IG_INFLATE_MODULE);
     if (!ilcf->enable) {
         return NGX_OK;
     }
@@ -575,6 +574,12 @@ ngx_http_ig_inflate_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
             ngx_http_ig_inflate_fail(r, st, NGX_HTTP_BAD_REQUEST,
                                      "the compressed request body ends "
                                      "before its stream does");
+        }
+
+        if (st->init) {
+            /* zlib's window goes back now, not with the request */
+            inflateEnd(&st->zs);
+            st->init = 0;
         }
 
         /*
