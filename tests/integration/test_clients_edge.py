@@ -213,6 +213,37 @@ def test_corrupt_stream_is_400(edge, origin, data, coding, path):
     assert not origin.find(path + "?bad")
 
 
+@pytest.mark.parametrize("coding,enc", [("gzip", gz), ("deflate", dfl)])
+def test_mutated_streams_never_crash(edge, origin, coding, enc):
+    import random
+    rnd = random.Random(1913)
+    body = json.dumps({"k": list(range(300)), "s": "x" * 500}).encode()
+    good = enc(body)
+    seen = set()
+    for i in range(150):
+        data = bytearray(good)
+        for _ in range(rnd.randint(1, 4)):
+            op = rnd.random()
+            pos = rnd.randrange(len(data))
+            if op < 0.5:
+                data[pos] = rnd.randrange(256)
+            elif op < 0.75:
+                del data[pos:pos + rnd.randint(1, 40)]
+            else:
+                data[pos:pos] = bytes(rnd.randrange(256)
+                                      for _ in range(rnd.randint(1, 8)))
+        r = requests.post(edge.url("/echo?m%d" % i), data=bytes(data),
+                          headers={"Content-Encoding": coding})
+        seen.add(r.status_code)
+        assert r.status_code in (200, 400), (i, r.status_code, r.text)
+        if r.status_code == 400:
+            p = assert_problem(r, 400)
+            assert p["type"] in (PROBLEM_BASE + "corrupt-encoding",
+                                 PROBLEM_BASE + "malformed-json",
+                                 PROBLEM_BASE + "invalid-body"), p
+    assert 400 in seen
+
+
 @pytest.mark.parametrize("coding", ["br", "zstd", "gzip, gzip", "compress"])
 @pytest.mark.parametrize("path", ["/v2/models/id/infer", "/v2/models/id",
                                   "/echo"])
