@@ -234,7 +234,7 @@ ngx_http_ig_check_var_case(ngx_conf_t *cf, ngx_str_t *value)
         var.data = name;
         var.len = q - name;
 
-        for (q = name; q < name + var.len; q++) {
+        for (q = name + sizeof(prefix) - 1; q < name + var.len; q++) {
             if (*q >= 'A' && *q <= 'Z') {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "%V: \"$%V\" has an upper-case letter: "
