@@ -139,6 +139,29 @@ ig_validator_t *ig_validator_create(const ig_schema_t *schema,
     const yajl_alloc_funcs *af, unsigned max_depth,
     ig_member_pt on_member, void *data);
 
+/* A scalar found at a watched JSON pointer: index is the pointer's
+ * position in the list given to ig_validator_watch(); the value is in
+ * the ig_member_pt form.  Pointers are only valid during the call. */
+typedef void (*ig_value_pt)(void *data, size_t index,
+    const unsigned char *value, size_t value_len);
+
+typedef struct {
+    const unsigned char  *pointer;  /* RFC 6901, e.g. "/parameters/user_id",
+                                       "/inputs/0/name"; not "" */
+    size_t                len;
+} ig_watch_t;
+
+/*
+ * Watches n JSON pointers (the array must outlive the validator): each
+ * time a scalar (string, number, true, false, null) sits exactly at one
+ * of them, on_value is called with its index and the data given at
+ * create.  An object or array there is not reported.  Call before the
+ * first ig_validator_feed().  The cost is a comparison against the open
+ * containers per scalar whose depth equals a pointer's.
+ */
+void ig_validator_watch(ig_validator_t *v, const ig_watch_t *watch,
+    size_t n, ig_value_pt on_value);
+
 /* Feeds the next piece of the body.  Returns IG_VALID_OK while more may
  * follow (schema violations are collected, not returned, so that every
  * bad field is named), or IG_VALID_SYNTAX / IG_VALID_DEPTH /

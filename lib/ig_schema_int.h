@@ -349,6 +349,9 @@ struct ig_validator_s {
     yajl_alloc_funcs      af;
     ig_member_pt          on_member;
     void                 *data;
+    const ig_watch_t     *watch;
+    size_t                nwatch;
+    ig_value_pt           on_value;
 
     ig_frame_t           *frames;
     uint64_t             *bits;

@@ -48,6 +48,9 @@ static int ig_v_ptr_key(ig_validator_t *v, size_t base,
     const unsigned char *s, size_t len);
 static int ig_v_ptr_index(ig_validator_t *v, size_t base, size_t index);
 static int ig_v_ptr_first(ig_validator_t *v, ig_frame_t *f, size_t index);
+static void ig_v_watched(ig_validator_t *v, const unsigned char *s,
+    size_t len);
+static int ig_v_at(ig_validator_t *v, const unsigned char *p, size_t len);
 static inline int ig_v_begin(ig_validator_t *v, const ig_node_t **node);
 static int ig_v_check_type(ig_validator_t *v, const ig_node_t *node,
     unsigned type, ig_num_t *num);
@@ -1255,26 +1258,143 @@ ig_v_scalar(ig_validator_t *v, unsigned type, const unsigned char *s,
         return 0;
     }
 
-    if (v->depth == 1 && v->on_member != NULL && !v->frames[0].is_array) {
-        if (type == IG_T_BOOLEAN) {
-            if (s[0] == 't') {
-                s = (const unsigned char *) "true";
-                len = 4;
-
-            } else {
-                s = (const unsigned char *) "false";
-                len = 5;
-            }
-
-        } else if (type == IG_T_NULL) {
-            s = (const unsigned char *) "null";
+    if (type == IG_T_BOOLEAN) {
+        if (s[0] == 't') {
+            s = (const unsigned char *) "true";
             len = 4;
+
+        } else {
+            s = (const unsigned char *) "false";
+            len = 5;
         }
 
+    } else if (type == IG_T_NULL) {
+        s = (const unsigned char *) "null";
+        len = 4;
+    }
+
+    if (v->depth == 1 && v->on_member != NULL && !v->frames[0].is_array) {
         v->on_member(v->data, v->key, v->key_len, s, len);
     }
 
+    if (v->nwatch && v->depth > 0) {
+        ig_v_watched(v, s, len);
+    }
+
     return 1;
+}
+
+
+void
+ig_validator_watch(ig_validator_t *v, const ig_watch_t *watch, size_t n,
+    ig_value_pt on_value)
+{
+    v->watch = watch;
+    v->nwatch = on_value ? n : 0;
+    v->on_value = on_value;
+}
+
+
+/* reports the scalar s to each watched pointer that names where it is */
+
+static void
+ig_v_watched(ig_validator_t *v, const unsigned char *s, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; i < v->nwatch; i++) {
+        if (ig_v_at(v, v->watch[i].pointer, v->watch[i].len)) {
+            v->on_value(v->data, i, s, len);
+        }
+    }
+}
+
+
+/*
+ * Whether JSON pointer p (RFC 6901) is the place of the value that has
+ * just begun: one segment per open container, the current member name
+ * of an object (~0 and ~1 unescaped), the current index of an array
+ * (decimal, no leading zero).
+ */
+
+static int
+ig_v_at(ig_validator_t *v, const unsigned char *p, size_t len)
+{
+    size_t                d, n, index, k;
+    ig_name_t            *e;
+    ig_frame_t           *f;
+    const unsigned char  *end, *seg, *name;
+    unsigned char         c, num[24];
+
+    end = p + len;
+
+    for (d = 0; d < v->depth; d++) {
+        if (p == end || *p != '/') {
+            return 0;
+        }
+
+        seg = ++p;
+
+        while (p < end && *p != '/') {
+            p++;
+        }
+
+        f = &v->frames[d];
+
+        if (f->is_array) {
+            if (f->count == 0) {
+                return 0;
+            }
+
+            index = f->count - 1;
+            n = sizeof(num);
+
+            do {
+                num[--n] = (unsigned char) ('0' + index % 10);
+                index /= 10;
+            } while (index);
+
+            if ((size_t) (p - seg) != sizeof(num) - n
+                || memcmp(seg, num + n, sizeof(num) - n) != 0)
+            {
+                return 0;
+            }
+
+            continue;
+        }
+
+        if (f->name_cur >= v->nnames) {
+            return 0;
+        }
+
+        e = &v->nents[f->name_cur];
+        name = v->names + e->off;
+        k = 0;
+
+        while (seg < p) {
+            c = *seg++;
+
+            if (c == '~') {
+                if (seg == p || (*seg != '0' && *seg != '1')) {
+                    return 0;
+                }
+
+                c = (*seg++ == '0') ? '~' : '/';
+            }
+
+            if (k == e->len || name[k] != c) {
+                return 0;
+            }
+
+            k++;
+        }
+
+        if (k != e->len) {
+            return 0;
+        }
+    }
+
+    return p == end;
 }
 
 

@@ -173,6 +173,9 @@ typedef struct {
     ig_valid_rc_e               valid_rc;
     ngx_array_t                 members;     /* ngx_http_ig_member_t       */
     off_t                       body_bytes;
+    ngx_str_t                  *json_vars;   /* infergate_json_var values  */
+    ngx_uint_t                  inflate_status; /* 400, 413: body coding   */
+    const char                 *inflate_error;
 
     ngx_uint_t                  batch_rows;  /* rows in the backend batch  */
     ngx_uint_t                  backend_us;  /* submit to completion       */
@@ -290,6 +293,14 @@ ngx_int_t ngx_http_ig_add_variables(ngx_conf_t *cf,
     ngx_http_variable_t *vars);
 ngx_int_t ngx_http_ig_core_variables(ngx_conf_t *cf);
 void ngx_http_ig_set_value(ngx_http_variable_value_t *v, ngx_str_t *s);
+ngx_int_t ngx_http_ig_check_var_case(ngx_conf_t *cf, ngx_str_t *value);
+void ngx_http_ig_schema_note_key(ngx_conf_t *cf, ngx_str_t *directive,
+    ngx_str_t *var);
+
+/* request bodies sent with Content-Encoding gzip or deflate */
+ngx_int_t ngx_http_ig_inflate_check(ngx_http_request_t *r);
+ngx_int_t ngx_http_ig_inflate_refuse(ngx_http_request_t *r,
+    ngx_http_ig_ctx_t *ctx);
 
 
 #endif /* _NGX_HTTP_INFERGATE_H_INCLUDED_ */

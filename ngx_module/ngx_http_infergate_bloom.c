@@ -560,6 +560,10 @@ ngx_http_ig_bloom_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 goto invalid;
             }
 
+            if (ngx_http_ig_check_var_case(cf, &s) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
             ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
             ccv.cf = cf;
             ccv.value = &s;

@@ -199,6 +199,10 @@ ngx_http_ig_cache_complex(ngx_conf_t *cf, ngx_array_t **a, u_char *data,
     value.data = data;
     value.len = len;
 
+    if (ngx_http_ig_check_var_case(cf, &value) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     ngx_memzero(&ccv, sizeof(ngx_http_compile_complex_value_t));
     ccv.cf = cf;
     ccv.value = &value;

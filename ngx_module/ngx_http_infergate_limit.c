@@ -341,6 +341,10 @@ ngx_http_ig_limit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 goto invalid;
             }
 
+            if (ngx_http_ig_check_var_case(cf, &s) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
             lc->key = ngx_palloc(cf->pool, sizeof(ngx_http_complex_value_t));
             if (lc->key == NULL) {
                 return NGX_CONF_ERROR;

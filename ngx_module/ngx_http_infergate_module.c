@@ -38,8 +38,10 @@ static ngx_int_t ngx_http_ig_postconfiguration(ngx_conf_t *cf);
  */
 
 #define NGX_HTTP_IG_STAGES(stage)                                             \
+    stage(schema_early)                    /* a limit key= reads the body */  \
     stage(limit)                           /* auth -> [limit] */              \
     stage(schema)                                                             \
+    stage(inflate)                         /* a coded body schema left */     \
     stage(bloom)                                                              \
     stage(cache)                           /* [cache] -> infer */
 

@@ -3,7 +3,10 @@
  * Copyright (C) infergate authors
  *
  * RFC 9457 application/problem+json refusals.  Every refusal the module
- * makes goes through here, so each one has the same shape.
+ * makes goes through here, so each one has the same shape.  Each also
+ * carries "error", the detail again: the KServe v2 / Open Inference
+ * Protocol REST error body is {"error": "<message>"}, and the Triton and
+ * KServe clients read that member (RFC 9457 allows extension members).
  */
 
 
@@ -79,11 +82,12 @@ ngx_http_ig_problem(ngx_http_request_t *r, ngx_uint_t status,
     tlen = ngx_strlen(type);
     ttlen = ngx_strlen(title);
 
-    len = sizeof("{\"type\":,\"title\":,\"status\":,\"detail\":}\n") - 1
+    len = sizeof("{\"type\":,\"title\":,\"status\":,\"detail\":,"
+                 "\"error\":}\n") - 1
           + ngx_http_ig_json_str_len((u_char *) type, tlen)
           + ngx_http_ig_json_str_len((u_char *) title, ttlen)
           + NGX_INT_T_LEN
-          + ngx_http_ig_json_str_len(detail->data, detail->len)
+          + 2 * ngx_http_ig_json_str_len(detail->data, detail->len)
           + (extra ? extra->len : 0);
 
     b = ngx_create_temp_buf(r->pool, len);
@@ -96,6 +100,8 @@ ngx_http_ig_problem(ngx_http_request_t *r, ngx_uint_t status,
     p = ngx_cpymem(p, ",\"title\":", sizeof(",\"title\":") - 1);
     p = ngx_http_ig_json_str(p, (u_char *) title, ttlen);
     p = ngx_sprintf(p, ",\"status\":%ui,\"detail\":", status);
+    p = ngx_http_ig_json_str(p, detail->data, detail->len);
+    p = ngx_cpymem(p, ",\"error\":", sizeof(",\"error\":") - 1);
     p = ngx_http_ig_json_str(p, detail->data, detail->len);
 
     if (extra) {

@@ -25,11 +25,42 @@ typedef struct {
     ngx_str_t                   schema_file;
     ngx_uint_t                  max_depth;
     unsigned                    schema_set:1;
+    unsigned                    body_keys:1; /* a limit key reads the body */
+    unsigned                    body_vars:1; /* a Bloom or cache key does  */
 } ngx_http_ig_schema_loc_conf_t;
+
+
+/* infergate_json_var: the pointers, and the variables' names */
+
+typedef struct {
+    ngx_array_t                 watches;     /* ig_watch_t                 */
+    ngx_array_t                 names;       /* ngx_str_t, without "$"     */
+    ngx_array_t                 limit_vars;  /* ngx_http_ig_limit_var_t    */
+    ig_schema_t                *any;         /* "{}": no schema, body keys */
+} ngx_http_ig_schema_main_conf_t;
+
+
+/* a variable a key= names, the directive's kind, and where */
+
+typedef struct {
+    ngx_str_t                   name;
+    void                       *slcf;        /* schema loc conf there      */
+    ngx_uint_t                  limit;       /* infergate_limit            */
+} ngx_http_ig_limit_var_t;
 
 
 static ngx_uint_t ngx_http_ig_schema_on(ngx_http_request_t *r,
     ngx_http_ig_loc_conf_t *lcf);
+static ngx_uint_t ngx_http_ig_schema_early_on(ngx_http_request_t *r,
+    ngx_http_ig_loc_conf_t *lcf);
+static char *ngx_http_ig_json_var_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_ig_json_var_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static void ngx_http_ig_on_value(void *data, size_t index,
+    const unsigned char *value, size_t value_len);
+static void *ngx_http_ig_schema_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_ig_schema_init_main_conf(ngx_conf_t *cf, void *conf);
 static ngx_int_t ngx_http_ig_schema_handler(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
 static char *ngx_http_ig_schema_directive(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -74,6 +105,13 @@ static ngx_command_t  ngx_http_ig_schema_commands[] = {
       0,
       NULL },
 
+    { ngx_string("infergate_json_var"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE2,
+      ngx_http_ig_json_var_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("infergate_schema_max_depth"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_num_slot,
@@ -89,8 +127,8 @@ static ngx_http_module_t  ngx_http_infergate_schema_module_ctx = {
     NULL,                                  /* preconfiguration */
     NULL,                                  /* postconfiguration */
 
-    NULL,                                  /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_http_ig_schema_create_main_conf,   /* create main configuration */
+    ngx_http_ig_schema_init_main_conf,     /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -121,6 +159,299 @@ const ngx_http_ig_stage_t  ngx_http_ig_schema_stage = {
     ngx_http_ig_schema_on,
     ngx_http_ig_schema_handler
 };
+
+
+/*
+ * Before the limits, where a limit's key= reads the body (a JSON
+ * variable): the body is read and validated first, so that the key has
+ * its value.  The schema stage then finds it done.
+ */
+
+const ngx_http_ig_stage_t  ngx_http_ig_schema_early_stage = {
+    ngx_string("schema"),
+    ngx_http_ig_schema_early_on,
+    ngx_http_ig_schema_handler
+};
+
+
+static void *
+ngx_http_ig_schema_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_ig_schema_main_conf_t  *smcf;
+
+    smcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_schema_main_conf_t));
+    if (smcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&smcf->watches, cf->pool, 4, sizeof(ig_watch_t))
+        != NGX_OK
+        || ngx_array_init(&smcf->names, cf->pool, 4, sizeof(ngx_str_t))
+           != NGX_OK
+        || ngx_array_init(&smcf->limit_vars, cf->pool, 4,
+                          sizeof(ngx_http_ig_limit_var_t))
+           != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return smcf;
+}
+
+
+/* infergate_json_var $name /json/pointer; */
+
+static char *
+ngx_http_ig_json_var_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_ig_schema_main_conf_t *smcf = conf;
+
+    u_char               *p, *last;
+    ngx_str_t            *value, *name;
+    ngx_uint_t            i;
+    ig_watch_t           *w;
+    ngx_http_variable_t  *var;
+
+    value = cf->args->elts;
+
+    if (value[1].len < 2 || value[1].data[0] != '$') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_json_var: invalid variable name "
+                           "\"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    value[1].data++;
+    value[1].len--;
+
+    for (p = value[1].data; p < value[1].data + value[1].len; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+              || (*p >= '0' && *p <= '9') || *p == '_'))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "infergate_json_var: invalid variable name "
+                               "\"$%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (value[1].len >= sizeof("infergate_") - 1
+        && ngx_strncasecmp(value[1].data, (u_char *) "infergate_",
+                           sizeof("infergate_") - 1)
+           == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_json_var: \"$%V\": the prefix "
+                           "\"infergate_\" is the module's own",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    /* RFC 6901: "/" then segments; "~" only as "~0" or "~1" */
+
+    p = value[2].data;
+    last = p + value[2].len;
+
+    if (p == last || *p != '/') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_json_var: \"%V\" is not a JSON "
+                           "pointer to a member (it must start with \"/\")",
+                           &value[2]);
+        return NGX_CONF_ERROR;
+    }
+
+    for ( /* void */ ; p < last; p++) {
+        if (*p == '~' && (p + 1 == last || (p[1] != '0' && p[1] != '1'))) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "infergate_json_var: \"%V\": \"~\" must be "
+                               "followed by 0 or 1 (RFC 6901)", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    name = smcf->names.elts;
+
+    for (i = 0; i < smcf->names.nelts; i++) {
+        if (name[i].len == value[1].len
+            && ngx_strncasecmp(name[i].data, value[1].data, value[1].len)
+               == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "infergate_json_var: \"$%V\" is duplicate",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    var = ngx_http_add_variable(cf, &value[1], NGX_HTTP_VAR_NOCACHEABLE);
+    if (var == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    var->get_handler = ngx_http_ig_json_var_variable;
+    var->data = smcf->watches.nelts;
+
+    w = ngx_array_push(&smcf->watches);
+    name = ngx_array_push(&smcf->names);
+    if (w == NULL || name == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    w->pointer = value[2].data;
+    w->len = value[2].len;
+    *name = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * Called by the key= parsers (ngx_http_ig_check_var_case()) for each
+ * variable a key names: a limit whose key reads the body makes this
+ * location validate the body before the limits.
+ */
+
+void
+ngx_http_ig_schema_note_key(ngx_conf_t *cf, ngx_str_t *directive,
+    ngx_str_t *var)
+{
+    ngx_http_ig_limit_var_t         *lv;
+    ngx_http_ig_schema_main_conf_t  *smcf;
+
+    /* decided once the http block is read: json vars may come later */
+
+    smcf = ngx_http_conf_get_module_main_conf(cf,
+                                              ngx_http_infergate_schema_module);
+
+    lv = ngx_array_push(&smcf->limit_vars);
+    if (lv == NULL) {
+        return;
+    }
+
+    lv->name = *var;
+    lv->slcf = ngx_http_conf_get_module_loc_conf(cf,
+                                              ngx_http_infergate_schema_module);
+    lv->limit = (directive->len == sizeof("infergate_limit") - 1
+                 && ngx_strncmp(directive->data, "infergate_limit",
+                                directive->len)
+                    == 0);
+}
+
+
+/*
+ * After the http block, before the merges: each place whose keys read
+ * the body ($infergate_json_<name>, an infergate_json_var) has its body
+ * parsed: before the limits when a limit's key does, and even without
+ * infergate_schema (against "{}", any JSON).
+ */
+
+static char *
+ngx_http_ig_schema_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_ig_schema_main_conf_t *smcf = conf;
+
+    char                            err[128];
+    ngx_str_t                      *name, *var;
+    ngx_uint_t                      i, j, body;
+    ngx_pool_cleanup_t             *cln;
+    ngx_http_ig_limit_var_t        *lv;
+    ngx_http_ig_schema_loc_conf_t  *slcf;
+
+    lv = smcf->limit_vars.elts;
+    name = smcf->names.elts;
+
+    for (i = 0; i < smcf->limit_vars.nelts; i++) {
+        var = &lv[i].name;
+
+        body = (var->len >= sizeof("infergate_json_") - 1
+                && ngx_strncasecmp(var->data, (u_char *) "infergate_json_",
+                                   sizeof("infergate_json_") - 1)
+                   == 0);
+
+        for (j = 0; !body && j < smcf->names.nelts; j++) {
+            body = (name[j].len == var->len
+                    && ngx_strncasecmp(name[j].data, var->data, var->len)
+                       == 0);
+        }
+
+        if (!body) {
+            continue;
+        }
+
+        slcf = lv[i].slcf;
+
+        if (lv[i].limit) {
+            slcf->body_keys = 1;
+
+        } else {
+            slcf->body_vars = 1;
+        }
+
+        if (smcf->any == NULL) {
+            smcf->any = ig_schema_compile((u_char *) "{}", 2, err,
+                                          sizeof(err));
+            if (smcf->any == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            cln = ngx_pool_cleanup_add(cf->pool, 0);
+            if (cln == NULL) {
+                ig_schema_free(smcf->any);
+                smcf->any = NULL;
+                return NGX_CONF_ERROR;
+            }
+
+            cln->handler = ngx_http_ig_schema_cleanup;
+            cln->data = smcf->any;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ig_json_var_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_ig_ctx_t  *ctx;
+
+    ctx = ngx_http_ig_find_ctx(r->main);
+
+    if (ctx == NULL || ctx->json_vars == NULL
+        || ctx->valid_rc != IG_VALID_OK
+        || ctx->json_vars[data].data == NULL)
+    {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    ngx_http_ig_set_value(v, &ctx->json_vars[data]);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_ig_on_value(void *data, size_t index, const unsigned char *value,
+    size_t value_len)
+{
+    ngx_http_ig_ctx_t *ctx = data;
+
+    ngx_str_t  *s;
+
+    s = &ctx->json_vars[index];
+
+    s->data = ngx_pnalloc(ctx->pool, value_len + 1);
+    if (s->data == NULL) {
+        s->len = 0;
+        return;
+    }
+
+    ngx_memcpy(s->data, value, value_len);
+    s->len = value_len;
+}
 
 
 static char *
@@ -217,6 +548,14 @@ ngx_http_ig_schema_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_uint_value(conf->max_depth, prev->max_depth, 64);
 
+    if (prev->body_keys) {
+        conf->body_keys = 1;
+    }
+
+    if (prev->body_vars) {
+        conf->body_vars = 1;
+    }
+
     if (!conf->schema_set) {
         conf->schema = prev->schema;
         conf->schema_file = prev->schema_file;
@@ -247,7 +586,19 @@ ngx_http_ig_schema_on(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf)
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_schema_module);
 
-    return slcf->schema != NULL;
+    return slcf->schema != NULL || slcf->body_vars || slcf->body_keys;
+}
+
+
+static ngx_uint_t
+ngx_http_ig_schema_early_on(ngx_http_request_t *r,
+    ngx_http_ig_loc_conf_t *lcf)
+{
+    ngx_http_ig_schema_loc_conf_t  *slcf;
+
+    slcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_schema_module);
+
+    return slcf->body_keys;
 }
 
 
@@ -255,11 +606,31 @@ static ngx_int_t
 ngx_http_ig_schema_handler(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_loc_conf_t *lcf)
 {
-    ngx_http_ig_schema_loc_conf_t  *slcf;
+    ngx_http_ig_schema_loc_conf_t    any, *slcf;
+    ngx_http_ig_schema_main_conf_t  *smcf;
 
     slcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_schema_module);
 
-    return ngx_http_ig_schema(r, ctx, slcf);
+    if (slcf->schema) {
+        return ngx_http_ig_schema(r, ctx, slcf);
+    }
+
+    /*
+     * No schema, but a key reads the body: any JSON, parsed for its
+     * values.  A request without a body has none (its keys are empty);
+     * one whose body is not JSON is refused, so that no key is dodged.
+     */
+
+    if (r->headers_in.content_length_n <= 0 && !r->headers_in.chunked) {
+        return NGX_DECLINED;
+    }
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_infergate_schema_module);
+
+    any = *slcf;
+    any.schema = smcf->any;
+
+    return ngx_http_ig_schema(r, ctx, &any);
 }
 
 
@@ -302,11 +673,17 @@ ngx_http_ig_schema(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 }
 
 
-/* 400 without a body, 415 unless it is JSON; NGX_OK to go on */
+/*
+ * 400 without a body, 415 unless it is JSON (no Content-Type at all is
+ * taken as JSON: tritonclient.http sends none) or its Content-Encoding
+ * is not one the inflate filter decodes here; NGX_OK to go on.
+ */
 
 static ngx_int_t
 ngx_http_ig_schema_precheck(ngx_http_request_t *r)
 {
+    ngx_int_t  rc;
+
     if (r->headers_in.content_length_n <= 0 && !r->headers_in.chunked) {
         return ngx_http_ig_problem_cstr(r, NGX_HTTP_BAD_REQUEST,
                                         NGX_HTTP_IG_PROBLEM_BASE
@@ -314,6 +691,11 @@ ngx_http_ig_schema_precheck(ngx_http_request_t *r)
                                         "Request body required",
                                         "this endpoint needs a JSON "
                                         "request body");
+    }
+
+    rc = ngx_http_ig_inflate_check(r);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     if (ngx_http_ig_is_json(r) != NGX_OK) {
@@ -335,6 +717,8 @@ static ngx_int_t
 ngx_http_ig_validator_new(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_schema_loc_conf_t *lcf)
 {
+    ngx_http_ig_schema_main_conf_t  *smcf;
+
     if (ctx->validator) {
         ig_validator_destroy(ctx->validator);
         ctx->validator = NULL;
@@ -353,6 +737,20 @@ ngx_http_ig_validator_new(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
                                          ngx_http_ig_on_member, ctx);
     if (ctx->validator == NULL) {
         return NGX_ERROR;
+    }
+
+    smcf = ngx_http_get_module_main_conf(r, ngx_http_infergate_schema_module);
+
+    if (smcf->watches.nelts) {
+        /* the values of the body this schema checks */
+        ctx->json_vars = ngx_pcalloc(r->pool,
+                                     smcf->watches.nelts * sizeof(ngx_str_t));
+        if (ctx->json_vars == NULL) {
+            return NGX_ERROR;
+        }
+
+        ig_validator_watch(ctx->validator, smcf->watches.elts,
+                           smcf->watches.nelts, ngx_http_ig_on_value);
     }
 
     ctx->pool = r->pool;
@@ -518,6 +916,11 @@ ngx_http_ig_schema_result(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
     ctx->body_state = NGX_HTTP_IG_BODY_CHECKED;
 
+    if (ctx->inflate_status) {
+        /* the body did not inflate: what the validator saw is cut */
+        return ngx_http_ig_inflate_refuse(r, ctx);
+    }
+
     if (ctx->valid_rc != IG_VALID_OK && ctx->valid_rc != IG_VALID_NOMEM) {
         /*
          * The refusal may finalize the request and free its pool: neither
@@ -638,7 +1041,8 @@ ngx_http_ig_is_json(ngx_http_request_t *r)
     u_char  *p, *last;
 
     if (r->headers_in.content_type == NULL) {
-        return NGX_DECLINED;
+        /* none at all: JSON (tritonclient.http, curl --data-binary) */
+        return NGX_OK;
     }
 
     p = r->headers_in.content_type->value.data;

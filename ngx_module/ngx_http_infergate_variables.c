@@ -184,6 +184,105 @@ ngx_http_ig_json_variable(ngx_http_request_t *r,
 }
 
 
+/*
+ * nginx lower-cases variable names, so "$infergate_json_userId" would
+ * silently read the member "userid".  An infergate directive argument
+ * (a key= or tag= complex value) that spells an upper-case letter after
+ * "$infergate_json_" is refused, naming the directive (cf->args[0]).
+ * Each variable named is also shown to the schema module, which reads
+ * the body before the limits where a limit's key needs it.
+ */
+
+ngx_int_t
+ngx_http_ig_check_var_case(ngx_conf_t *cf, ngx_str_t *value)
+{
+    u_char     *p, *last, *name, *q;
+    ngx_str_t  *args, var;
+
+    static const char  prefix[] = "infergate_json_";
+
+    args = cf->args->elts;
+    p = value->data;
+    last = p + value->len;
+
+    for ( /* void */ ; p < last; p++) {
+        if (*p != '$') {
+            continue;
+        }
+
+        name = p + 1;
+
+        if (name < last && *name == '{') {
+            name++;
+        }
+
+        if ((size_t) (last - name) < sizeof(prefix) - 1
+            || ngx_strncasecmp(name, (u_char *) prefix, sizeof(prefix) - 1)
+               != 0)
+        {
+            continue;
+        }
+
+        for (q = name; q < last; q++) {
+            if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z')
+                  || (*q >= '0' && *q <= '9') || *q == '_'))
+            {
+                break;
+            }
+        }
+
+        var.data = name;
+        var.len = q - name;
+
+        for (q = name + sizeof(prefix) - 1; q < name + var.len; q++) {
+            if (*q >= 'A' && *q <= 'Z') {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "%V: \"$%V\" has an upper-case letter: "
+                                   "nginx lower-cases variable names, so it "
+                                   "would read a lower-case member; write "
+                                   "it in lower case, or name the member "
+                                   "with infergate_json_var",
+                                   &args[0], &var);
+                return NGX_ERROR;
+            }
+        }
+
+        p = name + var.len - 1;
+    }
+
+    /* the other variables: does a limit's key read the body? */
+
+    for (p = value->data; p < last; p++) {
+        if (*p != '$') {
+            continue;
+        }
+
+        name = p + 1;
+
+        if (name < last && *name == '{') {
+            name++;
+        }
+
+        for (q = name; q < last; q++) {
+            if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z')
+                  || (*q >= '0' && *q <= '9') || *q == '_'))
+            {
+                break;
+            }
+        }
+
+        var.data = name;
+        var.len = q - name;
+
+        if (var.len) {
+            ngx_http_ig_schema_note_key(cf, &args[0], &var);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 void
 ngx_http_ig_set_value(ngx_http_variable_value_t *v, ngx_str_t *s)
 {

@@ -142,15 +142,16 @@ base="http://127.0.0.1:$port"
 infer="$base/v2/models/credit-risk/infer"
 score="$base/v1/score"
 json="-H 'Content-Type: application/json'"
-req='{"id":"demo-1","user_id":"u42","login_time":"2026-11-22T03:12:00Z","inputs":[{"name":"input__0","shape":[1,'$nfeatures'],"datatype":"FP32","data":['$row']}]}'
-ghost='{"id":"demo-2","user_id":"u99999999","login_time":"2026-11-22T03:12:00Z","inputs":[{"name":"input__0","shape":[1,'$nfeatures'],"datatype":"FP32","data":['$row']}]}'
-bad='{"user_id":"42","login_time":"03/25/2024 10:00","inputs":[{"name":"input__0","shape":[0],"datatype":"FP16","data":[]}]}'
+req='{"id":"demo-1","parameters":{"user_id":"u42","login_time":"2026-11-22T03:12:00Z"},"inputs":[{"name":"input__0","shape":[1,'$nfeatures'],"datatype":"FP32","data":['$row']}]}'
+ghost='{"id":"demo-2","parameters":{"user_id":"u99999999","login_time":"2026-11-22T03:12:00Z"},"inputs":[{"name":"input__0","shape":[1,'$nfeatures'],"datatype":"FP32","data":['$row']}]}'
+bad='{"parameters":{"user_id":"42","login_time":"03/25/2024 10:00"},"inputs":[{"name":"input__0","shape":[0],"datatype":"FP16","data":[]}]}'
 good='{"user_id":"u42","amount":125.5,"currency":"EUR","login_time":"2024-03-25T09:30:00Z","login_hour":9}'
 
 curl_infer="curl -si $infer -H 'Authorization: Bearer $acme_key' $json -d '$req'"
 curl_ghost="curl -si $infer -H 'Authorization: Bearer $acme_key' $json -d '$ghost'"
 curl_bad="curl -s $infer -H 'X-API-Key: $acme_key' $json -d '$bad'"
 curl_nokey="curl -si $infer $json -d '$req'"
+curl_gzip="printf '%s' '$req' | gzip | curl -si $infer -H 'Authorization: Bearer $acme_key' $json -H 'Content-Encoding: gzip' --data-binary @-"
 curl_meta="curl -s $base/v2/models/credit-risk -H 'Authorization: Bearer $acme_key'"
 curl_loop="for i in \$(seq 15); do curl -s -o /dev/null -w '%{http_code}\\n' $score -H 'Authorization: Bearer $globex_key' $json -d '$good'; done"
 curl_metrics="curl -s $base/metrics | grep -E '^infergate_(requests_total|cache_requests_total|bloom|backend_batch_size_count)'"
@@ -165,8 +166,10 @@ prefix $prefix (keys.txt, nginx.conf, infergate.conf, models/, logs/)
   tenant acme    key $acme_key   (rate=5r/s burst=10)
   tenant globex  key $globex_key   (rate=1r/s burst=1, models=credit-risk)
 
-1. Score one applicant: auth, rate limit, schema (user_id, RFC 3339
-   login_time), Bloom (u42 exists), cache MISS, the backend's XGBoost model
+1. Score one applicant as a standard Open Inference Protocol client sends
+   it (the ids in "parameters"): auth, rate limit, schema (user_id, RFC
+   3339 login_time), Bloom (u42 exists), cache MISS, the backend's XGBoost
+   model
 
 $curl_infer
 
@@ -186,6 +189,12 @@ $curl_bad
 5. No API key: 401 with WWW-Authenticate: Bearer realm="infergate"
 
 $curl_nokey
+
+   The same body gzip-coded (tritonclient.http with
+   request_compression_algorithm="gzip"; it sends no Content-Type, which
+   is taken as JSON too): inflated at the edge, the same cache entry, HIT
+
+$curl_gzip
 
 6. Model metadata (Open Inference Protocol)
 
@@ -296,14 +305,17 @@ if [ "${DEMO_CHECK:-0}" = 1 ]; then
     expect "unknown id 404" '^HTTP/1.1 404' "$out"
     expect "unknown-id type" 'problems#unknown-id' "$out"
     out=$(eval "$curl_bad")
-    for p in /user_id /login_time /inputs/0/shape/0 /inputs/0/datatype \
-             /inputs/0/data; do
+    for p in /parameters/user_id /parameters/login_time /inputs/0/shape/0 \
+             /inputs/0/datatype /inputs/0/data; do
         expect "400 names $p" "\"pointer\": ?\"$p\"" "$out"
     done
     out=$(eval "$curl_nokey" | tr -d '\r')
     expect "401" '^HTTP/1.1 401' "$out"
     expect "WWW-Authenticate" '^WWW-Authenticate: Bearer realm="infergate"' \
         "$out"
+    out=$(eval "$curl_gzip" | tr -d '\r')
+    expect "gzip body: the same entry" '^X-Cache-Status: HIT' "$out"
+    expect "gzip body scored" '"outputs":\[\{"name":"output__0"' "$out"
     out=$(eval "$curl_meta")
     expect "metadata" '"name":"credit-risk"' "$out"
     out=$(eval "$curl_loop" | tr '\n' ' ')
@@ -311,7 +323,7 @@ if [ "${DEMO_CHECK:-0}" = 1 ]; then
     echo "demo check: loop printed: $out"
     out=$(eval "$curl_metrics")
     expect "metrics" 'infergate_requests_total\{tenant="acme",action="infer",status="200"\} 1' "$out"
-    expect "metrics cache hit" 'infergate_requests_total\{tenant="acme",action="cache_hit",status="200"\} 1' "$out"
+    expect "metrics cache hit" 'infergate_requests_total\{tenant="acme",action="cache_hit",status="200"\} 2' "$out"
     sleep 0.5
     out=$("$build/infergate-audit" verify --live --key "$prefix/audit.key" \
           "$prefix/logs/audit.log" 2>&1 || true)

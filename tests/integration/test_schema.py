@@ -141,7 +141,6 @@ VALID_SCORE = {"user_id": "u123", "amount": 12.5,
 @pytest.mark.parametrize("ct", [
     "text/plain", "application/x-www-form-urlencoded", "application/jsonx",
     "text/json", "application/xml", "multipart/form-data; boundary=x",
-    None,
 ])
 def test_unsupported_media_type_415(ngx, origin, ct):
     r = post(ngx, "/score?ct", VALID_SCORE, ct=ct)
@@ -151,6 +150,7 @@ def test_unsupported_media_type_415(ngx, origin, ct):
 @pytest.mark.parametrize("ct", [
     "application/json", "Application/JSON", "application/json; charset=utf-8",
     "application/json;charset=UTF-8", "APPLICATION/JSON ; Charset=\"utf-8\"",
+    None,   # no Content-Type at all is JSON (tritonclient.http sends none)
 ])
 def test_json_media_type_variants_accepted(ngx, ct):
     r = post(ngx, "/score", VALID_SCORE, ct=ct)
@@ -389,9 +389,10 @@ def test_json_variable_matches_member_name_exactly(ngx, origin):
     assert h.get("X-Uid") == "u5"
 
 
-def test_json_variable_written_in_upper_case(ngx, origin):
+def test_json_variable_case_in_core_directives(ngx, origin):
     # nginx variable names are case-insensitive and reach the module
-    # lower-cased: $infergate_json_USER_ID reads the member "user_id"
+    # lower-cased: in nginx's own directives (proxy_set_header here)
+    # $infergate_json_USER_ID reads the member "user_id"
     r = post(ngx, "/varcase?1", b'{"USER_ID":"x","User_Id":"y"}')
     assert r.status_code == 200, r.text
     h = origin.last("/varcase?1")["headers"]
@@ -403,6 +404,35 @@ def test_json_variable_written_in_upper_case(ngx, origin):
     h = origin.last("/varcase?2")["headers"]
     assert h.get("X-Upper") == "u9"
     assert h.get("X-Mixed") == "u9"
+
+
+@pytest.mark.parametrize("directive,line", [
+    ("infergate_limit",
+     "infergate_limit zone=z rate=1r/s key=$infergate_json_userId;"),
+    ("infergate_limit",
+     "infergate_limit zone=z rate=1r/s key=t:${infergate_json_User_id};"),
+    ("infergate_bloom",
+     "infergate_bloom zone=b key=$infergate_json_userId methods=POST;"),
+    ("infergate_cache",
+     "infergate_cache redis=r ttl=5s methods=POST "
+     "key=$uri:$infergate_json_USER_ID;"),
+    ("infergate_cache",
+     "infergate_cache redis=r ttl=5s tag=u:$infergate_json_UserId;"),
+])
+def test_json_variable_written_in_upper_case(nginx_t, directive, line):
+    # $infergate_json_userId used to read "userid" silently (nginx
+    # lower-cases variable names): nginx -t refuses it, naming the
+    # directive
+    http = ("infergate_limit_zone z 1m; infergate_redis r 127.0.0.1:6379;"
+            "infergate_bloom_zone b 1m capacity=1000 error=0.01;")
+    rc, out = nginx_t(http=http, server=f"location / {{ {line} }}")
+    assert rc != 0, out
+    assert directive in out and "upper-case" in out, out
+    # the lower-case spelling is accepted
+    low = re.sub(r"infergate_json_(\w+)",
+                 lambda m: "infergate_json_" + m.group(1).lower(), line)
+    rc, out = nginx_t(http=http, server=f"location / {{ {low} }}")
+    assert rc == 0, out
 
 
 DUP = 'duplicate member name "{}"'
