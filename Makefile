@@ -47,7 +47,8 @@ BACKEND_H    := $(wildcard backend/*.h)
 BACKEND_GEN  := $(BUILD)/backend/gen/onnx.pb-c.o
 BACKEND_CFLAGS = $(CFLAGS) -Ibackend -I$(BUILD)/backend/gen -fopenmp \
                  -pthread
-BACKEND_LIBS := -lopenblas -lprotobuf-c -fopenmp -pthread -lrt
+# lib/ (the audit signer of backend/baudit.c) after the archive
+BACKEND_LIBS := $(LIBIG) -lopenblas -lprotobuf-c -fopenmp -pthread -lrt
 ifneq ($(NVCC),)
 BACKEND_CU   := $(wildcard backend/*.cu)
 BACKEND_CFLAGS += -I$(CUDA_HOME)/include
@@ -199,12 +200,12 @@ $(BACKEND_AR): $(BACKEND_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/infergate-predict: tools/infergate_predict.c $(BACKEND_AR) \
-                            $(BACKEND_H)
+                            $(LIBIG) $(BACKEND_H)
 	$(CC) $(BACKEND_CFLAGS) $(DEPFLAGS) -o $@ tools/infergate_predict.c \
 	    $(BACKEND_LINK) $(BACKEND_LIBS) $(LIBS)
 
-$(BUILD)/infergate-backend: $(BACKEND_MAIN) $(BACKEND_AR) $(BACKEND_H) \
-                            $(LIB_HDRS)
+$(BUILD)/infergate-backend: $(BACKEND_MAIN) $(BACKEND_AR) $(LIBIG) \
+                            $(BACKEND_H) $(LIB_HDRS)
 	$(CC) $(BACKEND_CFLAGS) $(DEPFLAGS) -o $@ $(BACKEND_MAIN) \
 	    $(BACKEND_LINK) $(BACKEND_LIBS) $(LIBS)
 

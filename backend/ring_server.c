@@ -44,6 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "baudit.h"
 #include "batcher.h"
 #include "blog.h"
 #include "ig_clock.h"
@@ -516,6 +517,7 @@ ig_rs_refuse(int fd, const struct ucred *cred, const char *level,
     ig_blog(level, "client_refused", "pid=%d uid=%u gid=%u reason=\"%s\"",
             (int) cred->pid, (unsigned) cred->uid, (unsigned) cred->gid,
             reason);
+    ig_baudit_client(-1, cred->pid, cred->uid, cred->gid, reason);
     close(fd);
 }
 
@@ -665,6 +667,8 @@ ig_rs_accept(ig_rs_t *s)
                     "gid=%u reason=\"hello failed\" errno=%d", i,
                     (int) cred.pid, (unsigned) cred.uid,
                     (unsigned) cred.gid, errno);
+            ig_baudit_client((int) i, cred.pid, cred.uid, cred.gid,
+                             "hello failed");
             epoll_ctl(s->epfd, EPOLL_CTL_DEL, fd, NULL);
             epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->sq_efd, NULL);
             pthread_mutex_lock(&s->lock);
@@ -682,6 +686,7 @@ ig_rs_accept(ig_rs_t *s)
         ig_blog("info", "client_connected", "client=%u pid=%d uid=%u "
                 "gid=%u", i, (int) cred.pid, (unsigned) cred.uid,
                 (unsigned) cred.gid);
+        ig_baudit_client((int) i, cred.pid, cred.uid, cred.gid, NULL);
     }
 }
 
@@ -965,6 +970,8 @@ ig_rs_apply(ig_rs_t *s, ig_reg_result_t *res)
         ig_blog("error", "model_refused", "model=%s err=%s kept=%s", label,
                 ig_blogq(q, sizeof(q), res->err),
                 res->id == UINT32_MAX ? "no" : "yes");
+        ig_baudit_model(res, s->conf->reg->specs[res->spec].name, res->id,
+                        s->conf->ex->name, NULL);
         return;
     }
 
@@ -973,6 +980,8 @@ ig_rs_apply(ig_rs_t *s, ig_reg_result_t *res)
         s->load_failures++;
         ig_blog("error", "model_refused", "model=%s err=\"registry full\"",
                 label);
+        ig_baudit_model(res, s->conf->reg->specs[res->spec].name,
+                        UINT32_MAX, s->conf->ex->name, "registry full");
         ig_model_free(m);
         return;
     }
@@ -981,6 +990,7 @@ ig_rs_apply(ig_rs_t *s, ig_reg_result_t *res)
         ig_batcher_swap(s->batchers[e->id], m);
         ig_blog("info", "model_reloaded", "id=%u model=%s path=%s", e->id,
                 label, ig_blogq(q, sizeof(q), e->path));
+        ig_baudit_model(res, e->name, e->id, s->conf->ex->name, NULL);
         return;
     }
 
@@ -997,6 +1007,8 @@ ig_rs_apply(ig_rs_t *s, ig_reg_result_t *res)
         s->load_failures++;
         ig_blog("error", "model_refused", "id=%u model=%s "
                 "err=\"no runner thread\"", e->id, label);
+        ig_baudit_model(res, e->name, e->id, s->conf->ex->name,
+                        "no runner thread");
         ig_model_free(m);
         s->models[e->id].ready = 0;
 
@@ -1006,6 +1018,7 @@ ig_rs_apply(ig_rs_t *s, ig_reg_result_t *res)
                 "features=%u outputs=%u path=%s", e->id, label,
                 e->meta.platform, e->meta.nfeatures, e->meta.noutputs,
                 ig_blogq(q, sizeof(q), e->path));
+        ig_baudit_model(res, e->name, e->id, s->conf->ex->name, NULL);
     }
 
     s->models[e->id].nfeatures = e->meta.nfeatures;
@@ -1077,6 +1090,7 @@ ig_rs_reload(ig_rs_t *s)
     }
 
     ig_blog("info", "reload", "models=%u", s->nmodels);
+    ig_baudit_reload(s->nmodels);
 
     s->nresults = 0;
     s->reloading = 1;
@@ -1150,6 +1164,7 @@ ig_rs_reload_end(ig_rs_t *s, int apply)
 
     ig_blog("info", "reload_done", "models=%u added=%u", s->nmodels,
             s->nmodels - before);
+    ig_baudit_reload_done(s->nmodels, s->nmodels - before);
 
     if (s->reload_again) {
         s->reload_again = 0;
@@ -1307,6 +1322,7 @@ ig_rs_signal(ig_rs_t *s)
             }
 
             ig_rs_drain(s);
+            ig_baudit_drain(s->nmodels, (int) si.ssi_signo);
             break;
 
         default:
@@ -1532,6 +1548,7 @@ ig_rs_run(ig_rs_conf_t *conf)
     {
         ig_blog("error", "model_refused", "err=%s",
                 ig_blogq(q, sizeof(q), err));
+        ig_baudit_start_failed(err);
         goto failed;
     }
 
