@@ -48,6 +48,7 @@
 #include "batcher.h"
 #include "blog.h"
 #include "ig_clock.h"
+#include "ig_cuda.h"
 #include "ig_ring.h"
 #include "ring_queue.h"
 #include "ring_server.h"
@@ -142,6 +143,7 @@ typedef struct {
     ig_rs_mstats_t       mstats[IG_RING_MAX_MODELS];
     uint64_t             start_ns;
     uint64_t             load_failures;   /* epoll thread only          */
+    uint64_t             sig_failures;    /* epoll thread only          */
     uint64_t             reloads;         /* epoll thread only          */
 } ig_rs_t;
 
@@ -857,6 +859,14 @@ ig_rs_send_stats(ig_rs_t *s, uint32_t i)
     msg->uptime_ms = (ig_clock_ns() - s->start_ns) / 1000000;
     msg->load_failures = s->load_failures;
     msg->reloads = s->reloads;
+    msg->signature_failures = s->sig_failures;
+
+    if (ig_exec_gpu_mem(s->conf->ex, &msg->gpu_mem_free, &msg->gpu_mem_total)
+        != 0)
+    {
+        msg->gpu_mem_free = 0;
+        msg->gpu_mem_total = 0;
+    }
     snprintf(msg->device, sizeof(msg->device), "%s", s->conf->ex->name);
     memcpy(msg->run_bounds_us, ig_rs_run_bounds, sizeof(ig_rs_run_bounds));
 
@@ -869,6 +879,8 @@ ig_rs_send_stats(ig_rs_t *s, uint32_t i)
         cm->ready = s->models[m].ready;
         snprintf(cm->name, sizeof(cm->name), "%s", e->name);
         snprintf(cm->version, sizeof(cm->version), "%s", e->version);
+        memcpy(cm->sha256, e->file_sha, sizeof(cm->sha256));
+        snprintf(cm->signer, sizeof(cm->signer), "%s", e->signer);
 
         cm->requests = __atomic_load_n(&ms->requests, __ATOMIC_RELAXED);
         cm->rows = __atomic_load_n(&ms->rows, __ATOMIC_RELAXED);
@@ -967,6 +979,7 @@ ig_rs_apply(ig_rs_t *s, ig_reg_result_t *res)
 
     if (res->ev == IG_REG_REFUSED) {
         s->load_failures++;
+        s->sig_failures += (res->sig_failure != 0);
         ig_blog("error", "model_refused", "model=%s err=%s kept=%s", label,
                 ig_blogq(q, sizeof(q), res->err),
                 res->id == UINT32_MAX ? "no" : "yes");
