@@ -74,6 +74,7 @@ ig_exec_create(const char *device, int threads, char *err, size_t errlen)
 
 #ifdef IG_NO_CUDA
     ndevices = 0;
+    (void) cuda_device;
 
     if (want_cuda == 1) {
         snprintf(err, errlen, "--device %s: built without CUDA", device);
