@@ -268,17 +268,22 @@ def test_bad_audit_flags_are_refused(tmp_path, extra, msg):
 
 def test_audit_write_errors_lose_records_not_service(start_backend,
                                                      tmp_path):
-    """/dev/full as the log: every write fails with ENOSPC; the backend
-    logs the loss and keeps serving."""
+    """The log on /dev/full: every write fails with ENOSPC; the backend
+    logs the loss and keeps serving (the state file stays beside the
+    link, untouched: no marker was written)."""
     key = make_key(tmp_path)
+    log = tmp_path / "full.log"
+    log.symlink_to("/dev/full")
     b = start_backend("m=builtin:identity:1",
-                      args=["--audit", "/dev/full", "--audit-key", str(key),
+                      args=["--audit", str(log), "--audit-key", str(key),
                             "--audit-key-id", "bk1", "--device", "cpu"])
     with RingClient(b.sock) as c:
         c.submit(0, 0, 1, [4.0])
         assert c.collect(1)[0]["data"] == [4.0]
     ev = b.wait_event("audit_write_failed")[0]
     assert ev["errno"] == "28"                          # ENOSPC
+    assert b.stop() == 0
+    assert Path(str(log) + ".chainstate").read_text() == ""
 
 
 # -- metrics through nginx ----------------------------------------------------
