@@ -238,6 +238,33 @@ def test_restart_links_chains_and_tampering_is_detected(start_backend,
     assert rc != 0, out
 
 
+@needs_root
+def test_audit_opened_before_user_drops_root(start_backend, open_dir,
+                                             tmp_path):
+    """--user: the log and its state file are root's, 0600, in a
+    directory only root may write; the backend keeps writing them."""
+    os.chmod(tmp_path, 0o700)
+    log, key, args = audit_args(tmp_path)
+    model = open_dir / "m.builtin"
+    model.write_text("builtin:identity:1\n")
+    b = start_backend(f"m={model}", sock=open_dir / "be.sock",
+                      args=[*args, "--device", "cpu", "--user", "nobody"])
+    with RingClient(b.sock) as c:
+        c.submit(0, 0, 1, [2.0])
+        assert c.collect(1)[0]["data"] == [2.0]
+    b.signal(signal.SIGHUP)
+    b.wait_event("reload_done")
+    assert b.stop() == 0
+    for p in (log, Path(str(log) + ".chainstate")):
+        st = p.stat()
+        assert st.st_uid == 0 and st.st_mode & 0o777 == 0o600, p
+    acts = actions(records(log))
+    assert acts[-3:] == ["drain", "stop", "chain_end"], acts
+    assert "client_attached" in acts and "model_reloaded" in acts
+    rc, out = verify(key, log)
+    assert rc == 0, out
+
+
 @pytest.mark.parametrize("extra,msg", [
     (["--audit", "{log}"], "go together"),
     (["--audit", "{log}", "--audit-key", "{key}"], "go together"),
@@ -314,6 +341,45 @@ def test_model_info_and_signature_failures_in_metrics(start_nginx,
                    backend="be") == 0
     # no GPU here: no GPU memory series
     assert "infergate_backend_gpu_memory_bytes{" not in text
+
+
+def test_gateway_and_backend_share_one_audit_file(start_nginx, backend_proc,
+                                                   tmp_path):
+    """nginx workers and the backend write one file with one key: the
+    markers of all their chains form one list, and the verifier checks
+    the whole file."""
+    from infer_fixtures import infer_http, wait_connected
+    from test_metrics_backend import INFER, infer
+    os.chmod(tmp_path, 0o755)
+    key = make_key(tmp_path, "k1")
+    log = tmp_path / "shared-audit.log"
+    be = backend_proc("m=builtin:identity:3",
+                      extra=["--device", "cpu", "--audit", str(log),
+                             "--audit-key", str(key), "--audit-key-id", "k1"])
+    ngx = start_nginx(http=infer_http(be) + f"""
+        infergate_audit {log} key={key} key_id=k1 buffer=16k flush=200ms;
+    """, server=INFER, workers=2)
+    wait_connected(ngx, 2)
+    assert infer(ngx, "m", 1, 3).status_code == 200
+    ngx.stop()
+    be.stop()
+    assert be.proc.returncode == 0, be.log
+
+    recs = records(log)
+    mine = [r for r in recs if r.get("service", {}).get("type")
+            == "infergate-backend"]
+    theirs = [r for r in recs if r not in mine]
+    assert actions(mine).count("client_attached") == 2, actions(mine)
+    assert "request" in actions(theirs) or "infer" in actions(theirs), \
+        actions(theirs)
+    chains = {r["infergate"]["chain"] for r in recs}
+    assert len(chains) == 3                 # the backend's, two workers'
+    # one genesis for the whole file: the first marker, the backend's
+    links = [r["infergate"]["link"] for r in recs
+             if r["event"]["action"] in ("chain_start", "chain_end")]
+    assert links.count("genesis") == 1 and links[0] == "genesis"
+    rc, out = verify(key, log)
+    assert rc == 0 and "in 3 chains verified" in out, out
 
 
 # -- CUDA only when a GPU is asked for ----------------------------------------
