@@ -6,9 +6,11 @@ of §4, against the real build/infergate-backend, the real verifier
 Covered: --audit records the start, a model load, a client attached, a
 client refused (a peer uid not in --allow-uid), a SIGHUP reload that
 adds a version, the drain and the stop, and the whole file verifies with
-the verifier the gateway's files use; a restart on the same file links
-its chain to the first; a modified or deleted record is detected; bad
---audit flags are refused at start; infergate_backend_model_info and
+the verifier the gateway's files use; a refused model; a restart on the
+same file links its chain to the first; a modified or deleted record and
+a removed chain are detected; bad --audit flags are refused at start; a
+full disk loses records, not service; --user; one file shared with
+nginx's workers; infergate_backend_model_info and
 infergate_backend_signature_failures_total through nginx's /metrics, and
 no GPU memory series on the CPU; a backend on --device cpu does not map
 cuBLAS (nor do its binaries link it) and still predicts exactly.
