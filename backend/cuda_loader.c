@@ -93,10 +93,11 @@ ig_cuda_init(void)
     if (api == NULL || api->version != IG_CUDA_API_VERSION
         || api->size != sizeof(ig_cuda_api_t))
     {
-        snprintf(ig_cuda_error, sizeof(ig_cuda_error), "%s: not a "
-                 "matching " IG_CUDA_LIB " (API version %u, want %u)",
-                 env && env[0] ? env : IG_CUDA_LIB,
-                 api ? api->version : 0, IG_CUDA_API_VERSION);
+        /* the reason first: the device name keeps 100 bytes of it */
+        snprintf(ig_cuda_error, sizeof(ig_cuda_error), "API version %u, "
+                 "want %u: not a matching " IG_CUDA_LIB " (%.150s)",
+                 api ? api->version : 0, IG_CUDA_API_VERSION,
+                 env && env[0] ? env : IG_CUDA_LIB);
         dlclose(h);
         return;
     }

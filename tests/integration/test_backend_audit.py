@@ -468,3 +468,120 @@ def test_missing_cuda_library(tmp_path):
     assert r.returncode != 0
     assert "--device cuda:0: " in r.stderr and \
         "no-such-libinfergate-cuda.so" in r.stderr, r.stderr
+
+
+FAKE_CUDA = r"""
+#include <stdio.h>
+#include "ig_cuda.h"
+
+static int
+exec_open(int device, int *n, char *name, size_t len, char *err,
+    size_t errlen)
+{
+    *n = 1;
+    if (device >= 1) {
+        return IG_CUDA_NO_DEVICE;
+    }
+    snprintf(name, len, "FakeGPU %d", device);
+    (void) err; (void) errlen;
+    return IG_CUDA_OK;
+}
+
+static int
+mem_info(int device, uint64_t *f, uint64_t *t)
+{
+    (void) device;
+    *f = 1000;
+    *t = 4096;
+    return 0;
+}
+
+static ig_tree_cuda_t *
+tree_create(int device, const ig_tree_node_t *nodes, uint32_t nnodes,
+    const ig_tree_info_t *trees, uint32_t ntrees, const float *base,
+    uint32_t ngroups, uint32_t nfeatures, int transform, char *err,
+    size_t errlen)
+{
+    snprintf(err, errlen, "fake device: no tree kernel");
+    return NULL;
+}
+
+static const ig_cuda_api_t  api = {
+    VERSION, sizeof(ig_cuda_api_t), exec_open, mem_info, NULL, NULL, NULL,
+    tree_create, NULL, NULL
+};
+
+const ig_cuda_api_t *
+ig_cuda_api(void)
+{
+    return &api;
+}
+"""
+
+
+def fake_cuda(tmp_path, version="IG_CUDA_API_VERSION"):
+    """A stand-in for build/libinfergate-cuda.so that claims one GPU:
+    exercises the loader, the device selection and the GPU memory
+    figures where no GPU is."""
+    src = tmp_path / "fake_cuda.c"
+    src.write_text(FAKE_CUDA)
+    so = tmp_path / f"fake-cuda-{version}.so"
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run(["cc", "-shared", "-fPIC", f"-DVERSION={version}",
+                    "-I", str(repo / "lib"), "-I", str(repo / "backend"),
+                    "-o", str(so), str(src)], check=True)
+    return so
+
+
+def test_cuda_library_is_checked_and_used(tmp_path):
+    env = backend_env()
+    # a library of another API version is refused: the CPU, and why
+    env["IG_CUDA_LIB"] = str(fake_cuda(tmp_path, version="99"))
+    r = subprocess.run([str(BACKEND_BIN), "--device", "auto", "--check",
+                        "builtin:identity:2"], capture_output=True,
+                       text=True, timeout=30, env=env)
+    assert r.returncode == 0, r.stderr
+    dev = json.loads(r.stdout)["device"]
+    assert dev.startswith("cpu (no CUDA: ") and "API version 99" in dev, dev
+
+    env["IG_CUDA_LIB"] = str(fake_cuda(tmp_path))
+    r = subprocess.run([str(BACKEND_BIN), "--device", "cuda:0", "--check",
+                        "builtin:identity:2"], capture_output=True,
+                       text=True, timeout=30, env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["device"] == "cuda:0 (FakeGPU 0)"
+    r = subprocess.run([str(BACKEND_BIN), "--device", "cuda:1", "--check",
+                        "builtin:identity:2"], capture_output=True,
+                       text=True, timeout=30, env=env)
+    assert r.returncode != 0 and "--device cuda:1: 1 CUDA device(s)" in \
+        r.stderr, r.stderr
+    # a model load goes through the library's entry points
+    path, _, _ = xgb_model(tmp_path)
+    r = subprocess.run([str(BACKEND_BIN), "--device", "cuda:0", "--check",
+                        str(path)], capture_output=True, text=True,
+                       timeout=30, env=env)
+    assert r.returncode != 0 and "fake device: no tree kernel" in r.stderr, \
+        r.stderr
+
+
+def test_gpu_memory_in_metrics_where_a_gpu_is_used(start_nginx,
+                                                   backend_proc, tmp_path,
+                                                   monkeypatch):
+    from infer_fixtures import infer_http, wait_connected
+    from test_metrics_backend import INFER, METRICS, sample, wait_for
+    os.chmod(tmp_path, 0o755)
+    monkeypatch.setenv("IG_CUDA_LIB", str(fake_cuda(tmp_path)))
+    be = backend_proc("m=builtin:identity:3", extra=["--device", "cuda:0"])
+    ngx = start_nginx(http=infer_http(be), server=INFER + "\n" + METRICS,
+                      workers=1)
+    wait_connected(ngx, 1)
+    fams, _ = wait_for(ngx, lambda f: sample(
+        f, "infergate_backend_gpu_memory_bytes", backend="be",
+        kind="total") is not None)
+    assert sample(fams, "infergate_backend_gpu_memory_bytes", backend="be",
+                  kind="total") == 4096
+    assert sample(fams, "infergate_backend_gpu_memory_bytes", backend="be",
+                  kind="free") == 1000
+    assert sample(fams, "infergate_backend_info", backend="be",
+                  device="cuda:0 (FakeGPU 0)") == 1
+
