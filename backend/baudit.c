@@ -4,10 +4,8 @@
  *
  * The backend's signed audit trail: see baudit.h.  The record layout,
  * the MAC, the chain links and PATH.chainstate are lib/ig_audit's, and
- * the chain markers are written the way the gateway writes them
- * (ngx_module/ngx_http_infergate_audit.c, ngx_http_ig_audit_marker()):
- * under an exclusive fcntl() lock on the state file, the marker names
- * the log's newest marker, is written, then becomes it.
+ * the chain markers are written by ig_audit_marker_write(), as the
+ * gateway's workers write theirs.
  */
 
 
@@ -228,59 +226,17 @@ ig_ba_alive(int64_t pid)
 
 
 /*
- * A chain marker, as the gateway writes one: holding the state file's
- * exclusive lock, read the state, seal the marker naming its head (or
- * "genesis"), write it, make it the head, rewrite the state in place.
+ * A chain marker, written by lib/ig_audit as the gateway's are: under
+ * the state file's exclusive lock, the marker names the log's newest
+ * marker (or "genesis"), is written, then becomes it.
  */
 static void
 ig_ba_marker(int start)
 {
-    int             locked;
-    char            err[128];
-    size_t          len, n;
-    ssize_t         w;
-    uint64_t        seq;
-    struct flock    fl;
-    ig_ba_out_t     o;
-
-    memset(&fl, 0, sizeof(fl));
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    locked = 1;
-
-    while (fcntl(ig_ba.state_fd, F_SETLKW, &fl) == -1) {
-        if (errno != EINTR) {
-            ig_blog("error", "audit_state_lock_failed", "errno=%d", errno);
-            locked = 0;
-            break;
-        }
-    }
-
-    len = 0;
-
-    for ( ;; ) {
-        w = pread(ig_ba.state_fd, ig_ba.text + len,
-                  IG_AUDIT_STATE_SIZE_MAX + 1 - len, (off_t) len);
-
-        if (w == -1 && errno == EINTR) {
-            continue;
-        }
-
-        if (w <= 0 || (len += (size_t) w) > IG_AUDIT_STATE_SIZE_MAX) {
-            break;
-        }
-    }
-
-    if (len > IG_AUDIT_STATE_SIZE_MAX
-        || ig_audit_state_parse(&ig_ba.st, ig_ba.text, len, err,
-                                sizeof(err)) != 0)
-    {
-        /* the verifier will report the new genesis as a reset */
-        ig_blog("error", "audit_state_damaged", "reason=\"%s\" "
-                "action=\"starting a new genesis\"",
-                len > IG_AUDIT_STATE_SIZE_MAX ? "too large" : err);
-        memset(&ig_ba.st, 0, sizeof(ig_ba.st));
-    }
+    time_t             now;
+    uint64_t           seq;
+    ig_ba_out_t        o;
+    ig_audit_marker_t  mk;
 
     o.p = ig_ba.buf;
     o.end = ig_ba.buf + IG_BA_BODY_MAX;
@@ -289,45 +245,52 @@ ig_ba_marker(int start)
     ig_ba_head(&o, "process", start ? "chain_start" : "chain_end",
                "success", NULL);
 
+    /* chain_end: the records sealed before it, chain_start included */
     seq = ig_audit_chain_seq(ig_ba.chain);
 
-    /* chain_end: the records sealed before it, chain_start included */
     ig_ba_fmt(&o, "\"infergate\":{\"pid\":%d,\"records\":%llu,"
               "\"lost\":%llu,", (int) getpid(), (unsigned long long) seq,
               (unsigned long long) ig_ba.lost);
 
-    o.p += ig_audit_state_link(&ig_ba.st, o.p);
-
-    len = o.overflow ? 0 : ig_audit_seal(ig_ba.chain, ig_ba.buf,
-                                         o.p - ig_ba.buf);
-
-    if (len == 0) {
+    if (o.overflow) {
         ig_ba.lost++;
-        goto unlock;
+        return;
     }
 
-    if (ig_ba_write(ig_ba.buf, len) != 0) {
-        goto unlock;
+    (void) ig_audit_marker_write(ig_ba.state_fd, ig_ba.fd, ig_ba.chain,
+                                 ig_ba.buf, o.p - ig_ba.buf, start,
+                                 (int64_t) getpid(), ig_ba_alive,
+                                 &ig_ba.st, ig_ba.text, &mk);
+
+    if (mk.lock_errno) {
+        ig_blog("error", "audit_state_lock_failed", "errno=%d",
+                mk.lock_errno);
     }
 
-    ig_audit_state_advance(&ig_ba.st, ig_ba.buf, len,
-                           ig_audit_chain_get_id(ig_ba.chain), seq, start,
-                           (int64_t) getpid(), ig_ba_alive);
-
-    n = ig_audit_state_format(&ig_ba.st, ig_ba.text, IG_AUDIT_STATE_SIZE_MAX);
-
-    if (n == 0
-        || pwrite(ig_ba.state_fd, ig_ba.text, n, 0) != (ssize_t) n
-        || ftruncate(ig_ba.state_fd, (off_t) n) != 0)
-    {
-        ig_blog("error", "audit_state_write_failed", "errno=%d", errno);
+    if (mk.damaged) {
+        /* the verifier will report the new genesis as a reset */
+        ig_blog("error", "audit_state_damaged", "reason=\"%s\" "
+                "action=\"starting a new genesis\"", mk.damage);
     }
 
-unlock:
+    if (mk.state_failed) {
+        ig_blog("error", "audit_state_write_failed", "errno=%d",
+                mk.state_errno);
+    }
 
-    if (locked) {
-        fl.l_type = F_UNLCK;
-        (void) fcntl(ig_ba.state_fd, F_SETLK, &fl);
+    if (mk.len == 0) {
+        ig_ba.lost++;
+        now = time(NULL);
+
+        if (mk.seal_failed) {
+            ig_blog("error", "audit_seal_failed", "lost=%llu",
+                    (unsigned long long) ig_ba.lost);
+
+        } else if (now != ig_ba.err_logged) {
+            ig_ba.err_logged = now;
+            ig_blog("error", "audit_write_failed", "errno=%d lost=%llu",
+                    mk.write_errno, (unsigned long long) ig_ba.lost);
+        }
     }
 }
 
