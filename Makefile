@@ -35,9 +35,12 @@ FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZERS   := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRCS))
 LIBS      := -lyajl -lpcre2-8 -lcrypto -lxxhash -lm
 
-# The backend: backend/*.c and backend/*.cu (nvcc) go into one archive
-# that the daemon (backend/main.c), tools and tests link.  Without nvcc
-# the CUDA files are left out and IG_NO_CUDA is defined.
+# The backend: backend/*.c go into one archive that the daemon
+# (backend/main.c), tools and tests link.  backend/*.cu (nvcc) make
+# build/libinfergate-cuda.so, linked with cuBLAS and the CUDA runtime,
+# which backend/cuda_loader.c dlopen()s only when a GPU is requested:
+# nothing else links CUDA.  Without nvcc the library is not built and
+# IG_NO_CUDA is defined.
 CUDA_HOME    ?= /usr/local/cuda
 NVCC         ?= $(firstword $(wildcard $(CUDA_HOME)/bin/nvcc) \
                             $(shell command -v nvcc 2>/dev/null))
@@ -47,23 +50,29 @@ BACKEND_H    := $(wildcard backend/*.h)
 BACKEND_GEN  := $(BUILD)/backend/gen/onnx.pb-c.o
 BACKEND_CFLAGS = $(CFLAGS) -Ibackend -I$(BUILD)/backend/gen -fopenmp \
                  -pthread
-BACKEND_LIBS := -lopenblas -lprotobuf-c -fopenmp -pthread -lrt
+# lib/ (the audit signer of backend/baudit.c) after the archive
+BACKEND_LIBS := $(LIBIG) -lopenblas -lprotobuf-c -fopenmp -pthread -lrt
+BACKEND_LIBS += -ldl
 ifneq ($(NVCC),)
 BACKEND_CU   := $(wildcard backend/*.cu)
-BACKEND_CFLAGS += -I$(CUDA_HOME)/include
-BACKEND_LIBS += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 \
-                -lcublas -lcudart -lstdc++
+CUDA_SO      := $(BUILD)/libinfergate-cuda.so
+CUDA_LIBS    := --cudart shared -L$(CUDA_HOME)/lib64 \
+                -Xlinker -rpath=$(CUDA_HOME)/lib64 -lcublas
+# hidden: the library's functions bind inside it, only ig_cuda_api is
+# exported (backend/ig_cuda.h)
 NVCC_FLAGS   := -O2 -g -std=c++17 -Ibackend -Ilib --compiler-options \
-                -fPIC,-Wall -gencode arch=compute_80,code=sm_80 \
+                -fPIC,-Wall,-fvisibility=hidden \
+                -gencode arch=compute_80,code=sm_80 \
                 -gencode arch=compute_90,code=sm_90 \
                 -gencode arch=compute_90,code=compute_90
 else
 BACKEND_CU   :=
+CUDA_SO      :=
 BACKEND_CFLAGS += -DIG_NO_CUDA
 endif
 BACKEND_OBJS  = $(patsubst backend/%.c,$(BUILD)/backend/%.o,$(BACKEND_C)) \
-                $(patsubst backend/%.cu,$(BUILD)/backend/%.cu.o,$(BACKEND_CU)) \
                 $(BACKEND_GEN)
+CUDA_OBJS     = $(patsubst backend/%.cu,$(BUILD)/backend/%.cu.o,$(BACKEND_CU))
 BACKEND_AR   := $(BUILD)/libigbackend.a
 # whole archive: the loaders override ig_model.c's weak stubs, which an
 # archive member would otherwise never be pulled in for
@@ -86,7 +95,8 @@ MODULE    := $(BUILD)/ngx_http_infergate_module.so
 TOOLS     := $(BUILD)/infergate-keys $(BUILD)/infergate-bloom \
              $(if $(wildcard tools/infergate_audit.c),$(BUILD)/infergate-audit) \
              $(BUILD)/infergate-predict \
-             $(BUILD)/infergate-backend $(BUILD)/infergate-ringbench
+             $(BUILD)/infergate-backend $(BUILD)/infergate-ringbench \
+             $(CUDA_SO)
 
 export IG_BUILD    := $(CURDIR)/$(BUILD)
 export IG_SANITIZE := $(SANITIZE)
@@ -198,13 +208,18 @@ $(BACKEND_AR): $(BACKEND_OBJS)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
+# a new inode: a running backend keeps the old file mapped
+$(CUDA_SO): $(CUDA_OBJS)
+	$(NVCC) -shared -o $@.tmp $^ $(CUDA_LIBS)
+	mv -f $@.tmp $@
+
 $(BUILD)/infergate-predict: tools/infergate_predict.c $(BACKEND_AR) \
-                            $(BACKEND_H)
+                            $(LIBIG) $(BACKEND_H)
 	$(CC) $(BACKEND_CFLAGS) $(DEPFLAGS) -o $@ tools/infergate_predict.c \
 	    $(BACKEND_LINK) $(BACKEND_LIBS) $(LIBS)
 
-$(BUILD)/infergate-backend: $(BACKEND_MAIN) $(BACKEND_AR) $(BACKEND_H) \
-                            $(LIB_HDRS)
+$(BUILD)/infergate-backend: $(BACKEND_MAIN) $(BACKEND_AR) $(LIBIG) \
+                            $(BACKEND_H) $(LIB_HDRS)
 	$(CC) $(BACKEND_CFLAGS) $(DEPFLAGS) -o $@ $(BACKEND_MAIN) \
 	    $(BACKEND_LINK) $(BACKEND_LIBS) $(LIBS)
 

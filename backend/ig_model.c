@@ -12,10 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#ifndef IG_NO_CUDA
-#include <cuda_runtime_api.h>
-#endif
-
+#include "ig_cuda.h"
 #include "ig_model.h"
 
 
@@ -77,6 +74,7 @@ ig_exec_create(const char *device, int threads, char *err, size_t errlen)
 
 #ifdef IG_NO_CUDA
     ndevices = 0;
+    (void) cuda_device;
 
     if (want_cuda == 1) {
         snprintf(err, errlen, "--device %s: built without CUDA", device);
@@ -85,60 +83,14 @@ ig_exec_create(const char *device, int threads, char *err, size_t errlen)
     }
 
 #else
+    /* libinfergate-cuda.so is loaded here, never for --device cpu */
+    ndevices = 0;
+
+    if (ig_cuda_exec_init(ex, device, want_cuda, cuda_device, err, errlen)
+        != 0)
     {
-        cudaError_t            rc;
-        struct cudaDeviceProp  prop;
-
-        rc = cudaGetDeviceCount(&ndevices);
-        if (rc != cudaSuccess) {
-            ndevices = 0;
-
-            if (want_cuda == 1) {
-                snprintf(err, errlen, "--device %s: %s", device,
-                         cudaGetErrorString(rc));
-                free(ex);
-                return NULL;
-            }
-
-            /* auto: the reason goes into the name the daemon logs */
-            snprintf(ex->name, sizeof(ex->name), "cpu (no CUDA: %.100s)",
-                     cudaGetErrorString(rc));
-            return ex;
-        }
-
-        if (cuda_device >= ndevices) {
-            if (want_cuda == 1) {
-                snprintf(err, errlen, "--device %s: %d CUDA device(s)",
-                         device, ndevices);
-                free(ex);
-                return NULL;
-            }
-
-            return ex;
-        }
-
-        rc = cudaSetDevice(cuda_device);
-        if (rc == cudaSuccess) {
-            rc = cudaGetDeviceProperties(&prop, cuda_device);
-        }
-
-        if (rc != cudaSuccess) {
-            if (want_cuda == 1) {
-                snprintf(err, errlen, "--device %s: %s", device,
-                         cudaGetErrorString(rc));
-                free(ex);
-                return NULL;
-            }
-
-            snprintf(ex->name, sizeof(ex->name), "cpu (CUDA: %.100s)",
-                     cudaGetErrorString(rc));
-            return ex;
-        }
-
-        ex->use_cuda = 1;
-        ex->cuda_device = cuda_device;
-        snprintf(ex->name, sizeof(ex->name), "cuda:%d (%.100s)", cuda_device,
-                 prop.name);
+        free(ex);
+        return NULL;
     }
 #endif
 

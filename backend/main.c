@@ -12,6 +12,7 @@
  *       [--slot-bytes 65536] [--clients 64] [--user U]
  *       [--allow-uid U,...] [--allow-gid G,...] [--clients-per-pid 2]
  *       [--clients-per-uid N]
+ *       [--audit PATH --audit-key FILE --audit-key-id ID]
  *   infergate-backend [--device D] --check PATH[#sha256=HEX]
  */
 
@@ -26,6 +27,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "baudit.h"
 #include "blog.h"
 #include "ig_model.h"
 #include "ig_ring.h"
@@ -52,6 +54,7 @@ usage(FILE *f)
         "         [--allow-uid U,...] [--allow-gid G,...] "
         "[--clients-per-pid 2]\n"
         "         [--clients-per-uid N]\n"
+        "         [--audit PATH --audit-key FILE --audit-key-id ID]\n"
         "       infergate-backend [--device D] [--threads N] "
         "--check PATH[#sha256=HEX]\n"
         "PATH is a model file (XGBoost JSON, ONNX), a directory of "
@@ -214,6 +217,7 @@ main(int argc, char **argv)
 {
     int                  c, rc, threads;
     const char          *device, *check_path;
+    const char          *audit, *audit_key, *audit_key_id;
     ig_exec_t           *ex;
     ig_rs_conf_t         conf;
     sigset_t             sigs;
@@ -226,7 +230,7 @@ main(int argc, char **argv)
         O_SOCKET = 256, O_MODEL, O_MAX_BATCH, O_MAX_DELAY, O_QTIMEOUT,
         O_QMAX, O_DEVICE, O_THREADS, O_SLOTS, O_SLOT_BYTES, O_CLIENTS,
         O_USER, O_CHECK, O_HELP, O_ALLOW_UID, O_ALLOW_GID, O_PER_PID,
-        O_PER_UID
+        O_PER_UID, O_AUDIT, O_AUDIT_KEY, O_AUDIT_KEY_ID
     };
 
     static const struct option  opts[] = {
@@ -246,6 +250,9 @@ main(int argc, char **argv)
         { "allow-gid",        required_argument, NULL, O_ALLOW_GID },
         { "clients-per-pid",  required_argument, NULL, O_PER_PID },
         { "clients-per-uid",  required_argument, NULL, O_PER_UID },
+        { "audit",            required_argument, NULL, O_AUDIT },
+        { "audit-key",        required_argument, NULL, O_AUDIT_KEY },
+        { "audit-key-id",     required_argument, NULL, O_AUDIT_KEY_ID },
         { "check",            required_argument, NULL, O_CHECK },
         { "help",             no_argument,       NULL, O_HELP },
         { NULL, 0, NULL, 0 }
@@ -275,6 +282,7 @@ main(int argc, char **argv)
     conf.queue_max = 1024;
     device = "auto";
     check_path = NULL;
+    audit = audit_key = audit_key_id = NULL;
     v = 0;
     threads = 0;
 
@@ -401,6 +409,18 @@ main(int argc, char **argv)
             conf.clients_per_uid = (uint32_t) v;
             break;
 
+        case O_AUDIT:
+            audit = optarg;
+            break;
+
+        case O_AUDIT_KEY:
+            audit_key = optarg;
+            break;
+
+        case O_AUDIT_KEY_ID:
+            audit_key_id = optarg;
+            break;
+
         case O_CHECK:
             check_path = optarg;
             break;
@@ -429,6 +449,20 @@ main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
+    }
+
+    if ((audit != NULL) != (audit_key != NULL)
+        || (audit != NULL) != (audit_key_id != NULL))
+    {
+        fprintf(stderr, "infergate-backend: --audit, --audit-key and "
+                "--audit-key-id go together\n");
+        return 2;
+    }
+
+    if (audit && check_path) {
+        fprintf(stderr, "infergate-backend: --audit does not apply to "
+                "--check\n");
+        return 2;
     }
 
     /* no bound of its own: --clients */
@@ -463,10 +497,25 @@ main(int argc, char **argv)
     ig_blog("info", "device", "requested=%s name=%s threads=%d", device,
             ig_blogq(q, sizeof(q), ex->name), ex->threads);
 
+    /* opened before --user drops root, as the socket is */
+    if (audit) {
+        if (ig_baudit_open(audit, audit_key, audit_key_id, err, sizeof(err))
+            != 0)
+        {
+            fprintf(stderr, "infergate-backend: %s\n", err);
+            ig_exec_destroy(ex);
+            return 2;
+        }
+
+        ig_baudit_start(conf.socket_path, ex->name, reg->nspecs);
+    }
+
     conf.ex = ex;
     conf.reg = reg;
 
     rc = ig_rs_run(&conf);
+
+    ig_baudit_close(rc);
 
     ig_exec_destroy(ex);
 

@@ -70,6 +70,7 @@ typedef struct {
     uint8_t              file_sha[32];   /* SHA-256 of the file's bytes */
     char                 signer[IG_REG_SIGNER_MAX];  /* "": unsigned   */
     char                 err[512];
+    int                  sig_failure; /* REFUSED: a signature failed  */
 } ig_reg_result_t;
 
 

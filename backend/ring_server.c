@@ -44,9 +44,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "baudit.h"
 #include "batcher.h"
 #include "blog.h"
 #include "ig_clock.h"
+#include "ig_cuda.h"
 #include "ig_ring.h"
 #include "ring_queue.h"
 #include "ring_server.h"
@@ -145,6 +147,7 @@ typedef struct {
     ig_rs_mstats_t       mstats[IG_RING_MAX_MODELS];
     uint64_t             start_ns;
     uint64_t             load_failures;   /* epoll thread only          */
+    uint64_t             sig_failures;    /* epoll thread only          */
     uint64_t             reloads;         /* epoll thread only          */
 } ig_rs_t;
 
@@ -544,6 +547,7 @@ ig_rs_refuse(int fd, const struct ucred *cred, const char *level,
     ig_blog(level, "client_refused", "pid=%d uid=%u gid=%u reason=\"%s\"",
             (int) cred->pid, (unsigned) cred->uid, (unsigned) cred->gid,
             reason);
+    ig_baudit_client(-1, cred->pid, cred->uid, cred->gid, reason);
     close(fd);
 }
 
@@ -693,6 +697,8 @@ ig_rs_accept(ig_rs_t *s)
                     "gid=%u reason=\"hello failed\" errno=%d", i,
                     (int) cred.pid, (unsigned) cred.uid,
                     (unsigned) cred.gid, errno);
+            ig_baudit_client((int) i, cred.pid, cred.uid, cred.gid,
+                             "hello failed");
             epoll_ctl(s->epfd, EPOLL_CTL_DEL, fd, NULL);
             epoll_ctl(s->epfd, EPOLL_CTL_DEL, c->sq_efd, NULL);
             pthread_mutex_lock(&s->lock);
@@ -710,6 +716,7 @@ ig_rs_accept(ig_rs_t *s)
         ig_blog("info", "client_connected", "client=%u pid=%d uid=%u "
                 "gid=%u", i, (int) cred.pid, (unsigned) cred.uid,
                 (unsigned) cred.gid);
+        ig_baudit_client((int) i, cred.pid, cred.uid, cred.gid, NULL);
     }
 }
 
@@ -880,6 +887,14 @@ ig_rs_send_stats(ig_rs_t *s, uint32_t i)
     msg->uptime_ms = (ig_clock_ns() - s->start_ns) / 1000000;
     msg->load_failures = s->load_failures;
     msg->reloads = s->reloads;
+    msg->signature_failures = s->sig_failures;
+
+    if (ig_exec_gpu_mem(s->conf->ex, &msg->gpu_mem_free, &msg->gpu_mem_total)
+        != 0)
+    {
+        msg->gpu_mem_free = 0;
+        msg->gpu_mem_total = 0;
+    }
     snprintf(msg->device, sizeof(msg->device), "%s", s->conf->ex->name);
     memcpy(msg->run_bounds_us, ig_rs_run_bounds, sizeof(ig_rs_run_bounds));
 
@@ -892,6 +907,8 @@ ig_rs_send_stats(ig_rs_t *s, uint32_t i)
         cm->ready = s->models[m].ready;
         snprintf(cm->name, sizeof(cm->name), "%s", e->name);
         snprintf(cm->version, sizeof(cm->version), "%s", e->version);
+        memcpy(cm->sha256, e->file_sha, sizeof(cm->sha256));
+        snprintf(cm->signer, sizeof(cm->signer), "%s", e->signer);
 
         cm->requests = __atomic_load_n(&ms->requests, __ATOMIC_RELAXED);
         cm->rows = __atomic_load_n(&ms->rows, __ATOMIC_RELAXED);
@@ -994,9 +1011,12 @@ ig_rs_apply(ig_rs_t *s, ig_reg_result_t *res)
 
     if (res->ev == IG_REG_REFUSED) {
         s->load_failures++;
+        s->sig_failures += (res->sig_failure != 0);
         ig_blog("error", "model_refused", "model=%s err=%s kept=%s", label,
                 ig_blogq(q, sizeof(q), res->err),
                 res->id == UINT32_MAX ? "no" : "yes");
+        ig_baudit_model(res, s->conf->reg->specs[res->spec].name, res->id,
+                        s->conf->ex->name, NULL);
         return;
     }
 
@@ -1005,6 +1025,8 @@ ig_rs_apply(ig_rs_t *s, ig_reg_result_t *res)
         s->load_failures++;
         ig_blog("error", "model_refused", "model=%s err=\"registry full\"",
                 label);
+        ig_baudit_model(res, s->conf->reg->specs[res->spec].name,
+                        UINT32_MAX, s->conf->ex->name, "registry full");
         ig_model_free(m);
         return;
     }
@@ -1013,6 +1035,7 @@ ig_rs_apply(ig_rs_t *s, ig_reg_result_t *res)
         ig_batcher_swap(s->batchers[e->id], m);
         ig_blog("info", "model_reloaded", "id=%u model=%s path=%s", e->id,
                 label, ig_blogq(q, sizeof(q), e->path));
+        ig_baudit_model(res, e->name, e->id, s->conf->ex->name, NULL);
         return;
     }
 
@@ -1029,6 +1052,8 @@ ig_rs_apply(ig_rs_t *s, ig_reg_result_t *res)
         s->load_failures++;
         ig_blog("error", "model_refused", "id=%u model=%s "
                 "err=\"no runner thread\"", e->id, label);
+        ig_baudit_model(res, e->name, e->id, s->conf->ex->name,
+                        "no runner thread");
         ig_model_free(m);
         s->models[e->id].ready = 0;
 
@@ -1038,6 +1063,7 @@ ig_rs_apply(ig_rs_t *s, ig_reg_result_t *res)
                 "features=%u outputs=%u path=%s", e->id, label,
                 e->meta.platform, e->meta.nfeatures, e->meta.noutputs,
                 ig_blogq(q, sizeof(q), e->path));
+        ig_baudit_model(res, e->name, e->id, s->conf->ex->name, NULL);
     }
 
     s->models[e->id].nfeatures = e->meta.nfeatures;
@@ -1109,6 +1135,7 @@ ig_rs_reload(ig_rs_t *s)
     }
 
     ig_blog("info", "reload", "models=%u", s->nmodels);
+    ig_baudit_reload(s->nmodels);
 
     s->nresults = 0;
     s->reloading = 1;
@@ -1182,6 +1209,7 @@ ig_rs_reload_end(ig_rs_t *s, int apply)
 
     ig_blog("info", "reload_done", "models=%u added=%u", s->nmodels,
             s->nmodels - before);
+    ig_baudit_reload_done(s->nmodels, s->nmodels - before);
 
     if (s->reload_again) {
         s->reload_again = 0;
@@ -1339,6 +1367,7 @@ ig_rs_signal(ig_rs_t *s)
             }
 
             ig_rs_drain(s);
+            ig_baudit_drain(s->nmodels, (int) si.ssi_signo);
             break;
 
         default:
@@ -1564,6 +1593,7 @@ ig_rs_run(ig_rs_conf_t *conf)
     {
         ig_blog("error", "model_refused", "err=%s",
                 ig_blogq(q, sizeof(q), err));
+        ig_baudit_start_failed(err);
         goto failed;
     }
 

@@ -1079,3 +1079,116 @@ ig_audit_state_advance(ig_audit_state_t *st, const unsigned char *line,
     st->open[st->nopen].pid = pid;
     st->nopen++;
 }
+
+
+int
+ig_audit_marker_write(int state_fd, int log_fd, ig_audit_chain_t *c,
+    unsigned char *buf, size_t len, int start, int64_t pid,
+    int (*alive)(int64_t pid), ig_audit_state_t *st, char *text,
+    ig_audit_marker_t *out)
+{
+    int           rc, locked;
+    size_t        n, total;
+    ssize_t       w;
+    uint64_t      seq;
+    struct flock  fl;
+
+    memset(out, 0, sizeof(ig_audit_marker_t));
+    rc = -1;
+
+    memset(&fl, 0, sizeof(struct flock));
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    locked = 1;
+
+    while (fcntl(state_fd, F_SETLKW, &fl) == -1) {
+        if (errno != EINTR) {
+            out->lock_errno = errno;
+            locked = 0;
+            break;
+        }
+    }
+
+    total = 0;
+
+    for ( ;; ) {
+        w = pread(state_fd, text + total, IG_AUDIT_STATE_SIZE_MAX + 1 - total,
+                  (off_t) total);
+
+        if (w == -1 && errno == EINTR) {
+            continue;
+        }
+
+        if (w <= 0 || (total += (size_t) w) > IG_AUDIT_STATE_SIZE_MAX) {
+            break;
+        }
+    }
+
+    if (total > IG_AUDIT_STATE_SIZE_MAX) {
+        out->damaged = 1;
+        snprintf(out->damage, sizeof(out->damage), "too large");
+        memset(st, 0, sizeof(ig_audit_state_t));
+
+    } else if (ig_audit_state_parse(st, text, total, out->damage,
+                                    sizeof(out->damage)) != 0)
+    {
+        out->damaged = 1;
+        memset(st, 0, sizeof(ig_audit_state_t));
+    }
+
+    len += ig_audit_state_link(st, buf + len);
+
+    seq = ig_audit_chain_seq(c);
+
+    len = ig_audit_seal(c, buf, len);
+    if (len == 0) {
+        out->seal_failed = 1;
+        goto unlock;
+    }
+
+    for (n = 0; n < len; n += (size_t) w) {
+        w = write(log_fd, buf + n, len - n);
+
+        if (w == -1 && errno == EINTR) {
+            w = 0;
+            continue;
+        }
+
+        if (w <= 0) {
+            out->write_errno = (w == 0) ? EIO : errno;
+
+            if (n != 0 && write(log_fd, "\n", 1) != 1) {
+                /* the half line stays: the verifier names it malformed */
+            }
+
+            goto unlock;
+        }
+    }
+
+    out->len = len;
+    rc = 0;
+
+    ig_audit_state_advance(st, buf, len, ig_audit_chain_get_id(c), seq,
+                           start, pid, alive);
+
+    n = ig_audit_state_format(st, text, IG_AUDIT_STATE_SIZE_MAX);
+
+    if (n == 0) {
+        out->state_failed = 1;
+
+    } else if (pwrite(state_fd, text, n, 0) != (ssize_t) n
+               || ftruncate(state_fd, (off_t) n) != 0)
+    {
+        out->state_failed = 1;
+        out->state_errno = errno;
+    }
+
+unlock:
+
+    if (locked) {
+        fl.l_type = F_UNLCK;
+        (void) fcntl(state_fd, F_SETLK, &fl);
+    }
+
+    return rc;
+}

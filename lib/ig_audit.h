@@ -260,4 +260,41 @@ void ig_audit_state_advance(ig_audit_state_t *st, const unsigned char *line,
     int (*alive)(int64_t pid));
 
 
+
+/*
+ * Writes one chain marker the way every writer of a log does (the
+ * gateway's workers, the backend): takes the exclusive fcntl() lock on
+ * state_fd, reads and parses the state (a damaged or oversized one is
+ * taken as empty: a new genesis, which the verifier reports), appends
+ * the "link" member naming its head at buf + len, seals the marker,
+ * writes it to log_fd with write(2), then makes it the head (chain
+ * added as open with pid on a start, removed on an end; dead pids
+ * dropped with alive) and rewrites the state in place; unlocks.
+ *
+ * buf[0..len) is the marker so far, ending inside "infergate" after a
+ * ','; buf needs IG_AUDIT_LINK_MAX + IG_AUDIT_TRAILER_MAX bytes free
+ * after len.  st and text are scratch: a state and
+ * IG_AUDIT_STATE_SIZE_MAX + 1 bytes.  A write that fails part way ends
+ * the half line with a newline.  Returns 0 when the marker was written,
+ * -1 when not (seal or write failure); what went wrong on the way, for
+ * the caller to log, is in out.
+ */
+typedef struct {
+    size_t              len;           /* the sealed marker in buf      */
+    int                 lock_errno;    /* fcntl(F_SETLKW) failed:       */
+                                       /* went on without the lock      */
+    int                 damaged;       /* the state was unreadable      */
+    char                damage[128];   /* why ("too large", "line 2: …")*/
+    int                 seal_failed;   /* OpenSSL: nothing written      */
+    int                 write_errno;   /* the marker write failed       */
+    int                 state_failed;  /* the state rewrite failed      */
+    int                 state_errno;
+} ig_audit_marker_t;
+
+int ig_audit_marker_write(int state_fd, int log_fd, ig_audit_chain_t *c,
+    unsigned char *buf, size_t len, int start, int64_t pid,
+    int (*alive)(int64_t pid), ig_audit_state_t *st, char *text,
+    ig_audit_marker_t *out);
+
+
 #endif /* _IG_AUDIT_H_INCLUDED_ */

@@ -181,6 +181,9 @@ typedef struct {
 #define IG_STATS_NSTATUS       8             /* > every ig_ring_status_e  */
 
 
+#define IG_RING_SIGNER_MAX     64            /* = IG_REG_SIGNER_MAX       */
+
+
 /* one model id's figures since the backend started; fixed size */
 typedef struct {
     uint32_t                    id;          /* model_id in slots         */
@@ -202,6 +205,9 @@ typedef struct {
     uint64_t                    queue_ns;    /* their time queued, summed */
     uint64_t                    compute_ns;  /* their batch's run, summed */
     uint64_t                    last_ms;     /* last OK answer, ms epoch  */
+    uint8_t                     sha256[32];  /* the model file's SHA-256; */
+                                             /* zeros: none (a builtin)   */
+    char                        signer[IG_RING_SIGNER_MAX]; /* "": unsigned */
 } ig_ctl_model_stats_t;
 
 
@@ -218,6 +224,10 @@ typedef struct {
     char                        device[IG_DEVICE_NAME_MAX]; /* ig_exec_t name */
     uint64_t                    run_bounds_us[IG_STATS_BUCKETS - 1];
     uint64_t                    reserved;
+    uint64_t                    signature_failures; /* loads refused for */
+                                             /* a bad or missing signature */
+    uint64_t                    gpu_mem_free;  /* bytes; both 0: no GPU   */
+    uint64_t                    gpu_mem_total;
     ig_ctl_model_stats_t        models[];
 } ig_ctl_stats_t;
 

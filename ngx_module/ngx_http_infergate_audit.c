@@ -742,65 +742,18 @@ static ngx_int_t
 ngx_http_ig_audit_marker(ngx_http_ig_audit_log_t *al, ig_audit_chain_t *chain,
     ngx_fd_t fd, ngx_uint_t start, uint64_t records)
 {
-    char               err[128], *text;
-    u_char             buf[1024], *p;
-    size_t             len, n;
-    ssize_t            w;
-    uint64_t           seq;
-    ngx_int_t          rc;
-    ngx_uint_t         locked;
-    struct flock       fl;
-    ig_audit_state_t  *st;
+    char               *text;
+    u_char              buf[1024], *p;
+    ig_audit_state_t   *st;
+    ig_audit_marker_t   mk;
 
-    rc = NGX_ERROR;
+    mk.len = 0;
 
     st = ngx_alloc(sizeof(ig_audit_state_t), al->log);
     text = ngx_alloc(IG_AUDIT_STATE_SIZE_MAX + 1, al->log);
 
     if (st == NULL || text == NULL) {
         goto lost;
-    }
-
-    ngx_memzero(&fl, sizeof(struct flock));
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    locked = 1;
-
-    while (fcntl(al->state_fd, F_SETLKW, &fl) == -1) {
-        if (ngx_errno != NGX_EINTR) {
-            ngx_log_error(NGX_LOG_ALERT, al->log, ngx_errno,
-                          "infergate_audit: fcntl(F_WRLCK) on \"%V\" "
-                          "failed", &al->state_path);
-            locked = 0;
-            break;
-        }
-    }
-
-    len = 0;
-
-    for ( ;; ) {
-        w = pread(al->state_fd, text + len,
-                  IG_AUDIT_STATE_SIZE_MAX + 1 - len, len);
-
-        if (w == -1 && ngx_errno == NGX_EINTR) {
-            continue;
-        }
-
-        if (w <= 0 || (len += w) > IG_AUDIT_STATE_SIZE_MAX) {
-            break;
-        }
-    }
-
-    if (len > IG_AUDIT_STATE_SIZE_MAX
-        || ig_audit_state_parse(st, text, len, err, sizeof(err)) != 0)
-    {
-        /* the verifier will report the new genesis as a reset */
-        ngx_log_error(NGX_LOG_ALERT, al->log, 0,
-                      "infergate_audit: chain state file \"%V\" is "
-                      "damaged (%s): starting a new genesis",
-                      &al->state_path,
-                      len > IG_AUDIT_STATE_SIZE_MAX ? "too large" : err);
-        ngx_memzero(st, sizeof(ig_audit_state_t));
     }
 
     p = ngx_cpymem(buf, "{\"@timestamp\":\"",
@@ -812,73 +765,57 @@ ngx_http_ig_audit_marker(ngx_http_ig_audit_log_t *al, ig_audit_chain_t *chain,
                     "\"lost\":%uL,",
                     start ? "chain_start" : "chain_end", ngx_pid, records,
                     al->lost);
-    p += ig_audit_state_link(st, p);
 
-    seq = ig_audit_chain_seq(chain);
+    /* lib/: lock the state, link, seal, write, advance the state */
 
-    len = ig_audit_seal(chain, buf, p - buf);
-    if (len == 0) {
-        goto unlock;
+    (void) ig_audit_marker_write(al->state_fd, fd, chain, buf, p - buf,
+                                 start, ngx_pid, ngx_http_ig_audit_alive,
+                                 st, text, &mk);
+
+    if (mk.lock_errno) {
+        ngx_log_error(NGX_LOG_ALERT, al->log, mk.lock_errno,
+                      "infergate_audit: fcntl(F_WRLCK) on \"%V\" failed",
+                      &al->state_path);
     }
 
-    for (n = 0; n < len; n += w) {
-        w = write(fd, buf + n, len - n);
-
-        if (w == -1 && ngx_errno == NGX_EINTR) {
-            w = 0;
-            continue;
-        }
-
-        if (w == -1) {
-            /* as for buffers: a full disk logs once a second */
-            if (ngx_time() != al->err_logged) {
-                al->err_logged = ngx_time();
-                ngx_log_error(NGX_LOG_ERR, al->log, ngx_errno,
-                              "infergate_audit: write to \"%V\" failed, "
-                              "chain marker lost", &al->path);
-            }
-
-            goto unlock;
-        }
+    if (mk.damaged) {
+        /* the verifier will report the new genesis as a reset */
+        ngx_log_error(NGX_LOG_ALERT, al->log, 0,
+                      "infergate_audit: chain state file \"%V\" is "
+                      "damaged (%s): starting a new genesis",
+                      &al->state_path, mk.damage);
     }
 
-    if (al->syslog) {
-        ngx_http_ig_syslog_send(al->syslog, buf, len - 1);
+    if (mk.write_errno && ngx_time() != al->err_logged) {
+        /* as for buffers: a full disk logs once a second */
+        al->err_logged = ngx_time();
+        ngx_log_error(NGX_LOG_ERR, al->log, mk.write_errno,
+                      "infergate_audit: write to \"%V\" failed, "
+                      "chain marker lost", &al->path);
     }
 
-    ngx_http_ig_metrics_add(IG_MC_AUDIT_RECORDS, 1);
-    ngx_http_ig_metrics_add(IG_MC_AUDIT_BYTES, len);
-
-    if (chain == al->chain) {
-        al->records++;
-    }
-
-    rc = NGX_OK;
-
-    ig_audit_state_advance(st, buf, len, ig_audit_chain_get_id(chain), seq,
-                           start, ngx_pid, ngx_http_ig_audit_alive);
-
-    n = ig_audit_state_format(st, text, IG_AUDIT_STATE_SIZE_MAX);
-
-    if (n == 0
-        || pwrite(al->state_fd, text, n, 0) != (ssize_t) n
-        || ftruncate(al->state_fd, n) != 0)
-    {
-        ngx_log_error(NGX_LOG_ALERT, al->log, ngx_errno,
+    if (mk.state_failed) {
+        ngx_log_error(NGX_LOG_ALERT, al->log, mk.state_errno,
                       "infergate_audit: cannot write the chain state file "
                       "\"%V\"", &al->state_path);
     }
 
-unlock:
+    if (mk.len) {
+        if (al->syslog) {
+            ngx_http_ig_syslog_send(al->syslog, buf, mk.len - 1);
+        }
 
-    if (locked) {
-        fl.l_type = F_UNLCK;
-        (void) fcntl(al->state_fd, F_SETLK, &fl);
+        ngx_http_ig_metrics_add(IG_MC_AUDIT_RECORDS, 1);
+        ngx_http_ig_metrics_add(IG_MC_AUDIT_BYTES, mk.len);
+
+        if (chain == al->chain) {
+            al->records++;
+        }
     }
 
 lost:
 
-    if (rc != NGX_OK) {
+    if (st == NULL || text == NULL || mk.len == 0) {
         al->lost++;
         ngx_http_ig_metrics_add(IG_MC_AUDIT_LOST, 1);
     }

@@ -1202,13 +1202,14 @@ ngx_http_ig_metrics_backends(ngx_http_request_t *r)
         for (i = 0; i < st->nmodels; i++) {
             st->models[i].name[IG_MODEL_NAME_MAX - 1] = '\0';
             st->models[i].version[IG_RING_VERSION_MAX - 1] = '\0';
+            st->models[i].signer[IG_RING_SIGNER_MAX - 1] = '\0';
         }
 
         be[k].st = st;
         be[k].fresh = (a->updated_ms + IG_M_FRESH_MS > now);
 
         /* every line below is shorter than 512 bytes */
-        size += 4096 + st->nmodels * (IG_STATS_BUCKETS + 16) * 512;
+        size += 4096 + st->nmodels * (IG_STATS_BUCKETS + 18) * 512;
     }
 
     b = ngx_create_temp_buf(r->pool, size);
@@ -1294,6 +1295,70 @@ ngx_http_ig_metrics_backends(ngx_http_request_t *r)
                        sizeof("infergate_backend_reloads_total{") - 1);
         p = ngx_http_ig_metrics_be_labels(p, &be[k], NULL);
         p = ngx_sprintf(p, "} %uL\n", be[k].st->reloads);
+    }
+
+    p = ngx_http_ig_metrics_head(p,
+                                 "infergate_backend_signature_failures_total",
+                                 "Model loads refused for a bad or missing "
+                                 "signature.", "counter");
+
+    for (k = 0; k < nb; k++) {
+        if (!be[k].fresh) {
+            continue;
+        }
+
+        p = ngx_cpymem(p, "infergate_backend_signature_failures_total{",
+                       sizeof("infergate_backend_signature_failures_total{")
+                       - 1);
+        p = ngx_http_ig_metrics_be_labels(p, &be[k], NULL);
+        p = ngx_sprintf(p, "} %uL\n", be[k].st->signature_failures);
+    }
+
+    /* only where the backend runs its models on a GPU */
+
+    p = ngx_http_ig_metrics_head(p, "infergate_backend_gpu_memory_bytes",
+                                 "Memory of the backend's GPU (free, "
+                                 "total).", "gauge");
+
+    for (k = 0; k < nb; k++) {
+        if (!be[k].fresh || be[k].st->gpu_mem_total == 0) {
+            continue;
+        }
+
+        for (j = 0; j < 2; j++) {
+            p = ngx_cpymem(p, "infergate_backend_gpu_memory_bytes{",
+                           sizeof("infergate_backend_gpu_memory_bytes{")
+                           - 1);
+            p = ngx_http_ig_metrics_be_labels(p, &be[k], NULL);
+            p = ngx_sprintf(p, ",kind=\"%s\"} %uL\n",
+                            j ? "total" : "free",
+                            j ? be[k].st->gpu_mem_total
+                              : be[k].st->gpu_mem_free);
+        }
+    }
+
+    p = ngx_http_ig_metrics_head(p, "infergate_backend_model_info",
+                                 "Always 1: the model file each id serves, "
+                                 "its SHA-256 and signer.", "gauge");
+
+    for (k = 0; k < nb; k++) {
+        if (!be[k].fresh) {
+            continue;
+        }
+
+        for (i = 0; i < be[k].st->nmodels; i++) {
+            m = &be[k].st->models[i];
+
+            p = ngx_cpymem(p, "infergate_backend_model_info{",
+                           sizeof("infergate_backend_model_info{") - 1);
+            p = ngx_http_ig_metrics_be_labels(p, &be[k], m);
+            p = ngx_cpymem(p, ",sha256=\"", sizeof(",sha256=\"") - 1);
+            p = ngx_hex_dump(p, m->sha256, sizeof(m->sha256));
+            p = ngx_cpymem(p, "\",signer=\"", sizeof("\",signer=\"") - 1);
+            p = ngx_http_ig_metrics_label(p, (u_char *) m->signer,
+                                          ngx_strlen(m->signer));
+            p = ngx_cpymem(p, "\"} 1\n", sizeof("\"} 1\n") - 1);
+        }
     }
 
     /* per model */
