@@ -66,8 +66,10 @@ BACKEND_OBJS  = $(patsubst backend/%.c,$(BUILD)/backend/%.o,$(BACKEND_C)) \
                 $(BACKEND_GEN)
 BACKEND_AR   := $(BUILD)/libigbackend.a
 # whole archive: the loaders override ig_model.c's weak stubs, which an
-# archive member would otherwise never be pulled in for
-BACKEND_LINK := -Wl,--whole-archive $(BACKEND_AR) -Wl,--no-whole-archive
+# archive member would otherwise never be pulled in for; the registry
+# uses lib/ (ig_modelcrypt, the key file parser), hence libig.a after it
+BACKEND_LINK := -Wl,--whole-archive $(BACKEND_AR) -Wl,--no-whole-archive \
+                $(LIBIG)
 
 CFLAGS    := -std=gnu99 -O2 -g -Wall -Wextra -Werror -Ilib
 NGX_CCOPT := -g -O2 -fPIC -fstack-protector-strong -Wformat \
@@ -85,7 +87,7 @@ endif
 MODULE    := $(BUILD)/ngx_http_infergate_module.so
 TOOLS     := $(BUILD)/infergate-keys $(BUILD)/infergate-bloom \
              $(if $(wildcard tools/infergate_audit.c),$(BUILD)/infergate-audit) \
-             $(BUILD)/infergate-predict \
+             $(BUILD)/infergate-predict $(BUILD)/infergate-models \
              $(BUILD)/infergate-backend $(BUILD)/infergate-ringbench
 
 export IG_BUILD    := $(CURDIR)/$(BUILD)
@@ -199,14 +201,19 @@ $(BACKEND_AR): $(BACKEND_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
 $(BUILD)/infergate-predict: tools/infergate_predict.c $(BACKEND_AR) \
-                            $(BACKEND_H)
+                            $(BACKEND_H) $(LIBIG)
 	$(CC) $(BACKEND_CFLAGS) $(DEPFLAGS) -o $@ tools/infergate_predict.c \
 	    $(BACKEND_LINK) $(BACKEND_LIBS) $(LIBS)
 
 $(BUILD)/infergate-backend: $(BACKEND_MAIN) $(BACKEND_AR) $(BACKEND_H) \
-                            $(LIB_HDRS)
+                            $(LIB_HDRS) $(LIBIG)
 	$(CC) $(BACKEND_CFLAGS) $(DEPFLAGS) -o $@ $(BACKEND_MAIN) \
 	    $(BACKEND_LINK) $(BACKEND_LIBS) $(LIBS)
+
+# signed and encrypted model files (lib/ig_modelcrypt.c)
+$(BUILD)/infergate-models: tools/infergate_models.c $(LIBIG) $(BUILD)/.flags
+	$(CC) $(CFLAGS) $(DEPFLAGS) -o $@ tools/infergate_models.c $(LIBIG) \
+	    -lcrypto
 
 $(BUILD)/infergate-ringbench: tools/infergate_ringbench.c $(LIB_HDRS) \
                               $(BUILD)/.flags
