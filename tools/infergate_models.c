@@ -10,6 +10,7 @@
  *   infergate-models verify --trust DIR MODEL [SIG]
  *   infergate-models encrypt --key FILE [--key-id ID] MODEL -o OUT
  *   infergate-models decrypt --key FILE IN -o OUT
+ *   infergate-models newkey ID      prints "ID:HEX", a new 32-byte key
  *
  * Exit status: 0 done, 1 refused (a bad signature, a wrong key ...),
  * 2 usage.
@@ -28,6 +29,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 
 #include "ig_audit.h"
 #include "ig_modelcrypt.h"
@@ -47,7 +49,8 @@ usage(FILE *f)
         "       " PROG " verify --trust DIR MODEL [SIG]   (prints the "
         "signer)\n"
         "       " PROG " encrypt --key FILE [--key-id ID] MODEL -o OUT\n"
-        "       " PROG " decrypt --key FILE IN -o OUT\n");
+        "       " PROG " decrypt --key FILE IN -o OUT\n"
+        "       " PROG " newkey ID   (prints a key file line \"ID:HEX\")\n");
 }
 
 
@@ -503,6 +506,38 @@ done:
 }
 
 
+static int
+newkey(int argc, char **argv)
+{
+    int      i;
+    uint8_t  k[IG_MC_KEY_LEN];
+
+    if (argc != 1 || !ig_audit_key_id_valid(argv[0], strlen(argv[0]))
+        || strlen(argv[0]) > IG_MC_KID_MAX)
+    {
+        fprintf(stderr, PROG ": newkey ID: an id is [A-Za-z0-9._-], 1 to "
+                "%d\n", IG_MC_KID_MAX);
+        return 2;
+    }
+
+    if (RAND_bytes(k, sizeof(k)) != 1) {
+        fprintf(stderr, PROG ": RAND_bytes() failed\n");
+        return 1;
+    }
+
+    printf("%s:", argv[0]);
+
+    for (i = 0; i < IG_MC_KEY_LEN; i++) {
+        printf("%02x", k[i]);
+    }
+
+    printf("\n");
+    OPENSSL_cleanse(k, sizeof(k));
+
+    return 0;
+}
+
+
 int
 main(int argc, char **argv)
 {
@@ -529,6 +564,10 @@ main(int argc, char **argv)
 
     if (strcmp(argv[1], "decrypt") == 0) {
         return encdec(argc - 2, argv + 2, 0);
+    }
+
+    if (strcmp(argv[1], "newkey") == 0) {
+        return newkey(argc - 2, argv + 2);
     }
 
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
