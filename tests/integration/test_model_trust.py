@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from backend_fixtures import (BACKEND_BIN, BUILD, RingClient, backend_env,
-                              start_backend, OK, EMODEL)
+from backend_fixtures import (BACKEND_BIN, BAD_STDERR, BUILD, RingClient,
+                              backend_env, start_backend, OK, EMODEL)
 
 assert start_backend  # a fixture, used by name
 
@@ -26,16 +26,20 @@ HDR = 128                              # lib/ig_modelcrypt.h IG_MC_HDR_LEN
 
 def tool(*args, check=True, cwd=None):
     r = subprocess.run([str(MODELS_BIN), *map(str, args)],
-                       capture_output=True, text=True, timeout=60, cwd=cwd)
+                       capture_output=True, text=True, timeout=60, cwd=cwd,
+                       env=backend_env())
+    assert not BAD_STDERR.search(r.stderr), r.stderr
     if check:
         assert r.returncode == 0, (args, r.stdout, r.stderr)
     return r
 
 
 def backend(*args, env=None):
-    return subprocess.run([str(BACKEND_BIN), "--device", "cpu",
-                           *map(str, args)], capture_output=True, text=True,
-                          timeout=60, env=env or backend_env())
+    r = subprocess.run([str(BACKEND_BIN), "--device", "cpu",
+                        *map(str, args)], capture_output=True, text=True,
+                       timeout=60, env=env or backend_env())
+    assert not BAD_STDERR.search(r.stderr), r.stderr
+    return r
 
 
 def write_key(path, kid, hexkey):
