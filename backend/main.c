@@ -171,7 +171,7 @@ print_tensor(const char *key, const ig_tensor_desc_t *t)
 static int
 check(const char *arg, ig_exec_t *ex)
 {
-    int             i;
+    int             i, sigref;
     char            path[IG_REG_PATH_MAX], err[512];
     char            signer[IG_REG_SIGNER_MAX];
     uint8_t         sha[32];
@@ -198,7 +198,7 @@ check(const char *arg, ig_exec_t *ex)
     }
 
     m = ig_reg_load(r, &r->specs[0], r->specs[0].path, 0, ex, sha, signer,
-                    sizeof(signer), err, sizeof(err));
+                    sizeof(signer), &sigref, err, sizeof(err));
     free(r);
 
     if (m == NULL) {

@@ -436,7 +436,8 @@ ig_reg_build(const uint8_t *data, size_t len, ig_exec_t *ex, char *err,
 ig_model_t *
 ig_reg_load(const ig_registry_t *r, const ig_reg_spec_t *s,
     const char *path, int in_dir, ig_exec_t *ex, uint8_t *file_sha,
-    char *signer, size_t signerlen, char *err, size_t errlen)
+    char *signer, size_t signerlen, int *sig_refused, char *err,
+    size_t errlen)
 {
     int                  rc;
     size_t               len, ptlen;
@@ -449,9 +450,11 @@ ig_reg_load(const ig_registry_t *r, const ig_reg_spec_t *s,
     err[0] = '\0';
     signer[0] = '\0';
     memset(file_sha, 0, 32);
+    *sig_refused = 0;
 
     if (ig_builtin_is(path)) {
         if (r->require_signed) {
+            *sig_refused = 1;
             snprintf(err, errlen, "%.300s: a builtin model has no "
                      "signature (--require-signed)", path);
             return NULL;
@@ -492,6 +495,7 @@ ig_reg_load(const ig_registry_t *r, const ig_reg_spec_t *s,
                          err, errlen)
         != 0)
     {
+        *sig_refused = 1;
         goto done;
     }
 
@@ -723,7 +727,7 @@ int
 ig_reg_scan(ig_registry_t *r, ig_exec_t *ex, int initial,
     ig_reg_result_pt cb, void *data, char *err, size_t errlen)
 {
-    int               n, k;
+    int               n, k, sigref;
     uint32_t          i, j, added;
     ig_model_t       *m;
     ig_reg_entry_t   *e;
@@ -787,7 +791,7 @@ ig_reg_scan(ig_registry_t *r, ig_exec_t *ex, int initial,
             }
 
             m = ig_reg_load(r, s, v[k].path, v[k].in_dir, ex, fsha, signer,
-                            sizeof(signer), lerr, sizeof(lerr));
+                            sizeof(signer), &sigref, lerr, sizeof(lerr));
 
             if (m && e
                 && (m->meta.nfeatures != e->meta.nfeatures
@@ -812,6 +816,7 @@ ig_reg_scan(ig_registry_t *r, ig_exec_t *ex, int initial,
                 ig_reg_result(&res, IG_REG_REFUSED, i,
                               e ? e->id : UINT32_MAX, &v[k], NULL, lerr);
                 memcpy(res.file_sha, fsha, sizeof(res.file_sha));
+                res.sig_refused = sigref;
                 cb(data, &res);
                 continue;
             }

@@ -9,9 +9,9 @@
  * in any order: #sha256=HEX (pin the file's bytes), #sig=FILE (its
  * detached signature; default PATH.sig, or model.sig in a version
  * directory), #key=FILE (the "ID:HEX" key file of an encrypted model;
- * default $INFERGATE_MODEL_KEYS), #signer=ID (only this trusted signer).  An entry's index
- * is its model id on the ring; ids stay stable across reloads and new
- * versions get new ids.
+ * default $INFERGATE_MODEL_KEYS), #signer=ID (only this trusted
+ * signer).  An entry's index is its model id on the ring; ids stay
+ * stable across reloads and new versions get new ids.
  *
  * PATH is a model file, a builtin spec (model_identity.h), or a
  * directory laid out as Triton's model repository: each subdirectory
@@ -77,6 +77,7 @@ typedef struct {
     ig_model_t          *model;
     uint8_t              file_sha[32];   /* SHA-256 of the file's bytes */
     char                 signer[IG_REG_SIGNER_MAX];  /* "": unsigned   */
+    int                  sig_refused;   /* REFUSED for its signature    */
     char                 err[512];
 } ig_reg_result_t;
 
@@ -125,10 +126,12 @@ ig_reg_entry_t *ig_reg_apply(ig_registry_t *r, const ig_reg_result_t *res);
  * when encrypted), decrypts in memory, builds the model from memory and
  * wipes the plaintext.  in_dir: path is a version directory's file (its
  * signature may be model.sig).  Fills file_sha (32 bytes, the file's
- * SHA-256) and signer ("" when unsigned).
+ * SHA-256), signer ("" when unsigned) and *sig_refused (1: refused for
+ * its signature: invalid, another signer, or missing where required).
  */
 ig_model_t *ig_reg_load(const ig_registry_t *r, const ig_reg_spec_t *s,
     const char *path, int in_dir, ig_exec_t *ex, uint8_t *file_sha,
-    char *signer, size_t signerlen, char *err, size_t errlen);
+    char *signer, size_t signerlen, int *sig_refused, char *err,
+    size_t errlen);
 
 #endif /* _IG_REGISTRY_H_INCLUDED_ */
