@@ -465,3 +465,20 @@ def test_encrypted_signed_model_answers_as_the_plaintext(tmp_path, pki,
     b.expect_rc = 1
     assert b.proc.wait(30) == 1
     assert "but #signer= requires" in b.stderr()
+
+
+def test_a_signature_is_never_taken_for_the_model(tmp_path, pki,
+                                                  start_backend):
+    # "model.sig" sorts before "zz.model": the version's model file is the
+    # first regular file by name that is not a signature
+    repo = tmp_path / "repo"
+    (repo / "1").mkdir(parents=True)
+    m = builtin(repo / "1", "zz.model", "builtin:identity:3\n")
+    tool("sign", "--key", pki.priv("rsa-team"), m, "-o",
+         repo / "1" / "model.sig")
+    b = start_backend(f"r={repo}", args=["--trust", pki.trust,
+                                         "--require-signed"])
+    with RingClient(b.sock) as c:
+        (info,) = c.models["models"]
+        assert info["nfeatures"] == 3
+    assert "zz.model" in b.events("model_loaded")[0]["path"]
