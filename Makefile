@@ -230,7 +230,8 @@ $(BUILD)/fuzz/fuzz_ring: tests/fuzz/fuzz_ring.c backend/ring_queue.c \
 
 # XGBoost predictor vs libxgboost (libxgboost-dev) on a 500-tree depth-8
 # model made once by a fixed-seed script: `make bench-xgb`
-$(BUILD)/bench-xgb: bench/bench_xgb.c $(BACKEND_AR) $(BACKEND_H) $(LIB_HDRS)
+$(BUILD)/bench-xgb: bench/bench_xgb.c $(BACKEND_AR) $(BACKEND_H) $(LIB_HDRS) \
+                   $(LIBIG)
 	$(CC) $(BACKEND_CFLAGS) -o $@ bench/bench_xgb.c $(BACKEND_LINK) \
 	    $(BACKEND_LIBS) $(LIBS) -lxgboost
 
