@@ -75,8 +75,10 @@ BACKEND_OBJS  = $(patsubst backend/%.c,$(BUILD)/backend/%.o,$(BACKEND_C)) \
 CUDA_OBJS     = $(patsubst backend/%.cu,$(BUILD)/backend/%.cu.o,$(BACKEND_CU))
 BACKEND_AR   := $(BUILD)/libigbackend.a
 # whole archive: the loaders override ig_model.c's weak stubs, which an
-# archive member would otherwise never be pulled in for
-BACKEND_LINK := -Wl,--whole-archive $(BACKEND_AR) -Wl,--no-whole-archive
+# archive member would otherwise never be pulled in for; the registry
+# uses lib/ (ig_modelcrypt, the key file parser), hence libig.a after it
+BACKEND_LINK := -Wl,--whole-archive $(BACKEND_AR) -Wl,--no-whole-archive \
+                $(LIBIG)
 
 CFLAGS    := -std=gnu99 -O2 -g -Wall -Wextra -Werror -Ilib
 NGX_CCOPT := -g -O2 -fPIC -fstack-protector-strong -Wformat \
@@ -94,7 +96,7 @@ endif
 MODULE    := $(BUILD)/ngx_http_infergate_module.so
 TOOLS     := $(BUILD)/infergate-keys $(BUILD)/infergate-bloom \
              $(if $(wildcard tools/infergate_audit.c),$(BUILD)/infergate-audit) \
-             $(BUILD)/infergate-predict \
+             $(BUILD)/infergate-predict $(BUILD)/infergate-models \
              $(BUILD)/infergate-backend $(BUILD)/infergate-ringbench \
              $(CUDA_SO)
 
@@ -223,6 +225,11 @@ $(BUILD)/infergate-backend: $(BACKEND_MAIN) $(BACKEND_AR) $(LIBIG) \
 	$(CC) $(BACKEND_CFLAGS) $(DEPFLAGS) -o $@ $(BACKEND_MAIN) \
 	    $(BACKEND_LINK) $(BACKEND_LIBS) $(LIBS)
 
+# signed and encrypted model files (lib/ig_modelcrypt.c)
+$(BUILD)/infergate-models: tools/infergate_models.c $(LIBIG) $(BUILD)/.flags
+	$(CC) $(CFLAGS) $(DEPFLAGS) -o $@ tools/infergate_models.c $(LIBIG) \
+	    -lcrypto
+
 $(BUILD)/infergate-ringbench: tools/infergate_ringbench.c $(LIB_HDRS) \
                               $(BUILD)/.flags
 	$(CC) $(CFLAGS) -Ibackend $(DEPFLAGS) -o $@ tools/infergate_ringbench.c \
@@ -238,7 +245,8 @@ $(BUILD)/fuzz/fuzz_ring: tests/fuzz/fuzz_ring.c backend/ring_queue.c \
 
 # XGBoost predictor vs libxgboost (libxgboost-dev) on a 500-tree depth-8
 # model made once by a fixed-seed script: `make bench-xgb`
-$(BUILD)/bench-xgb: bench/bench_xgb.c $(BACKEND_AR) $(BACKEND_H) $(LIB_HDRS)
+$(BUILD)/bench-xgb: bench/bench_xgb.c $(BACKEND_AR) $(BACKEND_H) $(LIB_HDRS) \
+                   $(LIBIG)
 	$(CC) $(BACKEND_CFLAGS) -o $@ bench/bench_xgb.c $(BACKEND_LINK) \
 	    $(BACKEND_LIBS) $(LIBS) -lxgboost
 

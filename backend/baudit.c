@@ -514,7 +514,7 @@ ig_baudit_model(const ig_reg_result_t *res, const char *name, uint32_t id,
         ig_ba_fmt(&o, ",\"kept\":%s,\"signature_failure\":%s",
                   res->ev == IG_REG_REFUSED && res->id != UINT32_MAX
                   ? "true" : "false",
-                  res->sig_failure ? "true" : "false");
+                  res->sig_refused ? "true" : "false");
 
     } else {
         ig_ba_fmt(&o, ",\"sha256\":\"%s\",\"signer\":", sha);

@@ -130,11 +130,37 @@ ig_onnx_load(const uint8_t *data, size_t len, ig_exec_t *ex, char *err,
 
 
 ig_model_t *
+ig_model_load_mem(const uint8_t *data, size_t len, ig_exec_t *ex, char *err,
+    size_t errlen)
+{
+    size_t  i;
+
+    if (len == 0 || len > IG_MODEL_FILE_MAX) {
+        snprintf(err, errlen, "%s", len ? "larger than 1 GiB" : "empty");
+        return NULL;
+    }
+
+    for (i = 0; i < len; i++) {
+        if (data[i] != ' ' && data[i] != '\t' && data[i] != '\r'
+            && data[i] != '\n')
+        {
+            break;
+        }
+    }
+
+    if (i < len && data[i] == '{') {
+        return ig_xgb_load(data, len, ex, err, errlen);
+    }
+
+    return ig_onnx_load(data, len, ex, err, errlen);
+}
+
+
+ig_model_t *
 ig_model_load(const char *path, ig_exec_t *ex, char *err, size_t errlen)
 {
     long         size;
     FILE        *f;
-    size_t       i;
     uint8_t     *data;
     ig_model_t  *m;
 
@@ -176,20 +202,7 @@ ig_model_load(const char *path, ig_exec_t *ex, char *err, size_t errlen)
     fclose(f);
     data[size] = '\0';
 
-    for (i = 0; i < (size_t) size; i++) {
-        if (data[i] != ' ' && data[i] != '\t' && data[i] != '\r'
-            && data[i] != '\n')
-        {
-            break;
-        }
-    }
-
-    if (i < (size_t) size && data[i] == '{') {
-        m = ig_xgb_load(data, (size_t) size, ex, err, errlen);
-
-    } else {
-        m = ig_onnx_load(data, (size_t) size, ex, err, errlen);
-    }
+    m = ig_model_load_mem(data, (size_t) size, ex, err, errlen);
 
     free(data);
 

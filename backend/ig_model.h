@@ -65,6 +65,13 @@ void ig_exec_destroy(ig_exec_t *ex);
 ig_model_t *ig_model_load(const char *path, ig_exec_t *ex, char *err,
     size_t errlen);
 
+/*
+ * The same from memory: data[0..len) is the whole (decrypted) file; the
+ * loaders copy what they keep, so the caller may wipe data afterwards.
+ */
+ig_model_t *ig_model_load_mem(const uint8_t *data, size_t len,
+    ig_exec_t *ex, char *err, size_t errlen);
+
 /* Loaders the dispatcher calls; data is the whole file. */
 ig_model_t *ig_xgb_load(const uint8_t *data, size_t len, ig_exec_t *ex,
     char *err, size_t errlen);

@@ -11,9 +11,10 @@
  *       [--device auto|cpu|cuda:N] [--threads N] [--slots 64]
  *       [--slot-bytes 65536] [--clients 64] [--user U]
  *       [--allow-uid U,...] [--allow-gid G,...] [--clients-per-pid 2]
- *       [--clients-per-uid N]
+ *       [--clients-per-uid N] [--trust DIR] [--require-signed]
  *       [--audit PATH --audit-key FILE --audit-key-id ID]
- *   infergate-backend [--device D] --check PATH[#sha256=HEX]
+ *   infergate-backend [--device D] [--trust DIR] [--require-signed]
+ *       --check PATH[#sha256=HEX][#sig=FILE][#key=FILE][#signer=ID]
  */
 
 
@@ -37,6 +38,7 @@
 
 /* static: error exits need not free it */
 static ig_registry_t  ig_registry;
+static ig_mc_trust_t  ig_trust;
 
 
 static void
@@ -53,13 +55,17 @@ usage(FILE *f)
         "[--user USER]\n"
         "         [--allow-uid U,...] [--allow-gid G,...] "
         "[--clients-per-pid 2]\n"
-        "         [--clients-per-uid N]\n"
+        "         [--clients-per-uid N] [--trust DIR] [--require-signed]\n"
         "         [--audit PATH --audit-key FILE --audit-key-id ID]\n"
-        "       infergate-backend [--device D] [--threads N] "
-        "--check PATH[#sha256=HEX]\n"
+        "       infergate-backend [--device D] [--threads N] [--trust DIR] "
+        "[--require-signed]\n"
+        "         --check PATH[#sha256=HEX][#sig=FILE][#key=FILE]"
+        "[#signer=ID]\n"
         "PATH is a model file (XGBoost JSON, ONNX), a directory of "
         "version\nsubdirectories (1/, 2/ ...), or builtin:identity:N, "
-        "builtin:sleep:N:US,\nbuiltin:fail:N.\n");
+        "builtin:sleep:N:US,\nbuiltin:fail:N.  --trust DIR: one "
+        "SIGNER.pub.pem public key per signer;\nan encrypted model's keys "
+        "come from #key=FILE or $" IG_MC_KEYS_ENV ".\n");
 }
 
 
@@ -168,8 +174,10 @@ print_tensor(const char *key, const ig_tensor_desc_t *t)
 static int
 check(const char *arg, ig_exec_t *ex)
 {
+    int             i, sigref;
     char            path[IG_REG_PATH_MAX], err[512];
-    const char     *hash;
+    char            signer[IG_REG_SIGNER_MAX];
+    uint8_t         sha[32];
     ig_model_t     *m;
     ig_registry_t  *r;
 
@@ -179,19 +187,21 @@ check(const char *arg, ig_exec_t *ex)
         return 1;
     }
 
-    hash = strstr(arg, "#sha256=");
+    r->trust = ig_registry.trust;
+    r->trust_dir = ig_registry.trust_dir;
+    r->require_signed = ig_registry.require_signed;
+
     if (snprintf(path, sizeof(path), "check=%s", arg) >= (int) sizeof(path)
         || ig_reg_parse(r, path, err, sizeof(err)) != 0)
     {
         fprintf(stderr, "infergate-backend: --check %s: %s\n", arg,
-                hash ? "bad #sha256=HEX" : "bad path");
+                err[0] ? err : "bad path");
         free(r);
         return 1;
     }
 
-    m = ig_reg_load(r->specs[0].path, r->specs[0].has_sha ? r->specs[0].sha
-                                                          : NULL,
-                    ex, err, sizeof(err));
+    m = ig_reg_load(r, &r->specs[0], r->specs[0].path, 0, ex, sha, signer,
+                    sizeof(signer), &sigref, err, sizeof(err));
     free(r);
 
     if (m == NULL) {
@@ -203,8 +213,14 @@ check(const char *arg, ig_exec_t *ex)
     print_tensor("input", &m->meta.input);
     printf(",");
     print_tensor("output", &m->meta.output);
-    printf(",\"nfeatures\":%u,\"noutputs\":%u,\"device\":\"%s\"}\n",
-           m->meta.nfeatures, m->meta.noutputs, ex->name);
+    printf(",\"nfeatures\":%u,\"noutputs\":%u,\"device\":\"%s\","
+           "\"sha256\":\"", m->meta.nfeatures, m->meta.noutputs, ex->name);
+
+    for (i = 0; i < 32; i++) {
+        printf("%02x", sha[i]);
+    }
+
+    printf("\",\"signer\":\"%s\"}\n", signer);
 
     ig_model_free(m);
 
@@ -230,7 +246,8 @@ main(int argc, char **argv)
         O_SOCKET = 256, O_MODEL, O_MAX_BATCH, O_MAX_DELAY, O_QTIMEOUT,
         O_QMAX, O_DEVICE, O_THREADS, O_SLOTS, O_SLOT_BYTES, O_CLIENTS,
         O_USER, O_CHECK, O_HELP, O_ALLOW_UID, O_ALLOW_GID, O_PER_PID,
-        O_PER_UID, O_AUDIT, O_AUDIT_KEY, O_AUDIT_KEY_ID
+        O_PER_UID, O_AUDIT, O_AUDIT_KEY, O_AUDIT_KEY_ID, O_TRUST,
+        O_REQUIRE_SIGNED
     };
 
     static const struct option  opts[] = {
@@ -254,6 +271,8 @@ main(int argc, char **argv)
         { "audit-key",        required_argument, NULL, O_AUDIT_KEY },
         { "audit-key-id",     required_argument, NULL, O_AUDIT_KEY_ID },
         { "check",            required_argument, NULL, O_CHECK },
+        { "trust",            required_argument, NULL, O_TRUST },
+        { "require-signed",   no_argument,       NULL, O_REQUIRE_SIGNED },
         { "help",             no_argument,       NULL, O_HELP },
         { NULL, 0, NULL, 0 }
     };
@@ -425,6 +444,23 @@ main(int argc, char **argv)
             check_path = optarg;
             break;
 
+        case O_TRUST:
+            if (reg->trust) {
+                fprintf(stderr, "infergate-backend: --trust given twice\n");
+                return 2;
+            }
+            if (ig_mc_trust_load(&ig_trust, optarg, err, sizeof(err)) != 0) {
+                fprintf(stderr, "infergate-backend: %s\n", err);
+                return 2;
+            }
+            reg->trust = &ig_trust;
+            reg->trust_dir = optarg;
+            break;
+
+        case O_REQUIRE_SIGNED:
+            reg->require_signed = 1;
+            break;
+
         case O_HELP:
             usage(stdout);
             return 0;
@@ -465,6 +501,22 @@ main(int argc, char **argv)
         return 2;
     }
 
+    if (reg->require_signed && reg->trust == NULL) {
+        fprintf(stderr, "infergate-backend: --require-signed needs --trust "
+                "DIR\n");
+        return 2;
+    }
+
+    for (k = 0; k < reg->nspecs; k++) {
+        if ((reg->specs[k].sig[0] || reg->specs[k].signer[0])
+            && reg->trust == NULL)
+        {
+            fprintf(stderr, "infergate-backend: --model %s: #sig= and "
+                    "#signer= need --trust DIR\n", reg->specs[k].name);
+            return 2;
+        }
+    }
+
     /* no bound of its own: --clients */
     if (conf.clients_per_uid == 0) {
         conf.clients_per_uid = conf.clients;
@@ -496,6 +548,10 @@ main(int argc, char **argv)
             ig_blogq(q, sizeof(q), conf.socket_path), reg->nspecs);
     ig_blog("info", "device", "requested=%s name=%s threads=%d", device,
             ig_blogq(q, sizeof(q), ex->name), ex->threads);
+    ig_blog("info", "trust", "dir=%s signers=%u require_signed=%s",
+            ig_blogq(q, sizeof(q), reg->trust_dir ? reg->trust_dir : ""),
+            reg->trust ? ig_trust.n : 0,
+            reg->require_signed ? "yes" : "no");
 
     /* opened before --user drops root, as the socket is */
     if (audit) {

@@ -17,6 +17,9 @@
 
 #include <openssl/evp.h>
 
+#include <openssl/crypto.h>
+
+#include "blog.h"
 #include "model_identity.h"
 #include "registry.h"
 
@@ -85,11 +88,91 @@ ig_reg_hex(const char *s, uint8_t *out, size_t n)
 }
 
 
+static const char *const  ig_reg_fields[] = {
+    "#sha256=", "#sig=", "#key=", "#signer=", NULL
+};
+
+
+/* one "#name=value" of a --model argument, len bytes at p */
+static int
+ig_reg_field(ig_reg_spec_t *s, const char *p, size_t len, const char *arg,
+    char *err, size_t errlen)
+{
+    size_t       k, vlen;
+    const char  *v;
+    char         buf[IG_REG_PATH_MAX];
+
+    for (k = 0; ig_reg_fields[k]; k++) {
+        if (len >= strlen(ig_reg_fields[k])
+            && memcmp(p, ig_reg_fields[k], strlen(ig_reg_fields[k])) == 0)
+        {
+            break;
+        }
+    }
+
+    if (ig_reg_fields[k] == NULL) {
+        snprintf(err, errlen, "--model \"%.200s\": unknown field \"%.*s\" "
+                 "(#sha256=, #sig=, #key=, #signer=)", arg,
+                 (int) (len > 32 ? 32 : len), p);
+        return -1;
+    }
+
+    v = p + strlen(ig_reg_fields[k]);
+    vlen = len - strlen(ig_reg_fields[k]);
+
+    if (vlen == 0 || vlen >= sizeof(buf)) {
+        snprintf(err, errlen, "--model \"%.200s\": %s needs a value", arg,
+                 ig_reg_fields[k]);
+        return -1;
+    }
+
+    memcpy(buf, v, vlen);
+    buf[vlen] = '\0';
+
+    switch (k) {
+
+    case 0:
+        if (s->has_sha || ig_reg_hex(buf, s->sha, sizeof(s->sha)) != 0) {
+            snprintf(err, errlen, "--model \"%.200s\": sha256 must be 64 "
+                     "hex digits, given once", arg);
+            return -1;
+        }
+
+        s->has_sha = 1;
+        return 0;
+
+    case 1:
+    case 2:
+        if ((k == 1 ? s->sig : s->key)[0]) {
+            snprintf(err, errlen, "--model \"%.200s\": %s given twice", arg,
+                     ig_reg_fields[k]);
+            return -1;
+        }
+
+        ig_reg_cpy(k == 1 ? s->sig : s->key, IG_REG_PATH_MAX, buf);
+        return 0;
+
+    default:
+        if (s->signer[0]
+            || vlen >= sizeof(s->signer)
+            || !ig_audit_key_id_valid(buf, vlen))
+        {
+            snprintf(err, errlen, "--model \"%.200s\": #signer= takes one "
+                     "signer id ([A-Za-z0-9._-], 1 to 32)", arg);
+            return -1;
+        }
+
+        ig_reg_cpy(s->signer, sizeof(s->signer), buf);
+        return 0;
+    }
+}
+
+
 int
 ig_reg_parse(ig_registry_t *r, const char *arg, char *err, size_t errlen)
 {
     size_t          n;
-    const char     *eq, *colon, *hash;
+    const char     *eq, *colon, *hash, *p, *const *f;
     ig_reg_spec_t  *s;
     uint32_t        i;
 
@@ -105,7 +188,8 @@ ig_reg_parse(ig_registry_t *r, const char *arg, char *err, size_t errlen)
     eq = strchr(arg, '=');
     if (eq == NULL || eq == arg || eq[1] == '\0') {
         snprintf(err, errlen, "--model \"%.200s\": expected "
-                 "NAME[:VERSION]=PATH[#sha256=HEX]", arg);
+                 "NAME[:VERSION]=PATH[#sha256=HEX][#sig=FILE][#key=FILE]"
+                 "[#signer=ID]", arg);
         return -1;
     }
 
@@ -141,7 +225,16 @@ ig_reg_parse(ig_registry_t *r, const char *arg, char *err, size_t errlen)
         }
     }
 
-    hash = strstr(eq + 1, "#sha256=");
+    /* PATH ends at the first known #FIELD= */
+    hash = NULL;
+
+    for (f = ig_reg_fields; *f; f++) {
+        p = strstr(eq + 1, *f);
+        if (p && (hash == NULL || p < hash)) {
+            hash = p;
+        }
+    }
+
     n = (hash ? hash : eq + 1 + strlen(eq + 1)) - (eq + 1);
 
     if (n == 0 || n >= sizeof(s->path)) {
@@ -151,20 +244,23 @@ ig_reg_parse(ig_registry_t *r, const char *arg, char *err, size_t errlen)
 
     memcpy(s->path, eq + 1, n);
 
-    if (hash) {
-        if (ig_reg_hex(hash + 8, s->sha, sizeof(s->sha)) != 0) {
-            snprintf(err, errlen, "--model \"%.200s\": sha256 must be 64 "
-                     "hex digits", arg);
+    while (hash) {
+        p = strchr(hash + 1, '#');
+        n = (p ? p : hash + strlen(hash)) - hash;
+
+        if (ig_reg_field(s, hash, n, arg, err, errlen) != 0) {
             return -1;
         }
 
-        if (ig_builtin_is(s->path)) {
-            snprintf(err, errlen, "--model \"%.200s\": a builtin model has "
-                     "no sha256", arg);
-            return -1;
-        }
+        hash = p;
+    }
 
-        s->has_sha = 1;
+    if (ig_builtin_is(s->path)
+        && (s->has_sha || s->sig[0] || s->key[0] || s->signer[0]))
+    {
+        snprintf(err, errlen, "--model \"%.200s\": a builtin model has no "
+                 "sha256, sig, key or signer", arg);
+        return -1;
     }
 
     for (i = 0; i < r->nspecs; i++) {
@@ -184,140 +280,280 @@ ig_reg_parse(ig_registry_t *r, const char *arg, char *err, size_t errlen)
 }
 
 
+/*
+ * The signature of a file's bytes: #sig=FILE, else PATH.sig, else (a
+ * version directory's file) model.sig beside it.  0: verified or
+ * legitimately unsigned (signer ""), -1: refused with err.
+ */
 static int
-ig_reg_sha256(const char *path, uint8_t *md, char *err, size_t errlen)
+ig_reg_signature(const ig_registry_t *r, const ig_reg_spec_t *s,
+    const char *path, int in_dir, const uint8_t *data, size_t len,
+    char *signer, size_t signerlen, char *err, size_t errlen)
 {
-    int          fd, rc;
-    ssize_t      n;
-    unsigned     mdlen;
-    EVP_MD_CTX  *ctx;
-    uint8_t      buf[65536];
+    int          rc;
+    size_t       siglen;
+    uint8_t     *sig;
+    const char  *slash;
+    char         sp[IG_REG_PATH_MAX + 8], q[600], lerr[512];
 
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        snprintf(err, errlen, "%.300s: %s", path, strerror(errno));
+    signer[0] = '\0';
+    sig = NULL;
+    siglen = 0;
+
+    if (s->sig[0]) {
+        snprintf(sp, sizeof(sp), "%s", s->sig);
+        rc = ig_mc_read_file(sp, IG_MC_SIG_MAX, &sig, &siglen, lerr,
+                             sizeof(lerr));
+        if (rc != 0) {
+            snprintf(err, errlen, "%.300s: signature %s", path, lerr);
+            return -1;
+        }
+
+    } else {
+        snprintf(sp, sizeof(sp), "%s.sig", path);
+        rc = ig_mc_read_file(sp, IG_MC_SIG_MAX, &sig, &siglen, lerr,
+                             sizeof(lerr));
+
+        if (rc == -2 && in_dir) {
+            slash = strrchr(path, '/');
+            snprintf(sp, sizeof(sp), "%.*s/model.sig",
+                     slash ? (int) (slash - path) : 1,
+                     slash ? path : ".");
+            rc = ig_mc_read_file(sp, IG_MC_SIG_MAX, &sig, &siglen, lerr,
+                                 sizeof(lerr));
+        }
+
+        if (rc == -1) {
+            snprintf(err, errlen, "%.300s: signature %s", path, lerr);
+            return -1;
+        }
+    }
+
+    if (rc == -2) {
+        if (r->require_signed) {
+            snprintf(err, errlen, "%.300s: no signature (%.300s.sig) and "
+                     "--require-signed", path, path);
+            return -1;
+        }
+
+        if (s->signer[0]) {
+            snprintf(err, errlen, "%.300s: no signature (%.300s.sig), but "
+                     "#signer=%s", path, path, s->signer);
+            return -1;
+        }
+
+        ig_blog("warn", "model_unsigned", "path=%s signer=\"\" "
+                "msg=\"no signature; loaded because --require-signed is "
+                "not given\"", ig_blogq(q, sizeof(q), path));
+        return 0;
+    }
+
+    if (r->trust == NULL) {
+        free(sig);
+        ig_blog("warn", "model_unsigned", "path=%s signer=\"\" "
+                "msg=\"signature not checked: no --trust\"",
+                ig_blogq(q, sizeof(q), path));
+        return 0;
+    }
+
+    rc = ig_mc_trust_verify(r->trust, data, len, sig, siglen, signer,
+                            signerlen);
+    free(sig);
+
+    if (rc != 0) {
+        snprintf(err, errlen, "%.300s: signature %.300s does not verify "
+                 "with any key of --trust %.200s (the model or the "
+                 "signature was modified, or the signer is not trusted)",
+                 path, sp, r->trust_dir ? r->trust_dir : "");
+        signer[0] = '\0';
         return -1;
     }
 
-    ctx = EVP_MD_CTX_new();
-    rc = (ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) ? 0 : -1;
-
-    while (rc == 0 && (n = read(fd, buf, sizeof(buf))) != 0) {
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-
-            snprintf(err, errlen, "%.300s: %s", path, strerror(errno));
-            rc = -1;
-            break;
-        }
-
-        if (!EVP_DigestUpdate(ctx, buf, n)) {
-            rc = -1;
-        }
+    if (s->signer[0] && strcmp(s->signer, signer) != 0) {
+        snprintf(err, errlen, "%.300s: signed by \"%s\", but #signer= "
+                 "requires \"%s\"", path, signer, s->signer);
+        signer[0] = '\0';
+        return -1;
     }
 
-    if (rc == 0 && !EVP_DigestFinal_ex(ctx, md, &mdlen)) {
-        rc = -1;
-    }
-
-    if (rc != 0 && err[0] == '\0') {
-        snprintf(err, errlen, "%.300s: sha256 failed", path);
-    }
-
-    EVP_MD_CTX_free(ctx);
-    close(fd);
-
-    return rc;
+    return 0;
 }
 
 
-/* a file that holds a builtin spec: a test fixture for version dirs */
-static ig_model_t *
-ig_reg_builtin_file(const char *path, int *is, char *err, size_t errlen)
+/* the keys of an encrypted model: #key=FILE or the environment */
+static int
+ig_reg_keyring(const ig_reg_spec_t *s, const char *path,
+    ig_audit_keyring_t *ring, char *err, size_t errlen)
 {
-    int      fd;
-    ssize_t  n;
-    char     buf[IG_REG_BUILTIN_FILE_MAX];
+    const char  *env;
+    char         lerr[512];
 
-    *is = 0;
+    if (s->key[0]) {
+        if (ig_audit_keyring_load(ring, s->key, lerr, sizeof(lerr)) != 0) {
+            snprintf(err, errlen, "%.300s: #key=%s", path, lerr);
+            return -1;
+        }
 
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return NULL;                     /* the loader says why */
+        return 0;
     }
 
-    n = read(fd, buf, sizeof(buf) - 1);
-    close(fd);
+    env = getenv(IG_MC_KEYS_ENV);
 
-    if (n < (ssize_t) sizeof(IG_BUILTIN_PREFIX) - 1) {
-        return NULL;
+    if (env == NULL || env[0] == '\0') {
+        snprintf(err, errlen, "%.300s: an encrypted model, but no #key=FILE "
+                 "and no $%s", path, IG_MC_KEYS_ENV);
+        return -1;
     }
 
-    buf[n] = '\0';
-
-    if (!ig_builtin_is(buf)) {
-        return NULL;
+    if (ig_audit_keyring_parse(ring, env, strlen(env), lerr, sizeof(lerr))
+        != 0)
+    {
+        snprintf(err, errlen, "%.300s: $%s: %s", path, IG_MC_KEYS_ENV,
+                 lerr);
+        return -1;
     }
 
-    *is = 1;
+    return 0;
+}
 
-    return ig_builtin_load(buf, err, errlen);
+
+/* a model from a whole (plaintext, NUL-terminated) file in memory */
+static ig_model_t *
+ig_reg_build(const uint8_t *data, size_t len, ig_exec_t *ex, char *err,
+    size_t errlen)
+{
+    /* a file that holds a builtin spec: a test fixture for version dirs */
+    if (len < IG_REG_BUILTIN_FILE_MAX && ig_builtin_is((const char *) data)
+        && strlen((const char *) data) == len)
+    {
+        return ig_builtin_load((const char *) data, err, errlen);
+    }
+
+    return ig_model_load_mem(data, len, ex, err, errlen);
 }
 
 
 ig_model_t *
-ig_reg_load(const char *path, const uint8_t *sha, ig_exec_t *ex, char *err,
+ig_reg_load(const ig_registry_t *r, const ig_reg_spec_t *s,
+    const char *path, int in_dir, ig_exec_t *ex, uint8_t *file_sha,
+    char *signer, size_t signerlen, int *sig_refused, char *err,
     size_t errlen)
 {
-    int          is;
-    uint8_t      md[32];
-    ig_model_t  *m;
+    int                  rc;
+    size_t               len, ptlen;
+    uint8_t             *data, *pt, md[32];
+    unsigned             mdlen;
+    ig_model_t          *m;
+    ig_audit_keyring_t  *ring;
+    char                 lerr[512];
 
     err[0] = '\0';
+    signer[0] = '\0';
+    memset(file_sha, 0, 32);
+    *sig_refused = 0;
 
     if (ig_builtin_is(path)) {
+        if (r->require_signed) {
+            *sig_refused = 1;
+            snprintf(err, errlen, "%.300s: a builtin model has no "
+                     "signature (--require-signed)", path);
+            return NULL;
+        }
+
         return ig_builtin_load(path, err, errlen);
     }
 
-    if (sha) {
-        if (ig_reg_sha256(path, md, err, errlen) != 0) {
-            return NULL;
-        }
-
-        if (memcmp(md, sha, sizeof(md)) != 0) {
-            snprintf(err, errlen, "%.300s: sha256 does not match the one "
-                     "given", path);
-            return NULL;
-        }
-    }
-
-    m = ig_reg_builtin_file(path, &is, err, errlen);
-
-    if (!is) {
-        m = ig_model_load(path, ex, err, errlen);
-    }
-
-    if (m == NULL) {
+    /* read once: the bytes hashed and verified are the bytes parsed */
+    rc = ig_mc_read_file(path, IG_MC_FILE_MAX + IG_MC_HDR_LEN
+                               + IG_MC_TAG_LEN,
+                         &data, &len, err, errlen);
+    if (rc != 0) {
         return NULL;
     }
 
-    if (sha) {
-        /* the file must not have changed while it was being loaded */
-        if (ig_reg_sha256(path, md, err, errlen) != 0
-            || memcmp(md, sha, sizeof(md)) != 0)
-        {
-            snprintf(err, errlen, "%.300s: changed while loading", path);
-            ig_model_free(m);
-            return NULL;
+    m = NULL;
+
+    if (len == 0) {
+        snprintf(err, errlen, "%.300s: empty file", path);
+        goto done;
+    }
+
+    if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1) {
+        snprintf(err, errlen, "%.300s: sha256 failed", path);
+        goto done;
+    }
+
+    memcpy(file_sha, md, 32);
+
+    if (s->has_sha && CRYPTO_memcmp(md, s->sha, sizeof(md)) != 0) {
+        snprintf(err, errlen, "%.300s: sha256 does not match the one "
+                 "given", path);
+        goto done;
+    }
+
+    if (ig_reg_signature(r, s, path, in_dir, data, len, signer, signerlen,
+                         err, errlen)
+        != 0)
+    {
+        *sig_refused = 1;
+        goto done;
+    }
+
+    if (!ig_mc_is_encrypted(data, len)) {
+        if (s->key[0]) {
+            snprintf(err, errlen, "%.300s: #key= was given, but this is not "
+                     "an encrypted model (no \"%s\" magic)", path,
+                     IG_MC_MAGIC);
+            goto done;
         }
+
+        m = ig_reg_build(data, len, ex, err, errlen);
+        goto done;
+    }
+
+    ring = malloc(sizeof(ig_audit_keyring_t));
+    if (ring == NULL) {
+        snprintf(err, errlen, "%.300s: out of memory", path);
+        goto done;
+    }
+
+    memset(ring, 0, sizeof(ig_audit_keyring_t));
+
+    rc = ig_reg_keyring(s, path, ring, err, errlen);
+
+    if (rc == 0) {
+        rc = ig_mc_decrypt(ring, data, len, &pt, &ptlen, lerr, sizeof(lerr));
+        if (rc != 0) {
+            snprintf(err, errlen, "%.300s: %s", path, lerr);
+        }
+    }
+
+    ig_audit_keyring_cleanse(ring);
+    free(ring);
+
+    if (rc != 0) {
+        goto done;
+    }
+
+    m = ig_reg_build(pt, ptlen, ex, err, errlen);
+
+    /* the weights never stay readable in this process either */
+    ig_mc_free_clear(pt, ptlen + 1);
+
+done:
+
+    free(data);
+
+    if (m == NULL) {
+        signer[0] = '\0';
+        return NULL;
     }
 
     if (m->meta.nfeatures == 0 || m->meta.noutputs == 0) {
         snprintf(err, errlen, "%.300s: model has no features or outputs",
                  path);
         ig_model_free(m);
+        signer[0] = '\0';
         return NULL;
     }
 
@@ -328,6 +564,7 @@ ig_reg_load(const char *path, const uint8_t *sha, ig_exec_t *ex, char *err,
 typedef struct {
     char      version[IG_RING_VERSION_MAX];
     char      path[IG_REG_PATH_MAX];
+    int       in_dir;
 } ig_reg_ver_t;
 
 
@@ -347,6 +584,7 @@ ig_reg_dir_file(const char *dir, char *out, size_t len)
 {
     int             found;
     DIR            *d;
+    size_t          n;
     struct stat     st;
     struct dirent  *de;
     char            best[256], p[IG_REG_PATH_MAX];
@@ -359,7 +597,12 @@ ig_reg_dir_file(const char *dir, char *out, size_t len)
     found = 0;
 
     while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.') {
+        n = strlen(de->d_name);
+
+        /* hidden files and signatures are not models */
+        if (de->d_name[0] == '.'
+            || (n > 4 && strcmp(de->d_name + n - 4, ".sig") == 0))
+        {
             continue;
         }
 
@@ -403,12 +646,14 @@ ig_reg_versions(ig_reg_spec_t *s, ig_reg_ver_t *v, char *err, size_t errlen)
         ig_reg_cpy(v[0].version, sizeof(v[0].version),
                    s->version[0] ? s->version : "1");
         ig_reg_cpy(v[0].path, sizeof(v[0].path), s->path);
+        v[0].in_dir = 0;
         return 1;
     }
 
-    if (s->has_sha || s->version[0]) {
-        snprintf(err, errlen, "%.300s: a model directory takes no version "
-                 "or sha256 (they come from its subdirectories)", s->path);
+    if (s->has_sha || s->version[0] || s->sig[0]) {
+        snprintf(err, errlen, "%.300s: a model directory takes no version, "
+                 "sha256 or sig (they come from its subdirectories)",
+                 s->path);
         return -1;
     }
 
@@ -439,6 +684,7 @@ ig_reg_versions(ig_reg_spec_t *s, ig_reg_ver_t *v, char *err, size_t errlen)
         }
 
         ig_reg_cpy(v[n].version, sizeof(v[n].version), de->d_name);
+        v[n].in_dir = 1;
         n++;
     }
 
@@ -481,13 +727,14 @@ int
 ig_reg_scan(ig_registry_t *r, ig_exec_t *ex, int initial,
     ig_reg_result_pt cb, void *data, char *err, size_t errlen)
 {
-    int               n, k;
+    int               n, k, sigref;
     uint32_t          i, j, added;
     ig_model_t       *m;
     ig_reg_entry_t   *e;
     ig_reg_spec_t    *s;
     ig_reg_result_t   res;
-    char              lerr[512];
+    uint8_t           fsha[32];
+    char              lerr[512], signer[IG_REG_SIGNER_MAX];
     ig_reg_ver_t      v[IG_REG_DIR_VERSIONS_MAX];
 
     added = 0;
@@ -543,8 +790,8 @@ ig_reg_scan(ig_registry_t *r, ig_exec_t *ex, int initial,
                 continue;
             }
 
-            m = ig_reg_load(v[k].path, s->has_sha ? s->sha : NULL, ex,
-                            lerr, sizeof(lerr));
+            m = ig_reg_load(r, s, v[k].path, v[k].in_dir, ex, fsha, signer,
+                            sizeof(signer), &sigref, lerr, sizeof(lerr));
 
             if (m && e
                 && (m->meta.nfeatures != e->meta.nfeatures
@@ -568,6 +815,8 @@ ig_reg_scan(ig_registry_t *r, ig_exec_t *ex, int initial,
 
                 ig_reg_result(&res, IG_REG_REFUSED, i,
                               e ? e->id : UINT32_MAX, &v[k], NULL, lerr);
+                memcpy(res.file_sha, fsha, sizeof(res.file_sha));
+                res.sig_refused = sigref;
                 cb(data, &res);
                 continue;
             }
@@ -581,6 +830,9 @@ ig_reg_scan(ig_registry_t *r, ig_exec_t *ex, int initial,
                               NULL);
                 added++;
             }
+
+            memcpy(res.file_sha, fsha, sizeof(res.file_sha));
+            ig_reg_cpy(res.signer, sizeof(res.signer), signer);
 
             cb(data, &res);
         }

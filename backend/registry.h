@@ -4,10 +4,14 @@
  */
 
 /*
- * The daemon's models: --model NAME[:VERSION]=PATH[#sha256=HEX] specs
- * and the (name, version) entries loaded from them.  An entry's index
- * is its model id on the ring; ids stay stable across reloads and new
- * versions get new ids.
+ * The daemon's models: --model NAME[:VERSION]=PATH[#FIELD=VALUE...]
+ * specs and the (name, version) entries loaded from them.  The fields,
+ * in any order: #sha256=HEX (pin the file's bytes), #sig=FILE (its
+ * detached signature; default PATH.sig, or model.sig in a version
+ * directory), #key=FILE (the "ID:HEX" key file of an encrypted model;
+ * default $INFERGATE_MODEL_KEYS), #signer=ID (only this trusted
+ * signer).  An entry's index is its model id on the ring; ids stay
+ * stable across reloads and new versions get new ids.
  *
  * PATH is a model file, a builtin spec (model_identity.h), or a
  * directory laid out as Triton's model repository: each subdirectory
@@ -24,6 +28,7 @@
 #include <stdint.h>
 
 #include "ig_model.h"
+#include "ig_modelcrypt.h"     /* lib/ */
 #include "ig_ring.h"
 
 
@@ -37,6 +42,9 @@ typedef struct {
     char                 path[IG_REG_PATH_MAX];
     int                  has_sha;
     uint8_t              sha[32];
+    char                 sig[IG_REG_PATH_MAX];      /* "": PATH.sig      */
+    char                 key[IG_REG_PATH_MAX];      /* "": the env var   */
+    char                 signer[IG_REG_SIGNER_MAX]; /* "": any trusted   */
 } ig_reg_spec_t;
 
 
@@ -69,8 +77,8 @@ typedef struct {
     ig_model_t          *model;
     uint8_t              file_sha[32];   /* SHA-256 of the file's bytes */
     char                 signer[IG_REG_SIGNER_MAX];  /* "": unsigned   */
+    int                  sig_refused;   /* REFUSED for its signature    */
     char                 err[512];
-    int                  sig_failure; /* REFUSED: a signature failed  */
 } ig_reg_result_t;
 
 
@@ -82,6 +90,11 @@ typedef struct {
     uint32_t             nspecs;
     ig_reg_entry_t       entries[IG_RING_MAX_MODELS];
     uint32_t             nentries;
+
+    /* --trust DIR (NULL: signatures are not checked), --require-signed */
+    const ig_mc_trust_t *trust;
+    const char          *trust_dir;
+    int                  require_signed;
 } ig_registry_t;
 
 
@@ -107,8 +120,18 @@ int ig_reg_scan(ig_registry_t *r, ig_exec_t *ex, int initial,
  */
 ig_reg_entry_t *ig_reg_apply(ig_registry_t *r, const ig_reg_result_t *res);
 
-/* loads one file or builtin spec; sha (32 bytes) may be NULL */
-ig_model_t *ig_reg_load(const char *path, const uint8_t *sha,
-    ig_exec_t *ex, char *err, size_t errlen);
+/*
+ * Loads one file or builtin spec of spec s: reads the file once, checks
+ * its SHA-256 pin and its signature over the bytes read (the ciphertext
+ * when encrypted), decrypts in memory, builds the model from memory and
+ * wipes the plaintext.  in_dir: path is a version directory's file (its
+ * signature may be model.sig).  Fills file_sha (32 bytes, the file's
+ * SHA-256), signer ("" when unsigned) and *sig_refused (1: refused for
+ * its signature: invalid, another signer, or missing where required).
+ */
+ig_model_t *ig_reg_load(const ig_registry_t *r, const ig_reg_spec_t *s,
+    const char *path, int in_dir, ig_exec_t *ex, uint8_t *file_sha,
+    char *signer, size_t signerlen, int *sig_refused, char *err,
+    size_t errlen);
 
 #endif /* _IG_REGISTRY_H_INCLUDED_ */

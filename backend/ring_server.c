@@ -1011,7 +1011,7 @@ ig_rs_apply(ig_rs_t *s, ig_reg_result_t *res)
 
     if (res->ev == IG_REG_REFUSED) {
         s->load_failures++;
-        s->sig_failures += (res->sig_failure != 0);
+        s->sig_failures += (res->sig_refused != 0);
         ig_blog("error", "model_refused", "model=%s err=%s kept=%s", label,
                 ig_blogq(q, sizeof(q), res->err),
                 res->id == UINT32_MAX ? "no" : "yes");

@@ -19,7 +19,8 @@ port=${PORT:-8080}
 prefix=$build/demo
 
 for f in "$module" "$keys_tool" "$build/infergate-audit" \
-         "$build/infergate-backend" "$build/infergate-bloom"; do
+         "$build/infergate-backend" "$build/infergate-bloom" \
+         "$build/infergate-models"; do
     [ -e "$f" ] || { echo "demo: $f is missing; run make build" >&2; exit 1; }
 done
 
@@ -51,9 +52,25 @@ cp "$root/conf/schemas/score.json" "$root/conf/schemas/infer.json" \
    "$prefix/schemas/"
 
 # -- the model: credit risk, XGBoost binary:logistic, fixed seed ------------
+# The approval workflow (README "Model approval"): the vendor encrypts the
+# model (AES-256-GCM, a key it hands to the operator), the risk team signs
+# the encrypted file (Ed25519), the backend serves only what a trusted
+# signer approved (--trust, --require-signed) and decrypts it in memory.
+models_tool=$build/infergate-models
+mkdir -p "$prefix/vendor" "$prefix/trust"
 /usr/bin/python3 "$root/scripts/demo_model.py" \
-    "$prefix/models/credit-risk.json" "$prefix/models/features.json"
-model_sha=$(sha256sum "$prefix/models/credit-risk.json" | cut -d' ' -f1)
+    "$prefix/vendor/credit-risk.json" "$prefix/models/features.json"
+(umask 077; "$models_tool" newkey vendor-2026 > "$prefix/model.key")
+"$models_tool" encrypt --key "$prefix/model.key" \
+    "$prefix/vendor/credit-risk.json" -o "$prefix/models/credit-risk.enc"
+rm -f "$prefix/vendor/credit-risk.json"    # only the ciphertext is kept
+"$models_tool" keygen "$prefix/risk-team" > /dev/null
+mv "$prefix/risk-team.pub.pem" "$prefix/trust/"
+"$models_tool" sign --key "$prefix/risk-team.pem" \
+    "$prefix/models/credit-risk.enc" > /dev/null
+"$models_tool" verify --trust "$prefix/trust" \
+    "$prefix/models/credit-risk.enc" > /dev/null
+model_sha=$(sha256sum "$prefix/models/credit-risk.enc" | cut -d' ' -f1)
 features=$(/usr/bin/python3 -c '
 import json, sys
 f = json.load(open(sys.argv[1]))
@@ -241,8 +258,8 @@ redis-server --port "$redis_port" --bind 127.0.0.1 --save '' \
 redis_pid=$!
 
 backend=("$build/infergate-backend" --socket "$prefix/backend.sock"
-         --model "credit-risk:1=$prefix/models/credit-risk.json#sha256=$model_sha"
-         --device auto)
+         --model "credit-risk:1=$prefix/models/credit-risk.enc#sha256=$model_sha#key=$prefix/model.key#signer=risk-team"
+         --trust "$prefix/trust" --require-signed --device auto)
 if [ "${IG_SANITIZE:-0}" = 1 ]; then
     backend=(env "ASAN_OPTIONS=detect_leaks=1" "${backend[@]}")
 fi
