@@ -478,7 +478,8 @@ ngx_http_ig_infer_start(ngx_http_request_t *r, ngx_http_ig_backend_t *be,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_ig_backend_reserve(be, &inf->br, r);
+    /* pool: a member that serves m (backend.c) */
+    rc = ngx_http_ig_backend_reserve_model(be, &inf->br, r, m);
 
     if (rc == NGX_BUSY) {
         return ngx_http_ig_infer_unavailable(r,
