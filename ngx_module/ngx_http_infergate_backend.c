@@ -76,6 +76,7 @@ struct ngx_http_ig_backend_s {
     uint32_t                    *slot_rows;      /* by slot              */
     ngx_msec_t                   ready_since;    /* 0: full weight       */
     ngx_int_t                    current;        /* smooth WRR           */
+    ngx_uint_t                   credit;         /* slow start offers    */
     ngx_uint_t                   initial;        /* in init_process      */
 
     struct sockaddr_un           sun;
@@ -1301,9 +1302,13 @@ ngx_http_ig_backend_weight(ngx_http_ig_backend_t *pool,
 /*
  * The member for br: ready, a free slot under max_inflight, serving
  * br's model when br->model is set, with room for need floats, not
- * except; the fewest rows in flight per weight (rows_a * w_b < rows_b *
- * w_a), ties by smooth weighted round robin.  *busy: a candidate was
- * skipped for want of a slot.
+ * except.  A member in slow start (weight w < NGX_HTTP_IG_WEIGHT) is
+ * offered a request only when its credit, which grows by w with each
+ * request the worker routes, reaches NGX_HTTP_IG_WEIGHT (so at most
+ * w / NGX_HTTP_IG_WEIGHT of them), unless no other member can take it.
+ * Among those offered: the fewest rows in flight per weight (rows_a * w_b
+ * < rows_b * w_a, nginx's least_conn), ties by smooth weighted round
+ * robin.  *busy: a candidate was skipped for want of a slot.
  */
 
 static ngx_http_ig_backend_t *
@@ -1312,14 +1317,12 @@ ngx_http_ig_backend_pick(ngx_http_ig_backend_t *pool,
     size_t need, ngx_uint_t *busy)
 {
     ngx_int_t               total;
-    ngx_uint_t              i, w, best_w, many;
+    ngx_uint_t              i, w, best_w, many, pass, gated;
     ngx_http_ig_backend_t  *be, *best;
     ngx_uint_t              weight[NGX_HTTP_IG_POOL_MAX];
     ngx_uint_t              ok[NGX_HTTP_IG_POOL_MAX];
 
-    best = NULL;
-    best_w = 0;
-    many = 0;
+    gated = 0;
 
     for (i = 0; i < pool->npeers; i++) {
         be = pool->peers[i];
@@ -1350,42 +1353,76 @@ ngx_http_ig_backend_pick(ngx_http_ig_backend_t *pool,
         weight[i] = w;
         ok[i] = 1;
 
-        if (best == NULL || be->rows * best_w < best->rows * w) {
-            best = be;
-            best_w = w;
-            many = 0;
+        if (w < NGX_HTTP_IG_WEIGHT) {
+            be->credit = ngx_min(be->credit + w, NGX_HTTP_IG_WEIGHT);
 
-        } else if (be->rows * best_w == best->rows * w) {
-            many = 1;
+            if (be->credit < NGX_HTTP_IG_WEIGHT) {
+                ok[i] = 2;                     /* only if none else can */
+                gated = 1;
+            }
         }
     }
 
-    if (best == NULL || !many) {
-        return best;
-    }
-
-    /* ties: smooth weighted round robin among the tied */
-
-    total = 0;
-    be = best;
     best = NULL;
+    best_w = 0;
+    many = 0;
 
-    for (i = 0; i < pool->npeers; i++) {
-        if (!ok[i]
-            || pool->peers[i]->rows * best_w != be->rows * weight[i])
-        {
-            continue;
+    for (pass = 1; pass <= 2 && best == NULL; pass++) {
+
+        if (pass == 2 && !gated) {
+            break;
         }
 
-        pool->peers[i]->current += weight[i];
-        total += weight[i];
+        for (i = 0; i < pool->npeers; i++) {
+            if (ok[i] == 0 || ok[i] > pass) {
+                continue;
+            }
 
-        if (best == NULL || pool->peers[i]->current > best->current) {
-            best = pool->peers[i];
+            be = pool->peers[i];
+            w = weight[i];
+
+            if (best == NULL || be->rows * best_w < best->rows * w) {
+                best = be;
+                best_w = w;
+                many = 0;
+
+            } else if (be->rows * best_w == best->rows * w) {
+                many = 1;
+            }
         }
     }
 
-    best->current -= total;
+    pass--;
+
+    if (best != NULL && many) {
+
+        /* ties: smooth weighted round robin among the tied */
+
+        total = 0;
+        be = best;
+        best = NULL;
+
+        for (i = 0; i < pool->npeers; i++) {
+            if (ok[i] == 0 || ok[i] > pass
+                || pool->peers[i]->rows * best_w != be->rows * weight[i])
+            {
+                continue;
+            }
+
+            pool->peers[i]->current += weight[i];
+            total += weight[i];
+
+            if (best == NULL || pool->peers[i]->current > best->current) {
+                best = pool->peers[i];
+            }
+        }
+
+        best->current -= total;
+    }
+
+    if (best && best->credit >= NGX_HTTP_IG_WEIGHT) {
+        best->credit -= NGX_HTTP_IG_WEIGHT;
+    }
 
     return best;
 }
@@ -2017,6 +2054,7 @@ ngx_http_ig_backend_down(ngx_http_ig_backend_t *be, const char *why,
 
     be->rows = 0;
     be->current = 0;
+    be->credit = 0;
 
     ngx_http_ig_backend_pool_update(be->pool);
 
