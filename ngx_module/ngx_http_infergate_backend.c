@@ -108,6 +108,7 @@ struct ngx_http_ig_backend_s {
     u_char                      *msg;            /* receive buffer       */
     ig_ctl_models_t             *models;
     ngx_uint_t                   have_models;
+    ngx_uint_t                   listed;         /* models holds a list  */
 
     ngx_event_t                  reconnect;
     ngx_event_t                  stats;           /* IG_CTL_STATS_REQ    */
@@ -1050,6 +1051,7 @@ ngx_http_ig_backend_models_msg(ngx_http_ig_backend_t *be, u_char *msg,
     }
 
     be->have_models = 1;
+    be->listed = 1;
 
     ngx_http_ig_backend_pool_update(be->pool);
 
@@ -1167,10 +1169,13 @@ ngx_http_ig_backend_model_ready(ngx_http_ig_backend_t *be, ngx_str_t *name,
 
 
 /*
- * The pool's model list: the union of the ready members' lists by name
- * and version.  An entry comes from the first member that has it ready
- * (else the first that lists it); its id is its index here.  Rebuilt
- * whenever a member's list arrives or a member goes down.
+ * The pool's model list: the union of the members' lists by name and
+ * version.  An entry comes from the first ready member that has it ready
+ * (else the first ready member that lists it); a model only a member that
+ * is down listed (its last list) stays, not ready, so that it answers 503
+ * "not ready" rather than 404 until that member is back.  Its id is its
+ * index here.  Rebuilt whenever a member's list arrives or a member goes
+ * down.
  */
 
 static void
@@ -1190,10 +1195,19 @@ ngx_http_ig_backend_pool_update(ngx_http_ig_backend_t *pool)
     ms = pool->pool_models;
     pool->pool_ready = 0;
 
-    for (i = 0; i < pool->npeers; i++) {
-        be = pool->peers[i];
+    for (i = 0; i < 2 * pool->npeers; i++) {
+        be = pool->peers[i % pool->npeers];
 
-        if (!ngx_http_ig_backend_ready(be)) {
+        /* the ready members first, then the last lists of the others */
+
+        if (i < pool->npeers) {
+            if (!ngx_http_ig_backend_ready(be)) {
+                continue;
+            }
+
+        } else if (!pool->pool_ready || !be->listed
+                   || ngx_http_ig_backend_ready(be))
+        {
             continue;
         }
 
@@ -1221,7 +1235,7 @@ ngx_http_ig_backend_pool_update(ngx_http_ig_backend_t *pool)
             }
 
             if (k < ms->nmodels) {
-                if (!d->ready && m->ready) {
+                if (!d->ready && m->ready && i < pool->npeers) {
                     *d = *m;
                     d->id = k;
                 }
@@ -1236,6 +1250,10 @@ ngx_http_ig_backend_pool_update(ngx_http_ig_backend_t *pool)
             d = &ms->models[ms->nmodels];
             *d = *m;
             d->id = ms->nmodels++;
+
+            if (i >= pool->npeers) {
+                d->ready = 0;                   /* its member is down */
+            }
         }
     }
 }

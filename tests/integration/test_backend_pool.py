@@ -304,21 +304,26 @@ def test_model_only_on_one_backend(start_nginx, backend_proc):
     assert s.get(ngx.url("/v2/models/only/ready")).status_code == 200
     assert s.get(ngx.url("/v2/health/ready")).status_code == 200
 
-    # the only backend serving it dies: "m" goes on, "only" is gone
+    # the only backend serving it dies: "m" goes on; "only" is known but
+    # not ready (503, not 404), and the server is not ready while a model
+    # has no backend
     a.kill9()
     wait_until(lambda: s.get(ngx.url("/v2/models/only/ready")).status_code
                == 400, 5, "only to be unready")
     assert s.get(ngx.url("/v2/models/m/ready")).status_code == 200
-    assert s.get(ngx.url("/v2/health/ready")).status_code == 200
+    assert s.get(ngx.url("/v2/health/ready")).status_code == 400
     for _ in range(10):
         assert post(ngx, "m", s).status_code == 200
     r = post(ngx, "only", s, n=3)
-    assert r.status_code == 404, r.text
+    assert r.status_code == 503, r.text
+    assert r.headers["Content-Type"] == "application/problem+json"
+    assert "not ready" in r.json()["detail"], r.text
 
     # back
     a.start()
     wait_until(lambda: post(ngx, "only", s, n=3).status_code == 200, 10,
                "only to come back")
+    assert s.get(ngx.url("/v2/health/ready")).status_code == 200
 
 
 def test_single_socket_unchanged_names(start_nginx, backend_proc):
