@@ -360,3 +360,20 @@ def test_nginx_t_accepts_pool(nginx_t):
                       "unix:/tmp/b.sock timeout=1s max_inflight=8 "
                       "slow_start=0;", server=LOC)
     assert rc == 0, out
+
+
+def test_sigterm_drain_moves_requests(start_nginx, backend_proc):
+    """SIGTERM of one member under load (it drains and exits): requests it
+    answers `shutting down` go to the other member; no client sees an
+    error."""
+    ngx, a, b = start_pool(start_nginx, backend_proc,
+                           ["m=builtin:sleep:2:20000"],
+                           ["m=builtin:sleep:2:20000"],
+                           opts="timeout=10s", workers=1)
+    load = Load(ngx, n=8)
+    time.sleep(1.0)
+    b.stop()
+    time.sleep(1.0)
+    results = load.stop()
+    codes = {c for _, _, c in results}
+    assert codes == {200}, codes
