@@ -377,3 +377,37 @@ def test_sigterm_drain_moves_requests(start_nginx, backend_proc):
     results = load.stop()
     codes = {c for _, _, c in results}
     assert codes == {200}, codes
+
+
+def test_retry_has_only_the_remaining_time(start_nginx, backend_proc):
+    """timeout=1s, batches of 700 ms: a request moved after 400 ms has
+    600 ms left, so it gets 504 at about 1 s, not 200 at 1.1 s (the timer
+    is not restarted for the retry)."""
+    ngx, a, b = start_pool(start_nginx, backend_proc,
+                           ["m=builtin:sleep:2:700000"],
+                           ["m=builtin:sleep:2:700000"],
+                           opts="timeout=1s slow_start=0", workers=1,
+                           extra=["--queue-timeout-us", "5000000"])
+    out = []
+    lock = threading.Lock()
+
+    def one():
+        t0 = time.monotonic()
+        r = post(ngx, "m")
+        with lock:
+            out.append((r.status_code, time.monotonic() - t0))
+
+    # two at once: one on each member (the fewest rows in flight)
+    t = [threading.Thread(target=one) for _ in range(2)]
+    for x in t:
+        x.start()
+    time.sleep(0.4)
+    a.kill9()
+    for x in t:
+        x.join(10)
+        assert not x.is_alive()
+    out.sort()
+    assert [c for c, _ in out] == [200, 504], out
+    assert 0.85 < out[1][1] < 1.3, out
+    assert "request moved to \"be/1\"" in ngx.error_log, \
+        ngx.error_log[-2000:]
