@@ -1883,10 +1883,12 @@ ngx_http_ig_backend_cq_handler(ngx_event_t *ev)
 
         be->waiters[index] = NULL;
 
-        if (br && br->slot->status == IG_RING_ESHUTDOWN
+        if (br
+            && (br->slot->status == IG_RING_ESHUTDOWN
+                || br->slot->status == IG_RING_ENOMODEL)
             && ngx_http_ig_backend_failover(br, br->slot) == NGX_OK)
         {
-            /* the member stops: br went on to another one */
+            /* the member stops or unloaded the model: br went on */
             br = NULL;
         }
 

@@ -119,6 +119,9 @@ class Load:
 
 def start_pool(start_nginx, backend_proc, models_a, models_b, opts="",
                workers=2, extra=()):
+    # a long queue timeout: a busy shared machine must not turn a queued
+    # request into a 503 the pool has nothing to do with
+    extra = ["--queue-timeout-us", "5000000", *extra]
     a = backend_proc(*models_a, extra=extra)
     b = backend_proc(*models_b, extra=extra)
     ngx = start_nginx(http=pool_http([a, b], opts), server=LOC,
@@ -212,8 +215,7 @@ def test_retries_counted(start_nginx, backend_proc):
                            ["m=builtin:sleep:2:300000"],
                            ["m=builtin:sleep:2:300000"],
                            opts="timeout=10s", workers=1,
-                           extra=["--max-batch", "16",
-                                  "--queue-timeout-us", "5000000"])
+                           extra=["--max-batch", "16"])
     load = Load(ngx, n=8)
     time.sleep(0.5)
     kill_at = time.monotonic()
@@ -386,8 +388,7 @@ def test_retry_has_only_the_remaining_time(start_nginx, backend_proc):
     ngx, a, b = start_pool(start_nginx, backend_proc,
                            ["m=builtin:sleep:2:700000"],
                            ["m=builtin:sleep:2:700000"],
-                           opts="timeout=1s slow_start=0", workers=1,
-                           extra=["--queue-timeout-us", "5000000"])
+                           opts="timeout=1s slow_start=0", workers=1)
     out = []
     lock = threading.Lock()
 

@@ -348,8 +348,9 @@ def test_pool_member_killed_and_restarted_under_load(start_nginx, tmp_path,
     """A pool of two backends, one killed (kill -9) under load: every
     request answered 200 (the in-flight ones retried once on the other),
     none hangs; the restarted member is picked up again (slow start)."""
-    a = backend_proc("id=builtin:sleep:3:5000")
-    b = backend_proc("id=builtin:sleep:3:5000")
+    q = ["--queue-timeout-us", "5000000"]
+    a = backend_proc("id=builtin:sleep:3:5000", extra=q)
+    b = backend_proc("id=builtin:sleep:3:5000", extra=q)
     key = audit_key(tmp_path)
     k, line = make_key("acme")
     ngx = start_nginx(workers=2, http=f"""
