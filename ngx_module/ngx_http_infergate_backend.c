@@ -10,6 +10,16 @@
  * every in-flight request fails at once and the worker reconnects with
  * backoff, picking up a restarted backend (a new region and generation)
  * without a reload.  See lib/ig_ring.h for the protocol.
+ *
+ * An infergate_backend lists one or more sockets (a pool: one daemon per
+ * GPU or NUMA node).  Each socket is a member with its own connection,
+ * region and slots; the named backend only holds the members, the union
+ * of their model lists and the choice of a member per request: the ready
+ * member that serves the model with the fewest rows in flight, weighted
+ * by slow start (nginx's least_conn: rows * weight compared crosswise,
+ * ties by smooth weighted round robin).  A member that dies moves each of
+ * its in-flight requests once to another member (the rows are copied out
+ * of its still mapped region) before the region is unmapped.
  */
 
 
@@ -46,10 +56,29 @@
 
 #define NGX_HTTP_IG_STATS_EVERY     1000            /* ms */
 
+#define NGX_HTTP_IG_WEIGHT          100             /* a member's full weight */
+
 
 struct ngx_http_ig_backend_s {
-    ngx_str_t                    name;
+    ngx_str_t                    name;           /* NAME, or NAME/i      */
     ngx_str_t                    path;
+
+    /* the named backend (a pool): its members; NULL in a member */
+    ngx_http_ig_backend_t      **peers;
+    ngx_uint_t                   npeers;
+    ngx_msec_t                   slow_start;     /* 0: off               */
+    ig_ctl_models_t             *pool_models;    /* the union, per worker */
+    ngx_uint_t                   pool_ready;
+
+    /* a member: its pool (itself never) */
+    ngx_http_ig_backend_t       *pool;
+    ngx_uint_t                   rows;           /* rows in flight       */
+    uint32_t                    *slot_rows;      /* by slot              */
+    ngx_msec_t                   ready_since;    /* 0: full weight       */
+    ngx_int_t                    current;        /* smooth WRR           */
+    ngx_uint_t                   credit;         /* slow start offers    */
+    ngx_uint_t                   initial;        /* in init_process      */
+
     struct sockaddr_un           sun;
     socklen_t                    sun_len;
     ngx_msec_t                   timeout;
@@ -79,6 +108,7 @@ struct ngx_http_ig_backend_s {
     u_char                      *msg;            /* receive buffer       */
     ig_ctl_models_t             *models;
     ngx_uint_t                   have_models;
+    ngx_uint_t                   listed;         /* models holds a list  */
 
     ngx_event_t                  reconnect;
     ngx_event_t                  stats;           /* IG_CTL_STATS_REQ    */
@@ -91,6 +121,8 @@ struct ngx_http_ig_backend_s {
 };
 
 
+static ngx_int_t ngx_http_ig_backend_init_member(ngx_cycle_t *cycle,
+    ngx_http_ig_backend_t *be);
 static ngx_int_t ngx_http_ig_backend_connect(ngx_http_ig_backend_t *be);
 static void ngx_http_ig_backend_retry(ngx_http_ig_backend_t *be);
 static void ngx_http_ig_backend_wait_ready(ngx_http_ig_backend_t *be);
@@ -113,19 +145,50 @@ static void ngx_http_ig_backend_stats_req(ngx_http_ig_backend_t *be);
 static void ngx_http_ig_backend_stats_msg(ngx_http_ig_backend_t *be,
     u_char *msg, size_t len);
 static void ngx_http_ig_backend_shed(ngx_http_request_t *r);
+static const ig_ctl_model_t *ngx_http_ig_backend_lookup(
+    const ig_ctl_models_t *ms, ngx_str_t *name, ngx_str_t *version);
+static void ngx_http_ig_backend_pool_update(ngx_http_ig_backend_t *pool);
+static const ig_ctl_model_t *ngx_http_ig_backend_serves(
+    ngx_http_ig_backend_t *be, const char *name, const char *version,
+    uint32_t nfeatures, uint32_t noutputs);
+static ngx_http_ig_backend_t *ngx_http_ig_backend_pick(
+    ngx_http_ig_backend_t *pool, ngx_http_ig_backend_req_t *br,
+    ngx_http_ig_backend_t *except, size_t need, ngx_uint_t *busy);
+static ngx_int_t ngx_http_ig_backend_take(ngx_http_ig_backend_t *be,
+    ngx_http_ig_backend_req_t *br);
+static ngx_int_t ngx_http_ig_backend_push(ngx_http_ig_backend_req_t *br,
+    uint32_t model_id);
+static ngx_int_t ngx_http_ig_backend_move(ngx_http_ig_backend_req_t *br,
+    ig_ring_slot_t *from, ngx_http_ig_backend_t *to);
+static ngx_int_t ngx_http_ig_backend_failover(ngx_http_ig_backend_req_t *br,
+    ig_ring_slot_t *from);
+static void ngx_http_ig_backend_slot_done(ngx_http_ig_backend_t *be,
+    uint32_t index);
+static ngx_uint_t ngx_http_ig_backend_breaker_open(
+    ngx_http_ig_backend_t *pool, ngx_str_t *name, ngx_str_t *version);
 
 
-/* infergate_backend NAME unix:/path [timeout=2s] [max_inflight=N]; */
+/*
+ * infergate_backend NAME unix:/path [unix:/path2 ...] [timeout=2s]
+ *     [max_inflight=N] [slow_start=10s];
+ *
+ * The sockets come first; timeout= and max_inflight= hold for each
+ * member.  One socket: the member is named NAME (as before pools); more:
+ * NAME/0, NAME/1 ... in the order given (logs and the backend's series
+ * in /metrics).
+ */
 
 char *
 ngx_http_ig_backend_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_ig_infer_main_conf_t *mcf = conf;
 
+    u_char                 *p;
     ngx_int_t               n;
-    ngx_str_t              *value, s;
-    ngx_uint_t              i;
-    ngx_http_ig_backend_t  *be, **bep;
+    ngx_str_t              *value, s, paths[NGX_HTTP_IG_POOL_MAX];
+    ngx_uint_t              i, j, npaths, max_inflight;
+    ngx_msec_t              timeout, slow_start;
+    ngx_http_ig_backend_t  *pool, *be, **bep;
 
     value = cf->args->elts;
 
@@ -144,39 +207,77 @@ ngx_http_ig_backend_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    be = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_backend_t));
-    if (be == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    be->name = value[1];
-    be->timeout = 2000;
-    be->sq_fd = NGX_INVALID_FILE;
-
-    if (value[2].len <= 5
-        || ngx_strncmp(value[2].data, "unix:", 5) != 0)
-    {
+    if (value[1].len == 0 || value[1].len > 48) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "infergate_backend: \"%V\": the address must be "
-                           "\"unix:/path/to/backend.sock\"", &value[2]);
+                           "infergate_backend: the name \"%V\" must be 1 "
+                           "to 48 characters", &value[1]);
         return NGX_CONF_ERROR;
     }
 
-    be->path.data = value[2].data + 5;
-    be->path.len = value[2].len - 5;
+    timeout = 2000;
+    max_inflight = 0;
+    slow_start = 10000;
+    npaths = 0;
 
-    if (be->path.len >= sizeof(be->sun.sun_path)) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "infergate_backend: the socket path \"%V\" is "
-                           "too long", &be->path);
-        return NGX_CONF_ERROR;
-    }
+    for (i = 2; i < cf->args->nelts; i++) {
 
-    be->sun.sun_family = AF_UNIX;
-    ngx_memcpy(be->sun.sun_path, be->path.data, be->path.len);
-    be->sun_len = offsetof(struct sockaddr_un, sun_path) + be->path.len + 1;
+        if (ngx_strncmp(value[i].data, "unix:", 5) == 0) {
 
-    for (i = 3; i < cf->args->nelts; i++) {
+            if (i != 2 + npaths) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "infergate_backend: the socket \"%V\" "
+                                   "must come before the parameters",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            if (npaths == NGX_HTTP_IG_POOL_MAX) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "infergate_backend: more than %d "
+                                   "sockets", NGX_HTTP_IG_POOL_MAX);
+                return NGX_CONF_ERROR;
+            }
+
+            s.data = value[i].data + 5;
+            s.len = value[i].len - 5;
+
+            if (s.len == 0) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "infergate_backend: \"%V\": the address "
+                                   "must be \"unix:/path/to/backend.sock\"",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            if (s.len >= sizeof(((struct sockaddr_un *) 0)->sun_path)) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "infergate_backend: the socket path "
+                                   "\"%V\" is too long", &s);
+                return NGX_CONF_ERROR;
+            }
+
+            for (j = 0; j < npaths; j++) {
+                if (paths[j].len == s.len
+                    && ngx_strncmp(paths[j].data, s.data, s.len) == 0)
+                {
+                    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                       "infergate_backend: the socket "
+                                       "\"%V\" is listed twice", &s);
+                    return NGX_CONF_ERROR;
+                }
+            }
+
+            paths[npaths++] = s;
+            continue;
+        }
+
+        if (npaths == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "infergate_backend: \"%V\": the address "
+                               "must be \"unix:/path/to/backend.sock\"",
+                               &value[i]);
+            return NGX_CONF_ERROR;
+        }
 
         if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
             s.data = value[i].data + 8;
@@ -190,7 +291,7 @@ ngx_http_ig_backend_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 return NGX_CONF_ERROR;
             }
 
-            be->timeout = (ngx_msec_t) n;
+            timeout = (ngx_msec_t) n;
             continue;
         }
 
@@ -204,7 +305,23 @@ ngx_http_ig_backend_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 return NGX_CONF_ERROR;
             }
 
-            be->max_inflight = (ngx_uint_t) n;
+            max_inflight = (ngx_uint_t) n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "slow_start=", 11) == 0) {
+            s.data = value[i].data + 11;
+            s.len = value[i].len - 11;
+
+            n = ngx_parse_time(&s, 0);
+            if (s.len == 0 || n == NGX_ERROR || n > 3600000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "infergate_backend: invalid slow_start "
+                                   "\"%V\" (0 to 1h; 0 turns it off)", &s);
+                return NGX_CONF_ERROR;
+            }
+
+            slow_start = (ngx_msec_t) n;
             continue;
         }
 
@@ -214,12 +331,71 @@ ngx_http_ig_backend_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (npaths == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "infergate_backend: \"%V\" lists no "
+                           "\"unix:/path/to/backend.sock\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    pool = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_backend_t));
+    if (pool == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    pool->name = value[1];
+    pool->path = paths[0];
+    pool->timeout = timeout;
+    pool->max_inflight = max_inflight;
+    pool->slow_start = slow_start;
+    pool->sq_fd = NGX_INVALID_FILE;
+    pool->npeers = npaths;
+
+    pool->peers = ngx_pcalloc(cf->pool,
+                              npaths * sizeof(ngx_http_ig_backend_t *));
+    if (pool->peers == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 0; i < npaths; i++) {
+        be = ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_backend_t));
+        if (be == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (npaths == 1) {
+            be->name = value[1];
+
+        } else {
+            p = ngx_pnalloc(cf->pool, value[1].len + 1 + NGX_INT_T_LEN);
+            if (p == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            be->name.data = p;
+            be->name.len = ngx_sprintf(p, "%V/%ui", &value[1], i) - p;
+        }
+
+        be->path = paths[i];
+        be->timeout = timeout;
+        be->max_inflight = max_inflight;
+        be->sq_fd = NGX_INVALID_FILE;
+        be->pool = pool;
+
+        be->sun.sun_family = AF_UNIX;
+        ngx_memcpy(be->sun.sun_path, be->path.data, be->path.len);
+        be->sun_len = offsetof(struct sockaddr_un, sun_path)
+                      + be->path.len + 1;
+
+        pool->peers[i] = be;
+    }
+
     bep = ngx_array_push(mcf->backends);
     if (bep == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    *bep = be;
+    *bep = pool;
 
     return NGX_CONF_OK;
 }
@@ -256,8 +432,8 @@ ngx_http_ig_backend_find(ngx_conf_t *cf, ngx_str_t *name)
 ngx_int_t
 ngx_http_ig_backend_init_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                       i;
-    ngx_http_ig_backend_t          **bep, *be;
+    ngx_uint_t                       i, k;
+    ngx_http_ig_backend_t          **bep, *be, *pool;
     ngx_http_ig_infer_main_conf_t   *mcf;
 
     if (ngx_process != NGX_PROCESS_WORKER
@@ -275,52 +451,83 @@ ngx_http_ig_backend_init_process(ngx_cycle_t *cycle)
     bep = mcf->backends->elts;
 
     for (i = 0; i < mcf->backends->nelts; i++) {
-        be = bep[i];
+        pool = bep[i];
 
-        be->log = cycle->log;
-
-        be->msg = ngx_palloc(cycle->pool, NGX_HTTP_IG_MSG_MAX);
-        be->models = ngx_palloc(cycle->pool, NGX_HTTP_IG_MODELS_MAX);
-        be->waiters = ngx_pcalloc(cycle->pool, IG_RING_MAX_SLOTS
-                                  * sizeof(ngx_http_ig_backend_req_t *));
-        be->tags = ngx_pcalloc(cycle->pool,
-                               IG_RING_MAX_SLOTS * sizeof(uint64_t));
-        be->state = ngx_pcalloc(cycle->pool, IG_RING_MAX_SLOTS);
-        be->free = ngx_palloc(cycle->pool,
-                              IG_RING_MAX_SLOTS * sizeof(uint32_t));
-
-        if (be->msg == NULL || be->models == NULL || be->waiters == NULL
-            || be->tags == NULL || be->state == NULL || be->free == NULL)
-        {
+        pool->log = cycle->log;
+        pool->pool_models = ngx_palloc(cycle->pool, NGX_HTTP_IG_MODELS_MAX);
+        if (pool->pool_models == NULL) {
             return NGX_ERROR;
         }
 
-        be->reconnect.handler = ngx_http_ig_backend_reconnect_handler;
-        be->reconnect.data = be;
-        be->reconnect.log = cycle->log;
-        be->reconnect.cancelable = 1;
+        for (k = 0; k < pool->npeers; k++) {
+            be = pool->peers[k];
 
-        be->backoff = NGX_HTTP_IG_BACKOFF_MIN;
-
-        /* the backend's own figures, for /metrics, once a second */
-        if (ngx_http_ig_metrics_on()) {
-            ngx_http_ig_metrics_backend(&be->name, NULL, 0);
-
-            be->stats.handler = ngx_http_ig_backend_stats_handler;
-            be->stats.data = be;
-            be->stats.log = cycle->log;
-            be->stats.cancelable = 1;
-
-            ngx_add_timer(&be->stats, NGX_HTTP_IG_STATS_EVERY);
+            if (ngx_http_ig_backend_init_member(cycle, be) != NGX_OK) {
+                return NGX_ERROR;
+            }
         }
 
-        if (ngx_http_ig_backend_connect(be) != NGX_OK) {
-            ngx_http_ig_backend_retry(be);
-
-        } else {
-            ngx_http_ig_backend_wait_ready(be);
-        }
+        ngx_http_ig_backend_pool_update(pool);
     }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ig_backend_init_member(ngx_cycle_t *cycle, ngx_http_ig_backend_t *be)
+{
+    be->log = cycle->log;
+
+    be->msg = ngx_palloc(cycle->pool, NGX_HTTP_IG_MSG_MAX);
+    be->models = ngx_palloc(cycle->pool, NGX_HTTP_IG_MODELS_MAX);
+    be->waiters = ngx_pcalloc(cycle->pool, IG_RING_MAX_SLOTS
+                              * sizeof(ngx_http_ig_backend_req_t *));
+    be->tags = ngx_pcalloc(cycle->pool,
+                           IG_RING_MAX_SLOTS * sizeof(uint64_t));
+    be->state = ngx_pcalloc(cycle->pool, IG_RING_MAX_SLOTS);
+    be->free = ngx_palloc(cycle->pool,
+                          IG_RING_MAX_SLOTS * sizeof(uint32_t));
+    be->slot_rows = ngx_pcalloc(cycle->pool,
+                                IG_RING_MAX_SLOTS * sizeof(uint32_t));
+
+    if (be->msg == NULL || be->models == NULL || be->waiters == NULL
+        || be->tags == NULL || be->state == NULL || be->free == NULL
+        || be->slot_rows == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    be->reconnect.handler = ngx_http_ig_backend_reconnect_handler;
+    be->reconnect.data = be;
+    be->reconnect.log = cycle->log;
+    be->reconnect.cancelable = 1;
+
+    be->backoff = NGX_HTTP_IG_BACKOFF_MIN;
+
+    /* the backend's own figures, for /metrics, once a second */
+    if (ngx_http_ig_metrics_on()) {
+        ngx_http_ig_metrics_backend(&be->name, NULL, 0);
+
+        be->stats.handler = ngx_http_ig_backend_stats_handler;
+        be->stats.data = be;
+        be->stats.log = cycle->log;
+        be->stats.cancelable = 1;
+
+        ngx_add_timer(&be->stats, NGX_HTTP_IG_STATS_EVERY);
+    }
+
+    /* a member up at worker start takes its full share at once */
+    be->initial = 1;
+
+    if (ngx_http_ig_backend_connect(be) != NGX_OK) {
+        ngx_http_ig_backend_retry(be);
+
+    } else {
+        ngx_http_ig_backend_wait_ready(be);
+    }
+
+    be->initial = 0;
 
     return NGX_OK;
 }
@@ -376,7 +583,7 @@ ngx_http_ig_backend_wait_ready(ngx_http_ig_backend_t *be)
 void
 ngx_http_ig_backend_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                       i;
+    ngx_uint_t                       i, k;
     ngx_http_ig_backend_t          **bep, *be;
     ngx_http_ig_infer_main_conf_t   *mcf;
 
@@ -389,23 +596,25 @@ ngx_http_ig_backend_exit_process(ngx_cycle_t *cycle)
     bep = mcf->backends->elts;
 
     for (i = 0; i < mcf->backends->nelts; i++) {
-        be = bep[i];
+        for (k = 0; k < bep[i]->npeers; k++) {
+            be = bep[i]->peers[k];
 
-        if (be->log == NULL) {
-            continue;
+            if (be->log == NULL) {
+                continue;
+            }
+
+            be->exiting = 1;
+
+            if (be->reconnect.timer_set) {
+                ngx_del_timer(&be->reconnect);
+            }
+
+            if (be->stats.timer_set) {
+                ngx_del_timer(&be->stats);
+            }
+
+            ngx_http_ig_backend_down(be, NULL, 0);
         }
-
-        be->exiting = 1;
-
-        if (be->reconnect.timer_set) {
-            ngx_del_timer(&be->reconnect);
-        }
-
-        if (be->stats.timer_set) {
-            ngx_del_timer(&be->stats);
-        }
-
-        ngx_http_ig_backend_down(be, NULL, 0);
     }
 }
 
@@ -832,7 +1041,19 @@ ngx_http_ig_backend_models_msg(ngx_http_ig_backend_t *be, u_char *msg,
         }
     }
 
+    if (!be->have_models) {
+        /* a member back (or new) after worker start: slow start */
+        be->ready_since = be->initial ? 0 : ngx_current_msec;
+
+        if (!be->initial && be->ready_since == 0) {
+            be->ready_since = 1;
+        }
+    }
+
     be->have_models = 1;
+    be->listed = 1;
+
+    ngx_http_ig_backend_pool_update(be->pool);
 
     ngx_log_error(NGX_LOG_INFO, be->log, 0,
                   "infergate_backend \"%V\": %uD models on %s", &be->name,
@@ -845,6 +1066,10 @@ ngx_http_ig_backend_models_msg(ngx_http_ig_backend_t *be, u_char *msg,
 ngx_uint_t
 ngx_http_ig_backend_ready(ngx_http_ig_backend_t *be)
 {
+    if (be->peers) {
+        return be->pool_ready;
+    }
+
     return be->ctl != NULL && be->mapped && be->have_models;
 }
 
@@ -852,6 +1077,10 @@ ngx_http_ig_backend_ready(ngx_http_ig_backend_t *be)
 const ig_ctl_models_t *
 ngx_http_ig_backend_models(ngx_http_ig_backend_t *be)
 {
+    if (be->peers) {
+        return be->pool_ready ? be->pool_models : NULL;
+    }
+
     return ngx_http_ig_backend_ready(be) ? be->models : NULL;
 }
 
@@ -860,19 +1089,28 @@ const ig_ctl_model_t *
 ngx_http_ig_backend_model(ngx_http_ig_backend_t *be, ngx_str_t *name,
     ngx_str_t *version)
 {
-    uint32_t         i;
-    ngx_int_t        v, best_v;
-    ig_ctl_model_t  *m, *best;
+    return ngx_http_ig_backend_lookup(ngx_http_ig_backend_models(be), name,
+                                      version);
+}
 
-    if (!ngx_http_ig_backend_ready(be)) {
+
+static const ig_ctl_model_t *
+ngx_http_ig_backend_lookup(const ig_ctl_models_t *ms, ngx_str_t *name,
+    ngx_str_t *version)
+{
+    uint32_t               i;
+    ngx_int_t              v, best_v;
+    const ig_ctl_model_t  *m, *best;
+
+    if (ms == NULL) {
         return NULL;
     }
 
     best = NULL;
     best_v = -1;
 
-    for (i = 0; i < be->models->nmodels; i++) {
-        m = &be->models->models[i];
+    for (i = 0; i < ms->nmodels; i++) {
+        m = &ms->models[i];
 
         if (ngx_strlen(m->name) != name->len
             || ngx_strncmp(m->name, name->data, name->len) != 0)
@@ -902,32 +1140,346 @@ ngx_http_ig_backend_model(ngx_http_ig_backend_t *be, ngx_str_t *name,
 }
 
 
-size_t
-ngx_http_ig_backend_slot_floats(ngx_http_ig_backend_t *be)
+/*
+ * BREAKER HOOK.  The circuit breakers (ngx_http_infergate_breaker.c)
+ * answer here whether the breaker for this pool's model is open; the
+ * pool's readiness (ngx_http_ig_backend_model_ready()) is then false.
+ * Until that module exists no breaker is ever open.
+ */
+
+static ngx_uint_t
+ngx_http_ig_backend_breaker_open(ngx_http_ig_backend_t *pool,
+    ngx_str_t *name, ngx_str_t *version)
 {
-    return be->mapped ? (size_t) be->slot_floats : 0;
+    return 0;
 }
 
 
-ngx_int_t
-ngx_http_ig_backend_reserve(ngx_http_ig_backend_t *be,
-    ngx_http_ig_backend_req_t *br, ngx_http_request_t *r)
+ngx_uint_t
+ngx_http_ig_backend_model_ready(ngx_http_ig_backend_t *be, ngx_str_t *name,
+    ngx_str_t *version)
 {
-    uint32_t             index;
-    ngx_pool_cleanup_t  *cln;
+    const ig_ctl_model_t  *m;
+
+    m = ngx_http_ig_backend_model(be, name, version);
+
+    return m != NULL && m->ready
+           && !ngx_http_ig_backend_breaker_open(be, name, version);
+}
+
+
+/*
+ * The pool's model list: the union of the members' lists by name and
+ * version.  An entry comes from the first ready member that has it ready
+ * (else the first ready member that lists it); a model only a member that
+ * is down listed (its last list) stays, not ready, so that it answers 503
+ * "not ready" rather than 404 until that member is back.  Its id is its
+ * index here.  Rebuilt whenever a member's list arrives or a member goes
+ * down.
+ */
+
+static void
+ngx_http_ig_backend_pool_update(ngx_http_ig_backend_t *pool)
+{
+    uint32_t                j, k;
+    ngx_uint_t              i;
+    ig_ctl_model_t         *d;
+    ig_ctl_models_t        *ms;
+    const ig_ctl_model_t   *m;
+    ngx_http_ig_backend_t  *be;
+
+    if (pool == NULL || pool->pool_models == NULL) {
+        return;
+    }
+
+    ms = pool->pool_models;
+    pool->pool_ready = 0;
+
+    for (i = 0; i < 2 * pool->npeers; i++) {
+        be = pool->peers[i % pool->npeers];
+
+        /* the ready members first, then the last lists of the others */
+
+        if (i < pool->npeers) {
+            if (!ngx_http_ig_backend_ready(be)) {
+                continue;
+            }
+
+        } else if (!pool->pool_ready || !be->listed
+                   || ngx_http_ig_backend_ready(be))
+        {
+            continue;
+        }
+
+        if (!pool->pool_ready) {
+            ngx_memcpy(ms, be->models, sizeof(ig_ctl_models_t));
+            ms->nmodels = 0;
+            pool->pool_ready = 1;
+        }
+
+        for (j = 0; j < be->models->nmodels; j++) {
+            m = &be->models->models[j];
+
+            if (m->name[0] == '\0') {
+                continue;
+            }
+
+            for (k = 0; k < ms->nmodels; k++) {
+                d = &ms->models[k];
+
+                if (ngx_strcmp(d->name, m->name) == 0
+                    && ngx_strcmp(d->version, m->version) == 0)
+                {
+                    break;
+                }
+            }
+
+            if (k < ms->nmodels) {
+                if (!d->ready && m->ready && i < pool->npeers) {
+                    *d = *m;
+                    d->id = k;
+                }
+
+                continue;
+            }
+
+            if (ms->nmodels == IG_RING_MAX_MODELS) {
+                continue;
+            }
+
+            d = &ms->models[ms->nmodels];
+            *d = *m;
+            d->id = ms->nmodels++;
+
+            if (i >= pool->npeers) {
+                d->ready = 0;                   /* its member is down */
+            }
+        }
+    }
+}
+
+
+/* the member's entry for exactly this model, when it can run the rows */
+
+static const ig_ctl_model_t *
+ngx_http_ig_backend_serves(ngx_http_ig_backend_t *be, const char *name,
+    const char *version, uint32_t nfeatures, uint32_t noutputs)
+{
+    uint32_t               i;
+    const ig_ctl_model_t  *m;
 
     if (!ngx_http_ig_backend_ready(be)) {
-        return NGX_DECLINED;
+        return NULL;
     }
 
-    if (be->nfree == 0 || be->rg.nslots - be->nfree >= be->limit) {
-        ngx_http_ig_backend_shed(r);
+    for (i = 0; i < be->models->nmodels; i++) {
+        m = &be->models->models[i];
+
+        if (m->ready
+            && ngx_strcmp(m->name, name) == 0
+            && ngx_strcmp(m->version, version) == 0
+            && m->meta.nfeatures == nfeatures
+            && m->meta.noutputs == noutputs)
+        {
+            return m;
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * The slow start weight, 1 .. NGX_HTTP_IG_WEIGHT: it grows linearly over
+ * slow_start from the moment a member that was not there at worker start
+ * (or had gone) sent its model list.  A pool of one ignores it, as nginx
+ * does for an upstream of one server.
+ */
+
+static ngx_uint_t
+ngx_http_ig_backend_weight(ngx_http_ig_backend_t *pool,
+    ngx_http_ig_backend_t *be)
+{
+    ngx_msec_t  elapsed;
+
+    if (be->ready_since == 0 || pool->slow_start == 0 || pool->npeers == 1) {
+        return NGX_HTTP_IG_WEIGHT;
+    }
+
+    elapsed = ngx_current_msec - be->ready_since;
+
+    if (elapsed >= pool->slow_start) {
+        be->ready_since = 0;
+        return NGX_HTTP_IG_WEIGHT;
+    }
+
+    return ngx_max(1, NGX_HTTP_IG_WEIGHT * elapsed / pool->slow_start);
+}
+
+
+/*
+ * The member for br: ready, a free slot under max_inflight, serving
+ * br's model when br->model is set, with room for need floats, not
+ * except.  A member in slow start (weight w < NGX_HTTP_IG_WEIGHT) is
+ * offered a request only when its credit, which grows by w with each
+ * request the worker routes, reaches NGX_HTTP_IG_WEIGHT (so at most
+ * w / NGX_HTTP_IG_WEIGHT of them), unless no other member can take it.
+ * Among those offered: the fewest rows in flight per weight (rows_a * w_b
+ * < rows_b * w_a, nginx's least_conn), ties by smooth weighted round
+ * robin.  *busy: a candidate was skipped for want of a slot.
+ */
+
+static ngx_http_ig_backend_t *
+ngx_http_ig_backend_pick(ngx_http_ig_backend_t *pool,
+    ngx_http_ig_backend_req_t *br, ngx_http_ig_backend_t *except,
+    size_t need, ngx_uint_t *busy)
+{
+    ngx_int_t               total;
+    ngx_uint_t              i, w, best_w, many, pass, gated;
+    ngx_http_ig_backend_t  *be, *best;
+    ngx_uint_t              weight[NGX_HTTP_IG_POOL_MAX];
+    ngx_uint_t              ok[NGX_HTTP_IG_POOL_MAX];
+
+    gated = 0;
+
+    for (i = 0; i < pool->npeers; i++) {
+        be = pool->peers[i];
+        ok[i] = 0;
+
+        if (be == except || !ngx_http_ig_backend_ready(be)) {
+            continue;
+        }
+
+        if (br->model[0]
+            && ngx_http_ig_backend_serves(be, br->model, br->version,
+                                          br->nfeatures, br->noutputs)
+               == NULL)
+        {
+            continue;
+        }
+
+        if (need > be->slot_floats) {
+            continue;
+        }
+
+        if (be->nfree == 0 || be->rg.nslots - be->nfree >= be->limit) {
+            *busy = 1;
+            continue;
+        }
+
+        w = ngx_http_ig_backend_weight(pool, be);
+        weight[i] = w;
+        ok[i] = 1;
+
+        if (w < NGX_HTTP_IG_WEIGHT) {
+            be->credit = ngx_min(be->credit + w, NGX_HTTP_IG_WEIGHT);
+
+            if (be->credit < NGX_HTTP_IG_WEIGHT) {
+                ok[i] = 2;                     /* only if none else can */
+                gated = 1;
+            }
+        }
+    }
+
+    best = NULL;
+    best_w = 0;
+    many = 0;
+
+    for (pass = 1; pass <= 2 && best == NULL; pass++) {
+
+        if (pass == 2 && !gated) {
+            break;
+        }
+
+        for (i = 0; i < pool->npeers; i++) {
+            if (ok[i] == 0 || ok[i] > pass) {
+                continue;
+            }
+
+            be = pool->peers[i];
+            w = weight[i];
+
+            if (best == NULL || be->rows * best_w < best->rows * w) {
+                best = be;
+                best_w = w;
+                many = 0;
+
+            } else if (be->rows * best_w == best->rows * w) {
+                many = 1;
+            }
+        }
+    }
+
+    pass--;
+
+    if (best != NULL && many) {
+
+        /* ties: smooth weighted round robin among the tied */
+
+        total = 0;
+        be = best;
+        best = NULL;
+
+        for (i = 0; i < pool->npeers; i++) {
+            if (ok[i] == 0 || ok[i] > pass
+                || pool->peers[i]->rows * best_w != be->rows * weight[i])
+            {
+                continue;
+            }
+
+            pool->peers[i]->current += weight[i];
+            total += weight[i];
+
+            if (best == NULL || pool->peers[i]->current > best->current) {
+                best = pool->peers[i];
+            }
+        }
+
+        best->current -= total;
+    }
+
+    if (best && best->credit >= NGX_HTTP_IG_WEIGHT) {
+        best->credit -= NGX_HTTP_IG_WEIGHT;
+    }
+
+    return best;
+}
+
+
+size_t
+ngx_http_ig_backend_slot_floats(ngx_http_ig_backend_t *be)
+{
+    size_t      n;
+    ngx_uint_t  i;
+
+    if (be->peers == NULL) {
+        return be->mapped ? (size_t) be->slot_floats : 0;
+    }
+
+    n = 0;
+
+    for (i = 0; i < be->npeers; i++) {
+        if (ngx_http_ig_backend_ready(be->peers[i])
+            && (n == 0 || be->peers[i]->slot_floats < n))
+        {
+            n = (size_t) be->peers[i]->slot_floats;
+        }
+    }
+
+    return n;
+}
+
+
+/* a free slot of be for br (checked by the caller) */
+
+static ngx_int_t
+ngx_http_ig_backend_take(ngx_http_ig_backend_t *be,
+    ngx_http_ig_backend_req_t *br)
+{
+    uint32_t  index;
+
+    if (be->nfree == 0) {
         return NGX_BUSY;
-    }
-
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_ERROR;
     }
 
     index = be->free[--be->nfree];
@@ -935,12 +1487,78 @@ ngx_http_ig_backend_reserve(ngx_http_ig_backend_t *be,
     be->state[index] = NGX_HTTP_IG_SLOT_RESERVED;
     be->waiters[index] = br;
 
-    br->request = r;
     br->backend = be;
     br->index = index;
     br->slot = ig_ring_slot(be->base, &be->rg, 0, index);
     br->reserved = 1;
     br->waiting = 0;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_ig_backend_reserve(ngx_http_ig_backend_t *be,
+    ngx_http_ig_backend_req_t *br, ngx_http_request_t *r)
+{
+    return ngx_http_ig_backend_reserve_model(be, br, r, NULL);
+}
+
+
+ngx_int_t
+ngx_http_ig_backend_reserve_model(ngx_http_ig_backend_t *be,
+    ngx_http_ig_backend_req_t *br, ngx_http_request_t *r,
+    const ig_ctl_model_t *m)
+{
+    ngx_uint_t              busy;
+    ngx_pool_cleanup_t     *cln;
+    ngx_http_ig_backend_t  *member;
+
+    if (!ngx_http_ig_backend_ready(be)) {
+        return NGX_DECLINED;
+    }
+
+    br->model[0] = '\0';
+
+    if (m && be->peers) {
+        ngx_memcpy(br->model, m->name, IG_MODEL_NAME_MAX);
+        ngx_memcpy(br->version, m->version, IG_RING_VERSION_MAX);
+        br->nfeatures = m->meta.nfeatures;
+        br->noutputs = m->meta.noutputs;
+    }
+
+    busy = 0;
+
+    if (be->peers) {
+        member = ngx_http_ig_backend_pick(be, br, NULL, 0, &busy);
+
+    } else {
+        member = be;
+
+        if (be->nfree == 0 || be->rg.nslots - be->nfree >= be->limit) {
+            member = NULL;
+            busy = 1;
+        }
+    }
+
+    if (member == NULL) {
+        if (busy) {
+            ngx_http_ig_backend_shed(r);
+            return NGX_BUSY;
+        }
+
+        return NGX_DECLINED;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    (void) ngx_http_ig_backend_take(member, br);
+
+    br->request = r;
+    br->retried = 0;
 
     cln->handler = ngx_http_ig_backend_req_cleanup;
     cln->data = br;
@@ -970,6 +1588,173 @@ ngx_int_t
 ngx_http_ig_backend_submit(ngx_http_ig_backend_req_t *br,
     uint32_t model_id, uint32_t rows, uint32_t in_floats)
 {
+    ngx_http_ig_backend_t  *be, *pool, *to;
+    const ig_ctl_model_t   *m, *pm;
+    ngx_uint_t              busy;
+
+    be = br->backend;
+    pool = be->pool;
+
+    br->rows = rows;
+    br->in_floats = in_floats;
+
+    /* model_id is an index of the pool's list: the member's own id */
+
+    if (pool == NULL || !pool->pool_ready
+        || model_id >= pool->pool_models->nmodels)
+    {
+        ngx_log_error(NGX_LOG_ALERT, be->log, 0,
+                      "infergate_backend \"%V\": submit of an unknown "
+                      "model id %uD", &be->name, model_id);
+        ngx_http_ig_backend_release(br);
+        return NGX_ERROR;
+    }
+
+    pm = &pool->pool_models->models[model_id];
+
+    ngx_memcpy(br->model, pm->name, IG_MODEL_NAME_MAX);
+    ngx_memcpy(br->version, pm->version, IG_RING_VERSION_MAX);
+    br->nfeatures = pm->meta.nfeatures;
+    br->noutputs = pm->meta.noutputs;
+
+    m = ngx_http_ig_backend_serves(be, br->model, br->version,
+                                   br->nfeatures, br->noutputs);
+    if (m) {
+        return ngx_http_ig_backend_push(br, m->id);
+    }
+
+    /* reserved without the model, on a member that lacks it: move */
+
+    busy = 0;
+    to = ngx_http_ig_backend_pick(pool, br, be,
+                                  ngx_max(in_floats,
+                                          (size_t) rows * br->noutputs),
+                                  &busy);
+
+    if (to == NULL || ngx_http_ig_backend_move(br, br->slot, to) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, be->log, 0,
+                      "infergate_backend \"%V\": no member can take model "
+                      "\"%s\" now", &pool->name, br->model);
+        ngx_http_ig_backend_release(br);
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Takes a slot on "to" for br and copies the request out of "from" (the
+ * old slot, still mapped), then submits it there.  The old slot is left
+ * to the caller: released when it was only reserved, freed by the caller
+ * when it was submitted.
+ */
+
+static ngx_int_t
+ngx_http_ig_backend_move(ngx_http_ig_backend_req_t *br, ig_ring_slot_t *from,
+    ngx_http_ig_backend_t *to)
+{
+    uint32_t                index;
+    ngx_http_ig_backend_t  *old;
+    const ig_ctl_model_t   *m;
+
+    m = ngx_http_ig_backend_serves(to, br->model, br->version,
+                                   br->nfeatures, br->noutputs);
+    if (m == NULL || br->in_floats > to->slot_floats) {
+        return NGX_DECLINED;
+    }
+
+    old = br->backend;
+
+    /* an only reserved slot goes back to its member first */
+
+    if (br->reserved && !br->waiting) {
+        index = br->index;
+
+        if (ngx_http_ig_backend_take(to, br) != NGX_OK) {
+            return NGX_DECLINED;
+        }
+
+        ngx_memcpy(br->slot->data, from->data,
+                   (size_t) br->in_floats * sizeof(float));
+
+        old->state[index] = NGX_HTTP_IG_SLOT_FREE;
+        old->waiters[index] = NULL;
+        old->free[old->nfree++] = index;
+
+    } else {
+        if (ngx_http_ig_backend_take(to, br) != NGX_OK) {
+            return NGX_DECLINED;
+        }
+
+        ngx_memcpy(br->slot->data, from->data,
+                   (size_t) br->in_floats * sizeof(float));
+    }
+
+    return ngx_http_ig_backend_push(br, m->id);
+}
+
+
+/*
+ * A member died (or is shutting down) with br in flight: br moves once to
+ * another member serving its model, within the time left on its timer.
+ */
+
+static ngx_int_t
+ngx_http_ig_backend_failover(ngx_http_ig_backend_req_t *br,
+    ig_ring_slot_t *from)
+{
+    ngx_uint_t              busy;
+    ngx_http_ig_backend_t  *be, *pool, *to;
+
+    be = br->backend;
+    pool = be->pool;
+
+    if (br->retried || pool == NULL || pool->npeers < 2
+        || br->model[0] == '\0' || br->request == NULL)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (br->timer.timer_set
+        && (ngx_msec_int_t) (br->timer.timer.key - ngx_current_msec) <= 0)
+    {
+        return NGX_DECLINED;
+    }
+
+    busy = 0;
+    to = ngx_http_ig_backend_pick(pool, br, be,
+                                  ngx_max(br->in_floats,
+                                          (size_t) br->rows * br->noutputs),
+                                  &busy);
+    if (to == NULL) {
+        return NGX_DECLINED;
+    }
+
+    br->retried = 1;
+    br->waiting = 0;
+    br->reserved = 0;
+
+    if (ngx_http_ig_backend_move(br, from, to) != NGX_OK) {
+        br->backend = be;
+        return NGX_DECLINED;
+    }
+
+    ngx_http_ig_metrics_add(IG_MC_BACKEND_RETRY, 1);
+
+    ngx_log_error(NGX_LOG_INFO, br->request->connection->log, 0,
+                  "infergate_backend \"%V\": request moved to \"%V\"",
+                  &be->name, &to->name);
+
+    return NGX_OK;
+}
+
+
+/* pushes br's slot (data written, br->backend the member) on sq */
+
+static ngx_int_t
+ngx_http_ig_backend_push(ngx_http_ig_backend_req_t *br, uint32_t model_id)
+{
     uint64_t                one;
     ig_ring_slot_t         *slot;
     ngx_http_ig_backend_t  *be = br->backend;
@@ -981,8 +1766,8 @@ ngx_http_ig_backend_submit(ngx_http_ig_backend_req_t *br,
 
     slot->tag = br->tag;
     slot->model_id = model_id;
-    slot->rows = rows;
-    slot->in_floats = in_floats;
+    slot->rows = br->rows;
+    slot->in_floats = br->in_floats;
     slot->reserved0 = 0;
     slot->submit_ns = br->submit_ns;
     slot->status = 0;
@@ -1002,6 +1787,8 @@ ngx_http_ig_backend_submit(ngx_http_ig_backend_req_t *br,
 
     be->tags[br->index] = br->tag;
     be->state[br->index] = NGX_HTTP_IG_SLOT_SUBMITTED;
+    be->slot_rows[br->index] = br->rows;
+    be->rows += br->rows;
     br->waiting = 1;
 
     ngx_http_ig_metrics_gauge_add(IG_MG_BACKEND_INFLIGHT, 1);
@@ -1016,13 +1803,30 @@ ngx_http_ig_backend_submit(ngx_http_ig_backend_req_t *br,
                       &be->name);
     }
 
-    br->timer.handler = ngx_http_ig_backend_timeout;
-    br->timer.data = br;
-    br->timer.log = br->request->connection->log;
+    /* a retry keeps the timer: it has the request's remaining time */
 
-    ngx_add_timer(&br->timer, be->timeout);
+    if (!br->timer.timer_set) {
+        br->timer.handler = ngx_http_ig_backend_timeout;
+        br->timer.data = br;
+        br->timer.log = br->request->connection->log;
+
+        ngx_add_timer(&br->timer, be->timeout);
+    }
 
     return NGX_OK;
+}
+
+
+/* a submitted slot came back (or its member is gone): free it */
+
+static void
+ngx_http_ig_backend_slot_done(ngx_http_ig_backend_t *be, uint32_t index)
+{
+    be->rows -= ngx_min(be->rows, be->slot_rows[index]);
+    be->slot_rows[index] = 0;
+
+    be->state[index] = NGX_HTTP_IG_SLOT_FREE;
+    ngx_http_ig_metrics_gauge_add(IG_MG_BACKEND_INFLIGHT, -1);
 }
 
 
@@ -1079,6 +1883,15 @@ ngx_http_ig_backend_cq_handler(ngx_event_t *ev)
 
         be->waiters[index] = NULL;
 
+        if (br
+            && (br->slot->status == IG_RING_ESHUTDOWN
+                || br->slot->status == IG_RING_ENOMODEL)
+            && ngx_http_ig_backend_failover(br, br->slot) == NGX_OK)
+        {
+            /* the member stops or unloaded the model: br went on */
+            br = NULL;
+        }
+
         if (br) {
             br->done_ns = ig_clock_ns();
 
@@ -1092,9 +1905,8 @@ ngx_http_ig_backend_cq_handler(ngx_event_t *ev)
         /* the handler has read the output: the slot is free again */
 
         if (be->mapped && be->state[index] == NGX_HTTP_IG_SLOT_SUBMITTED) {
-            be->state[index] = NGX_HTTP_IG_SLOT_FREE;
+            ngx_http_ig_backend_slot_done(be, index);
             be->free[be->nfree++] = index;
-            ngx_http_ig_metrics_gauge_add(IG_MG_BACKEND_INFLIGHT, -1);
         }
     }
 }
@@ -1218,7 +2030,7 @@ ngx_http_ig_backend_down(ngx_http_ig_backend_t *be, const char *why,
 
     for (i = 0; i < n; i++) {
         if (be->state[i] == NGX_HTTP_IG_SLOT_SUBMITTED) {
-            ngx_http_ig_metrics_gauge_add(IG_MG_BACKEND_INFLIGHT, -1);
+            ngx_http_ig_backend_slot_done(be, i);
         }
 
         br = be->waiters[i];
@@ -1226,6 +2038,15 @@ ngx_http_ig_backend_down(ngx_http_ig_backend_t *be, const char *why,
         be->state[i] = NGX_HTTP_IG_SLOT_FREE;
 
         if (br == NULL || !br->waiting) {
+            continue;
+        }
+
+        /* a pool: once to another member, the rows copied from here */
+
+        if (why && ngx_http_ig_backend_failover(br,
+                                   ig_ring_slot(be->base, &be->rg, 0, i))
+                   == NGX_OK)
+        {
             continue;
         }
 
@@ -1250,6 +2071,12 @@ ngx_http_ig_backend_down(ngx_http_ig_backend_t *be, const char *why,
         be->mapped = 0;
         be->nfree = 0;
     }
+
+    be->rows = 0;
+    be->current = 0;
+    be->credit = 0;
+
+    ngx_http_ig_backend_pool_update(be->pool);
 
     if (why) {
         ngx_http_ig_backend_retry(be);

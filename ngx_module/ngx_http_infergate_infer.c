@@ -236,7 +236,6 @@ ngx_http_ig_infer_body(ngx_http_request_t *r)
     ngx_str_t                      model, version;
     ngx_uint_t                     ok, i;
     ngx_http_ig_backend_t         *be;
-    const ig_ctl_model_t          *m;
     const ig_ctl_models_t         *ms;
     ngx_http_ig_infer_loc_conf_t  *ilcf;
 
@@ -321,10 +320,10 @@ ngx_http_ig_infer_body(ngx_http_request_t *r)
         break;
 
     case NGX_HTTP_IG_R_MODEL_READY:
-        m = ngx_http_ig_backend_model(be, &model, &version);
-        rc = ngx_http_ig_infer_send(r, (m && m->ready) ? NGX_HTTP_OK
-                                                       : NGX_HTTP_BAD_REQUEST,
-                                    NULL, 0);
+        /* pool: a member serves it, its breaker not open (backend.c) */
+        ok = ngx_http_ig_backend_model_ready(be, &model, &version);
+        rc = ngx_http_ig_infer_send(r, ok ? NGX_HTTP_OK
+                                          : NGX_HTTP_BAD_REQUEST, NULL, 0);
         break;
 
     default: /* NGX_HTTP_IG_R_MODEL */
@@ -527,7 +526,8 @@ ngx_http_ig_infer_start(ngx_http_request_t *r, ngx_http_ig_backend_t *be,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_ig_backend_reserve(be, &inf->br, r);
+    /* pool: a member that serves m (backend.c) */
+    rc = ngx_http_ig_backend_reserve_model(be, &inf->br, r, m);
 
     if (rc == NGX_BUSY) {
         return ngx_http_ig_infer_unavailable(r,

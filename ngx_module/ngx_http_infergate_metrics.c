@@ -92,6 +92,8 @@ static ngx_http_ig_m_desc_t  ngx_http_ig_m_counters[IG_MC_MAX] = {
     { "infergate_backend_requests_total", NULL, "result=\"shed\"" },
     { "infergate_backend_reconnects_total",
       "Reconnections to the backend's control socket.", NULL },
+    { "infergate_backend_retries_total",
+      "Requests moved to another pool member after theirs died.", NULL },
     { "infergate_audit_records_total", "Audit records written.", NULL },
     { "infergate_audit_bytes_total", "Audit bytes written.", NULL },
     { "infergate_audit_flush_errors_total", "Audit writes that failed.",

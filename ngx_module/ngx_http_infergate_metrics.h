@@ -32,6 +32,7 @@ typedef enum {
     IG_MC_BACKEND_TIMEOUT,
     IG_MC_BACKEND_SHED,
     IG_MC_BACKEND_RECONNECT,
+    IG_MC_BACKEND_RETRY,          /* pool: moved to another member */
     IG_MC_AUDIT_RECORDS,
     IG_MC_AUDIT_BYTES,
     IG_MC_AUDIT_FLUSH_ERRORS,

@@ -50,7 +50,10 @@ MODEL_SIZE = 336
 Q_TAIL = 64
 Q_ENTRIES = 128
 
-IG_CTL_HELLO, IG_CTL_MODELS = 1, 2
+IG_CTL_HELLO, IG_CTL_MODELS, IG_CTL_STATS_REQ, IG_CTL_STATS = 1, 2, 3, 4
+STATS_HDR = struct.Struct("<IIIIQQQQ128s15QQ")      # 304 bytes
+STATS_MODEL_HEAD = struct.Struct("<II64s16sQQQ")    # requests, rows, batches
+STATS_MODEL_SIZE = 88 + 8 * (3 + 8 + 3 + 16)       # 328 bytes
 IG_RING_MAGIC = 0x31474e4952474955
 IG_RING_VERSION = 2                 # one region per client
 
@@ -88,6 +91,22 @@ def parse_models(msg):
             "nfeatures": nf, "noutputs": no})
     return {"max_batch": max_batch, "device": _cstr(device),
             "models": models}
+
+
+def parse_stats(msg):
+    """An IG_CTL_STATS reply (lib/ig_ring.h ig_ctl_stats_t)."""
+    hdr = STATS_HDR.unpack_from(msg, 0)
+    assert hdr[0] == IG_CTL_STATS and hdr[1] == IG_RING_VERSION, hdr[:2]
+    n = hdr[2]
+    assert len(msg) == STATS_HDR.size + n * STATS_MODEL_SIZE, (len(msg), n)
+    out = {}
+    for i in range(n):
+        (_, _, name, version, req, rows, batches) = \
+            STATS_MODEL_HEAD.unpack_from(
+                msg, STATS_HDR.size + i * STATS_MODEL_SIZE)
+        out[(_cstr(name), _cstr(version))] = {
+            "requests": req, "rows": rows, "batches": batches}
+    return out
 
 
 class RingClient:
@@ -206,6 +225,19 @@ class RingClient:
     def recv_models(self, timeout=10):
         self.sock.settimeout(timeout)
         return parse_models(self.sock.recv(1 << 20))
+
+    def stats(self, timeout=10):
+        """The backend's own figures (IG_CTL_STATS_REQ): {(model,
+        version): {"requests", "rows", "batches"}}.  Model list messages
+        that arrive in between are skipped."""
+        self.sock.settimeout(timeout)
+        self.sock.send(struct.pack("<II", IG_CTL_STATS_REQ,
+                                   IG_RING_VERSION))
+        while True:
+            msg = self.sock.recv(1 << 20)
+            assert msg, "the backend closed the control socket"
+            if struct.unpack_from("<I", msg, 0)[0] == IG_CTL_STATS:
+                return parse_stats(msg)
 
     def eof(self, timeout=5):
         """True when the backend closed our control socket."""

@@ -341,3 +341,51 @@ def test_backend_killed_and_restarted_under_load(start_nginx, tmp_path,
     assert max(o.latency for o in load.outcomes) < 2.5
     assert_audited(ngx, key, load)
     assert t_back - t_kill >= 1.0
+
+
+def test_pool_member_killed_and_restarted_under_load(start_nginx, tmp_path,
+                                                     backend_proc):
+    """A pool of two backends, one killed (kill -9) under load: every
+    request answered 200 (the in-flight ones retried once on the other),
+    none hangs; the restarted member is picked up again (slow start)."""
+    q = ["--queue-timeout-us", "5000000"]
+    a = backend_proc("id=builtin:sleep:3:5000", extra=q)
+    b = backend_proc("id=builtin:sleep:3:5000", extra=q)
+    key = audit_key(tmp_path)
+    k, line = make_key("acme")
+    ngx = start_nginx(workers=2, http=f"""
+        infergate_keys @PREFIX@/keys.txt;
+        infergate_audit @PREFIX@/audit.log key={key} key_id=k1
+                        flush=100ms;
+        infergate_backend be unix:{a.sock} unix:{b.sock} timeout=2s
+                          slow_start=1s;
+    """, server="""
+        location /v2 {
+            infergate_auth on;
+            infergate_infer backend=be;
+        }
+    """, files={"keys.txt": line + "\n"})
+    wait_connected(ngx, 4)
+
+    body = ('{"inputs":[{"name":"input","shape":[1,3],"datatype":"FP32",'
+            '"data":[1,2,3]}]}')
+
+    def issue(s, timeout):
+        return s.post(ngx.url("/v2/models/id/infer"), data=body,
+                      headers={**JSON_CT, **bearer(k)}, timeout=timeout)
+
+    with Load(issue, threads=6, timeout=5) as load:
+        time.sleep(1.0)
+        since = len(ngx.error_log)
+        b.kill9()
+        time.sleep(1.0)
+        b.start()
+        wait_connected(ngx, 2, since=since)
+        time.sleep(2.0)
+
+    ngx.stop()
+
+    st = load.statuses()
+    assert set(st) == {200}, (st, load.errors()[:5])
+    assert max(o.latency for o in load.outcomes) < 2.5
+    assert_audited(ngx, key, load)
