@@ -97,7 +97,13 @@ static ngx_http_ig_m_desc_t  ngx_http_ig_m_counters[IG_MC_MAX] = {
     { "infergate_audit_flush_errors_total", "Audit writes that failed.",
       NULL },
     { "infergate_audit_lost_records_total",
-      "Audit records lost (disk errors, overload).", NULL }
+      "Audit records lost (disk errors, overload).", NULL },
+    { "infergate_breaker_transitions_total",
+      "Circuit breaker state changes, by the state entered.", "to=\"open\"" },
+    { "infergate_breaker_transitions_total", NULL, "to=\"half_open\"" },
+    { "infergate_breaker_transitions_total", NULL, "to=\"closed\"" },
+    { "infergate_breaker_rejected_total",
+      "Requests failed fast by an open circuit breaker.", NULL }
 };
 
 
@@ -107,7 +113,9 @@ static ngx_http_ig_m_desc_t  ngx_http_ig_m_gauges[IG_MG_MAX] = {
     { "infergate_backend_connected_workers",
       "Workers attached to the inference backend.", NULL },
     { "infergate_backend_inflight",
-      "Requests in the backend ring, all workers.", NULL }
+      "Requests in the backend ring, all workers.", NULL  },
+    { "infergate_breakers_open",
+      "Circuit breaker keys open now (all zones).", NULL }
 };
 
 

@@ -36,6 +36,10 @@ typedef enum {
     IG_MC_AUDIT_BYTES,
     IG_MC_AUDIT_FLUSH_ERRORS,
     IG_MC_AUDIT_LOST,
+    IG_MC_BREAKER_TO_OPEN,
+    IG_MC_BREAKER_TO_HALF_OPEN,
+    IG_MC_BREAKER_TO_CLOSED,
+    IG_MC_BREAKER_FAST_FAIL,
     IG_MC_MAX
 } ngx_http_ig_metric_e;
 
@@ -45,6 +49,7 @@ typedef enum {
     IG_MG_REDIS_CONNECTED = 0,    /* connections up, all workers        */
     IG_MG_BACKEND_CONNECTED,      /* workers attached to the backend    */
     IG_MG_BACKEND_INFLIGHT,       /* requests in the ring, all workers  */
+    IG_MG_BREAKERS_OPEN,          /* breaker keys open now              */
     IG_MG_MAX
 } ngx_http_ig_gauge_e;
 
