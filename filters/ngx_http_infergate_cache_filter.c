@@ -32,6 +32,8 @@ static ngx_uint_t ngx_http_ig_cache_is(ngx_table_elt_t *h, const char *name,
     size_t len);
 static ngx_uint_t ngx_http_ig_cache_named(ngx_str_t *name, const char *s);
 static ngx_int_t ngx_http_ig_cache_delta(u_char *p, size_t len);
+static ngx_int_t ngx_http_ig_cache_swap_body(ngx_http_request_t *r,
+    ngx_http_ig_cache_ctx_t *cc, ngx_chain_t *in);
 
 
 static ngx_command_t  ngx_http_ig_cache_commands[] = {
@@ -102,7 +104,8 @@ static ngx_str_t  ngx_http_ig_cache_statuses[] = {
     ngx_null_string,
     ngx_string("MISS"),
     ngx_string("HIT"),
-    ngx_string("BYPASS")
+    ngx_string("BYPASS"),
+    ngx_string("STALE")
 };
 
 
@@ -110,6 +113,7 @@ static ngx_int_t
 ngx_http_ig_cache_header_filter(ngx_http_request_t *r)
 {
     u_char                         md[32];
+    ngx_int_t                      rc;
     ngx_str_t                     *st;
     ngx_http_ig_cache_ctx_t       *cc;
     ngx_http_ig_cache_loc_conf_t  *clcf;
@@ -137,6 +141,19 @@ ngx_http_ig_cache_header_filter(ngx_http_request_t *r)
     }
 
     cc->header_done = 1;
+
+    if (cc->status == NGX_HTTP_IG_CST_MISS) {
+        /* a failure (or the breaker's 503) with a stale entry at hand */
+
+        rc = ngx_http_ig_cache_stale_swap(r, cc);
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_OK) {
+            ngx_http_ig_cache_release(cc);
+        }
+    }
 
     if (cc->status == NGX_HTTP_IG_CST_MISS && cc->leased) {
 
@@ -166,11 +183,14 @@ ngx_http_ig_cache_header_filter(ngx_http_request_t *r)
         }
     }
 
-    if (cc->status != NGX_HTTP_IG_CST_HIT) {
+    if (!cc->direct) {
+        /* a hit or a stale answer from the lookup has its own */
+
         st = &ngx_http_ig_cache_statuses[cc->status];
 
         if (ngx_http_ig_add_header(r, "X-Cache-Status", st->data, st->len)
-            != NGX_OK)
+            != NGX_OK
+            || ngx_http_ig_cache_status_header(r, cc) != NGX_OK)
         {
             return NGX_ERROR;
         }
@@ -194,7 +214,7 @@ ngx_http_ig_cache_cacheable(ngx_http_request_t *r,
 {
     u_char           *p, *last;
     time_t            expires, date, t;
-    ngx_int_t         smax, max, age, lifetime, rc;
+    ngx_int_t         smax, max, age, lifetime, rc, sie, swr;
     ngx_str_t         name, arg;
     ngx_uint_t        i, *st, ok;
     ngx_list_part_t  *part;
@@ -226,6 +246,8 @@ ngx_http_ig_cache_cacheable(ngx_http_request_t *r,
 
     smax = -1;
     max = -1;
+    sie = -1;
+    swr = -1;
     age = 0;
     exp = NULL;
     dt = NULL;
@@ -304,6 +326,28 @@ ngx_http_ig_cache_cacheable(ngx_http_request_t *r,
                 continue;
             }
 
+            if (ngx_http_ig_cache_named(&name, "stale-if-error")) {
+                if (sie == -1) {
+                    sie = ngx_http_ig_cache_delta(arg.data, arg.len);
+                    if (sie < 0) {
+                        sie = 0;
+                    }
+                }
+
+                continue;
+            }
+
+            if (ngx_http_ig_cache_named(&name, "stale-while-revalidate")) {
+                if (swr == -1) {
+                    swr = ngx_http_ig_cache_delta(arg.data, arg.len);
+                    if (swr < 0) {
+                        swr = 0;
+                    }
+                }
+
+                continue;
+            }
+
             if (ngx_http_ig_cache_named(&name, "max-age")) {
                 if (max == -1) {
                     max = ngx_http_ig_cache_delta(arg.data, arg.len);
@@ -349,6 +393,8 @@ ngx_http_ig_cache_cacheable(ngx_http_request_t *r,
 
     cc->resp_age = age;
     cc->resp_ttl = 0;
+    cc->resp_sie = sie;
+    cc->resp_swr = swr;
 
     if (lifetime >= 0) {
         if (lifetime <= age) {
@@ -431,6 +477,10 @@ ngx_http_ig_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     cc = ngx_http_get_module_ctx(r, ngx_http_infergate_cache_module);
 
+    if (cc && cc->swap) {
+        return ngx_http_ig_cache_swap_body(r, cc, in);
+    }
+
     if (cc == NULL || !cc->capture || in == NULL) {
         return ngx_http_next_body_filter(r, in);
     }
@@ -505,6 +555,54 @@ abort:
     ngx_http_ig_cache_release(cc);
 
     return ngx_http_next_body_filter(r, in);
+}
+
+
+/*
+ * A failure answered with a stale entry: the failure's body is consumed
+ * and the entry's goes out in its place, once.
+ */
+
+static ngx_int_t
+ngx_http_ig_cache_swap_body(ngx_http_request_t *r,
+    ngx_http_ig_cache_ctx_t *cc, ngx_chain_t *in)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl, out;
+
+    for (cl = in; cl; cl = cl->next) {
+        b = cl->buf;
+        b->pos = b->last;
+
+        if (b->in_file) {
+            b->file_pos = b->file_last;
+        }
+    }
+
+    if (cc->swap_sent) {
+        return NGX_OK;
+    }
+
+    cc->swap_sent = 1;
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (!r->header_only) {
+        b->pos = cc->e_body.data;
+        b->last = cc->e_body.data + cc->e_body.len;
+        b->memory = (b->last > b->pos);
+    }
+
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_next_body_filter(r, &out);
 }
 
 
