@@ -179,6 +179,7 @@ ngx_http_ig_cache_header_filter(ngx_http_request_t *r)
 
         } else {
             cc->status = NGX_HTTP_IG_CST_BYPASS;
+            cc->bypass = NGX_HTTP_IG_BYP_RESPONSE;
             ngx_http_ig_cache_release(cc);
         }
     }

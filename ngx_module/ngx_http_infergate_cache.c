@@ -1417,10 +1417,13 @@ ngx_http_ig_cache_stale_swap(ngx_http_request_t *r,
  *   fwd=stale; fwd-status=S; ttl=-N; detail=stale-if-error
  *                                       the origin failed with S (or the
  *                                       breaker was open: S 503)
- *   fwd=uri-miss[; stored]              nothing stored (stored: the
- *                                       response is being stored)
- *   fwd=stale[; stored]                 an expired entry, refetched
- *   fwd=uri-miss; fwd-status=S          not stored: the origin's status
+ *   fwd=uri-miss; stored                nothing stored, the response is
+ *                                       being stored
+ *   fwd=uri-miss; fwd-status=S          not stored (S: the response's
+ *                                       status; X-Cache-Status BYPASS
+ *                                       when the response may not be
+ *                                       stored, MISS otherwise)
+ *   fwd=stale; stored | fwd-status=S    the same with an expired entry
  *   fwd=bypass | fwd=method | fwd=request
  *                                       cache off for this request: Redis
  *                                       down or a personalised request,
@@ -1474,19 +1477,24 @@ ngx_http_ig_cache_status_header(ngx_http_request_t *r,
         break;
 
     case NGX_HTTP_IG_CST_MISS:
+    miss:
         status = r->headers_out.status;
         p = ngx_sprintf(p, "fwd=%s", cc->stale.len ? "stale" : "uri-miss");
 
         if (cc->capture) {
             p = ngx_sprintf(p, "; stored");
 
-        } else if (status >= 300) {
+        } else {
             p = ngx_sprintf(p, "; fwd-status=%ui", status);
         }
 
         break;
 
     default: /* BYPASS */
+        if (cc->bypass == NGX_HTTP_IG_BYP_RESPONSE) {
+            goto miss;
+        }
+
         p = ngx_sprintf(p, "fwd=%s",
                         cc->bypass == NGX_HTTP_IG_BYP_METHOD ? "method"
                         : cc->bypass == NGX_HTTP_IG_BYP_REQUEST ? "request"

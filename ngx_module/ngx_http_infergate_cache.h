@@ -45,6 +45,7 @@
 #define NGX_HTTP_IG_BYP_CONF        0        /* Redis down, bad entry     */
 #define NGX_HTTP_IG_BYP_METHOD      1
 #define NGX_HTTP_IG_BYP_REQUEST     2        /* the request's directives  */
+#define NGX_HTTP_IG_BYP_RESPONSE    3        /* the response not storable */
 
 #define NGX_HTTP_IG_LOOKUP_ERROR    (-1)
 #define NGX_HTTP_IG_LOOKUP_MISS     0        /* no lease wanted (HEAD)    */

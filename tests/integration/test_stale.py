@@ -1,0 +1,198 @@
+"""Serve stale (infergate_cache ... stale_if_error= stale_while_revalidate=)
+and RFC 9211 Cache-Status: an origin that fails (5xx, down) or a breaker
+that is open gets answered from an expired entry within stale_if_error;
+the response's own Cache-Control stale-if-error= counts when smaller;
+stale-while-revalidate answers at once and refreshes once per key, across
+two gateways sharing Redis."""
+
+import concurrent.futures
+import socket
+import time
+
+import requests
+
+from conftest import PROBLEM_BASE
+from redis_fixtures import (redis_factory, redis_server,  # noqa: F401
+                            store_origin)
+
+
+def conf(redis, origin, cache, extra=""):
+    http = (f"infergate_redis r {redis.address} timeout=200ms;\n"
+            f"infergate_breaker_zone brk 1m;\n")
+    server = f"""
+    location / {{
+        infergate_cache redis=r ttl_jitter=0% {cache};
+        {extra}
+        add_header X-Var $infergate_cache_status always;
+        {origin.proxy}
+    }}"""
+    return http, server
+
+
+def get(ngx, path, **kw):
+    return requests.get(ngx.url(path), timeout=10, **kw)
+
+
+def warm(ngx, path):
+    deadline = time.time() + 10
+    while True:
+        r = get(ngx, path)
+        if r.headers.get("X-Cache-Status") == "HIT":
+            return r
+        assert time.time() < deadline, r.headers
+        time.sleep(0.05)
+
+
+def test_stale_if_error_on_origin_5xx(start_nginx, redis_server,
+                                      store_origin):
+    o = store_origin
+    http, server = conf(redis_server, o, "ttl=1s stale_if_error=30s")
+    ngx = start_nginx(http=http, server=server, workers=2)
+
+    r = get(ngx, "/a")
+    assert r.headers["X-Cache-Status"] == "MISS"
+    assert r.headers["Cache-Status"] == "infergate; fwd=uri-miss; stored"
+    body = r.content
+    r = warm(ngx, "/a")
+    assert r.headers["Cache-Status"].startswith("infergate; hit; ttl=")
+    assert 0 <= int(r.headers["Cache-Status"].split("ttl=")[1]) <= 1
+
+    time.sleep(1.2)
+    for status in (500, 502, 503, 504):
+        o.statuses["/a"] = status
+        n = o.count(path="/a")
+        r = get(ngx, "/a")
+        assert r.status_code == 200, (status, r.status_code, r.text)
+        assert r.content == body
+        assert r.headers["X-Cache-Status"] == "STALE"
+        assert r.headers["X-Var"] == "STALE"
+        assert r.headers["Content-Type"] == "application/json"
+        assert int(r.headers["Age"]) >= 1
+        cs = r.headers["Cache-Status"]
+        assert cs.startswith(f"infergate; fwd=stale; fwd-status={status}; "
+                             f"ttl=-"), cs
+        assert cs.endswith("detail=stale-if-error")
+        assert "Retry-After" not in r.headers
+        assert o.count(path="/a") == n + 1      # it did go to the origin
+
+    # a 4xx is no error: passed on
+    o.statuses["/a"] = 404
+    r = get(ngx, "/a")
+    assert r.status_code == 404
+    assert r.headers["X-Cache-Status"] == "BYPASS"
+    assert r.headers["Cache-Status"] == "infergate; fwd=stale; fwd-status=404"
+
+    # recovery: the refetch is stored again
+    o.statuses["/a"] = 200
+    o.values["/a"] = "new"
+    r = get(ngx, "/a")
+    assert r.status_code == 200 and b"new" in r.content
+    assert r.headers["Cache-Status"] == "infergate; fwd=stale; stored"
+    assert warm(ngx, "/a").content == r.content
+
+
+def test_origin_down_and_past_stale_window(start_nginx, redis_server,
+                                          store_origin):
+    o = store_origin
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead = s.getsockname()[1]           # nobody listens there
+    s.close()
+    http, server = conf(redis_server, o, "ttl=1s stale_if_error=2s")
+    server = server.replace(o.proxy, "proxy_pass http://$up; "
+                            "proxy_connect_timeout 1s;")
+    server = server.replace("location / {", "location / {\n"
+                            f"set $up 127.0.0.1:{o.port};\n"
+                            f"if ($http_x_dead) {{ set $up 127.0.0.1:{dead}; }}")
+    ngx = start_nginx(http=http, server=server, workers=1)
+    ngx.allowed_log.append(r"connect\(\) failed")
+    body = warm(ngx, "/b").content
+    time.sleep(1.1)
+    r = get(ngx, "/b", headers={"X-Dead": "1"})
+    assert r.status_code == 200 and r.content == body
+    assert r.headers["X-Cache-Status"] == "STALE"
+    assert "fwd-status=502" in r.headers["Cache-Status"]
+    time.sleep(2.1)
+    r = get(ngx, "/b", headers={"X-Dead": "1"})
+    assert r.status_code == 502
+    assert r.headers["X-Cache-Status"] == "BYPASS"
+    # gone from Redis after ttl + stale_if_error
+    assert r.headers["Cache-Status"] == \
+        "infergate; fwd=uri-miss; fwd-status=502"
+
+
+def test_response_stale_if_error_smaller_wins(start_nginx, redis_server,
+                                              store_origin):
+    o = store_origin
+    o.headers["/c"] = (("Cache-Control", "max-age=1, stale-if-error=1"),)
+    http, server = conf(redis_server, o, "ttl=60s stale_if_error=60s")
+    ngx = start_nginx(http=http, server=server, workers=1)
+    warm(ngx, "/c")
+    time.sleep(1.2)
+    o.statuses["/c"] = 503
+    assert get(ngx, "/c").headers["X-Cache-Status"] == "STALE"
+    time.sleep(1.2)
+    r = get(ngx, "/c")
+    assert r.status_code == 503
+    assert r.headers["X-Cache-Status"] == "BYPASS"
+
+
+def test_no_stale_without_the_option(start_nginx, redis_server,
+                                     store_origin):
+    o = store_origin
+    http, server = conf(redis_server, o, "ttl=1s")
+    ngx = start_nginx(http=http, server=server, workers=1)
+    warm(ngx, "/d")
+    time.sleep(1.2)
+    o.statuses["/d"] = 503
+    r = get(ngx, "/d")
+    assert r.status_code == 503
+    assert r.headers["X-Cache-Status"] == "BYPASS"
+    # without stale_if_error, Redis kept the entry for ttl only
+    assert r.headers["Cache-Status"] == \
+        "infergate; fwd=uri-miss; fwd-status=503"
+
+
+def test_breaker_open_answers_stale_or_fails_fast(start_nginx, redis_server,
+                                                  store_origin):
+    o = store_origin
+    http, server = conf(redis_server, o, "ttl=1s stale_if_error=60s",
+                        "infergate_breaker zone=brk min_requests=3 "
+                        "open=30s;")
+    ngx = start_nginx(http=http, server=server, workers=2)
+    warm(ngx, "/cached")
+    time.sleep(1.1)
+    o.statuses["/cached"] = 503
+    o.statuses["/other"] = 503
+    for _ in range(3):
+        get(ngx, "/other")
+    n = o.count()
+    r = get(ngx, "/other")
+    assert r.status_code == 503
+    assert r.json()["type"] == PROBLEM_BASE + "circuit-open"
+    assert int(r.headers["Retry-After"]) >= 20
+    r = get(ngx, "/cached")
+    assert r.status_code == 200 and r.headers["X-Cache-Status"] == "STALE"
+    assert "fwd-status=503" in r.headers["Cache-Status"]
+    assert o.count() == n                   # neither reached the origin
+
+
+def test_bypass_reasons(start_nginx, redis_server, store_origin):
+    o = store_origin
+    http, server = conf(redis_server, o, "ttl=10s")
+    ngx = start_nginx(http=http, server=server, workers=1)
+    r = requests.delete(ngx.url("/e"), timeout=5)
+    assert r.headers["Cache-Status"] == "infergate; fwd=method"
+    r = get(ngx, "/e", headers={"Cache-Control": "no-store"})
+    assert r.headers["Cache-Status"] == "infergate; fwd=request"
+    r = get(ngx, "/e", headers={"Cookie": "a=b"})
+    assert r.headers["Cache-Status"] == "infergate; fwd=bypass"
+
+
+def test_nginx_t_rejects_bad_stale_args(nginx_t):
+    for bad in ("stale_if_error=x", "stale_while_revalidate=-1",
+                "stale_if_error=8d"):
+        rc, out = nginx_t(http="infergate_redis r 127.0.0.1:1;",
+                          server=f"location / {{ infergate_cache redis=r "
+                                 f"ttl=1s {bad}; }}")
+        assert rc != 0 and "infergate_cache" in out and bad in out, out
