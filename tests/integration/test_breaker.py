@@ -11,7 +11,9 @@ import time
 import requests
 
 from conftest import PROBLEM_BASE, assert_problem
-from redis_fixtures import store_origin  # noqa: F401
+from infer_fixtures import backend_proc, infer_http, wait_connected  # noqa
+from redis_fixtures import (redis_factory, redis_server,  # noqa: F401
+                            store_origin)
 
 
 ZONE = "infergate_breaker_zone brk 1m;\n"
@@ -226,3 +228,112 @@ def test_nginx_t_rejects_bad_args(nginx_t):
     rc, out = nginx_t(http=ZONE, server="location / { infergate_breaker "
                       "zone=brk on=timeout unavailable window=1m; }")
     assert rc == 0, out
+
+
+# --------------------------------------------------------------------------
+# the inference backend killed with a warm cache
+
+def test_backend_kill9_warm_cache(start_nginx, backend_proc, redis_server):
+    """kill -9 of the backend: the cached keys are answered (STALE), the
+    rest fail fast with 503 + Retry-After once the breaker opens (within
+    min_requests failures, plus the requests already in flight), probes
+    go through after open=, and the restarted backend closes it."""
+    be = backend_proc("id=builtin:identity:3")
+    http = (f"infergate_redis r {redis_server.address} timeout=200ms;\n"
+            + ZONE + infer_http(be, "timeout=2s"))
+    server = """
+    location /v2 {
+        infergate_cache redis=r ttl=1s ttl_jitter=0% stale_if_error=60s
+                        methods=POST;
+        infergate_breaker zone=brk min_requests=5 window=1s open=1s
+                          max_open=2s half_open=2;
+        add_header X-Breaker $infergate_breaker always;
+        infergate_infer backend=be;
+    }"""
+    ngx = start_nginx(http=http, server=server, workers=2)
+    wait_connected(ngx, 2)
+    url = ngx.url("/v2/models/id/infer")
+
+    def body(i):
+        return {"inputs": [{"name": "input", "shape": [1, 3],
+                            "datatype": "FP32", "data": [i, i + 1, i + 2]}]}
+
+    cached = list(range(10))
+    answers = {}
+    for i in cached:
+        r = requests.post(url, json=body(i), timeout=5)
+        assert r.status_code == 200
+        answers[i] = r.content
+    for i in cached:
+        deadline = time.time() + 5
+        while requests.post(url, json=body(i), timeout=5).headers.get(
+                "X-Cache-Status") != "HIT":
+            assert time.time() < deadline
+            time.sleep(0.02)
+    # all expired: stale from now on; the warm-up's successes have left
+    # the breaker's window
+    time.sleep(1.1)
+
+    be.kill9()
+    kill_at = time.time()
+    results = []
+    stop = time.time() + 3.0
+
+    def client(k):
+        s = requests.Session()
+        n = 0
+        while time.time() < stop:
+            n += 1
+            i = cached[n % len(cached)] if n % 2 else 1000 + k * 10000 + n
+            t0 = time.time()
+            r = s.post(url, json=body(i), timeout=5)
+            t1 = time.time()
+            typ = ""
+            if r.headers.get("Content-Type") == "application/problem+json":
+                typ = r.json()["type"].split("#")[1]
+            results.append((t0, t1, i in answers, r.status_code,
+                            r.headers.get("X-Cache-Status"), typ,
+                            r.headers.get("Retry-After"),
+                            r.content == answers.get(i),
+                            r.headers.get("X-Breaker")))
+
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        for f in [ex.submit(client, k) for k in range(4)]:
+            f.result()
+
+    hit = [x for x in results if x[2]]
+    miss = [x for x in results if not x[2]]
+    assert len(hit) > 20 and len(miss) > 20
+    # 0 errors for the cached keys: the stored answer, STALE
+    assert all(x[3] == 200 and x[4] == "STALE" and x[7] for x in hit), \
+        [x for x in hit if x[3] != 200][:3]
+    # the rest: 503, first from the dead backend, then fast from the breaker
+    assert all(x[3] == 503 for x in miss)
+    assert all(x[6] for x in miss)                    # Retry-After
+    fast = [x for x in miss if x[5] == "circuit-open"]
+    assert len(fast) > len(miss) / 2
+    first_open = min(x[1] for x in fast)
+    admitted = [x for x in results if x[0] < first_open and x[8] == "closed"]
+    # the breaker opened within min_requests failures (plus what the 4
+    # clients had in flight); every admitted request failed (a cached key
+    # was then answered stale)
+    assert 5 <= len(admitted) <= 5 + 4, len(admitted)
+    assert "(5 of 5 failed)" in ngx.error_log
+    lat = sorted(x[1] - x[0] for x in fast)
+    assert lat[int(len(lat) * 0.99) - 1] < 0.05, lat[-5:]
+
+    # restart: after open= the probes get through and close the breaker
+    be.start()
+    deadline = time.time() + 15
+    states = set()
+    n = 0
+    while True:
+        n += 1
+        r = requests.post(url, json=body(900000 + n), timeout=5)
+        states.add(r.headers.get("X-Breaker"))
+        if r.status_code == 200 and r.headers["X-Breaker"] == "closed":
+            break
+        assert time.time() < deadline, (r.status_code, r.text, states)
+        time.sleep(0.05)
+    assert "half_open" in states
+    assert "infergate_breaker: \"id\" closed" in ngx.error_log
