@@ -34,6 +34,7 @@ static ngx_uint_t ngx_http_ig_cache_named(ngx_str_t *name, const char *s);
 static ngx_int_t ngx_http_ig_cache_delta(u_char *p, size_t len);
 static ngx_int_t ngx_http_ig_cache_swap_body(ngx_http_request_t *r,
     ngx_http_ig_cache_ctx_t *cc, ngx_chain_t *in);
+static void ngx_http_ig_cache_consume(ngx_chain_t *in);
 
 
 static ngx_command_t  ngx_http_ig_cache_commands[] = {
@@ -118,12 +119,45 @@ ngx_http_ig_cache_header_filter(ngx_http_request_t *r)
     ngx_http_ig_cache_ctx_t       *cc;
     ngx_http_ig_cache_loc_conf_t  *clcf;
 
-    if (r != r->main) {
-        return ngx_http_next_header_filter(r);
-    }
-
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_cache_module);
     cc = ngx_http_get_module_ctx(r, ngx_http_infergate_cache_module);
+
+    if (r != r->main) {
+        /* a background refresh (stale-while-revalidate) is captured */
+
+        if (cc == NULL || !cc->refresh || cc->header_done) {
+            return ngx_http_next_header_filter(r);
+        }
+
+        cc->header_done = 1;
+
+        if (cc->leased && ngx_http_ig_cache_cacheable(r, cc)) {
+
+            if (cc->resp_vary.len) {
+                if (ngx_http_ig_cache_variant(r, cc, &cc->resp_vary, md)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+                ngx_http_ig_cache_make_key(cc->entry, 'c', cc->tenant, md);
+            }
+
+            cc->capture = 1;
+            cc->resp_status = r->headers_out.status;
+            cc->resp_type = r->headers_out.content_type;
+            cc->last = &cc->body;
+            r->filter_need_in_memory = 1;
+
+        } else {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "infergate_cache: background refresh got %ui, "
+                          "not stored", r->headers_out.status);
+            ngx_http_ig_cache_release(cc);
+        }
+
+        return ngx_http_next_header_filter(r);
+    }
 
     /* delete-after-write: the write's response does not wait for Redis */
 
@@ -472,14 +506,19 @@ ngx_http_ig_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     ngx_chain_t              *cl, *nl;
     ngx_http_ig_cache_ctx_t  *cc;
 
-    if (r != r->main) {
+    cc = ngx_http_get_module_ctx(r, ngx_http_infergate_cache_module);
+
+    if (r != r->main && (cc == NULL || !cc->refresh)) {
         return ngx_http_next_body_filter(r, in);
     }
 
-    cc = ngx_http_get_module_ctx(r, ngx_http_infergate_cache_module);
-
     if (cc && cc->swap) {
         return ngx_http_ig_cache_swap_body(r, cc, in);
+    }
+
+    if (cc && cc->refresh && !cc->capture) {
+        ngx_http_ig_cache_consume(in);
+        return NGX_OK;
     }
 
     if (cc == NULL || !cc->capture || in == NULL) {
@@ -493,7 +532,8 @@ ngx_http_ig_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     for (cl = in; cl; cl = cl->next) {
         b = cl->buf;
 
-        if (b->last_buf) {
+        /* a subrequest's (a refresh's) last buffer: last_in_chain */
+        if (b->last_buf || (cc->refresh && b->last_in_chain)) {
             last = 1;
         }
 
@@ -531,7 +571,14 @@ ngx_http_ig_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         cc->size += n;
     }
 
-    rc = ngx_http_next_body_filter(r, in);
+    if (cc->refresh) {
+        /* nobody receives a background refresh's body */
+        ngx_http_ig_cache_consume(in);
+        rc = NGX_OK;
+
+    } else {
+        rc = ngx_http_next_body_filter(r, in);
+    }
 
     if (last) {
         cc->capture = 0;
@@ -555,7 +602,27 @@ abort:
     cc->capture = 0;
     ngx_http_ig_cache_release(cc);
 
+    if (cc->refresh) {
+        ngx_http_ig_cache_consume(in);
+        return NGX_OK;
+    }
+
     return ngx_http_next_body_filter(r, in);
+}
+
+
+static void
+ngx_http_ig_cache_consume(ngx_chain_t *in)
+{
+    ngx_chain_t  *cl;
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+
+        if (cl->buf->in_file) {
+            cl->buf->file_pos = cl->buf->file_last;
+        }
+    }
 }
 
 
@@ -569,16 +636,9 @@ ngx_http_ig_cache_swap_body(ngx_http_request_t *r,
     ngx_http_ig_cache_ctx_t *cc, ngx_chain_t *in)
 {
     ngx_buf_t    *b;
-    ngx_chain_t  *cl, out;
+    ngx_chain_t   out;
 
-    for (cl = in; cl; cl = cl->next) {
-        b = cl->buf;
-        b->pos = b->last;
-
-        if (b->in_file) {
-            b->file_pos = b->file_last;
-        }
-    }
+    ngx_http_ig_cache_consume(in);
 
     if (cc->swap_sent) {
         return NGX_OK;

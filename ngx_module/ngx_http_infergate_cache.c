@@ -48,6 +48,9 @@ static ngx_int_t ngx_http_ig_cache_keep(ngx_http_ig_cache_ctx_t *cc,
 static void ngx_http_ig_cache_lookup_done(redisReply *reply, void *data);
 static ngx_int_t ngx_http_ig_cache_hit(ngx_http_request_t *r,
     ngx_http_ig_cache_ctx_t *cc, ngx_http_ig_ctx_t *ctx);
+static ngx_uint_t ngx_http_ig_cache_revalidating(ngx_http_ig_cache_ctx_t *cc);
+static ngx_int_t ngx_http_ig_cache_swr(ngx_http_request_t *r,
+    ngx_http_ig_cache_ctx_t *cc, ngx_http_ig_ctx_t *ctx);
 static void ngx_http_ig_cache_body_handler(ngx_http_request_t *r);
 static void ngx_http_ig_cache_wake_handler(ngx_event_t *ev);
 static void ngx_http_ig_cache_cleanup(void *data);
@@ -748,11 +751,20 @@ ngx_http_ig_cache_access(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
         case NGX_HTTP_IG_LOOKUP_LEASED:
         case NGX_HTTP_IG_LOOKUP_MISS:
+            if (ngx_http_ig_cache_revalidating(cc)) {
+                return ngx_http_ig_cache_swr(r, cc, ctx);
+            }
+
             cc->status = NGX_HTTP_IG_CST_MISS;
             cc->state = NGX_HTTP_IG_CACHE_DONE;
             return NGX_DECLINED;
 
         case NGX_HTTP_IG_LOOKUP_BUSY:
+
+            if (ngx_http_ig_cache_revalidating(cc)) {
+                /* another request (here or elsewhere) refreshes it */
+                return ngx_http_ig_cache_swr(r, cc, ctx);
+            }
 
             if (ngx_current_msec - cc->started >= cc->conf->lock_timeout) {
                 /* the filler is late: go to the origin, store nothing */
@@ -1293,6 +1305,97 @@ bad:
     cc->state = NGX_HTTP_IG_CACHE_DONE;
 
     return NGX_DECLINED;
+}
+
+
+/* an expired entry within its stale-while-revalidate time */
+
+static ngx_uint_t
+ngx_http_ig_cache_revalidating(ngx_http_ig_cache_ctx_t *cc)
+{
+    ngx_msec_t  swr;
+
+    if (cc->stale.len == 0 || cc->conf->stale_while_revalidate == 0
+        || ngx_http_ig_cache_parse(cc, &cc->stale) != NGX_OK
+        || cc->e_fresh == INT64_MAX)
+    {
+        return 0;
+    }
+
+    swr = ngx_min(cc->e_swr, cc->conf->stale_while_revalidate);
+
+    return ngx_http_ig_cache_now_ms() <= cc->e_fresh + (int64_t) swr;
+}
+
+
+/*
+ * Stale-while-revalidate: the expired entry goes out at once.  The
+ * request that took the fill lease hands it to a background subrequest
+ * (a clone of this request: same method, body and location) whose
+ * response the capture filter stores and nobody receives; a request
+ * that found the lease taken (another worker or gateway refreshes) only
+ * answers.  One refresh per key: the lease.
+ */
+
+static ngx_int_t
+ngx_http_ig_cache_swr(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
+    ngx_http_ig_ctx_t *ctx)
+{
+    ngx_pool_cleanup_t       *cln;
+    ngx_http_request_t       *sr;
+    ngx_http_ig_cache_ctx_t  *rc;
+
+    cc->status = NGX_HTTP_IG_CST_STALE;
+
+    if (!cc->leased) {
+        return ngx_http_ig_cache_hit(r, cc, ctx);
+    }
+
+    rc = ngx_palloc(r->pool, sizeof(ngx_http_ig_cache_ctx_t));
+    if (rc == NULL) {
+        goto failed;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        goto failed;
+    }
+
+    if (ngx_http_subrequest(r, &r->uri, &r->args, &sr, NULL,
+                            NGX_HTTP_SUBREQUEST_CLONE
+                            |NGX_HTTP_SUBREQUEST_BACKGROUND)
+        != NGX_OK)
+    {
+        goto failed;
+    }
+
+    /* the lease goes with the refresh; its pool cleanup gives it back */
+
+    *rc = *cc;
+    rc->request = sr;
+    rc->status = NGX_HTTP_IG_CST_MISS;
+    rc->state = NGX_HTTP_IG_CACHE_DONE;
+    rc->refresh = 1;
+    rc->direct = 0;
+    rc->cmd = NULL;
+    ngx_str_null(&rc->stale);
+    ngx_memzero(&rc->wake, sizeof(ngx_event_t));
+    ngx_memzero(&rc->retry, sizeof(ngx_event_t));
+
+    cln->handler = ngx_http_ig_cache_cleanup;
+    cln->data = rc;
+
+    ngx_http_set_ctx(sr, rc, ngx_http_infergate_cache_module);
+
+    cc->leased = 0;
+
+    return ngx_http_ig_cache_hit(r, cc, ctx);
+
+failed:
+
+    ngx_http_ig_cache_release(cc);
+
+    return ngx_http_ig_cache_hit(r, cc, ctx);
 }
 
 

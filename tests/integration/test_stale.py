@@ -33,10 +33,10 @@ def get(ngx, path, **kw):
     return requests.get(ngx.url(path), timeout=10, **kw)
 
 
-def warm(ngx, path):
+def warm(ngx, path, headers=None):
     deadline = time.time() + 10
     while True:
-        r = get(ngx, path)
+        r = get(ngx, path, headers=headers)
         if r.headers.get("X-Cache-Status") == "HIT":
             return r
         assert time.time() < deadline, r.headers
@@ -196,3 +196,73 @@ def test_nginx_t_rejects_bad_stale_args(nginx_t):
                           server=f"location / {{ infergate_cache redis=r "
                                  f"ttl=1s {bad}; }}")
         assert rc != 0 and "infergate_cache" in out and bad in out, out
+
+
+def test_stale_while_revalidate_one_refresh_two_gateways(
+        start_nginx, redis_server, store_origin):
+    """A slow origin (1 s): after expiry, clients of two gateways sharing
+    Redis get the stale answer at once, and the origin sees exactly one
+    refresh for the key; the refreshed entry is then served."""
+    o = store_origin
+    http, server = conf(redis_server, o,
+                        "ttl=1s stale_while_revalidate=30s lock_timeout=5s")
+    g1 = start_nginx(http=http, server=server, workers=2)
+    g2 = start_nginx(http=http, server=server, workers=2)
+    # the same Host on both: the key holds the host and port
+    host = {"Host": "api.example"}
+    warm(g1, "/s", host)
+    assert get(g2, "/s", headers=host).headers["X-Cache-Status"] == "HIT"
+    assert o.count(path="/s") == 1
+    o.values["/s"] = "refreshed"
+    o.slow("/s", 1.0)
+    time.sleep(1.2)
+
+    def one(k):
+        g = (g1, g2)[k % 2]
+        t0 = time.time()
+        # a new connection each: a refresh holds its client's connection
+        r = requests.get(g.url("/s"), timeout=10,
+                         headers={"Connection": "close", **host})
+        return time.time() - t0, r
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        out = list(ex.map(one, range(16)))
+    for dt, r in out:
+        assert r.status_code == 200
+        assert r.headers["X-Cache-Status"] == "STALE", r.headers
+        assert b"initial" in r.content
+        cs = r.headers["Cache-Status"]
+        assert cs.startswith("infergate; fwd=stale; ttl=-"), cs
+        assert cs.endswith("detail=stale-while-revalidate")
+        assert dt < 0.5, dt
+    # the refresh lands; exactly one reached the origin
+    deadline = time.time() + 5
+    while True:
+        r = get(g2, "/s", headers=host)
+        if r.headers["X-Cache-Status"] == "HIT":
+            break
+        assert time.time() < deadline, r.headers
+        time.sleep(0.1)
+    assert b"refreshed" in r.content
+    assert b"refreshed" in get(g1, "/s", headers=host).content
+    assert o.count(path="/s") == 2
+
+
+def test_stale_while_revalidate_refresh_failure_keeps_entry(
+        start_nginx, redis_server, store_origin):
+    o = store_origin
+    http, server = conf(redis_server, o,
+                        "ttl=1s stale_while_revalidate=30s")
+    ngx = start_nginx(http=http, server=server, workers=1)
+    warm(ngx, "/f")
+    time.sleep(1.1)
+    o.statuses["/f"] = 500
+    for _ in range(3):
+        r = requests.get(ngx.url("/f"), timeout=5,
+                         headers={"Connection": "close"})
+        assert r.status_code == 200
+        assert r.headers["X-Cache-Status"] == "STALE"
+        time.sleep(0.2)
+    # each refresh failed (500, not stored): the next request retried
+    assert o.count(path="/f") == 4
+    assert "background refresh got 500" in ngx.error_log
