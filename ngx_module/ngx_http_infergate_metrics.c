@@ -36,6 +36,7 @@ static ngx_str_t  ngx_http_ig_m_actions[] = {
     ngx_string("schema_rejected"),
     ngx_string("unknown_id"),
     ngx_string("backend_unavailable"),
+    ngx_string("circuit_open"),
     ngx_string("other")
 };
 

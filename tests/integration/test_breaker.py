@@ -337,3 +337,23 @@ def test_backend_kill9_warm_cache(start_nginx, backend_proc, redis_server):
         time.sleep(0.05)
     assert "half_open" in states
     assert "infergate_breaker: \"id\" closed" in ngx.error_log
+
+
+def test_audit_record_has_breaker_state(start_nginx, store_origin,
+                                        tmp_path):
+    from test_audit import keyfile, records, requests_only
+    o = store_origin
+    key = keyfile(tmp_path)
+    http, server = conf(o, "min_requests=2 open=30s")
+    http += (f"infergate_audit @PREFIX@/audit.log key={key} key_id=k1 "
+             f"flush=100ms;\n")
+    ngx = start_nginx(http=http, server=server, workers=1)
+    o.statuses["/api/au"] = 503
+    for _ in range(3):
+        requests.get(ngx.url("/api/au"), timeout=5)
+    time.sleep(0.5)
+    recs = requests_only(records(ngx.prefix / "audit.log"))
+    assert [r["infergate"].get("breaker") for r in recs] == \
+        ["closed", "closed", "open"]
+    assert recs[-1]["event"]["action"] == "circuit_open"
+    assert recs[-1]["http"]["response"]["status_code"] == 503
