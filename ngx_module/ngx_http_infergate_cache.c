@@ -49,6 +49,7 @@ static void ngx_http_ig_cache_lookup_done(redisReply *reply, void *data);
 static ngx_int_t ngx_http_ig_cache_hit(ngx_http_request_t *r,
     ngx_http_ig_cache_ctx_t *cc, ngx_http_ig_ctx_t *ctx);
 static ngx_uint_t ngx_http_ig_cache_revalidating(ngx_http_ig_cache_ctx_t *cc);
+static ngx_uint_t ngx_http_ig_cache_stale_usable(ngx_http_ig_cache_ctx_t *cc);
 static ngx_int_t ngx_http_ig_cache_swr(ngx_http_request_t *r,
     ngx_http_ig_cache_ctx_t *cc, ngx_http_ig_ctx_t *ctx);
 static void ngx_http_ig_cache_body_handler(ngx_http_request_t *r);
@@ -766,6 +767,18 @@ ngx_http_ig_cache_access(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
                 return ngx_http_ig_cache_swr(r, cc, ctx);
             }
 
+            if (ngx_http_ig_cache_stale_usable(cc)) {
+                /*
+                 * An expired entry that may answer a failure: no waiting
+                 * on the filler (which may be failing too, the backend
+                 * dead or the breaker open); to the origin, storing
+                 * nothing, and the stale entry if that fails.
+                 */
+                cc->status = NGX_HTTP_IG_CST_MISS;
+                cc->state = NGX_HTTP_IG_CACHE_DONE;
+                return NGX_DECLINED;
+            }
+
             if (ngx_current_msec - cc->started >= cc->conf->lock_timeout) {
                 /* the filler is late: go to the origin, store nothing */
                 cc->status = NGX_HTTP_IG_CST_MISS;
@@ -1325,6 +1338,26 @@ ngx_http_ig_cache_revalidating(ngx_http_ig_cache_ctx_t *cc)
     swr = ngx_min(cc->e_swr, cc->conf->stale_while_revalidate);
 
     return ngx_http_ig_cache_now_ms() <= cc->e_fresh + (int64_t) swr;
+}
+
+
+/* an expired entry within its stale-if-error time */
+
+static ngx_uint_t
+ngx_http_ig_cache_stale_usable(ngx_http_ig_cache_ctx_t *cc)
+{
+    ngx_msec_t  sie;
+
+    if (cc->stale.len == 0 || cc->conf->stale_if_error == 0
+        || ngx_http_ig_cache_parse(cc, &cc->stale) != NGX_OK
+        || cc->e_fresh == INT64_MAX)
+    {
+        return 0;
+    }
+
+    sie = ngx_min(cc->e_sie, cc->conf->stale_if_error);
+
+    return ngx_http_ig_cache_now_ms() <= cc->e_fresh + (int64_t) sie;
 }
 
 

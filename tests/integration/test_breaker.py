@@ -258,7 +258,7 @@ def test_backend_kill9_warm_cache(start_nginx, backend_proc, redis_server):
         return {"inputs": [{"name": "input", "shape": [1, 3],
                             "datatype": "FP32", "data": [i, i + 1, i + 2]}]}
 
-    cached = list(range(10))
+    cached = list(range(3))       # few keys: the clients collide on them
     answers = {}
     for i in cached:
         r = requests.post(url, json=body(i), timeout=5)
@@ -320,6 +320,10 @@ def test_backend_kill9_warm_cache(start_nginx, backend_proc, redis_server):
     assert 5 <= len(admitted) <= 5 + 4, len(admitted)
     assert "(5 of 5 failed)" in ngx.error_log
     lat = sorted(x[1] - x[0] for x in fast)
+    assert lat[int(len(lat) * 0.99) - 1] < 0.05, lat[-5:]
+    # the stale answers are fast too: nobody waits on another request's
+    # fill lease for an entry that can answer a failure
+    lat = sorted(x[1] - x[0] for x in hit)
     assert lat[int(len(lat) * 0.99) - 1] < 0.05, lat[-5:]
 
     # restart: after open= the probes get through and close the breaker

@@ -266,3 +266,40 @@ def test_stale_while_revalidate_refresh_failure_keeps_entry(
     # each refresh failed (500, not stored): the next request retried
     assert o.count(path="/f") == 4
     assert "background refresh got 500" in ngx.error_log
+
+
+def test_stale_answers_do_not_wait_on_the_lease(start_nginx, redis_server,
+                                                store_origin):
+    """Many clients on one expired key while the origin fails at once
+    (the breaker is open): none waits on another's fill lease (polled
+    every 20 ms until the filler gives up), all are answered stale."""
+    o = store_origin
+    http, server = conf(redis_server, o, "ttl=1s stale_if_error=60s",
+                        "infergate_breaker zone=brk min_requests=2 "
+                        "open=60s;")
+    ngx = start_nginx(http=http, server=server, workers=2)
+    warm(ngx, "/hot")
+    o.statuses["/x"] = 503
+    for _ in range(2):
+        get(ngx, "/x")
+    time.sleep(1.1)
+
+    def client(_):
+        s = requests.Session()
+        out = []
+        for _ in range(15):
+            t0 = time.time()
+            r = s.get(ngx.url("/hot"), timeout=5)
+            out.append((time.time() - t0, r.status_code,
+                        r.headers.get("X-Cache-Status")))
+        return out
+
+    redis_server.reset_stats()
+    with concurrent.futures.ThreadPoolExecutor(12) as ex:
+        res = [x for f in ex.map(client, range(12)) for x in f]
+    assert all(s == 200 and c == "STALE" for _, s, c in res)
+    # per request: the GET, the lease script's GET and, for the one that
+    # took the lease, the release's: at most 3.  A waiter polling the
+    # lease every 20 ms adds more (5.2 per request before the fix)
+    gets = redis_server.commandstats().get("get", 0)
+    assert gets <= len(res) * 3, (gets, len(res))
