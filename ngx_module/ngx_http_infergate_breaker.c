@@ -747,6 +747,132 @@ ngx_http_ig_brk_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 }
 
 
+/*
+ * For infergate_metrics: infergate_breaker_state{zone,key} per key of
+ * every breaker zone (0 closed, 1 open, 2 half_open), in one buffer of
+ * the request's pool.  Key bytes other than printable ASCII, '"' and
+ * '\\' are written as '_' (a key may come from the request).
+ */
+
+ngx_chain_t *
+ngx_http_ig_breaker_metrics(ngx_http_request_t *r)
+{
+    u_char                  *p, *k, *kl;
+    size_t                   size;
+    ngx_buf_t               *b;
+    ngx_uint_t               i, pass, count;
+    ngx_queue_t             *q;
+    ngx_chain_t             *cl;
+    ngx_list_part_t         *part;
+    ngx_shm_zone_t          *shm_zone;
+    ngx_http_ig_brk_node_t  *n;
+    ngx_http_ig_brk_zone_t  *z;
+
+    static u_char  head[] =
+        "# HELP infergate_breaker_state Circuit breaker state per key "
+        "(0 closed, 1 open, 2 half_open).\n"
+        "# TYPE infergate_breaker_state gauge\n";
+
+    cl = ngx_alloc_chain_link(r->pool);
+    if (cl == NULL) {
+        return NULL;
+    }
+
+    cl->next = NULL;
+    b = NULL;
+    p = NULL;
+    size = sizeof(head) - 1;
+
+    /* the first pass measures, the second writes */
+
+    for (pass = 0; pass < 2; pass++) {
+
+        if (pass == 1) {
+            b = ngx_create_temp_buf(r->pool, size);
+            if (b == NULL) {
+                return NULL;
+            }
+
+            p = ngx_cpymem(b->last, head, sizeof(head) - 1);
+        }
+
+        part = &((ngx_cycle_t *) ngx_cycle)->shared_memory.part;
+        shm_zone = part->elts;
+
+        for (i = 0; /* void */; i++) {
+
+            if (i >= part->nelts) {
+                if (part->next == NULL) {
+                    break;
+                }
+
+                part = part->next;
+                shm_zone = part->elts;
+                i = 0;
+            }
+
+            if (shm_zone[i].tag != &ngx_http_infergate_breaker_module
+                || shm_zone[i].data == NULL)
+            {
+                continue;
+            }
+
+            z = shm_zone[i].data;
+
+            if (z->sh == NULL) {
+                continue;
+            }
+
+            ngx_shmtx_lock(&z->shpool->mutex);
+
+            count = 0;
+
+            for (q = ngx_queue_head(&z->sh->queue);
+                 q != ngx_queue_sentinel(&z->sh->queue);
+                 q = ngx_queue_next(q))
+            {
+                n = ngx_queue_data(q, ngx_http_ig_brk_node_t, queue);
+
+                if (pass == 0) {
+                    size += sizeof("infergate_breaker_state{zone=\"\",key="
+                                   "\"\"} 2\n") - 1
+                            + shm_zone[i].shm.name.len + n->len;
+                    continue;
+                }
+
+                if ((size_t) (b->end - p) < sizeof("infergate_breaker_state"
+                                                   "{zone=\"\",key=\"\"} 2"
+                                                   "\n") - 1
+                                            + shm_zone[i].shm.name.len
+                                            + n->len)
+                {
+                    /* keys added between the passes: left for next time */
+                    break;
+                }
+
+                p = ngx_sprintf(p, "infergate_breaker_state{zone=\"%V\","
+                                "key=\"", &shm_zone[i].shm.name);
+
+                for (k = n->data, kl = n->data + n->len; k < kl; k++) {
+                    *p++ = (*k < 0x20 || *k >= 0x7f || *k == '"'
+                            || *k == '\\') ? '_' : *k;
+                }
+
+                p = ngx_sprintf(p, "\"} %ui\n", (ngx_uint_t) n->state);
+                count++;
+            }
+
+            ngx_shmtx_unlock(&z->shpool->mutex);
+        }
+    }
+
+    b->last = p;
+    cl->buf = b;
+
+    return cl;
+}
+
+
 /* configuration */
 
 static ngx_int_t

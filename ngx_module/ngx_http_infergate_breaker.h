@@ -32,6 +32,9 @@
  */
 ngx_str_t *ngx_http_ig_breaker_state(ngx_http_request_t *r);
 
+/* infergate_breaker_state{zone,key} for infergate_metrics */
+ngx_chain_t *ngx_http_ig_breaker_metrics(ngx_http_request_t *r);
+
 
 extern ngx_module_t  ngx_http_infergate_breaker_module;
 

@@ -15,6 +15,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_infergate.h"
+#include "ngx_http_infergate_breaker.h"
 #include "ngx_http_infergate_metrics.h"
 
 
@@ -848,7 +849,7 @@ ngx_http_ig_metrics_handler(ngx_http_request_t *r)
     ngx_int_t                 rc;
     ngx_buf_t                *b;
     ngx_uint_t                i, slot, a, s, nslots, n;
-    ngx_chain_t               out;
+    ngx_chain_t               out, *brk;
     ngx_atomic_t             *c;
     const char               *last;
     ngx_http_ig_m_sh_t       *sh;
@@ -1014,9 +1015,20 @@ ngx_http_ig_metrics_handler(ngx_http_request_t *r)
     out.next->buf->last_buf = (r == r->main) ? 1 : 0;
     out.next->buf->last_in_chain = 1;
 
+    /* the circuit breakers' state per key, before the backends' figures */
+
+    brk = ngx_http_ig_breaker_metrics(r);
+    if (brk == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    brk->next = out.next;
+    out.next = brk;
+
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = (b->last - b->pos)
-                                      + ngx_buf_size(out.next->buf);
+                                      + ngx_buf_size(brk->buf)
+                                      + ngx_buf_size(brk->next->buf);
     ngx_str_set(&r->headers_out.content_type,
                 "text/plain; version=0.0.4; charset=utf-8");
     r->headers_out.content_type_len = sizeof("text/plain") - 1;

@@ -202,6 +202,7 @@ def test_metrics_count_transitions_and_fast_fails(start_nginx,
     assert 'infergate_breaker_transitions_total{to="open"} 1' in text
     assert "infergate_breaker_rejected_total 3" in text
     assert "infergate_breakers_open 1" in text
+    assert 'infergate_breaker_state{zone="brk",key="/api/"} 1' in text
 
 
 BAD = [
@@ -361,3 +362,17 @@ def test_audit_record_has_breaker_state(start_nginx, store_origin,
         ["closed", "closed", "open"]
     assert recs[-1]["event"]["action"] == "circuit_open"
     assert recs[-1]["http"]["response"]["status_code"] == 503
+
+
+def test_metrics_state_per_key_escaped(start_nginx, store_origin):
+    o = store_origin
+    http, server = conf(o, "key=$http_x_k min_requests=100")
+    server += """
+    location = /metrics { infergate_metrics; }"""
+    ngx = start_nginx(http=http, server=server, workers=1)
+    requests.get(ngx.url("/api/z"), headers={"X-K": 'a"b\\c\xe9'},
+                 timeout=5)
+    requests.get(ngx.url("/api/z"), headers={"X-K": "plain"}, timeout=5)
+    text = requests.get(ngx.url("/metrics"), timeout=5).text
+    assert 'infergate_breaker_state{zone="brk",key="plain"} 0' in text
+    assert 'infergate_breaker_state{zone="brk",key="a_b_c_"} 0' in text
