@@ -12,6 +12,7 @@ import time
 import requests
 
 from conftest import PROBLEM_BASE
+from infer_fixtures import backend_proc  # noqa: F401
 from redis_fixtures import (redis_factory, redis_server,  # noqa: F401
                             store_origin)
 
@@ -303,3 +304,42 @@ def test_stale_answers_do_not_wait_on_the_lease(start_nginx, redis_server,
     # lease every 20 ms adds more (5.2 per request before the fix)
     gets = redis_server.commandstats().get("get", 0)
     assert gets <= len(res) * 3, (gets, len(res))
+
+
+def test_stale_while_revalidate_inference_post(start_nginx, redis_server,
+                                               backend_proc):
+    """The background refresh of a cached inference POST: a clone with
+    the same body goes to the backend and its answer is stored."""
+    from infer_fixtures import infer_http, wait_connected
+    be = backend_proc("id=builtin:identity:3")
+    http = (f"infergate_redis r {redis_server.address} timeout=200ms;\n"
+            + infer_http(be, "timeout=2s"))
+    server = """
+    location /v2 {
+        infergate_cache redis=r ttl=1s ttl_jitter=0%
+                        stale_while_revalidate=30s methods=POST;
+        infergate_infer backend=be;
+    }"""
+    ngx = start_nginx(http=http, server=server, workers=1)
+    wait_connected(ngx, 1)
+    url = ngx.url("/v2/models/id/infer")
+    body = {"inputs": [{"name": "input", "shape": [1, 3],
+                        "datatype": "FP32", "data": [7, 8, 9]}]}
+    first = requests.post(url, json=body, timeout=5)
+    assert first.status_code == 200
+    assert requests.post(url, json=body, timeout=5).headers[
+        "X-Cache-Status"] == "HIT"
+    time.sleep(1.1)
+    r = requests.post(url, json=body, timeout=5,
+                      headers={"Connection": "close"})
+    assert r.status_code == 200 and r.headers["X-Cache-Status"] == "STALE"
+    assert r.content == first.content
+    deadline = time.time() + 5
+    while True:
+        r = requests.post(url, json=body, timeout=5)
+        if r.headers["X-Cache-Status"] == "HIT":
+            break
+        assert time.time() < deadline, r.headers
+        time.sleep(0.05)
+    assert r.json() == first.json()
+    assert int(r.headers["Age"]) <= 1
