@@ -74,6 +74,7 @@ static ngx_http_ig_m_desc_t  ngx_http_ig_m_counters[IG_MC_MAX] = {
       "result=\"hit\"" },
     { "infergate_cache_requests_total", NULL, "result=\"miss\"" },
     { "infergate_cache_requests_total", NULL, "result=\"bypass\"" },
+    { "infergate_cache_requests_total", NULL, "result=\"stale\"" },
     { "infergate_cache_fills_total", "Responses stored in the cache.", NULL },
     { "infergate_cache_purges_total",
       "Cache purges after successful writes.", NULL },
@@ -757,6 +758,9 @@ ngx_http_ig_metrics_log(ngx_http_request_t *r)
                 break;
             case 'B':
                 ngx_http_ig_metrics_add(IG_MC_CACHE_BYPASS, 1);
+                break;
+            case 'S':
+                ngx_http_ig_metrics_add(IG_MC_CACHE_STALE, 1);
                 break;
             }
         }

@@ -160,6 +160,7 @@ def test_breaker_open_answers_stale_or_fails_fast(start_nginx, redis_server,
     http, server = conf(redis_server, o, "ttl=1s stale_if_error=60s",
                         "infergate_breaker zone=brk min_requests=3 "
                         "open=30s;")
+    server += "\n    location = /metrics { infergate_metrics; }"
     ngx = start_nginx(http=http, server=server, workers=2)
     warm(ngx, "/cached")
     time.sleep(1.1)
@@ -176,6 +177,8 @@ def test_breaker_open_answers_stale_or_fails_fast(start_nginx, redis_server,
     assert r.status_code == 200 and r.headers["X-Cache-Status"] == "STALE"
     assert "fwd-status=503" in r.headers["Cache-Status"]
     assert o.count() == n                   # neither reached the origin
+    text = get(ngx, "/metrics").text
+    assert 'infergate_cache_requests_total{result="stale"} 1' in text
 
 
 def test_bypass_reasons(start_nginx, redis_server, store_origin):
