@@ -178,7 +178,7 @@ def test_breaker_open_answers_stale_or_fails_fast(start_nginx, redis_server,
     assert "fwd-status=503" in r.headers["Cache-Status"]
     assert o.count() == n                   # neither reached the origin
     text = get(ngx, "/metrics").text
-    assert 'infergate_cache_requests_total{result="stale"} 1' in text
+    assert 'infergate_cache_requests_total{result="stale"} 1' in text, [l for l in text.splitlines() if 'cache_req' in l]
 
 
 def test_bypass_reasons(start_nginx, redis_server, store_origin):
