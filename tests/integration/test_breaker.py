@@ -376,3 +376,19 @@ def test_metrics_state_per_key_escaped(start_nginx, store_origin):
     text = requests.get(ngx.url("/metrics"), timeout=5).text
     assert 'infergate_breaker_state{zone="brk",key="plain"} 0' in text
     assert 'infergate_breaker_state{zone="brk",key="a_b_c_"} 0' in text
+
+
+def test_open_time_capped_by_max_open(start_nginx, store_origin):
+    o = store_origin
+    http, server = conf(o, "min_requests=1 open=1s max_open=1s half_open=1")
+    ngx = start_nginx(http=http, server=server, workers=1)
+    o.statuses["/api/cap"] = 503
+    url = ngx.url("/api/cap")
+    assert requests.get(url, timeout=5).status_code == 503
+    for trip in range(3):
+        r = requests.get(url, timeout=5)
+        assert circuit_open(r), trip
+        assert r.headers["Retry-After"] == "1", trip    # never doubled
+        time.sleep(1.05)
+        r = requests.get(url, timeout=5)            # the probe fails
+        assert r.headers["X-Breaker"] == "half_open" and not circuit_open(r)
