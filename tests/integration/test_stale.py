@@ -346,3 +346,38 @@ def test_stale_while_revalidate_inference_post(start_nginx, redis_server,
         time.sleep(0.05)
     assert r.json() == first.json()
     assert int(r.headers["Age"]) <= 1
+
+
+def test_malformed_stored_values_bypass(start_nginx, redis_server,
+                                        store_origin):
+    """Hostile or corrupt values under an entry's key: never a crash, a
+    wrong answer or a stale answer from garbage; the origin answers."""
+    o = store_origin
+    http, server = conf(redis_server, o, "ttl=60s stale_if_error=60s "
+                        "stale_while_revalidate=60s")
+    ngx = start_nginx(http=http, server=server, workers=1)
+    ngx.allowed_log.append(r"malformed entry")
+    warm(ngx, "/m")
+    rc = redis_server.client()
+    keys = [k for k in rc.keys("igc*")]
+    assert len(keys) == 1
+    now = int(time.time() * 1000)
+    bad = [
+        b"200 1700000000 x99999999999999999999999:1:1 2 a/b{}",
+        b"200 1700000000 x:1:1 2 a/b{}",
+        b"200 1700000000 x1:1 2 a/b{}",
+        b"200 1700000000 x1:1:1:1 2 a/b{}",
+        b"200 1700000000 x-5:0:0 2 a/b{}",
+        b"200 1700000000 x" + str(now - 1000).encode() + b":x:1 2 a/b{}",
+        b"200 1700000000 x" + str(now - 1000).encode() + b":1:1 999 a/b{}",
+        b"999 1700000000 x" + str(now - 1000).encode() + b":60000:0 2 a/b{}",
+        b"200 x 2 a/b{}",
+        b"200",
+        b"",
+    ]
+    o.statuses["/m"] = 503
+    for v in bad:
+        rc.set(keys[0], v, px=60000)
+        r = get(ngx, "/m")
+        assert r.status_code == 503, (v, r.status_code, r.headers)
+        assert r.headers["X-Cache-Status"] in ("BYPASS", "MISS"), v
