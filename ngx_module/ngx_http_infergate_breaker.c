@@ -760,7 +760,7 @@ ngx_http_ig_breaker_metrics(ngx_http_request_t *r)
     u_char                  *p, *k, *kl;
     size_t                   size;
     ngx_buf_t               *b;
-    ngx_uint_t               i, pass, count;
+    ngx_uint_t               i, pass;
     ngx_queue_t             *q;
     ngx_chain_t             *cl;
     ngx_list_part_t         *part;
@@ -825,8 +825,6 @@ ngx_http_ig_breaker_metrics(ngx_http_request_t *r)
 
             ngx_shmtx_lock(&z->shpool->mutex);
 
-            count = 0;
-
             for (q = ngx_queue_head(&z->sh->queue);
                  q != ngx_queue_sentinel(&z->sh->queue);
                  q = ngx_queue_next(q))
@@ -859,7 +857,6 @@ ngx_http_ig_breaker_metrics(ngx_http_request_t *r)
                 }
 
                 p = ngx_sprintf(p, "\"} %ui\n", (ngx_uint_t) n->state);
-                count++;
             }
 
             ngx_shmtx_unlock(&z->shpool->mutex);
