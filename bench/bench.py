@@ -20,6 +20,9 @@ Scenarios (wrk, keep-alive, the same ~300-byte JSON POST):
   oip             the same gateway and model, 1 and 64 rows a request,
                   over OIP JSON and over Triton's binary tensor extension
                   (as tritonclient.http sends it); gRPC rows go beside them
+  killed          ig → backend behind a breaker with a warm cache, the
+                  backend up and then killed (kill -9): share of requests
+                  answered 2xx and p99; half the bodies are cached
 
 For each: req/s, p50, p99 (medians of RUNS interleaved runs), the worker's
 CPU per request (from /proc), and the CPU the gateway adds over plain
@@ -494,6 +497,9 @@ def main():
     if "infer" not in SKIP:
         infer_bench(results, key, upstream)
 
+    if "killed" not in SKIP:
+        killed_bench(results, rport)
+
     for p in procs:
         p.stop()
     del procs[:]
@@ -722,6 +728,95 @@ def oip_bench(results, key, ng, port, nf):
           "features, auth + limit + infer; binary = Triton's binary "
           "tensor extension both ways)", rows, base="1 row JSON")
     results["oip"] = rows
+
+
+def killed_bench(results, rport):
+    """Backend killed, warm cache: half the requests repeat 5 cached
+    bodies, half are new ones.  With the backend up all are answered; killed,
+    the cached ones are answered stale (stale_if_error) and the others
+    fail fast once the breaker is open."""
+    if not (BUILD / "infergate-backend").exists():
+        print("\n## backend killed, warm cache\n\n(skipped: no backend)")
+        return
+    sock = OUT / "backend-killed.sock"
+    be = Proc([str(BUILD / "infergate-backend"), "--socket", str(sock),
+               "--model", "id=builtin:identity:3", "--threads", "1",
+               "--device", "cpu"], cpu=LOAD_CPU,
+              stderr=open(OUT / "backend-killed.log", "w"))
+    deadline = time.time() + 20
+    while not sock.exists():
+        if time.time() > deadline:
+            raise RuntimeError("backend did not start")
+        time.sleep(0.05)
+    port = free_port()
+    ng = Nginx("ig-killed", f"""
+    infergate_redis r 127.0.0.1:{rport} timeout=1s;
+    infergate_breaker_zone brk 1m;
+    infergate_backend be unix:{sock} timeout=2s;
+    server {{
+        listen 127.0.0.1:{port};
+        location /v2 {{
+            infergate_cache redis=r ttl=1s stale_if_error=10m methods=POST;
+            infergate_breaker zone=brk;
+            infergate_infer backend=be;
+        }}
+    }}""", modules=[MODULE], cpu=NGINX_CPU)
+    wait_port(port)
+    url = f"http://127.0.0.1:{port}/v2/models/id/infer"
+
+    def body(i):
+        return ('{"inputs":[{"name":"input","shape":[1,3],'
+                f'"datatype":"FP32","data":[{i},2,3]}}]}}')
+
+    deadline = time.time() + 20
+    for i in range(0, 10, 2):
+        while True:
+            r = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w",
+                                "%{http_code}", url, "-d", body(i), "-H",
+                                "Content-Type: application/json"],
+                               capture_output=True, text=True).stdout
+            if r == "200" or time.time() > deadline:
+                break
+            time.sleep(0.2)
+    script = OUT / "killed.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        'math.randomseed(os.time())\n'
+        'local base = math.random(1, 1000000000)\n'
+        'local n = 0\n'
+        'request = function()\n'
+        '  n = n + 1\n'
+        '  local i = (n % 2 == 0) and (n % 10) or (base + n)\n'
+        '  return wrk.format(nil, nil, nil, \'{"inputs":[{"name":"input",'
+        '"shape":[1,3],"datatype":"FP32","data":[\' .. i .. \',2,3]}]}\')\n'
+        'end\n')
+
+    rows = {}
+    for name in ("backend up, warm cache", "backend killed, warm cache"):
+        if name.startswith("backend killed"):
+            be.p.kill()
+            be.p.wait(10)
+            time.sleep(1.5)         # every entry expired: stale from now
+        runs = [measure(ng.worker, url, script) for _ in range(RUNS)]
+        total = sum(r["requests"] for r in runs)
+        bad = sum(r["non2xx"] for r in runs)
+        rows[name] = {
+            "rps": statistics.median(r["rps"] for r in runs),
+            "p99_us": statistics.median(r["p99_us"] for r in runs
+                                        if r["p99_us"] is not None),
+            "answered": (total - bad) / max(total, 1),
+            "requests": total}
+    print("\n## backend killed, warm cache (half the bodies cached; "
+          "infergate_breaker defaults, stale_if_error=10m)\n")
+    print("| case | req/s | p99 µs | answered 2xx |")
+    print("|---|---|---|---|")
+    for n, m in rows.items():
+        print(f"| {n} | {m['rps']:.0f} | {m['p99_us']:.0f} | "
+              f"{m['answered'] * 100:.1f}% |")
+    sys.stdout.flush()
+    results["killed"] = rows
+    ng.stop()
 
 
 def tools_bench(results):

@@ -32,6 +32,9 @@ static ngx_uint_t ngx_http_ig_cache_is(ngx_table_elt_t *h, const char *name,
     size_t len);
 static ngx_uint_t ngx_http_ig_cache_named(ngx_str_t *name, const char *s);
 static ngx_int_t ngx_http_ig_cache_delta(u_char *p, size_t len);
+static ngx_int_t ngx_http_ig_cache_swap_body(ngx_http_request_t *r,
+    ngx_http_ig_cache_ctx_t *cc, ngx_chain_t *in);
+static void ngx_http_ig_cache_consume(ngx_chain_t *in);
 
 
 static ngx_command_t  ngx_http_ig_cache_commands[] = {
@@ -102,7 +105,8 @@ static ngx_str_t  ngx_http_ig_cache_statuses[] = {
     ngx_null_string,
     ngx_string("MISS"),
     ngx_string("HIT"),
-    ngx_string("BYPASS")
+    ngx_string("BYPASS"),
+    ngx_string("STALE")
 };
 
 
@@ -110,16 +114,50 @@ static ngx_int_t
 ngx_http_ig_cache_header_filter(ngx_http_request_t *r)
 {
     u_char                         md[32];
+    ngx_int_t                      rc;
     ngx_str_t                     *st;
     ngx_http_ig_cache_ctx_t       *cc;
     ngx_http_ig_cache_loc_conf_t  *clcf;
 
-    if (r != r->main) {
-        return ngx_http_next_header_filter(r);
-    }
-
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_cache_module);
     cc = ngx_http_get_module_ctx(r, ngx_http_infergate_cache_module);
+
+    if (r != r->main) {
+        /* a background refresh (stale-while-revalidate) is captured */
+
+        if (cc == NULL || !cc->refresh || cc->header_done) {
+            return ngx_http_next_header_filter(r);
+        }
+
+        cc->header_done = 1;
+
+        if (cc->leased && ngx_http_ig_cache_cacheable(r, cc)) {
+
+            if (cc->resp_vary.len) {
+                if (ngx_http_ig_cache_variant(r, cc, &cc->resp_vary, md)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+                ngx_http_ig_cache_make_key(cc->entry, 'c', cc->tenant, md);
+            }
+
+            cc->capture = 1;
+            cc->resp_status = r->headers_out.status;
+            cc->resp_type = r->headers_out.content_type;
+            cc->last = &cc->body;
+            r->filter_need_in_memory = 1;
+
+        } else {
+            ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                          "infergate_cache: background refresh got %ui, "
+                          "not stored", r->headers_out.status);
+            ngx_http_ig_cache_release(cc);
+        }
+
+        return ngx_http_next_header_filter(r);
+    }
 
     /* delete-after-write: the write's response does not wait for Redis */
 
@@ -137,6 +175,19 @@ ngx_http_ig_cache_header_filter(ngx_http_request_t *r)
     }
 
     cc->header_done = 1;
+
+    if (cc->status == NGX_HTTP_IG_CST_MISS) {
+        /* a failure (or the breaker's 503) with a stale entry at hand */
+
+        rc = ngx_http_ig_cache_stale_swap(r, cc);
+        if (rc == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (rc == NGX_OK) {
+            ngx_http_ig_cache_release(cc);
+        }
+    }
 
     if (cc->status == NGX_HTTP_IG_CST_MISS && cc->leased) {
 
@@ -162,15 +213,19 @@ ngx_http_ig_cache_header_filter(ngx_http_request_t *r)
 
         } else {
             cc->status = NGX_HTTP_IG_CST_BYPASS;
+            cc->bypass = NGX_HTTP_IG_BYP_RESPONSE;
             ngx_http_ig_cache_release(cc);
         }
     }
 
-    if (cc->status != NGX_HTTP_IG_CST_HIT) {
+    if (!cc->direct) {
+        /* a hit or a stale answer from the lookup has its own */
+
         st = &ngx_http_ig_cache_statuses[cc->status];
 
         if (ngx_http_ig_add_header(r, "X-Cache-Status", st->data, st->len)
-            != NGX_OK)
+            != NGX_OK
+            || ngx_http_ig_cache_status_header(r, cc) != NGX_OK)
         {
             return NGX_ERROR;
         }
@@ -194,7 +249,7 @@ ngx_http_ig_cache_cacheable(ngx_http_request_t *r,
 {
     u_char           *p, *last;
     time_t            expires, date, t;
-    ngx_int_t         smax, max, age, lifetime, rc;
+    ngx_int_t         smax, max, age, lifetime, rc, sie, swr;
     ngx_str_t         name, arg;
     ngx_uint_t        i, *st, ok;
     ngx_list_part_t  *part;
@@ -226,6 +281,8 @@ ngx_http_ig_cache_cacheable(ngx_http_request_t *r,
 
     smax = -1;
     max = -1;
+    sie = -1;
+    swr = -1;
     age = 0;
     exp = NULL;
     dt = NULL;
@@ -304,6 +361,28 @@ ngx_http_ig_cache_cacheable(ngx_http_request_t *r,
                 continue;
             }
 
+            if (ngx_http_ig_cache_named(&name, "stale-if-error")) {
+                if (sie == -1) {
+                    sie = ngx_http_ig_cache_delta(arg.data, arg.len);
+                    if (sie < 0) {
+                        sie = 0;
+                    }
+                }
+
+                continue;
+            }
+
+            if (ngx_http_ig_cache_named(&name, "stale-while-revalidate")) {
+                if (swr == -1) {
+                    swr = ngx_http_ig_cache_delta(arg.data, arg.len);
+                    if (swr < 0) {
+                        swr = 0;
+                    }
+                }
+
+                continue;
+            }
+
             if (ngx_http_ig_cache_named(&name, "max-age")) {
                 if (max == -1) {
                     max = ngx_http_ig_cache_delta(arg.data, arg.len);
@@ -349,6 +428,8 @@ ngx_http_ig_cache_cacheable(ngx_http_request_t *r,
 
     cc->resp_age = age;
     cc->resp_ttl = 0;
+    cc->resp_sie = sie;
+    cc->resp_swr = swr;
 
     if (lifetime >= 0) {
         if (lifetime <= age) {
@@ -425,11 +506,20 @@ ngx_http_ig_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     ngx_chain_t              *cl, *nl;
     ngx_http_ig_cache_ctx_t  *cc;
 
-    if (r != r->main) {
+    cc = ngx_http_get_module_ctx(r, ngx_http_infergate_cache_module);
+
+    if (r != r->main && (cc == NULL || !cc->refresh)) {
         return ngx_http_next_body_filter(r, in);
     }
 
-    cc = ngx_http_get_module_ctx(r, ngx_http_infergate_cache_module);
+    if (cc && cc->swap) {
+        return ngx_http_ig_cache_swap_body(r, cc, in);
+    }
+
+    if (cc && cc->refresh && !cc->capture) {
+        ngx_http_ig_cache_consume(in);
+        return NGX_OK;
+    }
 
     if (cc == NULL || !cc->capture || in == NULL) {
         return ngx_http_next_body_filter(r, in);
@@ -442,7 +532,8 @@ ngx_http_ig_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     for (cl = in; cl; cl = cl->next) {
         b = cl->buf;
 
-        if (b->last_buf) {
+        /* a subrequest's (a refresh's) last buffer: last_in_chain */
+        if (b->last_buf || (cc->refresh && b->last_in_chain)) {
             last = 1;
         }
 
@@ -480,7 +571,14 @@ ngx_http_ig_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         cc->size += n;
     }
 
-    rc = ngx_http_next_body_filter(r, in);
+    if (cc->refresh) {
+        /* nobody receives a background refresh's body */
+        ngx_http_ig_cache_consume(in);
+        rc = NGX_OK;
+
+    } else {
+        rc = ngx_http_next_body_filter(r, in);
+    }
 
     if (last) {
         cc->capture = 0;
@@ -504,7 +602,68 @@ abort:
     cc->capture = 0;
     ngx_http_ig_cache_release(cc);
 
+    if (cc->refresh) {
+        ngx_http_ig_cache_consume(in);
+        return NGX_OK;
+    }
+
     return ngx_http_next_body_filter(r, in);
+}
+
+
+static void
+ngx_http_ig_cache_consume(ngx_chain_t *in)
+{
+    ngx_chain_t  *cl;
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+
+        if (cl->buf->in_file) {
+            cl->buf->file_pos = cl->buf->file_last;
+        }
+    }
+}
+
+
+/*
+ * A failure answered with a stale entry: the failure's body is consumed
+ * and the entry's goes out in its place, once.
+ */
+
+static ngx_int_t
+ngx_http_ig_cache_swap_body(ngx_http_request_t *r,
+    ngx_http_ig_cache_ctx_t *cc, ngx_chain_t *in)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    ngx_http_ig_cache_consume(in);
+
+    if (cc->swap_sent) {
+        return NGX_OK;
+    }
+
+    cc->swap_sent = 1;
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (!r->header_only) {
+        b->pos = cc->e_body.data;
+        b->last = cc->e_body.data + cc->e_body.len;
+        b->memory = (b->last > b->pos);
+    }
+
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_next_body_filter(r, &out);
 }
 
 

@@ -17,6 +17,7 @@
 #include <ig_json.h>
 
 #include "ngx_http_infergate.h"
+#include "ngx_http_infergate_breaker.h"
 #include "ngx_http_infergate_metrics.h"
 
 
@@ -1168,7 +1169,8 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
     off_t                       req_bytes, resp_bytes;
     ngx_msec_int_t              ms;
     ngx_str_t                   method, path, query, ua, tenant, trace;
-    ngx_str_t                   reqid, action, addr, limit, model, cache;
+    ngx_str_t                   reqid, action, addr, limit, model, cache,
+                                breaker;
     ngx_uint_t                  i, status, nerr;
     ngx_time_t                 *tp;
     ngx_table_elt_t            *h;
@@ -1263,6 +1265,11 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
     ngx_str_null(&model);
     ngx_str_null(&action);
     ngx_str_null(&cache);
+    ngx_str_null(&breaker);
+
+    if (ngx_http_ig_breaker_state(r)) {
+        breaker = *ngx_http_ig_breaker_state(r);
+    }
 
     if (al->cache_var != NGX_ERROR) {
         vv = ngx_http_get_indexed_variable(r, al->cache_var);
@@ -1339,7 +1346,7 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
               + ig_json_escape_len(cache.data, cache.len);
     }
 
-    len += trace.len + action.len + limit.len;
+    len += trace.len + action.len + limit.len + breaker.len + 16;
 
     for (i = 0; i < nerr; i++) {
         len += 3 + ig_json_escape_len((u_char *) errors[i].pointer,
@@ -1436,6 +1443,11 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
 
     if (cache.len) {
         p = ngx_http_ig_audit_str(p, "cache", &cache);
+        *p++ = ',';
+    }
+
+    if (breaker.len) {
+        p = ngx_http_ig_audit_str(p, "breaker", &breaker);
         *p++ = ',';
     }
 

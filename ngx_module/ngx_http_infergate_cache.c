@@ -48,6 +48,10 @@ static ngx_int_t ngx_http_ig_cache_keep(ngx_http_ig_cache_ctx_t *cc,
 static void ngx_http_ig_cache_lookup_done(redisReply *reply, void *data);
 static ngx_int_t ngx_http_ig_cache_hit(ngx_http_request_t *r,
     ngx_http_ig_cache_ctx_t *cc, ngx_http_ig_ctx_t *ctx);
+static ngx_uint_t ngx_http_ig_cache_revalidating(ngx_http_ig_cache_ctx_t *cc);
+static ngx_uint_t ngx_http_ig_cache_stale_usable(ngx_http_ig_cache_ctx_t *cc);
+static ngx_int_t ngx_http_ig_cache_swr(ngx_http_request_t *r,
+    ngx_http_ig_cache_ctx_t *cc, ngx_http_ig_ctx_t *ctx);
 static void ngx_http_ig_cache_body_handler(ngx_http_request_t *r);
 static void ngx_http_ig_cache_wake_handler(ngx_event_t *ev);
 static void ngx_http_ig_cache_cleanup(void *data);
@@ -68,15 +72,19 @@ static ngx_uint_t ngx_http_ig_cache_header_is(ngx_table_elt_t *h,
 
 
 /*
- * After a GET found nothing.  KEYS: entry, lease and, for a variant, the
- * primary's variant set (so that a purge finds the variant's lease);
- * ARGV: token, lease ms.  {1, value} hit (filled meanwhile), {2} lease
- * taken, {3} lease busy.
+ * After a GET found nothing fresh.  KEYS: entry, lease and, for a
+ * variant, the primary's variant set (so that a purge finds the
+ * variant's lease); ARGV: token, lease ms, now (epoch ms).  {1, value}
+ * hit (filled meanwhile; an entry past its freshness, kept for stale
+ * answers, is no hit), {2} lease taken, {3} lease busy.
  */
 static ngx_http_ig_redis_script_t  ngx_http_ig_cache_lookup_lua;
 static const char  ngx_http_ig_cache_lookup_text[] =
     "local v = redis.call('GET', KEYS[1])\n"
-    "if v then return {1, v} end\n"
+    "if v then\n"
+    "  local x = string.match(v, '^%d+ %d+ x(%d+):')\n"
+    "  if not x or tonumber(x) > tonumber(ARGV[3]) then return {1, v} end\n"
+    "end\n"
     "if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then\n"
     "  if KEYS[3] then\n"
     "    redis.call('SADD', KEYS[3], KEYS[1])\n"
@@ -272,6 +280,7 @@ ngx_http_ig_cache_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_int_t                  n;
     ngx_str_t                 *value, s, name;
     ngx_uint_t                 i, j, *st;
+    ngx_msec_t                 ms;
     ngx_array_t               *keys;
     ngx_http_ig_cache_conf_t  *ccf;
 
@@ -361,6 +370,32 @@ ngx_http_ig_cache_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 || ccf->lock_timeout == 0)
             {
                 goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "stale_if_error=", 15) == 0
+            || ngx_strncmp(value[i].data, "stale_while_revalidate=", 23)
+               == 0)
+        {
+            n = (value[i].data[6] == 'i') ? 15 : 23;
+            s.data = value[i].data + n;
+            s.len = value[i].len - n;
+
+            ms = ngx_parse_time(&s, 0);
+            if (ms == (ngx_msec_t) NGX_ERROR || ms > 7 * 86400000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "infergate_cache: \"%V\": a time from "
+                                   "0 to 7d", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            if (n == 15) {
+                ccf->stale_if_error = ms;
+
+            } else {
+                ccf->stale_while_revalidate = ms;
             }
 
             continue;
@@ -671,10 +706,14 @@ ngx_http_ig_cache_access(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     case NGX_HTTP_IG_CACHE_NONE:
 
         if (!(r->method & cc->conf->methods)) {
+            cc->bypass = NGX_HTTP_IG_BYP_METHOD;
             goto bypass;
         }
 
-        if (ngx_http_ig_cache_request_bypass(r, cc->conf)) {
+        rc = ngx_http_ig_cache_request_bypass(r, cc->conf);
+        if (rc) {
+            cc->bypass = (rc == 2) ? NGX_HTTP_IG_BYP_REQUEST
+                                   : NGX_HTTP_IG_BYP_CONF;
             goto bypass;
         }
 
@@ -717,11 +756,32 @@ ngx_http_ig_cache_access(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 
         case NGX_HTTP_IG_LOOKUP_LEASED:
         case NGX_HTTP_IG_LOOKUP_MISS:
+            if (ngx_http_ig_cache_revalidating(cc)) {
+                return ngx_http_ig_cache_swr(r, cc, ctx);
+            }
+
             cc->status = NGX_HTTP_IG_CST_MISS;
             cc->state = NGX_HTTP_IG_CACHE_DONE;
             return NGX_DECLINED;
 
         case NGX_HTTP_IG_LOOKUP_BUSY:
+
+            if (ngx_http_ig_cache_revalidating(cc)) {
+                /* another request (here or elsewhere) refreshes it */
+                return ngx_http_ig_cache_swr(r, cc, ctx);
+            }
+
+            if (ngx_http_ig_cache_stale_usable(cc)) {
+                /*
+                 * An expired entry that may answer a failure: no waiting
+                 * on the filler (which may be failing too, the backend
+                 * dead or the breaker open); to the origin, storing
+                 * nothing, and the stale entry if that fails.
+                 */
+                cc->status = NGX_HTTP_IG_CST_MISS;
+                cc->state = NGX_HTTP_IG_CACHE_DONE;
+                return NGX_DECLINED;
+            }
 
             if (ngx_current_msec - cc->started >= cc->conf->lock_timeout) {
                 /* the filler is late: go to the origin, store nothing */
@@ -835,12 +895,12 @@ ngx_http_ig_cache_lookup(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc)
 static ngx_int_t
 ngx_http_ig_cache_lease(ngx_http_ig_cache_ctx_t *cc)
 {
-    u_char       lease_ms[NGX_INT_T_LEN];
+    u_char       lease_ms[NGX_INT_T_LEN], now[NGX_INT64_LEN];
     ngx_uint_t   i;
-    const char  *argv[8];
-    size_t       argvlen[8];
+    const char  *argv[9];
+    size_t       argvlen[9];
 
-    /* EVALSHA sha numkeys entry lease [variants] token lease_ms */
+    /* EVALSHA sha numkeys entry lease [variants] token lease_ms now */
 
     i = 3;
     argv[i] = (char *) cc->entry;
@@ -861,6 +921,8 @@ ngx_http_ig_cache_lease(ngx_http_ig_cache_ctx_t *cc)
     argv[i] = (char *) lease_ms;
     argvlen[i++] = ngx_sprintf(lease_ms, "%M", cc->conf->lock_timeout)
                    - lease_ms;
+    argv[i] = (char *) now;
+    argvlen[i++] = ngx_sprintf(now, "%L", ngx_http_ig_cache_now_ms()) - now;
 
     cc->cmd = ngx_http_ig_redis_eval(cc->conf->redis,
                                      &ngx_http_ig_cache_lookup_lua, i, argv,
@@ -896,11 +958,22 @@ ngx_http_ig_cache_get_done(redisReply *reply, void *data)
             return;
 
         case NGX_DECLINED:
-            if (ngx_http_ig_cache_keep(cc, reply) == NGX_OK) {
-                cc->result = NGX_HTTP_IG_LOOKUP_HIT;
+            if (ngx_http_ig_cache_keep(cc, reply) != NGX_OK) {
+                break;
             }
 
-            break;
+            if (ngx_http_ig_cache_parse(cc, &cc->value) != NGX_OK
+                || cc->e_fresh > ngx_http_ig_cache_now_ms())
+            {
+                /* fresh (or malformed: the hit path says so) */
+                cc->result = NGX_HTTP_IG_LOOKUP_HIT;
+                break;
+            }
+
+            /* past its freshness: kept for a stale answer, else a miss */
+            cc->stale = cc->value;
+            ngx_str_null(&cc->value);
+            goto miss;
 
         default:
             break;
@@ -912,6 +985,8 @@ ngx_http_ig_cache_get_done(redisReply *reply, void *data)
     if (reply->type != REDIS_REPLY_NIL) {
         goto wake;
     }
+
+miss:
 
     if (cc->request->method & NGX_HTTP_HEAD) {
         /* a HEAD response has no body to fill the entry with */
@@ -1036,56 +1111,143 @@ ngx_http_ig_cache_wake_handler(ngx_event_t *ev)
 }
 
 
+int64_t
+ngx_http_ig_cache_now_ms(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (int64_t) tp->sec * 1000 + tp->msec;
+}
+
+
 /*
- * A stored value: "STATUS AGE_BASE CTLEN CONTENT_TYPE" then the body,
- * e.g. "200 1700000000 16 application/json{...}".
+ * A stored value: "STATUS AGE_BASE xFRESH:SIE:SWR CTLEN CONTENT_TYPE"
+ * then the body, e.g. "200 1700000000 x1700000060000:30000:0 16
+ * application/json{...}": FRESH is when the entry stops being fresh
+ * (epoch ms), SIE and SWR how long after that it may still be served
+ * stale (ms).  An entry without the x field (stored before stale answers
+ * existed) is fresh for as long as Redis keeps it.
  */
 
-static ngx_int_t
-ngx_http_ig_cache_hit(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
-    ngx_http_ig_ctx_t *ctx)
+ngx_int_t
+ngx_http_ig_cache_parse(ngx_http_ig_cache_ctx_t *cc, ngx_str_t *value)
 {
-    u_char       *p, *last, *age;
-    time_t        stored;
-    ngx_int_t     rc, status, ctlen;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
+    u_char     *p, *end, *last, *q;
+    ngx_int_t   status, ctlen, n;
 
-    p = cc->value.data;
-    last = p + cc->value.len;
+    p = value->data;
+    end = p + value->len;
 
-    if (cc->value.len < 10 || p[3] != ' ') {
-        goto bad;
+    if (value->len < 10 || p[3] != ' ') {
+        return NGX_ERROR;
     }
 
     status = ngx_atoi(p, 3);
     p += 4;
 
-    last = ngx_strlchr(p, cc->value.data + cc->value.len, ' ');
+    last = ngx_strlchr(p, end, ' ');
     if (last == NULL) {
-        goto bad;
+        return NGX_ERROR;
     }
 
-    stored = ngx_atotm(p, last - p);
+    cc->e_stored = ngx_atotm(p, last - p);
     p = last + 1;
 
-    last = ngx_strlchr(p, cc->value.data + cc->value.len, ' ');
+    cc->e_fresh = INT64_MAX;
+    cc->e_sie = 0;
+    cc->e_swr = 0;
+
+    if (p < end && *p == 'x') {
+        last = ngx_strlchr(p, end, ' ');
+        if (last == NULL) {
+            return NGX_ERROR;
+        }
+
+        q = ngx_strlchr(p, last, ':');
+        if (q == NULL) {
+            return NGX_ERROR;
+        }
+
+        n = ngx_atoi(p + 1, q - p - 1);
+        if (n == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        cc->e_fresh = n;
+        p = q + 1;
+
+        q = ngx_strlchr(p, last, ':');
+        if (q == NULL) {
+            return NGX_ERROR;
+        }
+
+        n = ngx_atoi(p, q - p);
+        if (n == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        cc->e_sie = n;
+        p = q + 1;
+
+        n = ngx_atoi(p, last - p);
+        if (n == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        cc->e_swr = n;
+        p = last + 1;
+    }
+
+    last = ngx_strlchr(p, end, ' ');
     if (last == NULL) {
-        goto bad;
+        return NGX_ERROR;
     }
 
     ctlen = ngx_atoi(p, last - p);
     p = last + 1;
 
-    if (status < 200 || status > 299 || stored == NGX_ERROR
-        || ctlen == NGX_ERROR
-        || ctlen > cc->value.data + cc->value.len - p)
+    if (status < 200 || status > 299 || cc->e_stored == NGX_ERROR
+        || ctlen == NGX_ERROR || ctlen > end - p)
     {
+        return NGX_ERROR;
+    }
+
+    cc->e_status = status;
+    cc->e_type.data = p;
+    cc->e_type.len = ctlen;
+    cc->e_body.data = p + ctlen;
+    cc->e_body.len = end - p - ctlen;
+
+    return NGX_OK;
+}
+
+
+/* a fresh entry, or a stale one while it is revalidated */
+
+static ngx_int_t
+ngx_http_ig_cache_hit(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
+    ngx_http_ig_ctx_t *ctx)
+{
+    u_char       *age;
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_str_t    *value;
+    ngx_chain_t   out;
+
+    value = (cc->status == NGX_HTTP_IG_CST_STALE) ? &cc->stale : &cc->value;
+
+    if (ngx_http_ig_cache_parse(cc, value) != NGX_OK) {
         goto bad;
     }
 
-    cc->status = NGX_HTTP_IG_CST_HIT;
+    if (cc->status != NGX_HTTP_IG_CST_STALE) {
+        cc->status = NGX_HTTP_IG_CST_HIT;
+    }
+
     cc->state = NGX_HTTP_IG_CACHE_DONE;
+    cc->direct = 1;
 
     if (ctx) {
         ngx_str_set(&ctx->action, "cache_hit");
@@ -1098,12 +1260,10 @@ ngx_http_ig_cache_hit(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
         }
     }
 
-    r->headers_out.status = status;
-    r->headers_out.content_type.data = p;
-    r->headers_out.content_type.len = ctlen;
-    r->headers_out.content_type_len = ctlen;
-    p += ctlen;
-    r->headers_out.content_length_n = cc->value.data + cc->value.len - p;
+    r->headers_out.status = cc->e_status;
+    r->headers_out.content_type = cc->e_type;
+    r->headers_out.content_type_len = cc->e_type.len;
+    r->headers_out.content_length_n = cc->e_body.len;
 
     age = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
     if (age == NULL) {
@@ -1117,13 +1277,13 @@ ngx_http_ig_cache_hit(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_http_ig_add_header(r, "X-Cache-Status", (u_char *) "HIT", 3)
+    if (ngx_http_ig_add_header(r, "Age", age,
+                               ngx_sprintf(age, "%T",
+                                           ngx_max(ngx_time() - cc->e_stored,
+                                                   0))
+                               - age)
         != NGX_OK
-        || ngx_http_ig_add_header(r, "Age", age,
-                                  ngx_sprintf(age, "%T",
-                                              ngx_max(ngx_time() - stored, 0))
-                                  - age)
-           != NGX_OK)
+        || ngx_http_ig_cache_status_header(r, cc) != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1141,8 +1301,8 @@ ngx_http_ig_cache_hit(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
         return NGX_DONE;
     }
 
-    b->pos = p;
-    b->last = cc->value.data + cc->value.len;
+    b->pos = cc->e_body.data;
+    b->last = cc->e_body.data + cc->e_body.len;
     b->memory = (b->last > b->pos);
     b->last_buf = 1;
     b->last_in_chain = 1;
@@ -1162,6 +1322,341 @@ bad:
     cc->state = NGX_HTTP_IG_CACHE_DONE;
 
     return NGX_DECLINED;
+}
+
+
+/* an expired entry within its stale-while-revalidate time */
+
+static ngx_uint_t
+ngx_http_ig_cache_revalidating(ngx_http_ig_cache_ctx_t *cc)
+{
+    ngx_msec_t  swr;
+
+    if (cc->stale.len == 0 || cc->conf->stale_while_revalidate == 0
+        || ngx_http_ig_cache_parse(cc, &cc->stale) != NGX_OK
+        || cc->e_fresh == INT64_MAX)
+    {
+        return 0;
+    }
+
+    swr = ngx_min(cc->e_swr, cc->conf->stale_while_revalidate);
+
+    return ngx_http_ig_cache_now_ms() <= cc->e_fresh + (int64_t) swr;
+}
+
+
+/* an expired entry within its stale-if-error time */
+
+static ngx_uint_t
+ngx_http_ig_cache_stale_usable(ngx_http_ig_cache_ctx_t *cc)
+{
+    ngx_msec_t  sie;
+
+    if (cc->stale.len == 0 || cc->conf->stale_if_error == 0
+        || ngx_http_ig_cache_parse(cc, &cc->stale) != NGX_OK
+        || cc->e_fresh == INT64_MAX)
+    {
+        return 0;
+    }
+
+    sie = ngx_min(cc->e_sie, cc->conf->stale_if_error);
+
+    return ngx_http_ig_cache_now_ms() <= cc->e_fresh + (int64_t) sie;
+}
+
+
+/*
+ * Stale-while-revalidate: the expired entry goes out at once.  The
+ * request that took the fill lease hands it to a background subrequest
+ * (a clone of this request: same method, body and location) whose
+ * response the capture filter stores and nobody receives; a request
+ * that found the lease taken (another worker or gateway refreshes) only
+ * answers.  One refresh per key: the lease.
+ */
+
+static ngx_int_t
+ngx_http_ig_cache_swr(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
+    ngx_http_ig_ctx_t *ctx)
+{
+    ngx_pool_cleanup_t       *cln;
+    ngx_http_request_t       *sr;
+    ngx_http_ig_cache_ctx_t  *rc;
+
+    cc->status = NGX_HTTP_IG_CST_STALE;
+
+    if (!cc->leased) {
+        return ngx_http_ig_cache_hit(r, cc, ctx);
+    }
+
+    rc = ngx_palloc(r->pool, sizeof(ngx_http_ig_cache_ctx_t));
+    if (rc == NULL) {
+        goto failed;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        goto failed;
+    }
+
+    if (ngx_http_subrequest(r, &r->uri, &r->args, &sr, NULL,
+                            NGX_HTTP_SUBREQUEST_CLONE
+                            |NGX_HTTP_SUBREQUEST_BACKGROUND)
+        != NGX_OK)
+    {
+        goto failed;
+    }
+
+    /* the lease goes with the refresh; its pool cleanup gives it back */
+
+    *rc = *cc;
+    rc->request = sr;
+    rc->status = NGX_HTTP_IG_CST_MISS;
+    rc->state = NGX_HTTP_IG_CACHE_DONE;
+    rc->refresh = 1;
+    rc->direct = 0;
+    rc->cmd = NULL;
+    ngx_str_null(&rc->stale);
+    ngx_memzero(&rc->wake, sizeof(ngx_event_t));
+    ngx_memzero(&rc->retry, sizeof(ngx_event_t));
+
+    cln->handler = ngx_http_ig_cache_cleanup;
+    cln->data = rc;
+
+    ngx_http_set_ctx(sr, rc, ngx_http_infergate_cache_module);
+
+    cc->leased = 0;
+
+    return ngx_http_ig_cache_hit(r, cc, ctx);
+
+failed:
+
+    ngx_http_ig_cache_release(cc);
+
+    return ngx_http_ig_cache_hit(r, cc, ctx);
+}
+
+
+/*
+ * In the header filter: the content failed (500, 502, 503, 504: RFC
+ * 5861 section 4) and an entry within its stale-if-error time is at
+ * hand.  The failure's status and fields give way to the entry's; the
+ * body filter sends the entry's body instead of the failure's.
+ * NGX_DECLINED: no stale answer.
+ */
+
+ngx_int_t
+ngx_http_ig_cache_stale_swap(ngx_http_request_t *r,
+    ngx_http_ig_cache_ctx_t *cc)
+{
+    u_char           *age;
+    int64_t           now;
+    ngx_uint_t        i, status;
+    ngx_msec_t        sie;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    status = r->headers_out.status;
+
+    if (cc->stale.len == 0
+        || (status != 500 && status != 502 && status != 503
+            && status != 504))
+    {
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_ig_cache_parse(cc, &cc->stale) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    sie = ngx_min(cc->e_sie, cc->conf->stale_if_error);
+    now = ngx_http_ig_cache_now_ms();
+
+    if (cc->e_fresh == INT64_MAX || now > cc->e_fresh + (int64_t) sie) {
+        return NGX_DECLINED;
+    }
+
+    cc->fwd_status = status;
+    cc->status = NGX_HTTP_IG_CST_STALE;
+    cc->swap = 1;
+
+    /* the failure's fields go: Retry-After, its Content-Length ... */
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        h[i].hash = 0;
+    }
+
+    r->headers_out.status = cc->e_status;
+    ngx_str_null(&r->headers_out.status_line);
+    r->headers_out.content_type = cc->e_type;
+    r->headers_out.content_type_len = cc->e_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+    ngx_str_null(&r->headers_out.charset);
+    r->headers_out.content_length = NULL;
+    r->headers_out.content_length_n = cc->e_body.len;
+    r->headers_out.content_encoding = NULL;
+    r->headers_out.location = NULL;
+    r->headers_out.refresh = NULL;
+    r->headers_out.last_modified = NULL;
+    r->headers_out.last_modified_time = -1;
+    r->headers_out.etag = NULL;
+    r->headers_out.expires = NULL;
+    r->headers_out.www_authenticate = NULL;
+    r->headers_out.accept_ranges = NULL;
+    r->headers_out.content_range = NULL;
+
+    age = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+    if (age == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (cc->vary.len
+        && ngx_http_ig_add_header(r, "Vary", cc->vary.data, cc->vary.len)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_ig_add_header(r, "Age", age,
+                               ngx_sprintf(age, "%T",
+                                           ngx_max(ngx_time() - cc->e_stored,
+                                                   0))
+                               - age)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "infergate_cache: %ui from the origin, answered with a "
+                  "stale entry", status);
+
+    return NGX_OK;
+}
+
+
+/*
+ * RFC 9211 Cache-Status, one member "infergate" with:
+ *   hit; ttl=N                          a fresh entry (N s left)
+ *   fwd=stale; ttl=-N; detail=stale-while-revalidate
+ *                                       an expired entry, refreshed in
+ *                                       the background
+ *   fwd=stale; fwd-status=S; ttl=-N; detail=stale-if-error
+ *                                       the origin failed with S (or the
+ *                                       breaker was open: S 503)
+ *   fwd=uri-miss; stored                nothing stored, the response is
+ *                                       being stored
+ *   fwd=uri-miss; fwd-status=S          not stored (S: the response's
+ *                                       status; X-Cache-Status BYPASS
+ *                                       when the response may not be
+ *                                       stored, MISS otherwise)
+ *   fwd=stale; stored | fwd-status=S    the same with an expired entry
+ *   fwd=bypass | fwd=method | fwd=request
+ *                                       cache off for this request: Redis
+ *                                       down or a personalised request,
+ *                                       a method not cached, the
+ *                                       request's no-store
+ */
+
+ngx_int_t
+ngx_http_ig_cache_status_header(ngx_http_request_t *r,
+    ngx_http_ig_cache_ctx_t *cc)
+{
+    u_char     *p, *v;
+    int64_t     ttl;
+    ngx_uint_t  status;
+
+    v = ngx_pnalloc(r->pool, 128);
+    if (v == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_cpymem(v, "infergate; ", sizeof("infergate; ") - 1);
+
+    ttl = 0;
+
+    if (cc->status == NGX_HTTP_IG_CST_HIT
+        || cc->status == NGX_HTTP_IG_CST_STALE)
+    {
+        ttl = (cc->e_fresh == INT64_MAX)
+              ? (int64_t) cc->conf->ttl / 1000
+              : (cc->e_fresh - ngx_http_ig_cache_now_ms()) / 1000;
+    }
+
+    switch (cc->status) {
+
+    case NGX_HTTP_IG_CST_HIT:
+        p = ngx_sprintf(p, "hit; ttl=%L", ngx_max(ttl, 0));
+        break;
+
+    case NGX_HTTP_IG_CST_STALE:
+        if (cc->swap) {
+            p = ngx_sprintf(p, "fwd=stale; fwd-status=%ui; ttl=%L; "
+                            "detail=stale-if-error", cc->fwd_status,
+                            ngx_min(ttl, -1));
+
+        } else {
+            p = ngx_sprintf(p, "fwd=stale; ttl=%L; "
+                            "detail=stale-while-revalidate",
+                            ngx_min(ttl, -1));
+        }
+
+        break;
+
+    case NGX_HTTP_IG_CST_MISS:
+    miss:
+        status = r->headers_out.status;
+        p = ngx_sprintf(p, "fwd=%s", cc->stale.len ? "stale" : "uri-miss");
+
+        if (cc->capture) {
+            p = ngx_sprintf(p, "; stored");
+
+        } else {
+            p = ngx_sprintf(p, "; fwd-status=%ui", status);
+        }
+
+        break;
+
+    default: /* BYPASS */
+        if (cc->bypass == NGX_HTTP_IG_BYP_RESPONSE) {
+            goto miss;
+        }
+
+        p = ngx_sprintf(p, "fwd=%s",
+                        cc->bypass == NGX_HTTP_IG_BYP_METHOD ? "method"
+                        : cc->bypass == NGX_HTTP_IG_BYP_REQUEST ? "request"
+                        : "bypass");
+        break;
+    }
+
+    if (ngx_http_ig_add_header(r, "Cache-Status", v, p - v) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (cc->direct) {
+        if (cc->status == NGX_HTTP_IG_CST_HIT) {
+            return ngx_http_ig_add_header(r, "X-Cache-Status",
+                                          (u_char *) "HIT", 3);
+        }
+
+        return ngx_http_ig_add_header(r, "X-Cache-Status",
+                                      (u_char *) "STALE", 5);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -1493,7 +1988,7 @@ ngx_http_ig_cache_store(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc)
     ngx_int_t                  jitter;
     ngx_str_t                  tag, part[2];
     ngx_uint_t                 i, n;
-    ngx_msec_t                 ms;
+    ngx_msec_t                 ms, sie, swr;
     ngx_chain_t               *cl;
     const char               **argv;
     size_t                    *argvlen;
@@ -1509,8 +2004,8 @@ ngx_http_ig_cache_store(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc)
                                 + NGX_INT_T_LEN * 2);
     spec = ngx_pnalloc(r->pool, 2 + cc->resp_vary.len);
 
-    len = 3 + 1 + NGX_TIME_T_LEN + 1 + NGX_SIZE_T_LEN + 1
-          + cc->resp_type.len + cc->size;
+    len = 3 + 1 + NGX_TIME_T_LEN + 1 + 1 + 3 * NGX_INT64_LEN + 2 + 1
+          + NGX_SIZE_T_LEN + 1 + cc->resp_type.len + cc->size;
 
     val = ngx_pnalloc(r->pool, len);
 
@@ -1519,18 +2014,6 @@ ngx_http_ig_cache_store(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc)
     {
         return;
     }
-
-    /* the origin's Age counts: a hit's Age is now minus this time */
-
-    p = ngx_sprintf(val, "%03ui %T %uz %V", cc->resp_status,
-                    ngx_time() - cc->resp_age, cc->resp_type.len,
-                    &cc->resp_type);
-
-    for (cl = cc->body; cl; cl = cl->next) {
-        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
-    }
-
-    vlen = p - val;
 
     ms = cc->conf->ttl;
     if (cc->conf->jitter) {
@@ -1547,6 +2030,39 @@ ngx_http_ig_cache_store(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc)
     if (cc->resp_ttl && cc->resp_ttl < ms) {
         ms = cc->resp_ttl;
     }
+
+    /*
+     * RFC 5861: the response's own stale-if-error= and
+     * stale-while-revalidate= count when shorter than the configured
+     * ones.  Redis keeps the entry for the freshness lifetime plus the
+     * longer of the two.
+     */
+
+    sie = cc->conf->stale_if_error;
+    swr = cc->conf->stale_while_revalidate;
+
+    if (cc->resp_sie >= 0 && (ngx_msec_t) cc->resp_sie * 1000 < sie) {
+        sie = (ngx_msec_t) cc->resp_sie * 1000;
+    }
+
+    if (cc->resp_swr >= 0 && (ngx_msec_t) cc->resp_swr * 1000 < swr) {
+        swr = (ngx_msec_t) cc->resp_swr * 1000;
+    }
+
+    /* the origin's Age counts: a hit's Age is now minus this time */
+
+    p = ngx_sprintf(val, "%03ui %T x%L:%M:%M %uz %V", cc->resp_status,
+                    ngx_time() - cc->resp_age,
+                    ngx_http_ig_cache_now_ms() + (int64_t) ms, sie, swr,
+                    cc->resp_type.len, &cc->resp_type);
+
+    for (cl = cc->body; cl; cl = cl->next) {
+        p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+    }
+
+    vlen = p - val;
+
+    ms += ngx_max(sie, swr);
 
     /*
      * EVALSHA sha numkeys entry lease primary variants tag...
@@ -1803,9 +2319,9 @@ ngx_http_ig_cache_header_is(ngx_table_elt_t *h, const char *name, size_t len)
 /*
  * A request that carries Cookie or Authorization (what is left of it
  * after infergate_auth took its own key) may get a personalised answer:
- * it bypasses the cache unless key= names them.  A request's
+ * it bypasses the cache unless key= names them (1).  A request's
  * "Cache-Control: no-store" forbids storing its response (RFC 9111
- * 5.2.1.5): it bypasses too.
+ * 5.2.1.5): it bypasses too (2).
  */
 
 static ngx_int_t
@@ -1856,7 +2372,7 @@ ngx_http_ig_cache_request_bypass(ngx_http_request_t *r,
             if (name.len == 8
                 && ngx_strncasecmp(name.data, (u_char *) "no-store", 8) == 0)
             {
-                return 1;
+                return 2;
             }
         }
     }

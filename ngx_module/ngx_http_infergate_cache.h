@@ -39,6 +39,13 @@
 #define NGX_HTTP_IG_CST_MISS        1
 #define NGX_HTTP_IG_CST_HIT         2
 #define NGX_HTTP_IG_CST_BYPASS      3
+#define NGX_HTTP_IG_CST_STALE       4
+
+/* why a request bypassed the cache (Cache-Status "fwd=") */
+#define NGX_HTTP_IG_BYP_CONF        0        /* Redis down, bad entry     */
+#define NGX_HTTP_IG_BYP_METHOD      1
+#define NGX_HTTP_IG_BYP_REQUEST     2        /* the request's directives  */
+#define NGX_HTTP_IG_BYP_RESPONSE    3        /* the response not storable */
 
 #define NGX_HTTP_IG_LOOKUP_ERROR    (-1)
 #define NGX_HTTP_IG_LOOKUP_MISS     0        /* no lease wanted (HEAD)    */
@@ -57,6 +64,8 @@ typedef struct {
     ngx_array_t                *statuses;    /* ngx_uint_t                 */
     size_t                      max_size;
     ngx_msec_t                  lock_timeout;
+    ngx_msec_t                  stale_if_error;
+    ngx_msec_t                  stale_while_revalidate;
     unsigned                    key_cookie:1;   /* key= names a cookie    */
     unsigned                    key_auth:1;     /* key= names credentials */
 } ngx_http_ig_cache_conf_t;
@@ -100,6 +109,17 @@ typedef struct {
 
     ngx_int_t                   result;      /* NGX_HTTP_IG_LOOKUP_*       */
     ngx_str_t                   value;       /* a hit's stored value       */
+
+    /* a stored value, parsed (ngx_http_ig_cache_parse()) */
+    ngx_uint_t                  e_status;
+    time_t                      e_stored;    /* Age base                   */
+    int64_t                     e_fresh;     /* fresh until, epoch ms      */
+    ngx_msec_t                  e_sie;       /* stale-if-error             */
+    ngx_msec_t                  e_swr;       /* stale-while-revalidate     */
+    ngx_str_t                   e_type;
+    ngx_str_t                   e_body;
+    ngx_str_t                   stale;       /* an expired entry, kept     */
+    ngx_uint_t                  fwd_status;  /* what the origin answered   */
     ngx_msec_t                  started;     /* first lookup, for waiting  */
     ngx_event_t                 wake;        /* posted after a reply       */
     ngx_event_t                 retry;       /* polls a busy lease         */
@@ -110,6 +130,8 @@ typedef struct {
     ngx_str_t                   resp_vary;   /* canonical Vary names      */
     ngx_msec_t                  resp_ttl;    /* the origin's, 0: none     */
     time_t                      resp_age;    /* the origin's Age          */
+    ngx_int_t                   resp_sie;    /* RFC 5861, s; -1: none     */
+    ngx_int_t                   resp_swr;
     ngx_chain_t                *body;
     ngx_chain_t               **last;
     size_t                      size;
@@ -119,6 +141,11 @@ typedef struct {
     unsigned                    header_done:1;
     unsigned                    purge_done:1;
     unsigned                    varied:1;    /* entry, lease: a variant's */
+    unsigned                    bypass:2;    /* NGX_HTTP_IG_BYP_*          */
+    unsigned                    direct:1;    /* answered from the entry    */
+    unsigned                    swap:1;      /* the failure becomes stale  */
+    unsigned                    swap_sent:1;
+    unsigned                    refresh:1;   /* a background refresh       */
 } ngx_http_ig_cache_ctx_t;
 
 
@@ -143,6 +170,15 @@ ngx_int_t ngx_http_ig_cache_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
 ngx_int_t ngx_http_ig_cache_init_scripts(void);
+
+/* stale answers (RFC 5861) and Cache-Status (RFC 9211) */
+int64_t ngx_http_ig_cache_now_ms(void);
+ngx_int_t ngx_http_ig_cache_parse(ngx_http_ig_cache_ctx_t *cc,
+    ngx_str_t *value);
+ngx_int_t ngx_http_ig_cache_stale_swap(ngx_http_request_t *r,
+    ngx_http_ig_cache_ctx_t *cc);
+ngx_int_t ngx_http_ig_cache_status_header(ngx_http_request_t *r,
+    ngx_http_ig_cache_ctx_t *cc);
 
 /* RFC 9111 field parsing, shared with the capture filter */
 u_char *ngx_http_ig_cache_directive_next(u_char *p, u_char *last,

@@ -15,6 +15,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_infergate.h"
+#include "ngx_http_infergate_breaker.h"
 #include "ngx_http_infergate_metrics.h"
 
 
@@ -36,6 +37,7 @@ static ngx_str_t  ngx_http_ig_m_actions[] = {
     ngx_string("schema_rejected"),
     ngx_string("unknown_id"),
     ngx_string("backend_unavailable"),
+    ngx_string("circuit_open"),
     ngx_string("other")
 };
 
@@ -72,6 +74,7 @@ static ngx_http_ig_m_desc_t  ngx_http_ig_m_counters[IG_MC_MAX] = {
       "result=\"hit\"" },
     { "infergate_cache_requests_total", NULL, "result=\"miss\"" },
     { "infergate_cache_requests_total", NULL, "result=\"bypass\"" },
+    { "infergate_cache_requests_total", NULL, "result=\"stale\"" },
     { "infergate_cache_fills_total", "Responses stored in the cache.", NULL },
     { "infergate_cache_purges_total",
       "Cache purges after successful writes.", NULL },
@@ -99,7 +102,13 @@ static ngx_http_ig_m_desc_t  ngx_http_ig_m_counters[IG_MC_MAX] = {
     { "infergate_audit_flush_errors_total", "Audit writes that failed.",
       NULL },
     { "infergate_audit_lost_records_total",
-      "Audit records lost (disk errors, overload).", NULL }
+      "Audit records lost (disk errors, overload).", NULL },
+    { "infergate_breaker_transitions_total",
+      "Circuit breaker state changes, by the state entered.", "to=\"open\"" },
+    { "infergate_breaker_transitions_total", NULL, "to=\"half_open\"" },
+    { "infergate_breaker_transitions_total", NULL, "to=\"closed\"" },
+    { "infergate_breaker_rejected_total",
+      "Requests failed fast by an open circuit breaker.", NULL }
 };
 
 
@@ -109,7 +118,9 @@ static ngx_http_ig_m_desc_t  ngx_http_ig_m_gauges[IG_MG_MAX] = {
     { "infergate_backend_connected_workers",
       "Workers attached to the inference backend.", NULL },
     { "infergate_backend_inflight",
-      "Requests in the backend ring, all workers.", NULL }
+      "Requests in the backend ring, all workers.", NULL  },
+    { "infergate_breakers_open",
+      "Circuit breaker keys open now (all zones).", NULL }
 };
 
 
@@ -792,6 +803,9 @@ ngx_http_ig_metrics_log(ngx_http_request_t *r)
             case 'B':
                 ngx_http_ig_metrics_add(IG_MC_CACHE_BYPASS, 1);
                 break;
+            case 'S':
+                ngx_http_ig_metrics_add(IG_MC_CACHE_STALE, 1);
+                break;
             }
         }
     }
@@ -883,7 +897,7 @@ ngx_http_ig_metrics_handler(ngx_http_request_t *r)
     ngx_int_t                 rc;
     ngx_buf_t                *b;
     ngx_uint_t                i, slot, a, s, nslots, n;
-    ngx_chain_t               out;
+    ngx_chain_t               out, *brk;
     ngx_atomic_t             *c;
     const char               *last;
     ngx_http_ig_m_sh_t       *sh;
@@ -1049,9 +1063,20 @@ ngx_http_ig_metrics_handler(ngx_http_request_t *r)
     out.next->buf->last_buf = (r == r->main) ? 1 : 0;
     out.next->buf->last_in_chain = 1;
 
+    /* the circuit breakers' state per key, before the backends' figures */
+
+    brk = ngx_http_ig_breaker_metrics(r);
+    if (brk == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    brk->next = out.next;
+    out.next = brk;
+
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = (b->last - b->pos)
-                                      + ngx_buf_size(out.next->buf);
+                                      + ngx_buf_size(brk->buf)
+                                      + ngx_buf_size(brk->next->buf);
     ngx_str_set(&r->headers_out.content_type,
                 "text/plain; version=0.0.4; charset=utf-8");
     r->headers_out.content_type_len = sizeof("text/plain") - 1;

@@ -20,6 +20,7 @@ typedef enum {
     IG_MC_CACHE_HIT = 0,
     IG_MC_CACHE_MISS,
     IG_MC_CACHE_BYPASS,
+    IG_MC_CACHE_STALE,
     IG_MC_CACHE_FILL,
     IG_MC_CACHE_PURGE,
     IG_MC_RATE_LIMITED,
@@ -37,6 +38,10 @@ typedef enum {
     IG_MC_AUDIT_BYTES,
     IG_MC_AUDIT_FLUSH_ERRORS,
     IG_MC_AUDIT_LOST,
+    IG_MC_BREAKER_TO_OPEN,
+    IG_MC_BREAKER_TO_HALF_OPEN,
+    IG_MC_BREAKER_TO_CLOSED,
+    IG_MC_BREAKER_FAST_FAIL,
     IG_MC_MAX
 } ngx_http_ig_metric_e;
 
@@ -46,6 +51,7 @@ typedef enum {
     IG_MG_REDIS_CONNECTED = 0,    /* connections up, all workers        */
     IG_MG_BACKEND_CONNECTED,      /* workers attached to the backend    */
     IG_MG_BACKEND_INFLIGHT,       /* requests in the ring, all workers  */
+    IG_MG_BREAKERS_OPEN,          /* breaker keys open now              */
     IG_MG_MAX
 } ngx_http_ig_gauge_e;
 

@@ -43,7 +43,8 @@ static ngx_int_t ngx_http_ig_postconfiguration(ngx_conf_t *cf);
     stage(schema)                                                             \
     stage(inflate)                         /* a coded body schema left */     \
     stage(bloom)                                                              \
-    stage(cache)                           /* [cache] -> infer */
+    stage(cache)                                                              \
+    stage(breaker)                         /* [breaker] -> infer */
 
 /* each stage file exports const ngx_http_ig_stage_t ngx_http_ig_NAME_stage */
 

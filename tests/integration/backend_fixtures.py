@@ -51,9 +51,11 @@ Q_TAIL = 64
 Q_ENTRIES = 128
 
 IG_CTL_HELLO, IG_CTL_MODELS, IG_CTL_STATS_REQ, IG_CTL_STATS = 1, 2, 3, 4
-STATS_HDR = struct.Struct("<IIIIQQQQ128s15QQ")      # 304 bytes
+STATS_HDR = struct.Struct("<IIIIQQQQ128s15QQQQQ")   # 328 bytes
 STATS_MODEL_HEAD = struct.Struct("<II64s16sQQQ")    # requests, rows, batches
-STATS_MODEL_SIZE = 88 + 8 * (3 + 8 + 3 + 16)       # 328 bytes
+# ... run_buckets[16], success, queue_ns, compute_ns, last_ms, sha256[32],
+# signer[64]
+STATS_MODEL_SIZE = 88 + 8 * (3 + 8 + 3 + 16 + 4) + 32 + 64   # 456 bytes
 IG_RING_MAGIC = 0x31474e4952474955
 IG_RING_VERSION = 2                 # one region per client
 

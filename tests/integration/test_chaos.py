@@ -389,3 +389,86 @@ def test_pool_member_killed_and_restarted_under_load(start_nginx, tmp_path,
     assert set(st) == {200}, (st, load.errors()[:5])
     assert max(o.latency for o in load.outcomes) < 2.5
     assert_audited(ngx, key, load)
+
+
+
+def test_backend_killed_warm_cache_breaker_under_load(start_nginx, tmp_path,
+                                                      backend_proc,
+                                                      redis_server):
+    """kill -9 of the backend behind a breaker, with a warm cache: the
+    cached bodies keep being answered (STALE), the others get a fast 503
+    with Retry-After (the breaker opens), and after the restart the
+    breaker's probes close it and everything is 200 again."""
+    be = backend_proc("id=builtin:identity:3")
+    key = audit_key(tmp_path)
+    k, line = make_key("acme")
+    ngx = start_nginx(workers=2, http=f"""
+        infergate_keys @PREFIX@/keys.txt;
+        infergate_redis r {redis_server.address} timeout=200ms;
+        infergate_breaker_zone brk 1m;
+        infergate_audit @PREFIX@/audit.log key={key} key_id=k1
+                        flush=100ms;
+        {infer_http(be, "timeout=2s")}
+    """, server="""
+        location /v2 {
+            infergate_auth on;
+            infergate_cache redis=r ttl=1s stale_if_error=60s methods=POST;
+            infergate_breaker zone=brk min_requests=10 window=2s open=500ms
+                              max_open=1s half_open=2;
+            infergate_infer backend=be;
+        }
+    """, files={"keys.txt": line + "\n"})
+    wait_connected(ngx, 2)
+
+    def body(i):
+        return ('{"inputs":[{"name":"input","shape":[1,3],'
+                f'"datatype":"FP32","data":[{i},2,3]}}]}}')
+
+    cached = {}
+    seq = [0]
+    by_kind = {"cached": {}, "other": {}}
+
+    def issue(s, timeout):
+        seq[0] += 1
+        n = seq[0]
+        warm = n % 2 == 0
+        i = n % 5 if warm else 1000 + n
+        r = s.post(ngx.url("/v2/models/id/infer"), data=body(i),
+                   headers={**JSON_CT, **bearer(k)}, timeout=timeout)
+        kind = "cached" if warm and i in cached else "other"
+        st = (r.status_code, r.headers.get("X-Cache-Status"),
+              bool(r.headers.get("Retry-After")) if r.status_code == 503
+              else None)
+        by_kind[kind][st] = by_kind[kind].get(st, 0) + 1
+        if warm and r.status_code == 200:
+            cached[i] = True
+        return r
+
+    with Load(issue, threads=4, timeout=5) as load:
+        time.sleep(1.5)
+        assert len(cached) == 5
+        be.kill9()
+        t_kill = time.monotonic()
+        time.sleep(2.0)
+        be.start()
+        t_back = time.monotonic()
+        time.sleep(3.0)
+
+    ngx.stop()
+
+    st = load.statuses()
+    assert set(st) <= {200, 503}, (st, load.errors()[:5])
+    # the cached bodies were always answered
+    assert all(s == 200 for s, _, _ in by_kind["cached"]), by_kind
+    assert any(c == "STALE" for _, c, _ in by_kind["cached"]), by_kind
+    # the others: 503 with Retry-After, all fast (a cache lookup in Redis
+    # comes first: a looser bound than without a cache)
+    assert all(ra for s, _, ra in by_kind["other"] if s == 503), by_kind
+    slow = [o for o in load.outcomes if o.status == 503 and o.latency > 0.3]
+    assert not slow, [o.latency for o in slow][:5]
+    after = [o for o in load.outcomes if o.t > t_back + 2.0]
+    assert after and all(o.status == 200 for o in after), \
+        {o.status for o in after}
+    assert "infergate_breaker: \"id\" open for" in ngx.error_log
+    assert t_back - t_kill >= 2.0
+    assert_audited(ngx, key, load)
