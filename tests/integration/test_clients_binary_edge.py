@@ -212,6 +212,28 @@ def test_bad_header_length_is_400(edge, value, fragment):
     assert p["error"] == p["detail"]
 
 
+def test_header_given_twice_is_400(edge):
+    import socket
+    body, jl = triton_binary([1, 2, 3], user_id="u1")
+    req = (b"POST /v2/models/id/infer HTTP/1.1\r\nHost: x\r\n"
+           b"Connection: close\r\nContent-Length: %d\r\n"
+           b"Inference-Header-Content-Length: %d\r\n"
+           b"Inference-Header-Content-Length: %d\r\n\r\n"
+           % (len(body), jl, jl)) + body
+    with socket.create_connection(("127.0.0.1", edge.port), 5) as s:
+        s.sendall(req)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, payload = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), data[:300]
+    assert b"invalid-inference-header" in payload
+    assert b"given once" in payload
+
+
 def test_octet_stream_without_binary_header_is_415(edge):
     body, _ = triton_binary([1, 2, 3], user_id="u1", json_out=True)
     js = json.dumps({"inputs": [{"name": "input", "shape": [1, 3],
