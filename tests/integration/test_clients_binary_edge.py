@@ -193,6 +193,13 @@ def test_binary_header_is_what_the_schema_checks(edge):
     assert b"{" not in body[jl:] and len(body) > jl
     r = post(edge, "/v2/models/id/infer", body, jl)
     assert r.status_code == 200, r.text
+    # the header covers the whole body (JSON tensors, no binary part)
+    js = json.dumps({"inputs": [{"name": "input", "shape": [1, 3],
+                                 "datatype": "FP32", "data": [1, 2, 3]}],
+                     "parameters": {"user_id": "u1"}}).encode()
+    r = post(edge, "/v2/models/id/infer", js, len(js),
+             "application/octet-stream")
+    assert floats(r) == [1, 2, 3]
     # the header of a JSON body, cut short by the header length
     body, jl = triton_binary([1, 2, 3], user_id="u1")
     r = post(edge, "/v2/models/id/infer", body, jl - 1)
