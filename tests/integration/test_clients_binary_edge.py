@@ -120,6 +120,20 @@ location /limitkey {
     infergate_limit zone=z rate=100r/s burst=100 key=k:$uid;
     @PROXY@
 }
+location /again/ {
+    # the body is read and checked here, then again, from the buffers
+    # nginx kept, against the named location's schema
+    client_body_buffer_size 1k;
+    infergate_schema any.json;
+    proxy_pass http://127.0.0.1:1;
+    proxy_intercept_errors on;
+    error_page 502 = @again;
+}
+location @again {
+    rewrite ^/again(/.*)$ $1 break;
+    infergate_schema infer.json;
+    infergate_infer backend=be;
+}
 location /offinfer/ {
     infergate_inflate off;
     rewrite ^/offinfer(/.*)$ $1 break;
@@ -307,6 +321,19 @@ def test_spooled_binary_body(edge):
     r = post(edge, "/spool/v2/models/id/infer", gzip.compress(body), jl,
              coding="gzip")
     assert floats(r) == vals
+
+
+@pytest.mark.parametrize("rows", [1, 200])
+def test_binary_body_checked_again_after_a_redirect(edge, rows):
+    edge.allowed_log.append(r"connect\(\) failed")
+    vals = [float(i % 13) for i in range(rows * 3)]
+    body, jl = triton_binary(vals, shape=[rows, 3], user_id="u1")
+    r = post(edge, "/again/v2/models/id/infer", body, jl)
+    assert floats(r) == vals
+    # the second schema refuses what the first let through
+    body, jl = triton_binary(vals, shape=[rows, 3])
+    r = post(edge, "/again/v2/models/id/infer", body, jl)
+    assert_problem(r, 400, PROBLEM_BASE + "invalid-body")
 
 
 def test_chunked_json_with_empty_last_chunk(edge):
