@@ -18,10 +18,13 @@
  * the body's reader: the schema stage, or the "inflate" stage, which
  * reads the body itself where no schema does.
  *
- * "infergate_inflate on|off" (default on): off passes the body and its
+ * "infergate_inflate on|off": off passes the body and its
  * Content-Encoding through untouched (and a schema there then refuses
- * the coded body with 415).  What is passed on has
- * "Content-Encoding: identity" and the inflated length.
+ * the coded body with 415).  Unset, it is on where the location reads
+ * JSON bodies (infergate_schema, infergate_infer, or a limit, Bloom or
+ * cache key naming a body variable) and off elsewhere, so that a plain
+ * proxy_pass location keeps its bodies and codings as they came.  What
+ * is passed on has "Content-Encoding: identity" and the inflated length.
  */
 
 
@@ -67,6 +70,7 @@ static ngx_int_t ngx_http_ig_inflate_filter_init(ngx_conf_t *cf);
 static void *ngx_http_ig_inflate_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_ig_inflate_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
+static ngx_uint_t ngx_http_ig_inflate_enabled(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_ig_inflate_on(ngx_http_request_t *r,
     ngx_http_ig_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ig_inflate_handler(ngx_http_request_t *r,
@@ -163,9 +167,30 @@ ngx_http_ig_inflate_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_ig_inflate_loc_conf_t *prev = parent;
     ngx_http_ig_inflate_loc_conf_t *conf = child;
 
-    ngx_conf_merge_value(conf->enable, prev->enable, 1);
+    /* unset stays unset: ngx_http_ig_inflate_enabled() decides */
+    ngx_conf_merge_value(conf->enable, prev->enable, NGX_CONF_UNSET);
 
     return NGX_CONF_OK;
+}
+
+
+/*
+ * "infergate_inflate" as set, or, unset, whether the location reads JSON
+ * bodies: its merged confs are final by now, whatever the module order.
+ */
+
+static ngx_uint_t
+ngx_http_ig_inflate_enabled(ngx_http_request_t *r)
+{
+    ngx_http_ig_inflate_loc_conf_t  *ilcf;
+
+    ilcf = ngx_http_get_module_loc_conf(r, NGX_HTTP_IG_INFLATE_MODULE);
+
+    if (ilcf->enable != NGX_CONF_UNSET) {
+        return ilcf->enable;
+    }
+
+    return ngx_http_ig_infer_on(r) || ngx_http_ig_schema_reads_body(r);
 }
 
 
@@ -266,9 +291,8 @@ ngx_http_ig_coding_header(ngx_http_request_t *r, ngx_uint_t *coding)
 ngx_int_t
 ngx_http_ig_inflate_check(ngx_http_request_t *r)
 {
-    ngx_uint_t                       coding;
-    ngx_table_elt_t                 *h;
-    ngx_http_ig_inflate_loc_conf_t  *ilcf;
+    ngx_uint_t        coding, enable;
+    ngx_table_elt_t  *h;
 
     h = ngx_http_ig_coding_header(r, &coding);
 
@@ -276,9 +300,9 @@ ngx_http_ig_inflate_check(ngx_http_request_t *r)
         return NGX_OK;
     }
 
-    ilcf = ngx_http_get_module_loc_conf(r, NGX_HTTP_IG_INFLATE_MODULE);
+    enable = ngx_http_ig_inflate_enabled(r);
 
-    if (ilcf->enable && coding != NGX_HTTP_IG_CODING_OTHER) {
+    if (enable && coding != NGX_HTTP_IG_CODING_OTHER) {
         return NGX_OK;
     }
 
@@ -290,7 +314,7 @@ ngx_http_ig_inflate_check(ngx_http_request_t *r)
     h->hash = 1;
     ngx_str_set(&h->key, "Accept-Encoding");
 
-    if (ilcf->enable) {
+    if (enable) {
         ngx_str_set(&h->value, "gzip, deflate");
 
     } else {
@@ -301,7 +325,7 @@ ngx_http_ig_inflate_check(ngx_http_request_t *r)
                                     NGX_HTTP_IG_PROBLEM_BASE
                                     "unsupported-content-encoding",
                                     "Unsupported Content-Encoding",
-                                    ilcf->enable
+                                    enable
                                     ? "the request body's Content-Encoding "
                                       "must be gzip, deflate or identity"
                                     : "this endpoint takes request bodies "
@@ -342,16 +366,13 @@ ngx_http_ig_inflate_refuse(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
 static ngx_uint_t
 ngx_http_ig_inflate_on(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf)
 {
-    ngx_uint_t                       coding;
-    ngx_http_ig_inflate_loc_conf_t  *ilcf;
+    ngx_uint_t  coding;
 
     if (r->headers_in.content_length_n <= 0 && !r->headers_in.chunked) {
         return 0;
     }
 
-    ilcf = ngx_http_get_module_loc_conf(r, NGX_HTTP_IG_INFLATE_MODULE);
-
-    if (!ilcf->enable) {
+    if (!ngx_http_ig_inflate_enabled(r)) {
         return 0;
     }
 
@@ -422,7 +443,6 @@ ngx_http_ig_inflate_start(ngx_http_request_t *r,
     ngx_pool_cleanup_t              *cln;
     ngx_http_ig_inflate_ctx_t       *st;
     ngx_http_core_loc_conf_t        *clcf;
-    ngx_http_ig_inflate_loc_conf_t  *ilcf;
 
     *stp = NULL;
 
@@ -437,8 +457,7 @@ ngx_http_ig_inflate_start(ngx_http_request_t *r,
     /* not coded, or not here: passed through as it is */
     st->done = 1;
 
-    ilcf = ngx_http_get_module_loc_conf(r, NGX_HTTP_IG_INFLATE_MODULE);
-    if (!ilcf->enable) {
+    if (!ngx_http_ig_inflate_enabled(r)) {
         return NGX_OK;
     }
 

@@ -6,7 +6,8 @@
  * validator as it arrives, before nginx spools it to a temp file, so no
  * second copy of the body is ever assembled.  The stage
  * (ngx_module/ngx_http_infergate_schema.c) starts the read and takes the
- * result.
+ * result; ngx_http_ig_schema_feed() there stops the validator at the end
+ * of a binary request's JSON header (Inference-Header-Content-Length).
  */
 
 
@@ -73,12 +74,7 @@ ngx_http_ig_request_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         b = cl->buf;
 
         if (ngx_buf_in_memory(b)) {
-            if (b->last > b->pos && ctx->valid_rc == IG_VALID_OK) {
-                ctx->valid_rc = ig_validator_feed(ctx->validator, b->pos,
-                                                  b->last - b->pos);
-            }
-
-            ctx->body_bytes += b->last - b->pos;
+            ngx_http_ig_schema_feed(r, ctx, b->pos, b->last - b->pos, 0);
 
         } else if (ngx_buf_size(b)) {
             /* body filters see socket buffers; a file here is a bug */
@@ -88,11 +84,7 @@ ngx_http_ig_request_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         }
 
         if (b->last_buf) {
-            if (ctx->valid_rc == IG_VALID_OK) {
-                ctx->valid_rc = ig_validator_finish(ctx->validator);
-            }
-
-            ctx->body_finished = 1;
+            ngx_http_ig_schema_feed(r, ctx, NULL, 0, 1);
             break;
         }
     }

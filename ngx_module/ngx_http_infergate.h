@@ -302,5 +302,16 @@ ngx_int_t ngx_http_ig_inflate_check(ngx_http_request_t *r);
 ngx_int_t ngx_http_ig_inflate_refuse(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx);
 
+/* Triton's binary tensor extension: Inference-Header-Content-Length */
+ngx_int_t ngx_http_ig_oip_header_len(ngx_http_request_t *r, off_t *n);
+
+/* what a location does with request bodies (infergate_inflate's default) */
+ngx_uint_t ngx_http_ig_infer_on(ngx_http_request_t *r);
+ngx_uint_t ngx_http_ig_schema_reads_body(ngx_http_request_t *r);
+
+/* the schema's validator takes the body, or a binary request's header */
+void ngx_http_ig_schema_feed(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    u_char *p, size_t n, ngx_uint_t last);
+
 
 #endif /* _NGX_HTTP_INFERGATE_H_INCLUDED_ */

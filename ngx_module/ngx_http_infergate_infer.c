@@ -849,7 +849,9 @@ ngx_http_ig_infer_read_body(ngx_http_request_t *r, u_char **body,
 
             p += n;
 
-        } else {
+        } else if (b->last > b->pos) {
+            /* not an empty buffer: its pos may be NULL (a chunked
+             * body's last, empty chunk) */
             p = ngx_cpymem(p, b->pos, b->last - b->pos);
         }
     }
@@ -913,7 +915,7 @@ ngx_http_ig_infer_send_type(ngx_http_request_t *r, ngx_uint_t status,
 
 /*
  * Inference-Header-Content-Length, parsed as Triton does: absent, the
- * body is JSON (IG_OIP_NO_BINARY); else 0 ≤ value ≤ the body's length.
+ * body is JSON (IG_OIP_NO_BINARY); else 0 <= value <= the body's length.
  * NGX_DECLINED: not a number, out of range, or given twice.
  */
 
@@ -921,14 +923,45 @@ static ngx_int_t
 ngx_http_ig_infer_header_len(ngx_http_request_t *r, size_t len,
     size_t *json_len)
 {
-    off_t             n;
+    off_t  n;
+
+    *json_len = IG_OIP_NO_BINARY;
+
+    if (ngx_http_ig_oip_header_len(r, &n) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    if (n == -1) {
+        return NGX_OK;
+    }
+
+    if ((uint64_t) n > len) {
+        return NGX_DECLINED;
+    }
+
+    *json_len = (size_t) n;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The header itself, for every reader of a binary request (this handler,
+ * the schema stage): NGX_OK with *n = -1 when it is absent, else its
+ * value; NGX_DECLINED when it is not a number or is given twice.  The
+ * range check (at most the body's length) is the caller's.
+ */
+
+ngx_int_t
+ngx_http_ig_oip_header_len(ngx_http_request_t *r, off_t *n)
+{
     ngx_uint_t        i, found;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
     static ngx_str_t  name = ngx_string("Inference-Header-Content-Length");
 
-    *json_len = IG_OIP_NO_BINARY;
+    *n = -1;
     found = 0;
 
     part = &r->headers_in.headers.part;
@@ -956,16 +989,28 @@ ngx_http_ig_infer_header_len(ngx_http_request_t *r, size_t len,
             return NGX_DECLINED;
         }
 
-        n = ngx_atoof(h[i].value.data, h[i].value.len);
+        *n = ngx_atoof(h[i].value.data, h[i].value.len);
 
-        if (n == NGX_ERROR || (uint64_t) n > len) {
+        if (*n == NGX_ERROR) {
+            *n = -1;
             return NGX_DECLINED;
         }
-
-        *json_len = (size_t) n;
     }
 
     return NGX_OK;
+}
+
+
+/* whether the request's location serves infergate_infer */
+
+ngx_uint_t
+ngx_http_ig_infer_on(ngx_http_request_t *r)
+{
+    ngx_http_ig_infer_loc_conf_t  *ilcf;
+
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_infer_module);
+
+    return ilcf->backend != NULL;
 }
 
 

@@ -81,7 +81,10 @@ static ngx_int_t ngx_http_ig_validator_new(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, ngx_http_ig_schema_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ig_schema_result(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, ngx_http_ig_schema_loc_conf_t *lcf);
-static ngx_int_t ngx_http_ig_is_json(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ig_is_json(ngx_http_request_t *r,
+    ngx_uint_t binary);
+static ngx_int_t ngx_http_ig_schema_binary(ngx_http_request_t *r,
+    off_t *json);
 static void ngx_http_ig_body_handler(ngx_http_request_t *r);
 static void ngx_http_ig_on_member(void *data, const unsigned char *name,
     size_t name_len, const unsigned char *value, size_t value_len);
@@ -682,6 +685,7 @@ ngx_http_ig_schema(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 static ngx_int_t
 ngx_http_ig_schema_precheck(ngx_http_request_t *r)
 {
+    off_t      json;
     ngx_int_t  rc;
 
     if (r->headers_in.content_length_n <= 0 && !r->headers_in.chunked) {
@@ -698,18 +702,68 @@ ngx_http_ig_schema_precheck(ngx_http_request_t *r)
         return rc;
     }
 
-    if (ngx_http_ig_is_json(r) != NGX_OK) {
+    rc = ngx_http_ig_schema_binary(r, &json);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (ngx_http_ig_is_json(r, json != -1) != NGX_OK) {
         return ngx_http_ig_problem_cstr(r,
                                         NGX_HTTP_UNSUPPORTED_MEDIA_TYPE,
                                         NGX_HTTP_IG_PROBLEM_BASE
                                         "unsupported-media-type",
                                         "Unsupported Media Type",
-                                        "the request body must be sent "
-                                        "as \"Content-Type: "
-                                        "application/json\"");
+                                        json == -1
+                                        ? "the request body must be sent "
+                                          "as \"Content-Type: "
+                                          "application/json\""
+                                        : "a binary request body must be "
+                                          "sent as \"Content-Type: "
+                                          "application/octet-stream\" "
+                                          "or \"application/json\"");
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * Triton's binary tensor data extension: with
+ * "Inference-Header-Content-Length: N" only the body's first N bytes are
+ * JSON (checked here), the rest raw tensors (checked by the infer
+ * handler against the model).  *json is N, or -1 without the header.
+ * NGX_OK, or the 400 refusal of a header that is not one number, or
+ * that is 0 (a raw request: no JSON for the schema, or a body key, to
+ * read).  One longer than the (inflated) body is refused once the body
+ * is read (ngx_http_ig_schema_result()).
+ */
+
+static ngx_int_t
+ngx_http_ig_schema_binary(ngx_http_request_t *r, off_t *json)
+{
+    const char  *detail;
+
+    detail = NULL;
+
+    if (ngx_http_ig_oip_header_len(r, json) != NGX_OK) {
+        detail = "Inference-Header-Content-Length must be given once, "
+                 "as the byte length of the JSON header";
+
+    } else if (*json == 0) {
+        detail = "this endpoint checks the JSON inference header: a raw "
+                 "binary request (Inference-Header-Content-Length: 0) "
+                 "has none";
+    }
+
+    if (detail == NULL) {
+        return NGX_OK;
+    }
+
+    return ngx_http_ig_problem_cstr(r, NGX_HTTP_BAD_REQUEST,
+                                    NGX_HTTP_IG_PROBLEM_BASE
+                                    "invalid-inference-header",
+                                    "Invalid Inference-Header-Content-Length",
+                                    detail);
 }
 
 
@@ -803,7 +857,7 @@ ngx_http_ig_schema_again(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_schema_loc_conf_t *lcf)
 {
     u_char       buf[4096];
-    off_t        off;
+    off_t        off, json;
     size_t       size;
     ssize_t      n;
     ngx_int_t    rc;
@@ -830,20 +884,17 @@ ngx_http_ig_schema_again(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    if (ngx_http_ig_oip_header_len(r, &json) != NGX_OK || json == -1) {
+        json = NGX_MAX_OFF_T_VALUE;
+    }
+
+    /* every byte is counted; only JSON not yet refused is read */
+
     for (cl = r->request_body->bufs; cl; cl = cl->next) {
         b = cl->buf;
 
-        if (ctx->valid_rc != IG_VALID_OK) {
-            break;
-        }
-
         if (ngx_buf_in_memory(b)) {
-            if (b->last > b->pos) {
-                ctx->valid_rc = ig_validator_feed(ctx->validator, b->pos,
-                                                  b->last - b->pos);
-                ctx->body_bytes += b->last - b->pos;
-            }
-
+            ngx_http_ig_schema_feed(r, ctx, b->pos, b->last - b->pos, 0);
             continue;
         }
 
@@ -851,10 +902,13 @@ ngx_http_ig_schema_again(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
             continue;
         }
 
-        for (off = b->file_pos;
-             off < b->file_last && ctx->valid_rc == IG_VALID_OK;
-             off += n)
-        {
+        for (off = b->file_pos; off < b->file_last; off += n) {
+
+            if (ctx->valid_rc != IG_VALID_OK || ctx->body_bytes >= json) {
+                ctx->body_bytes += b->file_last - off;
+                break;
+            }
+
             size = (size_t) ngx_min(b->file_last - off, (off_t) sizeof(buf));
 
             n = ngx_read_file(b->file, buf, size, off);
@@ -863,19 +917,85 @@ ngx_http_ig_schema_again(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }
 
-            ctx->valid_rc = ig_validator_feed(ctx->validator, buf, n);
-            ctx->body_bytes += n;
+            ngx_http_ig_schema_feed(r, ctx, buf, n, 0);
         }
     }
 
-    if (ctx->valid_rc == IG_VALID_OK) {
+    ngx_http_ig_schema_feed(r, ctx, NULL, 0, 1);
+
+    ctx->body_state = NGX_HTTP_IG_BODY_DONE;
+
+    return ngx_http_ig_schema_result(r, ctx, lcf);
+}
+
+
+/*
+ * The validator's input: n bytes of the (inflated) body, at offset
+ * ctx->body_bytes; "last" at its end.  Of a binary request
+ * (Inference-Header-Content-Length: N) only the first N bytes are JSON:
+ * the validator finishes there and the tensors after them are counted,
+ * not parsed.
+ */
+
+void
+ngx_http_ig_schema_feed(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
+    u_char *p, size_t n, ngx_uint_t last)
+{
+    off_t  json, off;
+
+    if (ctx->validator == NULL || ctx->body_finished) {
+        return;
+    }
+
+    if (ngx_http_ig_oip_header_len(r, &json) != NGX_OK) {
+        /* refused by the precheck before the body was read */
+        json = -1;
+    }
+
+    off = ctx->body_bytes;
+    ctx->body_bytes += n;
+
+    if (json != -1) {
+        if (off >= json) {
+            n = 0;
+
+        } else if ((off_t) n > json - off) {
+            n = (size_t) (json - off);
+        }
+    }
+
+    if (n && ctx->valid_rc == IG_VALID_OK) {
+        ctx->valid_rc = ig_validator_feed(ctx->validator, p, n);
+    }
+
+    if (json > 0 && off < json && ctx->body_bytes >= json) {
+        /* the JSON header is complete: what follows is tensors */
+        if (ctx->valid_rc == IG_VALID_OK) {
+            ctx->valid_rc = ig_validator_finish(ctx->validator);
+        }
+    }
+
+    if (!last) {
+        return;
+    }
+
+    if ((json <= 0 || ctx->body_bytes < json)
+        && ctx->valid_rc == IG_VALID_OK)
+    {
+        /* a JSON body, or a binary one cut inside its header */
         ctx->valid_rc = ig_validator_finish(ctx->validator);
     }
 
     ctx->body_finished = 1;
-    ctx->body_state = NGX_HTTP_IG_BODY_DONE;
+}
 
-    return ngx_http_ig_schema_result(r, ctx, lcf);
+
+/* infergate_inflate's default: whether this location reads JSON bodies */
+
+ngx_uint_t
+ngx_http_ig_schema_reads_body(ngx_http_request_t *r)
+{
+    return ngx_http_ig_schema_on(r, NULL);
 }
 
 
@@ -904,14 +1024,11 @@ static ngx_int_t
 ngx_http_ig_schema_result(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     ngx_http_ig_schema_loc_conf_t *lcf)
 {
+    off_t      json;
     ngx_int_t  rc;
 
     if (!ctx->body_finished) {
-        if (ctx->valid_rc == IG_VALID_OK) {
-            ctx->valid_rc = ig_validator_finish(ctx->validator);
-        }
-
-        ctx->body_finished = 1;
+        ngx_http_ig_schema_feed(r, ctx, NULL, 0, 1);
     }
 
     ctx->body_state = NGX_HTTP_IG_BODY_CHECKED;
@@ -919,6 +1036,18 @@ ngx_http_ig_schema_result(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     if (ctx->inflate_status) {
         /* the body did not inflate: what the validator saw is cut */
         return ngx_http_ig_inflate_refuse(r, ctx);
+    }
+
+    if (ngx_http_ig_oip_header_len(r, &json) == NGX_OK
+        && json > ctx->body_bytes)
+    {
+        return ngx_http_ig_problem_cstr(r, NGX_HTTP_BAD_REQUEST,
+                                        NGX_HTTP_IG_PROBLEM_BASE
+                                        "invalid-inference-header",
+                                        "Invalid "
+                                        "Inference-Header-Content-Length",
+                                        "Inference-Header-Content-Length "
+                                        "is larger than the request body");
     }
 
     if (ctx->valid_rc != IG_VALID_OK && ctx->valid_rc != IG_VALID_NOMEM) {
@@ -1035,10 +1164,16 @@ ngx_http_ig_schema_refuse(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx)
 }
 
 
+/*
+ * JSON: no Content-Type, or application/json; a binary request (with
+ * Inference-Header-Content-Length) may also be application/octet-stream.
+ */
+
 static ngx_int_t
-ngx_http_ig_is_json(ngx_http_request_t *r)
+ngx_http_ig_is_json(ngx_http_request_t *r, ngx_uint_t binary)
 {
     u_char  *p, *last;
+    size_t   len;
 
     if (r->headers_in.content_type == NULL) {
         /* none at all: JSON (tritonclient.http, curl --data-binary) */
@@ -1052,14 +1187,24 @@ ngx_http_ig_is_json(ngx_http_request_t *r)
         p++;
     }
 
-    if ((size_t) (last - p) < sizeof("application/json") - 1
-        || ngx_strncasecmp(p, (u_char *) "application/json",
-                           sizeof("application/json") - 1) != 0)
+    len = sizeof("application/json") - 1;
+
+    if ((size_t) (last - p) < len
+        || ngx_strncasecmp(p, (u_char *) "application/json", len) != 0)
     {
-        return NGX_DECLINED;
+        len = sizeof("application/octet-stream") - 1;
+
+        if (!binary
+            || (size_t) (last - p) < len
+            || ngx_strncasecmp(p, (u_char *) "application/octet-stream",
+                               len)
+               != 0)
+        {
+            return NGX_DECLINED;
+        }
     }
 
-    p += sizeof("application/json") - 1;
+    p += len;
 
     while (p < last && (*p == ' ' || *p == '\t')) {
         p++;

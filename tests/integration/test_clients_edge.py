@@ -85,6 +85,9 @@ location /echo {
     @PROXY@
 }
 location /raw {
+    # a plain proxy inflates only when told (test_clients_binary_edge.py
+    # has the default, off there)
+    infergate_inflate on;
     proxy_set_header X-CE $http_content_encoding;
     @PROXY@
 }
@@ -95,6 +98,7 @@ location /small {
 }
 location /smallraw {
     client_max_body_size 32k;
+    infergate_inflate on;
     @PROXY@
 }
 location /off {
