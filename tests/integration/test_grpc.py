@@ -1,0 +1,472 @@
+"""inference.GRPCInferenceService over HTTP/2 (cleartext, prior
+knowledge) from an infergate_infer location, with Debian's python3-grpcio
+as the client and stubs generated at test time from
+ngx_module/ngx_http_infergate_grpc.proto: every RPC, raw and typed
+tensors, 1 and 256 rows, every refusal as its gRPC code (admission ones
+as Trailers-Only through problem.c), grpc-timeout, a client cancelling
+mid-call, concurrency, a message cut short, a compressed message and
+malformed protobuf.  Real nginx, real infergate-backend."""
+
+import importlib
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import REPO, make_key
+from infer_fixtures import backend_proc, infer_http, wait_connected  # noqa
+
+grpc = pytest.importorskip("grpc")
+
+PROTO = REPO / "ngx_module" / "ngx_http_infergate_grpc.proto"
+SVC = "/inference.GRPCInferenceService/"
+
+
+@pytest.fixture(scope="module")
+def pb(tmp_path_factory):
+    """(messages, stubs) generated from our .proto by grpc_tools."""
+    out = tmp_path_factory.mktemp("stubs")
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc",
+                    f"-I{PROTO.parent}", f"--python_out={out}",
+                    f"--grpc_python_out={out}", str(PROTO)], check=True)
+    sys.path.insert(0, str(out))
+    try:
+        m = importlib.import_module("ngx_http_infergate_grpc_pb2")
+        s = importlib.import_module("ngx_http_infergate_grpc_pb2_grpc")
+    finally:
+        sys.path.remove(str(out))
+    return m, s
+
+
+LOCATION = "location / { infergate_infer backend=be; }"
+
+
+def serve(start_nginx, backend_proc, models=None, http="", server=LOCATION,
+          files=None, extra=()):
+    be = backend_proc(*(models or ("id=builtin:identity:3",
+                                   "v:1=builtin:identity:2",
+                                   "v:2=builtin:identity:2")), extra=extra)
+    ngx = start_nginx(http=infer_http(be) + "\n" + http, server=server,
+                      workers=1, listen="http2", files=files)
+    wait_connected(ngx, 1)
+    return ngx, be
+
+
+class Client:
+    def __init__(self, ngx, pb, metadata=()):
+        self.m, s = pb
+        self.ch = grpc.insecure_channel(f"127.0.0.1:{ngx.port}")
+        self.stub = s.GRPCInferenceServiceStub(self.ch)
+        self.md = list(metadata)
+
+    def __getattr__(self, name):
+        call = getattr(self.stub, name)
+        return lambda req, **kw: call(req, metadata=self.md, timeout=kw.pop(
+            "timeout", 10), **kw)
+
+    def raw(self, method, data, timeout=10):
+        """the method with bytes as they are: (code, details)"""
+        f = self.ch.unary_unary(SVC + method,
+                                request_serializer=lambda b: b,
+                                response_deserializer=lambda b: b)
+        try:
+            return grpc.StatusCode.OK, f(data, metadata=self.md,
+                                         timeout=timeout)
+        except grpc.RpcError as e:
+            return e.code(), e.details()
+
+    def close(self):
+        self.ch.close()
+
+
+def infer_req(m, values, shape, dtype="FP32", raw=False, name="input",
+              model="id", **kw):
+    t = m.ModelInferRequest.InferInputTensor(name=name, datatype=dtype,
+                                             shape=shape)
+    req = m.ModelInferRequest(model_name=model, inputs=[t], **kw)
+    fmt = {"FP32": "f", "FP64": "d", "INT32": "i", "INT64": "q",
+           "BOOL": "?"}[dtype]
+    if raw:
+        req.raw_input_contents.append(struct.pack(f"<{len(values)}{fmt}",
+                                                  *values))
+    else:
+        field = {"FP32": "fp32_contents", "FP64": "fp64_contents",
+                 "INT32": "int_contents", "INT64": "int64_contents",
+                 "BOOL": "bool_contents"}[dtype]
+        getattr(req.inputs[0].contents, field).extend(values)
+    return req
+
+
+def outputs(resp):
+    o = resp.outputs[0]
+    if resp.raw_output_contents:
+        b = resp.raw_output_contents[0]
+        return list(struct.unpack(f"<{len(b) // 4}f", b))
+    return list(o.contents.fp32_contents)
+
+
+def expect(code, fn, *a, fragment=None, **kw):
+    with pytest.raises(grpc.RpcError) as ei:
+        fn(*a, **kw)
+    assert ei.value.code() == code, (ei.value.code(), ei.value.details())
+    if fragment:
+        assert fragment in ei.value.details(), ei.value.details()
+    return ei.value
+
+
+def test_server_rpcs(start_nginx, backend_proc, pb):
+    ngx, _ = serve(start_nginx, backend_proc)
+    c = Client(ngx, pb)
+    m = c.m
+    assert c.ServerLive(m.ServerLiveRequest()).live is True
+    assert c.ServerReady(m.ServerReadyRequest()).ready is True
+    md = c.ServerMetadata(m.ServerMetadataRequest())
+    assert md.name == "infergate" and md.version == "1.0"
+    c.close()
+
+
+def test_model_ready_and_metadata(start_nginx, backend_proc, pb):
+    ngx, _ = serve(start_nginx, backend_proc)
+    c = Client(ngx, pb)
+    m = c.m
+    assert c.ModelReady(m.ModelReadyRequest(name="id")).ready is True
+    assert c.ModelReady(m.ModelReadyRequest(name="v", version="2")).ready
+    assert c.ModelReady(m.ModelReadyRequest(name="nope")).ready is False
+    assert c.ModelReady(m.ModelReadyRequest(name="v",
+                                            version="9")).ready is False
+
+    md = c.ModelMetadata(m.ModelMetadataRequest(name="v"))
+    assert md.name == "v" and sorted(md.versions) == ["1", "2"]
+    assert md.platform
+    assert [(t.name, t.datatype, list(t.shape)) for t in md.inputs] == \
+        [("input", "FP32", [-1, 2])]
+    assert [t.name for t in md.outputs] == ["output"]
+
+    expect(grpc.StatusCode.NOT_FOUND, c.ModelMetadata,
+           m.ModelMetadataRequest(name="nope"), fragment='"nope"')
+    expect(grpc.StatusCode.NOT_FOUND, c.ModelMetadata,
+           m.ModelMetadataRequest(name="v", version="7"),
+           fragment='version "7"')
+    c.close()
+
+
+@pytest.mark.parametrize("rows", [1, 256])
+@pytest.mark.parametrize("raw", [False, True])
+def test_infer_rows(start_nginx, backend_proc, pb, rows, raw):
+    ngx, _ = serve(start_nginx, backend_proc)
+    c = Client(ngx, pb)
+    vals = [float(i % 97) + 0.5 for i in range(rows * 3)]
+    resp = c.ModelInfer(infer_req(c.m, vals, [rows, 3], raw=raw, id="r-1"))
+    assert resp.model_name == "id" and resp.id == "r-1"
+    o = resp.outputs[0]
+    assert (o.name, o.datatype, list(o.shape)) == ("output", "FP32",
+                                                   [rows, 3])
+    # the answer mirrors the request: raw for raw, typed for typed
+    assert bool(resp.raw_output_contents) == raw
+    assert outputs(resp) == vals
+    c.close()
+
+
+@pytest.mark.parametrize("dtype,vals,want", [
+    ("BOOL", [True, False, True], [1.0, 0.0, 1.0]),
+    ("INT32", [-5, 0, 2147483647], [-5.0, 0.0, 2147483648.0]),
+    ("INT64", [-(2 ** 40), 7, 1], [-(2.0 ** 40), 7.0, 1.0]),
+    ("FP64", [0.25, -1e30, 3.0], [0.25, struct.unpack(
+        "f", struct.pack("f", -1e30))[0], 3.0]),
+])
+def test_infer_datatypes(start_nginx, backend_proc, pb, dtype, vals, want):
+    ngx, _ = serve(start_nginx, backend_proc)
+    c = Client(ngx, pb)
+    for raw in (False, True):
+        resp = c.ModelInfer(infer_req(c.m, vals, [1, 3], dtype, raw=raw))
+        assert outputs(resp) == want, (dtype, raw)
+    c.close()
+
+
+def test_infer_versions(start_nginx, backend_proc, pb):
+    ngx, _ = serve(start_nginx, backend_proc)
+    c = Client(ngx, pb)
+    r = c.ModelInfer(infer_req(c.m, [1, 2], [1, 2], model="v",
+                               model_version="1"))
+    assert (r.model_name, r.model_version) == ("v", "1")
+    r = c.ModelInfer(infer_req(c.m, [1, 2], [1, 2], model="v"))
+    assert r.model_version == "2"
+    expect(grpc.StatusCode.NOT_FOUND, c.ModelInfer,
+           infer_req(c.m, [1, 2], [1, 2], model="v", model_version="3"))
+    expect(grpc.StatusCode.NOT_FOUND, c.ModelInfer,
+           infer_req(c.m, [1, 2, 3], [1, 3], model="nope"),
+           fragment='unknown model "nope"')
+    c.close()
+
+
+def test_infer_invalid_argument(start_nginx, backend_proc, pb):
+    ngx, _ = serve(start_nginx, backend_proc)
+    c = Client(ngx, pb)
+    m = c.m
+    bad = grpc.StatusCode.INVALID_ARGUMENT
+
+    expect(bad, c.ModelInfer, infer_req(m, [1, 2, 3], [1, 3], name="x"),
+           fragment='unknown input "x"')
+    expect(bad, c.ModelInfer, infer_req(m, [1, 2, 3, 4], [1, 4]),
+           fragment="shape[1] is 4, the model needs 3")
+    expect(bad, c.ModelInfer, infer_req(m, [1, 2, 3], [3]),
+           fragment="must have 2 dimensions")
+    expect(bad, c.ModelInfer, infer_req(m, [], [0, 3]),
+           fragment="must not be empty")
+    expect(bad, c.ModelInfer, infer_req(m, [1, 2], [1, 3]),
+           fragment="contents holds 2 values")
+    expect(bad, c.ModelInfer, infer_req(m, [1, 2], [1, 3], raw=True),
+           fragment="raw_input_contents[0] holds 8 bytes")
+
+    r = infer_req(m, [1, 2, 3], [1, 3])
+    r.inputs[0].datatype = "FP16"
+    expect(bad, c.ModelInfer, r, fragment='unsupported datatype "FP16"')
+
+    r = infer_req(m, [1, 2, 3], [1, 3])
+    r.inputs[0].datatype = "INT32"      # fp32_contents with INT32
+    expect(bad, c.ModelInfer, r, fragment="INT32 data goes in the contents")
+
+    r = infer_req(m, [1, 2, 3], [1, 3], raw=True)
+    r.inputs[0].contents.fp32_contents.extend([1, 2, 3])
+    expect(bad, c.ModelInfer, r, fragment="use one")
+
+    r = infer_req(m, [1, 2, 3], [1, 3])
+    r.inputs[0].ClearField("contents")
+    expect(bad, c.ModelInfer, r, fragment="has no data")
+
+    r = infer_req(m, [1, 2, 3], [1, 3])
+    r.inputs.append(r.inputs[0])
+    expect(bad, c.ModelInfer, r, fragment="one input tensor")
+
+    r = infer_req(m, [1, 2, 3], [1, 3])
+    r.outputs.add(name="nope")
+    expect(bad, c.ModelInfer, r, fragment='unknown output "nope"')
+
+    r = infer_req(m, [1, 2, 3], [1, 3], raw=True, dtype="FP64")
+    r.raw_input_contents[0] = struct.pack("<3d", 1, 1e300, 2)
+    expect(bad, c.ModelInfer, r, fragment="out of range")
+
+    # the gateway still answers after all of that
+    assert outputs(c.ModelInfer(infer_req(m, [1, 2, 3], [1, 3]))) == \
+        [1, 2, 3]
+    c.close()
+
+
+def test_too_many_rows(start_nginx, backend_proc, pb):
+    ngx, _ = serve(start_nginx, backend_proc,
+                   extra=("--slot-bytes", "4096"))
+    c = Client(ngx, pb)
+    vals = [1.0] * 3000
+    expect(grpc.StatusCode.RESOURCE_EXHAUSTED, c.ModelInfer,
+           infer_req(c.m, vals, [1000, 3]), fragment="send fewer rows")
+    c.close()
+
+
+def test_unknown_method_and_malformed(start_nginx, backend_proc, pb):
+    ngx, _ = serve(start_nginx, backend_proc)
+    c = Client(ngx, pb)
+    code, details = c.raw("RepositoryIndex", b"")
+    assert code == grpc.StatusCode.UNIMPLEMENTED, (code, details)
+    assert "RepositoryIndex" in details
+
+    # malformed protobuf: a truncated varint, a wrong wire type, a
+    # length past the end
+    for junk in (b"\x0a\xff", b"\x0a\x05ab", b"\x08\xff\xff\xff",
+                 b"\x2a\x80\x80\x80\x80\x10"):
+        for method in ("ModelInfer", "ModelMetadata", "ModelReady",
+                       "ServerLive"):
+            code, details = c.raw(method, junk)
+            assert code == grpc.StatusCode.INVALID_ARGUMENT, \
+                (method, junk, code, details)
+            assert "malformed" in details
+    assert c.ServerLive(c.m.ServerLiveRequest()).live
+    c.close()
+
+
+def curl_grpc(ngx, method, body, headers=()):
+    """a hand-made call: (response headers and trailers as one dict,
+    body) through curl --http2-prior-knowledge"""
+    args = ["curl", "-sS", "--http2-prior-knowledge", "-o", "-", "-D",
+            "/dev/stderr", "-H", "content-type: application/grpc",
+            "-H", "te: trailers", "--data-binary", "@-"]
+    for h in headers:
+        args += ["-H", h]
+    args.append(f"http://127.0.0.1:{ngx.port}{SVC}{method}")
+    r = subprocess.run(args, input=body, capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    hdrs = {}
+    for ln in r.stderr.decode().splitlines():
+        if ":" in ln and not ln.startswith("HTTP/"):
+            k, v = ln.split(":", 1)
+            hdrs[k.strip().lower()] = v.strip()
+        elif ln.startswith("HTTP/"):
+            hdrs[":status"] = ln.split()[1]
+    return hdrs, r.stdout
+
+
+def frame(msg, flag=0, length=None):
+    return struct.pack(">BI", flag, len(msg) if length is None
+                       else length) + msg
+
+
+def test_framing(start_nginx, backend_proc, pb):
+    ngx, _ = serve(start_nginx, backend_proc)
+    m, _ = pb
+    ok = m.ServerLiveRequest().SerializeToString()
+
+    h, body = curl_grpc(ngx, "ServerLive", frame(ok))
+    assert h[":status"] == "200" and h["grpc-status"] == "0", h
+    assert h["content-type"] == "application/grpc"
+    assert m.ServerLiveResponse.FromString(body[5:]).live
+    assert struct.unpack(">BI", body[:5]) == (0, len(body) - 5)
+
+    msg = infer_req(m, [1, 2, 3], [1, 3]).SerializeToString()
+    cases = [
+        (frame(msg)[:-4], "13", "cut short"),         # a body cut short
+        (frame(msg)[:3], "13", "incomplete length prefix"),
+        (b"", "13", "no request message"),
+        (frame(msg) + frame(msg), "13", "one request message"),
+        (frame(msg, length=64 << 20), "8", "larger than"),
+        (frame(msg, flag=1), "12", "compressed"),
+        (frame(msg, flag=7), "13", "compressed flag"),
+    ]
+    for data, code, frag in cases:
+        h, body = curl_grpc(ngx, "ModelInfer", data)
+        assert h[":status"] == "200", h
+        assert h.get("grpc-status") == code, (data[:8], h)
+        assert frag in h["grpc-message"].replace("%20", " "), h
+        assert body == b""          # Trailers-Only
+    h, _ = curl_grpc(ngx, "ModelInfer", frame(msg, flag=1))
+    assert h["grpc-accept-encoding"] == "identity"
+
+    # grpc-message is percent-encoded
+    h, _ = curl_grpc(ngx, "ModelInfer", frame(infer_req(
+        m, [1, 2, 3], [1, 3], model="caf\u00e9%").SerializeToString()))
+    assert h["grpc-status"] == "5"
+    assert "caf%C3%A9%25" in h["grpc-message"], h
+
+    h, _ = curl_grpc(ngx, "ServerLive", frame(ok), ["grpc-timeout: 1x"])
+    assert h["grpc-status"] == "3" and "grpc-timeout" in \
+        h["grpc-message"].replace("%20", " ")
+
+    # the gateway still serves afterwards
+    h, body = curl_grpc(ngx, "ModelInfer", frame(msg))
+    assert h["grpc-status"] == "0", h
+    r = m.ModelInferResponse.FromString(body[5:])
+    assert list(r.outputs[0].contents.fp32_contents) == [1, 2, 3]
+
+
+def test_deadline(start_nginx, backend_proc, pb):
+    """grpc-timeout is the gateway's deadline too: a call without a
+    client-side deadline (curl) that sets grpc-timeout gets
+    DEADLINE_EXCEEDED from the gateway while the model still runs."""
+    ngx, _ = serve(start_nginx, backend_proc,
+                   models=("slow=builtin:sleep:3:400000",
+                           "id=builtin:identity:3"),
+                   extra=("--queue-timeout-us", "5000000"))
+    m, _ = pb
+    msg = frame(infer_req(m, [1, 2, 3], [1, 3],
+                          model="slow").SerializeToString())
+    t0 = time.time()
+    h, body = curl_grpc(ngx, "ModelInfer", msg, ["grpc-timeout: 100m"])
+    took = time.time() - t0
+    assert h.get("grpc-status") == "4", h
+    assert "grpc-timeout" in h["grpc-message"].replace("%20", " ")
+    assert took < 0.35, took
+
+    # without a deadline the slow model answers; the slot came back
+    h, body = curl_grpc(ngx, "ModelInfer", msg, ["grpc-timeout: 5S"])
+    assert h.get("grpc-status") == "0", h
+
+    # and through grpcio with its own deadline
+    c = Client(ngx, pb)
+    expect(grpc.StatusCode.DEADLINE_EXCEEDED, c.ModelInfer,
+           infer_req(m, [1, 2, 3], [1, 3], model="slow"), timeout=0.1)
+    time.sleep(0.5)
+    assert outputs(c.ModelInfer(infer_req(m, [1, 2, 3], [1, 3]))) == \
+        [1, 2, 3]
+    c.close()
+
+
+def test_cancel_mid_call(start_nginx, backend_proc, pb):
+    ngx, _ = serve(start_nginx, backend_proc,
+                   models=("slow=builtin:sleep:3:300000",
+                           "id=builtin:identity:3"),
+                   extra=("--slots", "8"))
+    c = Client(ngx, pb)
+    m = c.m
+    # more cancelled calls than the worker has slots: each slot must
+    # come back when the backend answers the abandoned request
+    for _ in range(3):
+        futs = [c.stub.ModelInfer.future(
+            infer_req(m, [1, 2, 3], [1, 3], model="slow"), timeout=10)
+            for _ in range(8)]
+        time.sleep(0.05)
+        for f in futs:
+            assert f.cancel()
+        for f in futs:
+            assert f.cancelled()
+        time.sleep(0.4)
+    r = c.ModelInfer(infer_req(m, [4, 5, 6], [1, 3], model="slow"))
+    assert outputs(r) == [4, 5, 6]
+    c.close()
+    assert "exited on signal" not in ngx.error_log
+
+
+def test_concurrency(start_nginx, backend_proc, pb):
+    ngx, _ = serve(start_nginx, backend_proc)
+    errors = []
+
+    def worker(k):
+        c = Client(ngx, pb)
+        try:
+            for i in range(40):
+                rows = 1 + (k * 7 + i) % 64
+                vals = [float(k * 1000 + i + j) for j in range(rows * 3)]
+                r = c.ModelInfer(infer_req(c.m, vals, [rows, 3],
+                                           raw=bool(i % 2), id=f"{k}-{i}"))
+                if r.id != f"{k}-{i}" or outputs(r) != vals:
+                    errors.append((k, i))
+        except Exception as e:  # pragma: no cover
+            errors.append(repr(e))
+        finally:
+            c.close()
+
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    assert not errors, errors[:5]
+
+
+def test_backend_unavailable(start_nginx, backend_proc, pb):
+    ngx, be = serve(start_nginx, backend_proc)
+    c = Client(ngx, pb)
+    be.kill9()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if not c.ServerReady(c.m.ServerReadyRequest()).ready:
+            break
+        time.sleep(0.05)
+    ngx.allowed_log.append(r"infergate")
+    e = expect(grpc.StatusCode.UNAVAILABLE, c.ModelInfer,
+               infer_req(c.m, [1, 2, 3], [1, 3]), fragment="backend")
+    md = dict(e.trailing_metadata() or ())
+    assert md.get("grpc-retry-pushback-ms") == "1000", md
+    assert c.ServerLive(c.m.ServerLiveRequest()).live
+    c.close()
+
+
+def test_backend_fails(start_nginx, backend_proc, pb):
+    ngx, _ = serve(start_nginx, backend_proc,
+                   models=("bad=builtin:fail:3",))
+    ngx.allowed_log.append(r"backend failed the request")
+    c = Client(ngx, pb)
+    expect(grpc.StatusCode.INTERNAL, c.ModelInfer,
+           infer_req(c.m, [1, 2, 3], [1, 3], model="bad"),
+           fragment="the model failed")
+    c.close()
