@@ -470,3 +470,116 @@ def test_backend_fails(start_nginx, backend_proc, pb):
            infer_req(c.m, [1, 2, 3], [1, 3], model="bad"),
            fragment="the model failed")
     c.close()
+
+
+SCHEMA = '{"type":"object","required":["inputs"]}'
+
+
+def audit_key(tmp_path):
+    import os
+    from conftest import BUILD
+    out = subprocess.run([str(BUILD / "infergate-audit"), "keygen", "k1"],
+                         capture_output=True, text=True, check=True)
+    path = tmp_path / "audit.key"
+    path.write_text(out.stdout.strip() + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def test_admission_chain(start_nginx, backend_proc, pb, tmp_path):
+    """auth (Bearer and x-api-key metadata), the key's models=, a limit
+    with its pushback, a schema location, the audit record: each refusal
+    is Trailers-Only with the gRPC code that means it."""
+    import json
+    only_id, only_id_line = make_key("acme", "models=id")
+    anyk, any_line = make_key("globex")
+    key = audit_key(tmp_path)
+    http = ("infergate_keys keys.txt;\ninfergate_limit_zone z 1m;\n"
+            f"infergate_audit @PREFIX@/audit.log key={key} key_id=k1 "
+            "flush=100ms;\n")
+    server = f"""
+        location /inference.GRPCInferenceService/ {{
+            infergate_auth on;
+            infergate_limit zone=z rate=3r/m burst=3 key=$infergate_tenant;
+            infergate_infer backend=be;
+        }}
+        location / {{
+            infergate_schema @PREFIX@/s.json;
+            infergate_infer backend=be;
+        }}
+    """
+    ngx, _ = serve(start_nginx, backend_proc,
+                   models=("id=builtin:identity:3",
+                           "other=builtin:identity:3"),
+                   http=http, server=server,
+                   files={"keys.txt": only_id_line + "\n" + any_line + "\n",
+                          "s.json": SCHEMA})
+    m, _ = pb
+    req = infer_req(m, [1, 2, 3], [1, 3])
+
+    # the problem's detail, not the HTTP fallback mapping of a 401
+    c = Client(ngx, pb)
+    e = expect(grpc.StatusCode.UNAUTHENTICATED, c.ModelInfer, req,
+               fragment="Bearer")
+    assert "http2 header" not in e.details()
+    c.close()
+    c = Client(ngx, pb, [("authorization", "Bearer igk_nope")])
+    e = expect(grpc.StatusCode.UNAUTHENTICATED, c.ModelInfer, req)
+    assert e.details()
+    c.close()
+
+    # x-api-key metadata; the key's models= is checked on the message's
+    # model (ModelInfer, ModelMetadata, ModelReady alike)
+    c = Client(ngx, pb, [("x-api-key", only_id)])
+    assert outputs(c.ModelInfer(req)) == [1, 2, 3]
+    for call, r in ((c.ModelInfer, infer_req(m, [1, 2, 3], [1, 3],
+                                             model="other")),
+                    (c.ModelMetadata, m.ModelMetadataRequest(name="other")),
+                    (c.ModelReady, m.ModelReadyRequest(name="other"))):
+        expect(grpc.StatusCode.PERMISSION_DENIED, call, r,
+               fragment='model "other"')
+    c.close()
+
+    # the fourth call of globex's burst of 3 (+1 at the rate)
+    c = Client(ngx, pb, [("authorization", f"Bearer {anyk}")])
+    seen = []
+    for _ in range(6):
+        try:
+            c.ModelInfer(infer_req(m, [1, 2, 3], [1, 3], model="other"))
+            seen.append("ok")
+        except grpc.RpcError as e:
+            seen.append(e)
+    refused = [e for e in seen if e != "ok"]
+    assert refused and seen[0] == "ok", seen
+    e = refused[0]
+    assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e
+    md = dict(e.trailing_metadata())
+    ms = int(md["grpc-retry-pushback-ms"])
+    assert 1000 <= ms <= 60000 and ms % 1000 == 0, md
+    c.close()
+
+    # a location with a schema validates JSON: gRPC is refused clearly
+    c = Client(ngx, pb)
+    c.ch.close()
+    c.ch = grpc.insecure_channel(f"127.0.0.1:{ngx.port}")
+    f = c.ch.unary_unary("/other.Service/ModelInfer",
+                         request_serializer=lambda b: b,
+                         response_deserializer=lambda b: b)
+    with pytest.raises(grpc.RpcError) as ei:
+        f(req.SerializeToString(), timeout=10)
+    assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "gRPC is not served on this location" in ei.value.details()
+    c.close()
+
+    # the audit record of a gRPC call names its model and action
+    time.sleep(0.4)
+    ngx.stop()
+    recs = [json.loads(ln) for ln in
+            (ngx.prefix / "audit.log").read_text().splitlines()]
+    grpc_recs = [r for r in recs if r.get("url", {}).get("path", "")
+                 .startswith(SVC)]
+    acts = [(r["event"]["action"], r.get("infergate", {}).get("model"))
+            for r in grpc_recs]
+    assert ("infer", "id") in acts, acts
+    assert ("forbidden", "other") in acts, acts
+    assert any(a == "rate_limited" for a, _ in acts), acts
