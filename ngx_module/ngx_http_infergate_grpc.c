@@ -653,11 +653,37 @@ ngx_http_ig_grpc_metadata(ngx_http_request_t *r, ngx_http_ig_grpc_t *g,
 }
 
 
+/*
+ * ModelStatistics, Triton's shape, from the backend's per-model counters
+ * the metrics zone keeps (IG_CTL_STATS, about a second old): the models
+ * of this location's backend, all of them or those of one name (and
+ * version).  What the counters hold: inference_count (rows),
+ * execution_count (model runs), success and fail counts, compute_infer
+ * (runs and their time).  Durations the backend does not measure
+ * (queue, compute_input/output), last_inference and batch_stats stay 0.
+ * Needs a metrics zone ("infergate_metrics;" somewhere).
+ */
+
 static ngx_int_t
 ngx_http_ig_grpc_statistics(ngx_http_request_t *r, ngx_http_ig_grpc_t *g,
     const uint8_t *msg, size_t len)
 {
+    u_char                              *buf;
+    ssize_t                              n;
+    uint32_t                             i, j, f, nm;
+    uint64_t                             fails;
+    ngx_uint_t                           k, a;
+    ngx_http_ig_ctx_t                   *ctx;
+    ig_ctl_stats_t                      *st;
+    const ig_ctl_model_t                *m;
+    const ig_ctl_models_t               *ms;
+    ig_ctl_model_stats_t                *mst;
+    ig_ctl_model_stats_t               **found;
+    Inference__ModelStatistics          *out, **outs;
+    Inference__InferStatistics          *is;
+    Inference__StatisticDuration        *d;
     Inference__ModelStatisticsRequest   *req;
+    Inference__ModelStatisticsResponse   resp;
 
     req = inference__model_statistics_request__unpack(&g->alloc, len, msg);
 
@@ -668,8 +694,164 @@ ngx_http_ig_grpc_statistics(ngx_http_request_t *r, ngx_http_ig_grpc_t *g,
 
     ngx_http_ig_grpc_check_model(r, req->name);
 
-    return ngx_http_ig_grpc_status(r, IG_GRPC_UNIMPLEMENTED, -1,
-                                   "ModelStatistics is not served yet");
+    ms = ngx_http_ig_backend_models(g->backend);
+
+    if (ms == NULL || !ngx_http_ig_backend_ready(g->backend)) {
+        return ngx_http_ig_grpc_status(r, IG_GRPC_UNAVAILABLE, 1000,
+                                       "the inference backend is not "
+                                       "connected");
+    }
+
+    if (!ngx_http_ig_metrics_on()) {
+        return ngx_http_ig_grpc_status(r, IG_GRPC_FAILED_PRECONDITION, -1,
+                                       "ModelStatistics reads the metrics "
+                                       "zone: configure \"infergate_metrics;"
+                                       "\" in a location");
+    }
+
+    nm = ngx_min(ms->nmodels, IG_RING_MAX_MODELS);
+
+    buf = ngx_palloc(r->pool, IG_CTL_STATS_MAX);
+    found = ngx_pcalloc(r->pool, (nm + 1) * sizeof(ig_ctl_model_stats_t *));
+    outs = ngx_palloc(r->pool, (nm + 1) * sizeof(Inference__ModelStatistics *));
+
+    if (buf == NULL || found == NULL || outs == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* this backend's models in the zone's areas: same id, name, version */
+
+    for (a = 0; (n = ngx_http_ig_metrics_backend_copy(a, buf)) >= 0; a++) {
+
+        if (n == 0) {
+            continue;
+        }
+
+        st = (ig_ctl_stats_t *) buf;
+
+        if (st->nmodels > IG_RING_MAX_MODELS
+            || (size_t) n < sizeof(ig_ctl_stats_t)
+                            + st->nmodels * sizeof(ig_ctl_model_stats_t))
+        {
+            continue;
+        }
+
+        for (i = 0; i < st->nmodels; i++) {
+            mst = &st->models[i];
+
+            for (j = 0; j < nm; j++) {
+                m = &ms->models[j];
+
+                if (found[j] == NULL && mst->id == m->id
+                    && ngx_strncmp(mst->name, m->name, IG_MODEL_NAME_MAX)
+                       == 0
+                    && ngx_strncmp(mst->version, m->version,
+                                   IG_RING_VERSION_MAX) == 0)
+                {
+                    found[j] = ngx_palloc(r->pool, sizeof(*mst));
+                    if (found[j] == NULL) {
+                        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+                    }
+
+                    *found[j] = *mst;
+                }
+            }
+        }
+
+        /* a later area is another backend's: reuse the buffer */
+    }
+
+    ctx = ngx_http_ig_find_ctx(r);
+
+    inference__model_statistics_response__init(&resp);
+    resp.model_stats = outs;
+
+    for (j = 0; j < nm; j++) {
+        m = &ms->models[j];
+
+        if (m->name[0] == '\0'
+            || (req->name[0] && ngx_strncmp(req->name, m->name,
+                                            IG_MODEL_NAME_MAX) != 0)
+            || (req->version[0] && ngx_strncmp(req->version, m->version,
+                                               IG_RING_VERSION_MAX) != 0))
+        {
+            continue;
+        }
+
+        if (req->name[0] == '\0' && ctx && ctx->key && ctx->key->nmodels) {
+            for (k = 0; k < ctx->key->nmodels; k++) {
+                if (ctx->key->models[k].len
+                    == ngx_strnlen((u_char *) m->name, IG_MODEL_NAME_MAX)
+                    && ngx_strncmp(ctx->key->models[k].data, m->name,
+                                   ctx->key->models[k].len) == 0)
+                {
+                    break;
+                }
+            }
+
+            if (k == ctx->key->nmodels) {
+                continue;             /* a model this key may not use */
+            }
+        }
+
+        out = ngx_pcalloc(r->pool, sizeof(Inference__ModelStatistics));
+        is = ngx_pcalloc(r->pool, sizeof(Inference__InferStatistics));
+        d = ngx_pcalloc(r->pool, 3 * sizeof(Inference__StatisticDuration));
+
+        if (out == NULL || is == NULL || d == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        inference__model_statistics__init(out);
+        inference__infer_statistics__init(is);
+
+        for (i = 0; i < 3; i++) {
+            inference__statistic_duration__init(&d[i]);
+        }
+
+        out->name = ngx_pnalloc(r->pool, IG_MODEL_NAME_MAX
+                                         + IG_RING_VERSION_MAX);
+        if (out->name == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_memcpy(out->name, m->name, IG_MODEL_NAME_MAX);
+        out->name[IG_MODEL_NAME_MAX - 1] = '\0';
+        out->version = out->name + IG_MODEL_NAME_MAX;
+        ngx_memcpy(out->version, m->version, IG_RING_VERSION_MAX);
+        out->version[IG_RING_VERSION_MAX - 1] = '\0';
+
+        mst = found[j];
+
+        if (mst) {
+            fails = 0;
+
+            for (f = 0; f < IG_STATS_NSTATUS; f++) {
+                fails += mst->failures[f];
+            }
+
+            out->inference_count = mst->rows;
+            out->execution_count = mst->batches;
+            d[0].count = mst->requests > fails ? mst->requests - fails : 0;
+            d[1].count = fails;
+            d[2].count = mst->run_count;
+            d[2].ns = mst->run_sum_us * 1000;
+        }
+
+        is->success = &d[0];
+        is->fail = &d[1];
+        is->compute_infer = &d[2];
+        out->inference_stats = is;
+
+        outs[resp.n_model_stats++] = out;
+    }
+
+    if (resp.n_model_stats == 0 && req->name[0]) {
+        return ngx_http_ig_grpc_unknown_model(r, g, req->name,
+                                              req->version);
+    }
+
+    return ngx_http_ig_grpc_reply(r, &resp.base);
 }
 
 

@@ -583,3 +583,47 @@ def test_admission_chain(start_nginx, backend_proc, pb, tmp_path):
     assert ("infer", "id") in acts, acts
     assert ("forbidden", "other") in acts, acts
     assert any(a == "rate_limited" for a, _ in acts), acts
+
+
+def test_model_statistics(start_nginx, backend_proc, pb):
+    ngx, _ = serve(start_nginx, backend_proc, server=LOCATION + """
+        location = /metrics { infergate_metrics; }""")
+    c = Client(ngx, pb)
+    m = c.m
+    for rows in (1, 2, 5):
+        c.ModelInfer(infer_req(m, [1.0] * rows * 3, [rows, 3]))
+    c.ModelInfer(infer_req(m, [1, 2], [1, 2], model="v", model_version="1"))
+
+    # the zone holds the backend's counters of about a second ago
+    deadline = time.time() + 10
+    while True:
+        st = c.ModelStatistics(m.ModelStatisticsRequest(name="id"))
+        if st.model_stats and st.model_stats[0].inference_count == 8:
+            break
+        assert time.time() < deadline, st
+        time.sleep(0.2)
+    s = st.model_stats[0]
+    assert (s.name, s.inference_count) == ("id", 8)
+    assert 1 <= s.execution_count <= 3
+    assert s.inference_stats.success.count == 3
+    assert s.inference_stats.fail.count == 0
+    assert s.inference_stats.compute_infer.count == s.execution_count
+
+    every = c.ModelStatistics(m.ModelStatisticsRequest())
+    assert sorted((x.name, x.version) for x in every.model_stats) == \
+        [("id", ""), ("v", "1"), ("v", "2")] or \
+        sorted(x.name for x in every.model_stats) == ["id", "v", "v"]
+    one = c.ModelStatistics(m.ModelStatisticsRequest(name="v", version="1"))
+    assert [(x.name, x.version) for x in one.model_stats] == [("v", "1")]
+
+    expect(grpc.StatusCode.NOT_FOUND, c.ModelStatistics,
+           m.ModelStatisticsRequest(name="nope"))
+    c.close()
+
+
+def test_model_statistics_needs_metrics(start_nginx, backend_proc, pb):
+    ngx, _ = serve(start_nginx, backend_proc)
+    c = Client(ngx, pb)
+    expect(grpc.StatusCode.FAILED_PRECONDITION, c.ModelStatistics,
+           c.m.ModelStatisticsRequest(name="id"), fragment="infergate_metrics")
+    c.close()
