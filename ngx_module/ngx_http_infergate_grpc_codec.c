@@ -177,6 +177,23 @@ ig_grpc_fail(char *err, size_t errlen, const char *fmt, ...)
 }
 
 
+/* a name from the request for a message: 64 bytes, control bytes as '?' */
+
+static const char *
+ig_grpc_name(char *out, const char *s)
+{
+    size_t  i;
+
+    for (i = 0; i < 64 && s[i]; i++) {
+        out[i] = ((unsigned char) s[i] < 0x20 || s[i] == 0x7f) ? '?' : s[i];
+    }
+
+    out[i] = '\0';
+
+    return out;
+}
+
+
 static uint64_t
 ig_grpc_le(const uint8_t *p, size_t n)
 {
@@ -250,6 +267,7 @@ ig_grpc_decode_infer(const Inference__ModelInferRequest *req,
     uint32_t                                   dtype;
     uint64_t                                   count;
     const char                                *dt;
+    char                                       nm[65];
     const ig_tensor_desc_t                    *t;
     const Inference__InferTensorContents      *c;
     const Inference__ModelInferRequest__InferInputTensor  *in;
@@ -268,9 +286,9 @@ ig_grpc_decode_infer(const Inference__ModelInferRequest *req,
         if (strncmp(req->outputs[i]->name, meta->output.name,
                     IG_MODEL_NAME_MAX) != 0)
         {
-            return ig_grpc_fail(err, errlen, "unknown output \"%.64s\": the "
+            return ig_grpc_fail(err, errlen, "unknown output \"%s\": the "
                                 "model's output is \"%.*s\"",
-                                req->outputs[i]->name, IG_MODEL_NAME_MAX,
+                                ig_grpc_name(nm, req->outputs[i]->name), IG_MODEL_NAME_MAX,
                                 meta->output.name);
         }
     }
@@ -278,8 +296,9 @@ ig_grpc_decode_infer(const Inference__ModelInferRequest *req,
     in = req->inputs[0];
 
     if (strncmp(in->name, t->name, IG_MODEL_NAME_MAX) != 0) {
-        return ig_grpc_fail(err, errlen, "unknown input \"%.64s\": the "
-                            "model's input is \"%.*s\"", in->name,
+        return ig_grpc_fail(err, errlen, "unknown input \"%s\": the "
+                            "model's input is \"%.*s\"",
+                            ig_grpc_name(nm, in->name),
                             IG_MODEL_NAME_MAX, t->name);
     }
 
@@ -295,7 +314,7 @@ ig_grpc_decode_infer(const Inference__ModelInferRequest *req,
     if (dtype == 0) {
         return ig_grpc_fail(err, errlen, "unsupported datatype \"%.32s\": "
                             "use BOOL, INT32, INT64, FP32 or FP64",
-                            in->datatype);
+                            ig_grpc_name(nm, in->datatype));
     }
 
     dt = ig_grpc_dtypes[dtype];
@@ -355,9 +374,9 @@ ig_grpc_decode_infer(const Inference__ModelInferRequest *req,
         }
 
         if (c != NULL) {
-            return ig_grpc_fail(err, errlen, "the input \"%.64s\" sets "
+            return ig_grpc_fail(err, errlen, "the input \"%s\" sets "
                                 "contents and raw_input_contents: use one",
-                                in->name);
+                                ig_grpc_name(nm, in->name));
         }
 
         dsize = ig_grpc_dtype_size[dtype];
@@ -395,8 +414,9 @@ ig_grpc_decode_infer(const Inference__ModelInferRequest *req,
     }
 
     if (c == NULL) {
-        return ig_grpc_fail(err, errlen, "the input \"%.64s\" has no data: "
-                            "set contents or raw_input_contents", in->name);
+        return ig_grpc_fail(err, errlen, "the input \"%s\" has no data: "
+                            "set contents or raw_input_contents",
+                            ig_grpc_name(nm, in->name));
     }
 
     switch (dtype) {
