@@ -94,8 +94,14 @@ static ngx_int_t ngx_http_ig_grpc_status(ngx_http_request_t *r,
     ngx_uint_t code, ngx_int_t pushback_ms, const char *fmt, ...);
 static ngx_int_t ngx_http_ig_grpc_trailers_only(ngx_http_request_t *r,
     ngx_uint_t code, ngx_int_t pushback_ms, u_char *msg, size_t len);
+static ngx_int_t ngx_http_ig_grpc_trailers_only_headers(
+    ngx_http_request_t *r, ngx_uint_t code, ngx_int_t pushback_ms,
+    u_char *msg, size_t len);
 static ngx_table_elt_t *ngx_http_ig_grpc_push(ngx_list_t *list,
     const char *key, u_char *value, size_t len);
+static ngx_uint_t ngx_http_ig_grpc_code(ngx_uint_t status);
+static ngx_int_t ngx_http_ig_grpc_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_ig_grpc_init(ngx_conf_t *cf);
 static void *ngx_http_ig_grpc_palloc(void *data, size_t size);
 static void ngx_http_ig_grpc_pfree(void *data, void *p);
 
@@ -118,9 +124,12 @@ static struct {
 };
 
 
+static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
+
+
 static ngx_http_module_t  ngx_http_infergate_grpc_module_ctx = {
     NULL,                                  /* preconfiguration */
-    NULL,                                  /* postconfiguration */
+    ngx_http_ig_grpc_init,                 /* postconfiguration */
 
     NULL,                                  /* create main configuration */
     NULL,                                  /* init main configuration */
@@ -133,7 +142,10 @@ static ngx_http_module_t  ngx_http_infergate_grpc_module_ctx = {
 };
 
 
-/* a module for its request ctx only: no directives, no configuration */
+/*
+ * A module for its request ctx and its header filter: no directives, no
+ * configuration.
+ */
 
 ngx_module_t  ngx_http_infergate_grpc_module = {
     NGX_MODULE_V1,
@@ -1378,16 +1390,32 @@ static ngx_int_t
 ngx_http_ig_grpc_trailers_only(ngx_http_request_t *r, ngx_uint_t code,
     ngx_int_t pushback_ms, u_char *msg, size_t len)
 {
-    u_char  *p, *last;
-    u_char   num[NGX_INT_T_LEN];
-
     if (r->header_sent) {
         return NGX_ERROR;
     }
 
+    if (ngx_http_ig_grpc_trailers_only_headers(r, code, pushback_ms, msg, len)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_send_header(r);
+}
+
+
+/* the headers of Trailers-Only, in headers_out; NGX_OK or NGX_ERROR */
+
+static ngx_int_t
+ngx_http_ig_grpc_trailers_only_headers(ngx_http_request_t *r,
+    ngx_uint_t code, ngx_int_t pushback_ms, u_char *msg, size_t len)
+{
+    u_char  *p, *last;
+    u_char   num[NGX_INT_T_LEN];
+
     p = ngx_pnalloc(r->pool, len * 3 + 1);
     if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     last = ig_grpc_percent_encode(p, msg, len);
@@ -1411,7 +1439,7 @@ ngx_http_ig_grpc_trailers_only(ngx_http_request_t *r, ngx_uint_t code,
         || ngx_http_ig_grpc_push(&r->headers_out.headers, "grpc-message", p,
                                  last - p) == NULL)
     {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     if (pushback_ms >= 0) {
@@ -1422,14 +1450,14 @@ ngx_http_ig_grpc_trailers_only(ngx_http_request_t *r, ngx_uint_t code,
                                      ngx_sprintf(p, "%i", pushback_ms) - p)
                == NULL)
         {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_ERROR;
         }
     }
 
     r->expect_trailers = 0;
     r->header_only = 1;
 
-    return ngx_http_send_header(r);
+    return NGX_OK;
 }
 
 
@@ -1486,35 +1514,7 @@ ngx_http_ig_grpc_problem(ngx_http_request_t *r, ngx_uint_t status,
         return NGX_DONE;
     }
 
-    switch (status) {
-    case NGX_HTTP_UNAUTHORIZED:
-        code = IG_GRPC_UNAUTHENTICATED;
-        break;
-    case NGX_HTTP_FORBIDDEN:
-        code = IG_GRPC_PERMISSION_DENIED;
-        break;
-    case NGX_HTTP_NOT_FOUND:
-        code = IG_GRPC_NOT_FOUND;
-        break;
-    case NGX_HTTP_TOO_MANY_REQUESTS:
-    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
-        code = IG_GRPC_RESOURCE_EXHAUSTED;
-        break;
-    case NGX_HTTP_UNSUPPORTED_MEDIA_TYPE:
-        code = IG_GRPC_UNIMPLEMENTED;
-        break;
-    case NGX_HTTP_SERVICE_UNAVAILABLE:
-    case NGX_HTTP_BAD_GATEWAY:
-        code = IG_GRPC_UNAVAILABLE;
-        break;
-    case NGX_HTTP_GATEWAY_TIME_OUT:
-        code = IG_GRPC_DEADLINE_EXCEEDED;
-        break;
-    default:
-        code = (status >= 400 && status < 500) ? IG_GRPC_INVALID_ARGUMENT
-                                               : IG_GRPC_INTERNAL;
-        break;
-    }
+    code = ngx_http_ig_grpc_code(status);
 
     /* Retry-After, delta-seconds, as the limit set it */
 
@@ -1567,6 +1567,94 @@ ngx_http_ig_grpc_problem(ngx_http_request_t *r, ngx_uint_t status,
     ngx_http_finalize_request(r, rc);
 
     return NGX_DONE;
+}
+
+
+/* the gRPC status that means an HTTP refusal */
+
+static ngx_uint_t
+ngx_http_ig_grpc_code(ngx_uint_t status)
+{
+    switch (status) {
+    case NGX_HTTP_UNAUTHORIZED:
+        return IG_GRPC_UNAUTHENTICATED;
+    case NGX_HTTP_FORBIDDEN:
+        return IG_GRPC_PERMISSION_DENIED;
+    case NGX_HTTP_NOT_FOUND:
+        return IG_GRPC_NOT_FOUND;
+    case NGX_HTTP_TOO_MANY_REQUESTS:
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        return IG_GRPC_RESOURCE_EXHAUSTED;
+    case NGX_HTTP_UNSUPPORTED_MEDIA_TYPE:
+    case NGX_HTTP_NOT_ALLOWED:
+        return IG_GRPC_UNIMPLEMENTED;
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+    case NGX_HTTP_BAD_GATEWAY:
+        return IG_GRPC_UNAVAILABLE;
+    case NGX_HTTP_GATEWAY_TIME_OUT:
+    case NGX_HTTP_REQUEST_TIME_OUT:
+        return IG_GRPC_DEADLINE_EXCEEDED;
+    default:
+        return (status >= 400 && status < 500) ? IG_GRPC_INVALID_ARGUMENT
+                                               : IG_GRPC_INTERNAL;
+    }
+}
+
+
+/*
+ * An error response nginx makes itself for a gRPC call (client_max_body_size
+ * exceeded mid-stream: 413; a body read that failed; a 500), or another
+ * module's error on a gRPC location, would reach a gRPC client as a bare
+ * HTTP status, which it maps to UNKNOWN or a retryable UNAVAILABLE: it
+ * goes out as Trailers-Only with the status that means it instead, and
+ * without its HTML body (nginx sends no body after a header_only header).
+ */
+
+static ngx_int_t
+ngx_http_ig_grpc_header_filter(ngx_http_request_t *r)
+{
+    u_char      *p;
+    ngx_uint_t   status;
+    u_char       msg[128];
+
+    status = r->headers_out.status;
+
+    if (status < NGX_HTTP_BAD_REQUEST || r != r->main || r->header_sent
+        || !ngx_http_ig_grpc_request(r))
+    {
+        return ngx_http_next_header_filter(r);
+    }
+
+    if (status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        p = ngx_cpymem(msg, "the request is larger than the location's "
+                       "client_max_body_size",
+                       sizeof("the request is larger than the location's "
+                              "client_max_body_size") - 1);
+
+    } else {
+        p = ngx_snprintf(msg, sizeof(msg), "the gateway answered HTTP %ui",
+                         status);
+    }
+
+    if (ngx_http_ig_grpc_trailers_only_headers(r,
+                                               ngx_http_ig_grpc_code(status),
+                                               -1, msg, p - msg)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_ig_grpc_init(ngx_conf_t *cf)
+{
+    ngx_http_next_header_filter = ngx_http_top_header_filter;
+    ngx_http_top_header_filter = ngx_http_ig_grpc_header_filter;
+
+    return NGX_OK;
 }
 
 

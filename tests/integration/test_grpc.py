@@ -627,3 +627,28 @@ def test_model_statistics_needs_metrics(start_nginx, backend_proc, pb):
     expect(grpc.StatusCode.FAILED_PRECONDITION, c.ModelStatistics,
            c.m.ModelStatisticsRequest(name="id"), fragment="infergate_metrics")
     c.close()
+
+
+def test_body_over_client_max_body_size(start_nginx, backend_proc, pb):
+    """nginx's own 413 (the body outgrew client_max_body_size while it
+    streamed in, no content-length) reaches the client as
+    RESOURCE_EXHAUSTED, not as a bare HTTP status it would call UNKNOWN"""
+    ngx, _ = serve(start_nginx, backend_proc, server="""
+        location / { client_max_body_size 2k; infergate_infer backend=be; }
+    """)
+    ngx.allowed_log.append(r"too large")
+    c = Client(ngx, pb)
+    e = expect(grpc.StatusCode.RESOURCE_EXHAUSTED, c.ModelInfer,
+               infer_req(c.m, [1.0] * 768, [256, 3]),
+               fragment="client_max_body_size")
+    assert outputs(c.ModelInfer(infer_req(c.m, [1, 2, 3], [1, 3]))) == \
+        [1, 2, 3]
+    c.close()
+    # and an error page nginx makes for another reason: 405 for GET
+    h = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-D", "-",
+                        "-o", "/dev/null", "-H",
+                        "content-type: application/grpc",
+                        f"http://127.0.0.1:{ngx.port}{SVC}ServerLive"],
+                       capture_output=True, text=True, timeout=30).stdout
+    assert "grpc-status: 12" in h, h
+    assert e
