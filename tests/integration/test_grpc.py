@@ -652,3 +652,32 @@ def test_body_over_client_max_body_size(start_nginx, backend_proc, pb):
                        capture_output=True, text=True, timeout=30).stdout
     assert "grpc-status: 12" in h, h
     assert e
+
+
+def test_tls(start_nginx, backend_proc, pb, tmp_path):
+    """listen ... ssl http2: the same service over TLS (ALPN h2)"""
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-addext",
+                    "subjectAltName=DNS:localhost", "-keyout", str(key),
+                    "-out", str(cert)], check=True, capture_output=True)
+    be = backend_proc("id=builtin:identity:3")
+    ngx = start_nginx(http=infer_http(be), workers=1, listen="ssl http2",
+                      server=f"ssl_certificate {cert}; "
+                             f"ssl_certificate_key {key};\n" + LOCATION)
+    wait_connected(ngx, 1)
+    m, s = pb
+    ch = grpc.secure_channel(
+        f"127.0.0.1:{ngx.port}",
+        grpc.ssl_channel_credentials(root_certificates=cert.read_bytes()),
+        options=[("grpc.ssl_target_name_override", "localhost")])
+    stub = s.GRPCInferenceServiceStub(ch)
+    assert stub.ServerLive(m.ServerLiveRequest(), timeout=10).live
+    r = stub.ModelInfer(infer_req(m, [1, 2, 3], [1, 3], raw=True),
+                        timeout=10)
+    assert outputs(r) == [1, 2, 3]
+    with pytest.raises(grpc.RpcError) as ei:
+        stub.ModelInfer(infer_req(m, [1, 2], [1, 3]), timeout=10)
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    ch.close()
