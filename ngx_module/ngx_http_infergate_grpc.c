@@ -1608,6 +1608,7 @@ ngx_http_ig_grpc_code(ngx_uint_t status)
  * HTTP status, which it maps to UNKNOWN or a retryable UNAVAILABLE: it
  * goes out as Trailers-Only with the status that means it instead, and
  * without its HTML body (nginx sends no body after a header_only header).
+ * Any other answer that is not application/grpc becomes INTERNAL.
  */
 
 static ngx_int_t
@@ -1619,13 +1620,32 @@ ngx_http_ig_grpc_header_filter(ngx_http_request_t *r)
 
     status = r->headers_out.status;
 
-    if (status < NGX_HTTP_BAD_REQUEST || r != r->main || r->header_sent
-        || !ngx_http_ig_grpc_request(r))
+    if (r != r->main || r->header_sent || !ngx_http_ig_grpc_request(r)
+        || (r->headers_out.content_type.len >= ngx_http_ig_grpc_type.len
+            && ngx_strncasecmp(r->headers_out.content_type.data,
+                               ngx_http_ig_grpc_type.data,
+                               ngx_http_ig_grpc_type.len) == 0))
     {
         return ngx_http_next_header_filter(r);
     }
 
-    if (status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+    if (status < NGX_HTTP_BAD_REQUEST) {
+        /*
+         * Not gRPC, yet not an error: a cache entry of the HTTP protocol
+         * (a cache key= that ignores the content type), "return 200 ..."
+         */
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "infergate grpc: the location answered a gRPC call "
+                      "with HTTP %ui \"%V\"", status,
+                      &r->headers_out.content_type);
+
+        p = ngx_cpymem(msg, "the location answered with a response that "
+                       "is not gRPC",
+                       sizeof("the location answered with a response that "
+                              "is not gRPC") - 1);
+        status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+    } else if (status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
         p = ngx_cpymem(msg, "the request is larger than the location's "
                        "client_max_body_size",
                        sizeof("the request is larger than the location's "

@@ -681,3 +681,26 @@ def test_tls(start_nginx, backend_proc, pb, tmp_path):
         stub.ModelInfer(infer_req(m, [1, 2], [1, 3]), timeout=10)
     assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     ch.close()
+
+
+def test_non_grpc_answer(start_nginx, backend_proc, pb):
+    """a location that answers a gRPC call with something else (here
+    "return 200", as a cache entry of the HTTP protocol would) gives
+    INTERNAL with trailers, never a body the client cannot frame"""
+    ngx, _ = serve(start_nginx, backend_proc, server="""
+        location /inference.GRPCInferenceService/ServerLive {
+            default_type text/plain; return 200 "hello";
+        }
+        location /inference.GRPCInferenceService/ServerReady {
+            return 404;
+        }
+        location / { infergate_infer backend=be; }
+    """)
+    ngx.allowed_log.append(r"answered a gRPC call")
+    c = Client(ngx, pb)
+    expect(grpc.StatusCode.INTERNAL, c.ServerLive, c.m.ServerLiveRequest(),
+           fragment="not gRPC")
+    expect(grpc.StatusCode.NOT_FOUND, c.ServerReady,
+           c.m.ServerReadyRequest(), fragment="HTTP 404")
+    assert c.ModelReady(c.m.ModelReadyRequest(name="id")).ready
+    c.close()
