@@ -60,6 +60,8 @@ typedef struct {
     size_t                      rows;
     int                         raw;
 
+    ngx_str_t                  *bad_timeout; /* a malformed grpc-timeout */
+
     unsigned                    has_deadline:1;
     unsigned                    finished:1;  /* answered: ignore the rest */
 } ngx_http_ig_grpc_t;
@@ -296,14 +298,9 @@ ngx_http_ig_grpc_handler(ngx_http_request_t *r, ngx_http_ig_backend_t *be)
         ms = ig_grpc_timeout_ms(h[i].value.data, h[i].value.len);
 
         if (ms < 0) {
-            rc = ngx_http_discard_request_body(r);
-            if (rc != NGX_OK) {
-                return rc;
-            }
-
-            return ngx_http_ig_grpc_status(r, IG_GRPC_INVALID_ARGUMENT, -1,
-                                           "malformed grpc-timeout \"%V\"",
-                                           &h[i].value);
+            /* answered once the body is read: a clean end of stream */
+            g->bad_timeout = &h[i].value;
+            continue;
         }
 
         if (ms > 86400000) {
@@ -359,6 +356,12 @@ ngx_http_ig_grpc_dispatch(ngx_http_request_t *r, ngx_http_ig_grpc_t *g)
 
     if (r->connection->error) {
         return NGX_HTTP_CLIENT_CLOSED_REQUEST;
+    }
+
+    if (g->bad_timeout) {
+        return ngx_http_ig_grpc_status(r, IG_GRPC_INVALID_ARGUMENT, -1,
+                                       "malformed grpc-timeout \"%V\"",
+                                       g->bad_timeout);
     }
 
     if (ngx_http_ig_grpc_read_body(r, &body, &len) != NGX_OK) {
@@ -1608,15 +1611,17 @@ ngx_http_ig_grpc_code(ngx_uint_t status)
  * HTTP status, which it maps to UNKNOWN or a retryable UNAVAILABLE: it
  * goes out as Trailers-Only with the status that means it instead, and
  * without its HTML body (nginx sends no body after a header_only header).
- * Any other answer that is not application/grpc becomes INTERNAL.
+ * Any other answer that is not application/grpc, on a request infergate
+ * took part in, becomes INTERNAL.
  */
 
 static ngx_int_t
 ngx_http_ig_grpc_header_filter(ngx_http_request_t *r)
 {
-    u_char      *p;
-    ngx_uint_t   status;
-    u_char       msg[128];
+    u_char             *p;
+    ngx_uint_t          status;
+    ngx_http_ig_ctx_t  *ctx;
+    u_char              msg[128];
 
     status = r->headers_out.status;
 
@@ -1631,9 +1636,21 @@ ngx_http_ig_grpc_header_filter(ngx_http_request_t *r)
 
     if (status < NGX_HTTP_BAD_REQUEST) {
         /*
-         * Not gRPC, yet not an error: a cache entry of the HTTP protocol
-         * (a cache key= that ignores the content type), "return 200 ..."
+         * Not gRPC, yet not an error, where infergate took part: a cache
+         * entry of the HTTP protocol (a cache key= that ignores the
+         * content type), an origin behind a limit.  Elsewhere (no
+         * precontent stage ran, no key was taken) such an answer is left
+         * as it is.
          */
+        ctx = ngx_http_get_module_ctx(r, ngx_http_infergate_module);
+
+        if (ngx_http_get_module_ctx(r, ngx_http_infergate_grpc_module)
+            == NULL
+            && (ctx == NULL || (ctx->step == 0 && ctx->key == NULL)))
+        {
+            return ngx_http_next_header_filter(r);
+        }
+
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "infergate grpc: the location answered a gRPC call "
                       "with HTTP %ui \"%V\"", status,

@@ -684,11 +684,18 @@ def test_tls(start_nginx, backend_proc, pb, tmp_path):
 
 
 def test_non_grpc_answer(start_nginx, backend_proc, pb):
-    """a location that answers a gRPC call with something else (here
-    "return 200", as a cache entry of the HTTP protocol would) gives
-    INTERNAL with trailers, never a body the client cannot frame"""
-    ngx, _ = serve(start_nginx, backend_proc, server="""
+    """a location where infergate took part that answers a gRPC call with
+    something else (here an origin behind a limit, as a cache entry of the
+    HTTP protocol would) gives INTERNAL with trailers, never a body the
+    client cannot frame; an error page anywhere becomes its gRPC status;
+    a 200 where no infergate stage ran is left alone"""
+    ngx, _ = serve(start_nginx, backend_proc, http="""
+        infergate_limit_zone z 1m;""", server="""
         location /inference.GRPCInferenceService/ServerLive {
+            infergate_limit zone=z rate=100r/s burst=100;
+            @PROXY@
+        }
+        location /inference.GRPCInferenceService/ServerMetadata {
             default_type text/plain; return 200 "hello";
         }
         location /inference.GRPCInferenceService/ServerReady {
@@ -702,5 +709,8 @@ def test_non_grpc_answer(start_nginx, backend_proc, pb):
            fragment="not gRPC")
     expect(grpc.StatusCode.NOT_FOUND, c.ServerReady,
            c.m.ServerReadyRequest(), fragment="HTTP 404")
+    with pytest.raises(grpc.RpcError) as ei:
+        c.ServerMetadata(c.m.ServerMetadataRequest())
+    assert "not gRPC" not in ei.value.details(), ei.value.details()
     assert c.ModelReady(c.m.ModelReadyRequest(name="id")).ready
     c.close()
