@@ -261,6 +261,16 @@ $(BUILD)/unit/%: tests/unit/%.c $(LIBIG) $(BUILD)/.flags
 	@mkdir -p $(BUILD)/unit
 	$(CC) $(CFLAGS) $(DEPFLAGS) -o $@ $< $(LIBIG) -lcmocka $(LIBS)
 
+# the gRPC codec's unit test compiles the codec and the generated code
+$(BUILD)/unit/test_grpc_codec: tests/unit/test_grpc_codec.c \
+        ngx_module/ngx_http_infergate_grpc_codec.c \
+        ngx_module/ngx_http_infergate_grpc_codec.h $(GRPC_GEN_C) \
+        $(BUILD)/.flags
+	@mkdir -p $(BUILD)/unit
+	$(CC) $(CFLAGS) -Ingx_module -I$(GRPC_GEN) $(DEPFLAGS) -o $@ $< \
+	    ngx_module/ngx_http_infergate_grpc_codec.c $(GRPC_GEN_C) -lcmocka \
+	    -lprotobuf-c -lm
+
 unit: deps $(UNITS)
 	@set -e; for t in $(UNITS); do echo "== $$t"; $$t; done
 
