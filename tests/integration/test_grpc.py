@@ -714,3 +714,78 @@ def test_non_grpc_answer(start_nginx, backend_proc, pb):
     assert "not gRPC" not in ei.value.details(), ei.value.details()
     assert c.ModelReady(c.m.ModelReadyRequest(name="id")).ready
     c.close()
+
+
+def h2_frame(kind, flags, sid, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + \
+        struct.pack(">I", sid) + payload
+
+
+def hpack(name, value):
+    """a literal header field without indexing, new name (RFC 7541 6.2.2)"""
+    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+
+def test_body_cut_short_on_the_wire(start_nginx, backend_proc, pb):
+    """a raw HTTP/2 client sends the headers and part of a ModelInfer
+    message, then resets the stream, or closes the connection, or sends
+    a message whose length prefix runs past END_STREAM: no crash, no
+    leak of the request, INTERNAL for the last, and the worker serves
+    the next call"""
+    import socket
+    ngx, _ = serve(start_nginx, backend_proc)
+    m, _ = pb
+    msg = frame(infer_req(m, [1, 2, 3], [1, 3]).SerializeToString())
+    hdrs = (hpack(b":method", b"POST") + hpack(b":scheme", b"http")
+            + hpack(b":path", (SVC + "ModelInfer").encode())
+            + hpack(b":authority", b"localhost")
+            + hpack(b"content-type", b"application/grpc")
+            + hpack(b"te", b"trailers"))
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0)
+
+    def conn():
+        s = socket.create_connection(("127.0.0.1", ngx.port), timeout=10)
+        s.sendall(preface + h2_frame(1, 0x4, 1, hdrs)
+                  + h2_frame(0, 0, 1, msg[:9]))
+        return s
+
+    for how in ("rst", "close"):
+        for _ in range(20):
+            s = conn()
+            time.sleep(0.01)
+            if how == "rst":
+                s.sendall(h2_frame(3, 0, 1, struct.pack(">I", 8)))  # CANCEL
+                time.sleep(0.01)
+            s.close()
+
+    # END_STREAM in the middle of the message: Trailers-Only INTERNAL
+    s = socket.create_connection(("127.0.0.1", ngx.port), timeout=10)
+    s.sendall(preface + h2_frame(1, 0x4, 1, hdrs)
+              + h2_frame(0, 0x1, 1, msg[:9]))
+    got = b""
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        data = s.recv(65536)
+        if not data:
+            break
+        got += data
+        # a HEADERS frame on stream 1 with END_STREAM ends the answer
+        i, done = 0, False
+        while i + 9 <= len(got):
+            n = int.from_bytes(got[i:i + 3], "big")
+            kind, flags = got[i + 3], got[i + 4]
+            sid = int.from_bytes(got[i + 5:i + 9], "big") & 0x7fffffff
+            if kind == 1 and sid == 1 and flags & 1:
+                done = True
+            if kind == 0 and sid == 1 and n:
+                raise AssertionError("a DATA frame in a Trailers-Only answer")
+            i += 9 + n
+        if done:
+            break
+    s.close()
+    assert done, got[:200]       # (its grpc-status 13: test_framing)
+
+    c = Client(ngx, pb)
+    assert outputs(c.ModelInfer(infer_req(m, [4, 5, 6], [1, 3]))) == \
+        [4, 5, 6]
+    c.close()
