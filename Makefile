@@ -241,7 +241,7 @@ $(BUILD)/fuzz/fuzz_grpc: tests/fuzz/fuzz_grpc.c \
 	clang -g -O1 -fsanitize=fuzzer,address,undefined \
 	    -fno-sanitize-recover=undefined -Ilib -Ingx_module -I$(GRPC_GEN) \
 	    $(DEPFLAGS) -o $@ $< ngx_module/ngx_http_infergate_grpc_codec.c \
-	    $(GRPC_GEN_C) -lprotobuf-c -lm
+	    $(GRPC_GEN_C) -lprotobuf-c -lz -lm
 
 # XGBoost predictor vs libxgboost (libxgboost-dev) on a 500-tree depth-8
 # model made once by a fixed-seed script: `make bench-xgb`
@@ -269,7 +269,7 @@ $(BUILD)/unit/test_grpc_codec: tests/unit/test_grpc_codec.c \
 	@mkdir -p $(BUILD)/unit
 	$(CC) $(CFLAGS) -Ingx_module -I$(GRPC_GEN) $(DEPFLAGS) -o $@ $< \
 	    ngx_module/ngx_http_infergate_grpc_codec.c $(GRPC_GEN_C) -lcmocka \
-	    -lprotobuf-c -lm
+	    -lprotobuf-c -lz -lm
 
 unit: deps $(UNITS)
 	@set -e; for t in $(UNITS); do echo "== $$t"; $$t; done

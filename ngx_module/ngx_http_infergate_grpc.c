@@ -61,6 +61,8 @@ typedef struct {
     int                         raw;
 
     ngx_str_t                  *bad_timeout; /* a malformed grpc-timeout */
+    int                         encoding;    /* IG_GRPC_ENC_*             */
+    ngx_str_t                   encoding_name;
 
     unsigned                    has_deadline:1;
     unsigned                    finished:1;  /* answered: ignore the rest */
@@ -70,6 +72,8 @@ typedef struct {
 static void ngx_http_ig_grpc_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ig_grpc_dispatch(ngx_http_request_t *r,
     ngx_http_ig_grpc_t *g);
+static ngx_int_t ngx_http_ig_grpc_inflate(ngx_http_request_t *r,
+    ngx_http_ig_grpc_t *g, const uint8_t **msg, size_t *len, ngx_int_t *rc);
 static ngx_int_t ngx_http_ig_grpc_model_allowed(ngx_http_request_t *r,
     const char *model);
 static ngx_int_t ngx_http_ig_grpc_model_ready(ngx_http_request_t *r,
@@ -288,6 +292,15 @@ ngx_http_ig_grpc_handler(ngx_http_request_t *r, ngx_http_ig_backend_t *be)
             i = 0;
         }
 
+        if (h[i].key.len == sizeof("grpc-encoding") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "grpc-encoding",
+                               sizeof("grpc-encoding") - 1) == 0)
+        {
+            g->encoding = ig_grpc_encoding(h[i].value.data, h[i].value.len);
+            g->encoding_name = h[i].value;
+            continue;
+        }
+
         if (h[i].key.len != sizeof("grpc-timeout") - 1
             || ngx_strncasecmp(h[i].key.data, (u_char *) "grpc-timeout",
                                sizeof("grpc-timeout") - 1) != 0)
@@ -345,8 +358,9 @@ ngx_http_ig_grpc_body(ngx_http_request_t *r)
 static ngx_int_t
 ngx_http_ig_grpc_dispatch(ngx_http_request_t *r, ngx_http_ig_grpc_t *g)
 {
-    int                                 code;
+    int                                 code, compressed;
     size_t                              len, mlen;
+    ngx_int_t                           rc;
     u_char                             *body;
     const char                         *err;
     const uint8_t                      *msg;
@@ -368,19 +382,17 @@ ngx_http_ig_grpc_dispatch(ngx_http_request_t *r, ngx_http_ig_grpc_t *g)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    code = ig_grpc_unframe(body, len, IG_GRPC_MAX_MESSAGE, &msg, &mlen, &err);
+    code = ig_grpc_unframe(body, len, IG_GRPC_MAX_MESSAGE, &msg, &mlen,
+                           &compressed, &err);
 
     if (code != IG_GRPC_OK) {
-        if (code == IG_GRPC_UNIMPLEMENTED
-            && ngx_http_ig_grpc_push(&r->headers_out.headers,
-                                     "grpc-accept-encoding",
-                                     (u_char *) "identity", 8)
-               == NULL)
-        {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-
         return ngx_http_ig_grpc_status(r, code, -1, "%s", err);
+    }
+
+    if (compressed
+        && ngx_http_ig_grpc_inflate(r, g, &msg, &mlen, &rc) != NGX_OK)
+    {
+        return rc;
     }
 
     if (g->has_deadline && (ngx_msec_int_t) (g->deadline - ngx_current_msec)
@@ -446,6 +458,82 @@ ngx_http_ig_grpc_dispatch(ngx_http_request_t *r, ngx_http_ig_grpc_t *g)
     default: /* NGX_HTTP_IG_GRPC_MODEL_INFER */
         return ngx_http_ig_grpc_infer(r, g, msg, mlen);
     }
+}
+
+
+/*
+ * A compressed message: gzip or deflate (zlib) as grpc-encoding says,
+ * inflated into the request pool, at most IG_GRPC_MAX_MESSAGE bytes.
+ * NGX_OK with *msg and *len replaced, or what the request is finalized
+ * with once the status was sent.
+ */
+
+static ngx_int_t
+ngx_http_ig_grpc_inflate(ngx_http_request_t *r, ngx_http_ig_grpc_t *g,
+    const uint8_t **msg, size_t *len, ngx_int_t *rc)
+{
+    int          code;
+    size_t       size;
+    u_char      *out;
+    const char  *err;
+
+    if (g->encoding_name.len == 0 || g->encoding == IG_GRPC_ENC_IDENTITY) {
+        *rc = ngx_http_ig_grpc_status(r, IG_GRPC_INTERNAL, -1,
+                                      "a compressed message without a "
+                                      "grpc-encoding to inflate it");
+        return NGX_DONE;
+    }
+
+    if (g->encoding == IG_GRPC_ENC_UNKNOWN) {
+        if (ngx_http_ig_grpc_push(&r->headers_out.headers,
+                                  "grpc-accept-encoding",
+                                  (u_char *) "identity,deflate,gzip",
+                                  sizeof("identity,deflate,gzip") - 1)
+            == NULL)
+        {
+            *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_DONE;
+        }
+
+        *rc = ngx_http_ig_grpc_status(r, IG_GRPC_UNIMPLEMENTED, -1,
+                                       "grpc-encoding \"%V\" is not "
+                                       "supported: use identity, deflate or "
+                                       "gzip", &g->encoding_name);
+        return NGX_DONE;
+    }
+
+    /* measured first, then inflated into exactly that much */
+
+    code = ig_grpc_inflate(*msg, *len, g->encoding, NULL,
+                           IG_GRPC_MAX_MESSAGE, &size, &err);
+
+    if (code != IG_GRPC_OK) {
+        *rc = ngx_http_ig_grpc_status(r, code, -1, "%s", err);
+        return NGX_DONE;
+    }
+
+    if (size == 0) {
+        *len = 0;
+        return NGX_OK;
+    }
+
+    out = ngx_pnalloc(r->pool, size);
+    if (out == NULL) {
+        *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_DONE;
+    }
+
+    code = ig_grpc_inflate(*msg, *len, g->encoding, out, size, &size, &err);
+
+    if (code != IG_GRPC_OK) {
+        *rc = ngx_http_ig_grpc_status(r, code, -1, "%s", err);
+        return NGX_DONE;
+    }
+
+    *msg = out;
+    *len = size;
+
+    return NGX_OK;
 }
 
 

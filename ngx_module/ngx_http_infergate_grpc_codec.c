@@ -11,7 +11,10 @@
 #include <stdarg.h>
 #include <math.h>
 #include <stdio.h>
+#include <strings.h>
 #include <string.h>
+
+#include <zlib.h>
 
 #include "ngx_http_infergate_grpc_codec.h"
 
@@ -36,12 +39,13 @@ ig_grpc_dtype_name(uint32_t dtype)
 
 int
 ig_grpc_unframe(const uint8_t *body, size_t len, size_t max,
-    const uint8_t **msg, size_t *mlen, const char **err)
+    const uint8_t **msg, size_t *mlen, int *compressed, const char **err)
 {
     uint32_t  n;
 
     *msg = NULL;
     *mlen = 0;
+    *compressed = 0;
 
     if (len == 0) {
         *err = "the call carries no request message";
@@ -78,14 +82,125 @@ ig_grpc_unframe(const uint8_t *body, size_t len, size_t max,
         return IG_GRPC_INTERNAL;
     }
 
-    if (body[0] == 1) {
-        *err = "compressed messages are not accepted: send them with "
-               "grpc-encoding identity";
+    *compressed = body[0];
+    *msg = body + IG_GRPC_PREFIX;
+    *mlen = n;
+
+    return IG_GRPC_OK;
+}
+
+
+int
+ig_grpc_encoding(const uint8_t *s, size_t len)
+{
+    if (len == 8 && strncasecmp((const char *) s, "identity", 8) == 0) {
+        return IG_GRPC_ENC_IDENTITY;
+    }
+
+    if (len == 4 && strncasecmp((const char *) s, "gzip", 4) == 0) {
+        return IG_GRPC_ENC_GZIP;
+    }
+
+    if (len == 7 && strncasecmp((const char *) s, "deflate", 7) == 0) {
+        return IG_GRPC_ENC_DEFLATE;
+    }
+
+    return IG_GRPC_ENC_UNKNOWN;
+}
+
+
+int
+ig_grpc_inflate(const uint8_t *in, size_t len, int encoding, uint8_t *out,
+    size_t max, size_t *outlen, const char **err)
+{
+    int       rc;
+    size_t    total, room;
+    z_stream  z;
+    uint8_t   scratch[16384];
+
+    *outlen = 0;
+
+    if (encoding != IG_GRPC_ENC_GZIP && encoding != IG_GRPC_ENC_DEFLATE) {
+        *err = "unsupported grpc-encoding";
         return IG_GRPC_UNIMPLEMENTED;
     }
 
-    *msg = body + IG_GRPC_PREFIX;
-    *mlen = n;
+    memset(&z, 0, sizeof(z));
+
+    if (inflateInit2(&z, encoding == IG_GRPC_ENC_GZIP ? 15 + 16 : 15)
+        != Z_OK)
+    {
+        *err = "the compressed message could not be inflated";
+        return IG_GRPC_INTERNAL;
+    }
+
+    z.next_in = (Bytef *) in;
+    z.avail_in = (uInt) len;
+    total = 0;
+
+    for ( ;; ) {
+        if (out) {
+            room = max - total;
+            z.next_out = out + total;
+            z.avail_out = (uInt) (room < 65536 ? room : 65536);
+
+        } else {
+            z.next_out = scratch;
+            z.avail_out = sizeof(scratch);
+        }
+
+        room = z.avail_out;
+
+        rc = inflate(&z, Z_NO_FLUSH);
+
+        total += room - z.avail_out;
+
+        if (rc == Z_STREAM_END) {
+            break;
+        }
+
+        if (total > max || (rc == Z_OK && out && total == max)) {
+            /* one byte past max is enough to know */
+            if (rc == Z_OK && out && total == max) {
+                z.next_out = scratch;
+                z.avail_out = 1;
+                rc = inflate(&z, Z_NO_FLUSH);
+
+                if (rc == Z_STREAM_END && z.avail_out == 1) {
+                    break;
+                }
+            }
+
+            inflateEnd(&z);
+            *err = "the inflated request message is larger than the "
+                   "gateway accepts";
+            return IG_GRPC_RESOURCE_EXHAUSTED;
+        }
+
+        if (rc != Z_OK || (z.avail_in == 0 && z.avail_out != 0)) {
+            inflateEnd(&z);
+            *err = "the compressed request message is corrupt or cut short";
+            return IG_GRPC_INTERNAL;
+        }
+    }
+
+    /* bytes after the compressed stream */
+    rc = (z.avail_in != 0);
+
+    inflateEnd(&z);
+
+    if (rc) {
+        *err = "bytes follow the compressed request message";
+        return IG_GRPC_INTERNAL;
+    }
+
+    if (total > max) {
+        *err = "the inflated request message is larger than the gateway "
+               "accepts";
+        return IG_GRPC_RESOURCE_EXHAUSTED;
+    }
+
+    *outlen = total;
 
     return IG_GRPC_OK;
 }

@@ -42,16 +42,36 @@
 #define IG_GRPC_MAX_MESSAGE          (4 * 1024 * 1024) /* gRPC's default  */
 
 
+/* grpc-encoding of the request's messages */
+#define IG_GRPC_ENC_IDENTITY         0
+#define IG_GRPC_ENC_GZIP             1
+#define IG_GRPC_ENC_DEFLATE          2
+#define IG_GRPC_ENC_UNKNOWN          3
+
 /*
  * The one message of a unary call: body must be exactly one
- * length-prefixed message.  Returns IG_GRPC_OK with *msg and *mlen, or a
- * status with a static message in *err: INTERNAL for broken framing (a
- * message cut short, bytes after it, no message), RESOURCE_EXHAUSTED for
- * one longer than max, UNIMPLEMENTED for a compressed one (the gateway
- * inflates nothing: it answers grpc-accept-encoding: identity).
+ * length-prefixed message.  Returns IG_GRPC_OK with *msg, *mlen and
+ * *compressed (its flag), or a status with a static message in *err:
+ * INTERNAL for broken framing (a message cut short, bytes after it, no
+ * message, a flag neither 0 nor 1), RESOURCE_EXHAUSTED for one longer
+ * than max.
  */
 int ig_grpc_unframe(const uint8_t *body, size_t len, size_t max,
-    const uint8_t **msg, size_t *mlen, const char **err);
+    const uint8_t **msg, size_t *mlen, int *compressed, const char **err);
+
+/* the IG_GRPC_ENC_* a grpc-encoding value names */
+int ig_grpc_encoding(const uint8_t *s, size_t len);
+
+/*
+ * Inflates a compressed message (IG_GRPC_ENC_GZIP: gzip, RFC 1952;
+ * IG_GRPC_ENC_DEFLATE: zlib, RFC 1950, as gRPC names it) into out, at
+ * most max bytes; with out NULL it only measures.  Returns IG_GRPC_OK
+ * with *outlen, RESOURCE_EXHAUSTED when it would exceed max (a
+ * decompression bomb stops there), INTERNAL when it is corrupt or
+ * truncated.
+ */
+int ig_grpc_inflate(const uint8_t *in, size_t len, int encoding,
+    uint8_t *out, size_t max, size_t *outlen, const char **err);
 
 /* writes the prefix of an uncompressed message of len bytes */
 void ig_grpc_prefix(uint8_t *p, size_t len);

@@ -8,7 +8,9 @@
  * room in the rows buffer; the rest is a request body.  The body is
  * unframed (one length-prefixed message); the message is unpacked as
  * every request type the gateway reads, and a ModelInferRequest decoded
- * against the model.  The decoder must return OK, INVALID_ARGUMENT (with
+ * against the model; a compressed one (flag 1) is inflated, measured
+ * and for real, which must agree.  The decoder must return OK,
+ * INVALID_ARGUMENT (with
  * a one-line message) or RESOURCE_EXHAUSTED, write nothing past the room
  * (its own allocation, so ASan sees it), and on OK give rows whose
  * floats fit.  grpc-timeout and grpc-message encoding run on the body's
@@ -56,10 +58,55 @@ check_strings(const uint8_t *data, size_t size)
 }
 
 
+/* measured, then inflated into exactly that: the two must agree */
+
+static void
+check_inflate(const uint8_t *in, size_t len, int enc)
+{
+    int          rc, rc2;
+    size_t       n, n2;
+    uint8_t     *out;
+    const char  *err;
+
+    rc = ig_grpc_inflate(in, len, enc, NULL, 1 << 16, &n, &err);
+
+    if (rc != IG_GRPC_OK) {
+        if (rc != IG_GRPC_INTERNAL && rc != IG_GRPC_RESOURCE_EXHAUSTED) {
+            abort();
+        }
+        return;
+    }
+
+    if (n > 1 << 16) {
+        abort();
+    }
+
+    if (n == 0) {
+        return;
+    }
+
+    out = malloc(n);
+    rc2 = ig_grpc_inflate(in, len, enc, out, n, &n2, &err);
+
+    if (rc2 != IG_GRPC_OK || n2 != n) {
+        abort();
+    }
+
+    /* one byte less room must not fit */
+    if (ig_grpc_inflate(in, len, enc, out, n - 1, &n2, &err)
+        != IG_GRPC_RESOURCE_EXHAUSTED)
+    {
+        abort();
+    }
+
+    free(out);
+}
+
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    int                             rc, raw;
+    int                             rc, raw, compressed;
     char                            err[256];
     size_t                          mlen, room, rows, nf;
     float                          *buf;
@@ -118,7 +165,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     meta.noutputs = 1;
     room = 1 + ((data[0] >> 2) & 63) * 4;
 
-    rc = ig_grpc_unframe(data + 1, size - 1, 1 << 20, &msg, &mlen, &ferr);
+    rc = ig_grpc_unframe(data + 1, size - 1, 1 << 20, &msg, &mlen,
+                         &compressed, &ferr);
+
+    if (rc == IG_GRPC_OK && compressed) {
+        check_inflate(msg, mlen, data[0] & 4 ? IG_GRPC_ENC_GZIP
+                                              : IG_GRPC_ENC_DEFLATE);
+    }
 
     if (rc != IG_GRPC_OK) {
         if (ferr == NULL || ferr[0] == '\0' || msg != NULL) {

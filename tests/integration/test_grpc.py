@@ -330,7 +330,7 @@ def test_framing(start_nginx, backend_proc, pb):
         (b"", "13", "no request message"),
         (frame(msg) + frame(msg), "13", "one request message"),
         (frame(msg, length=64 << 20), "8", "larger than"),
-        (frame(msg, flag=1), "12", "compressed"),
+        (frame(msg, flag=1), "13", "without a grpc-encoding"),
         (frame(msg, flag=7), "13", "compressed flag"),
     ]
     for data, code, frag in cases:
@@ -339,8 +339,6 @@ def test_framing(start_nginx, backend_proc, pb):
         assert h.get("grpc-status") == code, (data[:8], h)
         assert frag in h["grpc-message"].replace("%20", " "), h
         assert body == b""          # Trailers-Only
-    h, _ = curl_grpc(ngx, "ModelInfer", frame(msg, flag=1))
-    assert h["grpc-accept-encoding"] == "identity"
 
     # grpc-message is percent-encoded
     h, _ = curl_grpc(ngx, "ModelInfer", frame(infer_req(
@@ -789,3 +787,56 @@ def test_body_cut_short_on_the_wire(start_nginx, backend_proc, pb):
     assert outputs(c.ModelInfer(infer_req(m, [4, 5, 6], [1, 3]))) == \
         [4, 5, 6]
     c.close()
+
+
+def test_compressed_messages(start_nginx, backend_proc, pb):
+    """grpc-encoding gzip and deflate are inflated (grpcio compresses
+    what it sends when asked to), at most 4 MiB (a bomb is
+    RESOURCE_EXHAUSTED); another encoding is UNIMPLEMENTED with
+    grpc-accept-encoding"""
+    import gzip
+    import zlib
+    ngx, _ = serve(start_nginx, backend_proc)
+    m, s = pb
+    vals = [float(i) for i in range(256 * 3)]
+    for comp in (grpc.Compression.Gzip, grpc.Compression.Deflate):
+        ch = grpc.insecure_channel(f"127.0.0.1:{ngx.port}", compression=comp)
+        stub = s.GRPCInferenceServiceStub(ch)
+        for raw in (False, True):
+            r = stub.ModelInfer(infer_req(m, vals, [256, 3], raw=raw),
+                                timeout=10)
+            assert outputs(r) == vals, (comp, raw)
+        ch.close()
+
+    msg = infer_req(m, [1, 2, 3], [1, 3]).SerializeToString()
+    for enc, data in (("gzip", gzip.compress(msg)),
+                      ("deflate", zlib.compress(msg))):
+        h, body = curl_grpc(ngx, "ModelInfer", frame(data, flag=1),
+                            [f"grpc-encoding: {enc}"])
+        assert h["grpc-status"] == "0", h
+        r = m.ModelInferResponse.FromString(body[5:])
+        assert list(r.outputs[0].contents.fp32_contents) == [1, 2, 3]
+
+    # corrupt, and the wrong format for the encoding
+    for enc, data in (("gzip", gzip.compress(msg)[:-6]),
+                      ("deflate", gzip.compress(msg))):
+        h, _ = curl_grpc(ngx, "ModelInfer", frame(data, flag=1),
+                         [f"grpc-encoding: {enc}"])
+        assert h["grpc-status"] == "13", h
+        assert "corrupt" in h["grpc-message"].replace("%20", " ")
+
+    bomb = gzip.compress(bytes(8 << 20), 9)
+    assert len(bomb) < 64 << 10
+    h, _ = curl_grpc(ngx, "ModelInfer", frame(bomb, flag=1),
+                     ["grpc-encoding: gzip"])
+    assert h["grpc-status"] == "8", h
+    assert "larger than" in h["grpc-message"].replace("%20", " ")
+
+    h, _ = curl_grpc(ngx, "ModelInfer", frame(msg, flag=1),
+                     ["grpc-encoding: snappy"])
+    assert h["grpc-status"] == "12", h
+    assert h["grpc-accept-encoding"] == "identity,deflate,gzip"
+
+    # an uncompressed message with grpc-encoding set is fine
+    h, _ = curl_grpc(ngx, "ModelInfer", frame(msg), ["grpc-encoding: gzip"])
+    assert h["grpc-status"] == "0", h

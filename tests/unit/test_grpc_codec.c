@@ -11,8 +11,11 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <setjmp.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+
+#include <zlib.h>
 
 #include "ngx_http_infergate_grpc_codec.h"
 
@@ -20,7 +23,7 @@
 static void
 test_unframe(void **state)
 {
-    int             rc;
+    int             rc, comp;
     size_t          mlen;
     const char     *err;
     const uint8_t  *msg;
@@ -28,41 +31,42 @@ test_unframe(void **state)
 
     (void) state;
 
-    rc = ig_grpc_unframe(b, 8, 100, &msg, &mlen, &err);
+    rc = ig_grpc_unframe(b, 8, 100, &msg, &mlen, &comp, &err);
     assert_int_equal(rc, IG_GRPC_OK);
     assert_int_equal(mlen, 3);
     assert_ptr_equal(msg, b + 5);
 
     /* an empty message is one message */
     b[4] = 0;
-    assert_int_equal(ig_grpc_unframe(b, 5, 100, &msg, &mlen, &err),
+    assert_int_equal(ig_grpc_unframe(b, 5, 100, &msg, &mlen, &comp, &err),
                      IG_GRPC_OK);
     assert_int_equal(mlen, 0);
     b[4] = 3;
 
-    assert_int_equal(ig_grpc_unframe(b, 0, 100, &msg, &mlen, &err),
+    assert_int_equal(ig_grpc_unframe(b, 0, 100, &msg, &mlen, &comp, &err),
                      IG_GRPC_INTERNAL);
-    assert_int_equal(ig_grpc_unframe(b, 4, 100, &msg, &mlen, &err),
+    assert_int_equal(ig_grpc_unframe(b, 4, 100, &msg, &mlen, &comp, &err),
                      IG_GRPC_INTERNAL);
-    assert_int_equal(ig_grpc_unframe(b, 7, 100, &msg, &mlen, &err),
+    assert_int_equal(ig_grpc_unframe(b, 7, 100, &msg, &mlen, &comp, &err),
                      IG_GRPC_INTERNAL);
     assert_non_null(strstr(err, "cut short"));
-    assert_int_equal(ig_grpc_unframe(b, 9, 100, &msg, &mlen, &err),
+    assert_int_equal(ig_grpc_unframe(b, 9, 100, &msg, &mlen, &comp, &err),
                      IG_GRPC_INTERNAL);
-    assert_int_equal(ig_grpc_unframe(b, 8, 2, &msg, &mlen, &err),
+    assert_int_equal(ig_grpc_unframe(b, 8, 2, &msg, &mlen, &comp, &err),
                      IG_GRPC_RESOURCE_EXHAUSTED);
 
     /* the size is checked before the bytes arrive: no buffering of 4 GiB */
     b[1] = 0xff;
-    assert_int_equal(ig_grpc_unframe(b, 8, 100, &msg, &mlen, &err),
+    assert_int_equal(ig_grpc_unframe(b, 8, 100, &msg, &mlen, &comp, &err),
                      IG_GRPC_RESOURCE_EXHAUSTED);
     b[1] = 0;
 
     b[0] = 1;
-    assert_int_equal(ig_grpc_unframe(b, 8, 100, &msg, &mlen, &err),
-                     IG_GRPC_UNIMPLEMENTED);
+    assert_int_equal(ig_grpc_unframe(b, 8, 100, &msg, &mlen, &comp, &err),
+                     IG_GRPC_OK);
+    assert_int_equal(comp, 1);
     b[0] = 2;
-    assert_int_equal(ig_grpc_unframe(b, 8, 100, &msg, &mlen, &err),
+    assert_int_equal(ig_grpc_unframe(b, 8, 100, &msg, &mlen, &comp, &err),
                      IG_GRPC_INTERNAL);
     assert_null(msg);
 }
@@ -246,6 +250,103 @@ test_decode(void **state)
 }
 
 
+/* in compressed by zlib: gzip (RFC 1952) or zlib (RFC 1950) */
+
+static size_t
+compress_to(uint8_t *out, size_t room, const uint8_t *in, size_t len,
+    int gzip)
+{
+    z_stream  z;
+
+    memset(&z, 0, sizeof(z));
+    assert_int_equal(deflateInit2(&z, 9, Z_DEFLATED, gzip ? 31 : 15, 8,
+                                  Z_DEFAULT_STRATEGY), Z_OK);
+    z.next_in = (Bytef *) in;
+    z.avail_in = (uInt) len;
+    z.next_out = out;
+    z.avail_out = (uInt) room;
+    assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
+    deflateEnd(&z);
+
+    return room - z.avail_out;
+}
+
+
+static void
+test_inflate(void **state)
+{
+    int           gz;
+    size_t        n, clen;
+    uint8_t      *big, *c, *out;
+    const char   *err;
+    static const uint8_t  msg[] = "a protobuf message, more or less";
+
+    (void) state;
+
+    c = malloc(1 << 16);
+    out = malloc(1 << 16);
+
+    for (gz = 0; gz < 2; gz++) {
+        clen = compress_to(c, 1 << 16, msg, sizeof(msg), gz);
+
+        assert_int_equal(ig_grpc_inflate(c, clen, gz ? IG_GRPC_ENC_GZIP
+                                                     : IG_GRPC_ENC_DEFLATE,
+                                         NULL, 1000, &n, &err), IG_GRPC_OK);
+        assert_int_equal(n, sizeof(msg));
+        assert_int_equal(ig_grpc_inflate(c, clen, gz ? IG_GRPC_ENC_GZIP
+                                                     : IG_GRPC_ENC_DEFLATE,
+                                         out, n, &n, &err), IG_GRPC_OK);
+        assert_memory_equal(out, msg, sizeof(msg));
+
+        /* one byte less room, a cut stream, the other format, trailing */
+        assert_int_equal(ig_grpc_inflate(c, clen, gz ? IG_GRPC_ENC_GZIP
+                                                     : IG_GRPC_ENC_DEFLATE,
+                                         out, n - 1, &n, &err),
+                         IG_GRPC_RESOURCE_EXHAUSTED);
+        assert_int_equal(ig_grpc_inflate(c, clen - 3, gz ? IG_GRPC_ENC_GZIP
+                                                     : IG_GRPC_ENC_DEFLATE,
+                                         NULL, 1000, &n, &err),
+                         IG_GRPC_INTERNAL);
+        assert_int_equal(ig_grpc_inflate(c, clen, gz ? IG_GRPC_ENC_DEFLATE
+                                                     : IG_GRPC_ENC_GZIP,
+                                         NULL, 1000, &n, &err),
+                         IG_GRPC_INTERNAL);
+        c[clen] = 'x';
+        assert_int_equal(ig_grpc_inflate(c, clen + 1, gz ? IG_GRPC_ENC_GZIP
+                                                     : IG_GRPC_ENC_DEFLATE,
+                                         NULL, 1000, &n, &err),
+                         IG_GRPC_INTERNAL);
+    }
+
+    /* a bomb: 8 MiB of zeros in a few KiB stops at the limit */
+    big = calloc(1, 8 << 20);
+    clen = compress_to(c, 1 << 16, big, 8 << 20, 1);
+    assert_true(clen < 65536);
+    assert_int_equal(ig_grpc_inflate(c, clen, IG_GRPC_ENC_GZIP, NULL,
+                                     IG_GRPC_MAX_MESSAGE, &n, &err),
+                     IG_GRPC_RESOURCE_EXHAUSTED);
+
+    /* empty */
+    clen = compress_to(c, 1 << 16, msg, 0, 1);
+    assert_int_equal(ig_grpc_inflate(c, clen, IG_GRPC_ENC_GZIP, NULL, 10, &n,
+                                     &err), IG_GRPC_OK);
+    assert_int_equal(n, 0);
+
+    assert_int_equal(ig_grpc_encoding((const uint8_t *) "gzip", 4),
+                     IG_GRPC_ENC_GZIP);
+    assert_int_equal(ig_grpc_encoding((const uint8_t *) "deflate", 7),
+                     IG_GRPC_ENC_DEFLATE);
+    assert_int_equal(ig_grpc_encoding((const uint8_t *) "identity", 8),
+                     IG_GRPC_ENC_IDENTITY);
+    assert_int_equal(ig_grpc_encoding((const uint8_t *) "snappy", 6),
+                     IG_GRPC_ENC_UNKNOWN);
+
+    free(big);
+    free(c);
+    free(out);
+}
+
+
 int
 main(void)
 {
@@ -254,6 +355,7 @@ main(void)
         cmocka_unit_test(test_timeout),
         cmocka_unit_test(test_percent),
         cmocka_unit_test(test_decode),
+        cmocka_unit_test(test_inflate),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
