@@ -403,8 +403,8 @@ ig_grpc_decode_infer(const Inference__ModelInferRequest *req,
         {
             return ig_grpc_fail(err, errlen, "unknown output \"%s\": the "
                                 "model's output is \"%.*s\"",
-                                ig_grpc_name(nm, req->outputs[i]->name), IG_MODEL_NAME_MAX,
-                                meta->output.name);
+                                ig_grpc_name(nm, req->outputs[i]->name),
+                                IG_MODEL_NAME_MAX, meta->output.name);
         }
     }
 
