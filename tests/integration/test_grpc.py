@@ -840,3 +840,24 @@ def test_compressed_messages(start_nginx, backend_proc, pb):
     # an uncompressed message with grpc-encoding set is fine
     h, _ = curl_grpc(ngx, "ModelInfer", frame(msg), ["grpc-encoding: gzip"])
     assert h["grpc-status"] == "0", h
+
+
+def test_fields_the_gateway_ignores(start_nginx, backend_proc, pb):
+    """a client of a larger proto (Triton's): request parameters, output
+    parameters and fields our .proto lacks are skipped, not refused"""
+    ngx, _ = serve(start_nginx, backend_proc)
+    c = Client(ngx, pb)
+    m = c.m
+    req = infer_req(m, [1, 2, 3], [1, 3], id="x")
+    req.parameters["priority"].int64_param = 2
+    req.parameters["sequence_start"].bool_param = True
+    req.inputs[0].parameters["binary_data_size"].int64_param = 12
+    out = req.outputs.add(name="output")
+    out.parameters["classification"].int64_param = 0
+    # field 99 (varint) and field 100 (bytes): unknown to every message
+    data = req.SerializeToString() + b"\x98\x06\x01" + b"\xa2\x06\x02hi"
+    code, body = c.raw("ModelInfer", data)
+    assert code == grpc.StatusCode.OK, (code, body)
+    r = m.ModelInferResponse.FromString(body)
+    assert r.id == "x" and outputs(r) == [1, 2, 3]
+    c.close()
