@@ -43,6 +43,7 @@ import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -499,6 +500,8 @@ def main():
 
     if "killed" not in SKIP:
         killed_bench(results, rport)
+    if "grpc" not in SKIP:
+        grpc_bench(results, key)
 
     for p in procs:
         p.stop()
@@ -817,6 +820,143 @@ def killed_bench(results, rport):
     sys.stdout.flush()
     results["killed"] = rows
     ng.stop()
+
+
+def grpc_bench(results, key):
+    """ModelInfer over gRPC (h2c, raw FP32 rows) through the same admission
+    as the HTTP inference rows (auth, a limit), one row and 64 rows per
+    call, with bench/grpc_load.py (python3-grpcio) as the client; the
+    same model and rows over HTTP/JSON with wrk beside them.  The gRPC
+    client is Python: when it, not the gateway, is the bottleneck, req/s
+    says little and the worker's CPU per request is the figure to read."""
+    try:
+        import grpc  # noqa: F401
+    except ImportError:
+        print("\n## gRPC\n\n(skipped: python3-grpcio is missing)")
+        return
+    model, feats = OUT / "credit_risk.json", OUT / "features.json"
+    if not model.exists():
+        subprocess.run([sys.executable, str(ROOT / "scripts/demo_model.py"),
+                        str(model), str(feats)], check=True,
+                       capture_output=True)
+    nf = len(json.loads(feats.read_text())["features"]) \
+        if feats.read_text().lstrip().startswith("{") \
+        else len(json.loads(feats.read_text()))
+
+    stubs = OUT / "grpc-stubs"
+    stubs.mkdir(exist_ok=True)
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc",
+                    f"-I{ROOT / 'ngx_module'}", f"--python_out={stubs}",
+                    str(ROOT / "ngx_module/ngx_http_infergate_grpc.proto")],
+                   check=True)
+    sys.path.insert(0, str(stubs))
+    import ngx_http_infergate_grpc_pb2 as pb
+    sys.path.remove(str(stubs))
+
+    sock = OUT / "backend-grpc.sock"
+    Proc([str(BUILD / "infergate-backend"), "--socket", str(sock),
+          "--model", f"credit-risk:1={model}", "--max-batch", "64",
+          "--max-delay-us", "200", "--threads", "1", "--device", "cpu"],
+         cpu=LOAD_CPU, stderr=open(OUT / "backend-grpc.log", "w"))
+    deadline = time.time() + 20
+    while not sock.exists():
+        if time.time() > deadline:
+            raise RuntimeError("backend did not start")
+        time.sleep(0.05)
+
+    port = free_port()
+    ng = Nginx("ig-grpc", f"""
+    infergate_keys {OUT}/keys.txt;
+    infergate_limit_zone bench 10m;
+    infergate_backend be unix:{sock} timeout=2s;
+    server {{
+        listen 127.0.0.1:{port} http2;
+        client_max_body_size 8m;
+        location / {{
+            infergate_auth on;
+            infergate_limit zone=bench rate=1000000r/s burst=1000000;
+            infergate_infer backend=be;
+        }}
+    }}""", modules=[MODULE], cpu=NGINX_CPU)
+    wait_port(port)
+    hport = free_port()
+    ngh = Nginx("ig-grpc-http", f"""
+    infergate_keys {OUT}/keys.txt;
+    infergate_limit_zone bench 10m;
+    infergate_backend be unix:{sock} timeout=2s;
+    server {{
+        listen 127.0.0.1:{hport};
+        location /v2 {{
+            infergate_auth on;
+            infergate_limit zone=bench rate=1000000r/s burst=1000000;
+            infergate_infer backend=be;
+        }}
+    }}""", modules=[MODULE], cpu=NGINX_CPU)
+    wait_port(hport)
+
+    method = "/inference.GRPCInferenceService/ModelInfer"
+    load = ROOT / "bench/grpc_load.py"
+    hdrs = {"Content-Type": "application/json",
+            "Authorization": f"Bearer {key}"}
+    cases = {}
+    for rows in (1, 64):
+        vals = [round(0.5 + (i % nf), 2) for i in range(rows * nf)]
+        req = pb.ModelInferRequest(model_name="credit-risk", inputs=[
+            pb.ModelInferRequest.InferInputTensor(
+                name="input__0", datatype="FP32", shape=[rows, nf])])
+        req.raw_input_contents.append(struct.pack(f"<{len(vals)}f", *vals))
+        bodyf = OUT / f"grpc-{rows}.bin"
+        bodyf.write_bytes(req.SerializeToString())
+        cases[f"gRPC {rows} row{'s' if rows > 1 else ''}"] = (
+            "grpc", ng.worker, bodyf)
+        jbody = json.dumps({"inputs": [{
+            "name": "input__0", "shape": [rows, nf], "datatype": "FP32",
+            "data": vals}]}, separators=(",", ":"))
+        cases[f"JSON {rows} row{'s' if rows > 1 else ''}"] = (
+            "http", ngh.worker, wrk_script(f"grpc-json-{rows}", body=jbody,
+                                           headers=hdrs))
+
+    def run(kind, worker, arg, secs):
+        c0 = cpu_seconds(worker)
+        if kind == "grpc":
+            out = subprocess.run(
+                ["taskset", "-c", str(LOAD_CPU), sys.executable, str(load),
+                 str(port), method, str(arg), str(CONNS), str(secs), key],
+                capture_output=True, text=True, check=True).stdout
+            r = json.loads(out)
+            r["non2xx"] = r.pop("non_ok")
+            for e, k in r.pop("errors").items():
+                log(f"grpc_bench: {k} x {e}")
+        else:
+            r = wrk(f"http://127.0.0.1:{hport}/v2/models/credit-risk/infer",
+                    arg, CONNS, secs)
+        r["cpu_us"] = (cpu_seconds(worker) - c0) * 1e6 \
+            / max(r["requests"], 1)
+        return r
+
+    names = list(cases)
+    for n in names:
+        run(*cases[n], 1)
+    res = {n: [] for n in names}
+    for i in range(RUNS):
+        for n in names[i % len(names):] + names[:i % len(names)]:
+            res[n].append(run(*cases[n], SECONDS))
+    rows = {}
+    for n, runs in res.items():
+        m = {}
+        for k in ("rps", "p50_us", "p99_us", "cpu_us"):
+            vals = [r[k] for r in runs if r[k] is not None]
+            m[k] = statistics.median(vals) if vals else None
+        m["rps_min"] = min(r["rps"] for r in runs)
+        m["rps_max"] = max(r["rps"] for r in runs)
+        m["non2xx"] = sum(r["non2xx"] for r in runs)
+        rows[n] = m
+    table("inference over gRPC (h2c, raw FP32) and HTTP/JSON, credit-risk "
+          "XGBoost, auth + limit; the gRPC client is python3-grpcio",
+          rows, base="JSON 1 row")
+    results["grpc"] = rows
+    ng.stop()
+    ngh.stop()
 
 
 def tools_bench(results):

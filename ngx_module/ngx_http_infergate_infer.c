@@ -32,6 +32,7 @@
 #include "ngx_http_infergate.h"
 #include "ngx_http_infergate_backend.h"
 #include "ngx_http_infergate_metrics.h"
+#include "ngx_http_infergate_grpc.h"
 
 
 #define NGX_HTTP_IG_R_NONE         0
@@ -210,7 +211,15 @@ ngx_http_ig_infer_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_ig_infer_handler(ngx_http_request_t *r)
 {
-    ngx_int_t  rc;
+    ngx_int_t                      rc;
+    ngx_http_ig_infer_loc_conf_t  *ilcf;
+
+    if (ngx_http_ig_grpc_request(r)) {
+        /* gRPC: ngx_http_infergate_grpc.c */
+        ilcf = ngx_http_get_module_loc_conf(r,
+                                            ngx_http_infergate_infer_module);
+        return ngx_http_ig_grpc_handler(r, ilcf->backend);
+    }
 
     if (r->request_body == NULL) {
         /* the codec wants the body in one piece */

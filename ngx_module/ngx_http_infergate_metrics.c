@@ -1512,3 +1512,41 @@ ngx_http_ig_metrics_create_main_conf(ngx_conf_t *cf)
 {
     return ngx_pcalloc(cf->pool, sizeof(ngx_http_ig_metrics_main_conf_t));
 }
+
+
+/*
+ * For gRPC ModelStatistics (ngx_http_infergate_grpc.c): a copy of the
+ * n-th backend area's latest IG_CTL_STATS into buf (IG_CTL_STATS_MAX
+ * bytes).  Returns its length, 0 for an area with none, -1 past the last
+ * area or without a metrics zone.
+ */
+
+ssize_t
+ngx_http_ig_metrics_backend_copy_nth(ngx_uint_t n, u_char *buf)
+{
+    size_t                       len;
+    ngx_http_ig_m_zone_t        *z;
+    ngx_http_ig_m_backend_sh_t  *a;
+
+    z = ngx_http_ig_m_zone();
+
+    if (z == NULL || n >= IG_M_BACKENDS) {
+        return -1;
+    }
+
+    ngx_shmtx_lock(&z->shpool->mutex);
+
+    a = &z->sh->backends[n];
+    len = 0;
+
+    if (a->name_len && a->len >= sizeof(ig_ctl_stats_t)
+        && a->len <= IG_CTL_STATS_MAX)
+    {
+        len = a->len;
+        ngx_memcpy(buf, a->msg, len);
+    }
+
+    ngx_shmtx_unlock(&z->shpool->mutex);
+
+    return len;
+}

@@ -17,6 +17,7 @@
 #include <ig_json.h>
 
 #include "ngx_http_infergate.h"
+#include "ngx_http_infergate_grpc.h"
 
 
 static ngx_str_t  ngx_http_ig_problem_type =
@@ -73,6 +74,11 @@ ngx_http_ig_problem(ngx_http_request_t *r, ngx_uint_t status,
     ngx_buf_t        *b;
     ngx_chain_t       out;
     ngx_table_elt_t  *cc;
+
+    if (ngx_http_ig_grpc_request(r)) {
+        /* gRPC: a Trailers-Only status (ngx_http_infergate_grpc.c) */
+        return ngx_http_ig_grpc_problem(r, status, detail);
+    }
 
     rc = ngx_http_discard_request_body(r);
     if (rc != NGX_OK) {

@@ -1,0 +1,32 @@
+
+/*
+ * Copyright (C) infergate authors
+ */
+
+
+#ifndef _NGX_HTTP_INFERGATE_GRPC_H_INCLUDED_
+#define _NGX_HTTP_INFERGATE_GRPC_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_infergate_backend.h"
+
+
+/* inference.GRPCInferenceService (ngx_http_infergate_grpc.c) */
+
+/* HTTP/2 and Content-Type: application/grpc[+...] */
+ngx_uint_t ngx_http_ig_grpc_request(ngx_http_request_t *r);
+
+/* the infer content handler's branch for such a request */
+ngx_int_t ngx_http_ig_grpc_handler(ngx_http_request_t *r,
+    ngx_http_ig_backend_t *be);
+
+/* ngx_http_ig_problem() for such a request: a Trailers-Only status */
+ngx_int_t ngx_http_ig_grpc_problem(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *detail);
+
+
+#endif /* _NGX_HTTP_INFERGATE_GRPC_H_INCLUDED_ */
