@@ -2,18 +2,18 @@
 /*
  * Copyright (C) infergate authors
  *
- * Redis connections: hiredis 0.14 async contexts driven by the worker's
- * event loop.  Per worker and server a few persistent connections carry
- * pipelined commands; AUTH and SELECT go first on every connection; a
- * command unanswered within the timeout drops its connection (replies are
+ * Redis connections.  Per worker and server a few persistent connections
+ * carry pipelined commands.  nginx owns each socket: it is opened with
+ * ngx_event_connect_peer(), wrapped in TLS by nginx's OpenSSL layer when
+ * configured, and driven by the worker's (edge-triggered) events and
+ * timers.  hiredis is used only as a RESP formatter
+ * (redisFormatCommandArgv) and parser (redisReader).
+ *
+ * AUTH, SELECT and SCRIPT LOAD go first on every connection; a command
+ * unanswered within the timeout drops its connection (replies are
  * ordered, so one late reply blocks all behind it) and every pending
  * command gets a NULL reply; reconnects back off from 100 ms to 5 s with
  * jitter.
- *
- * hiredis owns the fd and closes it in redisFree(); the nginx connection
- * around it is released without close() in the cleanup hook.  Events are
- * registered level-triggered, as hiredis expects: it reads only 16 KiB at
- * a time and re-arms reads itself.
  */
 
 
@@ -21,7 +21,11 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include <netinet/tcp.h>
 #include <openssl/sha.h>
+#if (NGX_SSL)
+#include <openssl/x509v3.h>
+#endif
 
 #include "ngx_http_infergate.h"
 #include "ngx_http_infergate_redis.h"
@@ -30,13 +34,23 @@
 
 #define NGX_HTTP_IG_REDIS_BACKOFF_MIN  100
 #define NGX_HTTP_IG_REDIS_BACKOFF_MAX  5000
+#define NGX_HTTP_IG_REDIS_READ_SIZE    16384
 
 
 struct ngx_http_ig_redis_conn_s {
     ngx_http_ig_redis_t        *srv;
-    redisAsyncContext          *ac;
+    ngx_peer_connection_t       peer;
     ngx_connection_t           *c;
+    redisReader                *reader;
+
+    /* formatted commands not yet written: obuf[opos..olast) */
+    u_char                     *obuf;
+    size_t                      osize;
+    size_t                      opos;
+    size_t                      olast;
+
     ngx_uint_t                  state;
+    ngx_uint_t                  gen;         /* bumped when c is closed    */
     ngx_msec_t                  backoff;
     ngx_event_t                 reconnect;   /* also the connect timeout   */
     ngx_event_t                 timer;       /* oldest command's deadline  */
@@ -52,6 +66,7 @@ struct ngx_http_ig_redis_cmd_s {
     ngx_http_ig_redis_handler_pt  handler;
     void                       *data;
     ngx_msec_t                  deadline;
+    const char                 *internal;    /* AUTH, SELECT, SCRIPT LOAD  */
 
     /* an EVALSHA keeps its arguments to be sent again as EVAL */
     ngx_http_ig_redis_script_t *script;
@@ -62,36 +77,39 @@ struct ngx_http_ig_redis_cmd_s {
 
 
 static void ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc);
+static void ngx_http_ig_redis_connect_done(ngx_http_ig_redis_conn_t *rc);
+#if (NGX_SSL)
+static void ngx_http_ig_redis_ssl_handshaked(ngx_connection_t *c);
+#endif
+static void ngx_http_ig_redis_established(ngx_http_ig_redis_conn_t *rc);
 static ngx_int_t ngx_http_ig_redis_send_handshake(
     ngx_http_ig_redis_conn_t *rc);
-static void ngx_http_ig_redis_connected(const redisAsyncContext *ac,
-    int status);
-static void ngx_http_ig_redis_disconnected(const redisAsyncContext *ac,
-    int status);
-static void ngx_http_ig_redis_handshake(redisAsyncContext *ac, void *r,
-    void *privdata);
+static void ngx_http_ig_redis_handshake(ngx_http_ig_redis_conn_t *rc,
+    const char *what, redisReply *reply);
+static void ngx_http_ig_redis_close(ngx_http_ig_redis_conn_t *rc);
+static void ngx_http_ig_redis_fail_pending(ngx_http_ig_redis_conn_t *rc);
 static void ngx_http_ig_redis_lost(ngx_http_ig_redis_conn_t *rc,
     const char *why);
 static void ngx_http_ig_redis_schedule(ngx_http_ig_redis_conn_t *rc);
 static void ngx_http_ig_redis_down(ngx_http_ig_redis_conn_t *rc);
 static void ngx_http_ig_redis_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_ig_redis_timer_handler(ngx_event_t *ev);
-static void ngx_http_ig_redis_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
+static void ngx_http_ig_redis_reply(ngx_http_ig_redis_conn_t *rc,
+    redisReply *reply);
+static ngx_int_t ngx_http_ig_redis_append(ngx_http_ig_redis_conn_t *rc,
+    int argc, const char **argv, const size_t *argvlen);
 static ngx_int_t ngx_http_ig_redis_send(ngx_http_ig_redis_conn_t *rc,
     ngx_http_ig_redis_cmd_t *cmd, int argc, const char **argv,
     const size_t *argvlen);
-static void ngx_http_ig_redis_add_read(void *data);
-static void ngx_http_ig_redis_del_read(void *data);
-static void ngx_http_ig_redis_add_write(void *data);
-static void ngx_http_ig_redis_del_write(void *data);
-static void ngx_http_ig_redis_cleanup(void *data);
+static ngx_int_t ngx_http_ig_redis_write(ngx_http_ig_redis_conn_t *rc);
 static void ngx_http_ig_redis_read_handler(ngx_event_t *ev);
 static void ngx_http_ig_redis_write_handler(ngx_event_t *ev);
 static void *ngx_http_ig_redis_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_ig_redis_init_main_conf(ngx_conf_t *cf, void *conf);
 static char *ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_ig_redis_tls(ngx_conf_t *cf, ngx_http_ig_redis_t *srv,
+    ngx_str_t *ca, ngx_str_t *cert, ngx_str_t *key);
 static ngx_int_t ngx_http_ig_redis_init_process(ngx_cycle_t *cycle);
 static void ngx_http_ig_redis_exit_process(ngx_cycle_t *cycle);
 
@@ -255,11 +273,12 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     char                 *rv;
     u_char               *p, *end, *last;
     ngx_int_t             n;
-    ngx_str_t            *value, s;
-    ngx_uint_t            i;
-    struct in_addr        a4;
-    struct in6_addr       a6;
+    ngx_str_t            *value, s, ca, cert, key;
+    ngx_uint_t            i, tls;
     ngx_http_ig_redis_t  *srv;
+#if (NGX_HAVE_UNIX_DOMAIN)
+    struct sockaddr_un   *sun;
+#endif
 
     value = cf->args->elts;
 
@@ -279,6 +298,11 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     srv->connect_timeout = 100;
     srv->timeout = 50;
     srv->nconns = 2;
+    srv->tls_verify = 1;
+    tls = 0;
+    ngx_str_null(&ca);
+    ngx_str_null(&cert);
+    ngx_str_null(&key);
 
     /* no DNS in a worker: an IP literal and a port, or a unix socket */
 
@@ -290,6 +314,25 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         ngx_cpystrn(srv->host.data, value[2].data + 5, srv->host.len + 1);
+
+#if (NGX_HAVE_UNIX_DOMAIN)
+        sun = ngx_pcalloc(cf->pool, sizeof(struct sockaddr_un));
+        if (sun == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (srv->host.len + 1 > sizeof(sun->sun_path)) {
+            goto bad_address;
+        }
+
+        sun->sun_family = AF_UNIX;
+        ngx_memcpy(sun->sun_path, srv->host.data, srv->host.len);
+        srv->addr.sockaddr = (struct sockaddr *) sun;
+        srv->addr.socklen = sizeof(struct sockaddr_un);
+        srv->addr.name = value[2];
+#else
+        goto bad_address;
+#endif
 
     } else {
         last = value[2].data + value[2].len;
@@ -329,11 +372,15 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_cpystrn(srv->host.data, s.data, s.len + 1);
         srv->host.len = s.len;
 
-        if (inet_pton(AF_INET, (char *) srv->host.data, &a4) != 1
-            && inet_pton(AF_INET6, (char *) srv->host.data, &a6) != 1)
+        if (ngx_parse_addr(cf->pool, &srv->addr, srv->host.data,
+                           srv->host.len)
+            != NGX_OK)
         {
             goto bad_address;
         }
+
+        ngx_inet_set_port(srv->addr.sockaddr, (in_port_t) n);
+        srv->addr.name = value[2];
     }
 
     for (i = 3; i < cf->args->nelts; i++) {
@@ -410,6 +457,58 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strcmp(value[i].data, "tls=on") == 0) {
+            tls = 1;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "tls=off") == 0) {
+            tls = 0;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "tls_verify=on") == 0) {
+            srv->tls_verify = 1;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "tls_verify=off") == 0) {
+            srv->tls_verify = 0;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "tls_ca=", 7) == 0
+            && value[i].len > 7)
+        {
+            ca.data = value[i].data + 7;
+            ca.len = value[i].len - 7;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "tls_cert=", 9) == 0
+            && value[i].len > 9)
+        {
+            cert.data = value[i].data + 9;
+            cert.len = value[i].len - 9;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "tls_key=", 8) == 0
+            && value[i].len > 8)
+        {
+            key.data = value[i].data + 8;
+            key.len = value[i].len - 8;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "tls_server_name=", 16) == 0
+            && value[i].len > 16)
+        {
+            srv->tls_name.data = value[i].data + 16;
+            srv->tls_name.len = value[i].len - 16;
+            continue;
+        }
+
         goto invalid;
     }
 
@@ -417,7 +516,16 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "has user= without password_file= or password_env=";
     }
 
-    return NGX_CONF_OK;
+    if (!tls) {
+        if (ca.len || cert.len || key.len || srv->tls_name.len) {
+            return "has tls_ca=, tls_cert=, tls_key= or tls_server_name= "
+                   "without tls=on";
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    return ngx_http_ig_redis_tls(cf, srv, &ca, &cert, &key);
 
 bad_address:
 
@@ -454,6 +562,77 @@ ngx_http_ig_redis_create_main_conf(ngx_conf_t *cf)
     }
 
     return rmcf;
+}
+
+
+static char *
+ngx_http_ig_redis_tls(ngx_conf_t *cf, ngx_http_ig_redis_t *srv, ngx_str_t *ca,
+    ngx_str_t *cert, ngx_str_t *key)
+{
+#if (NGX_SSL)
+    ngx_pool_cleanup_t  *cln;
+
+    if ((cert->len == 0) != (key->len == 0)) {
+        return "takes tls_cert= and tls_key= together";
+    }
+
+    if (srv->tls_verify && srv->port == 0 && srv->tls_name.len == 0) {
+        return "needs tls_server_name= (or tls_verify=off) to verify a "
+               "unix socket's certificate";
+    }
+
+    srv->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (srv->ssl == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    srv->ssl->log = cf->log;
+
+    if (ngx_ssl_create(srv->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(srv->ssl);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = srv->ssl;
+
+    if (cert->len
+        && ngx_ssl_certificate(cf, srv->ssl, cert, key, NULL) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if (!srv->tls_verify) {
+        return NGX_CONF_OK;
+    }
+
+    /* verification is checked after the handshake: see ssl_handshaked() */
+
+    if (ca->len) {
+        if (ngx_ssl_trusted_certificate(cf, srv->ssl, ca, 4) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+    } else {
+        if (SSL_CTX_set_default_verify_paths(srv->ssl->ctx) != 1) {
+            return "cannot load the system's CA certificates: give tls_ca=";
+        }
+
+        SSL_CTX_set_verify_depth(srv->ssl->ctx, 4);
+    }
+
+    return NGX_CONF_OK;
+
+#else
+    return "has tls=on, but nginx is built without SSL";
+#endif
 }
 
 
@@ -575,7 +754,6 @@ static void
 ngx_http_ig_redis_exit_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                      i, j;
-    redisAsyncContext              *ac;
     ngx_http_ig_redis_t           **srvp, *srv;
     ngx_http_ig_redis_conn_t       *rc;
     ngx_http_ig_redis_main_conf_t  *rmcf;
@@ -604,15 +782,13 @@ ngx_http_ig_redis_exit_process(ngx_cycle_t *cycle)
                 ngx_del_timer(&rc->reconnect);
             }
 
-            if (rc->timer.timer_set) {
-                ngx_del_timer(&rc->timer);
-            }
+            ngx_http_ig_redis_close(rc);
+            ngx_http_ig_redis_fail_pending(rc);
 
-            ac = rc->ac;
-            if (ac) {
-                rc->ac = NULL;
-                ngx_http_ig_redis_down(rc);
-                redisAsyncFree(ac);
+            if (rc->obuf) {
+                ngx_free(rc->obuf);
+                rc->obuf = NULL;
+                rc->osize = 0;
             }
         }
     }
@@ -624,32 +800,47 @@ ngx_http_ig_redis_exit_process(ngx_cycle_t *cycle)
 static void
 ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc)
 {
+    int                   nodelay;
+    ngx_int_t             rv;
     ngx_connection_t     *c;
-    redisAsyncContext    *ac;
     ngx_http_ig_redis_t  *srv = rc->srv;
 
-    if (srv->port) {
-        ac = redisAsyncConnect((char *) srv->host.data, (int) srv->port);
-    } else {
-        ac = redisAsyncConnectUnix((char *) srv->host.data);
-    }
-
-    if (ac == NULL) {
-        ngx_http_ig_redis_warn(srv, rc->log, "cannot allocate a context");
+    rc->reader = redisReaderCreate();
+    if (rc->reader == NULL) {
+        ngx_http_ig_redis_warn(srv, rc->log, "cannot allocate a reader");
         ngx_http_ig_redis_schedule(rc);
         return;
     }
 
-    if (ac->err) {
-        ngx_http_ig_redis_warn(srv, rc->log, ac->errstr);
-        redisAsyncFree(ac);
+    ngx_memzero(&rc->peer, sizeof(ngx_peer_connection_t));
+    rc->peer.sockaddr = srv->addr.sockaddr;
+    rc->peer.socklen = srv->addr.socklen;
+    rc->peer.name = &srv->address;
+    rc->peer.get = ngx_event_get_peer;
+    rc->peer.log = rc->log;
+    rc->peer.log_error = NGX_ERROR_ERR;
+
+    rv = ngx_event_connect_peer(&rc->peer);
+
+    if (rv == NGX_ERROR || rv == NGX_BUSY || rv == NGX_DECLINED) {
+        if (rc->peer.connection) {
+            ngx_close_connection(rc->peer.connection);
+        }
+
+        redisReaderFree(rc->reader);
+        rc->reader = NULL;
+        ngx_http_ig_redis_warn(srv, rc->log, "cannot connect");
         ngx_http_ig_redis_schedule(rc);
         return;
     }
 
-    c = ngx_get_connection(ac->c.fd, rc->log);
-    if (c == NULL) {
-        redisAsyncFree(ac);
+    c = rc->peer.connection;
+
+    c->pool = ngx_create_pool(1024, rc->log);
+    if (c->pool == NULL) {
+        ngx_close_connection(c);
+        redisReaderFree(rc->reader);
+        rc->reader = NULL;
         ngx_http_ig_redis_schedule(rc);
         return;
     }
@@ -657,38 +848,174 @@ ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc)
     c->data = rc;
     c->read->handler = ngx_http_ig_redis_read_handler;
     c->write->handler = ngx_http_ig_redis_write_handler;
+    c->log = rc->log;
     c->read->log = rc->log;
     c->write->log = rc->log;
 
+    if (srv->port) {
+        /* pipelined small writes must not wait for delayed ACKs */
+        nodelay = 1;
+        (void) setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY,
+                          (const void *) &nodelay, sizeof(int));
+    }
+
     rc->c = c;
-    rc->ac = ac;
     rc->state = NGX_HTTP_IG_REDIS_CONNECTING;
-
-    ac->data = rc;
-
-    /* the adapter first: setting the connect callback calls addWrite */
-
-    ac->ev.data = rc;
-    ac->ev.addRead = ngx_http_ig_redis_add_read;
-    ac->ev.delRead = ngx_http_ig_redis_del_read;
-    ac->ev.addWrite = ngx_http_ig_redis_add_write;
-    ac->ev.delWrite = ngx_http_ig_redis_del_write;
-    ac->ev.cleanup = ngx_http_ig_redis_cleanup;
-
-    redisAsyncSetConnectCallback(ac, ngx_http_ig_redis_connected);
-    redisAsyncSetDisconnectCallback(ac, ngx_http_ig_redis_disconnected);
+    rc->opos = 0;
+    rc->olast = 0;
 
     if (ngx_http_ig_redis_send_handshake(rc) != NGX_OK) {
-        /* not inside a hiredis callback: freed at once */
-        rc->ac = NULL;
-        ngx_http_ig_redis_down(rc);
-        redisAsyncFree(ac);
-        ngx_http_ig_redis_schedule(rc);
+        ngx_http_ig_redis_lost(rc, "cannot queue the handshake");
         return;
     }
 
-    /* the connect timeout */
+    /* the connect timeout, TLS handshake included */
     ngx_add_timer(&rc->reconnect, srv->connect_timeout);
+
+    if (rv == NGX_OK) {
+        ngx_http_ig_redis_connect_done(rc);
+    }
+}
+
+
+static void
+ngx_http_ig_redis_connect_done(ngx_http_ig_redis_conn_t *rc)
+{
+    int                err;
+    socklen_t          len;
+    ngx_connection_t  *c = rc->c;
+
+    err = 0;
+    len = sizeof(int);
+
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len) == -1) {
+        err = ngx_socket_errno;
+    }
+
+    if (err) {
+        ngx_http_ig_redis_lost(rc, strerror(err));
+        return;
+    }
+
+#if (NGX_SSL)
+
+    if (rc->srv->ssl) {
+        if (ngx_ssl_create_connection(rc->srv->ssl, c, NGX_SSL_CLIENT)
+            != NGX_OK)
+        {
+            ngx_http_ig_redis_lost(rc, "cannot create a TLS connection");
+            return;
+        }
+
+        if (rc->srv->tls_name.len
+            && SSL_set_tlsext_host_name(c->ssl->connection,
+                                        (char *) rc->srv->tls_name.data)
+               != 1)
+        {
+            ngx_http_ig_redis_lost(rc, "cannot set the TLS server name");
+            return;
+        }
+
+        if (ngx_ssl_handshake(c) == NGX_AGAIN) {
+            c->ssl->handler = ngx_http_ig_redis_ssl_handshaked;
+            return;
+        }
+
+        ngx_http_ig_redis_ssl_handshaked(c);
+        return;
+    }
+
+#endif
+
+    ngx_http_ig_redis_established(rc);
+}
+
+
+#if (NGX_SSL)
+
+static void
+ngx_http_ig_redis_ssl_handshaked(ngx_connection_t *c)
+{
+    int                        ok;
+    long                       vr;
+    X509                      *cert;
+    ngx_http_ig_redis_t       *srv;
+    ngx_http_ig_redis_conn_t  *rc = c->data;
+
+    srv = rc->srv;
+
+    if (!c->ssl->handshaked) {
+        ngx_http_ig_redis_lost(rc, "TLS handshake failed");
+        return;
+    }
+
+    if (srv->tls_verify) {
+        vr = SSL_get_verify_result(c->ssl->connection);
+
+        if (vr != X509_V_OK) {
+            ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                          "infergate_redis \"%V\" (%V): TLS certificate "
+                          "verify error: (%l:%s)", &srv->name,
+                          &srv->address, vr,
+                          X509_verify_cert_error_string(vr));
+            ngx_http_ig_redis_lost(rc, "TLS certificate not trusted");
+            return;
+        }
+
+        cert = SSL_get_peer_certificate(c->ssl->connection);
+        if (cert == NULL) {
+            ngx_http_ig_redis_lost(rc, "no TLS certificate from the server");
+            return;
+        }
+
+        if (srv->tls_name.len) {
+            ok = X509_check_host(cert, (char *) srv->tls_name.data,
+                                 srv->tls_name.len, 0, NULL);
+
+        } else {
+            ok = X509_check_ip_asc(cert, (char *) srv->host.data, 0);
+        }
+
+        X509_free(cert);
+
+        if (ok != 1) {
+            ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                          "infergate_redis \"%V\" (%V): TLS certificate "
+                          "does not match \"%s\"", &srv->name,
+                          &srv->address, srv->tls_name.len
+                          ? srv->tls_name.data : srv->host.data);
+            ngx_http_ig_redis_lost(rc, "TLS certificate name mismatch");
+            return;
+        }
+    }
+
+    c->read->handler = ngx_http_ig_redis_read_handler;
+    c->write->handler = ngx_http_ig_redis_write_handler;
+
+    ngx_http_ig_redis_established(rc);
+}
+
+#endif
+
+
+static void
+ngx_http_ig_redis_established(ngx_http_ig_redis_conn_t *rc)
+{
+    if (rc->reconnect.timer_set) {
+        ngx_del_timer(&rc->reconnect);
+    }
+
+    rc->state = NGX_HTTP_IG_REDIS_AUTHING;
+
+    if (ngx_http_ig_redis_write(rc) != NGX_OK) {
+        ngx_http_ig_redis_lost(rc, "write failed");
+        return;
+    }
+
+    /* a reply may already be in (TLS reads ahead) */
+    if (rc->c->read->ready) {
+        ngx_post_event(rc->c->read, &ngx_posted_events);
+    }
 }
 
 
@@ -697,6 +1024,31 @@ ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc)
  * that commands issued meanwhile follow them in the same pipeline (a
  * worker's first requests need not bypass the cache).
  */
+
+static ngx_int_t
+ngx_http_ig_redis_internal(ngx_http_ig_redis_conn_t *rc, const char *what,
+    int argc, const char **argv, const size_t *argvlen)
+{
+    ngx_http_ig_redis_cmd_t  *cmd;
+
+    cmd = ngx_calloc(sizeof(ngx_http_ig_redis_cmd_t), rc->log);
+    if (cmd == NULL) {
+        return NGX_ERROR;
+    }
+
+    cmd->internal = what;
+
+    if (ngx_http_ig_redis_send(rc, cmd, argc, argv, argvlen) != NGX_OK) {
+        ngx_free(cmd);
+        return NGX_ERROR;
+    }
+
+    /* the handshake has the connect timeout on top of the command's */
+    cmd->deadline += rc->srv->connect_timeout;
+
+    return NGX_OK;
+}
+
 
 static ngx_int_t
 ngx_http_ig_redis_send_handshake(ngx_http_ig_redis_conn_t *rc)
@@ -721,9 +1073,8 @@ ngx_http_ig_redis_send_handshake(ngx_http_ig_redis_conn_t *rc)
         argv[argc] = (char *) srv->password.data;
         argvlen[argc++] = srv->password.len;
 
-        if (redisAsyncCommandArgv(rc->ac, ngx_http_ig_redis_handshake,
-                                  "AUTH", argc, argv, argvlen)
-            != REDIS_OK)
+        if (ngx_http_ig_redis_internal(rc, "AUTH", argc, argv, argvlen)
+            != NGX_OK)
         {
             return NGX_ERROR;
         }
@@ -734,9 +1085,7 @@ ngx_http_ig_redis_send_handshake(ngx_http_ig_redis_conn_t *rc)
     argv[1] = (char *) db;
     argvlen[1] = ngx_sprintf(db, "%i", srv->db) - db;
 
-    if (redisAsyncCommandArgv(rc->ac, ngx_http_ig_redis_handshake, "SELECT",
-                              2, argv, argvlen)
-        != REDIS_OK)
+    if (ngx_http_ig_redis_internal(rc, "SELECT", 2, argv, argvlen) != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -757,9 +1106,8 @@ ngx_http_ig_redis_send_handshake(ngx_http_ig_redis_conn_t *rc)
         argv[2] = ngx_http_ig_redis_scripts[i]->text;
         argvlen[2] = ngx_strlen(argv[2]);
 
-        if (redisAsyncCommandArgv(rc->ac, ngx_http_ig_redis_handshake,
-                                  "SCRIPT LOAD", 3, argv, argvlen)
-            != REDIS_OK)
+        if (ngx_http_ig_redis_internal(rc, "SCRIPT LOAD", 3, argv, argvlen)
+            != NGX_OK)
         {
             return NGX_ERROR;
         }
@@ -770,45 +1118,11 @@ ngx_http_ig_redis_send_handshake(ngx_http_ig_redis_conn_t *rc)
 
 
 static void
-ngx_http_ig_redis_connected(const redisAsyncContext *cac, int status)
+ngx_http_ig_redis_handshake(ngx_http_ig_redis_conn_t *rc, const char *what,
+    redisReply *reply)
 {
-    redisAsyncContext         *ac = (redisAsyncContext *) cac;
-    ngx_http_ig_redis_conn_t  *rc = ac->data;
-
-    if (rc->reconnect.timer_set) {
-        ngx_del_timer(&rc->reconnect);
-    }
-
-    if (status != REDIS_OK) {
-        /*
-         * hiredis frees the context after this, without a disconnect
-         * callback; the queued commands get NULL replies
-         */
-        ngx_http_ig_redis_warn(rc->srv, rc->log, ac->errstr);
-        rc->ac = NULL;
-        ngx_http_ig_redis_down(rc);
-        ngx_http_ig_redis_schedule(rc);
-        return;
-    }
-
-    if (rc->state == NGX_HTTP_IG_REDIS_CONNECTING) {
-        rc->state = NGX_HTTP_IG_REDIS_AUTHING;
-    }
-}
-
-
-static void
-ngx_http_ig_redis_handshake(redisAsyncContext *ac, void *r, void *privdata)
-{
-    redisReply                *reply = r;
-    ngx_http_ig_redis_conn_t  *rc = ac->data;
-
-    if (reply == NULL || rc == NULL || rc->ac != ac) {
-        return;
-    }
-
     if (reply->type == REDIS_REPLY_ERROR
-        && ngx_strcmp(privdata, "SCRIPT LOAD") == 0)
+        && ngx_strcmp(what, "SCRIPT LOAD") == 0)
     {
         ngx_http_ig_redis_warn(rc->srv, rc->log, reply->str);
         return;
@@ -817,15 +1131,13 @@ ngx_http_ig_redis_handshake(redisAsyncContext *ac, void *r, void *privdata)
     if (reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, rc->log, 0,
                       "infergate_redis \"%V\": %s failed: %s",
-                      &rc->srv->name, (char *) privdata, reply->str);
+                      &rc->srv->name, what, reply->str);
 
-        /* deferred by hiredis inside a callback: pending commands fail */
-        ngx_http_ig_redis_down(rc);
-        redisAsyncDisconnect(ac);
+        ngx_http_ig_redis_lost(rc, "handshake failed");
         return;
     }
 
-    if (ngx_strcmp(privdata, "SELECT") == 0) {
+    if (ngx_strcmp(what, "SELECT") == 0) {
         rc->state = NGX_HTTP_IG_REDIS_READY;
 
         if (!rc->counted) {
@@ -836,52 +1148,113 @@ ngx_http_ig_redis_handshake(redisAsyncContext *ac, void *r, void *privdata)
         rc->backoff = NGX_HTTP_IG_REDIS_BACKOFF_MIN;
 
         ngx_log_error(NGX_LOG_INFO, rc->log, 0,
-                      "infergate_redis \"%V\": connected to %V",
-                      &rc->srv->name, &rc->srv->address);
+                      "infergate_redis \"%V\": connected to %V%s",
+                      &rc->srv->name, &rc->srv->address,
+                      rc->c && rc->c->ssl ? " over TLS" : "");
     }
 }
 
 
-static void
-ngx_http_ig_redis_disconnected(const redisAsyncContext *ac, int status)
-{
-    ngx_http_ig_redis_conn_t  *rc = ac->data;
+/* closes the socket; the pending commands stay queued */
 
-    if (rc == NULL) {
+static void
+ngx_http_ig_redis_close(ngx_http_ig_redis_conn_t *rc)
+{
+    ngx_pool_t        *pool;
+    ngx_connection_t  *c;
+
+    ngx_http_ig_redis_down(rc);
+
+    if (rc->reader) {
+        redisReaderFree(rc->reader);
+        rc->reader = NULL;
+    }
+
+    rc->opos = 0;
+    rc->olast = 0;
+
+    if (rc->timer.timer_set) {
+        ngx_del_timer(&rc->timer);
+    }
+
+    c = rc->c;
+    if (c == NULL) {
         return;
     }
 
-    if (rc->ac == ac) {
-        rc->ac = NULL;
-        ngx_http_ig_redis_down(rc);
+    rc->c = NULL;
+    rc->gen++;
 
-        if (status != REDIS_OK) {
-            ngx_http_ig_redis_warn(rc->srv, rc->log, ac->errstr[0]
-                                   ? ac->errstr : "connection lost");
-        }
+    if (rc->reconnect.timer_set) {
+        /* the connect timeout */
+        ngx_del_timer(&rc->reconnect);
     }
 
-    ngx_http_ig_redis_schedule(rc);
+#if (NGX_SSL)
+    if (c->ssl) {
+        c->ssl->no_wait_shutdown = 1;
+        (void) ngx_ssl_shutdown(c);
+    }
+#endif
+
+    pool = c->pool;
+    ngx_close_connection(c);
+
+    if (pool) {
+        ngx_destroy_pool(pool);
+    }
 }
 
 
-/* drops a connection from outside hiredis's callbacks */
+/* every pending command gets a NULL reply (none while exiting) */
+
+static void
+ngx_http_ig_redis_fail_pending(ngx_http_ig_redis_conn_t *rc)
+{
+    void                      *data;
+    ngx_queue_t                pending, *q;
+    ngx_http_ig_redis_cmd_t   *cmd;
+    ngx_http_ig_redis_handler_pt  handler;
+
+    if (ngx_queue_empty(&rc->pending)) {
+        return;
+    }
+
+    /* handlers may issue commands: they must not land on this list */
+
+    pending = rc->pending;
+    pending.next->prev = &pending;
+    pending.prev->next = &pending;
+    ngx_queue_init(&rc->pending);
+
+    while (!ngx_queue_empty(&pending)) {
+        q = ngx_queue_head(&pending);
+        ngx_queue_remove(q);
+        cmd = ngx_queue_data(q, ngx_http_ig_redis_cmd_t, queue);
+
+        handler = cmd->internal ? NULL : cmd->handler;
+        data = cmd->data;
+
+        if (!cmd->internal) {
+            ngx_http_ig_metrics_add(IG_MC_REDIS_ERROR, 1);
+        }
+
+        ngx_free(cmd);
+
+        if (handler && !ngx_http_ig_redis_exiting) {
+            handler(NULL, data);
+        }
+    }
+}
+
 
 static void
 ngx_http_ig_redis_lost(ngx_http_ig_redis_conn_t *rc, const char *why)
 {
-    redisAsyncContext  *ac = rc->ac;
-
     ngx_http_ig_redis_warn(rc->srv, rc->log, why);
 
-    ngx_http_ig_redis_down(rc);
-
-    if (ac) {
-        /* pending callbacks get NULL; disconnected() schedules */
-        rc->ac = NULL;
-        redisAsyncFree(ac);
-    }
-
+    ngx_http_ig_redis_close(rc);
+    ngx_http_ig_redis_fail_pending(rc);
     ngx_http_ig_redis_schedule(rc);
 }
 
@@ -906,7 +1279,7 @@ ngx_http_ig_redis_schedule(ngx_http_ig_redis_conn_t *rc)
     ngx_msec_t  delay;
 
     if (ngx_http_ig_redis_exiting || ngx_exiting || ngx_quit || ngx_terminate
-        || rc->ac || rc->reconnect.timer_set)
+        || rc->c || rc->reconnect.timer_set)
     {
         return;
     }
@@ -935,7 +1308,7 @@ ngx_http_ig_redis_reconnect_handler(ngx_event_t *ev)
         return;
     }
 
-    if (rc->ac) {
+    if (rc->c) {
         /* the connect timeout */
         if (rc->state == NGX_HTTP_IG_REDIS_CONNECTING) {
             ngx_http_ig_redis_lost(rc, "connect timed out");
@@ -979,7 +1352,7 @@ ngx_http_ig_redis_pick(ngx_http_ig_redis_t *srv)
         rc = &srv->conns[srv->next++ % srv->nconns];
 
         /* commands queue behind the handshake while connecting */
-        if (rc->state >= NGX_HTTP_IG_REDIS_CONNECTING && rc->ac) {
+        if (rc->state >= NGX_HTTP_IG_REDIS_CONNECTING && rc->c) {
             return rc;
         }
     }
@@ -988,15 +1361,110 @@ ngx_http_ig_redis_pick(ngx_http_ig_redis_t *srv)
 }
 
 
+/* formats a command into the output buffer; written on the next loop */
+
+static ngx_int_t
+ngx_http_ig_redis_append(ngx_http_ig_redis_conn_t *rc, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    int      n;
+    char    *cmd;
+    size_t   size;
+    u_char  *p;
+
+    n = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+    if (n < 0) {
+        return NGX_ERROR;
+    }
+
+    if (rc->olast + n > rc->osize) {
+
+        if (rc->opos) {
+            ngx_memmove(rc->obuf, rc->obuf + rc->opos, rc->olast - rc->opos);
+            rc->olast -= rc->opos;
+            rc->opos = 0;
+        }
+
+        if (rc->olast + n > rc->osize) {
+            size = ngx_max(rc->osize * 2, 4096);
+            while (size < rc->olast + n) {
+                size *= 2;
+            }
+
+            p = ngx_alloc(size, rc->log);
+            if (p == NULL) {
+                redisFreeCommand(cmd);
+                return NGX_ERROR;
+            }
+
+            if (rc->obuf) {
+                ngx_memcpy(p, rc->obuf, rc->olast);
+                ngx_free(rc->obuf);
+            }
+
+            rc->obuf = p;
+            rc->osize = size;
+        }
+    }
+
+    ngx_memcpy(rc->obuf + rc->olast, cmd, n);
+    rc->olast += n;
+    redisFreeCommand(cmd);
+
+    if (rc->state >= NGX_HTTP_IG_REDIS_AUTHING && rc->c
+        && !rc->c->write->posted)
+    {
+        ngx_post_event(rc->c->write, &ngx_posted_events);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ig_redis_write(ngx_http_ig_redis_conn_t *rc)
+{
+    ssize_t            n;
+    ngx_connection_t  *c = rc->c;
+
+    while (rc->opos < rc->olast) {
+        n = c->send(c, rc->obuf + rc->opos, rc->olast - rc->opos);
+
+        if (n == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            return NGX_OK;
+        }
+
+        rc->opos += n;
+    }
+
+    rc->opos = 0;
+    rc->olast = 0;
+
+    /* a large pipeline's buffer is not kept for ever */
+    if (rc->osize > 256 * 1024) {
+        ngx_free(rc->obuf);
+        rc->obuf = NULL;
+        rc->osize = 0;
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_ig_redis_send(ngx_http_ig_redis_conn_t *rc,
     ngx_http_ig_redis_cmd_t *cmd, int argc, const char **argv,
     const size_t *argvlen)
 {
-    if (redisAsyncCommandArgv(rc->ac, ngx_http_ig_redis_reply, cmd,
-                              argc, argv, argvlen)
-        != REDIS_OK)
-    {
+    if (ngx_http_ig_redis_append(rc, argc, argv, argvlen) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -1118,10 +1586,11 @@ ngx_http_ig_redis_flush(ngx_http_ig_redis_t *srv)
         rc = &srv->conns[i];
 
         /* an error here fails the pending commands: handlers only post */
-        if (rc->ac && rc->c && rc->c->write->active
-            && rc->state >= NGX_HTTP_IG_REDIS_AUTHING)
+        if (rc->c && rc->olast > rc->opos
+            && rc->state >= NGX_HTTP_IG_REDIS_AUTHING
+            && ngx_http_ig_redis_write(rc) != NGX_OK)
         {
-            redisAsyncHandleWrite(rc->ac);
+            ngx_http_ig_redis_lost(rc, "write failed");
         }
     }
 }
@@ -1135,20 +1604,35 @@ ngx_http_ig_redis_cancel(ngx_http_ig_redis_cmd_t *cmd)
 }
 
 
+/* the reply to the oldest pending command */
+
 static void
-ngx_http_ig_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
+ngx_http_ig_redis_reply(ngx_http_ig_redis_conn_t *rc, redisReply *reply)
 {
-    redisReply                *reply = r;
-    ngx_http_ig_redis_cmd_t   *cmd = privdata;
-    ngx_http_ig_redis_conn_t  *rc;
+    void                      *data;
+    ngx_queue_t               *q;
+    ngx_http_ig_redis_cmd_t   *cmd;
     ngx_http_ig_redis_handler_pt  handler;
 
-    rc = cmd->conn;
-    ngx_queue_remove(&cmd->queue);
+    if (ngx_queue_empty(&rc->pending)) {
+        ngx_http_ig_redis_lost(rc, "a reply to no command");
+        return;
+    }
 
-    if (reply && reply->type == REDIS_REPLY_ERROR && cmd->script
+    q = ngx_queue_head(&rc->pending);
+    ngx_queue_remove(q);
+    cmd = ngx_queue_data(q, ngx_http_ig_redis_cmd_t, queue);
+
+    if (cmd->internal) {
+        data = (void *) cmd->internal;
+        ngx_free(cmd);
+        ngx_http_ig_redis_handshake(rc, data, reply);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR && cmd->script
         && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
-        && rc->ac == ac && rc->state >= NGX_HTTP_IG_REDIS_AUTHING)
+        && rc->state >= NGX_HTTP_IG_REDIS_AUTHING)
     {
         /* once: the EVAL caches the script on the server */
         cmd->script = NULL;
@@ -1168,23 +1652,25 @@ ngx_http_ig_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
     }
 
     handler = cmd->handler;
-    r = cmd->data;
+    data = cmd->data;
     ngx_free(cmd);
 
     if (handler && !ngx_http_ig_redis_exiting) {
-        handler(reply, r);
+        handler(reply, data);
     }
 }
 
 
 /*
  * Replies come in order: when the oldest pending command is past its
- * deadline the connection is dropped.
+ * deadline the connection is dropped.  The handshake's commands, first
+ * in the queue, have a later deadline than the commands behind them.
  */
 
 static void
 ngx_http_ig_redis_timer_handler(ngx_event_t *ev)
 {
+    ngx_msec_t                 deadline;
     ngx_queue_t               *q;
     ngx_http_ig_redis_cmd_t   *cmd;
     ngx_http_ig_redis_conn_t  *rc = ev->data;
@@ -1195,9 +1681,22 @@ ngx_http_ig_redis_timer_handler(ngx_event_t *ev)
 
     q = ngx_queue_head(&rc->pending);
     cmd = ngx_queue_data(q, ngx_http_ig_redis_cmd_t, queue);
+    deadline = cmd->deadline;
 
-    if ((ngx_msec_int_t) (cmd->deadline - ngx_current_msec) > 0) {
-        ngx_add_timer(ev, cmd->deadline - ngx_current_msec);
+    for ( ;
+         cmd->internal && q != ngx_queue_last(&rc->pending);
+         q = ngx_queue_next(q))
+    {
+        cmd = ngx_queue_data(ngx_queue_next(q), ngx_http_ig_redis_cmd_t,
+                             queue);
+
+        if ((ngx_msec_int_t) (cmd->deadline - deadline) < 0) {
+            deadline = cmd->deadline;
+        }
+    }
+
+    if ((ngx_msec_int_t) (deadline - ngx_current_msec) > 0) {
+        ngx_add_timer(ev, deadline - ngx_current_msec);
         return;
     }
 
@@ -1220,109 +1719,70 @@ ngx_http_ig_redis_warn(ngx_http_ig_redis_t *srv, ngx_log_t *log,
 }
 
 
-/* the adapter: level-triggered, as hiredis's add/del semantics need */
-
-static void
-ngx_http_ig_redis_add_read(void *data)
-{
-    ngx_http_ig_redis_conn_t  *rc = data;
-
-    if (rc->c && !rc->c->read->active) {
-        ngx_add_event(rc->c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
-    }
-}
-
-
-static void
-ngx_http_ig_redis_del_read(void *data)
-{
-    ngx_http_ig_redis_conn_t  *rc = data;
-
-    if (rc->c && rc->c->read->active) {
-        ngx_del_event(rc->c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
-    }
-}
-
-
-static void
-ngx_http_ig_redis_add_write(void *data)
-{
-    ngx_http_ig_redis_conn_t  *rc = data;
-
-    if (rc->c && !rc->c->write->active) {
-        ngx_add_event(rc->c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
-    }
-}
-
-
-static void
-ngx_http_ig_redis_del_write(void *data)
-{
-    ngx_http_ig_redis_conn_t  *rc = data;
-
-    if (rc->c && rc->c->write->active) {
-        ngx_del_event(rc->c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
-    }
-}
-
-
-/* hiredis closes the fd after this: release the connection without it */
-
-static void
-ngx_http_ig_redis_cleanup(void *data)
-{
-    ngx_connection_t          *c;
-    ngx_http_ig_redis_conn_t  *rc = data;
-
-    c = rc->c;
-    if (c == NULL) {
-        return;
-    }
-
-    rc->c = NULL;
-
-    if (c->read->active) {
-        ngx_del_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
-    }
-
-    if (c->write->active) {
-        ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
-    }
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
-
-    if (rc->timer.timer_set) {
-        ngx_del_timer(&rc->timer);
-    }
-}
-
+/* events: edge-triggered, so a read drains the socket */
 
 static void
 ngx_http_ig_redis_read_handler(ngx_event_t *ev)
 {
+    void                      *reply;
+    ssize_t                    n;
+    ngx_uint_t                 gen;
     ngx_connection_t          *c = ev->data;
     ngx_http_ig_redis_conn_t  *rc = c->data;
+    u_char                     buf[NGX_HTTP_IG_REDIS_READ_SIZE];
 
-    /* may free the context and, through cleanup, c */
-    if (rc->ac) {
-        redisAsyncHandleRead(rc->ac);
+    if (rc->state == NGX_HTTP_IG_REDIS_CONNECTING) {
+        if (c->ssl == NULL) {
+            ngx_http_ig_redis_connect_done(rc);
+        }
+
+        return;
+    }
+
+    gen = rc->gen;
+
+    for ( ;; ) {
+        n = c->recv(c, buf, sizeof(buf));
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+                ngx_http_ig_redis_lost(rc, "cannot arm a read event");
+            }
+
+            return;
+        }
+
+        if (n == 0 || n == NGX_ERROR) {
+            ngx_http_ig_redis_lost(rc, n == 0 ? "connection closed by the "
+                                   "server" : "read failed");
+            return;
+        }
+
+        if (redisReaderFeed(rc->reader, (char *) buf, n) != REDIS_OK) {
+            ngx_http_ig_redis_lost(rc, "protocol error");
+            return;
+        }
+
+        for ( ;; ) {
+            if (redisReaderGetReply(rc->reader, &reply) != REDIS_OK) {
+                ngx_http_ig_redis_lost(rc, rc->reader->errstr[0]
+                                       ? rc->reader->errstr
+                                       : "protocol error");
+                return;
+            }
+
+            if (reply == NULL) {
+                break;
+            }
+
+            ngx_http_ig_redis_reply(rc, reply);
+            freeReplyObject(reply);
+
+            /* a handler or a failed handshake dropped the connection */
+            if (rc->gen != gen) {
+                return;
+            }
+        }
     }
 }
 
@@ -1333,7 +1793,15 @@ ngx_http_ig_redis_write_handler(ngx_event_t *ev)
     ngx_connection_t          *c = ev->data;
     ngx_http_ig_redis_conn_t  *rc = c->data;
 
-    if (rc->ac) {
-        redisAsyncHandleWrite(rc->ac);
+    if (rc->state == NGX_HTTP_IG_REDIS_CONNECTING) {
+        if (c->ssl == NULL) {
+            ngx_http_ig_redis_connect_done(rc);
+        }
+
+        return;
+    }
+
+    if (ngx_http_ig_redis_write(rc) != NGX_OK) {
+        ngx_http_ig_redis_lost(rc, "write failed");
     }
 }

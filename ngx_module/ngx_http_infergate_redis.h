@@ -3,7 +3,8 @@
  * Copyright (C) infergate authors
  *
  * Redis connections for the response cache and cluster-wide limits:
- * hiredis's async API driven by the worker's event loop.
+ * nginx owns the socket (plain TCP, a unix socket, or TLS through nginx's
+ * OpenSSL layer); hiredis only formats commands and parses replies.
  */
 
 
@@ -16,11 +17,10 @@
 #include <ngx_http.h>
 
 #include <hiredis/hiredis.h>
-#include <hiredis/async.h>
 
 
 #define NGX_HTTP_IG_REDIS_DOWN        0
-#define NGX_HTTP_IG_REDIS_CONNECTING  1    /* AUTH/SELECT queued          */
+#define NGX_HTTP_IG_REDIS_CONNECTING  1    /* TCP/TLS; AUTH/SELECT queued */
 #define NGX_HTTP_IG_REDIS_AUTHING     2    /* connected, replies awaited  */
 #define NGX_HTTP_IG_REDIS_READY       3
 
@@ -48,12 +48,19 @@ struct ngx_http_ig_redis_s {
     ngx_str_t                   address;     /* as written, for logs       */
     ngx_str_t                   host;        /* IP literal, NUL-terminated */
     ngx_int_t                   port;        /* 0: unix socket in host     */
+    ngx_addr_t                  addr;
     ngx_str_t                   user;
     ngx_str_t                   password;
     ngx_int_t                   db;
     ngx_msec_t                  connect_timeout;
     ngx_msec_t                  timeout;
     ngx_uint_t                  nconns;
+
+#if (NGX_SSL)
+    ngx_ssl_t                  *ssl;         /* NULL: cleartext            */
+#endif
+    ngx_str_t                   tls_name;    /* SNI and the name checked   */
+    unsigned                    tls_verify:1;
 
     /* per worker */
     ngx_http_ig_redis_conn_t   *conns;
