@@ -4,7 +4,10 @@ unix socket with an ACL user), and a small stateful origin whose values
 change on writes and whose reads can be made slow.
 
   redis_server    function: RedisServer (started; stopped at teardown)
-  redis_factory   function: make(unix=False, acl_user=None, password=None)
+  redis_factory   function: make(unix=False, acl_user=None, password=None,
+                  tls=None) -- tls: {"cert", "key", "ca", "auth_clients"}:
+                  TLS only (port 0, tls-port)
+  make_pki(dir)   a CA and certificates made with openssl: Pki
   store_origin    function: StoreOrigin (GET returns the stored value,
                   PUT/POST/DELETE set it; slow(path, seconds))
 """
@@ -26,7 +29,9 @@ from conftest import free_port
 
 
 class RedisServer:
-    def __init__(self, base, unix=False, acl_user=None, password=None):
+    def __init__(self, base, unix=False, acl_user=None, password=None,
+                 tls=None):
+        self.tls = tls
         self.dir = Path(base)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -47,6 +52,13 @@ class RedisServer:
                 "--logfile", str(self.dir / "redis.log")]
         if self.unix:
             args += ["--unixsocket", self.unix, "--unixsocketperm", "777"]
+        if self.tls:
+            args[1:3] = ["--port", "0", "--tls-port", str(self.port)]
+            args += ["--tls-cert-file", self.tls["cert"],
+                     "--tls-key-file", self.tls["key"],
+                     "--tls-ca-cert-file", self.tls["ca"],
+                     "--tls-auth-clients",
+                     self.tls.get("auth_clients", "no")]
         if self.acl_user:
             # the default user is switched off: only the ACL user gets in
             args += ["--user", "default", "off",
@@ -70,6 +82,10 @@ class RedisServer:
             kw.update(username=self.acl_user, password=self.password)
         if self.unix:
             return redis.Redis(unix_socket_path=self.unix, **kw)
+        if self.tls:
+            kw.update(ssl=True, ssl_ca_certs=self.tls["ca"],
+                      ssl_certfile=self.tls.get("client_cert"),
+                      ssl_keyfile=self.tls.get("client_key"))
         return redis.Redis(host="127.0.0.1", port=self.port, **kw)
 
     def stop(self):
@@ -98,9 +114,9 @@ class RedisServer:
 def redis_factory(tmp_path):
     servers = []
 
-    def make(unix=False, acl_user=None, password=None):
+    def make(unix=False, acl_user=None, password=None, tls=None):
         s = RedisServer(tmp_path / f"redis{len(servers)}", unix, acl_user,
-                        password)
+                        password, tls)
         servers.append(s)
         return s.start()
 
@@ -112,6 +128,51 @@ def redis_factory(tmp_path):
 @pytest.fixture
 def redis_server(redis_factory):
     return redis_factory()
+
+
+# --------------------------------------------------------------------------
+# certificates
+
+class Pki:
+    """ca, other_ca (an unrelated CA), server (SAN DNS:redis.test and
+    IP:127.0.0.1) and client certificates, each a (cert, key) of paths."""
+
+    def __init__(self, base):
+        self.dir = Path(base)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.ca = self._ca("ca", "infergate test CA")
+        self.other_ca = self._ca("other-ca", "some other CA")
+        self.server = self._leaf("server", "redis.test", self.ca,
+                                 "subjectAltName=DNS:redis.test,"
+                                 "IP:127.0.0.1\nextendedKeyUsage="
+                                 "serverAuth")
+        self.client = self._leaf("client", "infergate gateway", self.ca,
+                                 "extendedKeyUsage=clientAuth")
+
+    def _run(self, *args):
+        subprocess.run(["openssl", *args], check=True, cwd=self.dir,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def _ca(self, name, cn):
+        self._run("req", "-x509", "-newkey", "ec", "-pkeyopt",
+                  "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+                  "-subj", f"/CN={cn}", "-keyout", f"{name}.key",
+                  "-out", f"{name}.pem")
+        return str(self.dir / f"{name}.pem"), str(self.dir / f"{name}.key")
+
+    def _leaf(self, name, cn, ca, ext):
+        (self.dir / f"{name}.ext").write_text(ext + "\n")
+        self._run("req", "-new", "-newkey", "ec", "-pkeyopt",
+                  "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={cn}",
+                  "-keyout", f"{name}.key", "-out", f"{name}.csr")
+        self._run("x509", "-req", "-in", f"{name}.csr", "-CA", ca[0],
+                  "-CAkey", ca[1], "-CAcreateserial", "-days", "2",
+                  "-extfile", f"{name}.ext", "-out", f"{name}.pem")
+        return str(self.dir / f"{name}.pem"), str(self.dir / f"{name}.key")
+
+
+def make_pki(base):
+    return Pki(base)
 
 
 # --------------------------------------------------------------------------
