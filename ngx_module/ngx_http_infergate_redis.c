@@ -35,10 +35,12 @@
 #define NGX_HTTP_IG_REDIS_BACKOFF_MIN  100
 #define NGX_HTTP_IG_REDIS_BACKOFF_MAX  5000
 #define NGX_HTTP_IG_REDIS_READ_SIZE    16384
+#define NGX_HTTP_IG_REDIS_SENTINEL_POLL  1000
 
 
 struct ngx_http_ig_redis_conn_s {
     ngx_http_ig_redis_t        *srv;
+    ngx_addr_t                 *addr;        /* of this connection's peer */
     ngx_peer_connection_t       peer;
     ngx_connection_t           *c;
     redisReader                *reader;
@@ -57,6 +59,7 @@ struct ngx_http_ig_redis_conn_s {
     ngx_queue_t                 pending;
     ngx_log_t                  *log;
     unsigned                    counted:1;   /* in the connections gauge  */
+    unsigned                    sentinel:1;  /* to a sentinel, not data   */
 };
 
 
@@ -104,12 +107,24 @@ static ngx_int_t ngx_http_ig_redis_send(ngx_http_ig_redis_conn_t *rc,
 static ngx_int_t ngx_http_ig_redis_write(ngx_http_ig_redis_conn_t *rc);
 static void ngx_http_ig_redis_read_handler(ngx_event_t *ev);
 static void ngx_http_ig_redis_write_handler(ngx_event_t *ev);
+static ngx_http_ig_redis_cmd_t *ngx_http_ig_redis_conn_command(
+    ngx_http_ig_redis_conn_t *rc, int argc, const char **argv,
+    const size_t *argvlen, ngx_http_ig_redis_handler_pt handler, void *data);
+static void ngx_http_ig_redis_conn_init(ngx_http_ig_redis_t *srv,
+    ngx_http_ig_redis_conn_t *rc, ngx_log_t *log);
+static void ngx_http_ig_redis_sentinel_ask(ngx_http_ig_redis_t *srv);
+static void ngx_http_ig_redis_sentinel_done(redisReply *reply, void *data);
+static void ngx_http_ig_redis_sentinel_poll(ngx_event_t *ev);
+static void ngx_http_ig_redis_restart(ngx_http_ig_redis_t *srv,
+    const char *why);
 static void *ngx_http_ig_redis_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_ig_redis_init_main_conf(ngx_conf_t *cf, void *conf);
 static char *ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_ig_redis_tls(ngx_conf_t *cf, ngx_http_ig_redis_t *srv,
     ngx_str_t *ca, ngx_str_t *cert, ngx_str_t *key);
+static char *ngx_http_ig_redis_sentinels(ngx_conf_t *cf,
+    ngx_http_ig_redis_t *srv, ngx_str_t *v);
 static ngx_int_t ngx_http_ig_redis_init_process(ngx_cycle_t *cycle);
 static void ngx_http_ig_redis_exit_process(ngx_cycle_t *cycle);
 
@@ -274,7 +289,7 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     u_char               *p, *end, *last;
     ngx_int_t             n;
     ngx_str_t            *value, s, ca, cert, key;
-    ngx_uint_t            i, tls;
+    ngx_uint_t            i, tls, first;
     ngx_http_ig_redis_t  *srv;
 #if (NGX_HAVE_UNIX_DOMAIN)
     struct sockaddr_un   *sun;
@@ -306,7 +321,16 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     /* no DNS in a worker: an IP literal and a port, or a unix socket */
 
-    if (value[2].len > 5 && ngx_strncmp(value[2].data, "unix:", 5) == 0) {
+    first = 3;
+
+    if (ngx_strncmp(value[2].data, "sentinel=", 9) == 0) {
+        /* the primary is asked of the sentinels */
+        first = 2;
+        srv->port = 1;
+
+    } else if (value[2].len > 5
+               && ngx_strncmp(value[2].data, "unix:", 5) == 0)
+    {
         srv->host.len = value[2].len - 5;
         srv->host.data = ngx_pnalloc(cf->pool, srv->host.len + 1);
         if (srv->host.data == NULL) {
@@ -383,7 +407,34 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         srv->addr.name = value[2];
     }
 
-    for (i = 3; i < cf->args->nelts; i++) {
+    for (i = first; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "sentinel=", 9) == 0
+            && value[i].len > 9)
+        {
+            if (first != 2 || srv->sentinels) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "infergate_redis: \"%V\": sentinel= "
+                                   "replaces the address and is given "
+                                   "once", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            rv = ngx_http_ig_redis_sentinels(cf, srv, &value[i]);
+            if (rv != NGX_CONF_OK) {
+                return rv;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "master=", 7) == 0
+            && value[i].len > 7)
+        {
+            srv->master.data = value[i].data + 7;
+            srv->master.len = value[i].len - 7;
+            continue;
+        }
 
         if (ngx_strncmp(value[i].data, "user=", 5) == 0
             && value[i].len > 5)
@@ -516,6 +567,10 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "has user= without password_file= or password_env=";
     }
 
+    if ((srv->sentinels == NULL) != (srv->master.len == 0)) {
+        return "takes sentinel= and master= together";
+    }
+
     if (!tls) {
         if (ca.len || cert.len || key.len || srv->tls_name.len) {
             return "has tls_ca=, tls_cert=, tls_key= or tls_server_name= "
@@ -562,6 +617,55 @@ ngx_http_ig_redis_create_main_conf(ngx_conf_t *cf)
     }
 
     return rmcf;
+}
+
+
+/* sentinel=IP:PORT[,IP:PORT...] */
+
+static char *
+ngx_http_ig_redis_sentinels(ngx_conf_t *cf, ngx_http_ig_redis_t *srv,
+    ngx_str_t *v)
+{
+    u_char      *p, *last, *comma;
+    ngx_addr_t  *addr;
+
+    srv->sentinels = ngx_array_create(cf->pool, 3, sizeof(ngx_addr_t));
+    if (srv->sentinels == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = v->data + 9;
+    last = v->data + v->len;
+
+    while (p < last) {
+        comma = ngx_strlchr(p, last, ',');
+        if (comma == NULL) {
+            comma = last;
+        }
+
+        addr = ngx_array_push(srv->sentinels);
+        if (addr == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (comma == p
+            || ngx_parse_addr_port(cf->pool, addr, p, comma - p) != NGX_OK
+            || ngx_inet_get_port(addr->sockaddr) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "infergate_redis: invalid sentinel address "
+                               "\"%*s\" (an IP literal with a port; no "
+                               "host names)", comma - p, p);
+            return NGX_CONF_ERROR;
+        }
+
+        addr->name.data = p;
+        addr->name.len = comma - p;
+
+        p = comma + 1;
+    }
+
+    return NGX_CONF_OK;
 }
 
 
@@ -720,33 +824,69 @@ ngx_http_ig_redis_init_process(ngx_cycle_t *cycle)
             return NGX_ERROR;
         }
 
+        srv->resolved = 0;
+        srv->asking = 0;
+        srv->want = 0;
+
+        if (srv->sentinels) {
+            srv->sconn = ngx_pcalloc(cycle->pool,
+                                     sizeof(ngx_http_ig_redis_conn_t));
+            if (srv->sconn == NULL) {
+                return NGX_ERROR;
+            }
+
+            srv->sconn->sentinel = 1;
+            ngx_http_ig_redis_conn_init(srv, srv->sconn, cycle->log);
+
+            srv->primary.sockaddr = (struct sockaddr *) &srv->primary_sa;
+            srv->primary.name.data = srv->primary_text;
+
+            srv->spoll.handler = ngx_http_ig_redis_sentinel_poll;
+            srv->spoll.data = srv;
+            srv->spoll.log = cycle->log;
+            srv->spoll.cancelable = 1;
+            ngx_add_timer(&srv->spoll, NGX_HTTP_IG_REDIS_SENTINEL_POLL);
+
+            /* asks for the primary once connected */
+            srv->want = 1;
+            ngx_http_ig_redis_connect(srv->sconn);
+        }
+
         for (j = 0; j < srv->nconns; j++) {
             rc = &srv->conns[j];
-            rc->srv = srv;
-            rc->log = cycle->log;
-            rc->backoff = NGX_HTTP_IG_REDIS_BACKOFF_MIN;
-            ngx_queue_init(&rc->pending);
-
-            rc->reconnect.handler = ngx_http_ig_redis_reconnect_handler;
-            rc->reconnect.data = rc;
-            rc->reconnect.log = cycle->log;
-            rc->reconnect.cancelable = 1;
-
-            /*
-             * Not cancelable: a request waiting on a reply has no timer
-             * of its own, and a graceful quit must not exit under it.
-             * Armed only while commands are pending, it holds a quit up
-             * for at most the command timeout.
-             */
-            rc->timer.handler = ngx_http_ig_redis_timer_handler;
-            rc->timer.data = rc;
-            rc->timer.log = cycle->log;
-
+            ngx_http_ig_redis_conn_init(srv, rc, cycle->log);
             ngx_http_ig_redis_connect(rc);
         }
     }
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_ig_redis_conn_init(ngx_http_ig_redis_t *srv,
+    ngx_http_ig_redis_conn_t *rc, ngx_log_t *log)
+{
+    rc->srv = srv;
+    rc->addr = &srv->addr;
+    rc->log = log;
+    rc->backoff = NGX_HTTP_IG_REDIS_BACKOFF_MIN;
+    ngx_queue_init(&rc->pending);
+
+    rc->reconnect.handler = ngx_http_ig_redis_reconnect_handler;
+    rc->reconnect.data = rc;
+    rc->reconnect.log = log;
+    rc->reconnect.cancelable = 1;
+
+    /*
+     * Not cancelable: a request waiting on a reply has no timer of its
+     * own, and a graceful quit must not exit under it.  Armed only while
+     * commands are pending, it holds a quit up for at most the command
+     * timeout.
+     */
+    rc->timer.handler = ngx_http_ig_redis_timer_handler;
+    rc->timer.data = rc;
+    rc->timer.log = log;
 }
 
 
@@ -775,8 +915,15 @@ ngx_http_ig_redis_exit_process(ngx_cycle_t *cycle)
     for (i = 0; i < rmcf->servers.nelts; i++) {
         srv = srvp[i];
 
-        for (j = 0; srv->conns && j < srv->nconns; j++) {
-            rc = &srv->conns[j];
+        if (srv->spoll.timer_set) {
+            ngx_del_timer(&srv->spoll);
+        }
+
+        for (j = 0; srv->conns && j <= srv->nconns; j++) {
+            rc = (j < srv->nconns) ? &srv->conns[j] : srv->sconn;
+            if (rc == NULL) {
+                break;
+            }
 
             if (rc->reconnect.timer_set) {
                 ngx_del_timer(&rc->reconnect);
@@ -805,6 +952,19 @@ ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc)
     ngx_connection_t     *c;
     ngx_http_ig_redis_t  *srv = rc->srv;
 
+    if (rc->sentinel) {
+        rc->addr = (ngx_addr_t *) srv->sentinels->elts + srv->scur;
+
+    } else if (srv->sentinels) {
+        if (!srv->resolved) {
+            /* connected once the sentinels name the primary */
+            ngx_http_ig_redis_sentinel_ask(srv);
+            return;
+        }
+
+        rc->addr = &srv->primary;
+    }
+
     rc->reader = redisReaderCreate();
     if (rc->reader == NULL) {
         ngx_http_ig_redis_warn(srv, rc->log, "cannot allocate a reader");
@@ -813,9 +973,9 @@ ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc)
     }
 
     ngx_memzero(&rc->peer, sizeof(ngx_peer_connection_t));
-    rc->peer.sockaddr = srv->addr.sockaddr;
-    rc->peer.socklen = srv->addr.socklen;
-    rc->peer.name = &srv->address;
+    rc->peer.sockaddr = rc->addr->sockaddr;
+    rc->peer.socklen = rc->addr->socklen;
+    rc->peer.name = &rc->addr->name;
     rc->peer.get = ngx_event_get_peer;
     rc->peer.log = rc->log;
     rc->peer.log_error = NGX_ERROR_ERR;
@@ -852,7 +1012,7 @@ ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc)
     c->read->log = rc->log;
     c->write->log = rc->log;
 
-    if (srv->port) {
+    if (rc->addr->sockaddr->sa_family != AF_UNIX) {
         /* pipelined small writes must not wait for delayed ACKs */
         nodelay = 1;
         (void) setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY,
@@ -938,7 +1098,9 @@ ngx_http_ig_redis_ssl_handshaked(ngx_connection_t *c)
 {
     int                        ok;
     long                       vr;
+    size_t                     len;
     X509                      *cert;
+    u_char                     ip[NGX_SOCKADDR_STRLEN + 1];
     ngx_http_ig_redis_t       *srv;
     ngx_http_ig_redis_conn_t  *rc = c->data;
 
@@ -956,7 +1118,7 @@ ngx_http_ig_redis_ssl_handshaked(ngx_connection_t *c)
             ngx_log_error(NGX_LOG_ERR, rc->log, 0,
                           "infergate_redis \"%V\" (%V): TLS certificate "
                           "verify error: (%l:%s)", &srv->name,
-                          &srv->address, vr,
+                          &rc->addr->name, vr,
                           X509_verify_cert_error_string(vr));
             ngx_http_ig_redis_lost(rc, "TLS certificate not trusted");
             return;
@@ -973,7 +1135,10 @@ ngx_http_ig_redis_ssl_handshaked(ngx_connection_t *c)
                                  srv->tls_name.len, 0, NULL);
 
         } else {
-            ok = X509_check_ip_asc(cert, (char *) srv->host.data, 0);
+            len = ngx_sock_ntop(rc->addr->sockaddr, rc->addr->socklen, ip,
+                                NGX_SOCKADDR_STRLEN, 0);
+            ip[len] = '\0';
+            ok = X509_check_ip_asc(cert, (char *) ip, 0);
         }
 
         X509_free(cert);
@@ -982,8 +1147,8 @@ ngx_http_ig_redis_ssl_handshaked(ngx_connection_t *c)
             ngx_log_error(NGX_LOG_ERR, rc->log, 0,
                           "infergate_redis \"%V\" (%V): TLS certificate "
                           "does not match \"%s\"", &srv->name,
-                          &srv->address, srv->tls_name.len
-                          ? srv->tls_name.data : srv->host.data);
+                          &rc->addr->name, srv->tls_name.len
+                          ? srv->tls_name.data : ip);
             ngx_http_ig_redis_lost(rc, "TLS certificate name mismatch");
             return;
         }
@@ -1060,6 +1225,12 @@ ngx_http_ig_redis_send_handshake(ngx_http_ig_redis_conn_t *rc)
     u_char                db[NGX_INT_T_LEN];
     ngx_http_ig_redis_t  *srv = rc->srv;
 
+    if (rc->sentinel) {
+        argv[0] = "PING";
+        argvlen[0] = 4;
+        return ngx_http_ig_redis_internal(rc, "PING", 1, argv, argvlen);
+    }
+
     if (srv->password.len) {
         argc = 0;
         argv[argc] = "AUTH";
@@ -1074,6 +1245,18 @@ ngx_http_ig_redis_send_handshake(ngx_http_ig_redis_conn_t *rc)
         argvlen[argc++] = srv->password.len;
 
         if (ngx_http_ig_redis_internal(rc, "AUTH", argc, argv, argvlen)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (srv->sentinels) {
+        /* the sentinels may be behind: this must be the primary */
+        argv[0] = "ROLE";
+        argvlen[0] = 4;
+
+        if (ngx_http_ig_redis_internal(rc, "ROLE", 1, argv, argvlen)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -1137,8 +1320,37 @@ ngx_http_ig_redis_handshake(ngx_http_ig_redis_conn_t *rc, const char *what,
         return;
     }
 
-    if (ngx_strcmp(what, "SELECT") == 0) {
+    if (ngx_strcmp(what, "ROLE") == 0) {
+        if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0
+            && reply->element[0]->type == REDIS_REPLY_STRING
+            && ngx_strcmp(reply->element[0]->str, "master") == 0)
+        {
+            return;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, rc->log, 0,
+                      "infergate_redis \"%V\": %V is not the primary of "
+                      "\"%V\"", &rc->srv->name, &rc->addr->name,
+                      &rc->srv->master);
+
+        rc->srv->resolved = 0;
+        ngx_http_ig_redis_lost(rc, "not the primary");
+        return;
+    }
+
+    if (ngx_strcmp(what, "SELECT") == 0 || ngx_strcmp(what, "PING") == 0) {
         rc->state = NGX_HTTP_IG_REDIS_READY;
+
+        if (rc->sentinel) {
+            rc->backoff = NGX_HTTP_IG_REDIS_BACKOFF_MIN;
+
+            if (rc->srv->want) {
+                ngx_http_ig_redis_sentinel_ask(rc->srv);
+            }
+
+            return;
+        }
+
 
         if (!rc->counted) {
             rc->counted = 1;
@@ -1149,7 +1361,7 @@ ngx_http_ig_redis_handshake(ngx_http_ig_redis_conn_t *rc, const char *what,
 
         ngx_log_error(NGX_LOG_INFO, rc->log, 0,
                       "infergate_redis \"%V\": connected to %V%s",
-                      &rc->srv->name, &rc->srv->address,
+                      &rc->srv->name, &rc->addr->name,
                       rc->c && rc->c->ssl ? " over TLS" : "");
     }
 }
@@ -1251,11 +1463,24 @@ ngx_http_ig_redis_fail_pending(ngx_http_ig_redis_conn_t *rc)
 static void
 ngx_http_ig_redis_lost(ngx_http_ig_redis_conn_t *rc, const char *why)
 {
-    ngx_http_ig_redis_warn(rc->srv, rc->log, why);
+    ngx_http_ig_redis_t  *srv = rc->srv;
+
+    ngx_http_ig_redis_warn(srv, rc->log, why);
 
     ngx_http_ig_redis_close(rc);
+
+    if (rc->sentinel) {
+        /* the next sentinel; a query in flight gets NULL below */
+        srv->scur = (srv->scur + 1) % srv->sentinels->nelts;
+    }
+
     ngx_http_ig_redis_fail_pending(rc);
     ngx_http_ig_redis_schedule(rc);
+
+    if (srv->sentinels && !rc->sentinel) {
+        /* a failover closes connections: ask again at once */
+        ngx_http_ig_redis_sentinel_ask(srv);
+    }
 }
 
 
@@ -1318,6 +1543,170 @@ ngx_http_ig_redis_reconnect_handler(ngx_event_t *ev)
     }
 
     ngx_http_ig_redis_connect(rc);
+}
+
+
+/* sentinel: which node is the primary */
+
+static void
+ngx_http_ig_redis_sentinel_ask(ngx_http_ig_redis_t *srv)
+{
+    const char                *argv[3];
+    size_t                     argvlen[3];
+    ngx_http_ig_redis_conn_t  *sc = srv->sconn;
+
+    if (sc == NULL || srv->asking || ngx_http_ig_redis_exiting) {
+        return;
+    }
+
+    if (sc->state != NGX_HTTP_IG_REDIS_READY) {
+        /* asked once the sentinel connection is up */
+        srv->want = 1;
+        return;
+    }
+
+    argv[0] = "SENTINEL";
+    argvlen[0] = 8;
+    argv[1] = "get-master-addr-by-name";
+    argvlen[1] = sizeof("get-master-addr-by-name") - 1;
+    argv[2] = (char *) srv->master.data;
+    argvlen[2] = srv->master.len;
+
+    if (ngx_http_ig_redis_conn_command(sc, 3, argv, argvlen,
+                                       ngx_http_ig_redis_sentinel_done, srv)
+        == NULL)
+    {
+        srv->want = 1;
+        return;
+    }
+
+    srv->want = 0;
+    srv->asking = 1;
+}
+
+
+static void
+ngx_http_ig_redis_sentinel_done(redisReply *reply, void *data)
+{
+    ngx_http_ig_redis_t *srv = data;
+
+    ngx_int_t             port;
+    socklen_t             len;
+    struct sockaddr      *sa;
+    struct sockaddr_in   *sin;
+    struct sockaddr_in6  *sin6;
+    struct sockaddr_storage  ss;
+
+    srv->asking = 0;
+
+    if (reply == NULL) {
+        /* the sentinel connection was lost: the next one is asked */
+        srv->want = 1;
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || reply->element[1]->type != REDIS_REPLY_STRING)
+    {
+        srv->want = 1;
+        ngx_http_ig_redis_lost(srv->sconn, "the sentinel does not know "
+                               "the master");
+        return;
+    }
+
+    port = ngx_atoi((u_char *) reply->element[1]->str,
+                    reply->element[1]->len);
+
+    ngx_memzero(&ss, sizeof(ss));
+    sa = (struct sockaddr *) &ss;
+    sin = (struct sockaddr_in *) &ss;
+    sin6 = (struct sockaddr_in6 *) &ss;
+
+    if (port > 0 && port < 65536
+        && inet_pton(AF_INET, reply->element[0]->str, &sin->sin_addr) == 1)
+    {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((in_port_t) port);
+        len = sizeof(struct sockaddr_in);
+
+    } else if (port > 0 && port < 65536
+               && inet_pton(AF_INET6, reply->element[0]->str,
+                            &sin6->sin6_addr) == 1)
+    {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((in_port_t) port);
+        len = sizeof(struct sockaddr_in6);
+
+    } else {
+        ngx_http_ig_redis_warn(srv, srv->sconn->log, "the sentinel named "
+                               "a primary that is not an IP and a port");
+        return;
+    }
+
+    if (srv->resolved
+        && ngx_cmp_sockaddr(sa, len, srv->primary.sockaddr,
+                            srv->primary.socklen, 1)
+           == NGX_OK)
+    {
+        return;
+    }
+
+    ngx_memcpy(&srv->primary_sa, &ss, len);
+    srv->primary.socklen = len;
+    srv->primary.name.len = ngx_sock_ntop(srv->primary.sockaddr, len,
+                                          srv->primary_text,
+                                          NGX_SOCKADDR_STRLEN, 1);
+
+    ngx_log_error(NGX_LOG_NOTICE, srv->sconn->log, 0,
+                  "infergate_redis \"%V\": the primary of \"%V\" is %V",
+                  &srv->name, &srv->master, &srv->primary.name);
+
+    srv->resolved = 1;
+    ngx_http_ig_redis_restart(srv, "the primary moved");
+}
+
+
+/* every data connection goes to the primary just named */
+
+static void
+ngx_http_ig_redis_restart(ngx_http_ig_redis_t *srv, const char *why)
+{
+    ngx_uint_t                 i;
+    ngx_http_ig_redis_conn_t  *rc;
+
+    for (i = 0; srv->conns && i < srv->nconns; i++) {
+        rc = &srv->conns[i];
+
+        if (rc->c) {
+            ngx_http_ig_redis_warn(srv, rc->log, why);
+            ngx_http_ig_redis_close(rc);
+            ngx_http_ig_redis_fail_pending(rc);
+        }
+
+        if (rc->c == NULL && srv->resolved) {
+            if (rc->reconnect.timer_set) {
+                ngx_del_timer(&rc->reconnect);
+            }
+
+            rc->backoff = NGX_HTTP_IG_REDIS_BACKOFF_MIN;
+            ngx_http_ig_redis_connect(rc);
+        }
+    }
+}
+
+
+static void
+ngx_http_ig_redis_sentinel_poll(ngx_event_t *ev)
+{
+    ngx_http_ig_redis_t  *srv = ev->data;
+
+    if (ngx_http_ig_redis_exiting || ngx_exiting || ngx_quit) {
+        return;
+    }
+
+    ngx_http_ig_redis_sentinel_ask(srv);
+    ngx_add_timer(ev, NGX_HTTP_IG_REDIS_SENTINEL_POLL);
 }
 
 
@@ -1485,13 +1874,24 @@ ngx_http_ig_redis_command(ngx_http_ig_redis_t *srv, int argc,
     const char **argv, const size_t *argvlen,
     ngx_http_ig_redis_handler_pt handler, void *data)
 {
-    ngx_http_ig_redis_cmd_t   *cmd;
     ngx_http_ig_redis_conn_t  *rc;
 
     rc = ngx_http_ig_redis_pick(srv);
     if (rc == NULL) {
         return NULL;
     }
+
+    return ngx_http_ig_redis_conn_command(rc, argc, argv, argvlen, handler,
+                                          data);
+}
+
+
+static ngx_http_ig_redis_cmd_t *
+ngx_http_ig_redis_conn_command(ngx_http_ig_redis_conn_t *rc, int argc,
+    const char **argv, const size_t *argvlen,
+    ngx_http_ig_redis_handler_pt handler, void *data)
+{
+    ngx_http_ig_redis_cmd_t  *cmd;
 
     cmd = ngx_calloc(sizeof(ngx_http_ig_redis_cmd_t), rc->log);
     if (cmd == NULL) {
@@ -1610,6 +2010,7 @@ static void
 ngx_http_ig_redis_reply(ngx_http_ig_redis_conn_t *rc, redisReply *reply)
 {
     void                      *data;
+    ngx_uint_t                 gen, readonly;
     ngx_queue_t               *q;
     ngx_http_ig_redis_cmd_t   *cmd;
     ngx_http_ig_redis_handler_pt  handler;
@@ -1651,12 +2052,22 @@ ngx_http_ig_redis_reply(ngx_http_ig_redis_conn_t *rc, redisReply *reply)
         ngx_http_ig_metrics_add(IG_MC_REDIS_ERROR, 1);
     }
 
+    /* a demoted primary that kept its clients: reconnect, ask again */
+    readonly = (reply && reply->type == REDIS_REPLY_ERROR
+                && rc->srv->sentinels
+                && ngx_strncmp(reply->str, "READONLY", 8) == 0);
+    gen = rc->gen;
+
     handler = cmd->handler;
     data = cmd->data;
     ngx_free(cmd);
 
     if (handler && !ngx_http_ig_redis_exiting) {
         handler(reply, data);
+    }
+
+    if (readonly && rc->gen == gen) {
+        ngx_http_ig_redis_lost(rc, "READONLY: the primary was demoted");
     }
 }
 

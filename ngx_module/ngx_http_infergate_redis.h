@@ -62,10 +62,24 @@ struct ngx_http_ig_redis_s {
     ngx_str_t                   tls_name;    /* SNI and the name checked   */
     unsigned                    tls_verify:1;
 
+    /* sentinel=ADDRESS[,...] master=NAME: the primary is asked for */
+    ngx_array_t                *sentinels;   /* ngx_addr_t                 */
+    ngx_str_t                   master;
+
     /* per worker */
     ngx_http_ig_redis_conn_t   *conns;
     ngx_uint_t                  next;
     time_t                      last_warn;
+
+    ngx_http_ig_redis_conn_t   *sconn;       /* to the current sentinel   */
+    ngx_uint_t                  scur;
+    ngx_event_t                 spoll;
+    ngx_addr_t                  primary;
+    struct sockaddr_storage     primary_sa;
+    u_char                      primary_text[NGX_SOCKADDR_STRLEN];
+    unsigned                    resolved:1;
+    unsigned                    asking:1;
+    unsigned                    want:1;
 
     ngx_uint_t                  line;        /* first use, for errors      */
     u_char                     *file;

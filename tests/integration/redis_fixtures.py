@@ -8,6 +8,8 @@ change on writes and whose reads can be made slow.
                   tls=None) -- tls: {"cert", "key", "ca", "auth_clients"}:
                   TLS only (port 0, tls-port)
   make_pki(dir)   a CA and certificates made with openssl: Pki
+  sentinel_set    function: SentinelSet (a primary, a replica, three
+                  redis-sentinel processes watching them as "igm")
   store_origin    function: StoreOrigin (GET returns the stored value,
                   PUT/POST/DELETE set it; slow(path, seconds))
 """
@@ -30,8 +32,9 @@ from conftest import free_port
 
 class RedisServer:
     def __init__(self, base, unix=False, acl_user=None, password=None,
-                 tls=None):
+                 tls=None, extra=()):
         self.tls = tls
+        self.extra = list(extra)
         self.dir = Path(base)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -64,6 +67,7 @@ class RedisServer:
             args += ["--user", "default", "off",
                      "--user", self.acl_user, "on", f">{self.password}",
                      "~*", "&*", "+@all"]
+        args += self.extra
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         deadline = time.time() + 10
@@ -128,6 +132,121 @@ def redis_factory(tmp_path):
 @pytest.fixture
 def redis_server(redis_factory):
     return redis_factory()
+
+
+# --------------------------------------------------------------------------
+# sentinel
+
+class SentinelSet:
+    MASTER = "igm"
+
+    def __init__(self, base):
+        self.base = Path(base)
+        self.primary = RedisServer(self.base / "primary").start()
+        self.replica = RedisServer(
+            self.base / "replica",
+            extra=["--replicaof", "127.0.0.1", str(self.primary.port)]
+        ).start()
+        self.sentinels = []
+        for i in range(3):
+            d = self.base / f"sentinel{i}"
+            d.mkdir(parents=True, exist_ok=True)
+            port = free_port()
+            conf = d / "sentinel.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\ndaemonize no\n"
+                f"dir {d}\nlogfile {d}/sentinel.log\n"
+                f"sentinel monitor {self.MASTER} 127.0.0.1 "
+                f"{self.primary.port} 2\n"
+                f"sentinel down-after-milliseconds {self.MASTER} 1000\n"
+                f"sentinel failover-timeout {self.MASTER} 4000\n"
+                f"sentinel parallel-syncs {self.MASTER} 1\n")
+            proc = subprocess.Popen(["redis-sentinel", str(conf)],
+                                    stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            self.sentinels.append((port, proc))
+        self.wait(lambda: all(self._knows_replica(p)
+                              for p, _ in self.sentinels), 20,
+                  "sentinels did not find the replica")
+
+    @property
+    def addresses(self):
+        return ",".join(f"127.0.0.1:{p}" for p, _ in self.sentinels)
+
+    def sentinel(self, i=0):
+        return redis.Redis(host="127.0.0.1", port=self.sentinels[i][0],
+                           socket_timeout=5, decode_responses=True)
+
+    def _knows_replica(self, port):
+        try:
+            s = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1,
+                            decode_responses=True)
+            reps = s.execute_command("SENTINEL", "REPLICAS", self.MASTER)
+            others = s.execute_command("SENTINEL", "SENTINELS",
+                                       self.MASTER)
+            ok = any("s_down" not in dict(zip(r[::2], r[1::2]))["flags"]
+                     and dict(zip(r[::2], r[1::2])).get(
+                         "master-link-status") == "ok" for r in reps)
+            return ok and len(others) == 2
+        except redis.exceptions.RedisError:
+            return False
+
+    def primary_port(self):
+        ip, port = self.sentinel().execute_command(
+            "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.MASTER)
+        return int(port)
+
+    def failover(self, timeout=30):
+        """SENTINEL FAILOVER; returns once every sentinel names the old
+        replica and it says it is a primary."""
+        old = self.primary_port()
+        new = self.replica if old == self.primary.port else self.primary
+        self.sentinel().execute_command("SENTINEL", "FAILOVER", self.MASTER)
+        self.wait(lambda: new.client().execute_command("ROLE")[0]
+                  in (b"master", "master") and
+                  all(int(redis.Redis(host="127.0.0.1", port=p,
+                                      decode_responses=True)
+                          .execute_command("SENTINEL",
+                                           "GET-MASTER-ADDR-BY-NAME",
+                                           self.MASTER)[1]) == new.port
+                      for p, _ in self.sentinels), timeout,
+                  "the failover did not complete")
+        gone = self.primary if new is self.replica else self.replica
+        self.wait(lambda: gone.client().execute_command("ROLE")[0]
+                  in (b"slave", "slave"), timeout,
+                  "the old primary was not turned into a replica")
+        return new
+
+    @staticmethod
+    def wait(cond, timeout, what):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if cond():
+                    return
+            except redis.exceptions.RedisError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(what)
+
+    def stop(self):
+        for _, proc in self.sentinels:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        self.replica.stop()
+        self.primary.stop()
+
+
+@pytest.fixture
+def sentinel_set(tmp_path):
+    s = None
+    try:
+        s = SentinelSet(tmp_path / "sentinel")
+        yield s
+    finally:
+        if s:
+            s.stop()
 
 
 # --------------------------------------------------------------------------
