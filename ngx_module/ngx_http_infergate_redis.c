@@ -36,11 +36,27 @@
 #define NGX_HTTP_IG_REDIS_BACKOFF_MAX  5000
 #define NGX_HTTP_IG_REDIS_READ_SIZE    16384
 #define NGX_HTTP_IG_REDIS_SENTINEL_POLL  1000
+#define NGX_HTTP_IG_REDIS_ASK_EVERY    100   /* ms, triggered re-asks    */
+#define NGX_HTTP_IG_REDIS_MAX_NODES    64
+#define NGX_HTTP_IG_REDIS_SLOTS        16384
+#define NGX_HTTP_IG_REDIS_NO_NODE      0xff
+#define NGX_HTTP_IG_REDIS_REDIRECTS    3
+
+
+struct ngx_http_ig_redis_node_s {
+    ngx_addr_t                  addr;
+    struct sockaddr_storage     sa;
+    u_char                      text[NGX_SOCKADDR_STRLEN];
+    ngx_http_ig_redis_conn_t   *conns;       /* srv->nconns, on first use  */
+    ngx_uint_t                  next;
+    unsigned                    used:1;      /* in the last slot map      */
+};
 
 
 struct ngx_http_ig_redis_conn_s {
     ngx_http_ig_redis_t        *srv;
     ngx_addr_t                 *addr;        /* of this connection's peer */
+    ngx_http_ig_redis_node_t   *node;        /* cluster: its node         */
     ngx_peer_connection_t       peer;
     ngx_connection_t           *c;
     redisReader                *reader;
@@ -70,6 +86,7 @@ struct ngx_http_ig_redis_cmd_s {
     void                       *data;
     ngx_msec_t                  deadline;
     const char                 *internal;    /* AUTH, SELECT, SCRIPT LOAD  */
+    ngx_uint_t                  redirects;   /* MOVED and ASK followed    */
 
     /* an EVALSHA keeps its arguments to be sent again as EVAL */
     ngx_http_ig_redis_script_t *script;
@@ -117,14 +134,25 @@ static void ngx_http_ig_redis_sentinel_done(redisReply *reply, void *data);
 static void ngx_http_ig_redis_sentinel_poll(ngx_event_t *ev);
 static void ngx_http_ig_redis_restart(ngx_http_ig_redis_t *srv,
     const char *why);
+static ngx_array_t *ngx_http_ig_redis_ctl_addrs(ngx_http_ig_redis_t *srv);
+static void ngx_http_ig_redis_cluster_done(redisReply *reply, void *data);
+static ngx_http_ig_redis_node_t *ngx_http_ig_redis_node(
+    ngx_http_ig_redis_t *srv, const char *ip, size_t len, ngx_int_t port,
+    ngx_http_ig_redis_conn_t *from);
+static ngx_http_ig_redis_conn_t *ngx_http_ig_redis_node_conn(
+    ngx_http_ig_redis_t *srv, ngx_http_ig_redis_node_t *node);
+static ngx_http_ig_redis_conn_t *ngx_http_ig_redis_route(
+    ngx_http_ig_redis_t *srv, const char *key, size_t len);
+static ngx_int_t ngx_http_ig_redis_redirect(ngx_http_ig_redis_conn_t *rc,
+    ngx_http_ig_redis_cmd_t *cmd, redisReply *reply);
 static void *ngx_http_ig_redis_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_ig_redis_init_main_conf(ngx_conf_t *cf, void *conf);
 static char *ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_ig_redis_tls(ngx_conf_t *cf, ngx_http_ig_redis_t *srv,
     ngx_str_t *ca, ngx_str_t *cert, ngx_str_t *key);
-static char *ngx_http_ig_redis_sentinels(ngx_conf_t *cf,
-    ngx_http_ig_redis_t *srv, ngx_str_t *v);
+static char *ngx_http_ig_redis_addr_list(ngx_conf_t *cf, ngx_str_t *v,
+    size_t skip, ngx_array_t **list);
 static ngx_int_t ngx_http_ig_redis_init_process(ngx_cycle_t *cycle);
 static void ngx_http_ig_redis_exit_process(ngx_cycle_t *cycle);
 
@@ -323,8 +351,10 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     first = 3;
 
-    if (ngx_strncmp(value[2].data, "sentinel=", 9) == 0) {
-        /* the primary is asked of the sentinels */
+    if (ngx_strncmp(value[2].data, "sentinel=", 9) == 0
+        || ngx_strncmp(value[2].data, "cluster=", 8) == 0)
+    {
+        /* the primary is asked of the sentinels, the slots of a node */
         first = 2;
         srv->port = 1;
 
@@ -412,15 +442,27 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         if (ngx_strncmp(value[i].data, "sentinel=", 9) == 0
             && value[i].len > 9)
         {
-            if (first != 2 || srv->sentinels) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "infergate_redis: \"%V\": sentinel= "
-                                   "replaces the address and is given "
-                                   "once", &value[i]);
-                return NGX_CONF_ERROR;
+            if (first != 2 || srv->sentinels || srv->seeds) {
+                goto once;
             }
 
-            rv = ngx_http_ig_redis_sentinels(cf, srv, &value[i]);
+            rv = ngx_http_ig_redis_addr_list(cf, &value[i], 9,
+                                             &srv->sentinels);
+            if (rv != NGX_CONF_OK) {
+                return rv;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "cluster=", 8) == 0
+            && value[i].len > 8)
+        {
+            if (first != 2 || srv->sentinels || srv->seeds) {
+                goto once;
+            }
+
+            rv = ngx_http_ig_redis_addr_list(cf, &value[i], 8, &srv->seeds);
             if (rv != NGX_CONF_OK) {
                 return rv;
             }
@@ -571,6 +613,10 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "takes sentinel= and master= together";
     }
 
+    if (srv->seeds && srv->db) {
+        return "has db= with cluster= (a cluster has only database 0)";
+    }
+
     if (!tls) {
         if (ca.len || cert.len || key.len || srv->tls_name.len) {
             return "has tls_ca=, tls_cert=, tls_key= or tls_server_name= "
@@ -581,6 +627,13 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return ngx_http_ig_redis_tls(cf, srv, &ca, &cert, &key);
+
+once:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "infergate_redis: \"%V\": sentinel= or cluster= "
+                       "replaces the address and is given once", &value[i]);
+    return NGX_CONF_ERROR;
 
 bad_address:
 
@@ -620,21 +673,21 @@ ngx_http_ig_redis_create_main_conf(ngx_conf_t *cf)
 }
 
 
-/* sentinel=IP:PORT[,IP:PORT...] */
+/* sentinel=IP:PORT[,IP:PORT...], cluster=IP:PORT[,IP:PORT...] */
 
 static char *
-ngx_http_ig_redis_sentinels(ngx_conf_t *cf, ngx_http_ig_redis_t *srv,
-    ngx_str_t *v)
+ngx_http_ig_redis_addr_list(ngx_conf_t *cf, ngx_str_t *v, size_t skip,
+    ngx_array_t **list)
 {
     u_char      *p, *last, *comma;
     ngx_addr_t  *addr;
 
-    srv->sentinels = ngx_array_create(cf->pool, 3, sizeof(ngx_addr_t));
-    if (srv->sentinels == NULL) {
+    *list = ngx_array_create(cf->pool, 3, sizeof(ngx_addr_t));
+    if (*list == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    p = v->data + 9;
+    p = v->data + skip;
     last = v->data + v->len;
 
     while (p < last) {
@@ -643,7 +696,7 @@ ngx_http_ig_redis_sentinels(ngx_conf_t *cf, ngx_http_ig_redis_t *srv,
             comma = last;
         }
 
-        addr = ngx_array_push(srv->sentinels);
+        addr = ngx_array_push(*list);
         if (addr == NULL) {
             return NGX_CONF_ERROR;
         }
@@ -653,9 +706,10 @@ ngx_http_ig_redis_sentinels(ngx_conf_t *cf, ngx_http_ig_redis_t *srv,
             || ngx_inet_get_port(addr->sockaddr) == 0)
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "infergate_redis: invalid sentinel address "
+                               "infergate_redis: invalid %*s address "
                                "\"%*s\" (an IP literal with a port; no "
-                               "host names)", comma - p, p);
+                               "host names)", skip - 1, v->data,
+                               comma - p, p);
             return NGX_CONF_ERROR;
         }
 
@@ -828,9 +882,27 @@ ngx_http_ig_redis_init_process(ngx_cycle_t *cycle)
         srv->asking = 0;
         srv->want = 0;
 
-        if (srv->sentinels) {
+        if (srv->seeds) {
+            /* cluster: connections belong to nodes, made on demand */
+            srv->conns = NULL;
+
+            srv->nodes = ngx_pcalloc(cycle->pool,
+                                     NGX_HTTP_IG_REDIS_MAX_NODES
+                                     * sizeof(ngx_http_ig_redis_node_t));
+            srv->slots = ngx_alloc(NGX_HTTP_IG_REDIS_SLOTS, cycle->log);
+            if (srv->nodes == NULL || srv->slots == NULL) {
+                return NGX_ERROR;
+            }
+
+            ngx_memset(srv->slots, NGX_HTTP_IG_REDIS_NO_NODE,
+                       NGX_HTTP_IG_REDIS_SLOTS);
+            srv->nnodes = 0;
+        }
+
+        if (srv->sentinels || srv->seeds) {
             srv->sconn = ngx_pcalloc(cycle->pool,
                                      sizeof(ngx_http_ig_redis_conn_t));
+            srv->scur = 0;
             if (srv->sconn == NULL) {
                 return NGX_ERROR;
             }
@@ -847,9 +919,13 @@ ngx_http_ig_redis_init_process(ngx_cycle_t *cycle)
             srv->spoll.cancelable = 1;
             ngx_add_timer(&srv->spoll, NGX_HTTP_IG_REDIS_SENTINEL_POLL);
 
-            /* asks for the primary once connected */
+            /* asks for the primary or the slots once connected */
             srv->want = 1;
             ngx_http_ig_redis_connect(srv->sconn);
+        }
+
+        if (srv->seeds) {
+            continue;
         }
 
         for (j = 0; j < srv->nconns; j++) {
@@ -919,11 +995,38 @@ ngx_http_ig_redis_exit_process(ngx_cycle_t *cycle)
             ngx_del_timer(&srv->spoll);
         }
 
-        for (j = 0; srv->conns && j <= srv->nconns; j++) {
-            rc = (j < srv->nconns) ? &srv->conns[j] : srv->sconn;
+        for (j = 0; j <= srv->nconns; j++) {
+            rc = (j < srv->nconns) ? (srv->conns ? &srv->conns[j] : NULL)
+                                   : srv->sconn;
+            if (rc == NULL && j < srv->nconns) {
+                continue;
+            }
+
             if (rc == NULL) {
                 break;
             }
+
+            if (rc->reconnect.timer_set) {
+                ngx_del_timer(&rc->reconnect);
+            }
+
+            ngx_http_ig_redis_close(rc);
+            ngx_http_ig_redis_fail_pending(rc);
+
+            if (rc->obuf) {
+                ngx_free(rc->obuf);
+                rc->obuf = NULL;
+                rc->osize = 0;
+            }
+        }
+
+        for (j = 0; srv->nodes && j < srv->nnodes * srv->nconns; j++) {
+            rc = srv->nodes[j / srv->nconns].conns;
+            if (rc == NULL) {
+                continue;
+            }
+
+            rc += j % srv->nconns;
 
             if (rc->reconnect.timer_set) {
                 ngx_del_timer(&rc->reconnect);
@@ -953,7 +1056,11 @@ ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc)
     ngx_http_ig_redis_t  *srv = rc->srv;
 
     if (rc->sentinel) {
-        rc->addr = (ngx_addr_t *) srv->sentinels->elts + srv->scur;
+        rc->addr = (ngx_addr_t *) ngx_http_ig_redis_ctl_addrs(srv)->elts
+                   + srv->scur;
+
+    } else if (rc->node) {
+        rc->addr = &rc->node->addr;
 
     } else if (srv->sentinels) {
         if (!srv->resolved) {
@@ -1225,13 +1332,7 @@ ngx_http_ig_redis_send_handshake(ngx_http_ig_redis_conn_t *rc)
     u_char                db[NGX_INT_T_LEN];
     ngx_http_ig_redis_t  *srv = rc->srv;
 
-    if (rc->sentinel) {
-        argv[0] = "PING";
-        argvlen[0] = 4;
-        return ngx_http_ig_redis_internal(rc, "PING", 1, argv, argvlen);
-    }
-
-    if (srv->password.len) {
+    if (srv->password.len && (!rc->sentinel || srv->seeds)) {
         argc = 0;
         argv[argc] = "AUTH";
         argvlen[argc++] = 4;
@@ -1251,7 +1352,7 @@ ngx_http_ig_redis_send_handshake(ngx_http_ig_redis_conn_t *rc)
         }
     }
 
-    if (srv->sentinels) {
+    if (srv->sentinels && !rc->sentinel) {
         /* the sentinels may be behind: this must be the primary */
         argv[0] = "ROLE";
         argvlen[0] = 4;
@@ -1263,14 +1364,32 @@ ngx_http_ig_redis_send_handshake(ngx_http_ig_redis_conn_t *rc)
         }
     }
 
-    argv[0] = "SELECT";
-    argvlen[0] = 6;
-    argv[1] = (char *) db;
-    argvlen[1] = ngx_sprintf(db, "%i", srv->db) - db;
+    if (rc->sentinel || srv->seeds) {
+        /* a sentinel, or a cluster (database 0 only) */
+        argv[0] = "PING";
+        argvlen[0] = 4;
 
-    if (ngx_http_ig_redis_internal(rc, "SELECT", 2, argv, argvlen) != NGX_OK)
-    {
-        return NGX_ERROR;
+        if (ngx_http_ig_redis_internal(rc, "PING", 1, argv, argvlen)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (rc->sentinel) {
+            return NGX_OK;
+        }
+
+    } else {
+        argv[0] = "SELECT";
+        argvlen[0] = 6;
+        argv[1] = (char *) db;
+        argvlen[1] = ngx_sprintf(db, "%i", srv->db) - db;
+
+        if (ngx_http_ig_redis_internal(rc, "SELECT", 2, argv, argvlen)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     /*
@@ -1304,6 +1423,10 @@ static void
 ngx_http_ig_redis_handshake(ngx_http_ig_redis_conn_t *rc, const char *what,
     redisReply *reply)
 {
+    if (ngx_strcmp(what, "ASKING") == 0) {
+        return;
+    }
+
     if (reply->type == REDIS_REPLY_ERROR
         && ngx_strcmp(what, "SCRIPT LOAD") == 0)
     {
@@ -1470,14 +1593,14 @@ ngx_http_ig_redis_lost(ngx_http_ig_redis_conn_t *rc, const char *why)
     ngx_http_ig_redis_close(rc);
 
     if (rc->sentinel) {
-        /* the next sentinel; a query in flight gets NULL below */
-        srv->scur = (srv->scur + 1) % srv->sentinels->nelts;
+        /* the next sentinel or seed; a query in flight gets NULL below */
+        srv->scur = (srv->scur + 1) % ngx_http_ig_redis_ctl_addrs(srv)->nelts;
     }
 
     ngx_http_ig_redis_fail_pending(rc);
     ngx_http_ig_redis_schedule(rc);
 
-    if (srv->sentinels && !rc->sentinel) {
+    if ((srv->sentinels || srv->seeds) && !rc->sentinel) {
         /* a failover closes connections: ask again at once */
         ngx_http_ig_redis_sentinel_ask(srv);
     }
@@ -1542,6 +1665,11 @@ ngx_http_ig_redis_reconnect_handler(ngx_event_t *ev)
         return;
     }
 
+    if (rc->node && !rc->node->used) {
+        /* out of the slot map: connected again only on demand */
+        return;
+    }
+
     ngx_http_ig_redis_connect(rc);
 }
 
@@ -1562,6 +1690,34 @@ ngx_http_ig_redis_sentinel_ask(ngx_http_ig_redis_t *srv)
     if (sc->state != NGX_HTTP_IG_REDIS_READY) {
         /* asked once the sentinel connection is up */
         srv->want = 1;
+        return;
+    }
+
+    if (srv->resolved && !srv->want
+        && ngx_current_msec - srv->last_ask < NGX_HTTP_IG_REDIS_ASK_EVERY)
+    {
+        return;
+    }
+
+    srv->last_ask = ngx_current_msec;
+
+    if (srv->seeds) {
+        argv[0] = "CLUSTER";
+        argvlen[0] = 7;
+        argv[1] = "SLOTS";
+        argvlen[1] = 5;
+
+        if (ngx_http_ig_redis_conn_command(sc, 2, argv, argvlen,
+                                           ngx_http_ig_redis_cluster_done,
+                                           srv)
+            == NULL)
+        {
+            srv->want = 1;
+            return;
+        }
+
+        srv->want = 0;
+        srv->asking = 1;
         return;
     }
 
@@ -1710,12 +1866,404 @@ ngx_http_ig_redis_sentinel_poll(ngx_event_t *ev)
 }
 
 
+/* cluster: the slot map, nodes, routing and redirects */
+
+static ngx_array_t *
+ngx_http_ig_redis_ctl_addrs(ngx_http_ig_redis_t *srv)
+{
+    return srv->seeds ? srv->seeds : srv->sentinels;
+}
+
+
+/* CRC-16/XMODEM of the key's hash tag, as the cluster spec has it */
+
+static ngx_uint_t
+ngx_http_ig_redis_slot(const char *key, size_t len)
+{
+    size_t     i, s, e;
+    uint16_t   crc;
+    ngx_uint_t  b;
+
+    for (s = 0; s < len && key[s] != '{'; s++) { /* void */ }
+
+    if (s < len) {
+        for (e = s + 1; e < len && key[e] != '}'; e++) { /* void */ }
+
+        if (e < len && e != s + 1) {
+            key += s + 1;
+            len = e - s - 1;
+        }
+    }
+
+    crc = 0;
+
+    for (i = 0; i < len; i++) {
+        crc ^= (uint16_t) ((u_char) key[i] << 8);
+
+        for (b = 0; b < 8; b++) {
+            crc = (crc & 0x8000) ? (uint16_t) ((crc << 1) ^ 0x1021)
+                                 : (uint16_t) (crc << 1);
+        }
+    }
+
+    return crc & (NGX_HTTP_IG_REDIS_SLOTS - 1);
+}
+
+
+static ngx_http_ig_redis_conn_t *
+ngx_http_ig_redis_route(ngx_http_ig_redis_t *srv, const char *key,
+    size_t len)
+{
+    ngx_uint_t  slot;
+
+    if (srv->slots == NULL || ngx_http_ig_redis_exiting) {
+        return NULL;
+    }
+
+    slot = ngx_http_ig_redis_slot(key, len);
+
+    if (srv->slots[slot] == NGX_HTTP_IG_REDIS_NO_NODE) {
+        /* uncovered: the map is asked for again; this command bypasses */
+        ngx_http_ig_redis_sentinel_ask(srv);
+        return NULL;
+    }
+
+    return ngx_http_ig_redis_node_conn(srv, &srv->nodes[srv->slots[slot]]);
+}
+
+
+/* the node at IP:PORT, added if new; an empty IP is from's host */
+
+static ngx_http_ig_redis_node_t *
+ngx_http_ig_redis_node(ngx_http_ig_redis_t *srv, const char *ip, size_t len,
+    ngx_int_t port, ngx_http_ig_redis_conn_t *from)
+{
+    u_char                     text[NGX_INET6_ADDRSTRLEN + 1];
+    socklen_t                  socklen;
+    ngx_uint_t                 i;
+    struct sockaddr_in        *sin;
+    struct sockaddr_in6       *sin6;
+    struct sockaddr_storage    ss;
+    ngx_http_ig_redis_node_t  *node;
+
+    if (port < 1 || port > 65535) {
+        return NULL;
+    }
+
+    ngx_memzero(&ss, sizeof(ss));
+
+    if (len == 0 && from && from->addr) {
+        ngx_memcpy(&ss, from->addr->sockaddr, from->addr->socklen);
+        socklen = from->addr->socklen;
+        ngx_inet_set_port((struct sockaddr *) &ss, (in_port_t) port);
+
+    } else {
+        if (len > NGX_INET6_ADDRSTRLEN) {
+            return NULL;
+        }
+
+        ngx_memcpy(text, ip, len);
+        text[len] = '\0';
+
+        sin = (struct sockaddr_in *) &ss;
+        sin6 = (struct sockaddr_in6 *) &ss;
+
+        if (inet_pton(AF_INET, (char *) text, &sin->sin_addr) == 1) {
+            sin->sin_family = AF_INET;
+            sin->sin_port = htons((in_port_t) port);
+            socklen = sizeof(struct sockaddr_in);
+
+        } else if (inet_pton(AF_INET6, (char *) text, &sin6->sin6_addr) == 1)
+        {
+            sin6->sin6_family = AF_INET6;
+            sin6->sin6_port = htons((in_port_t) port);
+            socklen = sizeof(struct sockaddr_in6);
+
+        } else {
+            return NULL;
+        }
+    }
+
+    for (i = 0; i < srv->nnodes; i++) {
+        node = &srv->nodes[i];
+
+        if (ngx_cmp_sockaddr((struct sockaddr *) &ss, socklen,
+                             node->addr.sockaddr, node->addr.socklen, 1)
+            == NGX_OK)
+        {
+            return node;
+        }
+    }
+
+    if (srv->nnodes == NGX_HTTP_IG_REDIS_MAX_NODES) {
+        return NULL;
+    }
+
+    node = &srv->nodes[srv->nnodes++];
+    ngx_memcpy(&node->sa, &ss, socklen);
+    node->addr.sockaddr = (struct sockaddr *) &node->sa;
+    node->addr.socklen = socklen;
+    node->addr.name.data = node->text;
+    node->addr.name.len = ngx_sock_ntop(node->addr.sockaddr, socklen,
+                                        node->text, NGX_SOCKADDR_STRLEN, 1);
+
+    return node;
+}
+
+
+/* a node's connection, opened on demand */
+
+static ngx_http_ig_redis_conn_t *
+ngx_http_ig_redis_node_conn(ngx_http_ig_redis_t *srv,
+    ngx_http_ig_redis_node_t *node)
+{
+    ngx_uint_t                 i;
+    ngx_http_ig_redis_conn_t  *rc;
+
+    if (node->conns == NULL) {
+        node->conns = ngx_pcalloc(ngx_cycle->pool, srv->nconns
+                                  * sizeof(ngx_http_ig_redis_conn_t));
+        if (node->conns == NULL) {
+            return NULL;
+        }
+
+        for (i = 0; i < srv->nconns; i++) {
+            rc = &node->conns[i];
+            ngx_http_ig_redis_conn_init(srv, rc, ngx_cycle->log);
+            rc->node = node;
+        }
+    }
+
+    for (i = 0; i < srv->nconns; i++) {
+        rc = &node->conns[node->next++ % srv->nconns];
+
+        if (rc->state >= NGX_HTTP_IG_REDIS_CONNECTING && rc->c) {
+            return rc;
+        }
+    }
+
+    /* none up: connect one now, unless all are backing off */
+
+    for (i = 0; i < srv->nconns; i++) {
+        rc = &node->conns[i];
+
+        if (rc->c == NULL && !rc->reconnect.timer_set) {
+            ngx_http_ig_redis_connect(rc);
+
+            if (rc->state >= NGX_HTTP_IG_REDIS_CONNECTING && rc->c) {
+                return rc;
+            }
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * -MOVED slot ip:port: the slot is another node's; the map is patched and
+ * asked for again.  -ASK slot ip:port: this command only, after ASKING.
+ * A script is sent again as EVAL (the copy kept for NOSCRIPT), up to
+ * NGX_HTTP_IG_REDIS_REDIRECTS times; other commands get the error.
+ */
+
+static ngx_int_t
+ngx_http_ig_redis_redirect(ngx_http_ig_redis_conn_t *rc,
+    ngx_http_ig_redis_cmd_t *cmd, redisReply *reply)
+{
+    u_char                    *p, *last, *colon, *host;
+    ngx_int_t                  slot, port;
+    ngx_uint_t                 ask;
+    const char                *argv[1];
+    size_t                     argvlen[1];
+    ngx_http_ig_redis_t       *srv = rc->srv;
+    ngx_http_ig_redis_node_t  *node;
+    ngx_http_ig_redis_conn_t  *nrc;
+
+    p = (u_char *) reply->str;
+    last = p + reply->len;
+
+    if (reply->len > 6 && ngx_strncmp(p, "MOVED ", 6) == 0) {
+        ask = 0;
+        p += 6;
+
+    } else if (reply->len > 4 && ngx_strncmp(p, "ASK ", 4) == 0) {
+        ask = 1;
+        p += 4;
+
+    } else {
+        if (ngx_strncmp(p, "CLUSTERDOWN", 11) == 0
+            || ngx_strncmp(p, "TRYAGAIN", 8) == 0)
+        {
+            ngx_http_ig_redis_sentinel_ask(srv);
+        }
+
+        return NGX_DECLINED;
+    }
+
+    ngx_http_ig_metrics_add(ask ? IG_MC_REDIS_ASK : IG_MC_REDIS_MOVED, 1);
+
+    host = ngx_strlchr(p, last, ' ');
+    if (host == NULL) {
+        return NGX_DECLINED;
+    }
+
+    slot = ngx_atoi(p, host - p);
+    host++;
+
+    colon = NULL;
+    for (p = host; p < last; p++) {
+        if (*p == ':') {
+            colon = p;
+        }
+    }
+
+    if (slot < 0 || slot >= NGX_HTTP_IG_REDIS_SLOTS || colon == NULL) {
+        return NGX_DECLINED;
+    }
+
+    port = ngx_atoi(colon + 1, last - colon - 1);
+
+    node = ngx_http_ig_redis_node(srv, (char *) host, colon - host, port, rc);
+    if (node == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (!ask) {
+        srv->slots[slot] = (u_char) (node - srv->nodes);
+        node->used = 1;
+        ngx_http_ig_redis_sentinel_ask(srv);
+    }
+
+    if (cmd->argv == NULL || cmd->redirects >= NGX_HTTP_IG_REDIS_REDIRECTS) {
+        return NGX_DECLINED;
+    }
+
+    nrc = ngx_http_ig_redis_node_conn(srv, node);
+    if (nrc == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (ask) {
+        argv[0] = "ASKING";
+        argvlen[0] = 6;
+
+        if (ngx_http_ig_redis_internal(nrc, "ASKING", 1, argv, argvlen)
+            != NGX_OK)
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    cmd->redirects++;
+    cmd->script = NULL;
+
+    if (ngx_http_ig_redis_send(nrc, cmd, cmd->argc, cmd->argv, cmd->argvlen)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/* CLUSTER SLOTS: [[start, end, [ip, port, id, ...], replicas...], ...] */
+
+static void
+ngx_http_ig_redis_cluster_done(redisReply *reply, void *data)
+{
+    ngx_http_ig_redis_t *srv = data;
+
+    ngx_int_t                  start, end;
+    ngx_uint_t                 i, covered, level;
+    redisReply                *e, *m;
+    ngx_http_ig_redis_node_t  *node;
+
+    srv->asking = 0;
+
+    if (reply == NULL) {
+        srv->want = 1;
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) {
+        srv->want = 1;
+        ngx_http_ig_redis_lost(srv->sconn, reply->type == REDIS_REPLY_ERROR
+                               ? reply->str : "no slots in CLUSTER SLOTS");
+        return;
+    }
+
+    ngx_memset(srv->slots, NGX_HTTP_IG_REDIS_NO_NODE,
+               NGX_HTTP_IG_REDIS_SLOTS);
+
+    for (i = 0; i < srv->nnodes; i++) {
+        srv->nodes[i].used = 0;
+    }
+
+    covered = 0;
+
+    for (i = 0; i < reply->elements; i++) {
+        e = reply->element[i];
+
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 3
+            || e->element[0]->type != REDIS_REPLY_INTEGER
+            || e->element[1]->type != REDIS_REPLY_INTEGER
+            || e->element[2]->type != REDIS_REPLY_ARRAY
+            || e->element[2]->elements < 2
+            || e->element[2]->element[0]->type != REDIS_REPLY_STRING
+            || e->element[2]->element[1]->type != REDIS_REPLY_INTEGER)
+        {
+            continue;
+        }
+
+        start = (ngx_int_t) e->element[0]->integer;
+        end = (ngx_int_t) e->element[1]->integer;
+        m = e->element[2];
+
+        if (start < 0 || end >= NGX_HTTP_IG_REDIS_SLOTS || start > end) {
+            continue;
+        }
+
+        node = ngx_http_ig_redis_node(srv, m->element[0]->str,
+                                      m->element[0]->len,
+                                      (ngx_int_t) m->element[1]->integer,
+                                      srv->sconn);
+        if (node == NULL) {
+            continue;
+        }
+
+        node->used = 1;
+        ngx_memset(srv->slots + start, (u_char) (node - srv->nodes),
+                   end - start + 1);
+        covered += end - start + 1;
+    }
+
+    if (!srv->resolved || covered != NGX_HTTP_IG_REDIS_SLOTS) {
+        level = (covered == NGX_HTTP_IG_REDIS_SLOTS) ? NGX_LOG_NOTICE
+                                                     : NGX_LOG_WARN;
+
+        ngx_log_error(level, srv->sconn->log, 0,
+                      "infergate_redis \"%V\": slot map from %V: %ui of "
+                      "16384 slots on %ui nodes", &srv->name,
+                      &srv->sconn->addr->name, covered, srv->nnodes);
+    }
+
+    srv->resolved = 1;
+}
+
+
 /* commands */
 
 ngx_uint_t
 ngx_http_ig_redis_available(ngx_http_ig_redis_t *srv)
 {
     ngx_uint_t  i;
+
+    if (srv->seeds) {
+        /* a node's connection is made on demand */
+        return srv->resolved && !ngx_http_ig_redis_exiting;
+    }
 
     for (i = 0; srv->conns && i < srv->nconns; i++) {
         if (srv->conns[i].state >= NGX_HTTP_IG_REDIS_CONNECTING) {
@@ -1876,7 +2424,14 @@ ngx_http_ig_redis_command(ngx_http_ig_redis_t *srv, int argc,
 {
     ngx_http_ig_redis_conn_t  *rc;
 
-    rc = ngx_http_ig_redis_pick(srv);
+    if (srv->seeds) {
+        rc = ngx_http_ig_redis_route(srv, argc > 1 ? argv[1] : "",
+                                     argc > 1 ? argvlen[1] : 0);
+
+    } else {
+        rc = ngx_http_ig_redis_pick(srv);
+    }
+
     if (rc == NULL) {
         return NULL;
     }
@@ -1921,7 +2476,15 @@ ngx_http_ig_redis_eval(ngx_http_ig_redis_t *srv,
     ngx_http_ig_redis_cmd_t   *cmd;
     ngx_http_ig_redis_conn_t  *rc;
 
-    rc = ngx_http_ig_redis_pick(srv);
+    if (srv->seeds) {
+        /* the first key names the slot: every key shares its hash tag */
+        rc = ngx_http_ig_redis_route(srv, argc > 3 ? argv[3] : "",
+                                     argc > 3 ? argvlen[3] : 0);
+
+    } else {
+        rc = ngx_http_ig_redis_pick(srv);
+    }
+
     if (rc == NULL) {
         return NULL;
     }
@@ -1979,11 +2542,26 @@ ngx_http_ig_redis_eval(ngx_http_ig_redis_t *srv,
 void
 ngx_http_ig_redis_flush(ngx_http_ig_redis_t *srv)
 {
-    ngx_uint_t                 i;
+    ngx_uint_t                 i, n;
     ngx_http_ig_redis_conn_t  *rc;
 
-    for (i = 0; srv->conns && i < srv->nconns; i++) {
-        rc = &srv->conns[i];
+    n = srv->seeds ? srv->nnodes * srv->nconns : srv->nconns;
+
+    for (i = 0; i < n; i++) {
+        if (srv->seeds) {
+            rc = srv->nodes[i / srv->nconns].conns;
+            if (rc == NULL) {
+                continue;
+            }
+
+            rc += i % srv->nconns;
+
+        } else if (srv->conns) {
+            rc = &srv->conns[i];
+
+        } else {
+            break;
+        }
 
         /* an error here fails the pending commands: handlers only post */
         if (rc->c && rc->olast > rc->opos
@@ -2046,6 +2624,12 @@ ngx_http_ig_redis_reply(ngx_http_ig_redis_conn_t *rc, redisReply *reply)
         }
 
         reply = NULL;
+    }
+
+    if (reply && reply->type == REDIS_REPLY_ERROR && rc->srv->seeds) {
+        if (ngx_http_ig_redis_redirect(rc, cmd, reply) == NGX_OK) {
+            return;
+        }
     }
 
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {

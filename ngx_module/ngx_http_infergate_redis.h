@@ -28,6 +28,7 @@
 typedef struct ngx_http_ig_redis_s       ngx_http_ig_redis_t;
 typedef struct ngx_http_ig_redis_conn_s  ngx_http_ig_redis_conn_t;
 typedef struct ngx_http_ig_redis_cmd_s   ngx_http_ig_redis_cmd_t;
+typedef struct ngx_http_ig_redis_node_s  ngx_http_ig_redis_node_t;
 
 /*
  * reply is NULL on error, timeout or a lost connection; it is freed when
@@ -66,6 +67,9 @@ struct ngx_http_ig_redis_s {
     ngx_array_t                *sentinels;   /* ngx_addr_t                 */
     ngx_str_t                   master;
 
+    /* cluster=ADDRESS[,...]: the slot map is asked of these, then any */
+    ngx_array_t                *seeds;       /* ngx_addr_t                 */
+
     /* per worker */
     ngx_http_ig_redis_conn_t   *conns;
     ngx_uint_t                  next;
@@ -77,9 +81,15 @@ struct ngx_http_ig_redis_s {
     ngx_addr_t                  primary;
     struct sockaddr_storage     primary_sa;
     u_char                      primary_text[NGX_SOCKADDR_STRLEN];
-    unsigned                    resolved:1;
+    ngx_msec_t                  last_ask;
+    unsigned                    resolved:1;  /* primary known, slots read */
     unsigned                    asking:1;
     unsigned                    want:1;
+
+    /* cluster, per worker: the slot map's node indexes (0xff: none) */
+    ngx_http_ig_redis_node_t   *nodes;
+    ngx_uint_t                  nnodes;
+    u_char                     *slots;
 
     ngx_uint_t                  line;        /* first use, for errors      */
     u_char                     *file;
