@@ -1586,7 +1586,15 @@ ngx_http_ig_redis_fail_pending(ngx_http_ig_redis_conn_t *rc)
 static void
 ngx_http_ig_redis_lost(ngx_http_ig_redis_conn_t *rc, const char *why)
 {
+    u_char                buf[NGX_SOCKADDR_STRLEN + 128];
     ngx_http_ig_redis_t  *srv = rc->srv;
+
+    if (rc->addr && rc->addr != &srv->addr) {
+        /* a sentinel, a node, the primary named: which one */
+        *ngx_snprintf(buf, sizeof(buf) - 1, "%V: %s", &rc->addr->name,
+                      why) = '\0';
+        why = (const char *) buf;
+    }
 
     ngx_http_ig_redis_warn(srv, rc->log, why);
 

@@ -10,6 +10,8 @@ change on writes and whose reads can be made slow.
   make_pki(dir)   a CA and certificates made with openssl: Pki
   sentinel_set    function: SentinelSet (a primary, a replica, three
                   redis-sentinel processes watching them as "igm")
+  redis_cluster   function: RedisCluster (3 primaries + 3 replicas made
+                  with redis-cli --cluster create, node timeout 1 s)
   store_origin    function: StoreOrigin (GET returns the stored value,
                   PUT/POST/DELETE set it; slow(path, seconds))
 """
@@ -17,6 +19,7 @@ change on writes and whose reads can be made slow.
 import http.server
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -142,12 +145,20 @@ class SentinelSet:
 
     def __init__(self, base):
         self.base = Path(base)
+        self.sentinels = []
+        self.primary = self.replica = None
+        try:
+            self._start()
+        except Exception:
+            self.stop()
+            raise
+
+    def _start(self):
         self.primary = RedisServer(self.base / "primary").start()
         self.replica = RedisServer(
             self.base / "replica",
             extra=["--replicaof", "127.0.0.1", str(self.primary.port)]
         ).start()
-        self.sentinels = []
         for i in range(3):
             d = self.base / f"sentinel{i}"
             d.mkdir(parents=True, exist_ok=True)
@@ -234,8 +245,9 @@ class SentinelSet:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
-        self.replica.stop()
-        self.primary.stop()
+        for x in (self.replica, self.primary):
+            if x:
+                x.stop()
 
 
 @pytest.fixture
@@ -247,6 +259,112 @@ def sentinel_set(tmp_path):
     finally:
         if s:
             s.stop()
+
+
+# --------------------------------------------------------------------------
+# cluster
+
+def _cluster_port():
+    """A free port whose cluster bus port (+10000) is free too."""
+    for _ in range(200):
+        p = random.randint(20000, 30000)
+        try:
+            for q in (p, p + 10000):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.bind(("127.0.0.1", q))
+                s.close()
+            return p
+        except OSError:
+            continue
+    raise RuntimeError("no free port pair")
+
+
+class ClusterNode(RedisServer):
+    def __init__(self, base):
+        super().__init__(base, extra=[
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", str(Path(base) / "nodes.conf"),
+            "--cluster-node-timeout", "1000",
+            "--cluster-replica-validity-factor", "0",
+            "--cluster-require-full-coverage", "no"])
+        self.port = _cluster_port()
+
+    def node_id(self):
+        return self.client().execute_command("CLUSTER MYID").decode()
+
+    def is_primary(self):
+        return self.client().execute_command("ROLE")[0] in (b"master",
+                                                             "master")
+
+
+class RedisCluster:
+    def __init__(self, base, n=6):
+        self.base = Path(base)
+        self.nodes = []
+        try:
+            for i in range(n):
+                self.nodes.append(ClusterNode(self.base / f"node{i}")
+                                  .start())
+            subprocess.run(["redis-cli", "--cluster", "create",
+                            *[f"127.0.0.1:{x.port}" for x in self.nodes],
+                            "--cluster-replicas", "1", "--cluster-yes"],
+                           check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, timeout=60)
+            self.wait_ok()
+        except Exception:
+            self.stop()
+            raise
+
+    @property
+    def seeds(self):
+        return ",".join(f"127.0.0.1:{x.port}" for x in self.nodes[:3])
+
+    def live(self):
+        return [x for x in self.nodes if x.proc and x.proc.poll() is None]
+
+    def primaries(self):
+        return [x for x in self.live() if x.is_primary()]
+
+    def wait_ok(self, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                if all(x.client().cluster("info")["cluster_state"] == "ok"
+                       for x in self.live()):
+                    slots = self.live()[0].client().execute_command(
+                        "CLUSTER SLOTS")
+                    if sum(e[1] - e[0] + 1 for e in slots) == 16384:
+                        return
+            except redis.exceptions.RedisError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("the cluster is not ok")
+
+    def keys(self, pattern):
+        """{port: [keys]} over the primaries."""
+        return {x.port: x.client().keys(pattern) for x in self.primaries()}
+
+    def commandstats(self):
+        total = {}
+        for x in self.primaries():
+            for k, v in x.commandstats().items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+    def stop(self):
+        for x in self.nodes:
+            x.stop()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path):
+    c = None
+    try:
+        c = RedisCluster(tmp_path / "cluster")
+        yield c
+    finally:
+        if c:
+            c.stop()
 
 
 # --------------------------------------------------------------------------
