@@ -18,9 +18,12 @@ N = 40
 def stats(srv):
     c = srv.client()
     info = c.info("stats")
-    cmds = {k.replace("cmdstat_", ""): v["calls"]
-            for k, v in c.info("commandstats").items()}
-    return cmds, info["total_net_input_bytes"], info["total_net_output_bytes"]
+    cs = c.info("commandstats")
+    cmds = {k.replace("cmdstat_", ""): v["calls"] for k, v in cs.items()}
+    usec = sum(v["usec"] for k, v in cs.items()
+               if k.replace("cmdstat_", "") in ("get", "evalsha", "eval"))
+    return (cmds, info["total_net_input_bytes"],
+            info["total_net_output_bytes"], usec)
 
 
 def measure(srv, fn):
@@ -28,12 +31,13 @@ def measure(srv, fn):
     for i in range(N):
         fn(i)
     time.sleep(0.2)
-    cmds, bin_, bout = stats(srv)
+    cmds, bin_, bout, usec = stats(srv)
     for k in ("config|resetstat", "info", "config"):
         cmds.pop(k, None)
     return {"commands": {k: round(v / N, 2) for k, v in cmds.items()},
             "per_request": round(sum(cmds.values()) / N, 2),
-            "bytes_in": round(bin_ / N), "bytes_out": round(bout / N)}
+            "bytes_in": round(bin_ / N), "bytes_out": round(bout / N),
+            "redis_usec": round(usec / N, 2)}
 
 
 def test_cost_per_request(start_nginx, redis_server, store_origin, tmp_path):
