@@ -1041,6 +1041,11 @@ ngx_http_ig_redis_exit_process(ngx_cycle_t *cycle)
                 rc->osize = 0;
             }
         }
+
+        if (srv->slots) {
+            ngx_free(srv->slots);
+            srv->slots = NULL;
+        }
     }
 }
 
