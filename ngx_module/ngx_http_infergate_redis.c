@@ -142,7 +142,7 @@ static ngx_http_ig_redis_node_t *ngx_http_ig_redis_node(
 static ngx_http_ig_redis_conn_t *ngx_http_ig_redis_node_conn(
     ngx_http_ig_redis_t *srv, ngx_http_ig_redis_node_t *node);
 static ngx_http_ig_redis_conn_t *ngx_http_ig_redis_route(
-    ngx_http_ig_redis_t *srv, const char *key, size_t len);
+    ngx_http_ig_redis_t *srv, const char *key, size_t len, ngx_uint_t read);
 static ngx_int_t ngx_http_ig_redis_redirect(ngx_http_ig_redis_conn_t *rc,
     ngx_http_ig_redis_cmd_t *cmd, redisReply *reply);
 static void *ngx_http_ig_redis_create_main_conf(ngx_conf_t *cf);
@@ -537,6 +537,16 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strcmp(value[i].data, "read_from=primary") == 0) {
+            srv->read_replica = 0;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "read_from=replica") == 0) {
+            srv->read_replica = 1;
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "connections=", 12) == 0) {
             n = ngx_atoi(value[i].data + 12, value[i].len - 12);
             if (n < 1 || n > 64) {
@@ -615,6 +625,10 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     if (srv->seeds && srv->db) {
         return "has db= with cluster= (a cluster has only database 0)";
+    }
+
+    if (srv->read_replica && srv->seeds == NULL) {
+        return "has read_from=replica without cluster=";
     }
 
     if (!tls) {
@@ -889,13 +903,14 @@ ngx_http_ig_redis_init_process(ngx_cycle_t *cycle)
             srv->nodes = ngx_pcalloc(cycle->pool,
                                      NGX_HTTP_IG_REDIS_MAX_NODES
                                      * sizeof(ngx_http_ig_redis_node_t));
-            srv->slots = ngx_alloc(NGX_HTTP_IG_REDIS_SLOTS, cycle->log);
+            srv->slots = ngx_alloc(2 * NGX_HTTP_IG_REDIS_SLOTS, cycle->log);
             if (srv->nodes == NULL || srv->slots == NULL) {
                 return NGX_ERROR;
             }
 
+            srv->rslots = srv->slots + NGX_HTTP_IG_REDIS_SLOTS;
             ngx_memset(srv->slots, NGX_HTTP_IG_REDIS_NO_NODE,
-                       NGX_HTTP_IG_REDIS_SLOTS);
+                       2 * NGX_HTTP_IG_REDIS_SLOTS);
             srv->nnodes = 0;
         }
 
@@ -1045,6 +1060,7 @@ ngx_http_ig_redis_exit_process(ngx_cycle_t *cycle)
         if (srv->slots) {
             ngx_free(srv->slots);
             srv->slots = NULL;
+            srv->rslots = NULL;
         }
     }
 }
@@ -1102,6 +1118,12 @@ ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc)
         redisReaderFree(rc->reader);
         rc->reader = NULL;
         ngx_http_ig_redis_warn(srv, rc->log, "cannot connect");
+
+        if (rc->sentinel) {
+            srv->scur = (srv->scur + 1)
+                        % ngx_http_ig_redis_ctl_addrs(srv)->nelts;
+        }
+
         ngx_http_ig_redis_schedule(rc);
         return;
     }
@@ -1384,6 +1406,18 @@ ngx_http_ig_redis_send_handshake(ngx_http_ig_redis_conn_t *rc)
             return NGX_OK;
         }
 
+        if (srv->read_replica) {
+            /* reads on a replica; no effect on a primary */
+            argv[0] = "READONLY";
+            argvlen[0] = 8;
+
+            if (ngx_http_ig_redis_internal(rc, "READONLY", 1, argv, argvlen)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+
     } else {
         argv[0] = "SELECT";
         argvlen[0] = 6;
@@ -1428,7 +1462,9 @@ static void
 ngx_http_ig_redis_handshake(ngx_http_ig_redis_conn_t *rc, const char *what,
     redisReply *reply)
 {
-    if (ngx_strcmp(what, "ASKING") == 0) {
+    if (ngx_strcmp(what, "ASKING") == 0
+        || ngx_strcmp(what, "READONLY") == 0)
+    {
         return;
     }
 
@@ -1925,9 +1961,10 @@ ngx_http_ig_redis_slot(const char *key, size_t len)
 
 static ngx_http_ig_redis_conn_t *
 ngx_http_ig_redis_route(ngx_http_ig_redis_t *srv, const char *key,
-    size_t len)
+    size_t len, ngx_uint_t read)
 {
-    ngx_uint_t  slot;
+    ngx_uint_t                 slot;
+    ngx_http_ig_redis_conn_t  *rc;
 
     if (srv->slots == NULL || ngx_http_ig_redis_exiting) {
         return NULL;
@@ -1939,6 +1976,16 @@ ngx_http_ig_redis_route(ngx_http_ig_redis_t *srv, const char *key,
         /* uncovered: the map is asked for again; this command bypasses */
         ngx_http_ig_redis_sentinel_ask(srv);
         return NULL;
+    }
+
+    if (read && srv->read_replica
+        && srv->rslots[slot] != NGX_HTTP_IG_REDIS_NO_NODE)
+    {
+        rc = ngx_http_ig_redis_node_conn(srv,
+                                         &srv->nodes[srv->rslots[slot]]);
+        if (rc) {
+            return rc;
+        }
     }
 
     return ngx_http_ig_redis_node_conn(srv, &srv->nodes[srv->slots[slot]]);
@@ -2208,7 +2255,7 @@ ngx_http_ig_redis_cluster_done(redisReply *reply, void *data)
     }
 
     ngx_memset(srv->slots, NGX_HTTP_IG_REDIS_NO_NODE,
-               NGX_HTTP_IG_REDIS_SLOTS);
+               2 * NGX_HTTP_IG_REDIS_SLOTS);
 
     for (i = 0; i < srv->nnodes; i++) {
         srv->nodes[i].used = 0;
@@ -2250,6 +2297,25 @@ ngx_http_ig_redis_cluster_done(redisReply *reply, void *data)
         ngx_memset(srv->slots + start, (u_char) (node - srv->nodes),
                    end - start + 1);
         covered += end - start + 1;
+
+        /* the first replica listed, for read_from=replica */
+        m = (e->elements > 3) ? e->element[3] : NULL;
+
+        if (srv->read_replica && m && m->type == REDIS_REPLY_ARRAY
+            && m->elements >= 2
+            && m->element[0]->type == REDIS_REPLY_STRING
+            && m->element[1]->type == REDIS_REPLY_INTEGER)
+        {
+            node = ngx_http_ig_redis_node(srv, m->element[0]->str,
+                                          m->element[0]->len,
+                                          (ngx_int_t) m->element[1]->integer,
+                                          srv->sconn);
+            if (node) {
+                node->used = 1;
+                ngx_memset(srv->rslots + start,
+                           (u_char) (node - srv->nodes), end - start + 1);
+            }
+        }
     }
 
     if (!srv->resolved || covered != NGX_HTTP_IG_REDIS_SLOTS) {
@@ -2438,8 +2504,9 @@ ngx_http_ig_redis_command(ngx_http_ig_redis_t *srv, int argc,
     ngx_http_ig_redis_conn_t  *rc;
 
     if (srv->seeds) {
+        /* a plain command is the cache's GET: a read */
         rc = ngx_http_ig_redis_route(srv, argc > 1 ? argv[1] : "",
-                                     argc > 1 ? argvlen[1] : 0);
+                                     argc > 1 ? argvlen[1] : 0, 1);
 
     } else {
         rc = ngx_http_ig_redis_pick(srv);
@@ -2492,7 +2559,7 @@ ngx_http_ig_redis_eval(ngx_http_ig_redis_t *srv,
     if (srv->seeds) {
         /* the first key names the slot: every key shares its hash tag */
         rc = ngx_http_ig_redis_route(srv, argc > 3 ? argv[3] : "",
-                                     argc > 3 ? argvlen[3] : 0);
+                                     argc > 3 ? argvlen[3] : 0, 0);
 
     } else {
         rc = ngx_http_ig_redis_pick(srv);

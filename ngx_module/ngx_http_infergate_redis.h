@@ -62,6 +62,7 @@ struct ngx_http_ig_redis_s {
 #endif
     ngx_str_t                   tls_name;    /* SNI and the name checked   */
     unsigned                    tls_verify:1;
+    unsigned                    read_replica:1;  /* cluster: cache GETs  */
 
     /* sentinel=ADDRESS[,...] master=NAME: the primary is asked for */
     ngx_array_t                *sentinels;   /* ngx_addr_t                 */
@@ -90,6 +91,7 @@ struct ngx_http_ig_redis_s {
     ngx_http_ig_redis_node_t   *nodes;
     ngx_uint_t                  nnodes;
     u_char                     *slots;
+    u_char                     *rslots;      /* a replica per slot        */
 
     ngx_uint_t                  line;        /* first use, for errors      */
     u_char                     *file;

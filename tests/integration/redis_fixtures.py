@@ -310,7 +310,7 @@ class RedisCluster:
                             "--cluster-replicas", "1", "--cluster-yes"],
                            check=True, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, timeout=60)
-            self.wait_ok()
+            self.wait_ok(replicas=True)
         except Exception:
             self.stop()
             raise
@@ -325,7 +325,7 @@ class RedisCluster:
     def primaries(self):
         return [x for x in self.live() if x.is_primary()]
 
-    def wait_ok(self, timeout=30):
+    def wait_ok(self, timeout=30, replicas=False):
         deadline = time.time() + timeout
         while time.time() < deadline:
             try:
@@ -333,7 +333,8 @@ class RedisCluster:
                        for x in self.live()):
                     slots = self.live()[0].client().execute_command(
                         "CLUSTER SLOTS")
-                    if sum(e[1] - e[0] + 1 for e in slots) == 16384:
+                    if sum(e[1] - e[0] + 1 for e in slots) == 16384 and \
+                            (not replicas or all(len(e) >= 4 for e in slots)):
                         return
             except redis.exceptions.RedisError:
                 pass

@@ -21,10 +21,10 @@ TENANTS = [f"tenant{i}" for i in range(9)]
 
 
 def gateways(start_nginx, cluster, origin, n=3, limit="", workers=2,
-             cache="ttl=60s tag=user:$arg_user"):
+             cache="ttl=60s tag=user:$arg_user", params=""):
     keys = {t: make_key(t) for t in TENANTS}
     http = (f"infergate_redis r cluster={cluster.seeds} timeout=300ms "
-            f"connect_timeout=300ms;\n"
+            f"connect_timeout=300ms {params};\n"
             f"infergate_keys keys.txt;\n")
     if limit:
         http += "infergate_limit_zone z 1m;\n"
@@ -229,11 +229,34 @@ def test_reshard_under_load_follows_moved_and_ask(start_nginx, redis_cluster,
     assert redirects > 0
 
 
+def test_read_from_replica(start_nginx, redis_cluster, store_origin):
+    """Cache lookups (the first GET) go to each slot's replica; the
+    scripts (lease, fill, purge) to its primary."""
+    gws, hdr = gateways(start_nginx, redis_cluster, store_origin,
+                        params="read_from=replica")
+    for x in redis_cluster.nodes:
+        x.reset_stats()
+    for t in TENANTS:
+        requests.get(gws[0].url("/items/r"), headers=hdr[t])
+        # replication is asynchronous: a lookup may find the replica behind
+        r = wait_hit(gws[1], "/items/r", hdr[t], timeout=5)
+        assert r.headers["X-Cache-Status"] == "HIT", t
+    replicas = [x for x in redis_cluster.live() if not x.is_primary()]
+    gets = sum(x.commandstats().get("get", 0) for x in replicas)
+    evals = sum(x.commandstats().get("evalsha", 0) for x in replicas)
+    assert gets >= len(TENANTS), gets
+    assert evals == 0
+
+
 @pytest.mark.parametrize("line,msg", [
     ("infergate_redis r cluster=localhost:7000;", "invalid cluster address"),
     ("infergate_redis r cluster=127.0.0.1:7000 db=1;", "db= with cluster="),
     ("infergate_redis r 127.0.0.1:7000 cluster=127.0.0.1:7001;",
      "replaces the address"),
+    ("infergate_redis r 127.0.0.1:7000 read_from=replica;",
+     "read_from=replica without cluster="),
+    ("infergate_redis r cluster=127.0.0.1:7000 read_from=any;",
+     "invalid parameter"),
 ])
 def test_cluster_config_errors(nginx_t, line, msg):
     rc, out = nginx_t(http=line)

@@ -97,7 +97,8 @@ def test_failover_under_load_is_followed(start_nginx, sentinel_set,
      "invalid sentinel address"),
     ("infergate_redis r 127.0.0.1:6379 sentinel=127.0.0.1:1 master=m;",
      "replaces the address"),
-    ("infergate_redis r sentinel=127.0.0.1:1 master=m cluster=127.0.0.1:2;",
+    ("infergate_redis r sentinel=127.0.0.1:1 master=m "
+     "cluster=127.0.0.1:2;",
      "given once"),
 ])
 def test_sentinel_config_errors(nginx_t, line, msg):
