@@ -1742,7 +1742,12 @@ ngx_http_ig_redis_sentinel_ask(ngx_http_ig_redis_t *srv)
         return;
     }
 
-    if (srv->resolved && !srv->want
+    /*
+     * At most one question every 100 ms, unless the last one failed: a
+     * lagging sentinel that names a replica (refused by ROLE) must not
+     * make a loop of connects; the one-second poll asks again anyway.
+     */
+    if (!srv->want
         && ngx_current_msec - srv->last_ask < NGX_HTTP_IG_REDIS_ASK_EVERY)
     {
         return;
