@@ -76,6 +76,7 @@ struct ngx_http_ig_redis_conn_s {
     ngx_log_t                  *log;
     unsigned                    counted:1;   /* in the connections gauge  */
     unsigned                    sentinel:1;  /* to a sentinel, not data   */
+    unsigned                    subscriber:1;  /* to +switch-master      */
 };
 
 
@@ -132,6 +133,8 @@ static void ngx_http_ig_redis_conn_init(ngx_http_ig_redis_t *srv,
 static void ngx_http_ig_redis_sentinel_ask(ngx_http_ig_redis_t *srv);
 static void ngx_http_ig_redis_sentinel_done(redisReply *reply, void *data);
 static void ngx_http_ig_redis_sentinel_poll(ngx_event_t *ev);
+static void ngx_http_ig_redis_switch_master(ngx_http_ig_redis_conn_t *rc,
+    redisReply *reply);
 static void ngx_http_ig_redis_restart(ngx_http_ig_redis_t *srv,
     const char *why);
 static ngx_array_t *ngx_http_ig_redis_ctl_addrs(ngx_http_ig_redis_t *srv);
@@ -939,6 +942,20 @@ ngx_http_ig_redis_init_process(ngx_cycle_t *cycle)
             ngx_http_ig_redis_connect(srv->sconn);
         }
 
+        if (srv->sentinels) {
+            /* a speed-up only: messages can be missed, the poll stays */
+            srv->subconn = ngx_pcalloc(cycle->pool,
+                                       sizeof(ngx_http_ig_redis_conn_t));
+            if (srv->subconn == NULL) {
+                return NGX_ERROR;
+            }
+
+            srv->subconn->sentinel = 1;
+            srv->subconn->subscriber = 1;
+            ngx_http_ig_redis_conn_init(srv, srv->subconn, cycle->log);
+            ngx_http_ig_redis_connect(srv->subconn);
+        }
+
         if (srv->seeds) {
             continue;
         }
@@ -1010,15 +1027,16 @@ ngx_http_ig_redis_exit_process(ngx_cycle_t *cycle)
             ngx_del_timer(&srv->spoll);
         }
 
-        for (j = 0; j <= srv->nconns; j++) {
-            rc = (j < srv->nconns) ? (srv->conns ? &srv->conns[j] : NULL)
-                                   : srv->sconn;
-            if (rc == NULL && j < srv->nconns) {
-                continue;
+        for (j = 0; j < srv->nconns + 2; j++) {
+            if (j < srv->nconns) {
+                rc = srv->conns ? &srv->conns[j] : NULL;
+
+            } else {
+                rc = (j == srv->nconns) ? srv->sconn : srv->subconn;
             }
 
             if (rc == NULL) {
-                break;
+                continue;
             }
 
             if (rc->reconnect.timer_set) {
@@ -1119,7 +1137,7 @@ ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc)
         rc->reader = NULL;
         ngx_http_ig_redis_warn(srv, rc->log, "cannot connect");
 
-        if (rc->sentinel) {
+        if (rc->sentinel && !rc->subscriber) {
             srv->scur = (srv->scur + 1)
                         % ngx_http_ig_redis_ctl_addrs(srv)->nelts;
         }
@@ -1402,6 +1420,16 @@ ngx_http_ig_redis_send_handshake(ngx_http_ig_redis_conn_t *rc)
             return NGX_ERROR;
         }
 
+        if (rc->subscriber) {
+            argv[0] = "SUBSCRIBE";
+            argvlen[0] = 9;
+            argv[1] = "+switch-master";
+            argvlen[1] = sizeof("+switch-master") - 1;
+
+            return ngx_http_ig_redis_internal(rc, "SUBSCRIBE", 2, argv,
+                                              argvlen);
+        }
+
         if (rc->sentinel) {
             return NGX_OK;
         }
@@ -1463,7 +1491,8 @@ ngx_http_ig_redis_handshake(ngx_http_ig_redis_conn_t *rc, const char *what,
     redisReply *reply)
 {
     if (ngx_strcmp(what, "ASKING") == 0
-        || ngx_strcmp(what, "READONLY") == 0)
+        || ngx_strcmp(what, "READONLY") == 0
+        || ngx_strcmp(what, "SUBSCRIBE") == 0)
     {
         return;
     }
@@ -1508,7 +1537,7 @@ ngx_http_ig_redis_handshake(ngx_http_ig_redis_conn_t *rc, const char *what,
         if (rc->sentinel) {
             rc->backoff = NGX_HTTP_IG_REDIS_BACKOFF_MIN;
 
-            if (rc->srv->want) {
+            if (rc->srv->want && !rc->subscriber) {
                 ngx_http_ig_redis_sentinel_ask(rc->srv);
             }
 
@@ -1641,7 +1670,7 @@ ngx_http_ig_redis_lost(ngx_http_ig_redis_conn_t *rc, const char *why)
 
     ngx_http_ig_redis_close(rc);
 
-    if (rc->sentinel) {
+    if (rc->sentinel && !rc->subscriber) {
         /* the next sentinel or seed; a query in flight gets NULL below */
         srv->scur = (srv->scur + 1) % ngx_http_ig_redis_ctl_addrs(srv)->nelts;
     }
@@ -1859,6 +1888,11 @@ ngx_http_ig_redis_sentinel_done(redisReply *reply, void *data)
                             srv->primary.socklen, 1)
            == NGX_OK)
     {
+        if (srv->want) {
+            /* a +switch-master came while this question was out */
+            ngx_http_ig_redis_sentinel_ask(srv);
+        }
+
         return;
     }
 
@@ -1903,6 +1937,41 @@ ngx_http_ig_redis_restart(ngx_http_ig_redis_t *srv, const char *why)
             ngx_http_ig_redis_connect(rc);
         }
     }
+}
+
+
+/* ["message", "+switch-master", "M old-ip old-port new-ip new-port"] */
+
+static void
+ngx_http_ig_redis_switch_master(ngx_http_ig_redis_conn_t *rc,
+    redisReply *reply)
+{
+    redisReply           *p;
+    ngx_http_ig_redis_t  *srv = rc->srv;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || ngx_strcmp(reply->element[0]->str, "message") != 0
+        || reply->element[2]->type != REDIS_REPLY_STRING)
+    {
+        return;
+    }
+
+    p = reply->element[2];
+
+    if (p->len <= srv->master.len || p->str[srv->master.len] != ' '
+        || ngx_strncmp(p->str, srv->master.data, srv->master.len) != 0)
+    {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, rc->log, 0,
+                  "infergate_redis \"%V\": sentinel %V: +switch-master %s",
+                  &srv->name, &rc->addr->name, p->str);
+
+    /* the sentinels are asked, at once: one source of truth */
+    srv->want = 1;
+    ngx_http_ig_redis_sentinel_ask(srv);
 }
 
 
@@ -2679,6 +2748,11 @@ ngx_http_ig_redis_reply(ngx_http_ig_redis_conn_t *rc, redisReply *reply)
     ngx_http_ig_redis_handler_pt  handler;
 
     if (ngx_queue_empty(&rc->pending)) {
+        if (rc->subscriber) {
+            ngx_http_ig_redis_switch_master(rc, reply);
+            return;
+        }
+
         ngx_http_ig_redis_lost(rc, "a reply to no command");
         return;
     }

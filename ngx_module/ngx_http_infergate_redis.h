@@ -77,6 +77,7 @@ struct ngx_http_ig_redis_s {
     time_t                      last_warn;
 
     ngx_http_ig_redis_conn_t   *sconn;       /* to the current sentinel   */
+    ngx_http_ig_redis_conn_t   *subconn;     /* +switch-master subscriber */
     ngx_uint_t                  scur;
     ngx_event_t                 spoll;
     ngx_addr_t                  primary;

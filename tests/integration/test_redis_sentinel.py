@@ -3,6 +3,7 @@ the gateways ask the sentinels for the primary, confirm it with ROLE, and
 follow a failover (SENTINEL FAILOVER under load) without a reload.  Real
 processes: one primary, one replica, three redis-sentinel."""
 
+import re
 import threading
 import time
 
@@ -91,6 +92,9 @@ def test_failover_under_load_is_followed(start_nginx, sentinel_set,
     assert new.client().keys("igc:*")
     for g in gws:
         assert f'the primary of "igm" is 127.0.0.1:{new.port}' in g.error_log
+        # the subscription saw the switch (the poll is the fallback)
+        assert re.search(r'\+switch-master igm 127\.0\.0\.1 \d+ 127\.0\.0\.1 '
+                         rf'{new.port}', g.error_log), g.error_log[-3000:]
 
 
 @pytest.mark.parametrize("line,msg", [
