@@ -235,6 +235,18 @@ def test_reshard_under_load_follows_moved_and_ask(start_nginx, redis_cluster,
     assert redirects > 0
 
 
+def test_reload_keeps_serving(start_nginx, redis_cluster, store_origin):
+    gws, hdr = gateways(start_nginx, redis_cluster, store_origin, n=1)
+    g = gws[0]
+    for t in TENANTS[:3]:
+        wait_hit(g, "/items/rl", hdr[t])
+    g.reload()
+    for t in TENANTS[:3]:
+        r = wait_hit(g, "/items/rl", hdr[t], timeout=5)
+        assert r.headers["X-Cache-Status"] == "HIT", t
+    assert "open socket" not in g.error_log
+
+
 def test_read_from_replica(start_nginx, redis_cluster, store_origin):
     """Cache lookups (the first GET) go to each slot's replica; the
     scripts (lease, fill, purge) to its primary."""
