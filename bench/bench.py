@@ -14,6 +14,8 @@ and the backend share the other):
 Scenarios (wrk, keep-alive, the same ~300-byte JSON POST):
   admission       plain proxy | lua admission | ig admission | ig+audit
   cache-hit       plain proxy | lua cache hit | ig cache hit
+  redis           ig cache hit: one node in cleartext | one node over TLS
+                  (verified, mTLS) | a 6-node Redis Cluster (SKIP=redis)
   bloom-reject    ig refusing unknown ids (no Redis, no origin)
   infer           plain `return 200` of the same body | ig → backend
   batching        ig → backend at concurrency 1, 16, 64, batching on/off
@@ -492,6 +494,9 @@ def main():
               f"({calls} commands for {r['requests']} requests)")
         results["redis_commands_per_hit"] = per
 
+    if "redis" not in SKIP:
+        redis_bench(results, key, upstream, rport)
+
     if "bloom" not in SKIP:
         bloom_bench(results, plain, pport, key)
 
@@ -514,6 +519,109 @@ def main():
 
     json.dump(results, open(OUT / "results.json", "w"), indent=1)
     plot(results)
+
+
+def redis_bench(results, key, upstream, rport):
+    """Cache hits with Redis in cleartext, over TLS (server verified,
+    client certificate) and in a 6-node cluster (3 primaries, 3
+    replicas): what the transport and the routing cost per hit."""
+    pki = OUT / "pki"
+    pki.mkdir(parents=True, exist_ok=True)
+
+    def ossl(*a):
+        subprocess.run(["openssl", *a], cwd=pki, check=True,
+                       capture_output=True)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    ossl("req", "-x509", *ec, "-days", "2", "-subj", "/CN=bench CA",
+         "-keyout", "ca.key", "-out", "ca.pem")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"),
+                      ("client", "extendedKeyUsage=clientAuth")):
+        (pki / f"{name}.ext").write_text(ext + "\n")
+        ossl("req", "-new", *ec, "-subj", f"/CN={name}", "-keyout",
+             f"{name}.key", "-out", f"{name}.csr")
+        ossl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem",
+             "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+             "-extfile", f"{name}.ext", "-out", f"{name}.pem")
+
+    tport = free_port()
+    d = OUT / "redis-tls"
+    d.mkdir(parents=True, exist_ok=True)
+    Proc(["redis-server", "--port", "0", "--tls-port", str(tport),
+          "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+          "--dir", str(d), "--tls-cert-file", str(pki / "server.pem"),
+          "--tls-key-file", str(pki / "server.key"),
+          "--tls-ca-cert-file", str(pki / "ca.pem"),
+          "--tls-auth-clients", "yes"],
+         cpu=LOAD_CPU, stdout=subprocess.DEVNULL)
+    wait_port(tport)
+
+    cports = []
+    while len(cports) < 6:
+        p = free_port()
+        if p + 10000 < 65536 and p not in cports:
+            cports.append(p)
+    for p in cports:
+        d = OUT / f"redis-cluster-{p}"
+        d.mkdir(parents=True, exist_ok=True)
+        Proc(["redis-server", "--port", str(p), "--bind", "127.0.0.1",
+              "--save", "", "--appendonly", "no", "--dir", str(d),
+              "--cluster-enabled", "yes", "--cluster-node-timeout", "1000"],
+             cpu=LOAD_CPU, stdout=subprocess.DEVNULL)
+        wait_port(p)
+    subprocess.run(["redis-cli", "--cluster", "create",
+                    *[f"127.0.0.1:{p}" for p in cports],
+                    "--cluster-replicas", "1", "--cluster-yes"],
+                   check=True, capture_output=True)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        info = subprocess.run(["redis-cli", "-p", str(cports[0]), "cluster",
+                               "info"], capture_output=True, text=True).stdout
+        if "cluster_state:ok" in info:
+            break
+        time.sleep(0.2)
+
+    seeds = ",".join(f"127.0.0.1:{p}" for p in cports[:3])
+    backends = {
+        "cleartext": f"127.0.0.1:{rport}",
+        "TLS (mTLS)": (f"127.0.0.1:{tport} tls=on tls_ca={pki}/ca.pem "
+                       f"tls_cert={pki}/client.pem "
+                       f"tls_key={pki}/client.key"),
+        "cluster (6 nodes)": f"cluster={seeds}",
+    }
+    gws = {}
+    for n, (name, addr) in enumerate(backends.items()):
+        port = free_port()
+        gws[name] = (Nginx(f"ig-redis{n}", f"""{upstream}
+    infergate_keys {OUT}/keys.txt;
+    infergate_redis cache {addr} timeout=200ms;
+    server {{
+        listen 127.0.0.1:{port};
+        location /cache {{
+            infergate_auth on;
+            infergate_cache redis=cache ttl=600s methods=POST;
+            proxy_pass http://origin;
+        }}
+    }}""", modules=[MODULE], cpu=NGINX_CPU), port)
+        wait_port(port)
+
+    post = wrk_script("post-redis", headers={
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {key}"})
+    for name, (g, port) in gws.items():
+        for _ in range(3):
+            subprocess.run(["curl", "-s", "-o", "/dev/null",
+                            f"http://127.0.0.1:{port}/cache", "-d", BODY,
+                            "-H", "Content-Type: application/json",
+                            "-H", f"Authorization: Bearer {key}"],
+                           check=True)
+            time.sleep(0.3)
+    rows = median_runs({
+        name: (g.worker, f"http://127.0.0.1:{port}/cache", post, CONNS)
+        for name, (g, port) in gws.items()})
+    table("cache hit by Redis transport: cleartext, TLS, cluster", rows,
+          base="cleartext")
+    results["redis_transport"] = rows
 
 
 def bloom_bench(results, plain, pport, key):

@@ -1691,7 +1691,11 @@ ngx_http_ig_cache_make_key(u_char *out, char kind, u_char *tenant,
     out[1] = 'g';
     out[2] = (u_char) kind;
     out[3] = ':';
-    ngx_memcpy(out + 4, tenant, NGX_HTTP_IG_CACHE_TLEN);
+
+    /* a hash tag: a tenant's keys share a Redis Cluster slot (redis.md) */
+    out[4] = '{';
+    ngx_memcpy(out + 5, tenant, NGX_HTTP_IG_CACHE_TLEN - 2);
+    out[3 + NGX_HTTP_IG_CACHE_TLEN] = '}';
     out[4 + NGX_HTTP_IG_CACHE_TLEN] = ':';
     ngx_hex_dump(out + 5 + NGX_HTTP_IG_CACHE_TLEN, digest, 32);
 }

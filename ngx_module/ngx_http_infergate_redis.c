@@ -2,18 +2,18 @@
 /*
  * Copyright (C) infergate authors
  *
- * Redis connections: hiredis 0.14 async contexts driven by the worker's
- * event loop.  Per worker and server a few persistent connections carry
- * pipelined commands; AUTH and SELECT go first on every connection; a
- * command unanswered within the timeout drops its connection (replies are
+ * Redis connections.  Per worker and server a few persistent connections
+ * carry pipelined commands.  nginx owns each socket: it is opened with
+ * ngx_event_connect_peer(), wrapped in TLS by nginx's OpenSSL layer when
+ * configured, and driven by the worker's (edge-triggered) events and
+ * timers.  hiredis is used only as a RESP formatter
+ * (redisFormatCommandArgv) and parser (redisReader).
+ *
+ * AUTH, SELECT and SCRIPT LOAD go first on every connection; a command
+ * unanswered within the timeout drops its connection (replies are
  * ordered, so one late reply blocks all behind it) and every pending
  * command gets a NULL reply; reconnects back off from 100 ms to 5 s with
  * jitter.
- *
- * hiredis owns the fd and closes it in redisFree(); the nginx connection
- * around it is released without close() in the cleanup hook.  Events are
- * registered level-triggered, as hiredis expects: it reads only 16 KiB at
- * a time and re-arms reads itself.
  */
 
 
@@ -21,7 +21,11 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include <netinet/tcp.h>
 #include <openssl/sha.h>
+#if (NGX_SSL)
+#include <openssl/x509v3.h>
+#endif
 
 #include "ngx_http_infergate.h"
 #include "ngx_http_infergate_redis.h"
@@ -30,19 +34,49 @@
 
 #define NGX_HTTP_IG_REDIS_BACKOFF_MIN  100
 #define NGX_HTTP_IG_REDIS_BACKOFF_MAX  5000
+#define NGX_HTTP_IG_REDIS_READ_SIZE    16384
+#define NGX_HTTP_IG_REDIS_SENTINEL_POLL  1000
+#define NGX_HTTP_IG_REDIS_ASK_EVERY    100   /* ms, triggered re-asks    */
+#define NGX_HTTP_IG_REDIS_MAX_NODES    64
+#define NGX_HTTP_IG_REDIS_SLOTS        16384
+#define NGX_HTTP_IG_REDIS_NO_NODE      0xff
+#define NGX_HTTP_IG_REDIS_REDIRECTS    3
+
+
+struct ngx_http_ig_redis_node_s {
+    ngx_addr_t                  addr;
+    struct sockaddr_storage     sa;
+    u_char                      text[NGX_SOCKADDR_STRLEN];
+    ngx_http_ig_redis_conn_t   *conns;       /* srv->nconns, on first use  */
+    ngx_uint_t                  next;
+    unsigned                    used:1;      /* in the last slot map      */
+};
 
 
 struct ngx_http_ig_redis_conn_s {
     ngx_http_ig_redis_t        *srv;
-    redisAsyncContext          *ac;
+    ngx_addr_t                 *addr;        /* of this connection's peer */
+    ngx_http_ig_redis_node_t   *node;        /* cluster: its node         */
+    ngx_peer_connection_t       peer;
     ngx_connection_t           *c;
+    redisReader                *reader;
+
+    /* formatted commands not yet written: obuf[opos..olast) */
+    u_char                     *obuf;
+    size_t                      osize;
+    size_t                      opos;
+    size_t                      olast;
+
     ngx_uint_t                  state;
+    ngx_uint_t                  gen;         /* bumped when c is closed    */
     ngx_msec_t                  backoff;
     ngx_event_t                 reconnect;   /* also the connect timeout   */
     ngx_event_t                 timer;       /* oldest command's deadline  */
     ngx_queue_t                 pending;
     ngx_log_t                  *log;
     unsigned                    counted:1;   /* in the connections gauge  */
+    unsigned                    sentinel:1;  /* to a sentinel, not data   */
+    unsigned                    subscriber:1;  /* to +switch-master      */
 };
 
 
@@ -52,6 +86,8 @@ struct ngx_http_ig_redis_cmd_s {
     ngx_http_ig_redis_handler_pt  handler;
     void                       *data;
     ngx_msec_t                  deadline;
+    const char                 *internal;    /* AUTH, SELECT, SCRIPT LOAD  */
+    ngx_uint_t                  redirects;   /* MOVED and ASK followed    */
 
     /* an EVALSHA keeps its arguments to be sent again as EVAL */
     ngx_http_ig_redis_script_t *script;
@@ -62,36 +98,64 @@ struct ngx_http_ig_redis_cmd_s {
 
 
 static void ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc);
+static void ngx_http_ig_redis_connect_done(ngx_http_ig_redis_conn_t *rc);
+#if (NGX_SSL)
+static void ngx_http_ig_redis_ssl_handshaked(ngx_connection_t *c);
+#endif
+static void ngx_http_ig_redis_established(ngx_http_ig_redis_conn_t *rc);
 static ngx_int_t ngx_http_ig_redis_send_handshake(
     ngx_http_ig_redis_conn_t *rc);
-static void ngx_http_ig_redis_connected(const redisAsyncContext *ac,
-    int status);
-static void ngx_http_ig_redis_disconnected(const redisAsyncContext *ac,
-    int status);
-static void ngx_http_ig_redis_handshake(redisAsyncContext *ac, void *r,
-    void *privdata);
+static void ngx_http_ig_redis_handshake(ngx_http_ig_redis_conn_t *rc,
+    const char *what, redisReply *reply);
+static void ngx_http_ig_redis_close(ngx_http_ig_redis_conn_t *rc);
+static void ngx_http_ig_redis_fail_pending(ngx_http_ig_redis_conn_t *rc);
 static void ngx_http_ig_redis_lost(ngx_http_ig_redis_conn_t *rc,
     const char *why);
 static void ngx_http_ig_redis_schedule(ngx_http_ig_redis_conn_t *rc);
 static void ngx_http_ig_redis_down(ngx_http_ig_redis_conn_t *rc);
 static void ngx_http_ig_redis_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_ig_redis_timer_handler(ngx_event_t *ev);
-static void ngx_http_ig_redis_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
+static void ngx_http_ig_redis_reply(ngx_http_ig_redis_conn_t *rc,
+    redisReply *reply);
+static ngx_int_t ngx_http_ig_redis_append(ngx_http_ig_redis_conn_t *rc,
+    int argc, const char **argv, const size_t *argvlen);
 static ngx_int_t ngx_http_ig_redis_send(ngx_http_ig_redis_conn_t *rc,
     ngx_http_ig_redis_cmd_t *cmd, int argc, const char **argv,
     const size_t *argvlen);
-static void ngx_http_ig_redis_add_read(void *data);
-static void ngx_http_ig_redis_del_read(void *data);
-static void ngx_http_ig_redis_add_write(void *data);
-static void ngx_http_ig_redis_del_write(void *data);
-static void ngx_http_ig_redis_cleanup(void *data);
+static ngx_int_t ngx_http_ig_redis_write(ngx_http_ig_redis_conn_t *rc);
 static void ngx_http_ig_redis_read_handler(ngx_event_t *ev);
 static void ngx_http_ig_redis_write_handler(ngx_event_t *ev);
+static ngx_http_ig_redis_cmd_t *ngx_http_ig_redis_conn_command(
+    ngx_http_ig_redis_conn_t *rc, int argc, const char **argv,
+    const size_t *argvlen, ngx_http_ig_redis_handler_pt handler, void *data);
+static void ngx_http_ig_redis_conn_init(ngx_http_ig_redis_t *srv,
+    ngx_http_ig_redis_conn_t *rc, ngx_log_t *log);
+static void ngx_http_ig_redis_sentinel_ask(ngx_http_ig_redis_t *srv);
+static void ngx_http_ig_redis_sentinel_done(redisReply *reply, void *data);
+static void ngx_http_ig_redis_sentinel_poll(ngx_event_t *ev);
+static void ngx_http_ig_redis_switch_master(ngx_http_ig_redis_conn_t *rc,
+    redisReply *reply);
+static void ngx_http_ig_redis_restart(ngx_http_ig_redis_t *srv,
+    const char *why);
+static ngx_array_t *ngx_http_ig_redis_ctl_addrs(ngx_http_ig_redis_t *srv);
+static void ngx_http_ig_redis_cluster_done(redisReply *reply, void *data);
+static ngx_http_ig_redis_node_t *ngx_http_ig_redis_node(
+    ngx_http_ig_redis_t *srv, const char *ip, size_t len, ngx_int_t port,
+    ngx_http_ig_redis_conn_t *from);
+static ngx_http_ig_redis_conn_t *ngx_http_ig_redis_node_conn(
+    ngx_http_ig_redis_t *srv, ngx_http_ig_redis_node_t *node);
+static ngx_http_ig_redis_conn_t *ngx_http_ig_redis_route(
+    ngx_http_ig_redis_t *srv, const char *key, size_t len, ngx_uint_t read);
+static ngx_int_t ngx_http_ig_redis_redirect(ngx_http_ig_redis_conn_t *rc,
+    ngx_http_ig_redis_cmd_t *cmd, redisReply *reply);
 static void *ngx_http_ig_redis_create_main_conf(ngx_conf_t *cf);
 static char *ngx_http_ig_redis_init_main_conf(ngx_conf_t *cf, void *conf);
 static char *ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_ig_redis_tls(ngx_conf_t *cf, ngx_http_ig_redis_t *srv,
+    ngx_str_t *ca, ngx_str_t *cert, ngx_str_t *key);
+static char *ngx_http_ig_redis_addr_list(ngx_conf_t *cf, ngx_str_t *v,
+    size_t skip, ngx_array_t **list);
 static ngx_int_t ngx_http_ig_redis_init_process(ngx_cycle_t *cycle);
 static void ngx_http_ig_redis_exit_process(ngx_cycle_t *cycle);
 
@@ -255,11 +319,12 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     char                 *rv;
     u_char               *p, *end, *last;
     ngx_int_t             n;
-    ngx_str_t            *value, s;
-    ngx_uint_t            i;
-    struct in_addr        a4;
-    struct in6_addr       a6;
+    ngx_str_t            *value, s, ca, cert, key;
+    ngx_uint_t            i, tls, first;
     ngx_http_ig_redis_t  *srv;
+#if (NGX_HAVE_UNIX_DOMAIN)
+    struct sockaddr_un   *sun;
+#endif
 
     value = cf->args->elts;
 
@@ -279,10 +344,26 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     srv->connect_timeout = 100;
     srv->timeout = 50;
     srv->nconns = 2;
+    srv->tls_verify = 1;
+    tls = 0;
+    ngx_str_null(&ca);
+    ngx_str_null(&cert);
+    ngx_str_null(&key);
 
     /* no DNS in a worker: an IP literal and a port, or a unix socket */
 
-    if (value[2].len > 5 && ngx_strncmp(value[2].data, "unix:", 5) == 0) {
+    first = 3;
+
+    if (ngx_strncmp(value[2].data, "sentinel=", 9) == 0
+        || ngx_strncmp(value[2].data, "cluster=", 8) == 0)
+    {
+        /* the primary is asked of the sentinels, the slots of a node */
+        first = 2;
+        srv->port = 1;
+
+    } else if (value[2].len > 5
+               && ngx_strncmp(value[2].data, "unix:", 5) == 0)
+    {
         srv->host.len = value[2].len - 5;
         srv->host.data = ngx_pnalloc(cf->pool, srv->host.len + 1);
         if (srv->host.data == NULL) {
@@ -290,6 +371,25 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         ngx_cpystrn(srv->host.data, value[2].data + 5, srv->host.len + 1);
+
+#if (NGX_HAVE_UNIX_DOMAIN)
+        sun = ngx_pcalloc(cf->pool, sizeof(struct sockaddr_un));
+        if (sun == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (srv->host.len + 1 > sizeof(sun->sun_path)) {
+            goto bad_address;
+        }
+
+        sun->sun_family = AF_UNIX;
+        ngx_memcpy(sun->sun_path, srv->host.data, srv->host.len);
+        srv->addr.sockaddr = (struct sockaddr *) sun;
+        srv->addr.socklen = sizeof(struct sockaddr_un);
+        srv->addr.name = value[2];
+#else
+        goto bad_address;
+#endif
 
     } else {
         last = value[2].data + value[2].len;
@@ -329,14 +429,57 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_cpystrn(srv->host.data, s.data, s.len + 1);
         srv->host.len = s.len;
 
-        if (inet_pton(AF_INET, (char *) srv->host.data, &a4) != 1
-            && inet_pton(AF_INET6, (char *) srv->host.data, &a6) != 1)
+        if (ngx_parse_addr(cf->pool, &srv->addr, srv->host.data,
+                           srv->host.len)
+            != NGX_OK)
         {
             goto bad_address;
         }
+
+        ngx_inet_set_port(srv->addr.sockaddr, (in_port_t) n);
+        srv->addr.name = value[2];
     }
 
-    for (i = 3; i < cf->args->nelts; i++) {
+    for (i = first; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "sentinel=", 9) == 0
+            && value[i].len > 9)
+        {
+            if (first != 2 || srv->sentinels || srv->seeds) {
+                goto once;
+            }
+
+            rv = ngx_http_ig_redis_addr_list(cf, &value[i], 9,
+                                             &srv->sentinels);
+            if (rv != NGX_CONF_OK) {
+                return rv;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "cluster=", 8) == 0
+            && value[i].len > 8)
+        {
+            if (first != 2 || srv->sentinels || srv->seeds) {
+                goto once;
+            }
+
+            rv = ngx_http_ig_redis_addr_list(cf, &value[i], 8, &srv->seeds);
+            if (rv != NGX_CONF_OK) {
+                return rv;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "master=", 7) == 0
+            && value[i].len > 7)
+        {
+            srv->master.data = value[i].data + 7;
+            srv->master.len = value[i].len - 7;
+            continue;
+        }
 
         if (ngx_strncmp(value[i].data, "user=", 5) == 0
             && value[i].len > 5)
@@ -397,6 +540,16 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strcmp(value[i].data, "read_from=primary") == 0) {
+            srv->read_replica = 0;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "read_from=replica") == 0) {
+            srv->read_replica = 1;
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "connections=", 12) == 0) {
             n = ngx_atoi(value[i].data + 12, value[i].len - 12);
             if (n < 1 || n > 64) {
@@ -410,6 +563,58 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strcmp(value[i].data, "tls=on") == 0) {
+            tls = 1;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "tls=off") == 0) {
+            tls = 0;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "tls_verify=on") == 0) {
+            srv->tls_verify = 1;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "tls_verify=off") == 0) {
+            srv->tls_verify = 0;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "tls_ca=", 7) == 0
+            && value[i].len > 7)
+        {
+            ca.data = value[i].data + 7;
+            ca.len = value[i].len - 7;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "tls_cert=", 9) == 0
+            && value[i].len > 9)
+        {
+            cert.data = value[i].data + 9;
+            cert.len = value[i].len - 9;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "tls_key=", 8) == 0
+            && value[i].len > 8)
+        {
+            key.data = value[i].data + 8;
+            key.len = value[i].len - 8;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "tls_server_name=", 16) == 0
+            && value[i].len > 16)
+        {
+            srv->tls_name.data = value[i].data + 16;
+            srv->tls_name.len = value[i].len - 16;
+            continue;
+        }
+
         goto invalid;
     }
 
@@ -417,7 +622,35 @@ ngx_http_ig_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return "has user= without password_file= or password_env=";
     }
 
-    return NGX_CONF_OK;
+    if ((srv->sentinels == NULL) != (srv->master.len == 0)) {
+        return "takes sentinel= and master= together";
+    }
+
+    if (srv->seeds && srv->db) {
+        return "has db= with cluster= (a cluster has only database 0)";
+    }
+
+    if (srv->read_replica && srv->seeds == NULL) {
+        return "has read_from=replica without cluster=";
+    }
+
+    if (!tls) {
+        if (ca.len || cert.len || key.len || srv->tls_name.len) {
+            return "has tls_ca=, tls_cert=, tls_key= or tls_server_name= "
+                   "without tls=on";
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    return ngx_http_ig_redis_tls(cf, srv, &ca, &cert, &key);
+
+once:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "infergate_redis: \"%V\": sentinel= or cluster= "
+                       "replaces the address and is given once", &value[i]);
+    return NGX_CONF_ERROR;
 
 bad_address:
 
@@ -454,6 +687,127 @@ ngx_http_ig_redis_create_main_conf(ngx_conf_t *cf)
     }
 
     return rmcf;
+}
+
+
+/* sentinel=IP:PORT[,IP:PORT...], cluster=IP:PORT[,IP:PORT...] */
+
+static char *
+ngx_http_ig_redis_addr_list(ngx_conf_t *cf, ngx_str_t *v, size_t skip,
+    ngx_array_t **list)
+{
+    u_char      *p, *last, *comma;
+    ngx_addr_t  *addr;
+
+    *list = ngx_array_create(cf->pool, 3, sizeof(ngx_addr_t));
+    if (*list == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = v->data + skip;
+    last = v->data + v->len;
+
+    while (p < last) {
+        comma = ngx_strlchr(p, last, ',');
+        if (comma == NULL) {
+            comma = last;
+        }
+
+        addr = ngx_array_push(*list);
+        if (addr == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        if (comma == p
+            || ngx_parse_addr_port(cf->pool, addr, p, comma - p) != NGX_OK
+            || ngx_inet_get_port(addr->sockaddr) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "infergate_redis: invalid %*s address "
+                               "\"%*s\" (an IP literal with a port; no "
+                               "host names)", skip - 1, v->data,
+                               comma - p, p);
+            return NGX_CONF_ERROR;
+        }
+
+        addr->name.data = p;
+        addr->name.len = comma - p;
+
+        p = comma + 1;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_ig_redis_tls(ngx_conf_t *cf, ngx_http_ig_redis_t *srv, ngx_str_t *ca,
+    ngx_str_t *cert, ngx_str_t *key)
+{
+#if (NGX_SSL)
+    ngx_pool_cleanup_t  *cln;
+
+    if ((cert->len == 0) != (key->len == 0)) {
+        return "takes tls_cert= and tls_key= together";
+    }
+
+    if (srv->tls_verify && srv->port == 0 && srv->tls_name.len == 0) {
+        return "needs tls_server_name= (or tls_verify=off) to verify a "
+               "unix socket's certificate";
+    }
+
+    srv->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (srv->ssl == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    srv->ssl->log = cf->log;
+
+    if (ngx_ssl_create(srv->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(srv->ssl);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = srv->ssl;
+
+    if (cert->len
+        && ngx_ssl_certificate(cf, srv->ssl, cert, key, NULL) != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if (!srv->tls_verify) {
+        return NGX_CONF_OK;
+    }
+
+    /* verification is checked after the handshake: see ssl_handshaked() */
+
+    if (ca->len) {
+        if (ngx_ssl_trusted_certificate(cf, srv->ssl, ca, 4) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+    } else {
+        if (SSL_CTX_set_default_verify_paths(srv->ssl->ctx) != 1) {
+            return "cannot load the system's CA certificates: give tls_ca=";
+        }
+
+        SSL_CTX_set_verify_depth(srv->ssl->ctx, 4);
+    }
+
+    return NGX_CONF_OK;
+
+#else
+    return "has tls=on, but nginx is built without SSL";
+#endif
 }
 
 
@@ -541,28 +895,74 @@ ngx_http_ig_redis_init_process(ngx_cycle_t *cycle)
             return NGX_ERROR;
         }
 
+        srv->resolved = 0;
+        srv->asking = 0;
+        srv->want = 0;
+
+        if (srv->seeds) {
+            /* cluster: connections belong to nodes, made on demand */
+            srv->conns = NULL;
+
+            srv->nodes = ngx_pcalloc(cycle->pool,
+                                     NGX_HTTP_IG_REDIS_MAX_NODES
+                                     * sizeof(ngx_http_ig_redis_node_t));
+            srv->slots = ngx_alloc(2 * NGX_HTTP_IG_REDIS_SLOTS, cycle->log);
+            if (srv->nodes == NULL || srv->slots == NULL) {
+                return NGX_ERROR;
+            }
+
+            srv->rslots = srv->slots + NGX_HTTP_IG_REDIS_SLOTS;
+            ngx_memset(srv->slots, NGX_HTTP_IG_REDIS_NO_NODE,
+                       2 * NGX_HTTP_IG_REDIS_SLOTS);
+            srv->nnodes = 0;
+        }
+
+        if (srv->sentinels || srv->seeds) {
+            srv->sconn = ngx_pcalloc(cycle->pool,
+                                     sizeof(ngx_http_ig_redis_conn_t));
+            srv->scur = 0;
+            if (srv->sconn == NULL) {
+                return NGX_ERROR;
+            }
+
+            srv->sconn->sentinel = 1;
+            ngx_http_ig_redis_conn_init(srv, srv->sconn, cycle->log);
+
+            srv->primary.sockaddr = (struct sockaddr *) &srv->primary_sa;
+            srv->primary.name.data = srv->primary_text;
+
+            srv->spoll.handler = ngx_http_ig_redis_sentinel_poll;
+            srv->spoll.data = srv;
+            srv->spoll.log = cycle->log;
+            srv->spoll.cancelable = 1;
+            ngx_add_timer(&srv->spoll, NGX_HTTP_IG_REDIS_SENTINEL_POLL);
+
+            /* asks for the primary or the slots once connected */
+            srv->want = 1;
+            ngx_http_ig_redis_connect(srv->sconn);
+        }
+
+        if (srv->sentinels) {
+            /* a speed-up only: messages can be missed, the poll stays */
+            srv->subconn = ngx_pcalloc(cycle->pool,
+                                       sizeof(ngx_http_ig_redis_conn_t));
+            if (srv->subconn == NULL) {
+                return NGX_ERROR;
+            }
+
+            srv->subconn->sentinel = 1;
+            srv->subconn->subscriber = 1;
+            ngx_http_ig_redis_conn_init(srv, srv->subconn, cycle->log);
+            ngx_http_ig_redis_connect(srv->subconn);
+        }
+
+        if (srv->seeds) {
+            continue;
+        }
+
         for (j = 0; j < srv->nconns; j++) {
             rc = &srv->conns[j];
-            rc->srv = srv;
-            rc->log = cycle->log;
-            rc->backoff = NGX_HTTP_IG_REDIS_BACKOFF_MIN;
-            ngx_queue_init(&rc->pending);
-
-            rc->reconnect.handler = ngx_http_ig_redis_reconnect_handler;
-            rc->reconnect.data = rc;
-            rc->reconnect.log = cycle->log;
-            rc->reconnect.cancelable = 1;
-
-            /*
-             * Not cancelable: a request waiting on a reply has no timer
-             * of its own, and a graceful quit must not exit under it.
-             * Armed only while commands are pending, it holds a quit up
-             * for at most the command timeout.
-             */
-            rc->timer.handler = ngx_http_ig_redis_timer_handler;
-            rc->timer.data = rc;
-            rc->timer.log = cycle->log;
-
+            ngx_http_ig_redis_conn_init(srv, rc, cycle->log);
             ngx_http_ig_redis_connect(rc);
         }
     }
@@ -572,10 +972,36 @@ ngx_http_ig_redis_init_process(ngx_cycle_t *cycle)
 
 
 static void
+ngx_http_ig_redis_conn_init(ngx_http_ig_redis_t *srv,
+    ngx_http_ig_redis_conn_t *rc, ngx_log_t *log)
+{
+    rc->srv = srv;
+    rc->addr = &srv->addr;
+    rc->log = log;
+    rc->backoff = NGX_HTTP_IG_REDIS_BACKOFF_MIN;
+    ngx_queue_init(&rc->pending);
+
+    rc->reconnect.handler = ngx_http_ig_redis_reconnect_handler;
+    rc->reconnect.data = rc;
+    rc->reconnect.log = log;
+    rc->reconnect.cancelable = 1;
+
+    /*
+     * Not cancelable: a request waiting on a reply has no timer of its
+     * own, and a graceful quit must not exit under it.  Armed only while
+     * commands are pending, it holds a quit up for at most the command
+     * timeout.
+     */
+    rc->timer.handler = ngx_http_ig_redis_timer_handler;
+    rc->timer.data = rc;
+    rc->timer.log = log;
+}
+
+
+static void
 ngx_http_ig_redis_exit_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                      i, j;
-    redisAsyncContext              *ac;
     ngx_http_ig_redis_t           **srvp, *srv;
     ngx_http_ig_redis_conn_t       *rc;
     ngx_http_ig_redis_main_conf_t  *rmcf;
@@ -597,23 +1023,62 @@ ngx_http_ig_redis_exit_process(ngx_cycle_t *cycle)
     for (i = 0; i < rmcf->servers.nelts; i++) {
         srv = srvp[i];
 
-        for (j = 0; srv->conns && j < srv->nconns; j++) {
-            rc = &srv->conns[j];
+        if (srv->spoll.timer_set) {
+            ngx_del_timer(&srv->spoll);
+        }
+
+        for (j = 0; j < srv->nconns + 2; j++) {
+            if (j < srv->nconns) {
+                rc = srv->conns ? &srv->conns[j] : NULL;
+
+            } else {
+                rc = (j == srv->nconns) ? srv->sconn : srv->subconn;
+            }
+
+            if (rc == NULL) {
+                continue;
+            }
 
             if (rc->reconnect.timer_set) {
                 ngx_del_timer(&rc->reconnect);
             }
 
-            if (rc->timer.timer_set) {
-                ngx_del_timer(&rc->timer);
+            ngx_http_ig_redis_close(rc);
+            ngx_http_ig_redis_fail_pending(rc);
+
+            if (rc->obuf) {
+                ngx_free(rc->obuf);
+                rc->obuf = NULL;
+                rc->osize = 0;
+            }
+        }
+
+        for (j = 0; srv->nodes && j < srv->nnodes * srv->nconns; j++) {
+            rc = srv->nodes[j / srv->nconns].conns;
+            if (rc == NULL) {
+                continue;
             }
 
-            ac = rc->ac;
-            if (ac) {
-                rc->ac = NULL;
-                ngx_http_ig_redis_down(rc);
-                redisAsyncFree(ac);
+            rc += j % srv->nconns;
+
+            if (rc->reconnect.timer_set) {
+                ngx_del_timer(&rc->reconnect);
             }
+
+            ngx_http_ig_redis_close(rc);
+            ngx_http_ig_redis_fail_pending(rc);
+
+            if (rc->obuf) {
+                ngx_free(rc->obuf);
+                rc->obuf = NULL;
+                rc->osize = 0;
+            }
+        }
+
+        if (srv->slots) {
+            ngx_free(srv->slots);
+            srv->slots = NULL;
+            srv->rslots = NULL;
         }
     }
 }
@@ -624,32 +1089,70 @@ ngx_http_ig_redis_exit_process(ngx_cycle_t *cycle)
 static void
 ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc)
 {
+    int                   nodelay;
+    ngx_int_t             rv;
     ngx_connection_t     *c;
-    redisAsyncContext    *ac;
     ngx_http_ig_redis_t  *srv = rc->srv;
 
-    if (srv->port) {
-        ac = redisAsyncConnect((char *) srv->host.data, (int) srv->port);
-    } else {
-        ac = redisAsyncConnectUnix((char *) srv->host.data);
+    if (rc->sentinel) {
+        rc->addr = (ngx_addr_t *) ngx_http_ig_redis_ctl_addrs(srv)->elts
+                   + srv->scur;
+
+    } else if (rc->node) {
+        rc->addr = &rc->node->addr;
+
+    } else if (srv->sentinels) {
+        if (!srv->resolved) {
+            /* connected once the sentinels name the primary */
+            ngx_http_ig_redis_sentinel_ask(srv);
+            return;
+        }
+
+        rc->addr = &srv->primary;
     }
 
-    if (ac == NULL) {
-        ngx_http_ig_redis_warn(srv, rc->log, "cannot allocate a context");
+    rc->reader = redisReaderCreate();
+    if (rc->reader == NULL) {
+        ngx_http_ig_redis_warn(srv, rc->log, "cannot allocate a reader");
         ngx_http_ig_redis_schedule(rc);
         return;
     }
 
-    if (ac->err) {
-        ngx_http_ig_redis_warn(srv, rc->log, ac->errstr);
-        redisAsyncFree(ac);
+    ngx_memzero(&rc->peer, sizeof(ngx_peer_connection_t));
+    rc->peer.sockaddr = rc->addr->sockaddr;
+    rc->peer.socklen = rc->addr->socklen;
+    rc->peer.name = &rc->addr->name;
+    rc->peer.get = ngx_event_get_peer;
+    rc->peer.log = rc->log;
+    rc->peer.log_error = NGX_ERROR_ERR;
+
+    rv = ngx_event_connect_peer(&rc->peer);
+
+    if (rv == NGX_ERROR || rv == NGX_BUSY || rv == NGX_DECLINED) {
+        if (rc->peer.connection) {
+            ngx_close_connection(rc->peer.connection);
+        }
+
+        redisReaderFree(rc->reader);
+        rc->reader = NULL;
+        ngx_http_ig_redis_warn(srv, rc->log, "cannot connect");
+
+        if (rc->sentinel && !rc->subscriber) {
+            srv->scur = (srv->scur + 1)
+                        % ngx_http_ig_redis_ctl_addrs(srv)->nelts;
+        }
+
         ngx_http_ig_redis_schedule(rc);
         return;
     }
 
-    c = ngx_get_connection(ac->c.fd, rc->log);
-    if (c == NULL) {
-        redisAsyncFree(ac);
+    c = rc->peer.connection;
+
+    c->pool = ngx_create_pool(1024, rc->log);
+    if (c->pool == NULL) {
+        ngx_close_connection(c);
+        redisReaderFree(rc->reader);
+        rc->reader = NULL;
         ngx_http_ig_redis_schedule(rc);
         return;
     }
@@ -657,38 +1160,179 @@ ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc)
     c->data = rc;
     c->read->handler = ngx_http_ig_redis_read_handler;
     c->write->handler = ngx_http_ig_redis_write_handler;
+    c->log = rc->log;
     c->read->log = rc->log;
     c->write->log = rc->log;
 
+    if (rc->addr->sockaddr->sa_family != AF_UNIX) {
+        /* pipelined small writes must not wait for delayed ACKs */
+        nodelay = 1;
+        (void) setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY,
+                          (const void *) &nodelay, sizeof(int));
+    }
+
     rc->c = c;
-    rc->ac = ac;
     rc->state = NGX_HTTP_IG_REDIS_CONNECTING;
-
-    ac->data = rc;
-
-    /* the adapter first: setting the connect callback calls addWrite */
-
-    ac->ev.data = rc;
-    ac->ev.addRead = ngx_http_ig_redis_add_read;
-    ac->ev.delRead = ngx_http_ig_redis_del_read;
-    ac->ev.addWrite = ngx_http_ig_redis_add_write;
-    ac->ev.delWrite = ngx_http_ig_redis_del_write;
-    ac->ev.cleanup = ngx_http_ig_redis_cleanup;
-
-    redisAsyncSetConnectCallback(ac, ngx_http_ig_redis_connected);
-    redisAsyncSetDisconnectCallback(ac, ngx_http_ig_redis_disconnected);
+    rc->opos = 0;
+    rc->olast = 0;
 
     if (ngx_http_ig_redis_send_handshake(rc) != NGX_OK) {
-        /* not inside a hiredis callback: freed at once */
-        rc->ac = NULL;
-        ngx_http_ig_redis_down(rc);
-        redisAsyncFree(ac);
-        ngx_http_ig_redis_schedule(rc);
+        ngx_http_ig_redis_lost(rc, "cannot queue the handshake");
         return;
     }
 
-    /* the connect timeout */
+    /* the connect timeout, TLS handshake included */
     ngx_add_timer(&rc->reconnect, srv->connect_timeout);
+
+    if (rv == NGX_OK) {
+        ngx_http_ig_redis_connect_done(rc);
+    }
+}
+
+
+static void
+ngx_http_ig_redis_connect_done(ngx_http_ig_redis_conn_t *rc)
+{
+    int                err;
+    socklen_t          len;
+    ngx_connection_t  *c = rc->c;
+
+    err = 0;
+    len = sizeof(int);
+
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len) == -1) {
+        err = ngx_socket_errno;
+    }
+
+    if (err) {
+        ngx_http_ig_redis_lost(rc, strerror(err));
+        return;
+    }
+
+#if (NGX_SSL)
+
+    if (rc->srv->ssl) {
+        if (ngx_ssl_create_connection(rc->srv->ssl, c, NGX_SSL_CLIENT)
+            != NGX_OK)
+        {
+            ngx_http_ig_redis_lost(rc, "cannot create a TLS connection");
+            return;
+        }
+
+        if (rc->srv->tls_name.len
+            && SSL_set_tlsext_host_name(c->ssl->connection,
+                                        (char *) rc->srv->tls_name.data)
+               != 1)
+        {
+            ngx_http_ig_redis_lost(rc, "cannot set the TLS server name");
+            return;
+        }
+
+        if (ngx_ssl_handshake(c) == NGX_AGAIN) {
+            c->ssl->handler = ngx_http_ig_redis_ssl_handshaked;
+            return;
+        }
+
+        ngx_http_ig_redis_ssl_handshaked(c);
+        return;
+    }
+
+#endif
+
+    ngx_http_ig_redis_established(rc);
+}
+
+
+#if (NGX_SSL)
+
+static void
+ngx_http_ig_redis_ssl_handshaked(ngx_connection_t *c)
+{
+    int                        ok;
+    long                       vr;
+    size_t                     len;
+    X509                      *cert;
+    u_char                     ip[NGX_SOCKADDR_STRLEN + 1];
+    ngx_http_ig_redis_t       *srv;
+    ngx_http_ig_redis_conn_t  *rc = c->data;
+
+    srv = rc->srv;
+
+    if (!c->ssl->handshaked) {
+        ngx_http_ig_redis_lost(rc, "TLS handshake failed");
+        return;
+    }
+
+    if (srv->tls_verify) {
+        vr = SSL_get_verify_result(c->ssl->connection);
+
+        if (vr != X509_V_OK) {
+            ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                          "infergate_redis \"%V\" (%V): TLS certificate "
+                          "verify error: (%l:%s)", &srv->name,
+                          &rc->addr->name, vr,
+                          X509_verify_cert_error_string(vr));
+            ngx_http_ig_redis_lost(rc, "TLS certificate not trusted");
+            return;
+        }
+
+        cert = SSL_get_peer_certificate(c->ssl->connection);
+        if (cert == NULL) {
+            ngx_http_ig_redis_lost(rc, "no TLS certificate from the server");
+            return;
+        }
+
+        if (srv->tls_name.len) {
+            ok = X509_check_host(cert, (char *) srv->tls_name.data,
+                                 srv->tls_name.len, 0, NULL);
+
+        } else {
+            len = ngx_sock_ntop(rc->addr->sockaddr, rc->addr->socklen, ip,
+                                NGX_SOCKADDR_STRLEN, 0);
+            ip[len] = '\0';
+            ok = X509_check_ip_asc(cert, (char *) ip, 0);
+        }
+
+        X509_free(cert);
+
+        if (ok != 1) {
+            ngx_log_error(NGX_LOG_ERR, rc->log, 0,
+                          "infergate_redis \"%V\" (%V): TLS certificate "
+                          "does not match \"%s\"", &srv->name,
+                          &rc->addr->name, srv->tls_name.len
+                          ? srv->tls_name.data : ip);
+            ngx_http_ig_redis_lost(rc, "TLS certificate name mismatch");
+            return;
+        }
+    }
+
+    c->read->handler = ngx_http_ig_redis_read_handler;
+    c->write->handler = ngx_http_ig_redis_write_handler;
+
+    ngx_http_ig_redis_established(rc);
+}
+
+#endif
+
+
+static void
+ngx_http_ig_redis_established(ngx_http_ig_redis_conn_t *rc)
+{
+    if (rc->reconnect.timer_set) {
+        ngx_del_timer(&rc->reconnect);
+    }
+
+    rc->state = NGX_HTTP_IG_REDIS_AUTHING;
+
+    if (ngx_http_ig_redis_write(rc) != NGX_OK) {
+        ngx_http_ig_redis_lost(rc, "write failed");
+        return;
+    }
+
+    /* a reply may already be in (TLS reads ahead) */
+    if (rc->c->read->ready) {
+        ngx_post_event(rc->c->read, &ngx_posted_events);
+    }
 }
 
 
@@ -697,6 +1341,31 @@ ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc)
  * that commands issued meanwhile follow them in the same pipeline (a
  * worker's first requests need not bypass the cache).
  */
+
+static ngx_int_t
+ngx_http_ig_redis_internal(ngx_http_ig_redis_conn_t *rc, const char *what,
+    int argc, const char **argv, const size_t *argvlen)
+{
+    ngx_http_ig_redis_cmd_t  *cmd;
+
+    cmd = ngx_calloc(sizeof(ngx_http_ig_redis_cmd_t), rc->log);
+    if (cmd == NULL) {
+        return NGX_ERROR;
+    }
+
+    cmd->internal = what;
+
+    if (ngx_http_ig_redis_send(rc, cmd, argc, argv, argvlen) != NGX_OK) {
+        ngx_free(cmd);
+        return NGX_ERROR;
+    }
+
+    /* the handshake has the connect timeout on top of the command's */
+    cmd->deadline += rc->srv->connect_timeout;
+
+    return NGX_OK;
+}
+
 
 static ngx_int_t
 ngx_http_ig_redis_send_handshake(ngx_http_ig_redis_conn_t *rc)
@@ -708,7 +1377,7 @@ ngx_http_ig_redis_send_handshake(ngx_http_ig_redis_conn_t *rc)
     u_char                db[NGX_INT_T_LEN];
     ngx_http_ig_redis_t  *srv = rc->srv;
 
-    if (srv->password.len) {
+    if (srv->password.len && (!rc->sentinel || srv->seeds)) {
         argc = 0;
         argv[argc] = "AUTH";
         argvlen[argc++] = 4;
@@ -721,24 +1390,73 @@ ngx_http_ig_redis_send_handshake(ngx_http_ig_redis_conn_t *rc)
         argv[argc] = (char *) srv->password.data;
         argvlen[argc++] = srv->password.len;
 
-        if (redisAsyncCommandArgv(rc->ac, ngx_http_ig_redis_handshake,
-                                  "AUTH", argc, argv, argvlen)
-            != REDIS_OK)
+        if (ngx_http_ig_redis_internal(rc, "AUTH", argc, argv, argvlen)
+            != NGX_OK)
         {
             return NGX_ERROR;
         }
     }
 
-    argv[0] = "SELECT";
-    argvlen[0] = 6;
-    argv[1] = (char *) db;
-    argvlen[1] = ngx_sprintf(db, "%i", srv->db) - db;
+    if (srv->sentinels && !rc->sentinel) {
+        /* the sentinels may be behind: this must be the primary */
+        argv[0] = "ROLE";
+        argvlen[0] = 4;
 
-    if (redisAsyncCommandArgv(rc->ac, ngx_http_ig_redis_handshake, "SELECT",
-                              2, argv, argvlen)
-        != REDIS_OK)
-    {
-        return NGX_ERROR;
+        if (ngx_http_ig_redis_internal(rc, "ROLE", 1, argv, argvlen)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (rc->sentinel || srv->seeds) {
+        /* a sentinel, or a cluster (database 0 only) */
+        argv[0] = "PING";
+        argvlen[0] = 4;
+
+        if (ngx_http_ig_redis_internal(rc, "PING", 1, argv, argvlen)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        if (rc->subscriber) {
+            argv[0] = "SUBSCRIBE";
+            argvlen[0] = 9;
+            argv[1] = "+switch-master";
+            argvlen[1] = sizeof("+switch-master") - 1;
+
+            return ngx_http_ig_redis_internal(rc, "SUBSCRIBE", 2, argv,
+                                              argvlen);
+        }
+
+        if (rc->sentinel) {
+            return NGX_OK;
+        }
+
+        if (srv->read_replica) {
+            /* reads on a replica; no effect on a primary */
+            argv[0] = "READONLY";
+            argvlen[0] = 8;
+
+            if (ngx_http_ig_redis_internal(rc, "READONLY", 1, argv, argvlen)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+
+    } else {
+        argv[0] = "SELECT";
+        argvlen[0] = 6;
+        argv[1] = (char *) db;
+        argvlen[1] = ngx_sprintf(db, "%i", srv->db) - db;
+
+        if (ngx_http_ig_redis_internal(rc, "SELECT", 2, argv, argvlen)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
     }
 
     /*
@@ -757,9 +1475,8 @@ ngx_http_ig_redis_send_handshake(ngx_http_ig_redis_conn_t *rc)
         argv[2] = ngx_http_ig_redis_scripts[i]->text;
         argvlen[2] = ngx_strlen(argv[2]);
 
-        if (redisAsyncCommandArgv(rc->ac, ngx_http_ig_redis_handshake,
-                                  "SCRIPT LOAD", 3, argv, argvlen)
-            != REDIS_OK)
+        if (ngx_http_ig_redis_internal(rc, "SCRIPT LOAD", 3, argv, argvlen)
+            != NGX_OK)
         {
             return NGX_ERROR;
         }
@@ -770,45 +1487,18 @@ ngx_http_ig_redis_send_handshake(ngx_http_ig_redis_conn_t *rc)
 
 
 static void
-ngx_http_ig_redis_connected(const redisAsyncContext *cac, int status)
+ngx_http_ig_redis_handshake(ngx_http_ig_redis_conn_t *rc, const char *what,
+    redisReply *reply)
 {
-    redisAsyncContext         *ac = (redisAsyncContext *) cac;
-    ngx_http_ig_redis_conn_t  *rc = ac->data;
-
-    if (rc->reconnect.timer_set) {
-        ngx_del_timer(&rc->reconnect);
-    }
-
-    if (status != REDIS_OK) {
-        /*
-         * hiredis frees the context after this, without a disconnect
-         * callback; the queued commands get NULL replies
-         */
-        ngx_http_ig_redis_warn(rc->srv, rc->log, ac->errstr);
-        rc->ac = NULL;
-        ngx_http_ig_redis_down(rc);
-        ngx_http_ig_redis_schedule(rc);
-        return;
-    }
-
-    if (rc->state == NGX_HTTP_IG_REDIS_CONNECTING) {
-        rc->state = NGX_HTTP_IG_REDIS_AUTHING;
-    }
-}
-
-
-static void
-ngx_http_ig_redis_handshake(redisAsyncContext *ac, void *r, void *privdata)
-{
-    redisReply                *reply = r;
-    ngx_http_ig_redis_conn_t  *rc = ac->data;
-
-    if (reply == NULL || rc == NULL || rc->ac != ac) {
+    if (ngx_strcmp(what, "ASKING") == 0
+        || ngx_strcmp(what, "READONLY") == 0
+        || ngx_strcmp(what, "SUBSCRIBE") == 0)
+    {
         return;
     }
 
     if (reply->type == REDIS_REPLY_ERROR
-        && ngx_strcmp(privdata, "SCRIPT LOAD") == 0)
+        && ngx_strcmp(what, "SCRIPT LOAD") == 0)
     {
         ngx_http_ig_redis_warn(rc->srv, rc->log, reply->str);
         return;
@@ -817,16 +1507,43 @@ ngx_http_ig_redis_handshake(redisAsyncContext *ac, void *r, void *privdata)
     if (reply->type == REDIS_REPLY_ERROR) {
         ngx_log_error(NGX_LOG_ERR, rc->log, 0,
                       "infergate_redis \"%V\": %s failed: %s",
-                      &rc->srv->name, (char *) privdata, reply->str);
+                      &rc->srv->name, what, reply->str);
 
-        /* deferred by hiredis inside a callback: pending commands fail */
-        ngx_http_ig_redis_down(rc);
-        redisAsyncDisconnect(ac);
+        ngx_http_ig_redis_lost(rc, "handshake failed");
         return;
     }
 
-    if (ngx_strcmp(privdata, "SELECT") == 0) {
+    if (ngx_strcmp(what, "ROLE") == 0) {
+        if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0
+            && reply->element[0]->type == REDIS_REPLY_STRING
+            && ngx_strcmp(reply->element[0]->str, "master") == 0)
+        {
+            return;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, rc->log, 0,
+                      "infergate_redis \"%V\": %V is not the primary of "
+                      "\"%V\"", &rc->srv->name, &rc->addr->name,
+                      &rc->srv->master);
+
+        rc->srv->resolved = 0;
+        ngx_http_ig_redis_lost(rc, "not the primary");
+        return;
+    }
+
+    if (ngx_strcmp(what, "SELECT") == 0 || ngx_strcmp(what, "PING") == 0) {
         rc->state = NGX_HTTP_IG_REDIS_READY;
+
+        if (rc->sentinel) {
+            rc->backoff = NGX_HTTP_IG_REDIS_BACKOFF_MIN;
+
+            if (rc->srv->want && !rc->subscriber) {
+                ngx_http_ig_redis_sentinel_ask(rc->srv);
+            }
+
+            return;
+        }
+
 
         if (!rc->counted) {
             rc->counted = 1;
@@ -836,53 +1553,135 @@ ngx_http_ig_redis_handshake(redisAsyncContext *ac, void *r, void *privdata)
         rc->backoff = NGX_HTTP_IG_REDIS_BACKOFF_MIN;
 
         ngx_log_error(NGX_LOG_INFO, rc->log, 0,
-                      "infergate_redis \"%V\": connected to %V",
-                      &rc->srv->name, &rc->srv->address);
+                      "infergate_redis \"%V\": connected to %V%s",
+                      &rc->srv->name, &rc->addr->name,
+                      rc->c && rc->c->ssl ? " over TLS" : "");
     }
 }
 
 
-static void
-ngx_http_ig_redis_disconnected(const redisAsyncContext *ac, int status)
-{
-    ngx_http_ig_redis_conn_t  *rc = ac->data;
+/* closes the socket; the pending commands stay queued */
 
-    if (rc == NULL) {
+static void
+ngx_http_ig_redis_close(ngx_http_ig_redis_conn_t *rc)
+{
+    ngx_pool_t        *pool;
+    ngx_connection_t  *c;
+
+    ngx_http_ig_redis_down(rc);
+
+    if (rc->reader) {
+        redisReaderFree(rc->reader);
+        rc->reader = NULL;
+    }
+
+    rc->opos = 0;
+    rc->olast = 0;
+
+    if (rc->timer.timer_set) {
+        ngx_del_timer(&rc->timer);
+    }
+
+    c = rc->c;
+    if (c == NULL) {
         return;
     }
 
-    if (rc->ac == ac) {
-        rc->ac = NULL;
-        ngx_http_ig_redis_down(rc);
+    rc->c = NULL;
+    rc->gen++;
 
-        if (status != REDIS_OK) {
-            ngx_http_ig_redis_warn(rc->srv, rc->log, ac->errstr[0]
-                                   ? ac->errstr : "connection lost");
-        }
+    if (rc->reconnect.timer_set) {
+        /* the connect timeout */
+        ngx_del_timer(&rc->reconnect);
     }
 
-    ngx_http_ig_redis_schedule(rc);
+#if (NGX_SSL)
+    if (c->ssl) {
+        c->ssl->no_wait_shutdown = 1;
+        (void) ngx_ssl_shutdown(c);
+    }
+#endif
+
+    pool = c->pool;
+    ngx_close_connection(c);
+
+    if (pool) {
+        ngx_destroy_pool(pool);
+    }
 }
 
 
-/* drops a connection from outside hiredis's callbacks */
+/* every pending command gets a NULL reply (none while exiting) */
+
+static void
+ngx_http_ig_redis_fail_pending(ngx_http_ig_redis_conn_t *rc)
+{
+    void                      *data;
+    ngx_queue_t                pending, *q;
+    ngx_http_ig_redis_cmd_t   *cmd;
+    ngx_http_ig_redis_handler_pt  handler;
+
+    if (ngx_queue_empty(&rc->pending)) {
+        return;
+    }
+
+    /* handlers may issue commands: they must not land on this list */
+
+    pending = rc->pending;
+    pending.next->prev = &pending;
+    pending.prev->next = &pending;
+    ngx_queue_init(&rc->pending);
+
+    while (!ngx_queue_empty(&pending)) {
+        q = ngx_queue_head(&pending);
+        ngx_queue_remove(q);
+        cmd = ngx_queue_data(q, ngx_http_ig_redis_cmd_t, queue);
+
+        handler = cmd->internal ? NULL : cmd->handler;
+        data = cmd->data;
+
+        if (!cmd->internal) {
+            ngx_http_ig_metrics_add(IG_MC_REDIS_ERROR, 1);
+        }
+
+        ngx_free(cmd);
+
+        if (handler && !ngx_http_ig_redis_exiting) {
+            handler(NULL, data);
+        }
+    }
+}
+
 
 static void
 ngx_http_ig_redis_lost(ngx_http_ig_redis_conn_t *rc, const char *why)
 {
-    redisAsyncContext  *ac = rc->ac;
+    u_char                buf[NGX_SOCKADDR_STRLEN + 128];
+    ngx_http_ig_redis_t  *srv = rc->srv;
 
-    ngx_http_ig_redis_warn(rc->srv, rc->log, why);
-
-    ngx_http_ig_redis_down(rc);
-
-    if (ac) {
-        /* pending callbacks get NULL; disconnected() schedules */
-        rc->ac = NULL;
-        redisAsyncFree(ac);
+    if (rc->addr && rc->addr != &srv->addr) {
+        /* a sentinel, a node, the primary named: which one */
+        *ngx_snprintf(buf, sizeof(buf) - 1, "%V: %s", &rc->addr->name,
+                      why) = '\0';
+        why = (const char *) buf;
     }
 
+    ngx_http_ig_redis_warn(srv, rc->log, why);
+
+    ngx_http_ig_redis_close(rc);
+
+    if (rc->sentinel && !rc->subscriber) {
+        /* the next sentinel or seed; a query in flight gets NULL below */
+        srv->scur = (srv->scur + 1) % ngx_http_ig_redis_ctl_addrs(srv)->nelts;
+    }
+
+    ngx_http_ig_redis_fail_pending(rc);
     ngx_http_ig_redis_schedule(rc);
+
+    if ((srv->sentinels || srv->seeds) && !rc->sentinel) {
+        /* a failover closes connections: ask again at once */
+        ngx_http_ig_redis_sentinel_ask(srv);
+    }
 }
 
 
@@ -906,7 +1705,7 @@ ngx_http_ig_redis_schedule(ngx_http_ig_redis_conn_t *rc)
     ngx_msec_t  delay;
 
     if (ngx_http_ig_redis_exiting || ngx_exiting || ngx_quit || ngx_terminate
-        || rc->ac || rc->reconnect.timer_set)
+        || rc->c || rc->reconnect.timer_set)
     {
         return;
     }
@@ -935,7 +1734,7 @@ ngx_http_ig_redis_reconnect_handler(ngx_event_t *ev)
         return;
     }
 
-    if (rc->ac) {
+    if (rc->c) {
         /* the connect timeout */
         if (rc->state == NGX_HTTP_IG_REDIS_CONNECTING) {
             ngx_http_ig_redis_lost(rc, "connect timed out");
@@ -944,7 +1743,666 @@ ngx_http_ig_redis_reconnect_handler(ngx_event_t *ev)
         return;
     }
 
+    if (rc->node && !rc->node->used) {
+        /* out of the slot map: connected again only on demand */
+        return;
+    }
+
     ngx_http_ig_redis_connect(rc);
+}
+
+
+/* sentinel: which node is the primary */
+
+static void
+ngx_http_ig_redis_sentinel_ask(ngx_http_ig_redis_t *srv)
+{
+    const char                *argv[3];
+    size_t                     argvlen[3];
+    ngx_http_ig_redis_conn_t  *sc = srv->sconn;
+
+    if (sc == NULL || srv->asking || ngx_http_ig_redis_exiting) {
+        return;
+    }
+
+    if (sc->state != NGX_HTTP_IG_REDIS_READY) {
+        /* asked once the sentinel connection is up */
+        srv->want = 1;
+        return;
+    }
+
+    /*
+     * At most one question every 100 ms, unless the last one failed: a
+     * lagging sentinel that names a replica (refused by ROLE) must not
+     * make a loop of connects; the one-second poll asks again anyway.
+     */
+    if (!srv->want
+        && ngx_current_msec - srv->last_ask < NGX_HTTP_IG_REDIS_ASK_EVERY)
+    {
+        return;
+    }
+
+    srv->last_ask = ngx_current_msec;
+
+    if (srv->seeds) {
+        argv[0] = "CLUSTER";
+        argvlen[0] = 7;
+        argv[1] = "SLOTS";
+        argvlen[1] = 5;
+
+        if (ngx_http_ig_redis_conn_command(sc, 2, argv, argvlen,
+                                           ngx_http_ig_redis_cluster_done,
+                                           srv)
+            == NULL)
+        {
+            srv->want = 1;
+            return;
+        }
+
+        srv->want = 0;
+        srv->asking = 1;
+        return;
+    }
+
+    argv[0] = "SENTINEL";
+    argvlen[0] = 8;
+    argv[1] = "get-master-addr-by-name";
+    argvlen[1] = sizeof("get-master-addr-by-name") - 1;
+    argv[2] = (char *) srv->master.data;
+    argvlen[2] = srv->master.len;
+
+    if (ngx_http_ig_redis_conn_command(sc, 3, argv, argvlen,
+                                       ngx_http_ig_redis_sentinel_done, srv)
+        == NULL)
+    {
+        srv->want = 1;
+        return;
+    }
+
+    srv->want = 0;
+    srv->asking = 1;
+}
+
+
+static void
+ngx_http_ig_redis_sentinel_done(redisReply *reply, void *data)
+{
+    ngx_http_ig_redis_t *srv = data;
+
+    ngx_int_t             port;
+    socklen_t             len;
+    struct sockaddr      *sa;
+    struct sockaddr_in   *sin;
+    struct sockaddr_in6  *sin6;
+    struct sockaddr_storage  ss;
+
+    srv->asking = 0;
+
+    if (reply == NULL) {
+        /* the sentinel connection was lost: the next one is asked */
+        srv->want = 1;
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || reply->element[1]->type != REDIS_REPLY_STRING)
+    {
+        srv->want = 1;
+        ngx_http_ig_redis_lost(srv->sconn, "the sentinel does not know "
+                               "the master");
+        return;
+    }
+
+    port = ngx_atoi((u_char *) reply->element[1]->str,
+                    reply->element[1]->len);
+
+    ngx_memzero(&ss, sizeof(ss));
+    sa = (struct sockaddr *) &ss;
+    sin = (struct sockaddr_in *) &ss;
+    sin6 = (struct sockaddr_in6 *) &ss;
+
+    if (port > 0 && port < 65536
+        && inet_pton(AF_INET, reply->element[0]->str, &sin->sin_addr) == 1)
+    {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((in_port_t) port);
+        len = sizeof(struct sockaddr_in);
+
+    } else if (port > 0 && port < 65536
+               && inet_pton(AF_INET6, reply->element[0]->str,
+                            &sin6->sin6_addr) == 1)
+    {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((in_port_t) port);
+        len = sizeof(struct sockaddr_in6);
+
+    } else {
+        ngx_http_ig_redis_warn(srv, srv->sconn->log, "the sentinel named "
+                               "a primary that is not an IP and a port");
+        return;
+    }
+
+    if (srv->resolved
+        && ngx_cmp_sockaddr(sa, len, srv->primary.sockaddr,
+                            srv->primary.socklen, 1)
+           == NGX_OK)
+    {
+        if (srv->want) {
+            /* a +switch-master came while this question was out */
+            ngx_http_ig_redis_sentinel_ask(srv);
+        }
+
+        return;
+    }
+
+    ngx_memcpy(&srv->primary_sa, &ss, len);
+    srv->primary.socklen = len;
+    srv->primary.name.len = ngx_sock_ntop(srv->primary.sockaddr, len,
+                                          srv->primary_text,
+                                          NGX_SOCKADDR_STRLEN, 1);
+
+    ngx_log_error(NGX_LOG_NOTICE, srv->sconn->log, 0,
+                  "infergate_redis \"%V\": the primary of \"%V\" is %V",
+                  &srv->name, &srv->master, &srv->primary.name);
+
+    srv->resolved = 1;
+    ngx_http_ig_redis_restart(srv, "the primary moved");
+}
+
+
+/* every data connection goes to the primary just named */
+
+static void
+ngx_http_ig_redis_restart(ngx_http_ig_redis_t *srv, const char *why)
+{
+    ngx_uint_t                 i;
+    ngx_http_ig_redis_conn_t  *rc;
+
+    for (i = 0; srv->conns && i < srv->nconns; i++) {
+        rc = &srv->conns[i];
+
+        if (rc->c) {
+            ngx_http_ig_redis_warn(srv, rc->log, why);
+            ngx_http_ig_redis_close(rc);
+            ngx_http_ig_redis_fail_pending(rc);
+        }
+
+        if (rc->c == NULL && srv->resolved) {
+            if (rc->reconnect.timer_set) {
+                ngx_del_timer(&rc->reconnect);
+            }
+
+            rc->backoff = NGX_HTTP_IG_REDIS_BACKOFF_MIN;
+            ngx_http_ig_redis_connect(rc);
+        }
+    }
+}
+
+
+/* ["message", "+switch-master", "M old-ip old-port new-ip new-port"] */
+
+static void
+ngx_http_ig_redis_switch_master(ngx_http_ig_redis_conn_t *rc,
+    redisReply *reply)
+{
+    redisReply           *p;
+    ngx_http_ig_redis_t  *srv = rc->srv;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || ngx_strcmp(reply->element[0]->str, "message") != 0
+        || reply->element[2]->type != REDIS_REPLY_STRING)
+    {
+        return;
+    }
+
+    p = reply->element[2];
+
+    if (p->len <= srv->master.len || p->str[srv->master.len] != ' '
+        || ngx_strncmp(p->str, srv->master.data, srv->master.len) != 0)
+    {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, rc->log, 0,
+                  "infergate_redis \"%V\": sentinel %V: +switch-master %s",
+                  &srv->name, &rc->addr->name, p->str);
+
+    /* the sentinels are asked, at once: one source of truth */
+    srv->want = 1;
+    ngx_http_ig_redis_sentinel_ask(srv);
+}
+
+
+static void
+ngx_http_ig_redis_sentinel_poll(ngx_event_t *ev)
+{
+    ngx_http_ig_redis_t  *srv = ev->data;
+
+    if (ngx_http_ig_redis_exiting || ngx_exiting || ngx_quit) {
+        return;
+    }
+
+    ngx_http_ig_redis_sentinel_ask(srv);
+    ngx_add_timer(ev, NGX_HTTP_IG_REDIS_SENTINEL_POLL);
+}
+
+
+/* cluster: the slot map, nodes, routing and redirects */
+
+static ngx_array_t *
+ngx_http_ig_redis_ctl_addrs(ngx_http_ig_redis_t *srv)
+{
+    return srv->seeds ? srv->seeds : srv->sentinels;
+}
+
+
+/* CRC-16/XMODEM of the key's hash tag, as the cluster spec has it */
+
+static ngx_uint_t
+ngx_http_ig_redis_slot(const char *key, size_t len)
+{
+    size_t     i, s, e;
+    uint16_t   crc;
+    ngx_uint_t  b;
+
+    for (s = 0; s < len && key[s] != '{'; s++) { /* void */ }
+
+    if (s < len) {
+        for (e = s + 1; e < len && key[e] != '}'; e++) { /* void */ }
+
+        if (e < len && e != s + 1) {
+            key += s + 1;
+            len = e - s - 1;
+        }
+    }
+
+    crc = 0;
+
+    for (i = 0; i < len; i++) {
+        crc ^= (uint16_t) ((u_char) key[i] << 8);
+
+        for (b = 0; b < 8; b++) {
+            crc = (crc & 0x8000) ? (uint16_t) ((crc << 1) ^ 0x1021)
+                                 : (uint16_t) (crc << 1);
+        }
+    }
+
+    return crc & (NGX_HTTP_IG_REDIS_SLOTS - 1);
+}
+
+
+static ngx_http_ig_redis_conn_t *
+ngx_http_ig_redis_route(ngx_http_ig_redis_t *srv, const char *key,
+    size_t len, ngx_uint_t read)
+{
+    ngx_uint_t                 slot;
+    ngx_http_ig_redis_conn_t  *rc;
+
+    if (srv->slots == NULL || ngx_http_ig_redis_exiting) {
+        return NULL;
+    }
+
+    slot = ngx_http_ig_redis_slot(key, len);
+
+    if (srv->slots[slot] == NGX_HTTP_IG_REDIS_NO_NODE) {
+        /* uncovered: the map is asked for again; this command bypasses */
+        ngx_http_ig_redis_sentinel_ask(srv);
+        return NULL;
+    }
+
+    if (read && srv->read_replica
+        && srv->rslots[slot] != NGX_HTTP_IG_REDIS_NO_NODE)
+    {
+        rc = ngx_http_ig_redis_node_conn(srv,
+                                         &srv->nodes[srv->rslots[slot]]);
+        if (rc) {
+            return rc;
+        }
+    }
+
+    return ngx_http_ig_redis_node_conn(srv, &srv->nodes[srv->slots[slot]]);
+}
+
+
+/* the node at IP:PORT, added if new; an empty IP is from's host */
+
+static ngx_http_ig_redis_node_t *
+ngx_http_ig_redis_node(ngx_http_ig_redis_t *srv, const char *ip, size_t len,
+    ngx_int_t port, ngx_http_ig_redis_conn_t *from)
+{
+    u_char                     text[NGX_INET6_ADDRSTRLEN + 1];
+    socklen_t                  socklen;
+    ngx_uint_t                 i;
+    struct sockaddr_in        *sin;
+    struct sockaddr_in6       *sin6;
+    struct sockaddr_storage    ss;
+    ngx_http_ig_redis_node_t  *node;
+
+    if (port < 1 || port > 65535) {
+        return NULL;
+    }
+
+    ngx_memzero(&ss, sizeof(ss));
+
+    if (len == 0 && from && from->addr) {
+        ngx_memcpy(&ss, from->addr->sockaddr, from->addr->socklen);
+        socklen = from->addr->socklen;
+        ngx_inet_set_port((struct sockaddr *) &ss, (in_port_t) port);
+
+    } else {
+        if (len > NGX_INET6_ADDRSTRLEN) {
+            return NULL;
+        }
+
+        ngx_memcpy(text, ip, len);
+        text[len] = '\0';
+
+        sin = (struct sockaddr_in *) &ss;
+        sin6 = (struct sockaddr_in6 *) &ss;
+
+        if (inet_pton(AF_INET, (char *) text, &sin->sin_addr) == 1) {
+            sin->sin_family = AF_INET;
+            sin->sin_port = htons((in_port_t) port);
+            socklen = sizeof(struct sockaddr_in);
+
+        } else if (inet_pton(AF_INET6, (char *) text, &sin6->sin6_addr) == 1)
+        {
+            sin6->sin6_family = AF_INET6;
+            sin6->sin6_port = htons((in_port_t) port);
+            socklen = sizeof(struct sockaddr_in6);
+
+        } else {
+            return NULL;
+        }
+    }
+
+    for (i = 0; i < srv->nnodes; i++) {
+        node = &srv->nodes[i];
+
+        if (ngx_cmp_sockaddr((struct sockaddr *) &ss, socklen,
+                             node->addr.sockaddr, node->addr.socklen, 1)
+            == NGX_OK)
+        {
+            return node;
+        }
+    }
+
+    if (srv->nnodes == NGX_HTTP_IG_REDIS_MAX_NODES) {
+        return NULL;
+    }
+
+    node = &srv->nodes[srv->nnodes++];
+    ngx_memcpy(&node->sa, &ss, socklen);
+    node->addr.sockaddr = (struct sockaddr *) &node->sa;
+    node->addr.socklen = socklen;
+    node->addr.name.data = node->text;
+    node->addr.name.len = ngx_sock_ntop(node->addr.sockaddr, socklen,
+                                        node->text, NGX_SOCKADDR_STRLEN, 1);
+
+    return node;
+}
+
+
+/* a node's connection, opened on demand */
+
+static ngx_http_ig_redis_conn_t *
+ngx_http_ig_redis_node_conn(ngx_http_ig_redis_t *srv,
+    ngx_http_ig_redis_node_t *node)
+{
+    ngx_uint_t                 i;
+    ngx_http_ig_redis_conn_t  *rc;
+
+    if (node->conns == NULL) {
+        node->conns = ngx_pcalloc(ngx_cycle->pool, srv->nconns
+                                  * sizeof(ngx_http_ig_redis_conn_t));
+        if (node->conns == NULL) {
+            return NULL;
+        }
+
+        for (i = 0; i < srv->nconns; i++) {
+            rc = &node->conns[i];
+            ngx_http_ig_redis_conn_init(srv, rc, ngx_cycle->log);
+            rc->node = node;
+        }
+    }
+
+    for (i = 0; i < srv->nconns; i++) {
+        rc = &node->conns[node->next++ % srv->nconns];
+
+        if (rc->state >= NGX_HTTP_IG_REDIS_CONNECTING && rc->c) {
+            return rc;
+        }
+    }
+
+    /* none up: connect one now, unless all are backing off */
+
+    for (i = 0; i < srv->nconns; i++) {
+        rc = &node->conns[i];
+
+        if (rc->c == NULL && !rc->reconnect.timer_set) {
+            ngx_http_ig_redis_connect(rc);
+
+            if (rc->state >= NGX_HTTP_IG_REDIS_CONNECTING && rc->c) {
+                return rc;
+            }
+        }
+    }
+
+    return NULL;
+}
+
+
+/*
+ * -MOVED slot ip:port: the slot is another node's; the map is patched and
+ * asked for again.  -ASK slot ip:port: this command only, after ASKING.
+ * A script is sent again as EVAL (the copy kept for NOSCRIPT), up to
+ * NGX_HTTP_IG_REDIS_REDIRECTS times; other commands get the error.
+ */
+
+static ngx_int_t
+ngx_http_ig_redis_redirect(ngx_http_ig_redis_conn_t *rc,
+    ngx_http_ig_redis_cmd_t *cmd, redisReply *reply)
+{
+    u_char                    *p, *last, *colon, *host;
+    ngx_int_t                  slot, port;
+    ngx_uint_t                 ask;
+    const char                *argv[1];
+    size_t                     argvlen[1];
+    ngx_http_ig_redis_t       *srv = rc->srv;
+    ngx_http_ig_redis_node_t  *node;
+    ngx_http_ig_redis_conn_t  *nrc;
+
+    p = (u_char *) reply->str;
+    last = p + reply->len;
+
+    if (reply->len > 6 && ngx_strncmp(p, "MOVED ", 6) == 0) {
+        ask = 0;
+        p += 6;
+
+    } else if (reply->len > 4 && ngx_strncmp(p, "ASK ", 4) == 0) {
+        ask = 1;
+        p += 4;
+
+    } else {
+        if (ngx_strncmp(p, "CLUSTERDOWN", 11) == 0
+            || ngx_strncmp(p, "TRYAGAIN", 8) == 0)
+        {
+            ngx_http_ig_redis_sentinel_ask(srv);
+        }
+
+        return NGX_DECLINED;
+    }
+
+    ngx_http_ig_metrics_add(ask ? IG_MC_REDIS_ASK : IG_MC_REDIS_MOVED, 1);
+
+    host = ngx_strlchr(p, last, ' ');
+    if (host == NULL) {
+        return NGX_DECLINED;
+    }
+
+    slot = ngx_atoi(p, host - p);
+    host++;
+
+    colon = NULL;
+    for (p = host; p < last; p++) {
+        if (*p == ':') {
+            colon = p;
+        }
+    }
+
+    if (slot < 0 || slot >= NGX_HTTP_IG_REDIS_SLOTS || colon == NULL) {
+        return NGX_DECLINED;
+    }
+
+    port = ngx_atoi(colon + 1, last - colon - 1);
+
+    node = ngx_http_ig_redis_node(srv, (char *) host, colon - host, port, rc);
+    if (node == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (!ask) {
+        srv->slots[slot] = (u_char) (node - srv->nodes);
+        node->used = 1;
+        ngx_http_ig_redis_sentinel_ask(srv);
+    }
+
+    if (cmd->argv == NULL || cmd->redirects >= NGX_HTTP_IG_REDIS_REDIRECTS) {
+        return NGX_DECLINED;
+    }
+
+    nrc = ngx_http_ig_redis_node_conn(srv, node);
+    if (nrc == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (ask) {
+        argv[0] = "ASKING";
+        argvlen[0] = 6;
+
+        if (ngx_http_ig_redis_internal(nrc, "ASKING", 1, argv, argvlen)
+            != NGX_OK)
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    cmd->redirects++;
+    cmd->script = NULL;
+
+    if (ngx_http_ig_redis_send(nrc, cmd, cmd->argc, cmd->argv, cmd->argvlen)
+        != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    return NGX_OK;
+}
+
+
+/* CLUSTER SLOTS: [[start, end, [ip, port, id, ...], replicas...], ...] */
+
+static void
+ngx_http_ig_redis_cluster_done(redisReply *reply, void *data)
+{
+    ngx_http_ig_redis_t *srv = data;
+
+    ngx_int_t                  start, end;
+    ngx_uint_t                 i, covered, level;
+    redisReply                *e, *m;
+    ngx_http_ig_redis_node_t  *node;
+
+    srv->asking = 0;
+
+    if (reply == NULL) {
+        srv->want = 1;
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0) {
+        srv->want = 1;
+        ngx_http_ig_redis_lost(srv->sconn, reply->type == REDIS_REPLY_ERROR
+                               ? reply->str : "no slots in CLUSTER SLOTS");
+        return;
+    }
+
+    ngx_memset(srv->slots, NGX_HTTP_IG_REDIS_NO_NODE,
+               2 * NGX_HTTP_IG_REDIS_SLOTS);
+
+    for (i = 0; i < srv->nnodes; i++) {
+        srv->nodes[i].used = 0;
+    }
+
+    covered = 0;
+
+    for (i = 0; i < reply->elements; i++) {
+        e = reply->element[i];
+
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 3
+            || e->element[0]->type != REDIS_REPLY_INTEGER
+            || e->element[1]->type != REDIS_REPLY_INTEGER
+            || e->element[2]->type != REDIS_REPLY_ARRAY
+            || e->element[2]->elements < 2
+            || e->element[2]->element[0]->type != REDIS_REPLY_STRING
+            || e->element[2]->element[1]->type != REDIS_REPLY_INTEGER)
+        {
+            continue;
+        }
+
+        start = (ngx_int_t) e->element[0]->integer;
+        end = (ngx_int_t) e->element[1]->integer;
+        m = e->element[2];
+
+        if (start < 0 || end >= NGX_HTTP_IG_REDIS_SLOTS || start > end) {
+            continue;
+        }
+
+        node = ngx_http_ig_redis_node(srv, m->element[0]->str,
+                                      m->element[0]->len,
+                                      (ngx_int_t) m->element[1]->integer,
+                                      srv->sconn);
+        if (node == NULL) {
+            continue;
+        }
+
+        node->used = 1;
+        ngx_memset(srv->slots + start, (u_char) (node - srv->nodes),
+                   end - start + 1);
+        covered += end - start + 1;
+
+        /* the first replica listed, for read_from=replica */
+        m = (e->elements > 3) ? e->element[3] : NULL;
+
+        if (srv->read_replica && m && m->type == REDIS_REPLY_ARRAY
+            && m->elements >= 2
+            && m->element[0]->type == REDIS_REPLY_STRING
+            && m->element[1]->type == REDIS_REPLY_INTEGER)
+        {
+            node = ngx_http_ig_redis_node(srv, m->element[0]->str,
+                                          m->element[0]->len,
+                                          (ngx_int_t) m->element[1]->integer,
+                                          srv->sconn);
+            if (node) {
+                node->used = 1;
+                ngx_memset(srv->rslots + start,
+                           (u_char) (node - srv->nodes), end - start + 1);
+            }
+        }
+    }
+
+    if (!srv->resolved || covered != NGX_HTTP_IG_REDIS_SLOTS) {
+        level = (covered == NGX_HTTP_IG_REDIS_SLOTS) ? NGX_LOG_NOTICE
+                                                     : NGX_LOG_WARN;
+
+        ngx_log_error(level, srv->sconn->log, 0,
+                      "infergate_redis \"%V\": slot map from %V: %ui of "
+                      "16384 slots on %ui nodes", &srv->name,
+                      &srv->sconn->addr->name, covered, srv->nnodes);
+    }
+
+    srv->resolved = 1;
 }
 
 
@@ -954,6 +2412,11 @@ ngx_uint_t
 ngx_http_ig_redis_available(ngx_http_ig_redis_t *srv)
 {
     ngx_uint_t  i;
+
+    if (srv->seeds) {
+        /* a node's connection is made on demand */
+        return srv->resolved && !ngx_http_ig_redis_exiting;
+    }
 
     for (i = 0; srv->conns && i < srv->nconns; i++) {
         if (srv->conns[i].state >= NGX_HTTP_IG_REDIS_CONNECTING) {
@@ -979,7 +2442,7 @@ ngx_http_ig_redis_pick(ngx_http_ig_redis_t *srv)
         rc = &srv->conns[srv->next++ % srv->nconns];
 
         /* commands queue behind the handshake while connecting */
-        if (rc->state >= NGX_HTTP_IG_REDIS_CONNECTING && rc->ac) {
+        if (rc->state >= NGX_HTTP_IG_REDIS_CONNECTING && rc->c) {
             return rc;
         }
     }
@@ -988,15 +2451,110 @@ ngx_http_ig_redis_pick(ngx_http_ig_redis_t *srv)
 }
 
 
+/* formats a command into the output buffer; written on the next loop */
+
+static ngx_int_t
+ngx_http_ig_redis_append(ngx_http_ig_redis_conn_t *rc, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    int      n;
+    char    *cmd;
+    size_t   size;
+    u_char  *p;
+
+    n = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+    if (n < 0) {
+        return NGX_ERROR;
+    }
+
+    if (rc->olast + n > rc->osize) {
+
+        if (rc->opos) {
+            ngx_memmove(rc->obuf, rc->obuf + rc->opos, rc->olast - rc->opos);
+            rc->olast -= rc->opos;
+            rc->opos = 0;
+        }
+
+        if (rc->olast + n > rc->osize) {
+            size = ngx_max(rc->osize * 2, 4096);
+            while (size < rc->olast + n) {
+                size *= 2;
+            }
+
+            p = ngx_alloc(size, rc->log);
+            if (p == NULL) {
+                redisFreeCommand(cmd);
+                return NGX_ERROR;
+            }
+
+            if (rc->obuf) {
+                ngx_memcpy(p, rc->obuf, rc->olast);
+                ngx_free(rc->obuf);
+            }
+
+            rc->obuf = p;
+            rc->osize = size;
+        }
+    }
+
+    ngx_memcpy(rc->obuf + rc->olast, cmd, n);
+    rc->olast += n;
+    redisFreeCommand(cmd);
+
+    if (rc->state >= NGX_HTTP_IG_REDIS_AUTHING && rc->c
+        && !rc->c->write->posted)
+    {
+        ngx_post_event(rc->c->write, &ngx_posted_events);
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_ig_redis_write(ngx_http_ig_redis_conn_t *rc)
+{
+    ssize_t            n;
+    ngx_connection_t  *c = rc->c;
+
+    while (rc->opos < rc->olast) {
+        n = c->send(c, rc->obuf + rc->opos, rc->olast - rc->opos);
+
+        if (n == NGX_ERROR) {
+            return NGX_ERROR;
+        }
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            return NGX_OK;
+        }
+
+        rc->opos += n;
+    }
+
+    rc->opos = 0;
+    rc->olast = 0;
+
+    /* a large pipeline's buffer is not kept for ever */
+    if (rc->osize > 256 * 1024) {
+        ngx_free(rc->obuf);
+        rc->obuf = NULL;
+        rc->osize = 0;
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_http_ig_redis_send(ngx_http_ig_redis_conn_t *rc,
     ngx_http_ig_redis_cmd_t *cmd, int argc, const char **argv,
     const size_t *argvlen)
 {
-    if (redisAsyncCommandArgv(rc->ac, ngx_http_ig_redis_reply, cmd,
-                              argc, argv, argvlen)
-        != REDIS_OK)
-    {
+    if (ngx_http_ig_redis_append(rc, argc, argv, argvlen) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -1017,13 +2575,32 @@ ngx_http_ig_redis_command(ngx_http_ig_redis_t *srv, int argc,
     const char **argv, const size_t *argvlen,
     ngx_http_ig_redis_handler_pt handler, void *data)
 {
-    ngx_http_ig_redis_cmd_t   *cmd;
     ngx_http_ig_redis_conn_t  *rc;
 
-    rc = ngx_http_ig_redis_pick(srv);
+    if (srv->seeds) {
+        /* a plain command is the cache's GET: a read */
+        rc = ngx_http_ig_redis_route(srv, argc > 1 ? argv[1] : "",
+                                     argc > 1 ? argvlen[1] : 0, 1);
+
+    } else {
+        rc = ngx_http_ig_redis_pick(srv);
+    }
+
     if (rc == NULL) {
         return NULL;
     }
+
+    return ngx_http_ig_redis_conn_command(rc, argc, argv, argvlen, handler,
+                                          data);
+}
+
+
+static ngx_http_ig_redis_cmd_t *
+ngx_http_ig_redis_conn_command(ngx_http_ig_redis_conn_t *rc, int argc,
+    const char **argv, const size_t *argvlen,
+    ngx_http_ig_redis_handler_pt handler, void *data)
+{
+    ngx_http_ig_redis_cmd_t  *cmd;
 
     cmd = ngx_calloc(sizeof(ngx_http_ig_redis_cmd_t), rc->log);
     if (cmd == NULL) {
@@ -1053,7 +2630,15 @@ ngx_http_ig_redis_eval(ngx_http_ig_redis_t *srv,
     ngx_http_ig_redis_cmd_t   *cmd;
     ngx_http_ig_redis_conn_t  *rc;
 
-    rc = ngx_http_ig_redis_pick(srv);
+    if (srv->seeds) {
+        /* the first key names the slot: every key shares its hash tag */
+        rc = ngx_http_ig_redis_route(srv, argc > 3 ? argv[3] : "",
+                                     argc > 3 ? argvlen[3] : 0, 0);
+
+    } else {
+        rc = ngx_http_ig_redis_pick(srv);
+    }
+
     if (rc == NULL) {
         return NULL;
     }
@@ -1111,17 +2696,33 @@ ngx_http_ig_redis_eval(ngx_http_ig_redis_t *srv,
 void
 ngx_http_ig_redis_flush(ngx_http_ig_redis_t *srv)
 {
-    ngx_uint_t                 i;
+    ngx_uint_t                 i, n;
     ngx_http_ig_redis_conn_t  *rc;
 
-    for (i = 0; srv->conns && i < srv->nconns; i++) {
-        rc = &srv->conns[i];
+    n = srv->seeds ? srv->nnodes * srv->nconns : srv->nconns;
+
+    for (i = 0; i < n; i++) {
+        if (srv->seeds) {
+            rc = srv->nodes[i / srv->nconns].conns;
+            if (rc == NULL) {
+                continue;
+            }
+
+            rc += i % srv->nconns;
+
+        } else if (srv->conns) {
+            rc = &srv->conns[i];
+
+        } else {
+            break;
+        }
 
         /* an error here fails the pending commands: handlers only post */
-        if (rc->ac && rc->c && rc->c->write->active
-            && rc->state >= NGX_HTTP_IG_REDIS_AUTHING)
+        if (rc->c && rc->olast > rc->opos
+            && rc->state >= NGX_HTTP_IG_REDIS_AUTHING
+            && ngx_http_ig_redis_write(rc) != NGX_OK)
         {
-            redisAsyncHandleWrite(rc->ac);
+            ngx_http_ig_redis_lost(rc, "write failed");
         }
     }
 }
@@ -1135,20 +2736,41 @@ ngx_http_ig_redis_cancel(ngx_http_ig_redis_cmd_t *cmd)
 }
 
 
+/* the reply to the oldest pending command */
+
 static void
-ngx_http_ig_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
+ngx_http_ig_redis_reply(ngx_http_ig_redis_conn_t *rc, redisReply *reply)
 {
-    redisReply                *reply = r;
-    ngx_http_ig_redis_cmd_t   *cmd = privdata;
-    ngx_http_ig_redis_conn_t  *rc;
+    void                      *data;
+    ngx_uint_t                 gen, readonly;
+    ngx_queue_t               *q;
+    ngx_http_ig_redis_cmd_t   *cmd;
     ngx_http_ig_redis_handler_pt  handler;
 
-    rc = cmd->conn;
-    ngx_queue_remove(&cmd->queue);
+    if (ngx_queue_empty(&rc->pending)) {
+        if (rc->subscriber) {
+            ngx_http_ig_redis_switch_master(rc, reply);
+            return;
+        }
 
-    if (reply && reply->type == REDIS_REPLY_ERROR && cmd->script
+        ngx_http_ig_redis_lost(rc, "a reply to no command");
+        return;
+    }
+
+    q = ngx_queue_head(&rc->pending);
+    ngx_queue_remove(q);
+    cmd = ngx_queue_data(q, ngx_http_ig_redis_cmd_t, queue);
+
+    if (cmd->internal) {
+        data = (void *) cmd->internal;
+        ngx_free(cmd);
+        ngx_http_ig_redis_handshake(rc, data, reply);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR && cmd->script
         && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
-        && rc->ac == ac && rc->state >= NGX_HTTP_IG_REDIS_AUTHING)
+        && rc->state >= NGX_HTTP_IG_REDIS_AUTHING)
     {
         /* once: the EVAL caches the script on the server */
         cmd->script = NULL;
@@ -1163,28 +2785,46 @@ ngx_http_ig_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
         reply = NULL;
     }
 
+    if (reply && reply->type == REDIS_REPLY_ERROR && rc->srv->seeds) {
+        if (ngx_http_ig_redis_redirect(rc, cmd, reply) == NGX_OK) {
+            return;
+        }
+    }
+
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
         ngx_http_ig_metrics_add(IG_MC_REDIS_ERROR, 1);
     }
 
+    /* a demoted primary that kept its clients: reconnect, ask again */
+    readonly = (reply && reply->type == REDIS_REPLY_ERROR
+                && rc->srv->sentinels
+                && ngx_strncmp(reply->str, "READONLY", 8) == 0);
+    gen = rc->gen;
+
     handler = cmd->handler;
-    r = cmd->data;
+    data = cmd->data;
     ngx_free(cmd);
 
     if (handler && !ngx_http_ig_redis_exiting) {
-        handler(reply, r);
+        handler(reply, data);
+    }
+
+    if (readonly && rc->gen == gen) {
+        ngx_http_ig_redis_lost(rc, "READONLY: the primary was demoted");
     }
 }
 
 
 /*
  * Replies come in order: when the oldest pending command is past its
- * deadline the connection is dropped.
+ * deadline the connection is dropped.  The handshake's commands, first
+ * in the queue, have a later deadline than the commands behind them.
  */
 
 static void
 ngx_http_ig_redis_timer_handler(ngx_event_t *ev)
 {
+    ngx_msec_t                 deadline;
     ngx_queue_t               *q;
     ngx_http_ig_redis_cmd_t   *cmd;
     ngx_http_ig_redis_conn_t  *rc = ev->data;
@@ -1195,9 +2835,22 @@ ngx_http_ig_redis_timer_handler(ngx_event_t *ev)
 
     q = ngx_queue_head(&rc->pending);
     cmd = ngx_queue_data(q, ngx_http_ig_redis_cmd_t, queue);
+    deadline = cmd->deadline;
 
-    if ((ngx_msec_int_t) (cmd->deadline - ngx_current_msec) > 0) {
-        ngx_add_timer(ev, cmd->deadline - ngx_current_msec);
+    for ( ;
+         cmd->internal && q != ngx_queue_last(&rc->pending);
+         q = ngx_queue_next(q))
+    {
+        cmd = ngx_queue_data(ngx_queue_next(q), ngx_http_ig_redis_cmd_t,
+                             queue);
+
+        if ((ngx_msec_int_t) (cmd->deadline - deadline) < 0) {
+            deadline = cmd->deadline;
+        }
+    }
+
+    if ((ngx_msec_int_t) (deadline - ngx_current_msec) > 0) {
+        ngx_add_timer(ev, deadline - ngx_current_msec);
         return;
     }
 
@@ -1220,109 +2873,70 @@ ngx_http_ig_redis_warn(ngx_http_ig_redis_t *srv, ngx_log_t *log,
 }
 
 
-/* the adapter: level-triggered, as hiredis's add/del semantics need */
-
-static void
-ngx_http_ig_redis_add_read(void *data)
-{
-    ngx_http_ig_redis_conn_t  *rc = data;
-
-    if (rc->c && !rc->c->read->active) {
-        ngx_add_event(rc->c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
-    }
-}
-
-
-static void
-ngx_http_ig_redis_del_read(void *data)
-{
-    ngx_http_ig_redis_conn_t  *rc = data;
-
-    if (rc->c && rc->c->read->active) {
-        ngx_del_event(rc->c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
-    }
-}
-
-
-static void
-ngx_http_ig_redis_add_write(void *data)
-{
-    ngx_http_ig_redis_conn_t  *rc = data;
-
-    if (rc->c && !rc->c->write->active) {
-        ngx_add_event(rc->c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
-    }
-}
-
-
-static void
-ngx_http_ig_redis_del_write(void *data)
-{
-    ngx_http_ig_redis_conn_t  *rc = data;
-
-    if (rc->c && rc->c->write->active) {
-        ngx_del_event(rc->c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
-    }
-}
-
-
-/* hiredis closes the fd after this: release the connection without it */
-
-static void
-ngx_http_ig_redis_cleanup(void *data)
-{
-    ngx_connection_t          *c;
-    ngx_http_ig_redis_conn_t  *rc = data;
-
-    c = rc->c;
-    if (c == NULL) {
-        return;
-    }
-
-    rc->c = NULL;
-
-    if (c->read->active) {
-        ngx_del_event(c->read, NGX_READ_EVENT, NGX_LEVEL_EVENT);
-    }
-
-    if (c->write->active) {
-        ngx_del_event(c->write, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
-    }
-
-    if (c->read->timer_set) {
-        ngx_del_timer(c->read);
-    }
-
-    if (c->write->timer_set) {
-        ngx_del_timer(c->write);
-    }
-
-    if (c->read->posted) {
-        ngx_delete_posted_event(c->read);
-    }
-
-    if (c->write->posted) {
-        ngx_delete_posted_event(c->write);
-    }
-
-    ngx_free_connection(c);
-    c->fd = (ngx_socket_t) -1;
-
-    if (rc->timer.timer_set) {
-        ngx_del_timer(&rc->timer);
-    }
-}
-
+/* events: edge-triggered, so a read drains the socket */
 
 static void
 ngx_http_ig_redis_read_handler(ngx_event_t *ev)
 {
+    void                      *reply;
+    ssize_t                    n;
+    ngx_uint_t                 gen;
     ngx_connection_t          *c = ev->data;
     ngx_http_ig_redis_conn_t  *rc = c->data;
+    u_char                     buf[NGX_HTTP_IG_REDIS_READ_SIZE];
 
-    /* may free the context and, through cleanup, c */
-    if (rc->ac) {
-        redisAsyncHandleRead(rc->ac);
+    if (rc->state == NGX_HTTP_IG_REDIS_CONNECTING) {
+        if (c->ssl == NULL) {
+            ngx_http_ig_redis_connect_done(rc);
+        }
+
+        return;
+    }
+
+    gen = rc->gen;
+
+    for ( ;; ) {
+        n = c->recv(c, buf, sizeof(buf));
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_read_event(c->read, 0) != NGX_OK) {
+                ngx_http_ig_redis_lost(rc, "cannot arm a read event");
+            }
+
+            return;
+        }
+
+        if (n == 0 || n == NGX_ERROR) {
+            ngx_http_ig_redis_lost(rc, n == 0 ? "connection closed by the "
+                                   "server" : "read failed");
+            return;
+        }
+
+        if (redisReaderFeed(rc->reader, (char *) buf, n) != REDIS_OK) {
+            ngx_http_ig_redis_lost(rc, "protocol error");
+            return;
+        }
+
+        for ( ;; ) {
+            if (redisReaderGetReply(rc->reader, &reply) != REDIS_OK) {
+                ngx_http_ig_redis_lost(rc, rc->reader->errstr[0]
+                                       ? rc->reader->errstr
+                                       : "protocol error");
+                return;
+            }
+
+            if (reply == NULL) {
+                break;
+            }
+
+            ngx_http_ig_redis_reply(rc, reply);
+            freeReplyObject(reply);
+
+            /* a handler or a failed handshake dropped the connection */
+            if (rc->gen != gen) {
+                return;
+            }
+        }
     }
 }
 
@@ -1333,7 +2947,15 @@ ngx_http_ig_redis_write_handler(ngx_event_t *ev)
     ngx_connection_t          *c = ev->data;
     ngx_http_ig_redis_conn_t  *rc = c->data;
 
-    if (rc->ac) {
-        redisAsyncHandleWrite(rc->ac);
+    if (rc->state == NGX_HTTP_IG_REDIS_CONNECTING) {
+        if (c->ssl == NULL) {
+            ngx_http_ig_redis_connect_done(rc);
+        }
+
+        return;
+    }
+
+    if (ngx_http_ig_redis_write(rc) != NGX_OK) {
+        ngx_http_ig_redis_lost(rc, "write failed");
     }
 }

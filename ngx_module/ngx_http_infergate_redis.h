@@ -3,7 +3,8 @@
  * Copyright (C) infergate authors
  *
  * Redis connections for the response cache and cluster-wide limits:
- * hiredis's async API driven by the worker's event loop.
+ * nginx owns the socket (plain TCP, a unix socket, or TLS through nginx's
+ * OpenSSL layer); hiredis only formats commands and parses replies.
  */
 
 
@@ -16,11 +17,10 @@
 #include <ngx_http.h>
 
 #include <hiredis/hiredis.h>
-#include <hiredis/async.h>
 
 
 #define NGX_HTTP_IG_REDIS_DOWN        0
-#define NGX_HTTP_IG_REDIS_CONNECTING  1    /* AUTH/SELECT queued          */
+#define NGX_HTTP_IG_REDIS_CONNECTING  1    /* TCP/TLS; AUTH/SELECT queued */
 #define NGX_HTTP_IG_REDIS_AUTHING     2    /* connected, replies awaited  */
 #define NGX_HTTP_IG_REDIS_READY       3
 
@@ -28,6 +28,7 @@
 typedef struct ngx_http_ig_redis_s       ngx_http_ig_redis_t;
 typedef struct ngx_http_ig_redis_conn_s  ngx_http_ig_redis_conn_t;
 typedef struct ngx_http_ig_redis_cmd_s   ngx_http_ig_redis_cmd_t;
+typedef struct ngx_http_ig_redis_node_s  ngx_http_ig_redis_node_t;
 
 /*
  * reply is NULL on error, timeout or a lost connection; it is freed when
@@ -48,6 +49,7 @@ struct ngx_http_ig_redis_s {
     ngx_str_t                   address;     /* as written, for logs       */
     ngx_str_t                   host;        /* IP literal, NUL-terminated */
     ngx_int_t                   port;        /* 0: unix socket in host     */
+    ngx_addr_t                  addr;
     ngx_str_t                   user;
     ngx_str_t                   password;
     ngx_int_t                   db;
@@ -55,10 +57,42 @@ struct ngx_http_ig_redis_s {
     ngx_msec_t                  timeout;
     ngx_uint_t                  nconns;
 
+#if (NGX_SSL)
+    ngx_ssl_t                  *ssl;         /* NULL: cleartext            */
+#endif
+    ngx_str_t                   tls_name;    /* SNI and the name checked   */
+    unsigned                    tls_verify:1;
+    unsigned                    read_replica:1;  /* cluster: cache GETs  */
+
+    /* sentinel=ADDRESS[,...] master=NAME: the primary is asked for */
+    ngx_array_t                *sentinels;   /* ngx_addr_t                 */
+    ngx_str_t                   master;
+
+    /* cluster=ADDRESS[,...]: the slot map is asked of these, then any */
+    ngx_array_t                *seeds;       /* ngx_addr_t                 */
+
     /* per worker */
     ngx_http_ig_redis_conn_t   *conns;
     ngx_uint_t                  next;
     time_t                      last_warn;
+
+    ngx_http_ig_redis_conn_t   *sconn;       /* to the current sentinel   */
+    ngx_http_ig_redis_conn_t   *subconn;     /* +switch-master subscriber */
+    ngx_uint_t                  scur;
+    ngx_event_t                 spoll;
+    ngx_addr_t                  primary;
+    struct sockaddr_storage     primary_sa;
+    u_char                      primary_text[NGX_SOCKADDR_STRLEN];
+    ngx_msec_t                  last_ask;
+    unsigned                    resolved:1;  /* primary known, slots read */
+    unsigned                    asking:1;
+    unsigned                    want:1;
+
+    /* cluster, per worker: the slot map's node indexes (0xff: none) */
+    ngx_http_ig_redis_node_t   *nodes;
+    ngx_uint_t                  nnodes;
+    u_char                     *slots;
+    u_char                     *rslots;      /* a replica per slot        */
 
     ngx_uint_t                  line;        /* first use, for errors      */
     u_char                     *file;
