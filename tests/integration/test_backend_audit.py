@@ -585,3 +585,53 @@ def test_gpu_memory_in_metrics_where_a_gpu_is_used(start_nginx,
     assert sample(fams, "infergate_backend_info", backend="be",
                   device="cuda:0 (FakeGPU 0)") == 1
 
+
+
+def test_signature_failure_is_counted_and_audited(start_nginx, backend_proc,
+                                                  tmp_path):
+    """A signed model loads with its signer in the audit and in
+    infergate_backend_model_info; the same file changed and not re-signed
+    is refused at SIGHUP: the audit's model_refused says signature_failure
+    and infergate_backend_signature_failures_total counts it."""
+    from infer_fixtures import infer_http, wait_connected
+    from test_metrics_backend import (INFER, METRICS, counter, sample,
+                                      wait_for)
+    from test_model_trust import pki as _pki, tool  # noqa: F401
+    pki = _pki.__wrapped__(tmp_path)
+    log, key, args = audit_args(tmp_path)
+    model = tmp_path / "m.builtin"
+    model.write_text("builtin:identity:3\n")
+    tool("sign", "--key", pki.priv("risk-team"), model)
+    os.chmod(tmp_path, 0o755)
+    be = backend_proc(f"m:4={model}",
+                      extra=["--device", "cpu", "--trust", str(pki.trust),
+                             *args])
+    ngx = start_nginx(http=infer_http(be), server=INFER + "\n" + METRICS,
+                      workers=1)
+    wait_connected(ngx, 1)
+
+    fams, _ = wait_for(ngx, lambda f: sample(
+        f, "infergate_backend_model_info", backend="be", model="m",
+        version="4") is not None)
+    (s,) = [s for s in fams["infergate_backend_model_info"].samples
+            if s.labels.get("model") == "m"]
+    assert s.labels["signer"] == "risk-team", s.labels
+    assert s.labels["sha256"] == hashlib.sha256(
+        model.read_bytes()).hexdigest()
+    assert counter(fams, "infergate_backend_signature_failures_total",
+                   backend="be") == 0
+
+    model.write_text("builtin:identity:3 \n")          # not re-signed
+    be.proc.send_signal(signal.SIGHUP)
+    wait_for(ngx, lambda f: counter(
+        f, "infergate_backend_signature_failures_total", backend="be") == 1)
+    be.stop()
+
+    recs = records(log)
+    (loaded,) = [r for r in recs if r["event"]["action"] == "model_loaded"]
+    assert loaded["infergate"]["model"]["signer"] == "risk-team", loaded
+    (ref,) = [r for r in recs if r["event"]["action"] == "model_refused"]
+    assert ref["infergate"]["model"]["signature_failure"] is True, ref
+    assert ref["infergate"]["model"]["kept"] is True, ref
+    rc, out = verify(key, log)
+    assert rc == 0, out
