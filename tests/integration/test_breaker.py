@@ -168,7 +168,10 @@ def test_origin_503_for_5s_under_load(start_nginx, store_origin):
     assert len(fast) > 50, len(fast)
     # every request the origin saw is one the breaker let through
     assert o.count(path="/api/load") == len(forwarded)
-    assert len(forwarded) < len(results) / 3
+    # while the origin failed, most requests were failed fast (the share
+    # over the whole run depends on how fast each phase ran on the machine)
+    failing = [x for x in results if x[0] < fail_until]
+    assert len([x for x in failing if not x[2]]) < len(failing) / 3
     # back to closed, and the last second is all 200
     tail = [x for x in results if x[0] > stop - 1]
     assert tail and all(x[1] == 200 and x[3] == "closed" for x in tail)
