@@ -2396,12 +2396,12 @@ ngx_http_ig_cache_purge_next(redisReply *reply, void *data)
 {
     ngx_http_ig_cache_purge_t  *pg = data;
 
-    u_char             *keys, *p;
-    size_t             *argvlen;
-    ngx_uint_t          i, j, n;
-    redisReply         *e;
-    const char        **argv;
-    ngx_http_ig_redis_t  *redis;
+    u_char                     *keys, *p;
+    size_t                     *argvlen;
+    ngx_uint_t                  i, j, n;
+    redisReply                 *e;
+    const char                **argv;
+    ngx_http_ig_redis_t        *redis;
 
     redis = pg->redis;
 
