@@ -36,6 +36,7 @@
 
 #include "ngx_http_infergate.h"
 #include "ngx_http_infergate_backend.h"
+#include "ngx_http_infergate_breaker.h"
 #include "ngx_http_infergate_metrics.h"
 
 
@@ -164,7 +165,7 @@ static ngx_int_t ngx_http_ig_backend_failover(ngx_http_ig_backend_req_t *br,
     ig_ring_slot_t *from);
 static void ngx_http_ig_backend_slot_done(ngx_http_ig_backend_t *be,
     uint32_t index);
-static ngx_uint_t ngx_http_ig_backend_breaker_open(
+static ngx_uint_t ngx_http_ig_backend_breaker_open(ngx_http_request_t *r,
     ngx_http_ig_backend_t *pool, ngx_str_t *name, ngx_str_t *version);
 
 
@@ -1142,29 +1143,30 @@ ngx_http_ig_backend_lookup(const ig_ctl_models_t *ms, ngx_str_t *name,
 
 /*
  * BREAKER HOOK.  The circuit breakers (ngx_http_infergate_breaker.c)
- * answer here whether the breaker for this pool's model is open; the
- * pool's readiness (ngx_http_ig_backend_model_ready()) is then false.
- * Until that module exists no breaker is ever open.
+ * answer here whether the breaker of the request's location holds this
+ * model open (the default key is the model); the pool's readiness
+ * (ngx_http_ig_backend_model_ready()) is then false.  Half-open is not
+ * open: the probes need traffic.
  */
 
 static ngx_uint_t
-ngx_http_ig_backend_breaker_open(ngx_http_ig_backend_t *pool,
-    ngx_str_t *name, ngx_str_t *version)
+ngx_http_ig_backend_breaker_open(ngx_http_request_t *r,
+    ngx_http_ig_backend_t *pool, ngx_str_t *name, ngx_str_t *version)
 {
-    return 0;
+    return ngx_http_ig_breaker_open(r, name);
 }
 
 
 ngx_uint_t
-ngx_http_ig_backend_model_ready(ngx_http_ig_backend_t *be, ngx_str_t *name,
-    ngx_str_t *version)
+ngx_http_ig_backend_model_ready(ngx_http_request_t *r,
+    ngx_http_ig_backend_t *be, ngx_str_t *name, ngx_str_t *version)
 {
     const ig_ctl_model_t  *m;
 
     m = ngx_http_ig_backend_model(be, name, version);
 
     return m != NULL && m->ready
-           && !ngx_http_ig_backend_breaker_open(be, name, version);
+           && !ngx_http_ig_backend_breaker_open(r, be, name, version);
 }
 
 

@@ -114,11 +114,11 @@ const ig_ctl_model_t *ngx_http_ig_backend_model(ngx_http_ig_backend_t *be,
 
 /*
  * The pool's readiness of one model for /v2/health and model-ready: a
- * ready member serves it and its breaker (ngx_http_infergate_breaker.c,
- * see ngx_http_ig_backend_breaker_open() in the .c) is not open.
+ * ready member serves it and the breaker of r's location (key: the
+ * model, ngx_http_ig_breaker_open()) is not open.
  */
-ngx_uint_t ngx_http_ig_backend_model_ready(ngx_http_ig_backend_t *be,
-    ngx_str_t *name, ngx_str_t *version);
+ngx_uint_t ngx_http_ig_backend_model_ready(ngx_http_request_t *r,
+    ngx_http_ig_backend_t *be, ngx_str_t *name, ngx_str_t *version);
 
 /*
  * Floats a slot holds: of a member (br->backend), or for a pool the

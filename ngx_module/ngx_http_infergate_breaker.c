@@ -108,6 +108,8 @@ static ngx_uint_t ngx_http_ig_brk_on(ngx_http_request_t *r,
     ngx_http_ig_loc_conf_t *lcf);
 static ngx_int_t ngx_http_ig_brk_stage(ngx_http_request_t *r,
     ngx_http_ig_ctx_t *ctx, ngx_http_ig_loc_conf_t *lcf);
+static ngx_http_ig_brk_node_t *ngx_http_ig_brk_find(
+    ngx_http_ig_brk_zone_t *z, ngx_str_t *key, uint32_t hash);
 static ngx_http_ig_brk_node_t *ngx_http_ig_brk_lookup(
     ngx_http_ig_brk_zone_t *z, ngx_str_t *key, uint32_t hash,
     ngx_uint_t create);
@@ -212,6 +214,13 @@ const ngx_http_ig_stage_t  ngx_http_ig_breaker_stage = {
 };
 
 
+/*
+ * An infergate_infer location's GET and HEAD routes (health, ready,
+ * metadata, statistics) do no backend work: the breaker neither counts
+ * nor refuses them, and they take no half-open probe.  Readiness asks
+ * ngx_http_ig_breaker_open() instead.
+ */
+
 static ngx_uint_t
 ngx_http_ig_brk_on(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf)
 {
@@ -219,7 +228,61 @@ ngx_http_ig_brk_on(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf)
 
     blcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_breaker_module);
 
-    return blcf->breaker != NULL;
+    if (blcf->breaker == NULL) {
+        return 0;
+    }
+
+    return !((r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))
+             && ngx_http_ig_infer_on(r));
+}
+
+
+ngx_uint_t
+ngx_http_ig_breaker_open(ngx_http_request_t *r, ngx_str_t *model)
+{
+    uint32_t                     hash;
+    ngx_str_t                    key;
+    ngx_uint_t                   open;
+    ngx_http_ig_brk_conf_t      *bcf;
+    ngx_http_ig_brk_node_t      *n;
+    ngx_http_ig_brk_zone_t      *z;
+    ngx_http_ig_brk_loc_conf_t  *blcf;
+
+    blcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_breaker_module);
+    bcf = blcf->breaker;
+
+    if (bcf == NULL) {
+        return 0;
+    }
+
+    if (bcf->key) {
+        if (ngx_http_complex_value(r, bcf->key, &key) != NGX_OK) {
+            return 0;
+        }
+
+    } else {
+        key = *model;
+    }
+
+    if (key.len > NGX_HTTP_IG_BRK_KEY_MAX) {
+        key.len = NGX_HTTP_IG_BRK_KEY_MAX;
+    }
+
+    hash = ngx_crc32_short(key.data, key.len);
+    z = bcf->shm_zone->data;
+
+    ngx_shmtx_lock(&z->shpool->mutex);
+
+    n = ngx_http_ig_brk_find(z, &key, hash);
+
+    /* an open key past its open time is half-open for the next request */
+
+    open = (n != NULL && n->state == NGX_HTTP_IG_BRK_OPEN
+            && (ngx_msec_int_t) (ngx_current_msec - n->until) < 0);
+
+    ngx_shmtx_unlock(&z->shpool->mutex);
+
+    return open;
 }
 
 
@@ -384,14 +447,13 @@ ngx_http_ig_brk_stage(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
 }
 
 
+/* the key's node or NULL, under the zone's lock; changes nothing */
+
 static ngx_http_ig_brk_node_t *
-ngx_http_ig_brk_lookup(ngx_http_ig_brk_zone_t *z, ngx_str_t *key,
-    uint32_t hash, ngx_uint_t create)
+ngx_http_ig_brk_find(ngx_http_ig_brk_zone_t *z, ngx_str_t *key,
+    uint32_t hash)
 {
-    size_t                   size;
     ngx_int_t                rc;
-    ngx_uint_t               tries;
-    ngx_queue_t             *q;
     ngx_rbtree_node_t       *node, *sentinel;
     ngx_http_ig_brk_node_t  *n;
 
@@ -415,12 +477,32 @@ ngx_http_ig_brk_lookup(ngx_http_ig_brk_zone_t *z, ngx_str_t *key,
         rc = ngx_memn2cmp(key->data, n->data, key->len, (size_t) n->len);
 
         if (rc == 0) {
-            ngx_queue_remove(&n->queue);
-            ngx_queue_insert_head(&z->sh->queue, &n->queue);
             return n;
         }
 
         node = (rc < 0) ? node->left : node->right;
+    }
+
+    return NULL;
+}
+
+
+static ngx_http_ig_brk_node_t *
+ngx_http_ig_brk_lookup(ngx_http_ig_brk_zone_t *z, ngx_str_t *key,
+    uint32_t hash, ngx_uint_t create)
+{
+    size_t                   size;
+    ngx_uint_t               tries;
+    ngx_queue_t             *q;
+    ngx_rbtree_node_t       *node;
+    ngx_http_ig_brk_node_t  *n;
+
+    n = ngx_http_ig_brk_find(z, key, hash);
+
+    if (n) {
+        ngx_queue_remove(&n->queue);
+        ngx_queue_insert_head(&z->sh->queue, &n->queue);
+        return n;
     }
 
     if (!create) {

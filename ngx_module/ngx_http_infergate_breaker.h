@@ -32,6 +32,16 @@
  */
 ngx_str_t *ngx_http_ig_breaker_state(ngx_http_request_t *r);
 
+/*
+ * Whether the request's location's breaker holds a key open, for the
+ * pool's readiness (ngx_http_ig_backend_model_ready()): the key is
+ * "model" (the default key), or the location's key= evaluated for this
+ * request.  Read-only: no key is created, refreshed or moved along.
+ * Half-open, and open past its open time, are not open: the probes need
+ * traffic.  0 without a breaker.
+ */
+ngx_uint_t ngx_http_ig_breaker_open(ngx_http_request_t *r, ngx_str_t *model);
+
 /* infergate_breaker_state{zone,key} for infergate_metrics */
 ngx_chain_t *ngx_http_ig_breaker_metrics(ngx_http_request_t *r);
 

@@ -41,6 +41,11 @@ static ngx_int_t ngx_http_ig_cache_lookup(ngx_http_request_t *r,
 static ngx_int_t ngx_http_ig_cache_digest(ngx_http_request_t *r,
     ngx_http_ig_cache_ctx_t *cc, u_char *digest);
 static void ngx_http_ig_cache_fill_done(redisReply *reply, void *data);
+static void ngx_http_ig_cache_purge_next(redisReply *reply, void *data);
+static ngx_int_t ngx_http_ig_cache_purge_send(ngx_http_ig_redis_t *redis,
+    ngx_uint_t depth, const char **argv, size_t *argvlen, ngx_uint_t nkeys,
+    ngx_uint_t nent);
+static void ngx_http_ig_cache_purge_keys(u_char *p, u_char *entry);
 static ngx_int_t ngx_http_ig_cache_lease(ngx_http_ig_cache_ctx_t *cc);
 static void ngx_http_ig_cache_get_done(redisReply *reply, void *data);
 static ngx_int_t ngx_http_ig_cache_keep(ngx_http_ig_cache_ctx_t *cc,
@@ -137,34 +142,37 @@ static const char  ngx_http_ig_cache_release_text[] =
     "return 0\n";
 
 /*
- * KEYS: ARGV[1] entries, then tag sets; each entry goes with its lease
- * ("igl:" for "igc:") and its variants ("igv:" set) with their leases,
- * each tag set with its members (and theirs).
+ * The purge.  KEYS: ARGV[1] entries, each followed by its lease ("igl:"
+ * for "igc:") and its variant set ("igv:"), then tag sets.  Deletes them
+ * all and returns the members of the variant sets and tag sets (variants,
+ * tagged entries): ngx_http_ig_cache_purge_next() drops those in turn,
+ * each with its lease and variant set, with this script again.  A script
+ * touches only its KEYS, as Redis Cluster wants (issue 15).
  */
 static ngx_http_ig_redis_script_t  ngx_http_ig_cache_purge_lua;
 static const char  ngx_http_ig_cache_purge_text[] =
-    "local function drop(k)\n"
-    "  local s = string.sub(k, 4)\n"
-    "  local d = redis.call('DEL', k, 'igl' .. s)\n"
-    "  for _, m in ipairs(redis.call('SMEMBERS', 'igv' .. s)) do\n"
-    "    d = d + redis.call('DEL', m, 'igl' .. string.sub(m, 4))\n"
-    "  end\n"
-    "  redis.call('DEL', 'igv' .. s)\n"
-    "  return d\n"
-    "end\n"
-    "local n = tonumber(ARGV[1])\n"
-    "local d = 0\n"
+    "local n = tonumber(ARGV[1]) * 3\n"
+    "local out = {}\n"
     "for i = 1, #KEYS do\n"
-    "  if i <= n then\n"
-    "    d = d + drop(KEYS[i])\n"
-    "  else\n"
-    "    for _, k in ipairs(redis.call('SMEMBERS', KEYS[i])) do\n"
-    "      d = d + drop(k)\n"
+    "  if i > n or i % 3 == 0 then\n"
+    "    local m = redis.pcall('SMEMBERS', KEYS[i])\n"
+    "    if type(m) == 'table' then\n"
+    "      for _, k in ipairs(m) do out[#out + 1] = k end\n"
     "    end\n"
-    "    redis.call('DEL', KEYS[i])\n"
     "  end\n"
+    "  redis.call('DEL', KEYS[i])\n"
     "end\n"
-    "return d\n";
+    "return out\n";
+
+/* members dropped per command, and how deep the members' members go */
+#define NGX_HTTP_IG_CACHE_PURGE_BATCH  256
+#define NGX_HTTP_IG_CACHE_PURGE_DEPTH  3
+
+
+typedef struct {
+    ngx_http_ig_redis_t        *redis;
+    ngx_uint_t                  depth;
+} ngx_http_ig_cache_purge_t;
 
 
 ngx_int_t
@@ -2181,8 +2189,7 @@ ngx_http_ig_cache_purge(ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
     ngx_http_ig_cache_conf_t *ccf)
 {
     u_char                    *p, *keys, tenant[NGX_HTTP_IG_CACHE_TLEN];
-    u_char                     md[32], nent[NGX_INT_T_LEN],
-                               nkeys[NGX_INT_T_LEN];
+    u_char                     md[32];
     ngx_str_t                  parts[9], v;
     ngx_uint_t                 i, n, ne, nt;
     const char               **argv;
@@ -2201,7 +2208,9 @@ ngx_http_ig_cache_purge(ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
 
     ne = pcf->keys ? pcf->keys->nelts : 1;
     nt = pcf->tags ? pcf->tags->nelts : 0;
-    n = ne + nt;
+    n = 3 * ne + nt;
+
+    /* EVALSHA sha numkeys (entry lease variants)... tag... nent */
 
     argv = ngx_palloc(r->pool, (n + 4) * sizeof(char *));
     argvlen = ngx_palloc(r->pool, (n + 4) * sizeof(size_t));
@@ -2241,28 +2250,36 @@ ngx_http_ig_cache_purge(ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
 
         (void) ngx_http_ig_cache_sha256(r, parts, 9, NULL, md);
         ngx_http_ig_cache_make_key(p, 'c', tenant, md);
-        argv[i] = (char *) p;
-        argvlen[i++] = NGX_HTTP_IG_CACHE_KEYLEN;
-        p += NGX_HTTP_IG_CACHE_KEYLEN;
+        ngx_http_ig_cache_purge_keys(p, p);
+
+        for (n = 0; n < 3; n++) {
+            argv[i] = (char *) p;
+            argvlen[i++] = NGX_HTTP_IG_CACHE_KEYLEN;
+            p += NGX_HTTP_IG_CACHE_KEYLEN;
+        }
 
     } else {
         cv = pcf->keys->elts;
         ngx_str_set(&parts[0], "k");
 
-        for (n = 0; n < pcf->keys->nelts; n++) {
-            if (ngx_http_complex_value(r, &cv[n], &parts[5]) != NGX_OK) {
+        for (ne = 0; ne < pcf->keys->nelts; ne++) {
+            if (ngx_http_complex_value(r, &cv[ne], &parts[5]) != NGX_OK) {
                 return;
             }
 
             (void) ngx_http_ig_cache_sha256(r, parts, 6, NULL, md);
             ngx_http_ig_cache_make_key(p, 'c', tenant, md);
-            argv[i] = (char *) p;
-            argvlen[i++] = NGX_HTTP_IG_CACHE_KEYLEN;
-            p += NGX_HTTP_IG_CACHE_KEYLEN;
+            ngx_http_ig_cache_purge_keys(p, p);
+
+            for (n = 0; n < 3; n++) {
+                argv[i] = (char *) p;
+                argvlen[i++] = NGX_HTTP_IG_CACHE_KEYLEN;
+                p += NGX_HTTP_IG_CACHE_KEYLEN;
+            }
         }
     }
 
-    ne = i - 3;
+    ne = (i - 3) / 3;
 
     if (pcf->tags) {
         cv = pcf->tags->elts;
@@ -2284,15 +2301,8 @@ ngx_http_ig_cache_purge(ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
         }
     }
 
-    argv[2] = (char *) nkeys;
-    argvlen[2] = ngx_sprintf(nkeys, "%ui", i - 3) - nkeys;
-    argv[i] = (char *) nent;
-    argvlen[i] = ngx_sprintf(nent, "%ui", ne) - nent;
-    i++;
-
-    if (ngx_http_ig_redis_eval(redis, &ngx_http_ig_cache_purge_lua, i, argv,
-                               argvlen, NULL, NULL)
-        == NULL)
+    if (ngx_http_ig_cache_purge_send(redis, 1, argv, argvlen, i - 3, ne)
+        != NGX_OK)
     {
         ngx_http_ig_redis_warn(redis, r->connection->log,
                                "purge not sent, entries stay until expiry");
@@ -2307,6 +2317,171 @@ ngx_http_ig_cache_purge(ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
     if (cc) {
         cc->purge_done = 1;
     }
+}
+
+
+/* after an entry key at p: its lease and its variant set */
+
+static void
+ngx_http_ig_cache_purge_keys(u_char *p, u_char *entry)
+{
+    if (p != entry) {
+        ngx_memcpy(p, entry, NGX_HTTP_IG_CACHE_KEYLEN);
+    }
+
+    ngx_memcpy(p + NGX_HTTP_IG_CACHE_KEYLEN, entry,
+               NGX_HTTP_IG_CACHE_KEYLEN);
+    p[NGX_HTTP_IG_CACHE_KEYLEN + 2] = 'l';
+
+    ngx_memcpy(p + 2 * NGX_HTTP_IG_CACHE_KEYLEN, entry,
+               NGX_HTTP_IG_CACHE_KEYLEN);
+    p[2 * NGX_HTTP_IG_CACHE_KEYLEN + 2] = 'v';
+}
+
+
+/*
+ * argv[3 ...] holds nkeys keys, nent entry triples first; argv has room
+ * for one more (ARGV[1]).  Until depth reaches PURGE_DEPTH the members
+ * the script returns are dropped next.
+ */
+
+static ngx_int_t
+ngx_http_ig_cache_purge_send(ngx_http_ig_redis_t *redis, ngx_uint_t depth,
+    const char **argv, size_t *argvlen, ngx_uint_t nkeys, ngx_uint_t nent)
+{
+    u_char                      nk[NGX_INT_T_LEN], ns[NGX_INT_T_LEN];
+    ngx_http_ig_cache_purge_t  *pg;
+
+    argv[2] = (char *) nk;
+    argvlen[2] = ngx_sprintf(nk, "%ui", nkeys) - nk;
+    argv[3 + nkeys] = (char *) ns;
+    argvlen[3 + nkeys] = ngx_sprintf(ns, "%ui", nent) - ns;
+
+    pg = NULL;
+
+    if (depth < NGX_HTTP_IG_CACHE_PURGE_DEPTH) {
+        pg = ngx_alloc(sizeof(ngx_http_ig_cache_purge_t), ngx_cycle->log);
+        if (pg == NULL) {
+            return NGX_ERROR;
+        }
+
+        pg->redis = redis;
+        pg->depth = depth + 1;
+    }
+
+    if (ngx_http_ig_redis_eval(redis, &ngx_http_ig_cache_purge_lua,
+                               4 + nkeys, argv, argvlen,
+                               pg ? ngx_http_ig_cache_purge_next : NULL, pg)
+        == NULL)
+    {
+        if (pg) {
+            ngx_free(pg);
+        }
+
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The variants and tagged entries of a purge, in batches: each with its
+ * lease and variant set.  Another gateway's read may come between two
+ * steps; the entries named by the write itself went in the first.
+ */
+
+static void
+ngx_http_ig_cache_purge_next(redisReply *reply, void *data)
+{
+    ngx_http_ig_cache_purge_t  *pg = data;
+
+    u_char                     *keys, *p;
+    size_t                     *argvlen;
+    ngx_uint_t                  i, j, n;
+    redisReply                 *e;
+    const char                **argv;
+    ngx_http_ig_redis_t        *redis;
+
+    redis = pg->redis;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements == 0)
+    {
+        ngx_free(pg);
+        return;
+    }
+
+    n = ngx_min(reply->elements, NGX_HTTP_IG_CACHE_PURGE_BATCH);
+
+    argv = ngx_alloc((3 * n + 4) * sizeof(char *), ngx_cycle->log);
+    argvlen = ngx_alloc((3 * n + 4) * sizeof(size_t), ngx_cycle->log);
+    keys = ngx_alloc(3 * n * NGX_HTTP_IG_CACHE_KEYLEN, ngx_cycle->log);
+
+    if (argv == NULL || argvlen == NULL || keys == NULL) {
+        goto done;
+    }
+
+    for (i = 0; i < reply->elements; /* void */) {
+
+        p = keys;
+        j = 3;
+
+        for ( /* void */ ; i < reply->elements && j < 3 + 3 * n; i++) {
+            e = reply->element[i];
+
+            /* only what a fill wrote there: an entry's name */
+
+            if (e->type != REDIS_REPLY_STRING
+                || e->len != NGX_HTTP_IG_CACHE_KEYLEN
+                || ngx_strncmp(e->str, "igc:", 4) != 0)
+            {
+                continue;
+            }
+
+            ngx_http_ig_cache_purge_keys(p, (u_char *) e->str);
+
+            argv[j] = (char *) p;
+            argvlen[j++] = NGX_HTTP_IG_CACHE_KEYLEN;
+            argv[j] = (char *) p + NGX_HTTP_IG_CACHE_KEYLEN;
+            argvlen[j++] = NGX_HTTP_IG_CACHE_KEYLEN;
+            argv[j] = (char *) p + 2 * NGX_HTTP_IG_CACHE_KEYLEN;
+            argvlen[j++] = NGX_HTTP_IG_CACHE_KEYLEN;
+            p += 3 * NGX_HTTP_IG_CACHE_KEYLEN;
+        }
+
+        if (j == 3) {
+            break;
+        }
+
+        if (ngx_http_ig_cache_purge_send(redis, pg->depth, argv, argvlen,
+                                         j - 3, (j - 3) / 3)
+            != NGX_OK)
+        {
+            ngx_http_ig_redis_warn(redis, ngx_cycle->log,
+                                   "purge of variants and tagged entries "
+                                   "not sent, they stay until expiry");
+            break;
+        }
+    }
+
+    ngx_http_ig_redis_flush(redis);
+
+done:
+
+    if (argv) {
+        ngx_free(argv);
+    }
+
+    if (argvlen) {
+        ngx_free(argvlen);
+    }
+
+    if (keys) {
+        ngx_free(keys);
+    }
+
+    ngx_free(pg);
 }
 
 

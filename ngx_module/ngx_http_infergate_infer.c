@@ -315,13 +315,21 @@ ngx_http_ig_infer_body(ngx_http_request_t *r)
         break;
 
     case NGX_HTTP_IG_R_READY:
+        /* every model of the pool ready, as model-ready says */
         ms = ngx_http_ig_backend_models(be);
         ok = (ms != NULL && ms->nmodels > 0);
 
         for (i = 0; ok && i < ms->nmodels; i++) {
-            if (ms->models[i].name[0] && !ms->models[i].ready) {
-                ok = 0;
+            if (ms->models[i].name[0] == '\0') {
+                continue;
             }
+
+            model.data = (u_char *) ms->models[i].name;
+            model.len = ngx_strnlen(model.data, IG_MODEL_NAME_MAX);
+            version.data = (u_char *) ms->models[i].version;
+            version.len = ngx_strnlen(version.data, IG_RING_VERSION_MAX);
+
+            ok = ngx_http_ig_backend_model_ready(r, be, &model, &version);
         }
 
         rc = ngx_http_ig_infer_send(r, ok ? NGX_HTTP_OK
@@ -330,7 +338,7 @@ ngx_http_ig_infer_body(ngx_http_request_t *r)
 
     case NGX_HTTP_IG_R_MODEL_READY:
         /* pool: a member serves it, its breaker not open (backend.c) */
-        ok = ngx_http_ig_backend_model_ready(be, &model, &version);
+        ok = ngx_http_ig_backend_model_ready(r, be, &model, &version);
         rc = ngx_http_ig_infer_send(r, ok ? NGX_HTTP_OK
                                           : NGX_HTTP_BAD_REQUEST, NULL, 0);
         break;

@@ -395,3 +395,68 @@ def test_open_time_capped_by_max_open(start_nginx, store_origin):
         time.sleep(1.05)
         r = requests.get(url, timeout=5)            # the probe fails
         assert r.headers["X-Breaker"] == "half_open" and not circuit_open(r)
+
+
+# --------------------------------------------------------------------------
+# readiness of the pool with breakers (issue 14 section 3)
+
+def test_ready_answers_for_breakers(start_nginx, backend_proc):
+    """/v2/models/{m}/ready and /v2/health/ready answer for the pool: a
+    model whose breaker (default key: the model) is open is not ready,
+    although its backend serves it; half-open is ready again (the probes
+    need traffic).  The ready GETs never pass through the breaker: they
+    are neither fast-failed nor counted, nor do they use up probes."""
+    be = backend_proc("id=builtin:identity:3", "bad=builtin:fail:3")
+    http = ZONE + infer_http(be, "timeout=2s")
+    server = """
+    location /v2 {
+        infergate_breaker zone=brk min_requests=3 window=10s open=2s
+                          max_open=4s half_open=2;
+        add_header X-Breaker $infergate_breaker always;
+        infergate_infer backend=be;
+    }"""
+    ngx = start_nginx(http=http, server=server, workers=1)
+    wait_connected(ngx, 1)
+
+    def ready(path):
+        return requests.get(ngx.url(path), timeout=5)
+
+    def infer(m):
+        return requests.post(
+            ngx.url(f"/v2/models/{m}/infer"), timeout=5,
+            json={"inputs": [{"name": "input", "shape": [1, 3],
+                              "datatype": "FP32", "data": [1, 2, 3]}]})
+
+    assert ready("/v2/health/ready").status_code == 200
+    assert ready("/v2/models/bad/ready").status_code == 200
+    assert ready("/v2/models/id/ready").status_code == 200
+
+    for _ in range(3):
+        r = infer("bad")
+        assert r.status_code >= 500 and not circuit_open(r), r.status_code
+    assert circuit_open(infer("bad"))
+    assert infer("id").status_code == 200
+
+    # open: "bad" is not ready (400, no fast-fail problem); "id" is
+    t0 = time.time()
+    for _ in range(5):
+        r = ready("/v2/models/bad/ready")
+        assert r.status_code == 400, (r.status_code, r.text)
+        assert not r.headers.get("X-Breaker")
+        assert ready("/v2/models/id/ready").status_code == 200
+        assert ready("/v2/health/ready").status_code == 400
+    assert time.time() - t0 < 1.5
+
+    # after open=: half-open is ready; the ready GETs take no probe
+    time.sleep(max(0, t0 + 2.1 - time.time()))
+    for _ in range(5):
+        assert ready("/v2/models/bad/ready").status_code == 200
+        assert ready("/v2/health/ready").status_code == 200
+    r = infer("bad")
+    assert r.headers["X-Breaker"] == "half_open" and not circuit_open(r)
+    # the failed probe opens it again
+    assert circuit_open(infer("bad"))
+    assert ready("/v2/models/bad/ready").status_code == 400
+    assert ready("/v2/health/ready").status_code == 400
+    # the other model's key is its own
+    assert ready("/v2/models/id/ready").status_code == 200

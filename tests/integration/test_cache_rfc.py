@@ -636,6 +636,9 @@ def test_corrupt_vary_spec_bypasses(start_nginx, redis_server, echo):
     ngx = start_nginx(http=http, server=server, workers=1)
     ngx.allowed_log.append(r"malformed entry")
     warm(ngx)
+    # warm() may return at its MISS before that fill lands: the snapshot
+    # must hold the warm-up's entry, or it counts as new below
+    settle(redis_server)
     c = redis_server.client()
     before = set(c.keys("igc:*"))
     get(ngx, "/cs", headers={"Accept-Language": "de"})
@@ -677,3 +680,134 @@ def test_hostile_hosts_and_many_fields(start_nginx, redis_server, echo):
     assert h["x-cache-status"] == "HIT" and body2 == body
     r = get(ngx, "/hv", headers={"Accept-Language": "y" * 6000})
     assert r.status_code == 200
+
+
+# -- Redis Cluster: every script declares all its keys in KEYS (issue 15) --
+
+# the key arguments of the commands the scripts may run: a first-argument
+# key, or every argument one; a command not listed fails the test
+KEY_FIRST = {"GET", "SET", "SADD", "SREM", "SMEMBERS", "SISMEMBER", "PTTL",
+             "PEXPIRE", "EXPIRE", "INCR", "INCRBY", "HGET", "HSET"}
+KEY_ALL = {"DEL", "UNLINK", "EXISTS"}
+KEY_NONE = {"TIME"}
+
+
+class Monitor:
+    """MONITOR on a raw socket: the gateway's EVAL/EVALSHA lines with the
+    commands each script ran ("[0 lua]" lines right after it)."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.sendall(b"MONITOR\r\n")
+        self.buf = b""
+        while b"\r\n" not in self.buf:
+            self.buf += self.sock.recv(4096)
+        self.buf = self.buf.split(b"\r\n", 1)[1]
+        self.lines = []
+        self.stop = False
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        self.sock.settimeout(0.2)
+        while not self.stop:
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                break
+            self.buf += data
+            while b"\r\n" in self.buf:
+                line, self.buf = self.buf.split(b"\r\n", 1)
+                self.lines.append(line.decode("latin-1"))
+
+    def close(self):
+        time.sleep(0.3)
+        self.stop = True
+        self.t.join(5)
+        self.sock.close()
+
+    @staticmethod
+    def args(line):
+        import re
+        src = line.split("] ", 1)[0].split(" ", 2)[-1]
+        rest = line.split("] ", 1)[1]
+        return src, [re.sub(r"\\(.)", r"\1", a) for a in
+                     re.findall(r'"((?:[^"\\]|\\.)*)"', rest)]
+
+    def undeclared(self):
+        """[(script, command, key)] for every key a script touched that
+        its KEYS did not name; and how many scripts ran."""
+        bad, declared, script, n = [], None, None, 0
+        for line in self.lines:
+            if not line.startswith("+"):
+                continue
+            src, a = self.args(line[1:])
+            if src != "lua":
+                cmd = a[0].upper() if a else ""
+                if cmd in ("EVAL", "EVALSHA"):
+                    nk = int(a[2])
+                    declared, script = set(a[3:3 + nk]), a[1][:40]
+                    n += 1
+                else:
+                    declared = None
+                continue
+            assert declared is not None, line
+            cmd = a[0].upper()
+            if cmd in KEY_NONE:
+                continue
+            assert cmd in KEY_FIRST | KEY_ALL, f"unknown command: {line}"
+            keys = a[1:] if cmd in KEY_ALL else a[1:2]
+            bad += [(script, cmd, k) for k in keys if k not in declared]
+        return bad, n
+
+
+def test_scripts_declare_every_key(start_nginx, redis_server, echo):
+    """Lookup, fill, release and purge (an entry with variants, a tag set
+    whose members are a primary with variants and a plain entry): every
+    key any script reads or writes is one of its KEYS, as Redis Cluster
+    wants; and the purge still drops every variant and tag member."""
+    echo.headers["/items/v"] = [("Vary", "Accept-Language")]
+    echo.headers["/items/t"] = [("Vary", "Accept-Language")]
+    http, server = conf(redis_server, echo, location="/items/",
+                        cache="ttl=60s tag=user:$arg_user",
+                        extra="infergate_cache_purge tag=user:$arg_user;")
+    ngx = start_nginx(http=http, server=server, workers=1)
+    warm(ngx, "/items/warm")
+    settle(redis_server)
+    mon = Monitor(redis_server.port)
+    try:
+        langs = ("de", "fr", "it")
+        paths = ("/items/v", "/items/t?user=u1", "/items/p?user=u1",
+                 "/items/q?user=u2")
+        for p in paths:
+            for lang in langs:
+                get(ngx, p, headers={"Accept-Language": lang})
+        settle(redis_server)
+        for p in paths:
+            for lang in langs:
+                r = get(ngx, p, headers={"Accept-Language": lang})
+                assert r.headers["X-Cache-Status"] == "HIT", (p, lang)
+        # a write purges the entry and its variants
+        assert requests.put(ngx.url("/items/v"), data="x").status_code \
+            == 200
+        for lang in langs:
+            r = get(ngx, "/items/v", headers={"Accept-Language": lang})
+            assert r.headers["X-Cache-Status"] == "MISS", lang
+        settle(redis_server)
+        # the tag: u1's members (one with variants) go, u2's stay
+        assert requests.post(ngx.url("/items/w?user=u1"),
+                             data="x").status_code == 200
+        for p in paths[1:]:
+            # /items/p and /items/q have no Vary: one entry each
+            for lang in langs if p.startswith("/items/t") else langs[:1]:
+                r = get(ngx, p, headers={"Accept-Language": lang})
+                want = "HIT" if "u2" in p else "MISS"
+                assert r.headers["X-Cache-Status"] == want, (p, lang)
+        settle(redis_server)
+    finally:
+        mon.close()
+    bad, n = mon.undeclared()
+    assert n > 20, mon.lines[:5]
+    assert not bad, bad[:5]
