@@ -74,6 +74,7 @@ struct ngx_http_ig_redis_conn_s {
     ngx_event_t                 timer;       /* oldest command's deadline  */
     ngx_queue_t                 pending;
     ngx_log_t                  *log;
+    ngx_log_t                   quiet;       /* for a retry's connect()   */
     unsigned                    counted:1;   /* in the connections gauge  */
     unsigned                    sentinel:1;  /* to a sentinel, not data   */
     unsigned                    subscriber:1;  /* to +switch-master      */
@@ -1090,6 +1091,7 @@ static void
 ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc)
 {
     int                   nodelay;
+    ngx_err_t             err;
     ngx_int_t             rv;
     ngx_connection_t     *c;
     ngx_http_ig_redis_t  *srv = rc->srv;
@@ -1126,13 +1128,38 @@ ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc)
     rc->peer.log = rc->log;
     rc->peer.log_error = NGX_ERROR_ERR;
 
+    if (srv->connect_failed) {
+        /*
+         * A retry of the same outage: nginx logs an immediate connect()
+         * failure at error (crit for a unix socket gone) on the peer's
+         * log, whatever log_error says; that log is muted below alert,
+         * and the failure logged at info here instead.  The first
+         * failure after a connection keeps nginx's line.
+         */
+        rc->quiet = *rc->log;
+        rc->quiet.log_level = NGX_LOG_ALERT;
+        rc->peer.log = &rc->quiet;
+        rc->peer.log_error = NGX_ERROR_INFO;
+    }
+
+    ngx_set_socket_errno(0);
+
     rv = ngx_event_connect_peer(&rc->peer);
 
     if (rv == NGX_ERROR || rv == NGX_BUSY || rv == NGX_DECLINED) {
+        err = ngx_socket_errno;
+
         if (rc->peer.connection) {
             ngx_close_connection(rc->peer.connection);
         }
 
+        if (rc->peer.log == &rc->quiet) {
+            ngx_log_error(NGX_LOG_INFO, rc->log, err,
+                          "connect() to %V failed, again in %M ms",
+                          rc->peer.name, rc->backoff);
+        }
+
+        srv->connect_failed = 1;
         redisReaderFree(rc->reader);
         rc->reader = NULL;
         ngx_http_ig_redis_warn(srv, rc->log, "cannot connect");
@@ -1163,6 +1190,7 @@ ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc)
     c->log = rc->log;
     c->read->log = rc->log;
     c->write->log = rc->log;
+    c->log_error = NGX_ERROR_ERR;
 
     if (rc->addr->sockaddr->sa_family != AF_UNIX) {
         /* pipelined small writes must not wait for delayed ACKs */
@@ -1205,6 +1233,7 @@ ngx_http_ig_redis_connect_done(ngx_http_ig_redis_conn_t *rc)
     }
 
     if (err) {
+        rc->srv->connect_failed = 1;
         ngx_http_ig_redis_lost(rc, strerror(err));
         return;
     }
@@ -1323,6 +1352,7 @@ ngx_http_ig_redis_established(ngx_http_ig_redis_conn_t *rc)
     }
 
     rc->state = NGX_HTTP_IG_REDIS_AUTHING;
+    rc->srv->connect_failed = 0;
 
     if (ngx_http_ig_redis_write(rc) != NGX_OK) {
         ngx_http_ig_redis_lost(rc, "write failed");
@@ -1737,6 +1767,7 @@ ngx_http_ig_redis_reconnect_handler(ngx_event_t *ev)
     if (rc->c) {
         /* the connect timeout */
         if (rc->state == NGX_HTTP_IG_REDIS_CONNECTING) {
+            rc->srv->connect_failed = 1;
             ngx_http_ig_redis_lost(rc, "connect timed out");
         }
 
