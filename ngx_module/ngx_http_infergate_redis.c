@@ -90,7 +90,10 @@ struct ngx_http_ig_redis_cmd_s {
     const char                 *internal;    /* AUTH, SELECT, SCRIPT LOAD  */
     ngx_uint_t                  redirects;   /* MOVED and ASK followed    */
 
-    /* an EVALSHA keeps its arguments to be sent again as EVAL */
+    /*
+     * an EVALSHA keeps its arguments to be sent again as EVAL, a plain
+     * command under cluster= to be sent again after MOVED or ASK
+     */
     ngx_http_ig_redis_script_t *script;
     int                         argc;
     const char                **argv;
@@ -2228,8 +2231,9 @@ ngx_http_ig_redis_node_conn(ngx_http_ig_redis_t *srv,
 /*
  * -MOVED slot ip:port: the slot is another node's; the map is patched and
  * asked for again.  -ASK slot ip:port: this command only, after ASKING.
- * A script is sent again as EVAL (the copy kept for NOSCRIPT), up to
- * NGX_HTTP_IG_REDIS_REDIRECTS times; other commands get the error.
+ * A script is sent again as EVAL (the copy kept for NOSCRIPT), a plain
+ * command (the cache's lookup) as it was, from the copy kept under
+ * cluster=, up to NGX_HTTP_IG_REDIS_REDIRECTS times; then the error.
  */
 
 static ngx_int_t
@@ -2606,23 +2610,63 @@ ngx_http_ig_redis_command(ngx_http_ig_redis_t *srv, int argc,
     const char **argv, const size_t *argvlen,
     ngx_http_ig_redis_handler_pt handler, void *data)
 {
+    int                        i;
+    u_char                    *p;
+    size_t                     size;
+    ngx_http_ig_redis_cmd_t   *cmd;
     ngx_http_ig_redis_conn_t  *rc;
 
-    if (srv->seeds) {
-        /* a plain command is the cache's GET: a read */
-        rc = ngx_http_ig_redis_route(srv, argc > 1 ? argv[1] : "",
-                                     argc > 1 ? argvlen[1] : 0, 1);
-
-    } else {
+    if (!srv->seeds) {
         rc = ngx_http_ig_redis_pick(srv);
+        if (rc == NULL) {
+            return NULL;
+        }
+
+        return ngx_http_ig_redis_conn_command(rc, argc, argv, argvlen,
+                                              handler, data);
     }
 
+    /* a plain command is the cache's GET: a read */
+    rc = ngx_http_ig_redis_route(srv, argc > 1 ? argv[1] : "",
+                                 argc > 1 ? argvlen[1] : 0, 1);
     if (rc == NULL) {
         return NULL;
     }
 
-    return ngx_http_ig_redis_conn_command(rc, argc, argv, argvlen, handler,
-                                          data);
+    /* one block: the command and a copy of its arguments, for MOVED/ASK */
+
+    size = sizeof(ngx_http_ig_redis_cmd_t)
+           + argc * (sizeof(char *) + sizeof(size_t));
+
+    for (i = 0; i < argc; i++) {
+        size += argvlen[i];
+    }
+
+    cmd = ngx_alloc(size, rc->log);
+    if (cmd == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(cmd, sizeof(ngx_http_ig_redis_cmd_t));
+    cmd->handler = handler;
+    cmd->data = data;
+    cmd->argc = argc;
+    cmd->argv = (const char **) (cmd + 1);
+    cmd->argvlen = (size_t *) (cmd->argv + argc);
+    p = (u_char *) (cmd->argvlen + argc);
+
+    for (i = 0; i < argc; i++) {
+        cmd->argv[i] = (char *) p;
+        cmd->argvlen[i] = argvlen[i];
+        p = ngx_cpymem(p, argv[i], argvlen[i]);
+    }
+
+    if (ngx_http_ig_redis_send(rc, cmd, argc, argv, argvlen) != NGX_OK) {
+        ngx_free(cmd);
+        return NULL;
+    }
+
+    return cmd;
 }
 
 
