@@ -325,8 +325,8 @@ def test_connect_failures_logged_once_per_outage(start_nginx, redis_factory,
                 if "connect() to unix:" in ln
                 and any(f"[{lv}]" in ln for lv in levels)]
 
-    # backoff 100, 200, 400, 800, 1600 ms: five attempts or more
-    log = outage(3.5)
+    # backoff 100, 200, 400, 800 ms (less a quarter): four attempts or more
+    log = outage(2.5)
     loud = connect_lines(log, ("error", "crit"))
     assert len(loud) == 1, loud
     assert len(connect_lines(log, ("info",))) >= 3, log[-3000:]
@@ -336,6 +336,6 @@ def test_connect_failures_logged_once_per_outage(start_nginx, redis_factory,
     r = wait_status(ngx, "/back", ("MISS", "HIT"), timeout=15)
     assert r.headers["X-Cache-Status"] == "MISS", ngx.error_log[-2000:]
 
-    log = outage(1.5)
+    log = outage(1.0)
     loud = connect_lines(log, ("error", "crit"))
     assert len(loud) == 1, loud
