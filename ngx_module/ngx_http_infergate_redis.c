@@ -1158,7 +1158,8 @@ ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc)
 
         if (rc->peer.log == &rc->quiet) {
             ngx_log_error(NGX_LOG_INFO, rc->log, err,
-                          "connect() to %V failed, again in %M ms",
+                          "infergate_redis \"%V\": connect() to %V "
+                          "failed, again in about %M ms", &srv->name,
                           rc->peer.name, rc->backoff);
         }
 
