@@ -74,6 +74,7 @@ struct ngx_http_ig_redis_conn_s {
     ngx_event_t                 timer;       /* oldest command's deadline  */
     ngx_queue_t                 pending;
     ngx_log_t                  *log;
+    ngx_log_t                   quiet;       /* for a retry's connect()   */
     unsigned                    counted:1;   /* in the connections gauge  */
     unsigned                    sentinel:1;  /* to a sentinel, not data   */
     unsigned                    subscriber:1;  /* to +switch-master      */
@@ -89,7 +90,10 @@ struct ngx_http_ig_redis_cmd_s {
     const char                 *internal;    /* AUTH, SELECT, SCRIPT LOAD  */
     ngx_uint_t                  redirects;   /* MOVED and ASK followed    */
 
-    /* an EVALSHA keeps its arguments to be sent again as EVAL */
+    /*
+     * an EVALSHA keeps its arguments to be sent again as EVAL, a plain
+     * command under cluster= to be sent again after MOVED or ASK
+     */
     ngx_http_ig_redis_script_t *script;
     int                         argc;
     const char                **argv;
@@ -1090,6 +1094,7 @@ static void
 ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc)
 {
     int                   nodelay;
+    ngx_err_t             err;
     ngx_int_t             rv;
     ngx_connection_t     *c;
     ngx_http_ig_redis_t  *srv = rc->srv;
@@ -1126,13 +1131,39 @@ ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc)
     rc->peer.log = rc->log;
     rc->peer.log_error = NGX_ERROR_ERR;
 
+    if (srv->connect_failed) {
+        /*
+         * A retry of the same outage: nginx logs an immediate connect()
+         * failure at error (crit for a unix socket gone) on the peer's
+         * log, whatever log_error says; that log is muted below alert,
+         * and the failure logged at info here instead.  The first
+         * failure after a connection keeps nginx's line.
+         */
+        rc->quiet = *rc->log;
+        rc->quiet.log_level = NGX_LOG_ALERT;
+        rc->peer.log = &rc->quiet;
+        rc->peer.log_error = NGX_ERROR_INFO;
+    }
+
+    ngx_set_socket_errno(0);
+
     rv = ngx_event_connect_peer(&rc->peer);
 
     if (rv == NGX_ERROR || rv == NGX_BUSY || rv == NGX_DECLINED) {
+        err = ngx_socket_errno;
+
         if (rc->peer.connection) {
             ngx_close_connection(rc->peer.connection);
         }
 
+        if (rc->peer.log == &rc->quiet) {
+            ngx_log_error(NGX_LOG_INFO, rc->log, err,
+                          "infergate_redis \"%V\": connect() to %V "
+                          "failed, again in about %M ms", &srv->name,
+                          rc->peer.name, rc->backoff);
+        }
+
+        srv->connect_failed = 1;
         redisReaderFree(rc->reader);
         rc->reader = NULL;
         ngx_http_ig_redis_warn(srv, rc->log, "cannot connect");
@@ -1163,6 +1194,7 @@ ngx_http_ig_redis_connect(ngx_http_ig_redis_conn_t *rc)
     c->log = rc->log;
     c->read->log = rc->log;
     c->write->log = rc->log;
+    c->log_error = NGX_ERROR_ERR;
 
     if (rc->addr->sockaddr->sa_family != AF_UNIX) {
         /* pipelined small writes must not wait for delayed ACKs */
@@ -1205,6 +1237,7 @@ ngx_http_ig_redis_connect_done(ngx_http_ig_redis_conn_t *rc)
     }
 
     if (err) {
+        rc->srv->connect_failed = 1;
         ngx_http_ig_redis_lost(rc, strerror(err));
         return;
     }
@@ -1323,6 +1356,7 @@ ngx_http_ig_redis_established(ngx_http_ig_redis_conn_t *rc)
     }
 
     rc->state = NGX_HTTP_IG_REDIS_AUTHING;
+    rc->srv->connect_failed = 0;
 
     if (ngx_http_ig_redis_write(rc) != NGX_OK) {
         ngx_http_ig_redis_lost(rc, "write failed");
@@ -1737,6 +1771,7 @@ ngx_http_ig_redis_reconnect_handler(ngx_event_t *ev)
     if (rc->c) {
         /* the connect timeout */
         if (rc->state == NGX_HTTP_IG_REDIS_CONNECTING) {
+            rc->srv->connect_failed = 1;
             ngx_http_ig_redis_lost(rc, "connect timed out");
         }
 
@@ -2197,8 +2232,9 @@ ngx_http_ig_redis_node_conn(ngx_http_ig_redis_t *srv,
 /*
  * -MOVED slot ip:port: the slot is another node's; the map is patched and
  * asked for again.  -ASK slot ip:port: this command only, after ASKING.
- * A script is sent again as EVAL (the copy kept for NOSCRIPT), up to
- * NGX_HTTP_IG_REDIS_REDIRECTS times; other commands get the error.
+ * A script is sent again as EVAL (the copy kept for NOSCRIPT), a plain
+ * command (the cache's lookup) as it was, from the copy kept under
+ * cluster=, up to NGX_HTTP_IG_REDIS_REDIRECTS times; then the error.
  */
 
 static ngx_int_t
@@ -2575,23 +2611,63 @@ ngx_http_ig_redis_command(ngx_http_ig_redis_t *srv, int argc,
     const char **argv, const size_t *argvlen,
     ngx_http_ig_redis_handler_pt handler, void *data)
 {
+    int                        i;
+    u_char                    *p;
+    size_t                     size;
+    ngx_http_ig_redis_cmd_t   *cmd;
     ngx_http_ig_redis_conn_t  *rc;
 
-    if (srv->seeds) {
-        /* a plain command is the cache's GET: a read */
-        rc = ngx_http_ig_redis_route(srv, argc > 1 ? argv[1] : "",
-                                     argc > 1 ? argvlen[1] : 0, 1);
-
-    } else {
+    if (!srv->seeds) {
         rc = ngx_http_ig_redis_pick(srv);
+        if (rc == NULL) {
+            return NULL;
+        }
+
+        return ngx_http_ig_redis_conn_command(rc, argc, argv, argvlen,
+                                              handler, data);
     }
 
+    /* a plain command is the cache's GET: a read */
+    rc = ngx_http_ig_redis_route(srv, argc > 1 ? argv[1] : "",
+                                 argc > 1 ? argvlen[1] : 0, 1);
     if (rc == NULL) {
         return NULL;
     }
 
-    return ngx_http_ig_redis_conn_command(rc, argc, argv, argvlen, handler,
-                                          data);
+    /* one block: the command and a copy of its arguments, for MOVED/ASK */
+
+    size = sizeof(ngx_http_ig_redis_cmd_t)
+           + argc * (sizeof(char *) + sizeof(size_t));
+
+    for (i = 0; i < argc; i++) {
+        size += argvlen[i];
+    }
+
+    cmd = ngx_alloc(size, rc->log);
+    if (cmd == NULL) {
+        return NULL;
+    }
+
+    ngx_memzero(cmd, sizeof(ngx_http_ig_redis_cmd_t));
+    cmd->handler = handler;
+    cmd->data = data;
+    cmd->argc = argc;
+    cmd->argv = (const char **) (cmd + 1);
+    cmd->argvlen = (size_t *) (cmd->argv + argc);
+    p = (u_char *) (cmd->argvlen + argc);
+
+    for (i = 0; i < argc; i++) {
+        cmd->argv[i] = (char *) p;
+        cmd->argvlen[i] = argvlen[i];
+        p = ngx_cpymem(p, argv[i], argvlen[i]);
+    }
+
+    if (ngx_http_ig_redis_send(rc, cmd, argc, argv, argvlen) != NGX_OK) {
+        ngx_free(cmd);
+        return NULL;
+    }
+
+    return cmd;
 }
 
 

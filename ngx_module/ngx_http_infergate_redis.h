@@ -87,6 +87,7 @@ struct ngx_http_ig_redis_s {
     unsigned                    resolved:1;  /* primary known, slots read */
     unsigned                    asking:1;
     unsigned                    want:1;
+    unsigned                    connect_failed:1;  /* since the last up */
 
     /* cluster, per worker: the slot map's node indexes (0xff: none) */
     ngx_http_ig_redis_node_t   *nodes;

@@ -154,10 +154,13 @@ class SentinelSet:
             raise
 
     def _start(self):
-        self.primary = RedisServer(self.base / "primary").start()
+        # a first sync need not wait the diskless delay (5 s)
+        fast = ["--repl-diskless-sync-delay", "0"]
+        self.primary = RedisServer(self.base / "primary", extra=fast).start()
         self.replica = RedisServer(
             self.base / "replica",
-            extra=["--replicaof", "127.0.0.1", str(self.primary.port)]
+            extra=fast + ["--replicaof", "127.0.0.1",
+                          str(self.primary.port)]
         ).start()
         for i in range(3):
             d = self.base / f"sentinel{i}"
@@ -286,7 +289,12 @@ class ClusterNode(RedisServer):
             "--cluster-config-file", str(Path(base) / "nodes.conf"),
             "--cluster-node-timeout", "1000",
             "--cluster-replica-validity-factor", "0",
-            "--cluster-require-full-coverage", "no"])
+            "--cluster-require-full-coverage", "no",
+            # a replica shows in CLUSTER SLOTS once its offset moved: the
+            # primary's pings (10 s by default) move it; the first sync
+            # need not wait the diskless delay (5 s)
+            "--repl-ping-replica-period", "1",
+            "--repl-diskless-sync-delay", "0"])
         self.port = _cluster_port()
 
     def node_id(self):
@@ -340,6 +348,12 @@ class RedisCluster:
                 pass
             time.sleep(0.1)
         raise RuntimeError("the cluster is not ok")
+
+    def slots_of(self, node):
+        """How many slots node serves, by its own CLUSTER SLOTS."""
+        return sum(e[1] - e[0] + 1 for e in
+                   node.client().execute_command("CLUSTER SLOTS")
+                   if int(e[2][1]) == node.port)
 
     def keys(self, pattern):
         """{port: [keys]} over the primaries."""

@@ -295,3 +295,47 @@ def test_connect_timeout(start_nginx, store_origin):
         for s in fillers:
             s.close()
         ls.close()
+
+
+def test_connect_failures_logged_once_per_outage(start_nginx, redis_factory,
+                                                 store_origin):
+    """nginx core logs "connect() to unix:... failed" (error, or crit for
+    a socket file gone) on every attempt: the first failure after a
+    connection keeps its level, the retries of the same outage log it at
+    info (the module's own warning, throttled, still says the server is
+    down); the next outage logs its first failure again.  A unix socket:
+    a TCP connect fails later, in the module, which logs it itself."""
+    srv = redis_factory(unix=True)
+    http, server = cache_conf(srv, store_origin, "connect_timeout=200ms")
+    ngx = start_nginx(http=http, server=server, workers=1)
+    wait_status(ngx, "/warm", ("MISS", "HIT"))
+
+    def outage(seconds):
+        offset = len(ngx.error_log)
+        srv.stop()
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            r = requests.get(ngx.url("/d"), timeout=5)
+            assert r.status_code == 200
+            time.sleep(0.05)
+        return ngx.error_log[offset:]
+
+    def connect_lines(log, levels):
+        return [ln for ln in log.splitlines()
+                if "connect() to unix:" in ln
+                and any(f"[{lv}]" in ln for lv in levels)]
+
+    # backoff 100, 200, 400, 800 ms (less a quarter): four attempts or more
+    log = outage(2.5)
+    loud = connect_lines(log, ("error", "crit"))
+    assert len(loud) == 1, loud
+    assert len(connect_lines(log, ("info",))) >= 3, log[-3000:]
+    assert 'infergate_redis "r"' in log
+
+    srv.start()
+    r = wait_status(ngx, "/back", ("MISS", "HIT"), timeout=15)
+    assert r.headers["X-Cache-Status"] == "MISS", ngx.error_log[-2000:]
+
+    log = outage(1.0)
+    loud = connect_lines(log, ("error", "crit"))
+    assert len(loud) == 1, loud

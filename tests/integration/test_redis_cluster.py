@@ -177,6 +177,7 @@ def load(gws, hdr, stop, out):
     return threads
 
 
+@pytest.mark.chaos
 def test_primary_killed_under_load(start_nginx, redis_cluster, store_origin):
     gws, hdr = gateways(start_nginx, redis_cluster, store_origin)
     stop, out = threading.Event(), []
@@ -200,6 +201,7 @@ def test_primary_killed_under_load(start_nginx, redis_cluster, store_origin):
     assert any(c == "HIT" for _, c in out)
 
 
+@pytest.mark.chaos
 def test_reshard_under_load_follows_moved_and_ask(start_nginx, redis_cluster,
                                                   store_origin):
     gws, hdr = gateways(start_nginx, redis_cluster, store_origin)
@@ -212,7 +214,8 @@ def test_reshard_under_load_follows_moved_and_ask(start_nginx, redis_cluster,
         subprocess.run(
             ["redis-cli", "--cluster", "reshard", f"127.0.0.1:{src.port}",
              "--cluster-from", src.node_id(), "--cluster-to", dst.node_id(),
-             "--cluster-slots", "5461", "--cluster-yes",
+             "--cluster-slots", str(redis_cluster.slots_of(src)),
+             "--cluster-yes",
              "--cluster-pipeline", "10"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             timeout=120)
@@ -227,12 +230,78 @@ def test_reshard_under_load_follows_moved_and_ask(start_nginx, redis_cluster,
             t.join(15)
     assert out and all(s == 200 for s, _ in out), \
         [s for s in out if s[0] != 200][:5]
-    assert not src.client().keys("ig*")       # all of src's slots moved
+    # all of src's slots moved (src, left with none, may since have
+    # become dst's replica, with dst's keys)
+    assert redis_cluster.slots_of(src) == 0
     redirects = sum(metric(g, "infergate_redis_redirects_total",
                            '{kind="moved"}') +
                     metric(g, "infergate_redis_redirects_total",
                            '{kind="ask"}') for g in gws)
     assert redirects > 0
+
+
+def _migrate_slot_keys(src, dst, slot):
+    """Half a reshard of one slot: dst IMPORTING, src MIGRATING, its keys
+    MIGRATEd; the slot map still names src, which now answers ASK."""
+    sc, dc = src.client(), dst.client()
+    dc.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING",
+                       src.node_id())
+    sc.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING",
+                       dst.node_id())
+    keys = sc.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+    assert keys
+    sc.execute_command("MIGRATE", "127.0.0.1", dst.port, "", 0, 5000,
+                       "KEYS", *keys)
+
+
+def _finish_slot(cluster, dst, slot):
+    for x in cluster.primaries():
+        x.client().execute_command("CLUSTER", "SETSLOT", slot, "NODE",
+                                   dst.node_id())
+
+
+def test_lookup_during_reshard_follows_ask_and_moved(
+        start_nginx, redis_cluster, store_origin):
+    """A cache lookup (a plain GET, not a script) that meets ASK or MOVED
+    is sent again where the slot is: the redirect is counted and the
+    lookup still hits (it used to skip the cache)."""
+    gws, hdr = gateways(start_nginx, redis_cluster, store_origin, n=2,
+                        workers=1)
+    h = hdr[TENANTS[5]]
+    before = {k for ks in redis_cluster.keys("igc:*").values() for k in ks}
+    requests.get(gws[0].url("/items/rs"), headers=h)
+    for g in gws:
+        assert wait_hit(g, "/items/rs", h).headers["X-Cache-Status"] == "HIT"
+    new = [(x, k) for x in redis_cluster.primaries()
+           for k in x.client().keys("igc:*") if k not in before]
+    assert len(new) == 1, new
+    src, key = new[0]
+    dst = next(x for x in redis_cluster.primaries() if x is not src)
+    slot = src.client().execute_command("CLUSTER", "KEYSLOT", key)
+    origin_gets = store_origin.count("GET", "/items/rs")
+
+    # ASK: the map still names src (CLUSTER SLOTS does not change while
+    # a slot migrates), so every lookup meets ASK
+    _migrate_slot_keys(src, dst, slot)
+    ask0 = metric(gws[0], "infergate_redis_redirects_total", '{kind="ask"}')
+    for _ in range(3):
+        r = requests.get(gws[0].url("/items/rs"), headers=h)
+        assert r.headers["X-Cache-Status"] == "HIT", r.headers
+    assert metric(gws[0], "infergate_redis_redirects_total",
+                  '{kind="ask"}') >= ask0 + 3
+
+    # MOVED: gws[1] has not looked since, its map is at most a second
+    # old; the first lookup after the slot moves meets MOVED (or, if the
+    # map was read in between, goes straight to dst): a hit either way
+    moved0 = metric(gws[1], "infergate_redis_redirects_total",
+                    '{kind="moved"}')
+    _finish_slot(redis_cluster, dst, slot)
+    r = requests.get(gws[1].url("/items/rs"), headers=h)
+    assert r.headers["X-Cache-Status"] == "HIT", r.headers
+    moved = metric(gws[1], "infergate_redis_redirects_total",
+                   '{kind="moved"}') - moved0
+    assert moved <= 1
+    assert store_origin.count("GET", "/items/rs") == origin_gets
 
 
 def test_reload_keeps_serving(start_nginx, redis_cluster, store_origin):

@@ -42,6 +42,7 @@ def test_sentinel_names_the_primary(start_nginx, sentinel_set, store_origin):
             in ngx.error_log)
 
 
+@pytest.mark.chaos
 def test_failover_under_load_is_followed(start_nginx, sentinel_set,
                                          store_origin):
     gws = []
