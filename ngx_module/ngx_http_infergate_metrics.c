@@ -634,39 +634,158 @@ ngx_http_ig_metrics_backend(ngx_str_t *name, const ig_ctl_stats_t *st,
 }
 
 
+/*
+ * Is the area the backend name itself or one of its pool members
+ * ("NAME/0", "NAME/1" ...)?
+ */
+
+static ngx_uint_t
+ngx_http_ig_m_backend_member(ngx_http_ig_m_backend_sh_t *a, ngx_str_t *name)
+{
+    size_t  k;
+
+    if (a->name_len < name->len
+        || ngx_memcmp(a->name, name->data, name->len) != 0)
+    {
+        return 0;
+    }
+
+    if (a->name_len == name->len) {
+        return 1;
+    }
+
+    if (a->name[name->len] != '/' || a->name_len == name->len + 1) {
+        return 0;
+    }
+
+    for (k = name->len + 1; k < a->name_len; k++) {
+        if (a->name[k] < '0' || a->name[k] > '9') {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* adds one member's figures for a model to the pool's */
+
+static void
+ngx_http_ig_m_model_add(ig_ctl_model_stats_t *to,
+    const ig_ctl_model_stats_t *from)
+{
+    ngx_uint_t  k;
+
+    to->ready |= from->ready;
+    to->requests += from->requests;
+    to->rows += from->rows;
+    to->batches += from->batches;
+
+    for (k = 0; k < IG_STATS_NSTATUS; k++) {
+        to->failures[k] += from->failures[k];
+    }
+
+    to->queue_depth += from->queue_depth;
+    to->run_count += from->run_count;
+    to->run_sum_us += from->run_sum_us;
+
+    for (k = 0; k < IG_STATS_BUCKETS; k++) {
+        to->run_buckets[k] += from->run_buckets[k];
+    }
+
+    to->success += from->success;
+    to->queue_ns += from->queue_ns;
+    to->compute_ns += from->compute_ns;
+    to->last_ms = ngx_max(to->last_ms, from->last_ms);
+}
+
+
+/*
+ * The latest IG_CTL_STATS of the backend NAME into buf: for a pool, the
+ * members' fresh figures summed per (model, version), the header of the
+ * first member; the length, 0 when none is fresh or it does not fit.
+ */
+
 size_t
 ngx_http_ig_metrics_backend_copy(ngx_str_t *name, u_char *buf, size_t size)
 {
     size_t                       n;
-    ngx_uint_t                   i;
+    uint64_t                     now;
+    ngx_uint_t                   i, j, k;
+    ig_ctl_stats_t              *sum, *st;
     ngx_http_ig_m_zone_t        *z;
+    ig_ctl_model_stats_t        *mt;
     ngx_http_ig_m_backend_sh_t  *a;
 
     z = ngx_http_ig_m_zone();
 
-    if (z == NULL || name->len == 0 || name->len > IG_M_BACKEND_NAME) {
+    if (z == NULL || name->len == 0 || name->len > IG_M_BACKEND_NAME
+        || size < sizeof(ig_ctl_stats_t))
+    {
         return 0;
     }
 
     n = 0;
+    sum = (ig_ctl_stats_t *) buf;
+    now = ngx_http_ig_metrics_now_ms();
 
     ngx_shmtx_lock(&z->shpool->mutex);
 
     for (i = 0; i < IG_M_BACKENDS; i++) {
         a = &z->sh->backends[i];
 
-        if (a->name_len == name->len
-            && ngx_memcmp(a->name, name->data, name->len) == 0)
+        if (!ngx_http_ig_m_backend_member(a, name)
+            || a->len < sizeof(ig_ctl_stats_t)
+            || a->updated_ms + IG_M_FRESH_MS <= now)
         {
-            if (a->len && a->len <= size
-                && a->updated_ms + IG_M_FRESH_MS
-                   > ngx_http_ig_metrics_now_ms())
-            {
-                ngx_memcpy(buf, a->msg, a->len);
-                n = a->len;
+            continue;
+        }
+
+        st = (ig_ctl_stats_t *) a->msg;
+
+        if (st->nmodels > IG_RING_MAX_MODELS
+            || a->len < sizeof(ig_ctl_stats_t)
+                        + st->nmodels * sizeof(ig_ctl_model_stats_t))
+        {
+            continue;
+        }
+
+        if (n == 0) {
+            if (a->len > size) {
+                continue;
             }
 
-            break;
+            ngx_memcpy(buf, a->msg, a->len);
+            n = a->len;
+            continue;
+        }
+
+        for (j = 0; j < st->nmodels; j++) {
+            mt = &st->models[j];
+
+            for (k = 0; k < sum->nmodels; k++) {
+                if (ngx_strncmp(sum->models[k].name, mt->name,
+                                IG_MODEL_NAME_MAX) == 0
+                    && ngx_strncmp(sum->models[k].version, mt->version,
+                                   IG_RING_VERSION_MAX) == 0)
+                {
+                    break;
+                }
+            }
+
+            if (k < sum->nmodels) {
+                ngx_http_ig_m_model_add(&sum->models[k], mt);
+                continue;
+            }
+
+            if (sum->nmodels == IG_RING_MAX_MODELS
+                || n + sizeof(ig_ctl_model_stats_t) > size)
+            {
+                continue;
+            }
+
+            sum->models[sum->nmodels++] = *mt;
+            n += sizeof(ig_ctl_model_stats_t);
         }
     }
 

@@ -84,9 +84,10 @@ void ngx_http_ig_metrics_backend(ngx_str_t *name, const ig_ctl_stats_t *st,
     size_t len);
 
 /*
- * Copies that backend's latest IG_CTL_STATS (checked when stored) into
- * buf for the statistics extension; returns its length, or 0 when there
- * is no zone, no reply younger than 3 s, or it does not fit size.
+ * Copies that backend's latest IG_CTL_STATS into buf for the statistics
+ * extension; for a pool, its members' figures summed per (model, version).
+ * Returns its length, or 0 when there is no zone, no reply younger than
+ * 3 s, or it does not fit size.
  */
 size_t ngx_http_ig_metrics_backend_copy(ngx_str_t *name, u_char *buf,
     size_t size);

@@ -412,3 +412,28 @@ def test_retry_has_only_the_remaining_time(start_nginx, backend_proc):
     assert 0.85 < out[1][1] < 1.3, out
     assert "request moved to \"be/1\"" in ngx.error_log, \
         ngx.error_log[-2000:]
+
+
+def test_statistics_extension_sums_the_pool(start_nginx, backend_proc):
+    """GET /v2/models/{m}/stats on a pool: the members' figures are
+    summed per (model, version), not missing because no member is named
+    after the pool itself."""
+    ngx, a, b = start_pool(start_nginx, backend_proc, ["m=builtin:identity:2"],
+                           ["m=builtin:identity:2"], workers=1)
+    s = requests.Session()
+    for _ in range(40):
+        assert post(ngx, "m", s).status_code == 200
+    per = wait_until(lambda: (lambda d: d if sum(d.values()) == 40 else None)(
+        requests_by_member(ngx)), what="both members' figures")
+    assert len(per) == 2 and all(v > 0 for v in per.values()), per
+
+    def summed():
+        r = requests.get(ngx.url("/v2/models/m/stats"), timeout=10)
+        if r.status_code != 200:
+            return None
+        (m,) = r.json()["model_stats"]
+        return m if m["inference_count"] == 40 else None
+
+    m = wait_until(summed, what="the pool's statistics")
+    assert m["name"] == "m" and m["version"] == "1"
+    assert m["inference_stats"]["success"]["count"] == 40
