@@ -200,6 +200,141 @@ ngx_http_ig_grpc_request(ngx_http_request_t *r)
 }
 
 
+/* a gRPC call whose successful reply the cache may keep: ModelInfer */
+
+ngx_uint_t
+ngx_http_ig_grpc_cacheable(ngx_http_request_t *r)
+{
+    return r->uri.len == sizeof(NGX_HTTP_IG_GRPC_PATH "ModelInfer") - 1
+           && ngx_strncmp(r->uri.data, NGX_HTTP_IG_GRPC_PATH "ModelInfer",
+                          r->uri.len) == 0;
+}
+
+
+/*
+ * The request body without the message's 5-byte prefix, for the cache
+ * key: new links and buffer headers over the same memory (or file).
+ */
+
+ngx_int_t
+ngx_http_ig_grpc_cache_body(ngx_http_request_t *r, ngx_chain_t *in,
+    ngx_chain_t **out)
+{
+    off_t         skip, n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl, **ll;
+
+    *out = NULL;
+    ll = out;
+    skip = IG_GRPC_PREFIX;
+
+    for ( /* void */ ; in; in = in->next) {
+        n = ngx_buf_size(in->buf);
+
+        if (skip >= n) {
+            skip -= n;
+            continue;
+        }
+
+        b = ngx_alloc_buf(r->pool);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        *b = *in->buf;
+
+        if (ngx_buf_in_memory(b)) {
+            b->pos += skip;
+
+        } else {
+            b->file_pos += skip;
+        }
+
+        skip = 0;
+
+        cl = ngx_alloc_chain_link(r->pool);
+        if (cl == NULL) {
+            return NGX_ERROR;
+        }
+
+        cl->buf = b;
+        cl->next = NULL;
+        *ll = cl;
+        ll = &cl->next;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A cache hit (or a stale answer) of a gRPC call, from the cache filter:
+ * the stored message goes out as a reply does, ended by grpc-status: 0.
+ */
+
+ngx_int_t
+ngx_http_ig_grpc_cache_replay(ngx_http_request_t *r)
+{
+    if (ngx_http_ig_grpc_push(&r->headers_out.trailers, "grpc-status",
+                              (u_char *) "0", 1) == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    r->headers_out.content_length_n = -1;
+
+    if (r->headers_out.content_length) {
+        r->headers_out.content_length->hash = 0;
+        r->headers_out.content_length = NULL;
+    }
+
+    r->expect_trailers = 1;
+
+    return NGX_OK;
+}
+
+
+/* a reply the cache may store: grpc-status 0 in its trailers */
+
+ngx_uint_t
+ngx_http_ig_grpc_reply_ok(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    if (r->header_only || !r->expect_trailers) {
+        return 0;
+    }
+
+    part = &r->headers_out.trailers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash != 0
+            && h[i].key.len == sizeof("grpc-status") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "grpc-status",
+                               sizeof("grpc-status") - 1) == 0)
+        {
+            return h[i].value.len == 1 && h[i].value.data[0] == '0';
+        }
+    }
+
+    return 0;
+}
+
+
 /* the infer content handler's branch for a gRPC call */
 
 ngx_int_t
@@ -1403,6 +1538,7 @@ ngx_http_ig_grpc_reply(ngx_http_request_t *r, const ProtobufCMessage *msg)
 {
     size_t        len;
     ngx_int_t     rc;
+    ngx_str_t     cc;
     ngx_buf_t    *b;
     ngx_chain_t   out;
 
@@ -1428,10 +1564,22 @@ ngx_http_ig_grpc_reply(ngx_http_request_t *r, const ProtobufCMessage *msg)
     r->headers_out.content_type_lowcase = NULL;
     r->headers_out.content_length_n = -1;
 
-    /* no cache keeps a gRPC answer: it would lose its trailers */
+    /*
+     * The cache keeps a ModelInfer reply (its message; the filter adds
+     * grpc-status: 0 on a hit), without stale answers: a failure swapped
+     * for a stale message would keep the failure's trailers.  Other
+     * replies (readiness, metadata, statistics) are not kept.
+     */
+
+    if (ngx_http_ig_grpc_cacheable(r)) {
+        ngx_str_set(&cc, "stale-while-revalidate=0, stale-if-error=0");
+
+    } else {
+        ngx_str_set(&cc, "no-store");
+    }
 
     if (ngx_http_ig_grpc_push(&r->headers_out.headers, "cache-control",
-                              (u_char *) "no-store", 8) == NULL
+                              cc.data, cc.len) == NULL
         || ngx_http_ig_grpc_push(&r->headers_out.trailers, "grpc-status",
                                  (u_char *) "0", 1) == NULL)
     {
