@@ -212,20 +212,57 @@ ngx_http_ig_grpc_cacheable(ngx_http_request_t *r)
 
 
 /*
- * The request body without the message's 5-byte prefix, for the cache
- * key: new links and buffer headers over the same memory (or file).
+ * What the cache key hashes of a gRPC call's body: the key's models= list
+ * ("N:" then "len:name" each; "0:" for none), then the message without
+ * its 5-byte prefix (new links and buffer headers over the same memory or
+ * file).  The model is inside the message, so models= is checked by the
+ * content handler, after the lookup: keys of one tenant with different
+ * lists never share an entry, and a hit needs no check.
  */
 
 ngx_int_t
 ngx_http_ig_grpc_cache_body(ngx_http_request_t *r, ngx_chain_t *in,
     ngx_chain_t **out)
 {
-    off_t         skip, n;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl, **ll;
+    off_t               skip, n;
+    size_t              size;
+    ngx_uint_t          i;
+    ngx_buf_t          *b;
+    ngx_chain_t        *cl, **ll;
+    ngx_http_ig_ctx_t  *ctx;
+    ngx_http_ig_key_t  *k;
 
-    *out = NULL;
-    ll = out;
+    ctx = ngx_http_ig_find_ctx(r);
+    k = (ctx && ctx->key) ? ctx->key : NULL;
+
+    size = NGX_INT_T_LEN + 1;
+
+    for (i = 0; k && i < k->nmodels; i++) {
+        size += NGX_SIZE_T_LEN + 1 + k->models[i].len;
+    }
+
+    b = ngx_create_temp_buf(r->pool, size);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->last = ngx_sprintf(b->last, "%ui:", k ? k->nmodels : 0);
+
+    for (i = 0; k && i < k->nmodels; i++) {
+        b->last = ngx_sprintf(b->last, "%uz:%V", k->models[i].len,
+                              &k->models[i]);
+    }
+
+    cl = ngx_alloc_chain_link(r->pool);
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+    *out = cl;
+    ll = &cl->next;
+
     skip = IG_GRPC_PREFIX;
 
     for ( /* void */ ; in; in = in->next) {
@@ -1875,9 +1912,9 @@ ngx_http_ig_grpc_header_filter(ngx_http_request_t *r)
 
     if (status < NGX_HTTP_BAD_REQUEST) {
         /*
-         * Not gRPC, yet not an error, where infergate took part: a cache
-         * entry of the HTTP protocol (a cache key= that ignores the
-         * content type), an origin behind a limit.  Elsewhere (no
+         * Not gRPC, yet not an error, where infergate took part: an
+         * origin behind a limit (the cache keeps gRPC entries apart from
+         * HTTP ones, whatever its key=).  Elsewhere (no
          * precontent stage ran, no key was taken) such an answer is left
          * as it is.
          */

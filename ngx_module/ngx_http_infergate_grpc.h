@@ -26,8 +26,9 @@ ngx_int_t ngx_http_ig_grpc_handler(ngx_http_request_t *r,
 
 /*
  * The cache (ngx_http_infergate_cache.c, ngx_http_infergate_cache_filter.c):
- * only ModelInfer is cached; its key hashes the message without the
- * 5-byte prefix (a chain over the same memory or file); a stored reply
+ * only ModelInfer is cached; its key hashes the key's models= list and
+ * the message without the 5-byte prefix (a chain over the same memory or
+ * file); a stored reply
  * is replayed with the trailer grpc-status: 0; only a reply whose
  * trailers say grpc-status 0 is stored.
  */

@@ -1033,3 +1033,40 @@ def test_cache_http_and_grpc_apart(start_nginx, backend_proc, pb,
     assert st == "MISS" and outputs(resp) == [1, 2, 3]
     for x in (c, c2):
         x.close()
+
+
+def test_cache_keeps_models_check(start_nginx, backend_proc, pb,
+                                  redis_server):
+    """The model is inside the message, so models= is checked after the
+    cache lookup: a key of the same tenant limited to models=id never
+    gets the entry another key stored for model "other"."""
+    full, full_line = make_key("acme")
+    only_id, only_line = make_key("acme", "models=id")
+    http = (f"infergate_redis r {redis_server.address} timeout=200ms;\n"
+            "infergate_keys keys.txt;\n")
+    server = """
+        location / {
+            infergate_auth on;
+            infergate_cache redis=r ttl=60s methods=POST;
+            infergate_infer backend=be;
+        }"""
+    ngx, _ = serve(start_nginx, backend_proc,
+                   models=("id=builtin:identity:3",
+                           "other=builtin:identity:3"),
+                   http=http, server=server,
+                   files={"keys.txt": full_line + "\n" + only_line + "\n"})
+    m, _ = pb
+    req = infer_req(m, [1, 2, 3], [1, 3], raw=True, model="other")
+    a = Client(ngx, pb, [("authorization", f"Bearer {full}")])
+    assert cache_call(a, req)[1] == "MISS"
+    assert until_hit(a, req)[1] == "HIT"
+    b = Client(ngx, pb, [("authorization", f"Bearer {only_id}")])
+    for _ in range(2):
+        expect(grpc.StatusCode.PERMISSION_DENIED, b.ModelInfer, req,
+               fragment='model "other"')
+    # its own model is cached for it
+    mine = infer_req(m, [1, 2, 3], [1, 3], raw=True)
+    assert cache_call(b, mine)[1] == "MISS"
+    assert until_hit(b, mine)[1] == "HIT"
+    for c in (a, b):
+        c.close()
