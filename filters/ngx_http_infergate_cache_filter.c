@@ -194,6 +194,15 @@ ngx_http_ig_cache_header_filter(ngx_http_request_t *r)
 
         if (ngx_http_ig_cache_cacheable(r, cc)) {
 
+            if (ngx_http_ig_grpc_request(r)) {
+                /*
+                 * no stale answers for gRPC: a failure swapped for a
+                 * stale message would keep the failure's trailers
+                 */
+                cc->resp_sie = 0;
+                cc->resp_swr = 0;
+            }
+
             if (cc->resp_vary.len) {
                 /* the variant of this request's values of those fields */
 

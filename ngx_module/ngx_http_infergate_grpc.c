@@ -1575,7 +1575,6 @@ ngx_http_ig_grpc_reply(ngx_http_request_t *r, const ProtobufCMessage *msg)
 {
     size_t        len;
     ngx_int_t     rc;
-    ngx_str_t     cc;
     ngx_buf_t    *b;
     ngx_chain_t   out;
 
@@ -1602,23 +1601,20 @@ ngx_http_ig_grpc_reply(ngx_http_request_t *r, const ProtobufCMessage *msg)
     r->headers_out.content_length_n = -1;
 
     /*
-     * The cache keeps a ModelInfer reply (its message; the filter adds
-     * grpc-status: 0 on a hit), without stale answers: a failure swapped
-     * for a stale message would keep the failure's trailers.  Other
-     * replies (readiness, metadata, statistics) are not kept.
+     * A ModelInfer reply may be cached (its message; the cache filter adds
+     * grpc-status: 0 on a hit, and keeps no stale answers for gRPC);
+     * readiness, metadata and statistics never are.
      */
 
-    if (ngx_http_ig_grpc_cacheable(r)) {
-        ngx_str_set(&cc, "stale-while-revalidate=0, stale-if-error=0");
-
-    } else {
-        ngx_str_set(&cc, "no-store");
+    if (!ngx_http_ig_grpc_cacheable(r)
+        && ngx_http_ig_grpc_push(&r->headers_out.headers, "cache-control",
+                                 (u_char *) "no-store", 8) == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    if (ngx_http_ig_grpc_push(&r->headers_out.headers, "cache-control",
-                              cc.data, cc.len) == NULL
-        || ngx_http_ig_grpc_push(&r->headers_out.trailers, "grpc-status",
-                                 (u_char *) "0", 1) == NULL)
+    if (ngx_http_ig_grpc_push(&r->headers_out.trailers, "grpc-status",
+                              (u_char *) "0", 1) == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }

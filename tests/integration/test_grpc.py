@@ -888,13 +888,14 @@ def until_hit(c, req):
         time.sleep(0.05)
 
 
-def cache_serve(start_nginx, backend_proc, redis_server, cache="", keys=""):
+def cache_serve(start_nginx, backend_proc, redis_server, cache="", keys="",
+                ttl="60s"):
     http = (f"infergate_redis r {redis_server.address} timeout=200ms;\n"
             + ("infergate_keys keys.txt;\n" if keys else ""))
     server = f"""
         location / {{
             {"infergate_auth on;" if keys else ""}
-            infergate_cache redis=r ttl=60s methods=POST {cache};
+            infergate_cache redis=r ttl={ttl} methods=POST {cache};
             infergate_infer backend=be;
         }}
         location = /metrics {{ infergate_metrics; }}"""
@@ -1070,3 +1071,22 @@ def test_cache_keeps_models_check(start_nginx, backend_proc, pb,
     assert until_hit(b, mine)[1] == "HIT"
     for c in (a, b):
         c.close()
+
+
+def test_cache_no_stale_grpc(start_nginx, backend_proc, pb, redis_server):
+    """A gRPC entry past its ttl is not served stale (no
+    stale-while-revalidate refresh, no stale-if-error swap): the call
+    goes to the backend again and fills a fresh entry."""
+    ngx, _ = cache_serve(start_nginx, backend_proc, redis_server, ttl="1s",
+                         cache="ttl_jitter=0% stale_while_revalidate=60s "
+                               "stale_if_error=60s")
+    c = Client(ngx, pb)
+    m = c.m
+    req = infer_req(m, [4, 5, 6], [1, 3], raw=True)
+    assert cache_call(c, req)[1] == "MISS"
+    assert until_hit(c, req)[1] == "HIT"
+    time.sleep(1.3)
+    resp, st = cache_call(c, req)
+    assert st == "MISS" and outputs(resp) == [4, 5, 6]
+    assert until_hit(c, req)[1] == "HIT"
+    c.close()
