@@ -1112,6 +1112,18 @@ def targets(results):
              g["rps"] > 1.2 * j["rps"],
              f"{g['rps'] / j['rps']:.2f}x, CPU {g['cpu_us']:.1f} vs "
              f"{j['cpu_us']:.1f} µs/req")
+    # req/s at 64 rows is the backend's and the load tool's where they
+    # share a CPU (2-CPU machines): the gateway's own cost is its CPU
+    for enc in ("binary", "gRPC"):
+        if o and "64 rows JSON" in o and f"64 rows {enc}" in o:
+            j, e = o["64 rows JSON"], o[f"64 rows {enc}"]
+            if j["cpu_us"] and e["cpu_us"]:
+                q = e["cpu_us"] / j["cpu_us"]
+                line(f"{enc} costs the gateway <= 0.8x JSON's CPU at 64 "
+                     "rows", q <= 0.8,
+                     f"{q:.2f}, {e['cpu_us']:.1f} vs {j['cpu_us']:.1f} "
+                     f"µs/req: {1e6 / e['cpu_us']:.0f} vs "
+                     f"{1e6 / j['cpu_us']:.0f} calls/s per worker CPU")
     b = results.get("batching")
     if b and "c=64 batching on" in b and "c=64 batching off" in b:
         on, off = b["c=64 batching on"], b["c=64 batching off"]
