@@ -889,7 +889,7 @@ def until_hit(c, req):
 
 
 def cache_serve(start_nginx, backend_proc, redis_server, cache="", keys="",
-                ttl="60s"):
+                ttl="60s", loc=""):
     http = (f"infergate_redis r {redis_server.address} timeout=200ms;\n"
             + ("infergate_keys keys.txt;\n" if keys else ""))
     server = f"""
@@ -897,6 +897,7 @@ def cache_serve(start_nginx, backend_proc, redis_server, cache="", keys="",
             {"infergate_auth on;" if keys else ""}
             infergate_cache redis=r ttl={ttl} methods=POST {cache};
             infergate_infer backend=be;
+            {loc}
         }}
         location = /metrics {{ infergate_metrics; }}"""
     return serve(start_nginx, backend_proc, http=http, server=server,
@@ -1089,4 +1090,24 @@ def test_cache_no_stale_grpc(start_nginx, backend_proc, pb, redis_server):
     resp, st = cache_call(c, req)
     assert st == "MISS" and outputs(resp) == [4, 5, 6]
     assert until_hit(c, req)[1] == "HIT"
+    c.close()
+
+
+def test_cache_spooled_body(start_nginx, backend_proc, pb, redis_server):
+    """A message nginx wrote to a temporary file (over
+    client_body_buffer_size) is keyed on all of it: the same 256 rows hit,
+    a change in the last value misses."""
+    ngx, _ = cache_serve(start_nginx, backend_proc, redis_server,
+                         loc="client_body_buffer_size 1k;")
+    c = Client(ngx, pb)
+    m = c.m
+    vals = [float(i % 97) for i in range(256 * 3)]
+    req = infer_req(m, vals, [256, 3], raw=True)
+    first, st = cache_call(c, req)
+    assert st == "MISS" and outputs(first) == vals
+    resp, st = until_hit(c, req)
+    assert st == "HIT" and resp == first
+    other = infer_req(m, vals[:-1] + [1000.0], [256, 3], raw=True)
+    resp, st = cache_call(c, other)
+    assert st == "MISS" and outputs(resp)[-1] == 1000.0
     c.close()
