@@ -1755,6 +1755,15 @@ ngx_http_ig_cache_digest(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
             return NGX_ERROR;
         }
 
+        if (grpc) {
+            /* the key's models=, checked after the lookup for gRPC */
+            if (ngx_http_ig_grpc_cache_models(r, &parts[6]) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            return ngx_http_ig_cache_sha256(r, parts, 7, NULL, digest);
+        }
+
         return ngx_http_ig_cache_sha256(r, parts, 6, NULL, digest);
     }
 

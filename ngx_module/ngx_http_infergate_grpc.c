@@ -212,23 +212,19 @@ ngx_http_ig_grpc_cacheable(ngx_http_request_t *r)
 
 
 /*
- * What the cache key hashes of a gRPC call's body: the key's models= list
- * ("N:" then "len:name" each; "0:" for none), then the message without
- * its 5-byte prefix (new links and buffer headers over the same memory or
- * file).  The model is inside the message, so models= is checked by the
- * content handler, after the lookup: keys of one tenant with different
- * lists never share an entry, and a hit needs no check.
+ * The key's models= list for the cache key of a gRPC call ("N:" then
+ * "len:name" each; "0:" for none).  The model is inside the message, so
+ * models= is checked by the content handler, after the lookup: keys of
+ * one tenant with different lists never share an entry, and a hit needs
+ * no check.
  */
 
 ngx_int_t
-ngx_http_ig_grpc_cache_body(ngx_http_request_t *r, ngx_chain_t *in,
-    ngx_chain_t **out)
+ngx_http_ig_grpc_cache_models(ngx_http_request_t *r, ngx_str_t *out)
 {
-    off_t               skip, n;
+    u_char             *p;
     size_t              size;
     ngx_uint_t          i;
-    ngx_buf_t          *b;
-    ngx_chain_t        *cl, **ll;
     ngx_http_ig_ctx_t  *ctx;
     ngx_http_ig_key_t  *k;
 
@@ -241,17 +237,51 @@ ngx_http_ig_grpc_cache_body(ngx_http_request_t *r, ngx_chain_t *in,
         size += NGX_SIZE_T_LEN + 1 + k->models[i].len;
     }
 
-    b = ngx_create_temp_buf(r->pool, size);
+    p = ngx_pnalloc(r->pool, size);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    out->data = p;
+    p = ngx_sprintf(p, "%ui:", k ? k->nmodels : 0);
+
+    for (i = 0; k && i < k->nmodels; i++) {
+        p = ngx_sprintf(p, "%uz:%V", k->models[i].len, &k->models[i]);
+    }
+
+    out->len = p - out->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * What the default cache key hashes of a gRPC call's body: the key's
+ * models= list, then the message without its 5-byte prefix (new links
+ * and buffer headers over the same memory or file).
+ */
+
+ngx_int_t
+ngx_http_ig_grpc_cache_body(ngx_http_request_t *r, ngx_chain_t *in,
+    ngx_chain_t **out)
+{
+    off_t         skip, n;
+    ngx_str_t     models;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl, **ll;
+
+    if (ngx_http_ig_grpc_cache_models(r, &models) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    b = ngx_calloc_buf(r->pool);
     if (b == NULL) {
         return NGX_ERROR;
     }
 
-    b->last = ngx_sprintf(b->last, "%ui:", k ? k->nmodels : 0);
-
-    for (i = 0; k && i < k->nmodels; i++) {
-        b->last = ngx_sprintf(b->last, "%uz:%V", k->models[i].len,
-                              &k->models[i]);
-    }
+    b->pos = models.data;
+    b->last = models.data + models.len;
+    b->memory = 1;
 
     cl = ngx_alloc_chain_link(r->pool);
     if (cl == NULL) {
