@@ -1114,3 +1114,33 @@ def test_cache_spooled_body(start_nginx, backend_proc, pb, redis_server):
     resp, st = cache_call(c, other)
     assert st == "MISS" and outputs(resp)[-1] == 1000.0
     c.close()
+
+
+def test_cache_concurrent_fill(start_nginx, backend_proc, pb, redis_server):
+    """16 calls of one message at once: one fills, the others wait on its
+    lease and get the entry (or go to the backend when it is late); every
+    call ends OK with the right outputs and grpc-status 0."""
+    ngx, _ = cache_serve(start_nginx, backend_proc, redis_server)
+    c = Client(ngx, pb)
+    m = c.m
+    req = infer_req(m, [7, 8, 9], [1, 3], raw=True)
+    got, errs = [], []
+
+    def call():
+        try:
+            got.append(cache_call(c, req))
+        except Exception as e:  # noqa: BLE001
+            errs.append(e)
+
+    ts = [threading.Thread(target=call) for _ in range(16)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    assert not errs, errs
+    assert len(got) == 16
+    assert all(outputs(r) == [7, 8, 9] for r, _ in got)
+    sts = [st for _, st in got]
+    assert set(sts) <= {"MISS", "HIT"}, sts
+    assert sts.count("HIT") >= 1 or until_hit(c, req)[1] == "HIT", sts
+    c.close()
