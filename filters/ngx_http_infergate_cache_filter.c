@@ -16,6 +16,7 @@
 #include "ngx_http_infergate.h"
 #include "ngx_http_infergate_redis.h"
 #include "ngx_http_infergate_cache.h"
+#include "ngx_http_infergate_grpc.h"
 
 
 static ngx_int_t ngx_http_ig_cache_preconfiguration(ngx_conf_t *cf);
@@ -193,6 +194,15 @@ ngx_http_ig_cache_header_filter(ngx_http_request_t *r)
 
         if (ngx_http_ig_cache_cacheable(r, cc)) {
 
+            if (ngx_http_ig_grpc_request(r)) {
+                /*
+                 * no stale answers for gRPC: a failure swapped for a
+                 * stale message would keep the failure's trailers
+                 */
+                cc->resp_sie = 0;
+                cc->resp_swr = 0;
+            }
+
             if (cc->resp_vary.len) {
                 /* the variant of this request's values of those fields */
 
@@ -215,6 +225,16 @@ ngx_http_ig_cache_header_filter(ngx_http_request_t *r)
             cc->status = NGX_HTTP_IG_CST_BYPASS;
             cc->bypass = NGX_HTTP_IG_BYP_RESPONSE;
             ngx_http_ig_cache_release(cc);
+        }
+    }
+
+    if (cc->direct && ngx_http_ig_grpc_request(r)
+        && r->headers_out.status == NGX_HTTP_OK)
+    {
+        /* a gRPC hit: the stored message, then grpc-status: 0 */
+
+        if (ngx_http_ig_grpc_cache_replay(r) != NGX_OK) {
+            return NGX_ERROR;
         }
     }
 
@@ -585,6 +605,8 @@ ngx_http_ig_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
         if (rc != NGX_ERROR
             && r->headers_out.status == cc->resp_status
+            && (r != r->main || !ngx_http_ig_grpc_request(r)
+                || ngx_http_ig_grpc_reply_ok(r))
             && (r->headers_out.content_length_n < 0
                 || r->headers_out.content_length_n == (off_t) cc->size))
         {

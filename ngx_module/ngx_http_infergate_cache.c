@@ -25,6 +25,7 @@
 #include "ngx_http_infergate_redis.h"
 #include "ngx_http_infergate_cache.h"
 #include "ngx_http_infergate_metrics.h"
+#include "ngx_http_infergate_grpc.h"
 
 
 #define NGX_HTTP_IG_CACHE_POLL  20      /* ms between lease polls          */
@@ -714,6 +715,12 @@ ngx_http_ig_cache_access(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
     case NGX_HTTP_IG_CACHE_NONE:
 
         if (!(r->method & cc->conf->methods)) {
+            cc->bypass = NGX_HTTP_IG_BYP_METHOD;
+            goto bypass;
+        }
+
+        if (ngx_http_ig_grpc_request(r) && !ngx_http_ig_grpc_cacheable(r)) {
+            /* gRPC: only ModelInfer is cached */
             cc->bypass = NGX_HTTP_IG_BYP_METHOD;
             goto bypass;
         }
@@ -1721,6 +1728,8 @@ ngx_http_ig_cache_digest(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
 {
     u_char             *p, *last, *semi;
     ngx_str_t           parts[10], *ct;
+    ngx_uint_t          grpc;
+    ngx_chain_t        *body;
     ngx_http_ig_ctx_t  *ctx;
 
     ngx_http_ig_cache_tenant(r, cc->tenant);
@@ -1739,17 +1748,39 @@ ngx_http_ig_cache_digest(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
         return NGX_ERROR;
     }
 
+    grpc = ngx_http_ig_grpc_request(r);
+
     if (cc->conf->key) {
-        ngx_str_set(&parts[0], "k");
+        /* gRPC and HTTP entries apart: "K" for gRPC */
+        if (grpc) {
+            ngx_str_set(&parts[0], "K");
+
+        } else {
+            ngx_str_set(&parts[0], "k");
+        }
 
         if (ngx_http_complex_value(r, cc->conf->key, &parts[5]) != NGX_OK) {
             return NGX_ERROR;
         }
 
+        if (grpc) {
+            /* the key's models=, checked after the lookup for gRPC */
+            if (ngx_http_ig_grpc_cache_models(r, &parts[6]) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            return ngx_http_ig_cache_sha256(r, parts, 7, NULL, digest);
+        }
+
         return ngx_http_ig_cache_sha256(r, parts, 6, NULL, digest);
     }
 
-    ngx_str_set(&parts[0], "d");
+    if (grpc) {
+        ngx_str_set(&parts[0], "D");
+
+    } else {
+        ngx_str_set(&parts[0], "d");
+    }
 
     if (r->method & NGX_HTTP_HEAD) {
         ngx_str_set(&parts[5], "GET");
@@ -1802,10 +1833,15 @@ ngx_http_ig_cache_digest(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
         parts[9].len = p - parts[9].data;
     }
 
-    return ngx_http_ig_cache_sha256(r, parts, 10,
-                                    r->request_body
-                                    ? r->request_body->bufs : NULL,
-                                    digest);
+    body = r->request_body ? r->request_body->bufs : NULL;
+
+    /* gRPC: the message, without its 5-byte prefix */
+
+    if (grpc && ngx_http_ig_grpc_cache_body(r, body, &body) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_ig_cache_sha256(r, parts, 10, body, digest);
 }
 
 

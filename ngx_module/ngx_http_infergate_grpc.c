@@ -200,6 +200,208 @@ ngx_http_ig_grpc_request(ngx_http_request_t *r)
 }
 
 
+/* a gRPC call whose successful reply the cache may keep: ModelInfer */
+
+ngx_uint_t
+ngx_http_ig_grpc_cacheable(ngx_http_request_t *r)
+{
+    return r->uri.len == sizeof(NGX_HTTP_IG_GRPC_PATH "ModelInfer") - 1
+           && ngx_strncmp(r->uri.data, NGX_HTTP_IG_GRPC_PATH "ModelInfer",
+                          r->uri.len) == 0;
+}
+
+
+/*
+ * The key's models= list for the cache key of a gRPC call ("N:" then
+ * "len:name" each; "0:" for none).  The model is inside the message, so
+ * models= is checked by the content handler, after the lookup: keys of
+ * one tenant with different lists never share an entry, and a hit needs
+ * no check.
+ */
+
+ngx_int_t
+ngx_http_ig_grpc_cache_models(ngx_http_request_t *r, ngx_str_t *out)
+{
+    u_char             *p;
+    size_t              size;
+    ngx_uint_t          i;
+    ngx_http_ig_ctx_t  *ctx;
+    ngx_http_ig_key_t  *k;
+
+    ctx = ngx_http_ig_find_ctx(r);
+    k = (ctx && ctx->key) ? ctx->key : NULL;
+
+    size = NGX_INT_T_LEN + 1;
+
+    for (i = 0; k && i < k->nmodels; i++) {
+        size += NGX_SIZE_T_LEN + 1 + k->models[i].len;
+    }
+
+    p = ngx_pnalloc(r->pool, size);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    out->data = p;
+    p = ngx_sprintf(p, "%ui:", k ? k->nmodels : 0);
+
+    for (i = 0; k && i < k->nmodels; i++) {
+        p = ngx_sprintf(p, "%uz:%V", k->models[i].len, &k->models[i]);
+    }
+
+    out->len = p - out->data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * What the default cache key hashes of a gRPC call's body: the key's
+ * models= list, then the message without its 5-byte prefix (new links
+ * and buffer headers over the same memory or file).
+ */
+
+ngx_int_t
+ngx_http_ig_grpc_cache_body(ngx_http_request_t *r, ngx_chain_t *in,
+    ngx_chain_t **out)
+{
+    off_t         skip, n;
+    ngx_str_t     models;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl, **ll;
+
+    if (ngx_http_ig_grpc_cache_models(r, &models) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = models.data;
+    b->last = models.data + models.len;
+    b->memory = 1;
+
+    cl = ngx_alloc_chain_link(r->pool);
+    if (cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+    *out = cl;
+    ll = &cl->next;
+
+    skip = IG_GRPC_PREFIX;
+
+    for ( /* void */ ; in; in = in->next) {
+        n = ngx_buf_size(in->buf);
+
+        if (skip >= n) {
+            skip -= n;
+            continue;
+        }
+
+        b = ngx_alloc_buf(r->pool);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        *b = *in->buf;
+
+        if (ngx_buf_in_memory(b)) {
+            b->pos += skip;
+
+        } else {
+            b->file_pos += skip;
+        }
+
+        skip = 0;
+
+        cl = ngx_alloc_chain_link(r->pool);
+        if (cl == NULL) {
+            return NGX_ERROR;
+        }
+
+        cl->buf = b;
+        cl->next = NULL;
+        *ll = cl;
+        ll = &cl->next;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A cache hit (or a stale answer) of a gRPC call, from the cache filter:
+ * the stored message goes out as a reply does, ended by grpc-status: 0.
+ */
+
+ngx_int_t
+ngx_http_ig_grpc_cache_replay(ngx_http_request_t *r)
+{
+    if (ngx_http_ig_grpc_push(&r->headers_out.trailers, "grpc-status",
+                              (u_char *) "0", 1) == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    r->headers_out.content_length_n = -1;
+
+    if (r->headers_out.content_length) {
+        r->headers_out.content_length->hash = 0;
+        r->headers_out.content_length = NULL;
+    }
+
+    r->expect_trailers = 1;
+
+    return NGX_OK;
+}
+
+
+/* a reply the cache may store: grpc-status 0 in its trailers */
+
+ngx_uint_t
+ngx_http_ig_grpc_reply_ok(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    if (r->header_only || !r->expect_trailers) {
+        return 0;
+    }
+
+    part = &r->headers_out.trailers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash != 0
+            && h[i].key.len == sizeof("grpc-status") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "grpc-status",
+                               sizeof("grpc-status") - 1) == 0)
+        {
+            return h[i].value.len == 1 && h[i].value.data[0] == '0';
+        }
+    }
+
+    return 0;
+}
+
+
 /* the infer content handler's branch for a gRPC call */
 
 ngx_int_t
@@ -1428,12 +1630,21 @@ ngx_http_ig_grpc_reply(ngx_http_request_t *r, const ProtobufCMessage *msg)
     r->headers_out.content_type_lowcase = NULL;
     r->headers_out.content_length_n = -1;
 
-    /* no cache keeps a gRPC answer: it would lose its trailers */
+    /*
+     * A ModelInfer reply may be cached (its message; the cache filter adds
+     * grpc-status: 0 on a hit, and keeps no stale answers for gRPC);
+     * readiness, metadata and statistics never are.
+     */
 
-    if (ngx_http_ig_grpc_push(&r->headers_out.headers, "cache-control",
-                              (u_char *) "no-store", 8) == NULL
-        || ngx_http_ig_grpc_push(&r->headers_out.trailers, "grpc-status",
-                                 (u_char *) "0", 1) == NULL)
+    if (!ngx_http_ig_grpc_cacheable(r)
+        && ngx_http_ig_grpc_push(&r->headers_out.headers, "cache-control",
+                                 (u_char *) "no-store", 8) == NULL)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_ig_grpc_push(&r->headers_out.trailers, "grpc-status",
+                              (u_char *) "0", 1) == NULL)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1727,9 +1938,9 @@ ngx_http_ig_grpc_header_filter(ngx_http_request_t *r)
 
     if (status < NGX_HTTP_BAD_REQUEST) {
         /*
-         * Not gRPC, yet not an error, where infergate took part: a cache
-         * entry of the HTTP protocol (a cache key= that ignores the
-         * content type), an origin behind a limit.  Elsewhere (no
+         * Not gRPC, yet not an error, where infergate took part: an
+         * origin behind a limit (the cache keeps gRPC entries apart from
+         * HTTP ones, whatever its key=).  Elsewhere (no
          * precontent stage ran, no key was taken) such an answer is left
          * as it is.
          */

@@ -14,6 +14,7 @@ pkgs=(
     libnginx-mod-http-lua lua-nginx-redis lua-nginx-string lua-cjson
     python3-matplotlib
     python3-grpcio python3-grpc-tools python3-jsonschema protobuf-compiler
+    nghttp2-client
     redis-sentinel
 )
 

@@ -861,3 +861,286 @@ def test_fields_the_gateway_ignores(start_nginx, backend_proc, pb):
     r = m.ModelInferResponse.FromString(body)
     assert r.id == "x" and outputs(r) == [1, 2, 3]
     c.close()
+
+
+# --------------------------------------------------------------------------
+# the cache (issue 13 §2): ModelInfer keyed on the request message
+
+from redis_fixtures import redis_factory, redis_server  # noqa: E402,F401
+
+
+def cache_call(c, req, **kw):
+    """(response, X-Cache-Status) of a ModelInfer with its metadata"""
+    resp, call = c.stub.ModelInfer.with_call(req, metadata=c.md, timeout=10,
+                                             **kw)
+    md = dict(call.initial_metadata())
+    assert call.code() == grpc.StatusCode.OK
+    return resp, md.get("x-cache-status")
+
+
+def until_hit(c, req):
+    """the fill is written after the reply: ask again until it is there"""
+    deadline = time.time() + 5
+    while True:
+        resp, st = cache_call(c, req)
+        if st == "HIT" or time.time() > deadline:
+            return resp, st
+        time.sleep(0.05)
+
+
+def cache_serve(start_nginx, backend_proc, redis_server, cache="", keys="",
+                ttl="60s", loc=""):
+    http = (f"infergate_redis r {redis_server.address} timeout=200ms;\n"
+            + ("infergate_keys keys.txt;\n" if keys else ""))
+    server = f"""
+        location / {{
+            {"infergate_auth on;" if keys else ""}
+            infergate_cache redis=r ttl={ttl} methods=POST {cache};
+            infergate_infer backend=be;
+            {loc}
+        }}
+        location = /metrics {{ infergate_metrics; }}"""
+    return serve(start_nginx, backend_proc, http=http, server=server,
+                 files={"keys.txt": keys} if keys else None)
+
+
+def test_cache_model_infer(start_nginx, backend_proc, pb, redis_server):
+    """A repeated ModelInfer is a hit: the same message, grpc-status 0,
+    and the backend saw one inference; another message misses; the
+    other RPCs are not cached."""
+    ngx, _ = cache_serve(start_nginx, backend_proc, redis_server)
+    c = Client(ngx, pb)
+    m = c.m
+    req = infer_req(m, [1, 2, 3], [1, 3], raw=True)
+    first, st = cache_call(c, req)
+    assert st == "MISS"
+    resp, st = until_hit(c, req)
+    assert st == "HIT", st
+    assert resp == first and outputs(resp) == [1, 2, 3]
+    for _ in range(3):
+        assert cache_call(c, req)[1] == "HIT"
+
+    # hand-made: the same message as a client's, with its trailers
+    hdrs, body = curl_grpc(ngx, "ModelInfer", frame(req.SerializeToString()))
+    assert hdrs.get("x-cache-status") == "HIT", hdrs
+    assert hdrs.get("grpc-status") == "0", hdrs
+    assert body == frame(first.SerializeToString())
+
+    other = infer_req(m, [1, 2, 4], [1, 3], raw=True)
+    resp, st = cache_call(c, other)
+    assert st == "MISS" and outputs(resp) == [1, 2, 4]
+    assert until_hit(c, other)[1] == "HIT"
+
+    # the backend ran two inferences (3 values each), not seven
+    deadline = time.time() + 10
+    while True:
+        s = c.ModelStatistics(m.ModelStatisticsRequest(name="id"))
+        if s.model_stats[0].inference_count >= 2:
+            break
+        assert time.time() < deadline, s
+        time.sleep(0.2)
+    time.sleep(1.2)
+    s = c.ModelStatistics(m.ModelStatisticsRequest(name="id"))
+    assert s.model_stats[0].inference_stats.success.count == 2, s
+
+    # readiness is never served from the cache
+    r, call = c.stub.ModelReady.with_call(m.ModelReadyRequest(name="id"),
+                                          timeout=10)
+    assert r.ready
+    assert dict(call.initial_metadata()).get("x-cache-status") == "BYPASS"
+    c.close()
+
+
+def test_cache_refusals_not_stored(start_nginx, backend_proc, pb,
+                                   redis_server):
+    """INVALID_ARGUMENT and NOT_FOUND replies are never stored: the same
+    bad message is refused again by the gateway, not replayed."""
+    ngx, _ = cache_serve(start_nginx, backend_proc, redis_server)
+    c = Client(ngx, pb)
+    m = c.m
+    for bad, code in ((infer_req(m, [1, 2], [1, 3]),
+                       grpc.StatusCode.INVALID_ARGUMENT),
+                      (infer_req(m, [1, 2, 3], [1, 3], model="nope"),
+                       grpc.StatusCode.NOT_FOUND)):
+        for _ in range(3):
+            e = expect(code, c.ModelInfer, bad)
+            assert dict(e.initial_metadata()).get("x-cache-status") \
+                != "HIT"
+            time.sleep(0.1)
+    c.close()
+
+
+def test_cache_tenants_apart(start_nginx, backend_proc, pb, redis_server):
+    """One tenant's entry is never another's."""
+    acme, acme_line = make_key("acme")
+    globex, globex_line = make_key("globex")
+    ngx, _ = cache_serve(start_nginx, backend_proc, redis_server,
+                         keys=acme_line + "\n" + globex_line + "\n")
+    m, _ = pb
+    req = infer_req(m, [5, 6, 7], [1, 3], raw=True)
+    a = Client(ngx, pb, [("authorization", f"Bearer {acme}")])
+    assert cache_call(a, req)[1] == "MISS"
+    assert until_hit(a, req)[1] == "HIT"
+    g = Client(ngx, pb, [("x-api-key", globex)])
+    resp, st = cache_call(g, req)
+    assert st == "MISS" and outputs(resp) == [5, 6, 7]
+    assert until_hit(g, req)[1] == "HIT"
+    # without a key: refused, not replayed
+    n = Client(ngx, pb)
+    expect(grpc.StatusCode.UNAUTHENTICATED, n.ModelInfer, req)
+    for c in (a, g, n):
+        c.close()
+
+
+def test_cache_http_and_grpc_apart(start_nginx, backend_proc, pb,
+                                   redis_server):
+    """A key= that both protocols share (here a header) still keeps the
+    gRPC entries apart from the HTTP ones, both ways."""
+    import json
+    ngx, _ = cache_serve(start_nginx, backend_proc, redis_server,
+                         cache="key=$http_x_k")
+    c = Client(ngx, pb, [("x-k", "a")])
+    m = c.m
+    req = infer_req(m, [1, 2, 3], [1, 3], raw=True)
+    assert cache_call(c, req)[1] == "MISS"
+    assert until_hit(c, req)[1] == "HIT"
+
+    def http(k):
+        r = subprocess.run(
+            ["curl", "-sS", "--http2-prior-knowledge", "-D", "/dev/stderr",
+             "-H", "content-type: application/json", "-H", f"x-k: {k}",
+             "--data-binary", json.dumps({"inputs": [{
+                 "name": "input", "shape": [1, 3], "datatype": "FP32",
+                 "data": [9, 8, 7]}]}),
+             f"http://127.0.0.1:{ngx.port}/v2/models/id/infer"],
+            capture_output=True, timeout=30)
+        hdrs = r.stderr.decode().lower()
+        return hdrs, r.stdout
+
+    # the gRPC entry of "a" is not the HTTP answer of "a"
+    hdrs, body = http("a")
+    assert "x-cache-status: miss" in hdrs, hdrs
+    assert json.loads(body)["outputs"][0]["data"] == [9, 8, 7]
+
+    # an HTTP entry of "b" is not the gRPC answer of "b"
+    hdrs, body = http("b")
+    deadline = time.time() + 5
+    while "x-cache-status: hit" not in hdrs and time.time() < deadline:
+        time.sleep(0.05)
+        hdrs, body = http("b")
+    assert "x-cache-status: hit" in hdrs, hdrs
+    assert "application/json" in hdrs
+    c2 = Client(ngx, pb, [("x-k", "b")])
+    resp, st = cache_call(c2, req)
+    assert st == "MISS" and outputs(resp) == [1, 2, 3]
+    for x in (c, c2):
+        x.close()
+
+
+@pytest.mark.parametrize("cache", ["", "key=$http_x_k"])
+def test_cache_keeps_models_check(start_nginx, backend_proc, pb,
+                                  redis_server, cache):
+    """The model is inside the message, so models= is checked after the
+    cache lookup: a key of the same tenant limited to models=id never
+    gets the entry another key stored for model "other", with the default
+    key or a key= that ignores the message."""
+    full, full_line = make_key("acme")
+    only_id, only_line = make_key("acme", "models=id")
+    http = (f"infergate_redis r {redis_server.address} timeout=200ms;\n"
+            "infergate_keys keys.txt;\n")
+    server = """
+        location / {
+            infergate_auth on;
+            infergate_cache redis=r ttl=60s methods=POST %s;
+            infergate_infer backend=be;
+        }""" % cache
+    ngx, _ = serve(start_nginx, backend_proc,
+                   models=("id=builtin:identity:3",
+                           "other=builtin:identity:3"),
+                   http=http, server=server,
+                   files={"keys.txt": full_line + "\n" + only_line + "\n"})
+    m, _ = pb
+    req = infer_req(m, [1, 2, 3], [1, 3], raw=True, model="other")
+    a = Client(ngx, pb, [("authorization", f"Bearer {full}")])
+    assert cache_call(a, req)[1] == "MISS"
+    assert until_hit(a, req)[1] == "HIT"
+    b = Client(ngx, pb, [("authorization", f"Bearer {only_id}")])
+    for _ in range(2):
+        expect(grpc.StatusCode.PERMISSION_DENIED, b.ModelInfer, req,
+               fragment='model "other"')
+    # its own model is cached for it
+    mine = infer_req(m, [1, 2, 3], [1, 3], raw=True)
+    if not cache:
+        assert cache_call(b, mine)[1] == "MISS"
+    assert until_hit(b, mine)[1] == "HIT"
+    for c in (a, b):
+        c.close()
+
+
+def test_cache_no_stale_grpc(start_nginx, backend_proc, pb, redis_server):
+    """A gRPC entry past its ttl is not served stale (no
+    stale-while-revalidate refresh, no stale-if-error swap): the call
+    goes to the backend again and fills a fresh entry."""
+    ngx, _ = cache_serve(start_nginx, backend_proc, redis_server, ttl="1s",
+                         cache="ttl_jitter=0% stale_while_revalidate=60s "
+                               "stale_if_error=60s")
+    c = Client(ngx, pb)
+    m = c.m
+    req = infer_req(m, [4, 5, 6], [1, 3], raw=True)
+    assert cache_call(c, req)[1] == "MISS"
+    assert until_hit(c, req)[1] == "HIT"
+    time.sleep(1.3)
+    resp, st = cache_call(c, req)
+    assert st == "MISS" and outputs(resp) == [4, 5, 6]
+    assert until_hit(c, req)[1] == "HIT"
+    c.close()
+
+
+def test_cache_spooled_body(start_nginx, backend_proc, pb, redis_server):
+    """A message nginx wrote to a temporary file (over
+    client_body_buffer_size) is keyed on all of it: the same 256 rows hit,
+    a change in the last value misses."""
+    ngx, _ = cache_serve(start_nginx, backend_proc, redis_server,
+                         loc="client_body_buffer_size 1k;")
+    c = Client(ngx, pb)
+    m = c.m
+    vals = [float(i % 97) for i in range(256 * 3)]
+    req = infer_req(m, vals, [256, 3], raw=True)
+    first, st = cache_call(c, req)
+    assert st == "MISS" and outputs(first) == vals
+    resp, st = until_hit(c, req)
+    assert st == "HIT" and resp == first
+    other = infer_req(m, vals[:-1] + [1000.0], [256, 3], raw=True)
+    resp, st = cache_call(c, other)
+    assert st == "MISS" and outputs(resp)[-1] == 1000.0
+    c.close()
+
+
+def test_cache_concurrent_fill(start_nginx, backend_proc, pb, redis_server):
+    """16 calls of one message at once: one fills, the others wait on its
+    lease and get the entry (or go to the backend when it is late); every
+    call ends OK with the right outputs and grpc-status 0."""
+    ngx, _ = cache_serve(start_nginx, backend_proc, redis_server)
+    c = Client(ngx, pb)
+    m = c.m
+    req = infer_req(m, [7, 8, 9], [1, 3], raw=True)
+    got, errs = [], []
+
+    def call():
+        try:
+            got.append(cache_call(c, req))
+        except Exception as e:  # noqa: BLE001
+            errs.append(e)
+
+    ts = [threading.Thread(target=call) for _ in range(16)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    assert not errs, errs
+    assert len(got) == 16
+    assert all(outputs(r) == [7, 8, 9] for r, _ in got)
+    sts = [st for _, st in got]
+    assert set(sts) <= {"MISS", "HIT"}, sts
+    assert sts.count("HIT") >= 1 or until_hit(c, req)[1] == "HIT", sts
+    c.close()
