@@ -34,6 +34,7 @@
 
 #include "ngx_http_infergate.h"
 #include "ngx_http_infergate_breaker.h"
+#include "ngx_http_infergate_grpc.h"
 #include "ngx_http_infergate_metrics.h"
 
 
@@ -120,6 +121,7 @@ static void ngx_http_ig_brk_report(ngx_http_request_t *r,
     ngx_http_ig_brk_ctx_t *bc, ngx_uint_t failed);
 static void ngx_http_ig_brk_cleanup(void *data);
 static ngx_int_t ngx_http_ig_brk_header_filter(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_ig_brk_grpc_status(ngx_http_request_t *r);
 static ngx_int_t ngx_http_ig_brk_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static char *ngx_http_ig_brk_zone(ngx_conf_t *cf, ngx_command_t *cmd,
@@ -216,8 +218,9 @@ const ngx_http_ig_stage_t  ngx_http_ig_breaker_stage = {
 
 /*
  * An infergate_infer location's GET and HEAD routes (health, ready,
- * metadata, statistics) do no backend work: the breaker neither counts
- * nor refuses them, and they take no half-open probe.  Readiness asks
+ * metadata, statistics) and its gRPC calls other than ModelInfer do no
+ * backend work: the breaker neither counts nor refuses them, and they
+ * take no half-open probe.  Readiness asks
  * ngx_http_ig_breaker_open() instead.
  */
 
@@ -232,8 +235,17 @@ ngx_http_ig_brk_on(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf)
         return 0;
     }
 
-    return !((r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))
-             && ngx_http_ig_infer_on(r));
+    if (!ngx_http_ig_infer_on(r)) {
+        return 1;
+    }
+
+    /* gRPC: every RPC is a POST; only ModelInfer does backend work */
+
+    if (ngx_http_ig_grpc_request(r)) {
+        return ngx_http_ig_grpc_cacheable(r);
+    }
+
+    return !(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD));
 }
 
 
@@ -770,6 +782,11 @@ ngx_http_ig_brk_header_filter(ngx_http_request_t *r)
     }
 
     status = r->headers_out.status;
+
+    if (status == NGX_HTTP_OK) {
+        status = ngx_http_ig_brk_grpc_status(r);
+    }
+
     on = bc->conf->on;
 
     failed = 0;
@@ -792,6 +809,65 @@ ngx_http_ig_brk_header_filter(ngx_http_request_t *r)
     ngx_http_ig_brk_report(r, bc, failed);
 
     return ngx_http_next_header_filter(r);
+}
+
+
+/*
+ * A gRPC answer is HTTP 200 whatever it says; a failed call is
+ * Trailers-Only, its grpc-status among the headers.  The HTTP status the
+ * code means (doc/http-grpc-status-mapping.md, the other way round):
+ * UNAVAILABLE 503, DEADLINE_EXCEEDED 504, UNKNOWN, INTERNAL and DATA_LOSS
+ * 500; any other code is the caller's (a 4xx) and 200 stays 200.
+ */
+
+static ngx_uint_t
+ngx_http_ig_brk_grpc_status(ngx_http_request_t *r)
+{
+    ngx_int_t         code;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NGX_HTTP_OK;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].hash == 0
+            || h[i].key.len != sizeof("grpc-status") - 1
+            || ngx_strncasecmp(h[i].key.data, (u_char *) "grpc-status",
+                               sizeof("grpc-status") - 1) != 0)
+        {
+            continue;
+        }
+
+        code = ngx_atoi(h[i].value.data, h[i].value.len);
+
+        switch (code) {
+        case 14:                                  /* UNAVAILABLE       */
+            return NGX_HTTP_SERVICE_UNAVAILABLE;
+        case 4:                                   /* DEADLINE_EXCEEDED */
+            return NGX_HTTP_GATEWAY_TIME_OUT;
+        case 2:                                   /* UNKNOWN           */
+        case 13:                                  /* INTERNAL          */
+        case 15:                                  /* DATA_LOSS         */
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        case 0:
+            return NGX_HTTP_OK;
+        default:
+            return NGX_HTTP_BAD_REQUEST;
+        }
+    }
 }
 
 

@@ -810,6 +810,7 @@ ngx_http_ig_grpc_model_allowed(ngx_http_request_t *r, const char *model)
 static ngx_int_t
 ngx_http_ig_grpc_server_ready(ngx_http_request_t *r, ngx_http_ig_grpc_t *g)
 {
+    ngx_str_t                       name, version;
     ngx_uint_t                      ok, i;
     const ig_ctl_models_t          *ms;
     Inference__ServerReadyResponse  resp;
@@ -818,8 +819,21 @@ ngx_http_ig_grpc_server_ready(ngx_http_request_t *r, ngx_http_ig_grpc_t *g)
     ok = (ms != NULL && ms->nmodels > 0
           && ngx_http_ig_backend_ready(g->backend));
 
+    /* as GET /v2/health/ready: every model ready, breakers included */
+
     for (i = 0; ok && i < ms->nmodels; i++) {
-        if (ms->models[i].name[0] && !ms->models[i].ready) {
+        if (ms->models[i].name[0] == '\0') {
+            continue;
+        }
+
+        name.data = (u_char *) ms->models[i].name;
+        name.len = ngx_strnlen(name.data, IG_MODEL_NAME_MAX);
+        version.data = (u_char *) ms->models[i].version;
+        version.len = ngx_strnlen(version.data, IG_RING_VERSION_MAX);
+
+        if (!ngx_http_ig_backend_model_ready(r, g->backend, &name,
+                                             &version))
+        {
             ok = 0;
         }
     }
@@ -845,8 +859,7 @@ static ngx_int_t
 ngx_http_ig_grpc_model_ready(ngx_http_request_t *r, ngx_http_ig_grpc_t *g,
     const uint8_t *msg, size_t len)
 {
-    ngx_str_t                       name, version;
-    const ig_ctl_model_t           *m;
+    ngx_str_t                       name, version, *vp;
     Inference__ModelReadyRequest   *req;
     Inference__ModelReadyResponse   resp;
 
@@ -859,15 +872,15 @@ ngx_http_ig_grpc_model_ready(ngx_http_request_t *r, ngx_http_ig_grpc_t *g,
 
     ngx_http_ig_grpc_check_model(r, req->name);
 
-    m = ngx_http_ig_backend_model(g->backend,
-                                  ngx_http_ig_grpc_str(&name, req->name),
-                                  req->version[0]
-                                  ? ngx_http_ig_grpc_str(&version,
-                                                         req->version)
-                                  : NULL);
+    vp = req->version[0] ? ngx_http_ig_grpc_str(&version, req->version)
+                         : NULL;
 
     inference__model_ready_response__init(&resp);
-    resp.ready = (m && m->ready && ngx_http_ig_backend_ready(g->backend));
+
+    /* as GET /v2/models/{m}/ready: the pool, and the model's breaker */
+    resp.ready = ngx_http_ig_backend_ready(g->backend)
+                 && ngx_http_ig_backend_model_ready(r, g->backend,
+                        ngx_http_ig_grpc_str(&name, req->name), vp);
 
     return ngx_http_ig_grpc_reply(r, &resp.base);
 }

@@ -1144,3 +1144,40 @@ def test_cache_concurrent_fill(start_nginx, backend_proc, pb, redis_server):
     assert set(sts) <= {"MISS", "HIT"}, sts
     assert sts.count("HIT") >= 1 or until_hit(c, req)[1] == "HIT", sts
     c.close()
+
+
+# ---- circuit breaker -------------------------------------------------------
+
+def test_breaker_counts_grpc_failures_and_ready_asks_it(start_nginx,
+                                                        backend_proc, pb):
+    """gRPC answers are HTTP 200 whatever they say: the breaker must count
+    a call's grpc-status (UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL) as the
+    failure it is, fail fast once open, and ModelReady must say not ready
+    while the model's breaker is open, as the HTTP ready route does."""
+    ngx, be = serve(start_nginx, backend_proc,
+                    models=("bad=builtin:fail:3", "id=builtin:identity:3"),
+                    http="infergate_breaker_zone brk 1m;",
+                    server="location / { infergate_breaker zone=brk "
+                           "key=$http_x_model min_requests=4 open=30s; "
+                           "infergate_infer backend=be; }")
+    ngx.allowed_log.append(r"backend failed the request|infergate_breaker")
+    c = Client(ngx, pb, metadata=[("x-model", "bad")])
+    # the other RPCs neither count nor take the breaker's probes
+    assert c.ModelReady(c.m.ModelReadyRequest(name="bad")).ready is True
+    for _ in range(4):
+        expect(grpc.StatusCode.INTERNAL, c.ModelInfer,
+               infer_req(c.m, [1, 2, 3], [1, 3], model="bad"),
+               fragment="the model failed")
+    # open now: failed fast, before the backend
+    e = expect(grpc.StatusCode.UNAVAILABLE, c.ModelInfer,
+               infer_req(c.m, [1, 2, 3], [1, 3], model="bad"))
+    md = dict(e.trailing_metadata() or ())
+    assert int(md.get("grpc-retry-pushback-ms", "0")) > 20000, md
+    assert c.ModelReady(c.m.ModelReadyRequest(name="bad")).ready is False
+    c.close()
+    # another key's calls and readiness are untouched
+    c = Client(ngx, pb, metadata=[("x-model", "id")])
+    assert outputs(c.ModelInfer(infer_req(c.m, [1, 2, 3], [1, 3]))) == \
+        [1.0, 2.0, 3.0]
+    assert c.ModelReady(c.m.ModelReadyRequest(name="id")).ready is True
+    c.close()
