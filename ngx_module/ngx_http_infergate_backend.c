@@ -1064,6 +1064,15 @@ ngx_http_ig_backend_models_msg(ngx_http_ig_backend_t *be, u_char *msg,
 }
 
 
+/* the infergate_backend NAME (a pool member's is "NAME/i") */
+
+ngx_str_t *
+ngx_http_ig_backend_name(ngx_http_ig_backend_t *be)
+{
+    return &be->name;
+}
+
+
 ngx_uint_t
 ngx_http_ig_backend_ready(ngx_http_ig_backend_t *be)
 {

@@ -100,6 +100,7 @@ void ngx_http_ig_backend_exit_process(ngx_cycle_t *cycle);
  * received.
  */
 ngx_uint_t ngx_http_ig_backend_ready(ngx_http_ig_backend_t *be);
+ngx_str_t *ngx_http_ig_backend_name(ngx_http_ig_backend_t *be);
 
 /*
  * The pool's model list (NULL while no member is ready): the union of the

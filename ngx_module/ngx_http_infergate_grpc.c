@@ -987,10 +987,10 @@ ngx_http_ig_grpc_statistics(ngx_http_request_t *r, ngx_http_ig_grpc_t *g,
     const uint8_t *msg, size_t len)
 {
     u_char                              *buf;
-    ssize_t                              n;
+    size_t                               n;
     uint32_t                             i, j, f, nm;
     uint64_t                             fails;
-    ngx_uint_t                           k, a;
+    ngx_uint_t                           k;
     ngx_http_ig_ctx_t                   *ctx;
     ig_ctl_stats_t                      *st;
     const ig_ctl_model_t                *m;
@@ -1037,49 +1037,26 @@ ngx_http_ig_grpc_statistics(ngx_http_request_t *r, ngx_http_ig_grpc_t *g,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    /* this backend's models in the zone's areas: same id, name, version */
+    /* this backend's figures (a pool's summed) by model name and version */
 
-    for (a = 0;
-         (n = ngx_http_ig_metrics_backend_copy_nth(a, buf)) >= 0;
-         a++)
-    {
+    n = ngx_http_ig_metrics_backend_copy(ngx_http_ig_backend_name(g->backend),
+                                         buf, IG_CTL_STATS_MAX);
+    st = (ig_ctl_stats_t *) buf;
 
-        if (n == 0) {
-            continue;
-        }
+    for (i = 0; n && i < st->nmodels; i++) {
+        mst = &st->models[i];
 
-        st = (ig_ctl_stats_t *) buf;
+        for (j = 0; j < nm; j++) {
+            m = &ms->models[j];
 
-        if (st->nmodels > IG_RING_MAX_MODELS
-            || (size_t) n < sizeof(ig_ctl_stats_t)
-                            + st->nmodels * sizeof(ig_ctl_model_stats_t))
-        {
-            continue;
-        }
-
-        for (i = 0; i < st->nmodels; i++) {
-            mst = &st->models[i];
-
-            for (j = 0; j < nm; j++) {
-                m = &ms->models[j];
-
-                if (found[j] == NULL && mst->id == m->id
-                    && ngx_strncmp(mst->name, m->name, IG_MODEL_NAME_MAX)
-                       == 0
-                    && ngx_strncmp(mst->version, m->version,
-                                   IG_RING_VERSION_MAX) == 0)
-                {
-                    found[j] = ngx_palloc(r->pool, sizeof(*mst));
-                    if (found[j] == NULL) {
-                        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-                    }
-
-                    *found[j] = *mst;
-                }
+            if (found[j] == NULL
+                && ngx_strncmp(mst->name, m->name, IG_MODEL_NAME_MAX) == 0
+                && ngx_strncmp(mst->version, m->version,
+                               IG_RING_VERSION_MAX) == 0)
+            {
+                found[j] = mst;
             }
         }
-
-        /* a later area is another backend's: reuse the buffer */
     }
 
     ctx = ngx_http_ig_find_ctx(r);

@@ -92,12 +92,5 @@ void ngx_http_ig_metrics_backend(ngx_str_t *name, const ig_ctl_stats_t *st,
 size_t ngx_http_ig_metrics_backend_copy(ngx_str_t *name, u_char *buf,
     size_t size);
 
-/*
- * gRPC ModelStatistics: the n-th backend area's latest IG_CTL_STATS,
- * copied into buf (IG_CTL_STATS_MAX bytes); its length, 0 for none, -1
- * past the last area or without a zone
- */
-ssize_t ngx_http_ig_metrics_backend_copy_nth(ngx_uint_t n, u_char *buf);
-
 
 #endif /* _NGX_HTTP_INFERGATE_METRICS_H_INCLUDED_ */
