@@ -42,10 +42,8 @@ static ngx_int_t ngx_http_ig_cache_lookup(ngx_http_request_t *r,
 static ngx_int_t ngx_http_ig_cache_digest(ngx_http_request_t *r,
     ngx_http_ig_cache_ctx_t *cc, u_char *digest);
 static void ngx_http_ig_cache_fill_done(redisReply *reply, void *data);
-static void ngx_http_ig_cache_purge_next(redisReply *reply, void *data);
 static ngx_int_t ngx_http_ig_cache_purge_send(ngx_http_ig_redis_t *redis,
-    ngx_uint_t depth, const char **argv, size_t *argvlen, ngx_uint_t nkeys,
-    ngx_uint_t nent);
+    const char **argv, size_t *argvlen, ngx_uint_t nkeys, ngx_uint_t nent);
 static void ngx_http_ig_cache_purge_keys(u_char *p, u_char *entry);
 static ngx_int_t ngx_http_ig_cache_lease(ngx_http_ig_cache_ctx_t *cc);
 static void ngx_http_ig_cache_get_done(redisReply *reply, void *data);
@@ -143,38 +141,42 @@ static const char  ngx_http_ig_cache_release_text[] =
     "return 0\n";
 
 /*
- * The purge.  KEYS: ARGV[1] entries, each followed by its lease ("igl:"
- * for "igc:") and its variant set ("igv:"), then tag sets.  Deletes them
- * all and returns the members of the variant sets and tag sets (variants,
- * tagged entries): ngx_http_ig_cache_purge_next() drops those in turn,
- * each with its lease and variant set, with this script again.  A script
- * touches only its KEYS, as Redis Cluster wants (issue 15).
+ * The purge, one script, so that a write's entries, their variants and
+ * the tagged entries are gone together before the write's response.
+ * KEYS: ARGV[1] entries, each followed by its lease ("igl:" for "igc:")
+ * and its variant set ("igv:"), then tag sets: every key a write names is
+ * declared.  The members of the variant and tag sets (variants, tagged
+ * entries) and their leases and variant sets are known only inside
+ * Redis: they are dropped here too, and share their set's hash tag (the
+ * tenant), so the script still touches one slot (issue 15).
  */
 static ngx_http_ig_redis_script_t  ngx_http_ig_cache_purge_lua;
 static const char  ngx_http_ig_cache_purge_text[] =
+    "local function drop(k)\n"
+    "  if string.sub(k, 1, 4) ~= 'igc:' then return end\n"
+    "  local s = string.sub(k, 4)\n"
+    "  redis.call('DEL', k, 'igl' .. s)\n"
+    "  local m = redis.pcall('SMEMBERS', 'igv' .. s)\n"
+    "  if type(m) == 'table' then\n"
+    "    for _, v in ipairs(m) do\n"
+    "      if string.sub(v, 1, 4) == 'igc:' then\n"
+    "        redis.call('DEL', v, 'igl' .. string.sub(v, 4))\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  redis.call('DEL', 'igv' .. s)\n"
+    "end\n"
     "local n = tonumber(ARGV[1]) * 3\n"
-    "local out = {}\n"
     "for i = 1, #KEYS do\n"
     "  if i > n or i % 3 == 0 then\n"
     "    local m = redis.pcall('SMEMBERS', KEYS[i])\n"
     "    if type(m) == 'table' then\n"
-    "      for _, k in ipairs(m) do out[#out + 1] = k end\n"
+    "      for _, k in ipairs(m) do drop(k) end\n"
     "    end\n"
     "  end\n"
-    "  redis.call('DEL', KEYS[i])\n"
     "end\n"
-    "return out\n";
-
-/* members dropped per command, and how deep the members' members go */
-#define NGX_HTTP_IG_CACHE_PURGE_BATCH  256
-#define NGX_HTTP_IG_CACHE_PURGE_DEPTH  3
-
-
-typedef struct {
-    ngx_http_ig_redis_t        *redis;
-    ngx_uint_t                  depth;
-} ngx_http_ig_cache_purge_t;
-
+    "redis.call('DEL', unpack(KEYS))\n"
+    "return {}\n";
 
 ngx_int_t
 ngx_http_ig_cache_init_scripts(void)
@@ -2337,7 +2339,7 @@ ngx_http_ig_cache_purge(ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
         }
     }
 
-    if (ngx_http_ig_cache_purge_send(redis, 1, argv, argvlen, i - 3, ne)
+    if (ngx_http_ig_cache_purge_send(redis, argv, argvlen, i - 3, ne)
         != NGX_OK)
     {
         ngx_http_ig_redis_warn(redis, r->connection->log,
@@ -2375,149 +2377,28 @@ ngx_http_ig_cache_purge_keys(u_char *p, u_char *entry)
 }
 
 
-/*
- * argv[3 ...] holds nkeys keys, nent entry triples first; argv has room
- * for one more (ARGV[1]).  Until depth reaches PURGE_DEPTH the members
- * the script returns are dropped next.
- */
+/* argv[3 ...] holds nkeys keys, nent entry triples first, and room for
+ * one more (ARGV[1]) */
 
 static ngx_int_t
-ngx_http_ig_cache_purge_send(ngx_http_ig_redis_t *redis, ngx_uint_t depth,
-    const char **argv, size_t *argvlen, ngx_uint_t nkeys, ngx_uint_t nent)
+ngx_http_ig_cache_purge_send(ngx_http_ig_redis_t *redis, const char **argv,
+    size_t *argvlen, ngx_uint_t nkeys, ngx_uint_t nent)
 {
-    u_char                      nk[NGX_INT_T_LEN], ns[NGX_INT_T_LEN];
-    ngx_http_ig_cache_purge_t  *pg;
+    u_char  nk[NGX_INT_T_LEN], ns[NGX_INT_T_LEN];
 
     argv[2] = (char *) nk;
     argvlen[2] = ngx_sprintf(nk, "%ui", nkeys) - nk;
     argv[3 + nkeys] = (char *) ns;
     argvlen[3 + nkeys] = ngx_sprintf(ns, "%ui", nent) - ns;
 
-    pg = NULL;
-
-    if (depth < NGX_HTTP_IG_CACHE_PURGE_DEPTH) {
-        pg = ngx_alloc(sizeof(ngx_http_ig_cache_purge_t), ngx_cycle->log);
-        if (pg == NULL) {
-            return NGX_ERROR;
-        }
-
-        pg->redis = redis;
-        pg->depth = depth + 1;
-    }
-
     if (ngx_http_ig_redis_eval(redis, &ngx_http_ig_cache_purge_lua,
-                               4 + nkeys, argv, argvlen,
-                               pg ? ngx_http_ig_cache_purge_next : NULL, pg)
+                               4 + nkeys, argv, argvlen, NULL, NULL)
         == NULL)
     {
-        if (pg) {
-            ngx_free(pg);
-        }
-
         return NGX_ERROR;
     }
 
     return NGX_OK;
-}
-
-
-/*
- * The variants and tagged entries of a purge, in batches: each with its
- * lease and variant set.  Another gateway's read may come between two
- * steps; the entries named by the write itself went in the first.
- */
-
-static void
-ngx_http_ig_cache_purge_next(redisReply *reply, void *data)
-{
-    ngx_http_ig_cache_purge_t  *pg = data;
-
-    u_char                     *keys, *p;
-    size_t                     *argvlen;
-    ngx_uint_t                  i, j, n;
-    redisReply                 *e;
-    const char                **argv;
-    ngx_http_ig_redis_t        *redis;
-
-    redis = pg->redis;
-
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
-        || reply->elements == 0)
-    {
-        ngx_free(pg);
-        return;
-    }
-
-    n = ngx_min(reply->elements, NGX_HTTP_IG_CACHE_PURGE_BATCH);
-
-    argv = ngx_alloc((3 * n + 4) * sizeof(char *), ngx_cycle->log);
-    argvlen = ngx_alloc((3 * n + 4) * sizeof(size_t), ngx_cycle->log);
-    keys = ngx_alloc(3 * n * NGX_HTTP_IG_CACHE_KEYLEN, ngx_cycle->log);
-
-    if (argv == NULL || argvlen == NULL || keys == NULL) {
-        goto done;
-    }
-
-    for (i = 0; i < reply->elements; /* void */) {
-
-        p = keys;
-        j = 3;
-
-        for ( /* void */ ; i < reply->elements && j < 3 + 3 * n; i++) {
-            e = reply->element[i];
-
-            /* only what a fill wrote there: an entry's name */
-
-            if (e->type != REDIS_REPLY_STRING
-                || e->len != NGX_HTTP_IG_CACHE_KEYLEN
-                || ngx_strncmp(e->str, "igc:", 4) != 0)
-            {
-                continue;
-            }
-
-            ngx_http_ig_cache_purge_keys(p, (u_char *) e->str);
-
-            argv[j] = (char *) p;
-            argvlen[j++] = NGX_HTTP_IG_CACHE_KEYLEN;
-            argv[j] = (char *) p + NGX_HTTP_IG_CACHE_KEYLEN;
-            argvlen[j++] = NGX_HTTP_IG_CACHE_KEYLEN;
-            argv[j] = (char *) p + 2 * NGX_HTTP_IG_CACHE_KEYLEN;
-            argvlen[j++] = NGX_HTTP_IG_CACHE_KEYLEN;
-            p += 3 * NGX_HTTP_IG_CACHE_KEYLEN;
-        }
-
-        if (j == 3) {
-            break;
-        }
-
-        if (ngx_http_ig_cache_purge_send(redis, pg->depth, argv, argvlen,
-                                         j - 3, (j - 3) / 3)
-            != NGX_OK)
-        {
-            ngx_http_ig_redis_warn(redis, ngx_cycle->log,
-                                   "purge of variants and tagged entries "
-                                   "not sent, they stay until expiry");
-            break;
-        }
-    }
-
-    ngx_http_ig_redis_flush(redis);
-
-done:
-
-    if (argv) {
-        ngx_free(argv);
-    }
-
-    if (argvlen) {
-        ngx_free(argvlen);
-    }
-
-    if (keys) {
-        ngx_free(keys);
-    }
-
-    ngx_free(pg);
 }
 
 
