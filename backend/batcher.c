@@ -20,12 +20,16 @@
 #include "ig_ring.h"
 
 
+static ig_batch_mode_e  ig_batcher_mode = IG_BATCH_CONTINUOUS;
+
+
 struct ig_batcher_s {
     pthread_mutex_t      lock;
     pthread_cond_t       cond;
     pthread_t            thread;
 
     ig_batch_conf_t      conf;
+    ig_batch_mode_e      mode;
     ig_exec_t           *ex;
     ig_model_t          *model;       /* current                        */
     ig_model_t          *running;     /* the one a batch uses now       */
@@ -37,6 +41,7 @@ struct ig_batcher_s {
     uint32_t             n;
     uint64_t             queued_rows;
     uint32_t             busy;        /* requests in the running batch  */
+    uint64_t             last_end_ns; /* when the last batch ended      */
     int                  draining;
     int                  stop;
 
@@ -244,8 +249,16 @@ ig_batcher_thread(void *arg)
 
         oldest = b->q[b->head].enq_ns;
 
+        /*
+         * window: a partly filled batch waits for company until its
+         * oldest request is max_delay old.  continuous: only one that
+         * formed while a batch ran (its oldest request came before that
+         * batch ended) may wait, and no longer than that; a request that
+         * came at idle runs at once.
+         */
         if (b->queued_rows < b->conf.max_batch && !b->draining
-            && now - oldest < delay_ns)
+            && now - oldest < delay_ns
+            && (b->mode == IG_BATCH_WINDOW || oldest <= b->last_end_ns))
         {
             until = oldest + delay_ns;
             if (tmo_ns && oldest + tmo_ns + 1000 < until) {
@@ -283,6 +296,7 @@ ig_batcher_thread(void *arg)
 
         pthread_mutex_lock(&b->lock);
         b->busy = 0;
+        b->last_end_ns = ig_clock_ns();
         b->running = NULL;
         retired = NULL;
 
@@ -304,6 +318,20 @@ ig_batcher_thread(void *arg)
 }
 
 
+void
+ig_batcher_set_mode(ig_batch_mode_e mode)
+{
+    ig_batcher_mode = mode;
+}
+
+
+const char *
+ig_batcher_mode_name(void)
+{
+    return (ig_batcher_mode == IG_BATCH_WINDOW) ? "window" : "continuous";
+}
+
+
 ig_batcher_t *
 ig_batcher_create(ig_model_t *model, ig_exec_t *ex, const char *label,
     const ig_batch_conf_t *conf)
@@ -317,6 +345,7 @@ ig_batcher_create(ig_model_t *model, ig_exec_t *ex, const char *label,
     }
 
     b->conf = *conf;
+    b->mode = ig_batcher_mode;
     b->ex = ex;
     b->model = model;
     snprintf(b->label, sizeof(b->label), "%s", label);
