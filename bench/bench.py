@@ -76,7 +76,10 @@ if "oip" in ONLY:
 if "batching" in ONLY:
     SKIP |= {"admission", "cache", "redis", "bloom", "killed", "grpc", "oip",
              "tools"}
-BATCH_CONCURRENCY = (1, 2, 4, 16, 64)
+BATCH_CONCURRENCY = tuple(int(c) for c in os.environ.get(
+    "BATCH_CONCURRENCY", "1,2,4,16,64").split(","))
+# BATCH_DELAY0=1: also continuous with --max-delay-us 0 (continuous-d0)
+BATCH_DELAY0 = int(os.environ.get("BATCH_DELAY0", "0"))
 
 BODY = ('{"user_id":"u1234567","amount":125.5,"currency":"EUR",'
         '"login_time":"2024-03-25T09:30:00Z","login_hour":9,'
@@ -694,13 +697,16 @@ def infer_bench(results, key, upstream):
 
     # on: the default (continuous) scheduler; window: the old one
     socks = {}
-    for name, batch, sched in (("on", 64, "continuous"), ("off", 1, None),
-                               ("window", 64, "window")):
+    variants = [("on", 64, "continuous", 200), ("off", 1, None, 200),
+                ("window", 64, "window", 200)]
+    if BATCH_DELAY0:
+        variants.append(("delay0", 64, "continuous", 0))
+    for name, batch, sched, delay in variants:
         sock = OUT / f"backend-{name}.sock"
         Proc([str(BUILD / "infergate-backend"), "--socket", str(sock),
               "--model", f"credit-risk:1={model}", "--model",
               f"mlp:1={mlp}", "--max-batch", str(batch),
-              "--max-delay-us", "200", "--threads", "1",
+              "--max-delay-us", str(delay), "--threads", "1",
               "--device", "cpu"] + (["--batching", sched] if sched else []),
              cpu=LOAD_CPU, stderr=open(OUT / f"backend-{name}.log", "w"))
         socks[name] = sock
@@ -720,12 +726,12 @@ def infer_bench(results, key, upstream):
             infergate_infer backend={n};
         }}
     }}""" for n in ports)
+    backends = "".join(f"""
+    infergate_backend {n} unix:{socks[n]} timeout=2s;""" for n in socks)
     ng = Nginx("ig-infer", f"""
     infergate_keys {OUT}/keys.txt;
     infergate_limit_zone bench 10m;
-    infergate_backend on unix:{socks['on']} timeout=2s;
-    infergate_backend off unix:{socks['off']} timeout=2s;
-    infergate_backend window unix:{socks['window']} timeout=2s;
+    {backends}
     {servers}""", modules=[MODULE], cpu=NGINX_CPU)
     for p in ports.values():
         wait_port(p)
@@ -789,8 +795,11 @@ def infer_bench(results, key, upstream):
     mpost = wrk_script("mlp", body=mbody, headers=hdrs)
     batching = {}
     for c in BATCH_CONCURRENCY:
-        for n, sched in (("off", "off"), ("window", "window"),
-                         ("on", "continuous")):
+        scheds = [("off", "off"), ("window", "window"),
+                  ("on", "continuous")]
+        if BATCH_DELAY0:
+            scheds.append(("delay0", "continuous-d0"))
+        for n, sched in scheds:
             batching[f"c={c} {sched}"] = (
                 ng.worker, f"http://127.0.0.1:{ports[n]}{mpath}", mpost, c)
     rows = median_runs(batching)
@@ -825,6 +834,11 @@ def batching_curve(rows):
               f"({con['rps'] / off['rps']:.2f}x)        | "
               f"{f(off['p50_us'])} / {f(win['p50_us'])} / "
               f"{f(con['p50_us'])} |")
+        d0 = rows.get(f"c={c} continuous-d0")
+        if d0:
+            print(f"|    | (continuous, max-delay 0: {d0['rps']:.0f} req/s, "
+                  f"{d0['rps'] / off['rps']:.2f}x, p50 {f(d0['p50_us'])} "
+                  f"µs) | | | |")
     sys.stdout.flush()
     try:
         import matplotlib
