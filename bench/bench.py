@@ -849,7 +849,10 @@ def batching_curve(rows):
     cs = [c for c in BATCH_CONCURRENCY if f"c={c} off" in rows]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     for n, color in (("off", "#999999"), ("window", "#d98c3f"),
-                     ("continuous", "#3f7fd9")):
+                     ("continuous", "#3f7fd9"),
+                     ("continuous-d0", "#2a5aa0")):
+        if f"c={cs[0]} {n}" not in rows:
+            continue
         a1.plot(cs, [rows[f"c={c} {n}"]["rps"] for c in cs], "o-",
                 color=color, label=n)
         a2.plot(cs, [rows[f"c={c} {n}"]["p50_us"] or 0 for c in cs], "o-",
