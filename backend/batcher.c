@@ -41,7 +41,6 @@ struct ig_batcher_s {
     uint32_t             n;
     uint64_t             queued_rows;
     uint32_t             busy;        /* requests in the running batch  */
-    uint64_t             last_end_ns; /* when the last batch ended      */
     int                  draining;
     int                  stop;
 
@@ -251,14 +250,14 @@ ig_batcher_thread(void *arg)
 
         /*
          * window: a partly filled batch waits for company until its
-         * oldest request is max_delay old.  continuous: only one that
-         * formed while a batch ran (its oldest request came before that
-         * batch ended) may wait, and no longer than that; a request that
-         * came at idle runs at once.
+         * oldest request is max_delay old.  continuous: the runner is
+         * free, so what is queued runs now; it is either a request that
+         * came at idle or a batch that formed while the last one ran
+         * and so has waited already, up to that batch's run time.
          */
-        if (b->queued_rows < b->conf.max_batch && !b->draining
-            && now - oldest < delay_ns
-            && (b->mode == IG_BATCH_WINDOW || oldest <= b->last_end_ns))
+        if (b->mode == IG_BATCH_WINDOW
+            && b->queued_rows < b->conf.max_batch && !b->draining
+            && now - oldest < delay_ns)
         {
             until = oldest + delay_ns;
             if (tmo_ns && oldest + tmo_ns + 1000 < until) {
@@ -296,7 +295,6 @@ ig_batcher_thread(void *arg)
 
         pthread_mutex_lock(&b->lock);
         b->busy = 0;
-        b->last_end_ns = ig_clock_ns();
         b->running = NULL;
         retired = NULL;
 

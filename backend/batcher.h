@@ -9,10 +9,11 @@
  * continuous (the default): batching is free when idle.  A request that
  *   finds the model's queue empty and no batch of it running is run at
  *   once, alone; requests that arrive while a batch runs form the next
- *   one, which starts as soon as the running one ends.  max_delay bounds
- *   only how long such a partly filled batch, formed while the model was
- *   busy, may wait for more, counted from its oldest request's arrival
- *   (Triton's rule); a request that arrived at idle never waits.
+ *   one, which starts as soon as the running one ends (Triton's rule with
+ *   max_queue_delay 0: wait for the executor, then take what is queued).
+ *   A batch waits for more only while the model is busy, never once it is
+ *   free: max_delay is not used (a wait after the run, bounded by it, was
+ *   measured and cost throughput at every concurrency; docs/backend.md).
  *
  * window: Triton's dynamic batcher with max_queue_delay: a batch runs as
  *   soon as max_batch rows wait, else when the oldest request has waited

@@ -40,7 +40,7 @@ build/bench/results.json and a plot to build/bench/bench.png.
 Env: RUNS (3), SECONDS (5), CONNS (32), SKIP (comma list of scenario
 names to skip: admission, cache, bloom, infer, oip, tools), ONLY=oip (the
 OIP encodings table alone), ONLY=batching (the batching table alone),
-NGINX_CPU / LOAD_CPU.
+BATCH_CONCURRENCY (1,2,4,16,64), NGINX_CPU / LOAD_CPU.
 """
 
 import json
@@ -78,8 +78,6 @@ if "batching" in ONLY:
              "tools"}
 BATCH_CONCURRENCY = tuple(int(c) for c in os.environ.get(
     "BATCH_CONCURRENCY", "1,2,4,16,64").split(","))
-# BATCH_DELAY0=1: also continuous with --max-delay-us 0 (continuous-d0)
-BATCH_DELAY0 = int(os.environ.get("BATCH_DELAY0", "0"))
 
 BODY = ('{"user_id":"u1234567","amount":125.5,"currency":"EUR",'
         '"login_time":"2024-03-25T09:30:00Z","login_hour":9,'
@@ -697,16 +695,13 @@ def infer_bench(results, key, upstream):
 
     # on: the default (continuous) scheduler; window: the old one
     socks = {}
-    variants = [("on", 64, "continuous", 200), ("off", 1, None, 200),
-                ("window", 64, "window", 200)]
-    if BATCH_DELAY0:
-        variants.append(("delay0", 64, "continuous", 0))
-    for name, batch, sched, delay in variants:
+    for name, batch, sched in (("on", 64, "continuous"), ("off", 1, None),
+                               ("window", 64, "window")):
         sock = OUT / f"backend-{name}.sock"
         Proc([str(BUILD / "infergate-backend"), "--socket", str(sock),
               "--model", f"credit-risk:1={model}", "--model",
               f"mlp:1={mlp}", "--max-batch", str(batch),
-              "--max-delay-us", str(delay), "--threads", "1",
+              "--max-delay-us", "200", "--threads", "1",
               "--device", "cpu"] + (["--batching", sched] if sched else []),
              cpu=LOAD_CPU, stderr=open(OUT / f"backend-{name}.log", "w"))
         socks[name] = sock
@@ -795,11 +790,8 @@ def infer_bench(results, key, upstream):
     mpost = wrk_script("mlp", body=mbody, headers=hdrs)
     batching = {}
     for c in BATCH_CONCURRENCY:
-        scheds = [("off", "off"), ("window", "window"),
-                  ("on", "continuous")]
-        if BATCH_DELAY0:
-            scheds.append(("delay0", "continuous-d0"))
-        for n, sched in scheds:
+        for n, sched in (("off", "off"), ("window", "window"),
+                         ("on", "continuous")):
             batching[f"c={c} {sched}"] = (
                 ng.worker, f"http://127.0.0.1:{ports[n]}{mpath}", mpost, c)
     rows = median_runs(batching)
@@ -834,11 +826,6 @@ def batching_curve(rows):
               f"({con['rps'] / off['rps']:.2f}x)        | "
               f"{f(off['p50_us'])} / {f(win['p50_us'])} / "
               f"{f(con['p50_us'])} |")
-        d0 = rows.get(f"c={c} continuous-d0")
-        if d0:
-            print(f"|    | (continuous, max-delay 0: {d0['rps']:.0f} req/s, "
-                  f"{d0['rps'] / off['rps']:.2f}x, p50 {f(d0['p50_us'])} "
-                  f"µs) | | | |")
     sys.stdout.flush()
     try:
         import matplotlib
@@ -849,10 +836,7 @@ def batching_curve(rows):
     cs = [c for c in BATCH_CONCURRENCY if f"c={c} off" in rows]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     for n, color in (("off", "#999999"), ("window", "#d98c3f"),
-                     ("continuous", "#3f7fd9"),
-                     ("continuous-d0", "#2a5aa0")):
-        if f"c={cs[0]} {n}" not in rows:
-            continue
+                     ("continuous", "#3f7fd9")):
         a1.plot(cs, [rows[f"c={c} {n}"]["rps"] for c in cs], "o-",
                 color=color, label=n)
         a2.plot(cs, [rows[f"c={c} {n}"]["p50_us"] or 0 for c in cs], "o-",
