@@ -323,13 +323,6 @@ ig_batcher_set_mode(ig_batch_mode_e mode)
 }
 
 
-const char *
-ig_batcher_mode_name(void)
-{
-    return (ig_batcher_mode == IG_BATCH_WINDOW) ? "window" : "continuous";
-}
-
-
 ig_batcher_t *
 ig_batcher_create(ig_model_t *model, ig_exec_t *ex, const char *label,
     const ig_batch_conf_t *conf)

@@ -89,7 +89,6 @@ typedef struct {
  * from --batching, before any batcher (or thread) exists.
  */
 void ig_batcher_set_mode(ig_batch_mode_e mode);
-const char *ig_batcher_mode_name(void);
 
 /* takes ownership of model; label names it in logs */
 ig_batcher_t *ig_batcher_create(ig_model_t *model, ig_exec_t *ex,
