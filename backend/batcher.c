@@ -20,12 +20,16 @@
 #include "ig_ring.h"
 
 
+static ig_batch_mode_e  ig_batcher_mode = IG_BATCH_CONTINUOUS;
+
+
 struct ig_batcher_s {
     pthread_mutex_t      lock;
     pthread_cond_t       cond;
     pthread_t            thread;
 
     ig_batch_conf_t      conf;
+    ig_batch_mode_e      mode;
     ig_exec_t           *ex;
     ig_model_t          *model;       /* current                        */
     ig_model_t          *running;     /* the one a batch uses now       */
@@ -244,7 +248,15 @@ ig_batcher_thread(void *arg)
 
         oldest = b->q[b->head].enq_ns;
 
-        if (b->queued_rows < b->conf.max_batch && !b->draining
+        /*
+         * window: a partly filled batch waits for company until its
+         * oldest request is max_delay old.  continuous: the runner is
+         * free, so what is queued runs now; it is either a request that
+         * came at idle or a batch that formed while the last one ran
+         * and so has waited already, up to that batch's run time.
+         */
+        if (b->mode == IG_BATCH_WINDOW
+            && b->queued_rows < b->conf.max_batch && !b->draining
             && now - oldest < delay_ns)
         {
             until = oldest + delay_ns;
@@ -304,6 +316,13 @@ ig_batcher_thread(void *arg)
 }
 
 
+void
+ig_batcher_set_mode(ig_batch_mode_e mode)
+{
+    ig_batcher_mode = mode;
+}
+
+
 ig_batcher_t *
 ig_batcher_create(ig_model_t *model, ig_exec_t *ex, const char *label,
     const ig_batch_conf_t *conf)
@@ -317,6 +336,7 @@ ig_batcher_create(ig_model_t *model, ig_exec_t *ex, const char *label,
     }
 
     b->conf = *conf;
+    b->mode = ig_batcher_mode;
     b->ex = ex;
     b->model = model;
     snprintf(b->label, sizeof(b->label), "%s", label);

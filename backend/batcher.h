@@ -4,12 +4,25 @@
  */
 
 /*
- * Dynamic batching for one model, with Triton's semantics: a batch runs
- * as soon as max_batch rows wait, else when the oldest request has
- * waited max_delay; a request older than queue_timeout is failed, not
- * run; a full queue refuses at once (load shedding).  One runner thread
- * per model executes it, so a model is called by one thread at a time
- * and never on the ring server's epoll thread.
+ * Dynamic batching for one model.  Two schedulers (--batching):
+ *
+ * continuous (the default): batching is free when idle.  A request that
+ *   finds the model's queue empty and no batch of it running is run at
+ *   once, alone; requests that arrive while a batch runs form the next
+ *   one, which starts as soon as the running one ends (Triton's rule with
+ *   max_queue_delay 0: wait for the executor, then take what is queued).
+ *   A batch waits for more only while the model is busy, never once it is
+ *   free: max_delay is not used (a wait after the run, bounded by it, was
+ *   measured and cost throughput at every concurrency; docs/backend.md).
+ *
+ * window: Triton's dynamic batcher with max_queue_delay: a batch runs as
+ *   soon as max_batch rows wait, else when the oldest request has waited
+ *   max_delay, even alone at idle.
+ *
+ * In both, a request older than queue_timeout is failed, not run; a full
+ * queue refuses at once (load shedding).  One runner thread per model
+ * executes it, so a model is called by one thread at a time and never on
+ * the ring server's epoll thread.
  */
 
 #ifndef _IG_BATCHER_H_INCLUDED_
@@ -21,6 +34,12 @@
 
 
 typedef struct ig_batcher_s  ig_batcher_t;
+
+
+typedef enum {
+    IG_BATCH_CONTINUOUS = 0,
+    IG_BATCH_WINDOW
+} ig_batch_mode_e;
 
 
 typedef struct {
@@ -64,6 +83,12 @@ typedef struct {
     uint64_t             failed;
 } ig_batch_stats_t;
 
+
+/*
+ * The scheduler of the batchers created from now on; main sets it once,
+ * from --batching, before any batcher (or thread) exists.
+ */
+void ig_batcher_set_mode(ig_batch_mode_e mode);
 
 /* takes ownership of model; label names it in logs */
 ig_batcher_t *ig_batcher_create(ig_model_t *model, ig_exec_t *ex,

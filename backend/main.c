@@ -7,6 +7,7 @@
  *
  *   infergate-backend --socket PATH --model NAME[:VERSION]=PATH[#sha256=HEX]
  *       ... [--max-batch 64] [--max-delay-us 200]
+ *       [--batching continuous|window]
  *       [--queue-timeout-us 100000] [--queue-max 1024]
  *       [--device auto|cpu|cuda:N] [--threads N] [--slots 64]
  *       [--slot-bytes 65536] [--clients 64] [--user U]
@@ -28,6 +29,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "batcher.h"
 #include "baudit.h"
 #include "blog.h"
 #include "ig_model.h"
@@ -49,6 +51,8 @@ usage(FILE *f)
         "--model NAME[:VERSION]=PATH[#sha256=HEX] ...\n"
         "         [--max-batch 64] [--max-delay-us 200] "
         "[--queue-timeout-us 100000]\n"
+        "         [--batching continuous|window] "
+        "(continuous: a request at idle runs at once)\n"
         "         [--queue-max 1024] [--device auto|cpu|cuda:N] "
         "[--threads 0]\n"
         "         [--slots 64] [--slot-bytes 65536] [--clients 64] "
@@ -247,7 +251,7 @@ main(int argc, char **argv)
         O_QMAX, O_DEVICE, O_THREADS, O_SLOTS, O_SLOT_BYTES, O_CLIENTS,
         O_USER, O_CHECK, O_HELP, O_ALLOW_UID, O_ALLOW_GID, O_PER_PID,
         O_PER_UID, O_AUDIT, O_AUDIT_KEY, O_AUDIT_KEY_ID, O_TRUST,
-        O_REQUIRE_SIGNED
+        O_REQUIRE_SIGNED, O_BATCHING
     };
 
     static const struct option  opts[] = {
@@ -255,6 +259,7 @@ main(int argc, char **argv)
         { "model",            required_argument, NULL, O_MODEL },
         { "max-batch",        required_argument, NULL, O_MAX_BATCH },
         { "max-delay-us",     required_argument, NULL, O_MAX_DELAY },
+        { "batching",         required_argument, NULL, O_BATCHING },
         { "queue-timeout-us", required_argument, NULL, O_QTIMEOUT },
         { "queue-max",        required_argument, NULL, O_QMAX },
         { "device",           required_argument, NULL, O_DEVICE },
@@ -331,6 +336,20 @@ main(int argc, char **argv)
                 return 2;
             }
             conf.max_delay_us = (uint32_t) v;
+            break;
+
+        case O_BATCHING:
+            if (strcmp(optarg, "continuous") == 0) {
+                ig_batcher_set_mode(IG_BATCH_CONTINUOUS);
+
+            } else if (strcmp(optarg, "window") == 0) {
+                ig_batcher_set_mode(IG_BATCH_WINDOW);
+
+            } else {
+                fprintf(stderr, "infergate-backend: --batching \"%s\": "
+                        "expected continuous or window\n", optarg);
+                return 2;
+            }
             break;
 
         case O_QTIMEOUT:

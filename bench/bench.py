@@ -18,7 +18,11 @@ Scenarios (wrk, keep-alive, the same ~300-byte JSON POST):
                   (verified, mTLS) | a 6-node Redis Cluster (SKIP=redis)
   bloom-reject    ig refusing unknown ids (no Redis, no origin)
   infer           plain `return 200` of the same body | ig → backend
-  batching        ig → backend at concurrency 1, 16, 64, batching on/off
+  batching        ig → backend at concurrency 1, 2, 4, 16, 64: batching
+                  off (max-batch 1), the window scheduler (--batching
+                  window, Triton's max_queue_delay) and the continuous one
+                  (the default: a request at idle runs at once); a curve
+                  plot to build/bench/batching.png
   oip             the same gateway and model, 1 and 64 rows a request,
                   over OIP JSON and over Triton's binary tensor extension
                   (as tritonclient.http sends it); gRPC rows go beside them
@@ -35,7 +39,8 @@ build/bench/results.json and a plot to build/bench/bench.png.
 
 Env: RUNS (3), SECONDS (5), CONNS (32), SKIP (comma list of scenario
 names to skip: admission, cache, bloom, infer, oip, tools), ONLY=oip (the
-OIP encodings table alone), NGINX_CPU / LOAD_CPU / BACKEND_CPU (the
+OIP encodings table alone), ONLY=batching (the batching table alone),
+BATCH_CONCURRENCY (1,2,4,16,64), NGINX_CPU / LOAD_CPU / BACKEND_CPU (the
 inference backend's; LOAD_CPU by default).
 """
 
@@ -68,6 +73,12 @@ SKIP = set(filter(None, os.environ.get("SKIP", "").split(",")))
 ONLY = set(filter(None, os.environ.get("ONLY", "").split(",")))
 if "oip" in ONLY:
     SKIP |= {"admission", "cache", "bloom", "tools"}
+# ONLY=batching: just the batching curve (the inference set-up it needs)
+if "batching" in ONLY:
+    SKIP |= {"admission", "cache", "redis", "bloom", "killed", "grpc", "oip",
+             "tools"}
+BATCH_CONCURRENCY = tuple(int(c) for c in os.environ.get(
+    "BATCH_CONCURRENCY", "1,2,4,16,64").split(","))
 
 BODY = ('{"user_id":"u1234567","amount":125.5,"currency":"EUR",'
         '"login_time":"2024-03-25T09:30:00Z","login_hour":9,'
@@ -727,15 +738,17 @@ def infer_bench(results, key, upstream):
     subprocess.run([sys.executable, str(ROOT / "bench/mlp_model.py"),
                     str(mlp)], check=True, capture_output=True)
 
+    # on: the default (continuous) scheduler; window: the old one
     socks = {}
-    for name, batch in (("on", 64), ("off", 1)):
+    for name, batch, sched in (("on", 64, "continuous"), ("off", 1, None),
+                               ("window", 64, "window")):
         sock = OUT / f"backend-{name}.sock"
         Proc([str(BUILD / "infergate-backend"), "--socket", str(sock),
               "--model", f"credit-risk:1={model}", "--model",
               f"mlp:1={mlp}", "--max-batch", str(batch),
               "--max-delay-us", "200", "--threads", "1",
-              "--device", "cpu"], cpu=BACKEND_CPU,
-             stderr=open(OUT / f"backend-{name}.log", "w"))
+              "--device", "cpu"] + (["--batching", sched] if sched else []),
+             cpu=BACKEND_CPU, stderr=open(OUT / f"backend-{name}.log", "w"))
         socks[name] = sock
     deadline = time.time() + 20
     while not all(p.exists() for p in socks.values()):
@@ -743,7 +756,7 @@ def infer_bench(results, key, upstream):
             raise RuntimeError("backend did not start")
         time.sleep(0.05)
 
-    ports = {"on": free_port(), "off": free_port()}
+    ports = {n: free_port() for n in socks}
     servers = "".join(f"""
     server {{
         listen 127.0.0.1:{ports[n]};
@@ -765,11 +778,12 @@ def infer_bench(results, key, upstream):
             infergate_infer backend=on;
         }}
     }}"""
+    backends = "".join(f"""
+    infergate_backend {n} unix:{socks[n]} timeout=2s;""" for n in socks)
     ng = Nginx("ig-infer", f"""
     infergate_keys {OUT}/keys.txt;
     infergate_limit_zone bench 10m;
-    infergate_backend on unix:{socks['on']} timeout=2s;
-    infergate_backend off unix:{socks['off']} timeout=2s;
+    {backends}
     {servers}""", modules=[MODULE], cpu=NGINX_CPU)
     for p in list(ports.values()) + [gport]:
         wait_port(p)
@@ -813,16 +827,17 @@ def infer_bench(results, key, upstream):
         return
 
     ipost = wrk_script("infer", body=body, headers=hdrs)
-    rows = median_runs({
+    rows = {} if "batching" in ONLY else median_runs({
         "plain (same body)": (st.worker, f"http://127.0.0.1:{sport}{path}",
                               ipost, CONNS),
         "infergate → backend": (ng.worker,
                                 f"http://127.0.0.1:{ports['on']}{path}",
                                 ipost, CONNS),
     })
-    table("inference end to end (credit-risk XGBoost, one row)", rows,
-          base="plain (same body)")
-    results["infer"] = rows
+    if rows:
+        table("inference end to end (credit-risk XGBoost, one row)", rows,
+              base="plain (same body)")
+        results["infer"] = rows
 
     mbody = json.dumps({"inputs": [{
         "name": "input", "shape": [1, 64], "datatype": "FP32",
@@ -831,18 +846,71 @@ def infer_bench(results, key, upstream):
     mpath = "/v2/models/mlp/infer"
     mpost = wrk_script("mlp", body=mbody, headers=hdrs)
     batching = {}
-    for c in (1, 16, 64):
-        for n in ("on", "off"):
-            batching[f"c={c} batching {n}"] = (
+    for c in BATCH_CONCURRENCY:
+        for n, sched in (("off", "off"), ("window", "window"),
+                         ("on", "continuous")):
+            batching[f"c={c} {sched}"] = (
                 ng.worker, f"http://127.0.0.1:{ports[n]}{mpath}", mpost, c)
     rows = median_runs(batching)
-    table("batching on (max-batch 64, max-delay 200 µs) vs off (max-batch "
-          "1): MLP 64-512-512-2, one row per request, 1 backend thread",
-          rows, base="c=1 batching off")
+    table("batching: off (max-batch 1) vs window (--batching window, "
+          "max-batch 64, max-delay 200 µs) vs continuous (the default, "
+          "same limits): MLP 64-512-512-2, one row per request, 1 backend "
+          "thread", rows, base="c=1 off")
     results["batching"] = rows
+    batching_curve(rows)
 
     if "oip" not in SKIP:
         oip_bench(results, key, ng, ports["on"], nf, gport)
+
+
+def batching_curve(rows):
+    """The issue's rows: per concurrency, each scheduler's req/s and p50
+    against batching off, and the targets (c=1 within 5% of off, c=64
+    >= 1.5x off)."""
+    print("\n## batching curve (vs off at the same concurrency)\n")
+    print("| c  | off req/s | window req/s (x off) | continuous req/s "
+          "(x off) | p50 µs off / window / continuous |")
+    print("|----|-----------|----------------------|--------------------"
+          "-----|----------------------------------|")
+    f = (lambda v: f"{v:.0f}" if v is not None else "-")
+    for c in BATCH_CONCURRENCY:
+        off, win, con = (rows.get(f"c={c} {n}") for n in
+                         ("off", "window", "continuous"))
+        if not (off and win and con and off["rps"]):
+            continue
+        print(f"| {c:<2} | {off['rps']:>9.0f} | {win['rps']:>9.0f} "
+              f"({win['rps'] / off['rps']:.2f}x)    | {con['rps']:>9.0f} "
+              f"({con['rps'] / off['rps']:.2f}x)        | "
+              f"{f(off['p50_us'])} / {f(win['p50_us'])} / "
+              f"{f(con['p50_us'])} |")
+    sys.stdout.flush()
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    cs = [c for c in BATCH_CONCURRENCY if f"c={c} off" in rows]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for n, color in (("off", "#999999"), ("window", "#d98c3f"),
+                     ("continuous", "#3f7fd9")):
+        a1.plot(cs, [rows[f"c={c} {n}"]["rps"] for c in cs], "o-",
+                color=color, label=n)
+        a2.plot(cs, [rows[f"c={c} {n}"]["p50_us"] or 0 for c in cs], "o-",
+                color=color, label=n)
+    for a, t in ((a1, "req/s (one worker)"), (a2, "p50 µs")):
+        a.set_xscale("log", base=2)
+        a.set_xticks(cs)
+        a.set_xticklabels([str(c) for c in cs])
+        a.set_xlabel("concurrency")
+        a.set_ylabel(t)
+        a.legend()
+    a1.set_title("batching: throughput")
+    a2.set_title("batching: latency")
+    fig.tight_layout()
+    fig.savefig(OUT / "batching.png", dpi=100)
+    plt.close(fig)
+    print(f"\nplot: {OUT / 'batching.png'}")
 
 
 def oip_body(nf, rows, binary):
@@ -1125,10 +1193,18 @@ def targets(results):
                      f"µs/req: {1e6 / e['cpu_us']:.0f} vs "
                      f"{1e6 / j['cpu_us']:.0f} calls/s per worker CPU")
     b = results.get("batching")
-    if b and "c=64 batching on" in b and "c=64 batching off" in b:
-        on, off = b["c=64 batching on"], b["c=64 batching off"]
-        line("batching raises req/s at concurrency 64",
-             on["rps"] > off["rps"], f"{on['rps'] / off['rps']:.2f}x")
+    for c, want, what in ((1, 0.95, "within 5% of"),
+                          (64, 1.5, "keeps >= 1.5x of")):
+        on, win, off = (b or {}).get(f"c={c} continuous"), \
+            (b or {}).get(f"c={c} window"), (b or {}).get(f"c={c} off")
+        if not (on and win and off and off["rps"]):
+            continue
+        q, qw = on["rps"] / off["rps"], win["rps"] / off["rps"]
+        p50 = "/".join(f"{m['p50_us']:.0f}" if m["p50_us"] else "-"
+                       for m in (off, win, on))
+        line(f"continuous batching at c={c} {what} batching off",
+             q >= want, f"{q:.3f}x req/s (window {qw:.3f}x); p50 µs "
+             f"off/window/continuous {p50}")
     x = results.get("xgb")
     if x:
         ratios = {int(m.group(1)): float(m.group(2)) for m in re.finditer(

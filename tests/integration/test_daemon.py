@@ -204,7 +204,8 @@ def test_requests_from_many_slots_run_as_one_batch(start_backend):
 
 def test_batching_across_clients(start_backend):
     b = start_backend("id=builtin:identity:2",
-                      args=["--max-delay-us", "1000000", "--max-batch", "6",
+                      args=["--batching", "window",
+                            "--max-delay-us", "1000000", "--max-batch", "6",
                             "--queue-timeout-us", "0",
                             "--clients-per-pid", "3"])
     cs = [RingClient(b.sock) for _ in range(3)]
@@ -237,7 +238,8 @@ def test_max_batch_caps_batches(start_backend):
 
 def test_max_delay_respected(start_backend):
     b = start_backend("id=builtin:identity:1",
-                      args=["--max-delay-us", "300000", "--max-batch", "4",
+                      args=["--batching", "window",
+                            "--max-delay-us", "300000", "--max-batch", "4",
                             "--queue-timeout-us", "400000"])
     with RingClient(b.sock) as c:
         # alone: waits max-delay for company, then runs
