@@ -297,13 +297,21 @@ $(BUILD)/unit/test_grpc_codec: tests/unit/test_grpc_codec.c \
 unit: deps $(UNITS)
 	@set -e; for t in $(UNITS); do echo "== $$t"; $$t; done
 
+# Integration and chaos tests run on TEST_JOBS pytest-xdist workers (one
+# per CPU, at most 4): every fixture takes its own free ports and its own
+# directory.  TEST_JOBS=1 runs them in one process.
+TEST_JOBS    ?= $(shell n=$$(nproc); [ $$n -gt 4 ] && n=4; echo $$n)
+XDIST        := $(if $(filter-out 0 1,$(TEST_JOBS)),-n $(TEST_JOBS))
+
 integration: build
-	$(PY) -m pytest -q -p no:cacheprovider -m "not chaos" tests/integration
+	$(PY) -m pytest -q -p no:cacheprovider $(XDIST) -m "not chaos" \
+	    tests/integration
 
 # Things break on purpose under load: reloads, a full disk, slow clients,
 # Redis and the backend killed and restarted.
 chaos: build
-	$(PY) -m pytest -q -p no:cacheprovider -m chaos tests/integration
+	$(PY) -m pytest -q -p no:cacheprovider $(XDIST) -m chaos \
+	    tests/integration
 
 # python3 reference implementations (xgboost, torch) against the backend
 .PHONY: oracle

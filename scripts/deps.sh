@@ -7,7 +7,8 @@ pkgs=(
     gcc make clang libclang-rt-14-dev
     nginx nginx-dev libpcre2-dev libssl-dev libyajl-dev libxxhash-dev
     libhiredis-dev redis-server libcmocka-dev
-    python3-pytest python3-requests python3-redis wrk curl
+    python3-pytest python3-pytest-xdist python3-requests python3-redis
+    wrk curl
     libopenblas-dev libonnx-dev libprotobuf-c-dev protobuf-c-compiler
     libxgboost-dev python3-xgboost python3-torch python3-onnx python3-numpy
     python3-prometheus-client
