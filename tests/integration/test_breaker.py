@@ -323,12 +323,15 @@ def test_backend_kill9_warm_cache(start_nginx, backend_proc, redis_server):
     # was then answered stale)
     assert 5 <= len(admitted) <= 5 + 4, len(admitted)
     assert "(5 of 5 failed)" in ngx.error_log
+    # "fast": far below what a wait would cost (the backend's timeout=2s,
+    # the fill lease's lock_timeout=2s); the bound leaves room for a
+    # sanitized build sharing two CPUs with another test worker
     lat = sorted(x[1] - x[0] for x in fast)
-    assert lat[int(len(lat) * 0.99) - 1] < 0.05, lat[-5:]
+    assert lat[int(len(lat) * 0.99) - 1] < 0.5, lat[-5:]
     # the stale answers are fast too: nobody waits on another request's
     # fill lease for an entry that can answer a failure
     lat = sorted(x[1] - x[0] for x in hit)
-    assert lat[int(len(lat) * 0.99) - 1] < 0.05, lat[-5:]
+    assert lat[int(len(lat) * 0.99) - 1] < 0.5, lat[-5:]
 
     # restart: after open= the probes get through and close the breaker
     be.start()
