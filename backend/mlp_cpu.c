@@ -531,7 +531,8 @@ ig_mlp_cpu_pass(ig_mlp_cpu_t *m, ig_mlp_cpu_ws_t *w, int nt,
 /*
  * Packs w ([k, n], or [n, k] when trans) into panels of IG_MLP_NR
  * columns: panel q holds k rows of IG_MLP_NR floats, columns past n are
- * zero.  Up to IG_MLP_SMALL_N columns, w is stored [n, k] instead.  dst has ig_mlp_cpu_packed_size(k, n) floats, 32-byte aligned.
+ * zero.  Up to IG_MLP_SMALL_N columns, w is stored [n, k] instead.
+ * dst has (n + 15) / 16 * 16 * k floats, 32-byte aligned.
  */
 void
 ig_mlp_cpu_pack(float *dst, const float *w, size_t k, size_t n, int trans)
