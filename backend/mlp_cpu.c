@@ -222,15 +222,24 @@ ig_mlp_gemm_avx2(const float *a, size_t m, size_t k, const float *bp,
         return;
     }
 
+    /* a tile of rows stays in L1 while the packed w streams past it,
+     * panel after panel, in the order it lies in memory */
+    for (i = 0; i + IG_MLP_MR <= m; i += IG_MLP_MR) {
+        for (p = 0; p < n; p += IG_MLP_NR) {
+            nc = n - p < IG_MLP_NR ? n - p : IG_MLP_NR;
+            ig_mlp_tile(6, a + i * k, k, bp + p * k, k, c + i * n + p, n, nc,
+                        bias ? bias + p : NULL, alpha, act, act_alpha);
+        }
+    }
+
+    if (i == m) {
+        return;
+    }
+
     for (p = 0; p < n; p += IG_MLP_NR) {
         nc = n - p < IG_MLP_NR ? n - p : IG_MLP_NR;
         panel = bp + p * k;
         bs = bias ? bias + p : NULL;
-
-        for (i = 0; i + IG_MLP_MR <= m; i += IG_MLP_MR) {
-            ig_mlp_tile(6, a + i * k, k, panel, k, c + i * n + p, n, nc, bs,
-                        alpha, act, act_alpha);
-        }
 
         switch (m - i) {
         case 5:
@@ -249,7 +258,7 @@ ig_mlp_gemm_avx2(const float *a, size_t m, size_t k, const float *bp,
             ig_mlp_tile(2, a + i * k, k, panel, k, c + i * n + p, n, nc, bs,
                         alpha, act, act_alpha);
             break;
-        case 1:
+        default:
             ig_mlp_tile(1, a + i * k, k, panel, k, c + i * n + p, n, nc, bs,
                         alpha, act, act_alpha);
             break;
@@ -729,6 +738,7 @@ ig_mlp_cpu_init(ig_mlp_cpu_t *m, const ig_mlp_plan_t *plan, char *err,
     /* the packed path runs blocks of IG_MLP_CPU_BLOCK rows at most */
     m->block = m->fast && m->chunk > IG_MLP_CPU_BLOCK ? IG_MLP_CPU_BLOCK
                                                       : m->chunk;
+    if (getenv("TMP_BLOCK")) m->block = atoi(getenv("TMP_BLOCK"));
 
     if (ig_mlp_cpu_reserve(m, &m->ws[0], m->block < 64 ? m->block : 64, err,
                            errlen)
