@@ -146,6 +146,68 @@ ig_mlp_tile(const int mr, const float *a, size_t lda, const float *bp,
 
 
 /*
+ * One row against four full panels at once: eight chains of FMAs
+ * instead of the two a 1-row tile has, which would wait on the FMA
+ * latency; a lone row (a request of one) is the latency that matters.
+ */
+IG_MLP_AVX2 static void
+ig_mlp_row4(const float *a, const float *bp, size_t k, float *c,
+    const float *bias, float alpha, int act, float act_alpha)
+{
+    int      q;
+    size_t   kk, pk;
+    __m256   acc[8], av, z, la, v;
+
+    pk = IG_MLP_NR * k;
+
+#pragma GCC unroll 8
+    for (q = 0; q < 8; q++) {
+        acc[q] = _mm256_setzero_ps();
+    }
+
+    for (kk = 0; kk < k; kk++) {
+        av = _mm256_broadcast_ss(a + kk);
+
+#pragma GCC unroll 4
+        for (q = 0; q < 4; q++) {
+            acc[2 * q] = _mm256_fmadd_ps(av,
+                             _mm256_load_ps(bp + q * pk + kk * IG_MLP_NR),
+                             acc[2 * q]);
+            acc[2 * q + 1] = _mm256_fmadd_ps(av,
+                             _mm256_load_ps(bp + q * pk + kk * IG_MLP_NR + 8),
+                             acc[2 * q + 1]);
+        }
+    }
+
+    z = _mm256_setzero_ps();
+    la = _mm256_set1_ps(act_alpha);
+
+#pragma GCC unroll 8
+    for (q = 0; q < 8; q++) {
+        v = acc[q];
+
+        if (alpha != 1.0f) {
+            v = _mm256_mul_ps(v, _mm256_set1_ps(alpha));
+        }
+
+        if (bias != NULL) {
+            v = _mm256_add_ps(v, _mm256_load_ps(bias + 8 * q));
+        }
+
+        if (act == IG_ACT_RELU) {
+            v = _mm256_max_ps(z, v);
+
+        } else if (act == IG_ACT_LEAKY_RELU) {
+            v = _mm256_blendv_ps(v, _mm256_mul_ps(v, la),
+                                 _mm256_cmp_ps(v, z, _CMP_LT_OQ));
+        }
+
+        _mm256_storeu_ps(c + 8 * q, v);
+    }
+}
+
+
+/*
  * Few columns (the last layer of a classifier): a panel would be mostly
  * padding, so w is packed transposed, [n, k], and each output is a dot
  * product of a row of a with a row of w.
@@ -236,7 +298,16 @@ ig_mlp_gemm_avx2(const float *a, size_t m, size_t k, const float *bp,
         return;
     }
 
-    for (p = 0; p < n; p += IG_MLP_NR) {
+    p = 0;
+
+    if (m - i == 1) {
+        for ( /* void */ ; p + 4 * IG_MLP_NR <= n; p += 4 * IG_MLP_NR) {
+            ig_mlp_row4(a + i * k, bp + p * k, k, c + i * n + p,
+                        bias ? bias + p : NULL, alpha, act, act_alpha);
+        }
+    }
+
+    for ( /* void */ ; p < n; p += IG_MLP_NR) {
         nc = n - p < IG_MLP_NR ? n - p : IG_MLP_NR;
         panel = bp + p * k;
         bs = bias ? bias + p : NULL;
@@ -413,6 +484,38 @@ ig_mlp_cpu_epilogue(float *y, const float *x, const float *x2,
 }
 
 
+static void
+ig_mlp_cpu_softmax(const ig_mlp_step_t *s, const float *in, float *out,
+    size_t rows, int nt)
+{
+    size_t     spans, o, q, base;
+    ptrdiff_t  k;
+
+    spans = rows * s->outer * s->inner;
+
+    if (nt > 1 && rows * s->row_out >= IG_MLP_CPU_PAR_MIN) {
+        #pragma omp parallel for num_threads(nt) schedule(static)
+        for (k = 0; k < (ptrdiff_t) spans; k++) {
+            size_t  ko = (size_t) k / s->inner, kq = (size_t) k % s->inner;
+            size_t  kb = ko * s->dim * s->inner + kq;
+
+            ig_softmax_span(in + kb, out + kb, s->dim, s->inner);
+        }
+
+        return;
+    }
+
+    /* no team for one thread: even an if(0) region calls into libgomp */
+    for (k = 0; k < (ptrdiff_t) spans; k++) {
+        o = (size_t) k / s->inner;
+        q = (size_t) k % s->inner;
+        base = o * s->dim * s->inner + q;
+
+        ig_softmax_span(in + base, out + base, s->dim, s->inner);
+    }
+}
+
+
 static int
 ig_mlp_cpu_pass(ig_mlp_cpu_t *m, ig_mlp_cpu_ws_t *w, int nt,
     const float *in, size_t rows, float *out)
@@ -511,20 +614,7 @@ ig_mlp_cpu_pass(ig_mlp_cpu_t *m, ig_mlp_cpu_ws_t *w, int nt,
             break;
 
         case IG_MLP_SOFTMAX:
-            {
-            size_t     spans = rows * s->outer * s->inner;
-            ptrdiff_t  k;
-
-            #pragma omp parallel for num_threads(nt) schedule(static) \
-                if (rows * s->row_out >= IG_MLP_CPU_PAR_MIN)
-            for (k = 0; k < (ptrdiff_t) spans; k++) {
-                size_t  o = (size_t) k / s->inner, q = (size_t) k % s->inner;
-                size_t  base = o * s->dim * s->inner + q;
-
-                ig_softmax_span(p[s->in] + base, p[s->out] + base, s->dim,
-                                s->inner);
-            }
-            }
+            ig_mlp_cpu_softmax(s, p[s->in], p[s->out], rows, nt);
             break;
 
         case IG_MLP_COPY:

@@ -3,7 +3,7 @@
  *
  * Unit tests of backend/mlp_cpu.c: the packed AVX2/FMA SGEMM against a
  * naive GEMM in double (rows 1..17, k and n off the 8/16 grid, the
- * small-n dot path, unaligned a and c, transposed w, alpha, bias, Relu
+ * small-n dot path, one row against four panels, unaligned a and c, transposed w, alpha, bias, Relu
  * with NaN, LeakyRelu; nothing written past c), then the executor on a
  * hand-built plan (Gemm + bias + Relu, Gemm, Softmax) with 1, 2 and 3
  * threads against the same plan run on OpenBLAS.
@@ -61,7 +61,8 @@ static void
 test_gemm_sizes(void **state)
 {
     static const size_t  ks[] = { 1, 3, 7, 8, 9, 17, 31, 64, 100 };
-    static const size_t  ns[] = { 1, 2, 3, 4, 5, 8, 15, 16, 17, 33, 40 };
+    static const size_t  ns[] = { 1, 2, 3, 4, 5, 8, 15, 16, 17, 33, 40,
+                                    64, 67, 130 };
     static const int     acts[] = { IG_ACT_NONE, IG_ACT_RELU,
                                     IG_ACT_LEAKY_RELU };
 
@@ -78,13 +79,13 @@ test_gemm_sizes(void **state)
     }
 
     abuf = malloc((17 * 100 + 1) * sizeof(float));
-    w = malloc(100 * 40 * sizeof(float));
+    w = malloc(100 * 130 * sizeof(float));
     assert_int_equal(posix_memalign((void **) &pk, 64,
-                                    48 * 100 * sizeof(float)), 0);
+                                    144 * 100 * sizeof(float)), 0);
     assert_int_equal(posix_memalign((void **) &bias, 64,
-                                    48 * sizeof(float)), 0);
-    cbuf = malloc((17 * 40 + 1 + GUARD) * sizeof(float));
-    want = malloc(17 * 40 * sizeof(double));
+                                    144 * sizeof(float)), 0);
+    cbuf = malloc((17 * 130 + 1 + GUARD) * sizeof(float));
+    want = malloc(17 * 130 * sizeof(double));
     assert_non_null(abuf);
     assert_non_null(w);
     assert_non_null(cbuf);
@@ -155,7 +156,7 @@ test_gemm_sizes(void **state)
         }
     }
 
-    assert_true(checked == 17 * 9 * 11 * 12);
+    assert_true(checked == 17 * 9 * 14 * 12);
 
     free(abuf);
     free(w);
