@@ -22,7 +22,9 @@ torch loaded.
 
 The machine is shared: ours and torch alternate for --rounds rounds,
 each round the best of --repeat passes; the table has the best round of
-each and the spread (worst round against best) of each.  --blas adds a
+each, the spread (worst round against best) of each, their ratio, and
+the median of the rounds' own ratios ("paired": each round's two figures
+were taken back to back, under about the same load).  --blas adds a
 column with our executor forced onto OpenBLAS (IG_MLP_CPU_GEMM=blas).
 Last, per thread count, one line for the lead's parser:
 
@@ -111,7 +113,7 @@ def table(a, module, model, d, threads):
           f"thread(s) (torch: {torch.get_num_threads()}, {blas}), "
           f"best of {a.rounds} rounds x {a.repeat}")
     print(f"{'batch':>6} {'rows':>6} {'infergate/s':>12} {'spread':>6} "
-          f"{'torch/s':>10} {'spread':>6} {'ratio':>6} "
+          f"{'torch/s':>10} {'spread':>6} {'ratio':>6} {'paired':>6} "
           f"{'max |diff|':>10}" + (f" {'openblas/s':>11}" if a.blas else ""))
 
     ratios = []
@@ -137,10 +139,11 @@ def table(a, module, model, d, threads):
         diff = float(np.abs(got - want).max())
 
         r = max(ig) / max(th)
+        paired = sorted(i / t for i, t in zip(ig, th))[len(ig) // 2]
         ratios.append(r)
         print(f"{batch:>6} {rows:>6} {max(ig):>12,.0f} {spread(ig):>5.0f}% "
               f"{max(th):>10,.0f} {spread(th):>5.0f}% {r:>5.2f}x "
-              f"{diff:>10.2e}" + (f" {max(ob):>11,.0f}" if a.blas else ""))
+              f"{paired:>5.2f}x {diff:>10.2e}" + (f" {max(ob):>11,.0f}" if a.blas else ""))
         sys.stdout.flush()
 
     return min(ratios), diff
@@ -153,7 +156,7 @@ def main():
     ap.add_argument("--rows", type=int, default=0,
                     help="rows per pass (default: scaled to the batch)")
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--blas", action="store_true")
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
