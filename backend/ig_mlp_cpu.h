@@ -42,6 +42,7 @@ typedef struct {
     float               **packed;     /* per step: panels, or NULL      */
     float               **pbias;      /* per step: padded bias, or NULL */
     int                   fast;       /* every GEMM runs packed         */
+    size_t                split_min;  /* rows per thread, at least      */
     ig_mlp_cpu_ws_t      *ws;         /* IG_MLP_CPU_MAXT of them        */
 } ig_mlp_cpu_t;
 

@@ -39,6 +39,7 @@
 #define IG_MLP_CPU_PAR_MIN    (1u << 20)     /* softmax worth threads    */
 #define IG_MLP_CPU_BLOCK      64             /* rows per pass, packed    */
 #define IG_MLP_CPU_SPLIT_MIN  16             /* rows per thread, at least */
+#define IG_MLP_CPU_SPLIT_MAC  (1u << 18)     /* and multiply-adds        */
 
 
 /*
@@ -779,7 +780,7 @@ ig_mlp_cpu_init(ig_mlp_cpu_t *m, const ig_mlp_plan_t *plan, char *err,
 {
     /* a pass keeps every buffer under IG_MLP_CPU_SLOT_MAX floats, so
      * BLAS sizes fit an int, and all of them under ARENA_MAX */
-    size_t  i, maxrow = 1, sum = 1;
+    size_t  i, maxrow = 1, sum = 1, macs;
 
     memset(m, 0, sizeof(ig_mlp_cpu_t));
     m->plan = plan;
@@ -823,6 +824,19 @@ ig_mlp_cpu_init(ig_mlp_cpu_t *m, const ig_mlp_plan_t *plan, char *err,
     if (ig_mlp_cpu_prepack(m) != 0) {
         snprintf(err, errlen, "onnx: out of memory for packed weights");
         return -1;
+    }
+
+    /* rows a thread must get, at least, before the rows are split */
+    macs = 0;
+    for (i = 0; i < plan->nsteps; i++) {
+        if (plan->steps[i].op == IG_MLP_GEMM) {
+            macs += plan->steps[i].mult * plan->steps[i].k * plan->steps[i].n;
+        }
+    }
+
+    m->split_min = macs ? IG_MLP_CPU_SPLIT_MAC / macs + 1 : SIZE_MAX;
+    if (m->split_min < IG_MLP_CPU_SPLIT_MIN) {
+        m->split_min = IG_MLP_CPU_SPLIT_MIN;
     }
 
     /* the packed path runs blocks of IG_MLP_CPU_BLOCK rows at most */
@@ -896,9 +910,10 @@ ig_mlp_cpu_run(ig_mlp_cpu_t *m, int threads, const float *in, size_t rows,
         return ig_mlp_cpu_rows(m, &m->ws[0], nt, in, rows, out, err, errlen);
     }
 
-    /* packed: the rows split between threads, at least SPLIT_MIN each */
-    if ((size_t) nt > rows / IG_MLP_CPU_SPLIT_MIN) {
-        nt = (int) (rows / IG_MLP_CPU_SPLIT_MIN);
+    /* packed: the rows split between threads, each with enough work to
+     * pay for waking it (a few microseconds) */
+    if ((size_t) nt > rows / m->split_min) {
+        nt = (int) (rows / m->split_min);
     }
 
     if (nt <= 1) {

@@ -3,10 +3,11 @@
  *
  * Unit tests of backend/mlp_cpu.c: the packed AVX2/FMA SGEMM against a
  * naive GEMM in double (rows 1..17, k and n off the 8/16 grid, the
- * small-n dot path, one row against four panels, unaligned a and c, transposed w, alpha, bias, Relu
- * with NaN, LeakyRelu; nothing written past c), then the executor on a
- * hand-built plan (Gemm + bias + Relu, Gemm, Softmax) with 1, 2 and 3
- * threads against the same plan run on OpenBLAS.
+ * small-n dot path, one row against four panels, unaligned a and c,
+ * transposed w, alpha, bias, Relu with NaN, LeakyRelu; nothing written
+ * past c), then the executor on a hand-built plan (Gemm + bias + Relu,
+ * Gemm, Softmax) with 1, 2 and 3 threads, rows split and not, against
+ * the same plan run on OpenBLAS.
  */
 
 
@@ -302,8 +303,9 @@ run_plan(int blas, int threads, const float *in, size_t rows, float *out)
 static void
 test_plan_threads(void **state)
 {
+    /* 851 multiply-adds a row: the rows split from 309 a thread */
     static const size_t  nrows[] = { 0, 1, 5, 6, 7, 31, 32, 33, 64, 65,
-                                     100, 129, 1000 };
+                                     100, 129, 617, 618, 619, 927, 1000 };
 
     int        t;
     float     *in, *want, *got;
