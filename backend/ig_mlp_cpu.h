@@ -63,6 +63,12 @@ int ig_mlp_cpu_run(ig_mlp_cpu_t *m, int threads, const float *in,
 void ig_mlp_cpu_free(ig_mlp_cpu_t *m);
 
 /*
+ * Frees the packed weights; m then runs on OpenBLAS.  For a model whose
+ * predictions run on CUDA: the host keeps one copy of its weights.
+ */
+void ig_mlp_cpu_drop_packed(ig_mlp_cpu_t *m);
+
+/*
  * The packed kernel, exposed for its unit test: whether this CPU runs
  * it; w ([k, n], or [n, k] when trans) into panels of
  * ((n + 15) / 16 * 16) * k floats at dst (32-byte aligned); and

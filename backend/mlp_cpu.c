@@ -960,16 +960,9 @@ ig_mlp_cpu_run(ig_mlp_cpu_t *m, int threads, const float *in, size_t rows,
 
 
 void
-ig_mlp_cpu_free(ig_mlp_cpu_t *m)
+ig_mlp_cpu_drop_packed(ig_mlp_cpu_t *m)
 {
     size_t  i;
-
-    if (m->ws != NULL) {
-        for (i = 0; i < IG_MLP_CPU_MAXT; i++) {
-            free(m->ws[i].arena);
-            free(m->ws[i].ptr);
-        }
-    }
 
     for (i = 0; i < m->nsteps; i++) {
         if (m->packed != NULL) {
@@ -981,8 +974,29 @@ ig_mlp_cpu_free(ig_mlp_cpu_t *m)
         }
     }
 
-    free(m->ws);
     free(m->packed);
     free(m->pbias);
+    m->packed = NULL;
+    m->pbias = NULL;
+    m->nsteps = 0;
+    m->fast = 0;
+    m->block = m->chunk;
+}
+
+
+void
+ig_mlp_cpu_free(ig_mlp_cpu_t *m)
+{
+    size_t  i;
+
+    if (m->ws != NULL) {
+        for (i = 0; i < IG_MLP_CPU_MAXT; i++) {
+            free(m->ws[i].arena);
+            free(m->ws[i].ptr);
+        }
+    }
+
+    ig_mlp_cpu_drop_packed(m);
+    free(m->ws);
     free(m->slot_off);
 }
