@@ -71,7 +71,6 @@ ig_mlp_tile(const int mr, const float *a, size_t lda, const float *bp,
     __m256   c0[IG_MLP_MR], c1[IG_MLP_MR], b0, b1, av, v0, v1, z, la;
 
     #pragma GCC unroll 6
-
     for (r = 0; r < mr; r++) {
         c0[r] = _mm256_setzero_ps();
         c1[r] = _mm256_setzero_ps();
@@ -82,7 +81,6 @@ ig_mlp_tile(const int mr, const float *a, size_t lda, const float *bp,
         b1 = _mm256_load_ps(bp + kk * IG_MLP_NR + 8);
 
         #pragma GCC unroll 6
-
         for (r = 0; r < mr; r++) {
             av = _mm256_broadcast_ss(a + r * lda + kk);
             c0[r] = _mm256_fmadd_ps(av, b0, c0[r]);
@@ -113,7 +111,6 @@ ig_mlp_tile(const int mr, const float *a, size_t lda, const float *bp,
     }
 
     #pragma GCC unroll 6
-
     for (r = 0; r < mr; r++) {
         v0 = c0[r];
         v1 = c1[r];
@@ -161,7 +158,7 @@ ig_mlp_row4(const float *a, const float *bp, size_t k, float *c,
 
     pk = IG_MLP_NR * k;
 
-#pragma GCC unroll 8
+    #pragma GCC unroll 8
     for (q = 0; q < 8; q++) {
         acc[q] = _mm256_setzero_ps();
     }
@@ -169,7 +166,7 @@ ig_mlp_row4(const float *a, const float *bp, size_t k, float *c,
     for (kk = 0; kk < k; kk++) {
         av = _mm256_broadcast_ss(a + kk);
 
-#pragma GCC unroll 4
+        #pragma GCC unroll 4
         for (q = 0; q < 4; q++) {
             acc[2 * q] = _mm256_fmadd_ps(av,
                              _mm256_load_ps(bp + q * pk + kk * IG_MLP_NR),
@@ -183,7 +180,7 @@ ig_mlp_row4(const float *a, const float *bp, size_t k, float *c,
     z = _mm256_setzero_ps();
     la = _mm256_set1_ps(act_alpha);
 
-#pragma GCC unroll 8
+    #pragma GCC unroll 8
     for (q = 0; q < 8; q++) {
         v = acc[q];
 
@@ -842,7 +839,6 @@ ig_mlp_cpu_init(ig_mlp_cpu_t *m, const ig_mlp_plan_t *plan, char *err,
     /* the packed path runs blocks of IG_MLP_CPU_BLOCK rows at most */
     m->block = m->fast && m->chunk > IG_MLP_CPU_BLOCK ? IG_MLP_CPU_BLOCK
                                                       : m->chunk;
-    if (getenv("TMP_BLOCK")) m->block = atoi(getenv("TMP_BLOCK"));
 
     if (ig_mlp_cpu_reserve(m, &m->ws[0], m->block < 64 ? m->block : 64, err,
                            errlen)
