@@ -9,7 +9,8 @@
  *   - the packed kernel below (x86-64 with AVX2 and FMA, checked at run
  *     time): weights packed once at init, bias and Relu/LeakyRelu fused
  *     into the tile's store, the whole plan run on blocks of
- *     IG_MLP_CPU_BLOCK rows so that every activation stays in L1/L2
+ *     IG_MLP_CPU_BLOCK rows (10 whole tiles) so that every activation
+ *     stays in L1/L2
  *     between layers, and --threads > 1 splitting the rows between
  *     OpenMP threads, each with its own buffers;
  *   - or OpenBLAS (other CPUs, a Gemm with C as an activation, or
@@ -37,7 +38,7 @@
 #define IG_MLP_CPU_SLOT_MAX   (1u << 24)     /* floats per slot and pass */
 #define IG_MLP_CPU_ARENA_MAX  (1u << 26)     /* floats of buffers a pass */
 #define IG_MLP_CPU_PAR_MIN    (1u << 20)     /* softmax worth threads    */
-#define IG_MLP_CPU_BLOCK      64             /* rows per pass, packed    */
+#define IG_MLP_CPU_BLOCK      60             /* rows per pass, packed    */
 #define IG_MLP_CPU_SPLIT_MIN  16             /* rows per thread, at least */
 #define IG_MLP_CPU_SPLIT_MAC  (1u << 18)     /* and multiply-adds        */
 
