@@ -11,8 +11,7 @@
  *     into the tile's store, the whole plan run on blocks of
  *     IG_MLP_CPU_BLOCK rows (10 whole tiles) so that every activation
  *     stays in L1/L2 between layers, and --threads > 1 splitting the
- *     rows between
- *     OpenMP threads, each with its own buffers;
+ *     rows between OpenMP threads, each with its own buffers;
  *   - or OpenBLAS (other CPUs, a Gemm with C as an activation, or
  *     IG_MLP_CPU_GEMM=blas in the environment), in passes of up to
  *     chunk rows with OpenBLAS's own threads.
