@@ -294,6 +294,13 @@ $(BUILD)/unit/test_grpc_codec: tests/unit/test_grpc_codec.c \
 	    ngx_module/ngx_http_infergate_grpc_codec.c $(GRPC_GEN_C) -lcmocka \
 	    -lprotobuf-c -lz -lm
 
+# the CPU executor's unit test links it with OpenBLAS and OpenMP
+$(BUILD)/unit/test_mlp_cpu: tests/unit/test_mlp_cpu.c backend/mlp_cpu.c \
+        $(BACKEND_H) $(BUILD)/.flags
+	@mkdir -p $(BUILD)/unit
+	$(CC) $(BACKEND_CFLAGS) $(DEPFLAGS) -o $@ $< backend/mlp_cpu.c \
+	    -lcmocka -lopenblas -lm
+
 unit: deps $(UNITS)
 	@set -e; for t in $(UNITS); do echo "== $$t"; $$t; done
 

@@ -1806,6 +1806,10 @@ ig_onnx_load(const uint8_t *data, size_t len, ig_exec_t *ex, char *err,
                                     err, errlen);
         if (m->gpu == NULL) {
             rc = -1;
+
+        } else {
+            /* predictions run on the device: no packed copy on the host */
+            ig_mlp_cpu_drop_packed(&m->cpu);
         }
     }
 #else
