@@ -23,9 +23,6 @@
 
 #define NGX_HTTP_IG_AUDIT_MAX_BUFS  64
 
-/* bytes of the buffer fetched ahead for the next record: about one */
-#define NGX_HTTP_IG_AUDIT_PREFETCH       768
-
 /* a record that took longer was preempted: INFERGATE_AUDIT_TSC skips it */
 #define NGX_HTTP_IG_AUDIT_TSC_PREEMPTED  100000
 
@@ -176,7 +173,6 @@ static void ngx_http_ig_audit_write(void *data, ngx_log_t *log);
 static void ngx_http_ig_audit_kick(ngx_http_ig_audit_log_t *al);
 static void ngx_http_ig_audit_written(ngx_event_t *ev);
 static void ngx_http_ig_audit_tsc_report(ngx_http_ig_audit_log_t *al);
-static ngx_inline void ngx_http_ig_audit_prefetch(ngx_http_ig_audit_buf_t *b);
 static void ngx_http_ig_audit_release(ngx_http_ig_audit_log_t *al,
     ngx_http_ig_audit_buf_t *b);
 static void ngx_http_ig_audit_fd_unref(ngx_http_ig_audit_fd_t *fd);
@@ -1009,31 +1005,6 @@ ngx_http_ig_audit_commit(ngx_http_ig_audit_log_t *al, size_t len)
     al->active->len += len;
     al->active->nrecs++;
     al->records++;
-
-    ngx_http_ig_audit_prefetch(al->active);
-}
-
-
-/*
- * The buffer's next record goes to memory the last write(2) of this
- * buffer read long ago: fetch its first lines for writing now, while the
- * worker waits for the next request, rather than miss on each line while
- * building it.
- */
-
-static ngx_inline void
-ngx_http_ig_audit_prefetch(ngx_http_ig_audit_buf_t *b)
-{
-#if (__GNUC__ || __clang__)
-    u_char  *p, *end;
-
-    p = b->data + b->len;
-    end = b->data + ngx_min(b->len + NGX_HTTP_IG_AUDIT_PREFETCH, b->size);
-
-    for ( /* void */ ; p < end; p += 64) {
-        __builtin_prefetch(p, 1, 3);
-    }
-#endif
 }
 
 
