@@ -257,6 +257,7 @@ ig_tool_bench(int argc, char **argv)
 
     len = sizeof(rec) - 1;
     memcpy(buf, rec, len);
+    sealed = 0;
 
     for (pass = 0; pass < 2; pass++) {
         run = pass ? 32 : 1;
