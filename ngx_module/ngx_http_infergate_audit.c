@@ -52,9 +52,10 @@ ngx_http_ig_audit_tsc(void)
 
 
 /*
- * The calling thread's CPU time in nanoseconds (clock: CLOCK_MONOTONIC):
- * for the parts done once a buffer, where a wake-up of the pool thread on
- * the same CPU would put other threads' time into a TSC difference.
+ * Nanoseconds of a clock: CLOCK_THREAD_CPUTIME_ID for the parts done once
+ * a buffer, where a wake-up of the pool thread on the same CPU would put
+ * other threads' time into a TSC difference; CLOCK_MONOTONIC for the TSC's
+ * rate.
  */
 
 static uint64_t

@@ -53,6 +53,25 @@ def test_tsc_knob_reports_every_part(start_nginx, tmp_path, monkeypatch):
     assert int(m["writes"]) >= 2 and int(m["per"]) >= 1
 
 
+def test_tsc_knob_survives_a_reload(start_nginx, tmp_path, monkeypatch):
+    """The master reads the variable with each configuration: the workers
+    of the old and the new configuration both report."""
+    monkeypatch.setenv("INFERGATE_AUDIT_TSC", "1")
+    ngx, _, key = start(start_nginx, tmp_path, workers=1)
+    _requests(ngx, 50)
+    monkeypatch.delenv("INFERGATE_AUDIT_TSC")
+    ngx.reload()
+    _requests(ngx, 50)
+    ngx.stop()
+
+    log = ngx.prefix / "audit.log"
+    rc, out = verify(key, log)
+    assert rc == 0, out
+    found = [m for m in map(REPORT.search, ngx.error_log.splitlines()) if m]
+    assert len(found) == 2, ngx.error_log
+    assert sum(int(m["n"]) + int(m["skipped"]) for m in found) == 100
+
+
 def test_no_report_without_the_variable(start_nginx, tmp_path, monkeypatch):
     monkeypatch.delenv("INFERGATE_AUDIT_TSC", raising=False)
     ngx, _, key = start(start_nginx, tmp_path, workers=1)
