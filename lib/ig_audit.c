@@ -6,7 +6,10 @@
  *
  * Sealing cost: HMAC (RFC 2104) over OpenSSL's SHA-256 with the two pad
  * states computed once per key: a record costs copying two 112-byte
- * states and hashing its bytes plus one block, nothing else.  The EVP_MAC
+ * states and hashing its bytes plus one block, nothing else.  The inner
+ * state after the message's first block is kept too and reused while the
+ * next message starts with the same 64 bytes (a worker's records within
+ * one millisecond do): one compression of about eleven saved.  The EVP_MAC
  * path did the same hashing but cost about twice as much per record in
  * provider dispatch, parameter handling and context copies (perf on the
  * nginx worker: HMAC_Init_ex, EVP_MD_CTX_copy_ex, CRYPTO_clear_free,
@@ -44,6 +47,16 @@
 struct ig_audit_hmac_s {
     SHA256_CTX      inner;       /* after (key ^ ipad) */
     SHA256_CTX      outer;       /* after (key ^ opad) */
+
+    /*
+     * The inner state after (key ^ ipad) and block, the first 64 bytes
+     * of the last message that had them: a record's first block is its
+     * time stamp to the millisecond and the worker's request id prefix,
+     * the same for every record of a worker within a millisecond.
+     */
+    SHA256_CTX      first;
+    unsigned char   block[SHA256_CBLOCK];
+    unsigned        have_first;
 };
 
 
@@ -553,7 +566,32 @@ ig_audit_hmac(ig_audit_hmac_t *h, const unsigned char *data, size_t len,
     SHA256_CTX     c;
     unsigned char  ih[SHA256_DIGEST_LENGTH];
 
-    c = h->inner;
+    if (len < SHA256_CBLOCK) {
+        c = h->inner;
+
+    } else if (h->have_first
+               && memcmp(data, h->block, SHA256_CBLOCK) == 0)
+    {
+        /* the first block's compression is saved: about 100 cycles */
+        c = h->first;
+        data += SHA256_CBLOCK;
+        len -= SHA256_CBLOCK;
+
+    } else {
+        c = h->inner;
+        h->have_first = 0;
+
+        if (SHA256_Update(&c, data, SHA256_CBLOCK) != 1) {
+            goto failed;
+        }
+
+        h->first = c;
+        memcpy(h->block, data, SHA256_CBLOCK);
+        h->have_first = 1;
+
+        data += SHA256_CBLOCK;
+        len -= SHA256_CBLOCK;
+    }
 
     if (SHA256_Update(&c, data, len) != 1 || SHA256_Final(ih, &c) != 1) {
         goto failed;

@@ -160,9 +160,11 @@ const char *ig_audit_chain_key_id(const ig_audit_chain_t *c);
 
 
 /*
- * HMAC-SHA256 with one key: EVP_MAC "HMAC" fetched once, a keyed context
- * re-initialized per message (the key schedule is not redone).  What the
- * chains use; the verifier keeps one per key.  Not thread-safe.
+ * HMAC-SHA256 with one key: the SHA-256 states after (key ^ ipad) and
+ * (key ^ opad) computed once, and the inner state after the last
+ * message's first 64 bytes, reused while messages start with the same
+ * 64 bytes.  What the chains use; the verifier keeps one per key.  Not
+ * thread-safe (a call updates the kept state).
  */
 typedef struct ig_audit_hmac_s  ig_audit_hmac_t;
 

@@ -23,6 +23,53 @@
 
 #define NGX_HTTP_IG_AUDIT_MAX_BUFS  64
 
+/* a record that took longer was preempted: INFERGATE_AUDIT_TSC skips it */
+#define NGX_HTTP_IG_AUDIT_TSC_PREEMPTED  100000
+
+
+/*
+ * The cost of each part of a record, for INFERGATE_AUDIT_TSC: the time
+ * stamp counter where there is one.
+ */
+
+static ngx_inline uint64_t
+ngx_http_ig_audit_tsc(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    uint32_t  lo, hi;
+
+    __asm__ __volatile__ ("rdtsc" : "=a" (lo), "=d" (hi));
+
+    return ((uint64_t) hi << 32) | lo;
+#else
+    struct timespec  ts;
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+
+    return (uint64_t) ts.tv_sec * 1000000000 + (uint64_t) ts.tv_nsec;
+#endif
+}
+
+
+/*
+ * Nanoseconds of a clock: CLOCK_THREAD_CPUTIME_ID for the parts done once
+ * a buffer, where a wake-up of the pool thread on the same CPU would put
+ * other threads' time into a TSC difference; CLOCK_MONOTONIC for the TSC's
+ * rate.
+ */
+
+static uint64_t
+ngx_http_ig_audit_ns(clockid_t clock)
+{
+    struct timespec  ts;
+
+    if (clock_gettime(clock, &ts) != 0) {
+        return 0;
+    }
+
+    return (uint64_t) ts.tv_sec * 1000000000 + (uint64_t) ts.tv_nsec;
+}
+
 
 typedef struct {
     ngx_array_t                  logs;       /* ngx_http_ig_audit_log_t *  */
@@ -49,6 +96,7 @@ typedef struct {
     ngx_http_ig_audit_fd_t      *fd;
     ngx_http_ig_audit_log_t     *log;
     ngx_thread_task_t           *task;
+    uint64_t                     write_ns;  /* CPU of its write(2)s      */
 } ngx_http_ig_audit_buf_t;
 
 
@@ -84,6 +132,20 @@ struct ngx_http_ig_audit_log_s {
     time_t                       err_logged;
     ngx_event_t                  timer;
     ngx_log_t                   *log;
+
+    /* INFERGATE_AUDIT_TSC set: cycles per part, logged at exit */
+    ngx_uint_t                   tsc;
+    uint64_t                     tsc_start;  /* TSC and CLOCK_MONOTONIC   */
+    uint64_t                     tsc_start_ns; /* at the start: its rate  */
+    uint64_t                     tsc_records;
+    uint64_t                     tsc_skipped; /* preempted: not counted   */
+    uint64_t                     tsc_build;
+    uint64_t                     tsc_seal;
+    uint64_t                     tsc_handoff;
+    uint64_t                     tsc_post_ns; /* CPU: posting, taking back */
+    uint64_t                     tsc_write_ns; /* CPU of the writes       */
+    uint64_t                     tsc_written; /* records in the writes    */
+    uint64_t                     tsc_writes;
 };
 
 
@@ -111,6 +173,7 @@ static void ngx_http_ig_audit_submit(ngx_http_ig_audit_log_t *al,
 static void ngx_http_ig_audit_write(void *data, ngx_log_t *log);
 static void ngx_http_ig_audit_kick(ngx_http_ig_audit_log_t *al);
 static void ngx_http_ig_audit_written(ngx_event_t *ev);
+static void ngx_http_ig_audit_tsc_report(ngx_http_ig_audit_log_t *al);
 static void ngx_http_ig_audit_release(ngx_http_ig_audit_log_t *al,
     ngx_http_ig_audit_buf_t *b);
 static void ngx_http_ig_audit_fd_unref(ngx_http_ig_audit_fd_t *fd);
@@ -264,6 +327,12 @@ ngx_http_ig_audit_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     al->path = value[1];
     al->buffer_size = 256 * 1024;
+
+    /*
+     * A measuring aid, read here because nginx clears the workers'
+     * environment: the cycles of each part of a record, logged at exit.
+     */
+    al->tsc = (getenv("INFERGATE_AUDIT_TSC") != NULL);
     al->flush = 1000;
     ngx_str_set(&al->pool_name, "default");
     ngx_str_null(&key_file);
@@ -551,6 +620,12 @@ ngx_http_ig_audit_init_process(ngx_cycle_t *cycle)
         al = alp[i];
 
         al->log = cycle->log;
+
+        if (al->tsc) {
+            al->tsc_start = ngx_http_ig_audit_tsc();
+            al->tsc_start_ns = ngx_http_ig_audit_ns(CLOCK_MONOTONIC);
+        }
+
         ngx_queue_init(&al->free);
         ngx_queue_init(&al->pending);
 
@@ -602,6 +677,10 @@ ngx_http_ig_audit_exit_process(ngx_cycle_t *cycle)
     for (i = 0; i < mcf->logs.nelts; i++) {
         alp[i]->exiting = 1;
         ngx_http_ig_audit_chain_end(alp[i], 1);
+
+        if (alp[i]->tsc) {
+            ngx_http_ig_audit_tsc_report(alp[i]);
+        }
 
         if (alp[i]->syslog) {
             ngx_http_ig_syslog_exit_process(alp[i]->syslog);
@@ -983,6 +1062,8 @@ ngx_http_ig_audit_submit(ngx_http_ig_audit_log_t *al, ngx_uint_t sync)
 static void
 ngx_http_ig_audit_kick(ngx_http_ig_audit_log_t *al)
 {
+    uint64_t                  t;
+    ngx_int_t                 rc;
     ngx_queue_t              *q;
     ngx_http_ig_audit_buf_t  *b;
 
@@ -1005,7 +1086,14 @@ ngx_http_ig_audit_kick(ngx_http_ig_audit_log_t *al)
 
     al->writing = 1;
 
-    if (ngx_thread_task_post(al->pool, b->task) != NGX_OK) {
+    t = al->tsc ? ngx_http_ig_audit_ns(CLOCK_THREAD_CPUTIME_ID) : 0;
+    rc = ngx_thread_task_post(al->pool, b->task);
+
+    if (al->tsc) {
+        al->tsc_post_ns += ngx_http_ig_audit_ns(CLOCK_THREAD_CPUTIME_ID) - t;
+    }
+
+    if (rc != NGX_OK) {
         /* the pool's queue is full: better late on this thread than lost */
         ngx_http_ig_audit_write(b, al->log);
         ngx_http_ig_audit_written(&b->task->event);
@@ -1020,13 +1108,15 @@ ngx_http_ig_audit_write(void *data, ngx_log_t *log)
 {
     ngx_http_ig_audit_buf_t *b = data;
 
-    u_char   *p;
-    size_t    left;
-    ssize_t   n;
+    u_char    *p;
+    size_t     left;
+    ssize_t    n;
+    uint64_t   t;
 
     p = b->data;
     left = b->len;
     b->err = 0;
+    t = b->log->tsc ? ngx_http_ig_audit_ns(CLOCK_THREAD_CPUTIME_ID) : 0;
 
     while (left) {
         n = write(b->fd->fd, p, left);
@@ -1049,6 +1139,10 @@ ngx_http_ig_audit_write(void *data, ngx_log_t *log)
         p += n;
         left -= n;
     }
+
+    if (b->log->tsc) {
+        b->write_ns = ngx_http_ig_audit_ns(CLOCK_THREAD_CPUTIME_ID) - t;
+    }
 }
 
 
@@ -1057,12 +1151,18 @@ ngx_http_ig_audit_written(ngx_event_t *ev)
 {
     ngx_http_ig_audit_buf_t *b = ev->data;
 
+    uint64_t                  t;
     ngx_http_ig_audit_log_t  *al;
 
     al = b->log;
     al->writing = 0;
+    t = al->tsc ? ngx_http_ig_audit_ns(CLOCK_THREAD_CPUTIME_ID) : 0;
 
     ngx_http_ig_audit_release(al, b);
+
+    if (al->tsc) {
+        al->tsc_post_ns += ngx_http_ig_audit_ns(CLOCK_THREAD_CPUTIME_ID) - t;
+    }
 
     /* the next filled buffer in line, if any; never the one being filled */
     ngx_http_ig_audit_kick(al);
@@ -1093,6 +1193,13 @@ ngx_http_ig_audit_release(ngx_http_ig_audit_log_t *al,
                           "infergate_audit: write to \"%V\" failed, "
                           "%uL records lost so far", &al->path, al->lost);
         }
+    }
+
+    if (al->tsc) {
+        al->tsc_write_ns += b->write_ns;
+        al->tsc_written += b->nrecs;
+        al->tsc_writes++;
+        b->write_ns = 0;
     }
 
     ngx_http_ig_audit_fd_unref(b->fd);
@@ -1180,6 +1287,7 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
     ngx_http_ig_audit_log_t    *al;
     ngx_http_variable_value_t  *vv;
     int                         truncated;
+    uint64_t                    t[5];
 
     al = ((ngx_http_ig_audit_loc_conf_t *)
           ngx_http_get_module_loc_conf(r, ngx_http_infergate_audit_module))
@@ -1198,6 +1306,9 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
             return NGX_OK;
         }
     }
+
+    t[0] = al->tsc ? ngx_http_ig_audit_tsc() : 0;
+    t[1] = t[2] = t[3] = t[4] = 0;
 
     ctx = ngx_http_ig_find_ctx(r);
 
@@ -1353,11 +1464,19 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
                                       ngx_strlen(errors[i].pointer));
     }
 
+    if (al->tsc) {
+        t[1] = ngx_http_ig_audit_tsc();
+    }
+
     p = ngx_http_ig_audit_reserve(al, len);
     if (p == NULL) {
         al->lost++;
         ngx_http_ig_metrics_add(IG_MC_AUDIT_LOST, 1);
         return NGX_OK;
+    }
+
+    if (al->tsc) {
+        t[2] = ngx_http_ig_audit_tsc();
     }
 
     start = p;
@@ -1489,6 +1608,10 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
     p = ngx_http_ig_audit_u64(p, (uint64_t) ngx_pid);
     *p++ = ',';
 
+    if (al->tsc) {
+        t[3] = ngx_http_ig_audit_tsc();
+    }
+
     n = ig_audit_seal(al->chain, start, p - start);
     if (n == 0) {
         al->lost++;
@@ -1496,9 +1619,67 @@ ngx_http_ig_audit_handler(ngx_http_request_t *r)
         return NGX_OK;
     }
 
+    if (al->tsc) {
+        t[4] = ngx_http_ig_audit_tsc();
+    }
+
     ngx_http_ig_audit_commit(al, n);
 
+    if (al->tsc) {
+        t[1] -= t[0];
+        t[2] -= t[0];
+        t[3] -= t[0];
+        t[4] -= t[0];
+        t[0] = ngx_http_ig_audit_tsc() - t[0];
+
+        if (t[0] > NGX_HTTP_IG_AUDIT_TSC_PREEMPTED) {
+            al->tsc_skipped++;
+
+        } else {
+            al->tsc_records++;
+            al->tsc_build += t[1] + (t[3] - t[2]);
+            al->tsc_seal += t[4] - t[3];
+            al->tsc_handoff += (t[2] - t[1]) + (t[0] - t[4]);
+        }
+    }
+
     return NGX_OK;
+}
+
+
+/*
+ * INFERGATE_AUDIT_TSC: the mean cycles per record of building it (from
+ * the log phase's start to the seal), sealing it, handing it to the
+ * writer (reserving room and committing it, on the TSC; posting full
+ * buffers to the thread pool and taking them back, the worker's CPU time)
+ * and writing it (write(2)'s CPU time in the pool thread, divided by the
+ * records written).  CPU times are converted at the TSC's rate over the
+ * worker's life; records preempted half way are left out of the means.
+ */
+
+static void
+ngx_http_ig_audit_tsc_report(ngx_http_ig_audit_log_t *al)
+{
+    double    ghz;
+    uint64_t  n, w, ns;
+
+    n = al->tsc_records ? al->tsc_records : 1;
+    w = al->tsc_written ? al->tsc_written : 1;
+    ns = ngx_http_ig_audit_ns(CLOCK_MONOTONIC) - al->tsc_start_ns;
+    ghz = ns ? (double) (ngx_http_ig_audit_tsc() - al->tsc_start) / ns : 1;
+
+    ngx_log_error(NGX_LOG_WARN, al->log, 0,
+                  "infergate_audit \"%V\": cycles per record (TSC at "
+                  "%.3f GHz) over %uL records (%uL preempted, left out): "
+                  "build %uL, seal %uL, hand-off %uL (%uL reserve and "
+                  "commit, %uL posting to and from the pool), write %uL "
+                  "(%uL writes of %uL records)",
+                  &al->path, ghz, al->tsc_records, al->tsc_skipped,
+                  al->tsc_build / n, al->tsc_seal / n,
+                  al->tsc_handoff / n + (uint64_t) (al->tsc_post_ns * ghz) / n,
+                  al->tsc_handoff / n, (uint64_t) (al->tsc_post_ns * ghz) / n,
+                  (uint64_t) (al->tsc_write_ns * ghz) / w, al->tsc_writes,
+                  al->tsc_written / (al->tsc_writes ? al->tsc_writes : 1));
 }
 
 

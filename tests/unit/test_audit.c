@@ -828,6 +828,63 @@ test_hmac(void **state)
 }
 
 
+/*
+ * The inner state after a message's first block is reused while the next
+ * message starts with the same 64 bytes: messages that differ only in
+ * their first block's last or first byte, or only after it, shorter than
+ * a block and exactly a block, in an order that alternates hits and
+ * misses, all give HMAC()'s answer.
+ */
+
+static void
+test_hmac_first_block(void **state)
+{
+    size_t            i, j, len;
+    unsigned int      mdlen;
+    unsigned char     key[32], m[4][300];
+    unsigned char     a[32], b[32];
+    ig_audit_hmac_t  *h;
+
+    static const size_t  lens[] = { 300, 64, 63, 65, 128, 300, 64, 0 };
+
+    (void) state;
+
+    for (i = 0; i < sizeof(key); i++) {
+        key[i] = (unsigned char) (i * 13 + 1);
+    }
+
+    for (j = 0; j < 4; j++) {
+        for (i = 0; i < sizeof(m[0]); i++) {
+            m[j][i] = (unsigned char) ('a' + i % 26);
+        }
+    }
+
+    m[1][63] = '#';         /* the first block's last byte differs  */
+    m[2][0] = '#';          /* its first byte                       */
+    m[3][64] = '#';         /* the same first block, the rest not   */
+
+    h = ig_audit_hmac_new(key, sizeof(key));
+    assert_non_null(h);
+
+    for (i = 0; i < 3 * sizeof(lens) / sizeof(lens[0]); i++) {
+        for (j = 0; j < 4; j++) {
+            len = lens[(i + j) % (sizeof(lens) / sizeof(lens[0]))];
+
+            assert_int_equal(ig_audit_hmac(h, m[j], len, a), 0);
+            assert_non_null(HMAC(EVP_sha256(), key, (int) sizeof(key),
+                                 m[j], len, b, &mdlen));
+            assert_memory_equal(a, b, 32);
+
+            /* the same message again: a hit on the kept state */
+            assert_int_equal(ig_audit_hmac(h, m[j], len, a), 0);
+            assert_memory_equal(a, b, 32);
+        }
+    }
+
+    ig_audit_hmac_free(h);
+}
+
+
 /* ---- record parser ----------------------------------------------------- */
 
 
@@ -2161,6 +2218,7 @@ main(void)
         cmocka_unit_test(test_key_file),
         cmocka_unit_test(test_seal_golden),
         cmocka_unit_test(test_seal_chain),
+        cmocka_unit_test(test_hmac_first_block),
         cmocka_unit_test(test_hmac),
         cmocka_unit_test(test_record_parse),
         cmocka_unit_test(test_verify_ok),
