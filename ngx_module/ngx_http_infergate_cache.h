@@ -47,6 +47,15 @@
 #define NGX_HTTP_IG_BYP_REQUEST     2        /* the request's directives  */
 #define NGX_HTTP_IG_BYP_RESPONSE    3        /* the response not storable */
 
+/* the purge before a write goes to the origin */
+#define NGX_HTTP_IG_PREPURGE_NONE   0
+#define NGX_HTTP_IG_PREPURGE_SENT   1        /* the script's reply awaited */
+#define NGX_HTTP_IG_PREPURGE_DONE   2        /* replied, failed or unsent  */
+
+/* the methods whose 2xx purges (infergate_cache_purge) */
+#define NGX_HTTP_IG_CACHE_WRITES                                          \
+    (NGX_HTTP_POST|NGX_HTTP_PUT|NGX_HTTP_PATCH|NGX_HTTP_DELETE)
+
 #define NGX_HTTP_IG_LOOKUP_ERROR    (-1)
 #define NGX_HTTP_IG_LOOKUP_MISS     0        /* no lease wanted (HEAD)    */
 #define NGX_HTTP_IG_LOOKUP_HIT      1
@@ -93,9 +102,10 @@ typedef struct {
 
 typedef struct {
     ngx_http_request_t         *request;
-    ngx_http_ig_cache_conf_t   *conf;
+    ngx_http_ig_cache_conf_t   *conf;        /* NULL: a purge location    */
     ngx_uint_t                  state;
     ngx_uint_t                  status;      /* NGX_HTTP_IG_CST_*          */
+    ngx_uint_t                  prepurge;    /* NGX_HTTP_IG_PREPURGE_*     */
     ngx_http_ig_redis_cmd_t    *cmd;         /* in flight                  */
 
     u_char                      entry[NGX_HTTP_IG_CACHE_KEYLEN];
