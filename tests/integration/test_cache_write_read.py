@@ -8,6 +8,8 @@ directly, so a purge that is still on its way when the write's response
 leaves loses the race deterministically."""
 
 import heapq
+import http.server
+import json
 import re
 import socket
 import threading
@@ -114,6 +116,60 @@ class SlowRelay:
                 pass
 
 
+class _SlowWriteHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _reply(self, payload):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_GET(self):
+        o = self.server.owner
+        with o.lock:
+            value = o.values.get(self.path, "initial")
+        self._reply(json.dumps({"value": value}).encode())
+
+    def do_PUT(self):
+        o = self.server.owner
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n).decode()
+        # the write takes effect only after put_delay
+        time.sleep(o.put_delay)
+        with o.lock:
+            o.values[self.path] = body
+        self._reply(b'{"written":true}')
+
+    def log_message(self, *args):
+        pass
+
+
+class SlowWriteOrigin:
+    """GET returns the value; PUT sets it after put_delay seconds."""
+
+    def __init__(self, put_delay):
+        self.lock = threading.Lock()
+        self.values = {}
+        self.put_delay = put_delay
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                      _SlowWriteHandler)
+        self.server.daemon_threads = True
+        self.server.owner = self
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever,
+                         kwargs={"poll_interval": 0.1}, daemon=True).start()
+
+    @property
+    def proxy(self):
+        return f"proxy_pass http://127.0.0.1:{self.port};"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
 HOST = {"Host": "api.test"}    # the cache key has the host in it
 
 
@@ -188,6 +244,45 @@ def test_write_then_read_through_another_gateway(start_nginx, redis_server,
         assert metric(c, "infergate_redis_errors_total") == 0
     finally:
         relay.close()
+
+
+def test_reader_racing_the_write(start_nginx, redis_server):
+    """A reader that misses while the write runs (after the purge before
+    it, before the origin has the new value) reads the old value from the
+    origin; its fill must not be what the writer reads after its 2xx,
+    although the purge after the write is still on c's slow link."""
+    relay = SlowRelay(redis_server.port, 0.3)
+    origin = SlowWriteOrigin(0.6)
+    try:
+        a = gateway(start_nginx, redis_server.address, origin, "2s")
+        c = gateway(start_nginx, relay.address, origin, "2s")
+        wait_hit(a, "/items/warm")
+        wait_hit(c, "/items/warm")
+        path = "/items/race"
+        requests.get(a.url(path), headers=HOST)
+        assert wait_hit(a, path).json()["value"] == "initial"
+        out = {}
+
+        def write():
+            out["w"] = requests.put(c.url(path), data="new", headers=HOST,
+                                    timeout=10)
+        t = threading.Thread(target=write)
+        t0 = time.monotonic()
+        t.start()
+        # the purge before the write lands at ~0.3 s, the origin takes
+        # the value at ~0.9 s, the purge after it lands at ~1.2 s
+        time.sleep(0.5)
+        racing = requests.get(a.url(path), headers=HOST, timeout=10)
+        t.join()
+        assert out["w"].status_code == 200
+        done = time.monotonic() - t0
+        r = requests.get(a.url(path), headers=HOST, timeout=10)
+        print("DEBUG", racing.headers, racing.text, done, r.text, origin.values)
+        assert r.json()["value"] == "new", (r.headers, racing.headers, done)
+        assert racing.json()["value"] in ("initial", "new")
+    finally:
+        relay.close()
+        origin.close()
 
 
 def test_write_goes_on_when_the_purge_is_late(start_nginx, redis_server,
