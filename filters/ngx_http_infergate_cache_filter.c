@@ -167,11 +167,15 @@ ngx_http_ig_cache_header_filter(ngx_http_request_t *r)
      * what a concurrent reader filled meanwhile, and is not waited for
      */
 
-    if (clcf->purge
-        && (r->method & NGX_HTTP_IG_CACHE_WRITES)
-        && r->headers_out.status >= 200 && r->headers_out.status < 300)
-    {
-        ngx_http_ig_cache_purge(r, clcf->purge, clcf->cache);
+    if (clcf->purge && (r->method & NGX_HTTP_IG_CACHE_WRITES)) {
+
+        if (r->headers_out.status >= 200 && r->headers_out.status < 300) {
+            ngx_http_ig_cache_purge(r, clcf->purge, clcf->cache);
+
+        } else if (cc) {
+            /* a failed write: the readers need not wait any longer */
+            ngx_http_ig_cache_unlease(cc);
+        }
     }
 
     if (cc == NULL || cc->header_done || cc->status == NGX_HTTP_IG_CST_NONE)

@@ -50,12 +50,12 @@ static ngx_int_t ngx_http_ig_cache_prepurge(ngx_http_request_t *r,
 static void ngx_http_ig_cache_prepurge_done(redisReply *reply, void *data);
 static ngx_http_ig_redis_cmd_t *ngx_http_ig_cache_purge_issue(
     ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
-    ngx_http_ig_cache_conf_t *ccf, ngx_http_ig_redis_handler_pt handler,
-    void *data);
+    ngx_http_ig_cache_conf_t *ccf, ngx_http_ig_cache_ctx_t *wcc,
+    ngx_http_ig_redis_handler_pt handler, void *data);
 static ngx_http_ig_redis_cmd_t *ngx_http_ig_cache_purge_send(
     ngx_http_ig_redis_t *redis, const char **argv, size_t *argvlen,
-    ngx_uint_t nkeys, ngx_uint_t nent, ngx_http_ig_redis_handler_pt handler,
-    void *data);
+    ngx_uint_t nkeys, ngx_uint_t nent, ngx_http_ig_cache_ctx_t *wcc,
+    ngx_http_ig_redis_handler_pt handler, void *data);
 static void ngx_http_ig_cache_purge_keys(u_char *p, u_char *entry);
 static ngx_int_t ngx_http_ig_cache_lease(ngx_http_ig_cache_ctx_t *cc);
 static void ngx_http_ig_cache_get_done(redisReply *reply, void *data);
@@ -160,7 +160,10 @@ static const char  ngx_http_ig_cache_release_text[] =
  * declared.  The members of the variant and tag sets (variants, tagged
  * entries) and their leases and variant sets are known only inside
  * Redis: they are dropped here too, and share their set's hash tag (the
- * tenant), so the script still touches one slot (issue 15).
+ * tenant), so the script still touches one slot (issue 15).  ARGV[2],
+ * when not empty, is the token of a write lease left on each entry's
+ * lease key for ARGV[3] ms (the purge before a write): no fill can take
+ * the lease until the write is done (the purge after it, or a release).
  */
 static ngx_http_ig_redis_script_t  ngx_http_ig_cache_purge_lua;
 static const char  ngx_http_ig_cache_purge_text[] =
@@ -188,6 +191,11 @@ static const char  ngx_http_ig_cache_purge_text[] =
     "  end\n"
     "end\n"
     "redis.call('DEL', unpack(KEYS))\n"
+    "if ARGV[2] ~= '' then\n"
+    "  for i = 1, tonumber(ARGV[1]) do\n"
+    "    redis.call('SET', KEYS[3 * i - 1], ARGV[2], 'PX', ARGV[3])\n"
+    "  end\n"
+    "end\n"
     "return {}\n";
 
 ngx_int_t
@@ -890,7 +898,12 @@ ngx_http_ig_cache_prepurge(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
 
     redis = clcf->purge->redis ? clcf->purge->redis : clcf->cache->redis;
 
-    cc->cmd = ngx_http_ig_cache_purge_issue(r, clcf->purge, clcf->cache,
+    /* the write lease's token: "w", then nobody else's */
+    ngx_sprintf(cc->wtoken, "w%07xD%08xD%08xD%08xD",
+                (uint32_t) ngx_random() & 0xfffffff, (uint32_t) ngx_random(),
+                (uint32_t) ngx_pid, (uint32_t) ngx_current_msec);
+
+    cc->cmd = ngx_http_ig_cache_purge_issue(r, clcf->purge, clcf->cache, cc,
                                             ngx_http_ig_cache_prepurge_done,
                                             cc);
     if (cc->cmd == NULL) {
@@ -904,6 +917,9 @@ ngx_http_ig_cache_prepurge(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
     }
 
     cc->prepurge = NGX_HTTP_IG_PREPURGE_SENT;
+
+    /* even if no reply comes, the script may have run: release at the end */
+    cc->wlease = 1;
 
     ngx_http_ig_redis_flush(redis);
 
@@ -2346,13 +2362,20 @@ ngx_http_ig_cache_purge(ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
 
     redis = pcf->redis ? pcf->redis : ccf->redis;
 
-    if (ngx_http_ig_cache_purge_issue(r, pcf, ccf, NULL, NULL) == NULL) {
+    if (ngx_http_ig_cache_purge_issue(r, pcf, ccf, NULL, NULL, NULL)
+        == NULL)
+    {
         ngx_http_ig_redis_warn(redis, r->connection->log,
                                "purge not sent, entries stay until expiry");
         return;
     }
 
     ngx_http_ig_metrics_add(IG_MC_CACHE_PURGE, 1);
+
+    if (cc && cc->wredis == redis) {
+        /* it deletes the write leases too */
+        cc->wlease = 0;
+    }
 
     /* before the write's response reaches the client and its next read */
     ngx_http_ig_redis_flush(redis);
@@ -2368,7 +2391,8 @@ ngx_http_ig_cache_purge(ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
 static ngx_http_ig_redis_cmd_t *
 ngx_http_ig_cache_purge_issue(ngx_http_request_t *r,
     ngx_http_ig_purge_conf_t *pcf, ngx_http_ig_cache_conf_t *ccf,
-    ngx_http_ig_redis_handler_pt handler, void *data)
+    ngx_http_ig_cache_ctx_t *wcc, ngx_http_ig_redis_handler_pt handler,
+    void *data)
 {
     u_char                    *p, *keys, tenant[NGX_HTTP_IG_CACHE_TLEN];
     u_char                     md[32];
@@ -2388,8 +2412,8 @@ ngx_http_ig_cache_purge_issue(ngx_http_request_t *r,
 
     /* EVALSHA sha numkeys (entry lease variants)... tag... nent */
 
-    argv = ngx_palloc(r->pool, (n + 4) * sizeof(char *));
-    argvlen = ngx_palloc(r->pool, (n + 4) * sizeof(size_t));
+    argv = ngx_palloc(r->pool, (n + 6) * sizeof(char *));
+    argvlen = ngx_palloc(r->pool, (n + 6) * sizeof(size_t));
     keys = ngx_pnalloc(r->pool, n * NGX_HTTP_IG_CACHE_KEYLEN);
 
     if (argv == NULL || argvlen == NULL || keys == NULL) {
@@ -2477,7 +2501,14 @@ ngx_http_ig_cache_purge_issue(ngx_http_request_t *r,
         }
     }
 
-    return ngx_http_ig_cache_purge_send(redis, argv, argvlen, i - 3, ne,
+    if (wcc) {
+        /* the entry triples: their lease keys are released */
+        wcc->wkeys = keys;
+        wcc->nwkeys = ne;
+        wcc->wredis = redis;
+    }
+
+    return ngx_http_ig_cache_purge_send(redis, argv, argvlen, i - 3, ne, wcc,
                                         handler, data);
 }
 
@@ -2507,17 +2538,29 @@ ngx_http_ig_cache_purge_keys(u_char *p, u_char *entry)
 static ngx_http_ig_redis_cmd_t *
 ngx_http_ig_cache_purge_send(ngx_http_ig_redis_t *redis, const char **argv,
     size_t *argvlen, ngx_uint_t nkeys, ngx_uint_t nent,
-    ngx_http_ig_redis_handler_pt handler, void *data)
+    ngx_http_ig_cache_ctx_t *wcc, ngx_http_ig_redis_handler_pt handler,
+    void *data)
 {
-    u_char  nk[NGX_INT_T_LEN], ns[NGX_INT_T_LEN];
+    u_char      nk[NGX_INT_T_LEN], ns[NGX_INT_T_LEN], px[NGX_INT_T_LEN];
+    ngx_msec_t  ms;
 
     argv[2] = (char *) nk;
     argvlen[2] = ngx_sprintf(nk, "%ui", nkeys) - nk;
     argv[3 + nkeys] = (char *) ns;
     argvlen[3 + nkeys] = ngx_sprintf(ns, "%ui", nent) - ns;
 
+    /* ARGV[2], ARGV[3]: the write lease, "" for none */
+
+    argv[4 + nkeys] = wcc ? (char *) wcc->wtoken : "";
+    argvlen[4 + nkeys] = wcc ? sizeof(wcc->wtoken) : 0;
+
+    ms = (wcc && wcc->conf) ? wcc->conf->lock_timeout
+                            : NGX_HTTP_IG_CACHE_WLEASE;
+    argv[5 + nkeys] = (char *) px;
+    argvlen[5 + nkeys] = ngx_sprintf(px, "%M", ms) - px;
+
     return ngx_http_ig_redis_eval(redis, &ngx_http_ig_cache_purge_lua,
-                                  4 + nkeys, argv, argvlen, handler, data);
+                                  6 + nkeys, argv, argvlen, handler, data);
 }
 
 
@@ -3018,6 +3061,40 @@ ngx_http_ig_cache_spec(ngx_http_ig_cache_ctx_t *cc, redisReply *e)
 }
 
 
+/*
+ * A write that got no 2xx (or none through this location), or ended
+ * without a response: its write leases go at once (compare-and-delete),
+ * so that readers do not wait them out.
+ */
+
+void
+ngx_http_ig_cache_unlease(ngx_http_ig_cache_ctx_t *cc)
+{
+    ngx_uint_t   i;
+    const char  *argv[5];
+    size_t       argvlen[5];
+
+    if (!cc->wlease) {
+        return;
+    }
+
+    cc->wlease = 0;
+
+    for (i = 0; i < cc->nwkeys; i++) {
+        argv[2] = "1";
+        argvlen[2] = 1;
+        argv[3] = (char *) cc->wkeys + (3 * i + 1) * NGX_HTTP_IG_CACHE_KEYLEN;
+        argvlen[3] = NGX_HTTP_IG_CACHE_KEYLEN;
+        argv[4] = (char *) cc->wtoken;
+        argvlen[4] = sizeof(cc->wtoken);
+
+        (void) ngx_http_ig_redis_eval(cc->wredis,
+                                      &ngx_http_ig_cache_release_lua, 5,
+                                      argv, argvlen, NULL, NULL);
+    }
+}
+
+
 static void
 ngx_http_ig_cache_cleanup(void *data)
 {
@@ -3038,4 +3115,7 @@ ngx_http_ig_cache_cleanup(void *data)
 
     /* a fill that never came: let the next request take the lease */
     ngx_http_ig_cache_release(cc);
+
+    /* a write that ended without the purge after it */
+    ngx_http_ig_cache_unlease(cc);
 }

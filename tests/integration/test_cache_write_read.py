@@ -119,8 +119,8 @@ class SlowRelay:
 class _SlowWriteHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def _reply(self, payload):
-        self.send_response(200)
+    def _reply(self, payload, status=200):
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
@@ -138,12 +138,22 @@ class _SlowWriteHandler(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(n).decode()
         # the write takes effect only after put_delay
         time.sleep(o.put_delay)
+        if o.put_status != 200:
+            self._reply(b'{"written":false}', o.put_status)
+            return
         with o.lock:
             o.values[self.path] = body
         self._reply(b'{"written":true}')
 
     def log_message(self, *args):
         pass
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass    # a client (nginx) that went away mid-write
 
 
 class SlowWriteOrigin:
@@ -153,9 +163,8 @@ class SlowWriteOrigin:
         self.lock = threading.Lock()
         self.values = {}
         self.put_delay = put_delay
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                                      _SlowWriteHandler)
-        self.server.daemon_threads = True
+        self.put_status = 200
+        self.server = _QuietServer(("127.0.0.1", 0), _SlowWriteHandler)
         self.server.owner = self
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever,
@@ -277,11 +286,59 @@ def test_reader_racing_the_write(start_nginx, redis_server):
         assert out["w"].status_code == 200
         done = time.monotonic() - t0
         r = requests.get(a.url(path), headers=HOST, timeout=10)
-        print("DEBUG", racing.headers, racing.text, done, r.text, origin.values)
         assert r.json()["value"] == "new", (r.headers, racing.headers, done)
         assert racing.json()["value"] in ("initial", "new")
     finally:
         relay.close()
+        origin.close()
+
+
+def test_failed_write_lets_readers_go(start_nginx, redis_server):
+    """A write answered 409 (no purge after it) gives its write lease
+    back at once: a read after it does not wait out lock_timeout (2 s)."""
+    origin = SlowWriteOrigin(0.0)
+    origin.put_status = 409
+    try:
+        a = gateway(start_nginx, redis_server.address, origin, "2s")
+        wait_hit(a, "/items/warm")
+        for i in range(3):
+            path = f"/items/f{i}"
+            assert requests.put(a.url(path), data="x", headers=HOST,
+                                timeout=10).status_code == 409
+            t0 = time.monotonic()
+            r = requests.get(a.url(path), headers=HOST, timeout=10)
+            took = time.monotonic() - t0
+            assert r.json()["value"] == "initial"
+            assert r.headers["X-Cache-Status"] == "MISS"
+            assert took < 1.0, took
+        # the last read's fill (sent after its response) takes its lease
+        deadline = time.time() + 2
+        while redis_server.client().keys("igl:*") and time.time() < deadline:
+            time.sleep(0.05)
+        assert not redis_server.client().keys("igl:*")
+    finally:
+        origin.close()
+
+
+def test_abandoned_write_lets_readers_go(start_nginx, redis_server):
+    """A write whose client goes away before the origin answers ends
+    without a response: its write lease goes with the request."""
+    origin = SlowWriteOrigin(1.5)
+    try:
+        a = gateway(start_nginx, redis_server.address, origin, "2s")
+        wait_hit(a, "/items/warm")
+        try:
+            requests.put(a.url("/items/gone"), data="x", headers=HOST,
+                         timeout=0.3)
+        except requests.exceptions.Timeout:
+            pass
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        r = requests.get(a.url("/items/gone"), headers=HOST, timeout=10)
+        took = time.monotonic() - t0
+        assert r.headers["X-Cache-Status"] == "MISS"
+        assert took < 1.0, took
+    finally:
         origin.close()
 
 
