@@ -5,7 +5,8 @@
  * The response cache's module: the infergate_cache and
  * infergate_cache_purge directives, and the filters that label every
  * response (X-Cache-Status), capture a cacheable miss (stored after the
- * last buffer has gone to the client) and purge after a 2xx write.
+ * last buffer has gone to the client) and purge after a 2xx write (the
+ * purge before it is in the access step).
  */
 
 
@@ -160,14 +161,21 @@ ngx_http_ig_cache_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
-    /* delete-after-write: the write's response does not wait for Redis */
+    /*
+     * delete-after-write: the purge before the write (the access step)
+     * had its reply before the write went to the origin; this one drops
+     * what a concurrent reader filled meanwhile, and is not waited for
+     */
 
-    if (clcf->purge
-        && (r->method & (NGX_HTTP_POST|NGX_HTTP_PUT|NGX_HTTP_PATCH
-                         |NGX_HTTP_DELETE))
-        && r->headers_out.status >= 200 && r->headers_out.status < 300)
-    {
-        ngx_http_ig_cache_purge(r, clcf->purge, clcf->cache);
+    if (clcf->purge && (r->method & NGX_HTTP_IG_CACHE_WRITES)) {
+
+        if (r->headers_out.status >= 200 && r->headers_out.status < 300) {
+            ngx_http_ig_cache_purge(r, clcf->purge, clcf->cache);
+
+        } else if (cc) {
+            /* a failed write: the readers need not wait any longer */
+            ngx_http_ig_cache_unlease(cc);
+        }
     }
 
     if (cc == NULL || cc->header_done || cc->status == NGX_HTTP_IG_CST_NONE)

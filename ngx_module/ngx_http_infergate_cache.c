@@ -10,7 +10,10 @@
  * that another request holds the lease (the request polls until the
  * entry appears, the lease is free again, or lock_timeout passes).
  * A write purges entries and their leases, so a fill that began before
- * the write never stores its stale value (Facebook's memcache leases).
+ * the write never stores its stale value (Facebook's memcache leases):
+ * once before it goes to the origin, waiting for the script's reply (so
+ * that the write's response cannot overtake it), and again after a 2xx
+ * (what a concurrent reader filled while the write ran).
  * Any Redis failure makes the request BYPASS the cache.
  */
 
@@ -42,8 +45,17 @@ static ngx_int_t ngx_http_ig_cache_lookup(ngx_http_request_t *r,
 static ngx_int_t ngx_http_ig_cache_digest(ngx_http_request_t *r,
     ngx_http_ig_cache_ctx_t *cc, u_char *digest);
 static void ngx_http_ig_cache_fill_done(redisReply *reply, void *data);
-static ngx_int_t ngx_http_ig_cache_purge_send(ngx_http_ig_redis_t *redis,
-    const char **argv, size_t *argvlen, ngx_uint_t nkeys, ngx_uint_t nent);
+static ngx_int_t ngx_http_ig_cache_prepurge(ngx_http_request_t *r,
+    ngx_http_ig_cache_ctx_t *cc, ngx_http_ig_cache_loc_conf_t *clcf);
+static void ngx_http_ig_cache_prepurge_done(redisReply *reply, void *data);
+static ngx_http_ig_redis_cmd_t *ngx_http_ig_cache_purge_issue(
+    ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
+    ngx_http_ig_cache_conf_t *ccf, ngx_http_ig_cache_ctx_t *wcc,
+    ngx_http_ig_redis_handler_pt handler, void *data);
+static ngx_http_ig_redis_cmd_t *ngx_http_ig_cache_purge_send(
+    ngx_http_ig_redis_t *redis, const char **argv, size_t *argvlen,
+    ngx_uint_t nkeys, ngx_uint_t nent, ngx_http_ig_cache_ctx_t *wcc,
+    ngx_http_ig_redis_handler_pt handler, void *data);
 static void ngx_http_ig_cache_purge_keys(u_char *p, u_char *entry);
 static ngx_int_t ngx_http_ig_cache_lease(ngx_http_ig_cache_ctx_t *cc);
 static void ngx_http_ig_cache_get_done(redisReply *reply, void *data);
@@ -148,7 +160,10 @@ static const char  ngx_http_ig_cache_release_text[] =
  * declared.  The members of the variant and tag sets (variants, tagged
  * entries) and their leases and variant sets are known only inside
  * Redis: they are dropped here too, and share their set's hash tag (the
- * tenant), so the script still touches one slot (issue 15).
+ * tenant), so the script still touches one slot (issue 15).  ARGV[2],
+ * when not empty, is the token of a write lease left on each entry's
+ * lease key for ARGV[3] ms (the purge before a write): no fill can take
+ * the lease until the write is done (the purge after it, or a release).
  */
 static ngx_http_ig_redis_script_t  ngx_http_ig_cache_purge_lua;
 static const char  ngx_http_ig_cache_purge_text[] =
@@ -176,6 +191,11 @@ static const char  ngx_http_ig_cache_purge_text[] =
     "  end\n"
     "end\n"
     "redis.call('DEL', unpack(KEYS))\n"
+    "if ARGV[2] ~= '' then\n"
+    "  for i = 1, tonumber(ARGV[1]) do\n"
+    "    redis.call('SET', KEYS[3 * i - 1], ARGV[2], 'PX', ARGV[3])\n"
+    "  end\n"
+    "end\n"
     "return {}\n";
 
 ngx_int_t
@@ -659,6 +679,8 @@ const ngx_http_ig_stage_t  ngx_http_ig_cache_stage = {
 };
 
 
+/* a cached location, or a write through infergate_cache_purge */
+
 static ngx_uint_t
 ngx_http_ig_cache_on(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf)
 {
@@ -666,7 +688,9 @@ ngx_http_ig_cache_on(ngx_http_request_t *r, ngx_http_ig_loc_conf_t *lcf)
 
     clcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_cache_module);
 
-    return clcf->cache != NULL;
+    return clcf->cache != NULL
+           || (clcf->purge != NULL
+               && (r->method & NGX_HTTP_IG_CACHE_WRITES));
 }
 
 
@@ -683,12 +707,10 @@ ngx_http_ig_cache_access(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
         return NGX_DECLINED;
     }
 
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_infergate_cache_module);
     cc = ngx_http_get_module_ctx(r, ngx_http_infergate_cache_module);
 
     if (cc == NULL) {
-        clcf = ngx_http_get_module_loc_conf(r,
-                                            ngx_http_infergate_cache_module);
-
         cc = ngx_pcalloc(r->pool, sizeof(ngx_http_ig_cache_ctx_t));
         if (cc == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -710,6 +732,20 @@ ngx_http_ig_cache_access(ngx_http_request_t *r, ngx_http_ig_ctx_t *ctx,
         cc->retry = cc->wake;
 
         ngx_http_set_ctx(r, cc, ngx_http_infergate_cache_module);
+    }
+
+    if (clcf->purge && (r->method & NGX_HTTP_IG_CACHE_WRITES)
+        && cc->prepurge != NGX_HTTP_IG_PREPURGE_DONE)
+    {
+        rc = ngx_http_ig_cache_prepurge(r, cc, clcf);
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
+    if (cc->conf == NULL) {
+        /* infergate_cache_purge without infergate_cache */
+        return NGX_DECLINED;
     }
 
     switch (cc->state) {
@@ -836,6 +872,87 @@ bypass:
     cc->state = NGX_HTTP_IG_CACHE_DONE;
 
     return NGX_DECLINED;
+}
+
+
+/*
+ * Delete-before-write: the write goes to the origin only after Redis has
+ * run the purge (or failed to, or not answered within the server's
+ * timeout=), so that its response, and the writer's next read through any
+ * gateway, cannot overtake the purge.  A failure is logged and counted
+ * (infergate_redis_errors_total) and the write goes on: refusing writes
+ * because the cache is down would make the cache a dependency of the
+ * origin.  The purge after a 2xx (the header filter) still runs.
+ */
+
+static ngx_int_t
+ngx_http_ig_cache_prepurge(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc,
+    ngx_http_ig_cache_loc_conf_t *clcf)
+{
+    ngx_http_ig_redis_t  *redis;
+
+    if (cc->prepurge == NGX_HTTP_IG_PREPURGE_SENT) {
+        /* woken before the reply */
+        return NGX_AGAIN;
+    }
+
+    redis = clcf->purge->redis ? clcf->purge->redis : clcf->cache->redis;
+
+    /* the write lease's token: "w", then nobody else's */
+    ngx_sprintf(cc->wtoken, "w%07xD%08xD%08xD%08xD",
+                (uint32_t) ngx_random() & 0xfffffff, (uint32_t) ngx_random(),
+                (uint32_t) ngx_pid, (uint32_t) ngx_current_msec);
+
+    cc->cmd = ngx_http_ig_cache_purge_issue(r, clcf->purge, clcf->cache, cc,
+                                            ngx_http_ig_cache_prepurge_done,
+                                            cc);
+    if (cc->cmd == NULL) {
+        ngx_http_ig_metrics_add(IG_MC_REDIS_ERROR, 1);
+        ngx_http_ig_redis_warn(redis, r->connection->log,
+                               "purge before a write not sent, the write "
+                               "goes on; its entries stay until the purge "
+                               "after it or their expiry");
+        cc->prepurge = NGX_HTTP_IG_PREPURGE_DONE;
+        return NGX_DECLINED;
+    }
+
+    cc->prepurge = NGX_HTTP_IG_PREPURGE_SENT;
+
+    /* even if no reply comes, the script may have run: release at the end */
+    cc->wlease = 1;
+
+    ngx_http_ig_redis_flush(redis);
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_ig_cache_prepurge_done(redisReply *reply, void *data)
+{
+    ngx_http_ig_cache_ctx_t  *cc = data;
+
+    ngx_http_ig_redis_t           *redis;
+    ngx_http_ig_cache_loc_conf_t  *clcf;
+
+    cc->cmd = NULL;
+    cc->prepurge = NGX_HTTP_IG_PREPURGE_DONE;
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        /* counted by the Redis layer */
+        clcf = ngx_http_get_module_loc_conf(cc->request,
+                                            ngx_http_infergate_cache_module);
+        redis = clcf->purge->redis ? clcf->purge->redis
+                                   : clcf->cache->redis;
+
+        ngx_http_ig_redis_warn(redis, cc->request->connection->log,
+                               "purge before a write failed or was late, "
+                               "the write goes on; its entries stay until "
+                               "the purge after it or their expiry");
+    }
+
+    /* out of hiredis's stack: the request runs from the posted queue */
+    ngx_post_event(&cc->wake, &ngx_posted_events);
 }
 
 
@@ -2028,7 +2145,8 @@ failed:
 }
 
 
-/* the fill, the release and the purge: nobody waits for their replies */
+/* the fill, the release and the purge after a write: nobody waits for
+ * their replies */
 
 void
 ngx_http_ig_cache_store(ngx_http_request_t *r, ngx_http_ig_cache_ctx_t *cc)
@@ -2222,9 +2340,59 @@ ngx_http_ig_cache_release(ngx_http_ig_cache_ctx_t *cc)
 }
 
 
+/*
+ * The purge after a 2xx write (the header filter): nobody waits for its
+ * reply; the purge before the write (ngx_http_ig_cache_prepurge()) made
+ * sure that the write's response cannot overtake the removal of what was
+ * stored before the write.  This one deletes what a concurrent reader
+ * filled while the write ran (a lease taken after the first purge).
+ */
+
 void
 ngx_http_ig_cache_purge(ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
     ngx_http_ig_cache_conf_t *ccf)
+{
+    ngx_http_ig_redis_t       *redis;
+    ngx_http_ig_cache_ctx_t   *cc;
+
+    cc = ngx_http_get_module_ctx(r, ngx_http_infergate_cache_module);
+    if (cc && cc->purge_done) {
+        return;
+    }
+
+    redis = pcf->redis ? pcf->redis : ccf->redis;
+
+    if (ngx_http_ig_cache_purge_issue(r, pcf, ccf, NULL, NULL, NULL)
+        == NULL)
+    {
+        ngx_http_ig_redis_warn(redis, r->connection->log,
+                               "purge not sent, entries stay until expiry");
+        return;
+    }
+
+    ngx_http_ig_metrics_add(IG_MC_CACHE_PURGE, 1);
+
+    if (cc && cc->wredis == redis) {
+        /* it deletes the write leases too */
+        cc->wlease = 0;
+    }
+
+    /* before the write's response reaches the client and its next read */
+    ngx_http_ig_redis_flush(redis);
+
+    if (cc) {
+        cc->purge_done = 1;
+    }
+}
+
+
+/* the purge script for this request's keys and tags; NULL: not sent */
+
+static ngx_http_ig_redis_cmd_t *
+ngx_http_ig_cache_purge_issue(ngx_http_request_t *r,
+    ngx_http_ig_purge_conf_t *pcf, ngx_http_ig_cache_conf_t *ccf,
+    ngx_http_ig_cache_ctx_t *wcc, ngx_http_ig_redis_handler_pt handler,
+    void *data)
 {
     u_char                    *p, *keys, tenant[NGX_HTTP_IG_CACHE_TLEN];
     u_char                     md[32];
@@ -2234,13 +2402,7 @@ ngx_http_ig_cache_purge(ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
     size_t                    *argvlen;
     ngx_http_ig_redis_t       *redis;
     ngx_http_ig_ctx_t         *ctx;
-    ngx_http_ig_cache_ctx_t   *cc;
     ngx_http_complex_value_t  *cv;
-
-    cc = ngx_http_get_module_ctx(r, ngx_http_infergate_cache_module);
-    if (cc && cc->purge_done) {
-        return;
-    }
 
     redis = pcf->redis ? pcf->redis : ccf->redis;
 
@@ -2250,12 +2412,12 @@ ngx_http_ig_cache_purge(ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
 
     /* EVALSHA sha numkeys (entry lease variants)... tag... nent */
 
-    argv = ngx_palloc(r->pool, (n + 4) * sizeof(char *));
-    argvlen = ngx_palloc(r->pool, (n + 4) * sizeof(size_t));
+    argv = ngx_palloc(r->pool, (n + 6) * sizeof(char *));
+    argvlen = ngx_palloc(r->pool, (n + 6) * sizeof(size_t));
     keys = ngx_pnalloc(r->pool, n * NGX_HTTP_IG_CACHE_KEYLEN);
 
     if (argv == NULL || argvlen == NULL || keys == NULL) {
-        return;
+        return NULL;
     }
 
     ngx_http_ig_cache_tenant(r, tenant);
@@ -2272,7 +2434,7 @@ ngx_http_ig_cache_purge(ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
     /* the same scheme, server and host as the reads of this vhost */
 
     if (ngx_http_ig_cache_origin(r, &parts[2]) != NGX_OK) {
-        return;
+        return NULL;
     }
 
     p = keys;
@@ -2302,7 +2464,7 @@ ngx_http_ig_cache_purge(ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
 
         for (ne = 0; ne < pcf->keys->nelts; ne++) {
             if (ngx_http_complex_value(r, &cv[ne], &parts[5]) != NGX_OK) {
-                return;
+                return NULL;
             }
 
             (void) ngx_http_ig_cache_sha256(r, parts, 6, NULL, md);
@@ -2339,22 +2501,15 @@ ngx_http_ig_cache_purge(ngx_http_request_t *r, ngx_http_ig_purge_conf_t *pcf,
         }
     }
 
-    if (ngx_http_ig_cache_purge_send(redis, argv, argvlen, i - 3, ne)
-        != NGX_OK)
-    {
-        ngx_http_ig_redis_warn(redis, r->connection->log,
-                               "purge not sent, entries stay until expiry");
-        return;
+    if (wcc) {
+        /* the entry triples: their lease keys are released */
+        wcc->wkeys = keys;
+        wcc->nwkeys = ne;
+        wcc->wredis = redis;
     }
 
-    ngx_http_ig_metrics_add(IG_MC_CACHE_PURGE, 1);
-
-    /* before the write's response reaches the client and its next read */
-    ngx_http_ig_redis_flush(redis);
-
-    if (cc) {
-        cc->purge_done = 1;
-    }
+    return ngx_http_ig_cache_purge_send(redis, argv, argvlen, i - 3, ne, wcc,
+                                        handler, data);
 }
 
 
@@ -2380,25 +2535,32 @@ ngx_http_ig_cache_purge_keys(u_char *p, u_char *entry)
 /* argv[3 ...] holds nkeys keys, nent entry triples first, and room for
  * one more (ARGV[1]) */
 
-static ngx_int_t
+static ngx_http_ig_redis_cmd_t *
 ngx_http_ig_cache_purge_send(ngx_http_ig_redis_t *redis, const char **argv,
-    size_t *argvlen, ngx_uint_t nkeys, ngx_uint_t nent)
+    size_t *argvlen, ngx_uint_t nkeys, ngx_uint_t nent,
+    ngx_http_ig_cache_ctx_t *wcc, ngx_http_ig_redis_handler_pt handler,
+    void *data)
 {
-    u_char  nk[NGX_INT_T_LEN], ns[NGX_INT_T_LEN];
+    u_char      nk[NGX_INT_T_LEN], ns[NGX_INT_T_LEN], px[NGX_INT_T_LEN];
+    ngx_msec_t  ms;
 
     argv[2] = (char *) nk;
     argvlen[2] = ngx_sprintf(nk, "%ui", nkeys) - nk;
     argv[3 + nkeys] = (char *) ns;
     argvlen[3 + nkeys] = ngx_sprintf(ns, "%ui", nent) - ns;
 
-    if (ngx_http_ig_redis_eval(redis, &ngx_http_ig_cache_purge_lua,
-                               4 + nkeys, argv, argvlen, NULL, NULL)
-        == NULL)
-    {
-        return NGX_ERROR;
-    }
+    /* ARGV[2], ARGV[3]: the write lease, "" for none */
 
-    return NGX_OK;
+    argv[4 + nkeys] = wcc ? (char *) wcc->wtoken : "";
+    argvlen[4 + nkeys] = wcc ? sizeof(wcc->wtoken) : 0;
+
+    ms = (wcc && wcc->conf) ? wcc->conf->lock_timeout
+                            : NGX_HTTP_IG_CACHE_WLEASE;
+    argv[5 + nkeys] = (char *) px;
+    argvlen[5 + nkeys] = ngx_sprintf(px, "%M", ms) - px;
+
+    return ngx_http_ig_redis_eval(redis, &ngx_http_ig_cache_purge_lua,
+                                  6 + nkeys, argv, argvlen, handler, data);
 }
 
 
@@ -2899,6 +3061,40 @@ ngx_http_ig_cache_spec(ngx_http_ig_cache_ctx_t *cc, redisReply *e)
 }
 
 
+/*
+ * A write that got no 2xx (or none through this location), or ended
+ * without a response: its write leases go at once (compare-and-delete),
+ * so that readers do not wait them out.
+ */
+
+void
+ngx_http_ig_cache_unlease(ngx_http_ig_cache_ctx_t *cc)
+{
+    ngx_uint_t   i;
+    const char  *argv[5];
+    size_t       argvlen[5];
+
+    if (!cc->wlease) {
+        return;
+    }
+
+    cc->wlease = 0;
+
+    for (i = 0; i < cc->nwkeys; i++) {
+        argv[2] = "1";
+        argvlen[2] = 1;
+        argv[3] = (char *) cc->wkeys + (3 * i + 1) * NGX_HTTP_IG_CACHE_KEYLEN;
+        argvlen[3] = NGX_HTTP_IG_CACHE_KEYLEN;
+        argv[4] = (char *) cc->wtoken;
+        argvlen[4] = sizeof(cc->wtoken);
+
+        (void) ngx_http_ig_redis_eval(cc->wredis,
+                                      &ngx_http_ig_cache_release_lua, 5,
+                                      argv, argvlen, NULL, NULL);
+    }
+}
+
+
 static void
 ngx_http_ig_cache_cleanup(void *data)
 {
@@ -2919,4 +3115,7 @@ ngx_http_ig_cache_cleanup(void *data)
 
     /* a fill that never came: let the next request take the lease */
     ngx_http_ig_cache_release(cc);
+
+    /* a write that ended without the purge after it */
+    ngx_http_ig_cache_unlease(cc);
 }

@@ -47,6 +47,18 @@
 #define NGX_HTTP_IG_BYP_REQUEST     2        /* the request's directives  */
 #define NGX_HTTP_IG_BYP_RESPONSE    3        /* the response not storable */
 
+/* the purge before a write goes to the origin */
+#define NGX_HTTP_IG_PREPURGE_NONE   0
+#define NGX_HTTP_IG_PREPURGE_SENT   1        /* the script's reply awaited */
+#define NGX_HTTP_IG_PREPURGE_DONE   2        /* replied, failed or unsent  */
+
+/* a write lease's lifetime where the location has no infergate_cache */
+#define NGX_HTTP_IG_CACHE_WLEASE    2000     /* ms, lock_timeout's default */
+
+/* the methods whose 2xx purges (infergate_cache_purge) */
+#define NGX_HTTP_IG_CACHE_WRITES                                          \
+    (NGX_HTTP_POST|NGX_HTTP_PUT|NGX_HTTP_PATCH|NGX_HTTP_DELETE)
+
 #define NGX_HTTP_IG_LOOKUP_ERROR    (-1)
 #define NGX_HTTP_IG_LOOKUP_MISS     0        /* no lease wanted (HEAD)    */
 #define NGX_HTTP_IG_LOOKUP_HIT      1
@@ -93,9 +105,10 @@ typedef struct {
 
 typedef struct {
     ngx_http_request_t         *request;
-    ngx_http_ig_cache_conf_t   *conf;
+    ngx_http_ig_cache_conf_t   *conf;        /* NULL: a purge location    */
     ngx_uint_t                  state;
     ngx_uint_t                  status;      /* NGX_HTTP_IG_CST_*          */
+    ngx_uint_t                  prepurge;    /* NGX_HTTP_IG_PREPURGE_*     */
     ngx_http_ig_redis_cmd_t    *cmd;         /* in flight                  */
 
     u_char                      entry[NGX_HTTP_IG_CACHE_KEYLEN];
@@ -105,6 +118,10 @@ typedef struct {
     u_char                      digest[32];  /* D of the primary key      */
     ngx_str_t                   vary;        /* names of the stored spec  */
     u_char                      token[32];
+    u_char                      wtoken[32];  /* a write's lease token     */
+    u_char                     *wkeys;       /* its purge's entry triples */
+    ngx_uint_t                  nwkeys;
+    ngx_http_ig_redis_t        *wredis;
     u_char                      tenant[NGX_HTTP_IG_CACHE_TLEN];
 
     ngx_int_t                   result;      /* NGX_HTTP_IG_LOOKUP_*       */
@@ -146,6 +163,7 @@ typedef struct {
     unsigned                    swap:1;      /* the failure becomes stale  */
     unsigned                    swap_sent:1;
     unsigned                    refresh:1;   /* a background refresh       */
+    unsigned                    wlease:1;    /* write leases may be held   */
 } ngx_http_ig_cache_ctx_t;
 
 
@@ -163,6 +181,7 @@ void ngx_http_ig_cache_make_key(u_char *out, char kind, u_char *tenant,
 void ngx_http_ig_cache_store(ngx_http_request_t *r,
     ngx_http_ig_cache_ctx_t *cc);
 void ngx_http_ig_cache_release(ngx_http_ig_cache_ctx_t *cc);
+void ngx_http_ig_cache_unlease(ngx_http_ig_cache_ctx_t *cc);
 void ngx_http_ig_cache_purge(ngx_http_request_t *r,
     ngx_http_ig_purge_conf_t *pcf, ngx_http_ig_cache_conf_t *ccf);
 

@@ -101,8 +101,10 @@ def test_cost_per_request(start_nginx, redis_server, store_origin, tmp_path):
     assert out["cache_hit"]["commands"] == {"get": 1.0}, out
     assert scripts("cache_miss_and_fill") == 2.0, out
     assert out["cache_miss_and_fill"]["per_request"] <= 10.5, out
-    assert scripts("write_purge") == 1.0, out
-    assert out["write_purge"]["per_request"] <= 3.5, out
+    # the purge before the write (waited for; it leaves the write lease)
+    # and the one after its 2xx
+    assert scripts("write_purge") == 2.0, out
+    assert out["write_purge"]["per_request"] <= 7.5, out
     assert scripts("cluster_limit") == 1.0, out
     assert out["cluster_limit"]["per_request"] <= 4.5, out
     assert out["no_redis_feature"]["per_request"] == 0, out
