@@ -1804,12 +1804,13 @@ done:
 
         ig_batcher_stats(s->batchers[i], &st);
         ig_blog("info", "model_stats", "id=%u batches=%llu rows=%llu "
-                "timeouts=%llu full=%llu failed=%llu", i,
+                "timeouts=%llu full=%llu failed=%llu inlined=%llu", i,
                 (unsigned long long) st.batches,
                 (unsigned long long) st.rows,
                 (unsigned long long) st.timeouts,
                 (unsigned long long) st.full,
-                (unsigned long long) st.failed);
+                (unsigned long long) st.failed,
+                (unsigned long long) st.inlined);
 
         ig_batcher_destroy(s->batchers[i]);
     }

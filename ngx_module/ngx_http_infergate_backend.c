@@ -855,6 +855,35 @@ ngx_http_ig_backend_hello(ngx_http_ig_backend_t *be, u_char *msg,
     ig_ring_region_t   rg, want;
     ngx_connection_t  *c;
 
+    /* a version of its own first: the size of the rest depends on it */
+    if (len >= 2 * sizeof(uint32_t)) {
+        ngx_memcpy(&i, msg + sizeof(uint32_t), sizeof(uint32_t));
+
+        if (i != IG_RING_VERSION) {
+            ig_ctl_stats_req_t  nak;
+
+            ngx_log_error(NGX_LOG_ERR, be->log, 0,
+                          "infergate_backend \"%V\": the backend speaks "
+                          "ring protocol version %uD, this module %d: "
+                          "install the module and infergate-backend from "
+                          "one build", &be->name, i, IG_RING_VERSION);
+
+            /* so that the backend logs it too */
+            nak.type = IG_CTL_VERSION;
+            nak.version = IG_RING_VERSION;
+
+            if (be->ctl
+                && send(be->ctl->fd, &nak, sizeof(nak),
+                        MSG_NOSIGNAL | MSG_DONTWAIT)
+                   != (ssize_t) sizeof(nak))
+            {
+                /* it sees the close alone */
+            }
+
+            goto failed;
+        }
+    }
+
     if (be->mapped || len != sizeof(ig_ctl_hello_t) || nfds != 3) {
         ngx_log_error(NGX_LOG_ERR, be->log, 0,
                       "infergate_backend \"%V\": unexpected HELLO (%uz "
@@ -924,6 +953,9 @@ ngx_http_ig_backend_hello(ngx_http_ig_backend_t *be, u_char *msg,
     be->sq = ig_ring_sq(base, &be->rg, 0);
     be->cq = ig_ring_cq(base, &be->rg, 0);
     be->slot_floats = ig_ring_slot_floats(&be->rg);
+
+    /* we start asleep on cq: the backend's first answer rings */
+    __atomic_store_n(&be->cq->sleeping, 1, __ATOMIC_RELAXED);
 
     be->nfree = 0;
 
@@ -1804,9 +1836,15 @@ ngx_http_ig_backend_push(ngx_http_ig_backend_req_t *br, uint32_t model_id)
 
     ngx_http_ig_metrics_gauge_add(IG_MG_BACKEND_INFLIGHT, 1);
 
+    /*
+     * The doorbell only when the backend's word asks for it: while it
+     * drains our queue it sees this push without one (lib/ig_ring.h).
+     */
+
     one = 1;
 
-    if (write(be->sq_fd, &one, sizeof(uint64_t)) != sizeof(uint64_t)
+    if (ig_ring_need_wake(be->sq)
+        && write(be->sq_fd, &one, sizeof(uint64_t)) != sizeof(uint64_t)
         && ngx_errno != NGX_EAGAIN)
     {
         ngx_log_error(NGX_LOG_ERR, be->log, ngx_errno,
@@ -1855,11 +1893,21 @@ ngx_http_ig_backend_cq_handler(ngx_event_t *ev)
     c = ev->data;
     be = c->data;
 
-    /* reset the counter first: a push after the drain rings again */
+    /*
+     * Edge-triggered (epoll's EPOLLET), every doorbell is an event and the
+     * counter need not be read; level-triggered methods reset it first,
+     * so that a push after the drain rings again.
+     */
 
-    do {
-        n = read(c->fd, &count, sizeof(uint64_t));
-    } while (n == -1 && ngx_errno == NGX_EINTR);
+    if (!(ngx_event_flags & NGX_USE_CLEAR_EVENT)) {
+        do {
+            n = read(c->fd, &count, sizeof(uint64_t));
+        } while (n == -1 && ngx_errno == NGX_EINTR);
+    }
+
+    if (be->mapped) {
+        ig_ring_awake(be->cq);        /* draining: no doorbells needed */
+    }
 
     for ( ;; ) {
 
@@ -1870,6 +1918,11 @@ ngx_http_ig_backend_cq_handler(ngx_event_t *ev)
         rc = ig_ring_pop(be->cq, be->rg.nslots, &index);
 
         if (rc == -1) {
+            /* empty: ask for a doorbell, then look once more */
+            if (ig_ring_sleep(be->cq, be->cq->head)) {
+                continue;
+            }
+
             return;
         }
 
