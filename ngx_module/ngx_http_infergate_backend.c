@@ -90,6 +90,7 @@ struct ngx_http_ig_backend_s {
     ngx_connection_t            *ctl;
     ngx_connection_t            *cqc;            /* completion doorbell  */
     ngx_fd_t                     sq_fd;          /* submission doorbell  */
+    ngx_event_t                  bell;           /* posted: rings sq_fd  */
     void                        *base;
     size_t                       map_len;
     ig_ring_region_t             rg;
@@ -134,6 +135,7 @@ static ngx_int_t ngx_http_ig_backend_hello(ngx_http_ig_backend_t *be,
 static ngx_int_t ngx_http_ig_backend_models_msg(ngx_http_ig_backend_t *be,
     u_char *msg, size_t len);
 static void ngx_http_ig_backend_cq_handler(ngx_event_t *ev);
+static void ngx_http_ig_backend_bell_handler(ngx_event_t *ev);
 static void ngx_http_ig_backend_down(ngx_http_ig_backend_t *be,
     const char *why, ngx_err_t err);
 static void ngx_http_ig_backend_timeout(ngx_event_t *ev);
@@ -503,6 +505,10 @@ ngx_http_ig_backend_init_member(ngx_cycle_t *cycle, ngx_http_ig_backend_t *be)
     be->reconnect.data = be;
     be->reconnect.log = cycle->log;
     be->reconnect.cancelable = 1;
+
+    be->bell.handler = ngx_http_ig_backend_bell_handler;
+    be->bell.data = be;
+    be->bell.log = cycle->log;
 
     be->backoff = NGX_HTTP_IG_BACKOFF_MIN;
 
@@ -1798,7 +1804,6 @@ ngx_http_ig_backend_failover(ngx_http_ig_backend_req_t *br,
 static ngx_int_t
 ngx_http_ig_backend_push(ngx_http_ig_backend_req_t *br, uint32_t model_id)
 {
-    uint64_t                one;
     ig_ring_slot_t         *slot;
     ngx_http_ig_backend_t  *be = br->backend;
 
@@ -1837,19 +1842,12 @@ ngx_http_ig_backend_push(ngx_http_ig_backend_req_t *br, uint32_t model_id)
     ngx_http_ig_metrics_gauge_add(IG_MG_BACKEND_INFLIGHT, 1);
 
     /*
-     * The doorbell only when the backend's word asks for it: while it
-     * drains our queue it sees this push without one (lib/ig_ring.h).
+     * One doorbell for every push of this event loop iteration: the bell
+     * is a posted event, run after the iteration's I/O handlers.
      */
 
-    one = 1;
-
-    if (ig_ring_need_wake(be->sq)
-        && write(be->sq_fd, &one, sizeof(uint64_t)) != sizeof(uint64_t)
-        && ngx_errno != NGX_EAGAIN)
-    {
-        ngx_log_error(NGX_LOG_ERR, be->log, ngx_errno,
-                      "infergate_backend \"%V\": doorbell write() failed",
-                      &be->name);
+    if (!be->bell.posted) {
+        ngx_post_event(&be->bell, &ngx_posted_events);
     }
 
     /* a retry keeps the timer: it has the request's remaining time */
@@ -1863,6 +1861,38 @@ ngx_http_ig_backend_push(ngx_http_ig_backend_req_t *br, uint32_t model_id)
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * The submission doorbell, once per event loop iteration that pushed:
+ * written only when the backend's word asks for it; while it drains our
+ * queue it sees the pushes without one (lib/ig_ring.h).
+ */
+
+static void
+ngx_http_ig_backend_bell_handler(ngx_event_t *ev)
+{
+    uint64_t                one;
+    ngx_http_ig_backend_t  *be;
+
+    be = ev->data;
+
+    if (!be->mapped || be->sq_fd == NGX_INVALID_FILE
+        || !ig_ring_need_wake(be->sq))
+    {
+        return;
+    }
+
+    one = 1;
+
+    if (write(be->sq_fd, &one, sizeof(uint64_t)) != sizeof(uint64_t)
+        && ngx_errno != NGX_EAGAIN)
+    {
+        ngx_log_error(NGX_LOG_ERR, be->log, ngx_errno,
+                      "infergate_backend \"%V\": doorbell write() failed",
+                      &be->name);
+    }
 }
 
 
@@ -2079,6 +2109,10 @@ ngx_http_ig_backend_down(ngx_http_ig_backend_t *be, const char *why,
     if (be->sq_fd != NGX_INVALID_FILE) {
         close(be->sq_fd);
         be->sq_fd = NGX_INVALID_FILE;
+    }
+
+    if (be->bell.posted) {
+        ngx_delete_posted_event(&be->bell);
     }
 
     n = be->mapped ? be->rg.nslots : 0;

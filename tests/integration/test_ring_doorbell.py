@@ -11,7 +11,6 @@ version mismatch is logged, and which requests the batcher runs inline on
 the ring thread (--inline-us).  No assertion is on speed.
 """
 
-import socket
 import struct
 import time
 
@@ -21,6 +20,7 @@ from backend_fixtures import OK, IG_RING_VERSION, RingClient, start_backend  # n
 
 Q_SLEEPING = 4          # ig_ring_queue_t: head, sleeping, ... tail at 64
 IG_CTL_STATS_REQ = 3
+IG_CTL_VERSION = 5
 
 
 class PoliteClient(RingClient):
@@ -193,3 +193,39 @@ def test_slow_model_never_holds_the_ring_thread(start_backend):
             assert rest[0]["tag"] == 100 + rnd
     st = inlined(b)
     assert st[str(ids["slow"])] == 0
+
+
+def test_nginx_names_a_version_mismatch_and_tells_the_backend(start_nginx):
+    # a backend of ring version 2 (no doorbell words): the worker must
+    # refuse it with a line that names both versions, tell it so with
+    # IG_CTL_VERSION, and keep answering 503 while it reconnects
+    import test_infer_faults as tif
+
+    told = []
+
+    def scenario(h, c):
+        rg = tif.layout()
+        c.send(tif.HELLO.pack(1, IG_RING_VERSION - 1, rg["generation"], 0,
+                              1) + tif.pack_region(rg))
+        c.settimeout(5)
+        try:
+            msg = c.recv(64)
+        except OSError:
+            msg = b""
+        if len(msg) >= 8:
+            told.append(struct.unpack_from("<II", msg, 0))
+        tif._serve_until_closed(c, 1)
+
+    h = tif.Hostile(scenario)
+    try:
+        ngx = start_nginx(http=f"infergate_backend be unix:{h.sock};",
+                          server=tif.LOC, workers=1)
+        tif.wait_until(lambda: h.conns >= 2, 10, "reconnects")
+        tif.assert_problem(tif.post(ngx, "m"), 503)
+        assert (f"ring protocol version {IG_RING_VERSION - 1}, this module "
+                f"{IG_RING_VERSION}") in ngx.error_log
+        assert told and told[0] == (IG_CTL_VERSION, IG_RING_VERSION), told
+        assert ngx.alive() and len(ngx.worker_pids()) == 1
+        assert not h.errors, h.errors
+    finally:
+        h.close()
