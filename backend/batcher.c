@@ -405,8 +405,12 @@ ig_batcher_submit(ig_batcher_t *b, const ig_breq_t *r)
     b->n++;
     b->queued_rows += r->rows;
 
-    /* the runner needs a wake only for a first request or a full batch */
-    wake = (b->n == 1 || b->queued_rows >= b->conf.max_batch);
+    /*
+     * The runner needs a wake only for a first request or a full batch,
+     * and none while a claim holds the model: its end wakes it.
+     */
+    wake = !b->claimed
+           && (b->n == 1 || b->queued_rows >= b->conf.max_batch);
 
     pthread_mutex_unlock(&b->lock);
 
