@@ -41,6 +41,7 @@ struct ig_batcher_s {
     uint32_t             n;
     uint64_t             queued_rows;
     uint32_t             busy;        /* requests in the running batch  */
+    int                  claimed;     /* a caller runs one inline       */
     int                  draining;
     int                  stop;
 
@@ -48,6 +49,10 @@ struct ig_batcher_s {
     float               *in;
     float               *out;
     size_t               cap_rows;
+
+    uint64_t             avg_run_ns;  /* moving averages; 0: no run yet */
+    uint64_t             avg_row_ns;
+    uint64_t             inline_ns;   /* conf.inline_us in ns; 0: off   */
 
     ig_batch_stats_t     stats;
     uint64_t             failed_log_ns;
@@ -179,6 +184,12 @@ ig_batcher_run(ig_batcher_t *b, ig_model_t *m, uint32_t k, uint64_t start)
     if (rc != 0) {
         b->stats.failed += k;
     }
+
+    /* what inlining risks: the run's time, 1/8 of the new one each time */
+    t1 -= t0;
+    b->avg_run_ns = b->avg_run_ns ? (7 * b->avg_run_ns + t1) / 8 : t1 + 1;
+    t1 /= rows ? rows : 1;
+    b->avg_row_ns = b->avg_row_ns ? (7 * b->avg_row_ns + t1) / 8 : t1 + 1;
     pthread_mutex_unlock(&b->lock);
 }
 
@@ -202,7 +213,8 @@ ig_batcher_thread(void *arg)
     pthread_mutex_lock(&b->lock);
 
     while (!b->stop) {
-        if (b->n == 0) {
+        if (b->n == 0 || b->claimed) {
+            /* a claim's end signals when something waits */
             pthread_cond_wait(&b->cond, &b->lock);
             continue;
         }
@@ -337,6 +349,8 @@ ig_batcher_create(ig_model_t *model, ig_exec_t *ex, const char *label,
 
     b->conf = *conf;
     b->mode = ig_batcher_mode;
+    b->inline_ns = (b->mode == IG_BATCH_CONTINUOUS)
+                   ? (uint64_t) conf->inline_us * 1000 : 0;
     b->ex = ex;
     b->model = model;
     snprintf(b->label, sizeof(b->label), "%s", label);
@@ -391,8 +405,12 @@ ig_batcher_submit(ig_batcher_t *b, const ig_breq_t *r)
     b->n++;
     b->queued_rows += r->rows;
 
-    /* the runner needs a wake only for a first request or a full batch */
-    wake = (b->n == 1 || b->queued_rows >= b->conf.max_batch);
+    /*
+     * The runner needs a wake only for a first request or a full batch,
+     * and none while a claim holds the model: its end wakes it.
+     */
+    wake = !b->claimed
+           && (b->n == 1 || b->queued_rows >= b->conf.max_batch);
 
     pthread_mutex_unlock(&b->lock);
 
@@ -401,6 +419,76 @@ ig_batcher_submit(ig_batcher_t *b, const ig_breq_t *r)
     }
 
     return 0;
+}
+
+
+int
+ig_batcher_claim(ig_batcher_t *b, const ig_breq_t *r)
+{
+    int       ok;
+    uint64_t  est;
+
+    if (b->inline_ns == 0) {
+        return 0;
+    }
+
+    pthread_mutex_lock(&b->lock);
+
+    /* the first run of a model goes to the runner: its time is unknown */
+    est = b->avg_row_ns * r->rows;
+    if (est < b->avg_run_ns) {
+        est = b->avg_run_ns;
+    }
+
+    ok = (b->n == 0 && b->busy == 0 && !b->claimed && !b->stop
+          && !b->draining && b->avg_run_ns != 0 && est <= b->inline_ns);
+
+    if (ok) {
+        b->claimed = 1;
+        b->busy = 1;
+        b->running = b->model;
+        b->stats.inlined++;
+    }
+
+    pthread_mutex_unlock(&b->lock);
+
+    return ok;
+}
+
+
+void
+ig_batcher_run_claimed(ig_batcher_t *b, const ig_breq_t *r)
+{
+    int          wake;
+    ig_model_t  *m, *retired;
+
+    /* b->batch and the buffers are ours: the runner waits while claimed */
+    m = b->running;
+    b->batch[0] = *r;
+
+    ig_batcher_run(b, m, 1, ig_clock_ns());
+
+    pthread_mutex_lock(&b->lock);
+
+    b->claimed = 0;
+    b->busy = 0;
+    b->running = NULL;
+    retired = NULL;
+
+    if (b->retired == m) {
+        retired = m;
+        b->retired = NULL;
+    }
+
+    wake = (b->n != 0);
+
+    pthread_mutex_unlock(&b->lock);
+
+    if (wake) {
+        pthread_cond_signal(&b->cond);
+    }
+
+    ig_model_free(retired);
 }
 
 

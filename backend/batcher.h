@@ -21,8 +21,18 @@
  *
  * In both, a request older than queue_timeout is failed, not run; a full
  * queue refuses at once (load shedding).  One runner thread per model
- * executes it, so a model is called by one thread at a time and never on
- * the ring server's epoll thread.
+ * executes it, so a model is called by one thread at a time.
+ *
+ * Inline (continuous only): the idle case needs no runner at all.  When
+ * the model's queue is empty, no batch of it runs and its recent runs
+ * took at most inline_us, ig_batcher_claim hands the model to the
+ * caller (the ring server's epoll thread), which runs the request on its
+ * own thread at once: no hand-off, no second wake-up.  Requests that
+ * arrive meanwhile queue and wait for the runner as they would behind
+ * any batch; the runner starts them when the claim ends.  The estimate
+ * is a moving average of the model's run times, so a model that turns
+ * slow (or load that makes batches long) goes back to the runner and the
+ * epoll thread is never held longer than about inline_us.
  */
 
 #ifndef _IG_BATCHER_H_INCLUDED_
@@ -70,6 +80,7 @@ typedef struct {
     uint32_t             max_delay_us;
     uint32_t             queue_timeout_us; /* 0: none                   */
     uint32_t             queue_max;        /* requests                  */
+    uint32_t             inline_us;        /* 0: never run inline       */
     ig_batch_done_pt     done;
     void                *data;
 } ig_batch_conf_t;
@@ -81,6 +92,7 @@ typedef struct {
     uint64_t             timeouts;
     uint64_t             full;
     uint64_t             failed;
+    uint64_t             inlined;          /* runs on the caller's thread */
 } ig_batch_stats_t;
 
 
@@ -96,6 +108,16 @@ ig_batcher_t *ig_batcher_create(ig_model_t *model, ig_exec_t *ex,
 
 /* 0 queued, -1 queue full (the caller answers IG_RING_EQUEUE_FULL) */
 int ig_batcher_submit(ig_batcher_t *b, const ig_breq_t *r);
+
+/*
+ * The idle case (see the top): 1 when the caller now holds the model and
+ * must call ig_batcher_run_claimed(b, r) next, holding no lock the done
+ * callback takes; 0: submit r as usual.
+ */
+int ig_batcher_claim(ig_batcher_t *b, const ig_breq_t *r);
+
+/* runs r alone on the calling thread, answers it, ends the claim */
+void ig_batcher_run_claimed(ig_batcher_t *b, const ig_breq_t *r);
 
 /* a reloaded model with the same row sizes; the old one is freed once
  * no batch uses it */

@@ -7,7 +7,7 @@
  *
  *   infergate-backend --socket PATH --model NAME[:VERSION]=PATH[#sha256=HEX]
  *       ... [--max-batch 64] [--max-delay-us 200]
- *       [--batching continuous|window]
+ *       [--batching continuous|window] [--inline-us 50]
  *       [--queue-timeout-us 100000] [--queue-max 1024]
  *       [--device auto|cpu|cuda:N] [--threads N] [--slots 64]
  *       [--slot-bytes 65536] [--clients 64] [--user U]
@@ -53,6 +53,9 @@ usage(FILE *f)
         "[--queue-timeout-us 100000]\n"
         "         [--batching continuous|window] "
         "(continuous: a request at idle runs at once)\n"
+        "         [--inline-us 50] (continuous: an idle model whose runs "
+        "take at most\n         this long runs on the ring thread; 0: "
+        "always on the runner)\n"
         "         [--queue-max 1024] [--device auto|cpu|cuda:N] "
         "[--threads 0]\n"
         "         [--slots 64] [--slot-bytes 65536] [--clients 64] "
@@ -251,7 +254,7 @@ main(int argc, char **argv)
         O_QMAX, O_DEVICE, O_THREADS, O_SLOTS, O_SLOT_BYTES, O_CLIENTS,
         O_USER, O_CHECK, O_HELP, O_ALLOW_UID, O_ALLOW_GID, O_PER_PID,
         O_PER_UID, O_AUDIT, O_AUDIT_KEY, O_AUDIT_KEY_ID, O_TRUST,
-        O_REQUIRE_SIGNED, O_BATCHING
+        O_REQUIRE_SIGNED, O_BATCHING, O_INLINE
     };
 
     static const struct option  opts[] = {
@@ -260,6 +263,7 @@ main(int argc, char **argv)
         { "max-batch",        required_argument, NULL, O_MAX_BATCH },
         { "max-delay-us",     required_argument, NULL, O_MAX_DELAY },
         { "batching",         required_argument, NULL, O_BATCHING },
+        { "inline-us",        required_argument, NULL, O_INLINE },
         { "queue-timeout-us", required_argument, NULL, O_QTIMEOUT },
         { "queue-max",        required_argument, NULL, O_QMAX },
         { "device",           required_argument, NULL, O_DEVICE },
@@ -304,6 +308,7 @@ main(int argc, char **argv)
     conf.max_delay_us = 200;
     conf.queue_timeout_us = 100000;
     conf.queue_max = 1024;
+    conf.inline_us = 50;
     device = "auto";
     check_path = NULL;
     audit = audit_key = audit_key_id = NULL;
@@ -350,6 +355,13 @@ main(int argc, char **argv)
                         "expected continuous or window\n", optarg);
                 return 2;
             }
+            break;
+
+        case O_INLINE:
+            if (num("--inline-us", optarg, 0, 1000000, &v)) {
+                return 2;
+            }
+            conf.inline_us = (uint32_t) v;
             break;
 
         case O_QTIMEOUT:

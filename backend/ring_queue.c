@@ -138,6 +138,10 @@ ig_rq_reset(ig_rq_cursor_t *c, void *base, const ig_ring_region_t *rg,
     __atomic_store_n(&cq->head, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&cq->tail, 0, __ATOMIC_RELAXED);
 
+    /* both consumers start asleep: the first push rings */
+    __atomic_store_n(&sq->sleeping, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&cq->sleeping, 1, __ATOMIC_RELAXED);
+
     c->sq_head = 0;
     c->cq_tail = 0;
 }

@@ -173,14 +173,33 @@ ig_rs_forward(int signo)
 }
 
 
+/*
+ * A doorbell.  Nobody reads the counters (both sides poll them
+ * edge-triggered, lib/ig_ring.h): every write is an event.  EAGAIN
+ * means a peer saturated its own counter; a doorbell of ours (the sq
+ * self-ring) then resets it and rings again.
+ */
 static void
 ig_rs_ring(int efd)
 {
-    uint64_t  one = 1;
+    uint64_t  one = 1, v;
 
-    /* EAGAIN: the counter is saturated, the reader wakes anyway */
-    if (write(efd, &one, sizeof(one)) < 0) {
-        /* nothing to do */
+    if (write(efd, &one, sizeof(one)) < 0 && errno == EAGAIN) {
+        if (read(efd, &v, sizeof(v)) == sizeof(v)) {
+            if (write(efd, &one, sizeof(one)) < 0) {
+                /* nothing more to do */
+            }
+        }
+    }
+}
+
+
+/* the completion doorbell, only when the worker asked for it */
+static void
+ig_rs_ring_cq(ig_rs_t *s, ig_rs_client_t *c)
+{
+    if (ig_ring_need_wake(ig_ring_cq(c->base, &s->rg, 0))) {
+        ig_rs_ring(c->cq_efd);
     }
 }
 
@@ -359,7 +378,7 @@ ig_rs_done(void *data, const ig_breq_t *r, uint32_t n, uint32_t status,
     }
 
     for (j = 0; j < nring; j++) {
-        ig_rs_ring(s->clients[ring[j]].cq_efd);
+        ig_rs_ring_cq(s, &s->clients[ring[j]]);
     }
 
     pthread_mutex_unlock(&s->lock);
@@ -690,7 +709,8 @@ ig_rs_accept(ig_rs_t *s)
         if (ig_rs_send_hello(s, i) != 0 || ig_rs_send_models(s, fd) != 0
             || ig_rs_epoll_add(s, fd, EPOLLIN | EPOLLRDHUP, IG_RS_EV_CTL, i,
                                c->gen) != 0
-            || ig_rs_epoll_add(s, c->sq_efd, EPOLLIN, IG_RS_EV_SQ, i, c->gen)
+            || ig_rs_epoll_add(s, c->sq_efd, EPOLLIN | EPOLLET, IG_RS_EV_SQ,
+                               i, c->gen)
                != 0)
         {
             ig_blog("warn", "client_refused", "client=%u pid=%d uid=%u "
@@ -758,33 +778,48 @@ ig_rs_disconnect(ig_rs_t *s, uint32_t i, const char *why)
 }
 
 
-/* drains one client's submission queue after a doorbell */
+/*
+ * Drains one client's submission queue after a doorbell.  The doorbell
+ * word (lib/ig_ring.h) is 0 while we drain, so the worker skips its
+ * write(); when the queue looks empty we set it and look once more.
+ * One request whose model is idle and quick runs here at once (the
+ * batcher's claim), after the lock is released; the rest queue.
+ */
 static void
 ig_rs_intake(ig_rs_t *s, uint32_t i)
 {
-    int              rc, answered;
-    uint32_t         k, status, budget;
-    uint64_t         v, now;
-    ig_breq_t        br;
-    ig_rq_req_t      req;
-    ig_rs_client_t  *c = &s->clients[i];
-
-    if (read(c->sq_efd, &v, sizeof(v)) < 0) {
-        /* EAGAIN: a spurious wake-up, the queue is drained anyway */
-    }
+    int               rc, answered;
+    uint32_t          k, status, budget;
+    uint64_t          now;
+    ig_breq_t         br, inl;
+    ig_rq_req_t       req;
+    ig_batcher_t     *inl_b;
+    ig_ring_queue_t  *sq;
+    ig_rs_client_t   *c = &s->clients[i];
 
     now = ig_clock_ns();
     budget = 2 * s->rg.nslots;        /* one client cannot hold the loop */
     rc = IG_RQ_EMPTY;
     answered = 0;
+    inl_b = NULL;
+    sq = ig_ring_sq(c->base, &s->rg, 0);
 
     pthread_mutex_lock(&s->lock);
+
+    ig_ring_awake(sq);
 
     for (k = 0; k < budget; k++) {
         rc = ig_rq_take(&c->cur, c->base, &s->rg, 0, c->owned, s->models,
                         s->nmodels, &req, &status);
 
-        if (rc == IG_RQ_EMPTY || rc == IG_RQ_CORRUPT) {
+        if (rc == IG_RQ_EMPTY) {
+            if (ig_ring_sleep(sq, c->cur.sq_head)) {
+                continue;             /* pushed meanwhile, unrung */
+            }
+            break;
+        }
+
+        if (rc == IG_RQ_CORRUPT) {
             break;
         }
 
@@ -823,6 +858,14 @@ ig_rs_intake(ig_rs_t *s, uint32_t i)
             br.rows = req.rows;
             br.out_floats = req.out_floats;
 
+            if (inl_b == NULL
+                && ig_batcher_claim(s->batchers[req.model_id], &br))
+            {
+                inl_b = s->batchers[req.model_id];
+                inl = br;
+                continue;
+            }
+
             if (ig_batcher_submit(s->batchers[req.model_id], &br) == 0) {
                 continue;
             }
@@ -839,10 +882,15 @@ ig_rs_intake(ig_rs_t *s, uint32_t i)
     }
 
     if (answered) {
-        ig_rs_ring(c->cq_efd);        /* once for all refused at once */
+        ig_rs_ring_cq(s, c);          /* once for all refused at once */
     }
 
     pthread_mutex_unlock(&s->lock);
+
+    if (inl_b) {
+        /* answers through ig_rs_done, which takes the lock */
+        ig_batcher_run_claimed(inl_b, &inl);
+    }
 
     if (rc == IG_RQ_CORRUPT) {
         ig_blog("warn", "client_corrupt", "client=%u pid=%d queue=sq", i,
@@ -954,7 +1002,7 @@ ig_rs_ctl(ig_rs_t *s, uint32_t i, uint32_t events)
 {
     int       k;
     ssize_t   n;
-    uint32_t  type;
+    uint32_t  type, version;
     char      buf[512];
 
     if (s->clients[i].state != IG_RS_LIVE) {
@@ -970,6 +1018,23 @@ ig_rs_ctl(ig_rs_t *s, uint32_t i, uint32_t events)
 
         if (n >= (ssize_t) sizeof(uint32_t)) {
             memcpy(&type, buf, sizeof(uint32_t));
+
+            /* every worker → backend message starts type, version */
+            if (n >= (ssize_t) (2 * sizeof(uint32_t))) {
+                memcpy(&version, buf + sizeof(uint32_t), sizeof(uint32_t));
+
+                if (version != IG_RING_VERSION) {
+                    ig_blog("error", "ring_version_mismatch",
+                            "client=%u pid=%d theirs=%u ours=%u "
+                            "reason=\"the worker's module and this "
+                            "backend speak different ring versions: "
+                            "install both from one build\"", i,
+                            (int) s->clients[i].pid, version,
+                            IG_RING_VERSION);
+                    ig_rs_disconnect(s, i, "version");
+                    return;           /* nothing it says holds */
+                }
+            }
 
             if (type == IG_CTL_STATS_REQ) {
                 ig_rs_send_stats(s, i);
@@ -1043,6 +1108,7 @@ ig_rs_apply(ig_rs_t *s, ig_reg_result_t *res)
     bc.max_delay_us = s->conf->max_delay_us;
     bc.queue_timeout_us = s->conf->queue_timeout_us;
     bc.queue_max = s->conf->queue_max;
+    bc.inline_us = s->conf->inline_us;
     bc.done = ig_rs_done;
     bc.data = s;
 
@@ -1644,10 +1710,11 @@ ig_rs_run(ig_rs_conf_t *conf)
     }
 
     ig_blog("info", "ready", "socket=%s models=%u max_batch=%u "
-            "max_delay_us=%u queue_timeout_us=%u queue_max=%u",
+            "max_delay_us=%u queue_timeout_us=%u queue_max=%u "
+            "inline_us=%u ring_version=%u",
             ig_blogq(q, sizeof(q), conf->socket_path), s->nmodels,
             conf->max_batch, conf->max_delay_us, conf->queue_timeout_us,
-            conf->queue_max);
+            conf->queue_max, conf->inline_us, IG_RING_VERSION);
 
     rc = 0;
 
@@ -1737,12 +1804,13 @@ done:
 
         ig_batcher_stats(s->batchers[i], &st);
         ig_blog("info", "model_stats", "id=%u batches=%llu rows=%llu "
-                "timeouts=%llu full=%llu failed=%llu", i,
+                "timeouts=%llu full=%llu failed=%llu inlined=%llu", i,
                 (unsigned long long) st.batches,
                 (unsigned long long) st.rows,
                 (unsigned long long) st.timeouts,
                 (unsigned long long) st.full,
-                (unsigned long long) st.failed);
+                (unsigned long long) st.failed,
+                (unsigned long long) st.inlined);
 
         ig_batcher_destroy(s->batchers[i]);
     }

@@ -43,6 +43,7 @@ typedef struct {
     uint32_t             max_delay_us;
     uint32_t             queue_timeout_us;
     uint32_t             queue_max;
+    uint32_t             inline_us;   /* --inline-us; 0: off            */
     ig_exec_t           *ex;
     ig_registry_t       *reg;
 } ig_rs_conf_t;

@@ -1143,6 +1143,27 @@ def tools_bench(results):
                        ["taskset", "-c", str(LOAD_CPU)] + argv)
         results["ring_cross_cpu"] = out
         be.stop()
+        # the floor under both: an eventfd ping-pong between two processes
+        # on the same CPUs (write, then a blocking read, each way)
+        pp = [str(BUILD / "infergate-ringbench"), "--pingpong",
+              "--requests", "20000"]
+        out = run_tool("ring floor: eventfd ping-pong, two processes on one "
+                       "CPU", ["taskset", "-c", str(NGINX_CPU)] + pp)
+        results["ring_floor_same_cpu"] = out
+        out = run_tool("ring floor: eventfd ping-pong across CPUs",
+                       ["taskset", "-c", f"{NGINX_CPU},{LOAD_CPU}"] + pp
+                       + ["--cross"])
+        results["ring_floor_cross_cpu"] = out
+        for k in ("same_cpu", "cross_cpu"):
+            r = re.search(r'"p50_us":([\d.]+)', results[f"ring_{k}"] or "")
+            f = re.search(r'"p50_us":([\d.]+)',
+                          results[f"ring_floor_{k}"] or "")
+            if r and f:
+                print(f"ring {k}: p50 {float(r.group(1)):.2f} µs, floor "
+                      f"{float(f.group(1)):.2f} µs "
+                      f"({float(r.group(1)) / float(f.group(1)):.2f}x)")
+                print(json.dumps({"ring": k, "p50_us": float(r.group(1)),
+                                  "floor_p50_us": float(f.group(1))}))
 
 
 def targets(results):

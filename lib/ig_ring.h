@@ -20,7 +20,7 @@
  * its in-flight requests and reconnects with backoff.  A restarted
  * backend has a new generation, so stale slots are never confused.
  *
- * Region (version 2).  Every connection gets a region of its own, a fresh
+ * Region (version 2 on).  Every connection gets a region of its own, a fresh
  * memfd holding one ig_ring_region_t header (nclients == 1), then that
  * client's one area at client_off (area index 0, whatever the client
  * index in IG_CTL_HELLO, which is the backend's number for logs) holding
@@ -35,8 +35,34 @@
  * the consumer reads tail with an acquire load, reads entries, then
  * publishes head with a release store.  A slot belongs to the worker
  * until its index is pushed on sq, then to the backend until its index
- * comes back on cq.  After a push the producer writes 1 to the matching
- * eventfd; the consumer drains the queue fully after each wake-up.
+ * comes back on cq.
+ *
+ * Doorbells (version 3).  The consumer of a queue owns its "sleeping"
+ * word, beside head: 1 asks the producer to write 1 to the queue's
+ * eventfd after its next push, 0 says "I am draining, I will see it".
+ * The consumer stores 0 when it starts to drain (ig_ring_awake), and
+ * when it finds the queue empty it stores 1, issues a full fence and
+ * loads tail once more (ig_ring_sleep); only if that tail is still its
+ * head may it block on the eventfd.  The producer stores tail (release),
+ * issues a full fence and loads sleeping (ig_ring_need_wake); it rings
+ * only if it reads 1.  That is Dekker's pattern: with a seq_cst fence
+ * between each side's store and load, at least one side sees the
+ * other's store, so either the consumer sees the new tail and does not
+ * block, or the producer sees 1 and rings: no wake-up is lost.  A stale
+ * 1 only costs a spare doorbell; both sides start at 1.  The eventfds
+ * are edge-triggered in epoll on both sides (nginx's EPOLLET, the
+ * backend's EPOLLET), so neither reads the counter: every write is an
+ * event, and a write that would overflow the counter (2^64 - 2 writes)
+ * only fails with EAGAIN.  A worker that writes the word wrong (0 for
+ * ever) only stops its own doorbells: its own requests wait; the
+ * backend reads the cq word as a hint and writes the sq word for its
+ * own use, and trusts neither.
+ *
+ * Version.  IG_RING_VERSION names the layout of the region and of every
+ * control message; it changes with any of them.  A worker that reads a
+ * HELLO of another version logs it, sends IG_CTL_VERSION (its own
+ * version) and closes; the backend logs "ring_version_mismatch" for any
+ * control message whose version is not its own.
  *
  * The backend trusts nothing in the region: it copies a slot's header
  * before checking it, and checks every index, count and model id.
@@ -52,7 +78,7 @@
 
 
 #define IG_RING_MAGIC          0x31474e4952474955ULL   /* "UIGRING1" */
-#define IG_RING_VERSION        2                       /* per-client */
+#define IG_RING_VERSION        3       /* 3: doorbell words, STATS grew */
 #define IG_RING_CACHELINE      64
 
 #define IG_RING_MAX_CLIENTS    256
@@ -74,8 +100,9 @@ typedef enum {
 
 
 typedef struct {
-    uint32_t                    head;
-    uint8_t                     pad0[IG_RING_CACHELINE - 4];
+    uint32_t                    head;        /* consumer's line           */
+    uint32_t                    sleeping;    /* consumer's: 1 ring me     */
+    uint8_t                     pad0[IG_RING_CACHELINE - 8];
     uint32_t                    tail;
     uint8_t                     pad1[IG_RING_CACHELINE - 4];
     uint32_t                    entries[];   /* nslots, mask = nslots - 1 */
@@ -130,7 +157,8 @@ typedef enum {
     IG_CTL_HELLO = 1,         /* backend → worker, with 3 fds             */
     IG_CTL_MODELS,            /* backend → worker                         */
     IG_CTL_STATS_REQ,         /* worker → backend (metrics)               */
-    IG_CTL_STATS              /* backend → worker                         */
+    IG_CTL_STATS,             /* backend → worker                         */
+    IG_CTL_VERSION            /* worker → backend: HELLO's version refused */
 } ig_ctl_type_e;
 
 
@@ -276,6 +304,44 @@ ig_ring_pop(ig_ring_queue_t *q, uint32_t n, uint32_t *v)
 
     *v = __atomic_load_n(&q->entries[head & (n - 1)], __ATOMIC_RELAXED);
     __atomic_store_n(&q->head, head + 1, __ATOMIC_RELEASE);
+
+    return 0;
+}
+
+
+/*
+ * Doorbells (see the top).  The producer calls ig_ring_need_wake once
+ * after its pushes and writes the eventfd if it returns 1.  The consumer
+ * calls ig_ring_awake before it drains and ig_ring_sleep(head) when it
+ * found the queue empty: 1 means an entry came meanwhile (drain again),
+ * 0 that it may block.
+ */
+static inline int
+ig_ring_need_wake(ig_ring_queue_t *q)
+{
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+
+    return __atomic_load_n(&q->sleeping, __ATOMIC_RELAXED) != 0;
+}
+
+
+static inline void
+ig_ring_awake(ig_ring_queue_t *q)
+{
+    __atomic_store_n(&q->sleeping, 0, __ATOMIC_RELAXED);
+}
+
+
+static inline int
+ig_ring_sleep(ig_ring_queue_t *q, uint32_t head)
+{
+    __atomic_store_n(&q->sleeping, 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+
+    if (__atomic_load_n(&q->tail, __ATOMIC_ACQUIRE) != head) {
+        __atomic_store_n(&q->sleeping, 0, __ATOMIC_RELAXED);
+        return 1;
+    }
 
     return 0;
 }

@@ -90,6 +90,7 @@ struct ngx_http_ig_backend_s {
     ngx_connection_t            *ctl;
     ngx_connection_t            *cqc;            /* completion doorbell  */
     ngx_fd_t                     sq_fd;          /* submission doorbell  */
+    ngx_event_t                  bell;           /* posted: rings sq_fd  */
     void                        *base;
     size_t                       map_len;
     ig_ring_region_t             rg;
@@ -134,6 +135,7 @@ static ngx_int_t ngx_http_ig_backend_hello(ngx_http_ig_backend_t *be,
 static ngx_int_t ngx_http_ig_backend_models_msg(ngx_http_ig_backend_t *be,
     u_char *msg, size_t len);
 static void ngx_http_ig_backend_cq_handler(ngx_event_t *ev);
+static void ngx_http_ig_backend_bell_handler(ngx_event_t *ev);
 static void ngx_http_ig_backend_down(ngx_http_ig_backend_t *be,
     const char *why, ngx_err_t err);
 static void ngx_http_ig_backend_timeout(ngx_event_t *ev);
@@ -504,6 +506,10 @@ ngx_http_ig_backend_init_member(ngx_cycle_t *cycle, ngx_http_ig_backend_t *be)
     be->reconnect.log = cycle->log;
     be->reconnect.cancelable = 1;
 
+    be->bell.handler = ngx_http_ig_backend_bell_handler;
+    be->bell.data = be;
+    be->bell.log = cycle->log;
+
     be->backoff = NGX_HTTP_IG_BACKOFF_MIN;
 
     /* the backend's own figures, for /metrics, once a second */
@@ -855,6 +861,35 @@ ngx_http_ig_backend_hello(ngx_http_ig_backend_t *be, u_char *msg,
     ig_ring_region_t   rg, want;
     ngx_connection_t  *c;
 
+    /* a version of its own first: the size of the rest depends on it */
+    if (len >= 2 * sizeof(uint32_t)) {
+        ngx_memcpy(&i, msg + sizeof(uint32_t), sizeof(uint32_t));
+
+        if (i != IG_RING_VERSION) {
+            ig_ctl_stats_req_t  nak;
+
+            ngx_log_error(NGX_LOG_ERR, be->log, 0,
+                          "infergate_backend \"%V\": the backend speaks "
+                          "ring protocol version %uD, this module %d: "
+                          "install the module and infergate-backend from "
+                          "one build", &be->name, i, IG_RING_VERSION);
+
+            /* so that the backend logs it too */
+            nak.type = IG_CTL_VERSION;
+            nak.version = IG_RING_VERSION;
+
+            if (be->ctl
+                && send(be->ctl->fd, &nak, sizeof(nak),
+                        MSG_NOSIGNAL | MSG_DONTWAIT)
+                   != (ssize_t) sizeof(nak))
+            {
+                /* it sees the close alone */
+            }
+
+            goto failed;
+        }
+    }
+
     if (be->mapped || len != sizeof(ig_ctl_hello_t) || nfds != 3) {
         ngx_log_error(NGX_LOG_ERR, be->log, 0,
                       "infergate_backend \"%V\": unexpected HELLO (%uz "
@@ -924,6 +959,9 @@ ngx_http_ig_backend_hello(ngx_http_ig_backend_t *be, u_char *msg,
     be->sq = ig_ring_sq(base, &be->rg, 0);
     be->cq = ig_ring_cq(base, &be->rg, 0);
     be->slot_floats = ig_ring_slot_floats(&be->rg);
+
+    /* we start asleep on cq: the backend's first answer rings */
+    __atomic_store_n(&be->cq->sleeping, 1, __ATOMIC_RELAXED);
 
     be->nfree = 0;
 
@@ -1766,7 +1804,6 @@ ngx_http_ig_backend_failover(ngx_http_ig_backend_req_t *br,
 static ngx_int_t
 ngx_http_ig_backend_push(ngx_http_ig_backend_req_t *br, uint32_t model_id)
 {
-    uint64_t                one;
     ig_ring_slot_t         *slot;
     ngx_http_ig_backend_t  *be = br->backend;
 
@@ -1804,14 +1841,13 @@ ngx_http_ig_backend_push(ngx_http_ig_backend_req_t *br, uint32_t model_id)
 
     ngx_http_ig_metrics_gauge_add(IG_MG_BACKEND_INFLIGHT, 1);
 
-    one = 1;
+    /*
+     * One doorbell for every push of this event loop iteration: the bell
+     * is a posted event, run after the iteration's I/O handlers.
+     */
 
-    if (write(be->sq_fd, &one, sizeof(uint64_t)) != sizeof(uint64_t)
-        && ngx_errno != NGX_EAGAIN)
-    {
-        ngx_log_error(NGX_LOG_ERR, be->log, ngx_errno,
-                      "infergate_backend \"%V\": doorbell write() failed",
-                      &be->name);
+    if (!be->bell.posted) {
+        ngx_post_event(&be->bell, &ngx_posted_events);
     }
 
     /* a retry keeps the timer: it has the request's remaining time */
@@ -1825,6 +1861,38 @@ ngx_http_ig_backend_push(ngx_http_ig_backend_req_t *br, uint32_t model_id)
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * The submission doorbell, once per event loop iteration that pushed:
+ * written only when the backend's word asks for it; while it drains our
+ * queue it sees the pushes without one (lib/ig_ring.h).
+ */
+
+static void
+ngx_http_ig_backend_bell_handler(ngx_event_t *ev)
+{
+    uint64_t                one;
+    ngx_http_ig_backend_t  *be;
+
+    be = ev->data;
+
+    if (!be->mapped || be->sq_fd == NGX_INVALID_FILE
+        || !ig_ring_need_wake(be->sq))
+    {
+        return;
+    }
+
+    one = 1;
+
+    if (write(be->sq_fd, &one, sizeof(uint64_t)) != sizeof(uint64_t)
+        && ngx_errno != NGX_EAGAIN)
+    {
+        ngx_log_error(NGX_LOG_ERR, be->log, ngx_errno,
+                      "infergate_backend \"%V\": doorbell write() failed",
+                      &be->name);
+    }
 }
 
 
@@ -1855,11 +1923,21 @@ ngx_http_ig_backend_cq_handler(ngx_event_t *ev)
     c = ev->data;
     be = c->data;
 
-    /* reset the counter first: a push after the drain rings again */
+    /*
+     * Edge-triggered (epoll's EPOLLET), every doorbell is an event and the
+     * counter need not be read; level-triggered methods reset it first,
+     * so that a push after the drain rings again.
+     */
 
-    do {
-        n = read(c->fd, &count, sizeof(uint64_t));
-    } while (n == -1 && ngx_errno == NGX_EINTR);
+    if (!(ngx_event_flags & NGX_USE_CLEAR_EVENT)) {
+        do {
+            n = read(c->fd, &count, sizeof(uint64_t));
+        } while (n == -1 && ngx_errno == NGX_EINTR);
+    }
+
+    if (be->mapped) {
+        ig_ring_awake(be->cq);        /* draining: no doorbells needed */
+    }
 
     for ( ;; ) {
 
@@ -1870,6 +1948,11 @@ ngx_http_ig_backend_cq_handler(ngx_event_t *ev)
         rc = ig_ring_pop(be->cq, be->rg.nslots, &index);
 
         if (rc == -1) {
+            /* empty: ask for a doorbell, then look once more */
+            if (ig_ring_sleep(be->cq, be->cq->head)) {
+                continue;
+            }
+
             return;
         }
 
@@ -2026,6 +2109,10 @@ ngx_http_ig_backend_down(ngx_http_ig_backend_t *be, const char *why,
     if (be->sq_fd != NGX_INVALID_FILE) {
         close(be->sq_fd);
         be->sq_fd = NGX_INVALID_FILE;
+    }
+
+    if (be->bell.posted) {
+        ngx_delete_posted_event(&be->bell);
     }
 
     n = be->mapped ? be->rg.nslots : 0;

@@ -8,10 +8,20 @@
  *
  *   infergate-ringbench --socket PATH --model-id N [--requests 100000]
  *       [--concurrency 1] [--rows 1] [--spin] [--timeout-ms 5000]
+ *   infergate-ringbench --pingpong [--cross] [--requests 100000]
  *
  * Prints one JSON line: percentiles in µs, req/s, status counts, the
- * largest batch seen and how many identity outputs differed from their
- * input (for the identity model; --no-verify for others).
+ * largest batch seen, how many identity outputs differed from their
+ * input (for the identity model; --no-verify for others) and the
+ * syscalls it made per request.  It drives the ring as an nginx worker
+ * does (lib/ig_ring.h): the submission doorbell only when the backend's
+ * word asks for it, the completion eventfd edge-triggered in epoll and
+ * never read.
+ *
+ * --pingpong: the floor under any eventfd ring.  Two processes pass a
+ * token back and forth over two eventfds (write, then a blocking read),
+ * both on the first CPU this process may use, or with --cross the child
+ * on the second; one JSON line of round trip percentiles.
  */
 
 
@@ -19,12 +29,15 @@
 
 #include <errno.h>
 #include <getopt.h>
-#include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,6 +64,132 @@ cmp_u64(const void *a, const void *b)
     uint64_t  x = *(const uint64_t *) a, y = *(const uint64_t *) b;
 
     return x < y ? -1 : x > y;
+}
+
+
+/* the n-th CPU (0-based) of our affinity mask; -1 when there is none */
+static int
+nth_cpu(int n)
+{
+    int        cpu;
+    cpu_set_t  set;
+
+    if (sched_getaffinity(0, sizeof(set), &set) != 0) {
+        return -1;
+    }
+
+    for (cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+        if (CPU_ISSET(cpu, &set) && n-- == 0) {
+            return cpu;
+        }
+    }
+
+    return -1;
+}
+
+
+static void
+pin(int cpu)
+{
+    cpu_set_t  set;
+
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+
+    if (sched_setaffinity(0, sizeof(set), &set) != 0) {
+        die("sched_setaffinity");
+    }
+}
+
+
+/*
+ * The floor: an eventfd round trip between two processes, each blocking
+ * in read() as a thread sleeping on its doorbell does.
+ */
+static int
+pingpong(unsigned long requests, int cross)
+{
+    int        a, b, cpu0, cpu1, status;
+    pid_t      pid;
+    uint64_t   v, one, t0, t1, start, *lat;
+    unsigned long  i, warm;
+
+    cpu0 = nth_cpu(0);
+    cpu1 = cross ? nth_cpu(1) : cpu0;
+
+    if (cpu0 < 0 || cpu1 < 0) {
+        fprintf(stderr, "infergate-ringbench: --pingpong%s needs %d CPUs "
+                "in the affinity mask\n", cross ? " --cross" : "",
+                cross ? 2 : 1);
+        return 1;
+    }
+
+    a = eventfd(0, EFD_CLOEXEC);          /* parent → child */
+    b = eventfd(0, EFD_CLOEXEC);          /* child → parent */
+    lat = calloc(requests, sizeof(uint64_t));
+
+    if (a < 0 || b < 0 || lat == NULL) {
+        die("eventfd");
+    }
+
+    warm = requests / 10 + 100;
+    one = 1;
+
+    pid = fork();
+    if (pid < 0) {
+        die("fork");
+    }
+
+    if (pid == 0) {
+        pin(cpu1);
+
+        for (i = 0; i < requests + warm; i++) {
+            if (read(a, &v, sizeof(v)) != sizeof(v)
+                || write(b, &one, sizeof(one)) != sizeof(one))
+            {
+                _exit(1);
+            }
+        }
+
+        _exit(0);
+    }
+
+    pin(cpu0);
+
+    start = ig_clock_ns();
+
+    for (i = 0; i < requests + warm; i++) {
+        t0 = ig_clock_ns();
+
+        if (write(a, &one, sizeof(one)) != sizeof(one)
+            || read(b, &v, sizeof(v)) != sizeof(v))
+        {
+            die("pingpong");
+        }
+
+        t1 = ig_clock_ns();
+
+        if (i >= warm) {
+            lat[i - warm] = t1 - t0;
+        }
+    }
+
+    t1 = ig_clock_ns();
+
+    waitpid(pid, &status, 0);
+    qsort(lat, requests, sizeof(uint64_t), cmp_u64);
+
+    printf("{\"pingpong\":\"%s\",\"cpus\":[%d,%d],\"requests\":%lu,"
+           "\"p50_us\":%.2f,\"p90_us\":%.2f,\"p99_us\":%.2f,"
+           "\"max_us\":%.2f,\"rt_s\":%.0f}\n",
+           cross ? "cross_cpu" : "same_cpu", cpu0, cpu1, requests,
+           lat[requests / 2] / 1e3, lat[requests * 9 / 10] / 1e3,
+           lat[requests * 99 / 100] / 1e3, lat[requests - 1] / 1e3,
+           (requests + warm) * 1e9 / (double) (t1 - start));
+
+    free(lat);
+
+    return 0;
 }
 
 
@@ -86,7 +225,9 @@ usage(void)
 {
     fprintf(stderr, "usage: infergate-ringbench --socket PATH --model-id N "
             "[--requests N] [--concurrency C] [--rows R] [--spin] "
-            "[--no-verify] [--timeout-ms MS]\n");
+            "[--no-verify] [--timeout-ms MS]\n"
+            "       infergate-ringbench --pingpong [--cross] "
+            "[--requests N]\n");
     exit(2);
 }
 
@@ -95,15 +236,16 @@ int
 main(int argc, char **argv)
 {
     int                  c, fd, nfds, *fdp, spin, verify, timeout_ms;
-    int                  region_fd, sq_efd, cq_efd;
+    int                  region_fd, sq_efd, cq_efd, ep, pp, cross;
     void                *base;
     char                 buf[65536];
     ssize_t              n;
-    uint64_t             one, v, *lat, t0, t1, nlat, submitted, done;
+    uint64_t             one, *lat, t0, t1, nlat, submitted, done;
     uint64_t            *sent, counts[IG_RB_STATUSES], mismatches;
+    uint64_t             rings, waits;
     uint32_t             model_id, concurrency, rows, i, slot, nf, no;
     uint32_t             max_batch_seen, j;
-    struct pollfd        pfd;
+    struct epoll_event   ev;
     struct iovec         iov;
     struct msghdr        mh;
     struct cmsghdr      *cm;
@@ -129,6 +271,8 @@ main(int argc, char **argv)
         { "spin",        no_argument,       NULL, 'S' },
         { "no-verify",   no_argument,       NULL, 'V' },
         { "timeout-ms",  required_argument, NULL, 't' },
+        { "pingpong",    no_argument,       NULL, 'P' },
+        { "cross",       no_argument,       NULL, 'X' },
         { NULL, 0, NULL, 0 }
     };
 
@@ -140,6 +284,8 @@ main(int argc, char **argv)
     spin = 0;
     verify = 1;
     timeout_ms = 5000;
+    pp = 0;
+    cross = 0;
 
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
@@ -176,9 +322,21 @@ main(int argc, char **argv)
             timeout_ms = atoi(optarg);
             break;
 
+        case 'P':
+            pp = 1;
+            break;
+
+        case 'X':
+            cross = 1;
+            break;
+
         default:
             usage();
         }
+    }
+
+    if (pp && requests) {
+        return pingpong(requests, cross);
     }
 
     if (path == NULL || requests == 0 || concurrency == 0 || rows == 0) {
@@ -206,9 +364,26 @@ main(int argc, char **argv)
     n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
     cm = CMSG_FIRSTHDR(&mh);
 
+    if (n >= 8 && hello.type == IG_CTL_HELLO
+        && hello.version != IG_RING_VERSION)
+    {
+        ig_ctl_stats_req_t  nak;
+
+        /* tell the backend, so that both sides log the mismatch */
+        nak.type = IG_CTL_VERSION;
+        nak.version = IG_RING_VERSION;
+        if (send(fd, &nak, sizeof(nak), MSG_NOSIGNAL) < 0) {
+            /* it learns from the EOF alone */
+        }
+
+        fprintf(stderr, "infergate-ringbench: the backend speaks ring "
+                "version %u, this tool %u: use one build of both\n",
+                hello.version, IG_RING_VERSION);
+        return 1;
+    }
+
     if (n != (ssize_t) sizeof(hello) || hello.type != IG_CTL_HELLO
-        || hello.version != IG_RING_VERSION || cm == NULL
-        || cm->cmsg_type != SCM_RIGHTS)
+        || cm == NULL || cm->cmsg_type != SCM_RIGHTS)
     {
         errno = 0;
         die("bad HELLO");
@@ -287,6 +462,16 @@ main(int argc, char **argv)
     mismatches = 0;
     max_batch_seen = 0;
     one = 1;
+    rings = 0;
+    waits = 0;
+
+    /* as nginx: the completion doorbell edge-triggered, never read */
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    ev.events = EPOLLIN | EPOLLET;
+    ev.data.u64 = 0;
+    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, cq_efd, &ev) != 0) {
+        die("epoll");
+    }
 
     t0 = ig_clock_ns();
 
@@ -296,16 +481,20 @@ main(int argc, char **argv)
         submitted++;
     }
 
-    if (write(sq_efd, &one, sizeof(one)) < 0) {
-        die("doorbell");
+    if (ig_ring_need_wake(sq)) {
+        rings++;
+        if (write(sq_efd, &one, sizeof(one)) < 0) {
+            die("doorbell");
+        }
     }
 
-    pfd.fd = cq_efd;
-    pfd.events = POLLIN;
+    c = 1;
 
     while (done < submitted) {
-        if (!spin) {
-            c = poll(&pfd, 1, timeout_ms);
+        /* drained it and found it empty: ask for a doorbell, look again */
+        if (!c && !spin && !ig_ring_sleep(cq, cq->head)) {
+            waits++;
+            c = epoll_wait(ep, &ev, 1, timeout_ms);
             if (c == 0) {
                 fprintf(stderr, "infergate-ringbench: no answer in %d ms "
                         "(%llu of %llu done)\n", timeout_ms,
@@ -315,14 +504,11 @@ main(int argc, char **argv)
             }
 
             if (c < 0 && errno != EINTR) {
-                die("poll");
-            }
-
-            if (read(cq_efd, &v, sizeof(v)) < 0 && errno != EAGAIN) {
-                die("read cq");
+                die("epoll_wait");
             }
         }
 
+        ig_ring_awake(cq);
         c = 0;
 
         while (ig_ring_pop(cq, rg.nslots, &slot) == 0) {
@@ -359,9 +545,14 @@ main(int argc, char **argv)
             }
         }
 
-        if (c && write(sq_efd, &one, sizeof(one)) < 0) {
-            die("doorbell");
+        if (c && ig_ring_need_wake(sq)) {
+            rings++;
+            if (write(sq_efd, &one, sizeof(one)) < 0) {
+                die("doorbell");
+            }
         }
+
+        c = 0;
     }
 
     t1 = ig_clock_ns();
@@ -384,8 +575,10 @@ main(int argc, char **argv)
         }
     }
 
-    printf("},\"max_batch_rows\":%u,\"mismatches\":%llu,\"client\":%u}\n",
-           max_batch_seen, (unsigned long long) mismatches, hello.client);
+    printf("},\"max_batch_rows\":%u,\"mismatches\":%llu,\"client\":%u,"
+           "\"doorbells_per_req\":%.3f,\"waits_per_req\":%.3f}\n",
+           max_batch_seen, (unsigned long long) mismatches, hello.client,
+           rings / (double) nlat, waits / (double) nlat);
 
     free(lat);
     free(sent);

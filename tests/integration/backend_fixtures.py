@@ -57,7 +57,7 @@ STATS_MODEL_HEAD = struct.Struct("<II64s16sQQQ")    # requests, rows, batches
 # signer[64]
 STATS_MODEL_SIZE = 88 + 8 * (3 + 8 + 3 + 16 + 4) + 32 + 64   # 456 bytes
 IG_RING_MAGIC = 0x31474e4952474955
-IG_RING_VERSION = 2                 # one region per client
+IG_RING_VERSION = 3                 # 3: doorbell words (lib/ig_ring.h)
 
 
 def backend_env():

@@ -291,7 +291,7 @@ def _a(n, k):
 def layout(nclients=1, nslots=4, slot_bytes=256, gen=77):
     q = _a(128 + nslots * 4, 64)
     stride = _a(2 * q + nslots * slot_bytes, 4096)
-    return dict(magic=MAGIC, version=2, header_bytes=88, generation=gen,
+    return dict(magic=MAGIC, version=3, header_bytes=88, generation=gen,
                 region_bytes=4096 + nclients * stride, nclients=nclients,
                 nslots=nslots, slot_bytes=slot_bytes, client_off=4096,
                 client_stride=stride, sq_off=0, cq_off=q, slots_off=2 * q)
@@ -353,8 +353,10 @@ class Hostile:
         os.ftruncate(fd, rg["region_bytes"])
         mm = mmap.mmap(fd, rg["region_bytes"])
         mm[:88] = region if region is not None else pack_region(rg)
+        # ring version 3: the backend, sq's consumer, starts asleep
+        struct.pack_into("<I", mm, rg["client_off"] + rg["sq_off"] + 4, 1)
         sq, cq = os.eventfd(0), os.eventfd(0, os.EFD_NONBLOCK)
-        msg = HELLO.pack(1, 2, rg["generation"], 0, os.getpid()) + \
+        msg = HELLO.pack(1, 3, rg["generation"], 0, os.getpid()) + \
             pack_region(hello_rg or rg)
         socket.send_fds(c, [msg], [fd, sq, cq][:nfds])
         os.close(fd)
@@ -406,7 +408,7 @@ def test_hostile_handshake(start_nginx, what):
         elif what == "fds":
             h.hello(c, rg, nfds=2)
         elif what == "hello_size":
-            c.send(HELLO.pack(1, 2, 1, 0, 1))
+            c.send(HELLO.pack(1, 3, 1, 0, 1))
         elif what == "models":
             h.hello(c, rg)
             c.send(models_msg()[:-10])
