@@ -1214,7 +1214,7 @@ def targets(results):
     # ring round trip, one CPU, with the eventfd ping-pong floor beside it
     r = results.get("ring_same_cpu")
     m = re.search(r'"p50_us":([\d.]+)', r or "")
-    fl = re.search(r'"p50_us":([\d.]+)', results.get("pingpong_same_cpu")
+    fl = re.search(r'"p50_us":([\d.]+)', results.get("ring_floor_same_cpu")
                    or "")
     floor = f"; eventfd ping-pong floor {float(fl.group(1)):.1f} µs" \
         if fl else ""
