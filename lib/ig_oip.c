@@ -726,18 +726,24 @@ oip_map_key(void *ctx, const unsigned char *s, size_t len)
     unsigned         i, c;
     oip_key_e        key;
     const char      *where;
+#define OIP_KEY(s, k)  { s, sizeof(s) - 1, k }
     static const struct {
         const char  *name;
+        size_t       len;
         oip_key_e    key;
     } top[] = {
-        { "id", K_ID }, { "parameters", K_PARAMS }, { "inputs", K_INPUTS },
-        { "outputs", K_OUTPUTS }, { NULL, K_NONE }
+        OIP_KEY("id", K_ID), OIP_KEY("parameters", K_PARAMS),
+        OIP_KEY("inputs", K_INPUTS), OIP_KEY("outputs", K_OUTPUTS),
+        { NULL, 0, K_NONE }
     }, input[] = {
-        { "name", K_NAME }, { "shape", K_SHAPE }, { "datatype", K_DTYPE },
-        { "data", K_DATA }, { "parameters", K_PARAMS }, { NULL, K_NONE }
+        OIP_KEY("name", K_NAME), OIP_KEY("shape", K_SHAPE),
+        OIP_KEY("datatype", K_DTYPE), OIP_KEY("data", K_DATA),
+        OIP_KEY("parameters", K_PARAMS), { NULL, 0, K_NONE }
     }, output[] = {
-        { "name", K_NAME }, { "parameters", K_PARAMS }, { NULL, K_NONE }
+        OIP_KEY("name", K_NAME), OIP_KEY("parameters", K_PARAMS),
+        { NULL, 0, K_NONE }
     }, *table;
+#undef OIP_KEY
 
     switch (d->stack[d->depth]) {
 
@@ -787,7 +793,7 @@ oip_map_key(void *ctx, const unsigned char *s, size_t len)
     key = K_NONE;
 
     for (i = 0; table[i].name; i++) {
-        if (oip_streq(s, len, table[i].name)) {
+        if (table[i].len == len && memcmp(s, table[i].name, len) == 0) {
             key = table[i].key;
             break;
         }
