@@ -766,6 +766,16 @@ def infer_bench(results, key, upstream):
             infergate_infer backend={n};
         }}
     }}""" for n in ports)
+    # the inference path alone (no auth, no limit): splits what admission
+    # adds from what the request costs the worker
+    nport = free_port()
+    servers += f"""
+    server {{
+        listen 127.0.0.1:{nport};
+        location /v2 {{
+            infergate_infer backend=on;
+        }}
+    }}"""
     # gRPC (h2c) beside them: the same worker, admission and backend
     gport = free_port()
     servers += f"""
@@ -785,7 +795,7 @@ def infer_bench(results, key, upstream):
     infergate_limit_zone bench 10m;
     {backends}
     {servers}""", modules=[MODULE], cpu=NGINX_CPU)
-    for p in list(ports.values()) + [gport]:
+    for p in list(ports.values()) + [gport, nport]:
         wait_port(p)
 
     body = json.dumps({"id": "b1", "inputs": [{
@@ -833,11 +843,32 @@ def infer_bench(results, key, upstream):
         "infergate → backend": (ng.worker,
                                 f"http://127.0.0.1:{ports['on']}{path}",
                                 ipost, CONNS),
+        "no admission": (ng.worker, f"http://127.0.0.1:{nport}{path}",
+                         ipost, CONNS),
     })
     if rows:
         table("inference end to end (credit-risk XGBoost, one row)", rows,
               base="plain (same body)")
         results["infer"] = rows
+        # issue 17's row: the worker's CPU per request over a plain return
+        # of the same body, split into admission (auth + limit: the two
+        # infergate rows' difference) and the inference path (body,
+        # decode into the slot, the ring, encode, send)
+        p, ig, na = (rows[n] for n in ("plain (same body)",
+                                       "infergate → backend",
+                                       "no admission"))
+        if None not in (p["cpu_us"], ig["cpu_us"], na["cpu_us"]):
+            print(f"\nnginx CPU per inference request over plain return: "
+                  f"{ig['cpu_us'] - p['cpu_us']:+.2f} µs (inference path "
+                  f"{na['cpu_us'] - p['cpu_us']:+.2f}, admission "
+                  f"{ig['cpu_us'] - na['cpu_us']:+.2f}; worker "
+                  f"{ig['cpu_us']:.2f} vs plain {p['cpu_us']:.2f} µs/req)")
+            sys.stdout.flush()
+
+    if "batching" in SKIP:
+        if "oip" not in SKIP:
+            oip_bench(results, key, ng, ports["on"], nf, gport)
+        return
 
     mbody = json.dumps({"inputs": [{
         "name": "input", "shape": [1, 64], "datatype": "FP32",

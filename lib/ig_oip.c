@@ -726,18 +726,24 @@ oip_map_key(void *ctx, const unsigned char *s, size_t len)
     unsigned         i, c;
     oip_key_e        key;
     const char      *where;
+#define OIP_KEY(s, k)  { s, sizeof(s) - 1, k }
     static const struct {
         const char  *name;
+        size_t       len;
         oip_key_e    key;
     } top[] = {
-        { "id", K_ID }, { "parameters", K_PARAMS }, { "inputs", K_INPUTS },
-        { "outputs", K_OUTPUTS }, { NULL, K_NONE }
+        OIP_KEY("id", K_ID), OIP_KEY("parameters", K_PARAMS),
+        OIP_KEY("inputs", K_INPUTS), OIP_KEY("outputs", K_OUTPUTS),
+        { NULL, 0, K_NONE }
     }, input[] = {
-        { "name", K_NAME }, { "shape", K_SHAPE }, { "datatype", K_DTYPE },
-        { "data", K_DATA }, { "parameters", K_PARAMS }, { NULL, K_NONE }
+        OIP_KEY("name", K_NAME), OIP_KEY("shape", K_SHAPE),
+        OIP_KEY("datatype", K_DTYPE), OIP_KEY("data", K_DATA),
+        OIP_KEY("parameters", K_PARAMS), { NULL, 0, K_NONE }
     }, output[] = {
-        { "name", K_NAME }, { "parameters", K_PARAMS }, { NULL, K_NONE }
+        OIP_KEY("name", K_NAME), OIP_KEY("parameters", K_PARAMS),
+        { NULL, 0, K_NONE }
     }, *table;
+#undef OIP_KEY
 
     switch (d->stack[d->depth]) {
 
@@ -787,7 +793,7 @@ oip_map_key(void *ctx, const unsigned char *s, size_t len)
     key = K_NONE;
 
     for (i = 0; table[i].name; i++) {
-        if (oip_streq(s, len, table[i].name)) {
+        if (table[i].len == len && memcmp(s, table[i].name, len) == 0) {
             key = table[i].key;
             break;
         }
@@ -1572,11 +1578,26 @@ oip_uint(uint8_t *p, uint64_t n)
 }
 
 
+/* what "%lld" writes, without printf */
+
+static uint8_t *
+oip_int(uint8_t *p, int64_t v)
+{
+    if (v < 0) {
+        *p++ = '-';
+        return oip_uint(p, (uint64_t) 0 - (uint64_t) v);
+    }
+
+    return oip_uint(p, (uint64_t) v);
+}
+
+
 static uint8_t *
 oip_float(uint8_t *p, float v)
 {
-    int       e10, k, nd, i, tries;
-    double    d, back;
+    int       e10, e2, k, nd, i, tries;
+    double    d, back, x;
+    uint32_t  bits;
     uint64_t  n;
     uint8_t   dig[10] = { 0 };
 
@@ -1593,8 +1614,18 @@ oip_float(uint8_t *p, float v)
         return oip_uint(p, (uint64_t) v);
     }
 
+    /*
+     * floor(log10(v)) from the binary exponent, without libm: e2 x
+     * log10(2) floored (78913 / 2^18, exact for |e2| < 1650) is it or one
+     * less, and the loop below steps up when the digits overflow.  Below
+     * FLT_MIN (e2 == -127) k is out of range and printf does it.
+     */
+
+    memcpy(&bits, &v, sizeof(uint32_t));
+    e2 = (int) ((bits >> 23) & 0xff) - 127;
+    e10 = (e2 * 78913) >> 18;
+
     d = (double) v;
-    e10 = (int) floor(log10(d));
 
     for (tries = 0; tries < 3; tries++) {
         k = 8 - e10;
@@ -1603,7 +1634,20 @@ oip_float(uint8_t *p, float v)
             goto slow;
         }
 
-        n = (uint64_t) llrint(k >= 0 ? d * oip_pow10[k] : d / oip_pow10[-k]);
+        /*
+         * llrint() without the libm call: below 2^52, adding and taking
+         * away 2^52 rounds to the nearest integer, ties to even, in the
+         * default rounding mode as llrint() does.
+         */
+
+        x = k >= 0 ? d * oip_pow10[k] : d / oip_pow10[-k];
+
+        if (x >= 4503599627370496.0) {
+            goto slow;
+        }
+
+        x = (x + 4503599627370496.0) - 4503599627370496.0;
+        n = (uint64_t) x;
 
         if (n >= 1000000000) {
             e10++;
@@ -1717,8 +1761,11 @@ oip_shape(uint8_t *p, const ig_tensor_desc_t *t, int64_t batch)
             v = batch;
         }
 
-        p += snprintf((char *) p, OIP_DIM_LEN, "%s%lld", i ? "," : "",
-                      (long long) v);
+        if (i) {
+            *p++ = ',';
+        }
+
+        p = oip_int(p, v);
     }
 
     *p++ = ']';
@@ -1805,7 +1852,11 @@ oip_encode_infer(uint8_t *p, const char *model, const char *version,
     p = oip_cpy(p, ",\"datatype\":\"FP32\",\"shape\":");
 
     if (meta->output.ndims == 0) {
-        p += sprintf((char *) p, "[%zu,%u]", rows, meta->noutputs);
+        *p++ = '[';
+        p = oip_uint(p, (uint64_t) rows);
+        *p++ = ',';
+        p = oip_uint(p, (uint64_t) meta->noutputs);
+        *p++ = ']';
 
     } else {
         p = oip_shape(p, &meta->output, (int64_t) rows);

@@ -528,10 +528,17 @@ ngx_http_ig_infer_start(ngx_http_request_t *r, ngx_http_ig_backend_t *be,
                                              "the model is not ready");
     }
 
-    inf = ngx_pcalloc(r->pool, sizeof(ngx_http_ig_infer_t));
+    /*
+     * Only the slot hold is zeroed: the rest is written below and by the
+     * decoder (inf->req), a kilobyte less to clear on every request.
+     */
+
+    inf = ngx_palloc(r->pool, sizeof(ngx_http_ig_infer_t));
     if (inf == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    ngx_memzero(&inf->br, sizeof(ngx_http_ig_backend_req_t));
 
     /* the model list may be replaced before the answer: keep a copy */
 
