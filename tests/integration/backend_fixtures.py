@@ -48,6 +48,17 @@ TENSOR = struct.Struct("<64sII4q")                 # 104 bytes
 MODEL_HEAD = struct.Struct("<II64s16s")            # 88 bytes, meta follows
 MODEL_SIZE = 336
 Q_TAIL = 64
+
+
+def put32(mm, off, value):
+    """One 4-byte store into the shared region, as the C side does.
+    struct.pack_into() zero-fills its target before it packs, and "<I"
+    packs byte by byte, so the backend could read a queue's head or tail
+    as 0 in between and drop the client as corrupt (seen under ASan with
+    the doorbell words).  Reads use native "I" (one 4-byte load)."""
+    with memoryview(mm) as m, m[off:off + 4] as b, b.cast("I") as w:
+        w[0] = value & 0xffffffff
+
 Q_ENTRIES = 128
 
 IG_CTL_HELLO, IG_CTL_MODELS, IG_CTL_STATS_REQ, IG_CTL_STATS = 1, 2, 3, 4
@@ -160,14 +171,13 @@ class RingClient:
 
     def push(self, slot):
         n = self.nslots
-        struct.pack_into("<I", self.mm,
-                         self.sq + Q_ENTRIES + 4 * (self.sq_tail & (n - 1)),
-                         slot)
+        put32(self.mm, self.sq + Q_ENTRIES + 4 * (self.sq_tail & (n - 1)),
+              slot)
         self.sq_tail = (self.sq_tail + 1) & 0xffffffff
-        struct.pack_into("<I", self.mm, self.sq + Q_TAIL, self.sq_tail)
+        put32(self.mm, self.sq + Q_TAIL, self.sq_tail)
 
     def set_sq_tail(self, value):
-        struct.pack_into("<I", self.mm, self.sq + Q_TAIL, value & 0xffffffff)
+        put32(self.mm, self.sq + Q_TAIL, value)
 
     def ring(self):
         os.write(self.sq_efd, struct.pack("<Q", 1))
@@ -185,14 +195,14 @@ class RingClient:
         out = []
         n = self.nslots
         while True:
-            tail = struct.unpack_from("<I", self.mm, self.cq + Q_TAIL)[0]
+            tail = struct.unpack_from("I", self.mm, self.cq + Q_TAIL)[0]
             if tail == self.cq_head:
                 return out
             slot = struct.unpack_from(
-                "<I", self.mm,
+                "I", self.mm,
                 self.cq + Q_ENTRIES + 4 * (self.cq_head & (n - 1)))[0]
             self.cq_head = (self.cq_head + 1) & 0xffffffff
-            struct.pack_into("<I", self.mm, self.cq, self.cq_head)
+            put32(self.mm, self.cq, self.cq_head)
             out.append(self.read_slot(slot))
 
     def read_slot(self, slot):

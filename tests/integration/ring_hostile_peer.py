@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from backend_fixtures import RingClient, SLOT  # noqa: E402
+from backend_fixtures import RingClient, SLOT, put32  # noqa: E402
 
 
 def scribble(c, rnd, hold=False):
@@ -45,7 +45,7 @@ def scribble(c, rnd, hold=False):
     if hold:
         return
     tail = rnd.choice([rnd.getrandbits(32), rnd.randrange(c.nslots)])
-    struct.pack_into("<I", mm, c.sq + 64, tail)
+    put32(mm, c.sq + 64, tail)
 
 
 def garbage_ctl(c, rnd):

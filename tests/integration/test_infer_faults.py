@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from conftest import SANITIZE, assert_problem
+from backend_fixtures import put32
 from infer_fixtures import backend_proc, infer_http, wait_connected  # noqa
 
 
@@ -354,7 +355,7 @@ class Hostile:
         mm = mmap.mmap(fd, rg["region_bytes"])
         mm[:88] = region if region is not None else pack_region(rg)
         # ring version 3: the backend, sq's consumer, starts asleep
-        struct.pack_into("<I", mm, rg["client_off"] + rg["sq_off"] + 4, 1)
+        put32(mm, rg["client_off"] + rg["sq_off"] + 4, 1)
         sq, cq = os.eventfd(0), os.eventfd(0, os.EFD_NONBLOCK)
         msg = HELLO.pack(1, 3, rg["generation"], 0, os.getpid()) + \
             pack_region(hello_rg or rg)
@@ -373,18 +374,18 @@ def wait_submit(mm, rg, sq, timeout=5):
     r, _, _ = select.select([sq], [], [], timeout)
     assert r, "the worker submitted nothing"
     os.eventfd_read(sq)
-    tail = struct.unpack_from("<I", mm, rg["client_off"] + rg["sq_off"]
+    tail = struct.unpack_from("I", mm, rg["client_off"] + rg["sq_off"]
                               + 64)[0]
     assert tail >= 1
-    return struct.unpack_from("<I", mm, rg["client_off"] + rg["sq_off"]
+    return struct.unpack_from("I", mm, rg["client_off"] + rg["sq_off"]
                               + 128 + 4 * ((tail - 1) % rg["nslots"]))[0]
 
 
 def complete(mm, rg, cq, index, n=1):
     base = rg["client_off"] + rg["cq_off"]
-    tail = struct.unpack_from("<I", mm, base + 64)[0]
-    struct.pack_into("<I", mm, base + 128 + 4 * (tail % rg["nslots"]), index)
-    struct.pack_into("<I", mm, base + 64, tail + n)
+    tail = struct.unpack_from("I", mm, base + 64)[0]
+    put32(mm, base + 128 + 4 * (tail % rg["nslots"]), index)
+    put32(mm, base + 64, tail + n)
     os.eventfd_write(cq, 1)
 
 

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from backend_fixtures import OK, IG_RING_VERSION, RingClient, start_backend  # noqa: F401,E501
+from backend_fixtures import OK, IG_RING_VERSION, RingClient, put32, start_backend  # noqa: F401,E501
 
 Q_SLEEPING = 4          # ig_ring_queue_t: head, sleeping, ... tail at 64
 IG_CTL_STATS_REQ = 3
@@ -29,13 +29,13 @@ class PoliteClient(RingClient):
     when it is about to block, as nginx does."""
 
     def sq_word(self):
-        return struct.unpack_from("<I", self.mm, self.sq + Q_SLEEPING)[0]
+        return struct.unpack_from("I", self.mm, self.sq + Q_SLEEPING)[0]
 
     def set_sq_word(self, v):
-        struct.pack_into("<I", self.mm, self.sq + Q_SLEEPING, v)
+        put32(self.mm, self.sq + Q_SLEEPING, v)
 
     def set_cq_word(self, v):
-        struct.pack_into("<I", self.mm, self.cq + Q_SLEEPING, v)
+        put32(self.mm, self.cq + Q_SLEEPING, v)
 
     def submit_polite(self, slot, model_id, rows, floats, tag=None):
         self.submit(slot, model_id, rows, floats, tag=tag, ring=False)
